@@ -1,0 +1,73 @@
+"""Helpers shared by the OCI handlers, and the ``GET /v2/`` version check."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from registry.digests import check_name
+from registry.errors import PaginationInvalid
+from registry.services import RegistryService
+
+API_VERSION = ("docker-distribution-api-version", "registry/2.0")
+
+
+def service(request: Request) -> RegistryService:
+    return request.app.state.registry
+
+
+def repo_name(request: Request) -> str:
+    return check_name(request.path_params["name"])
+
+
+def absolute(request: Request, path: str) -> str:
+    """An absolute URL for ``path`` (clients such as Ollama require absolute Locations)."""
+    base = request.app.state.settings.public_url
+    if base:
+        return base.rstrip("/") + path
+    host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
+    return f"{request.url.scheme}://{host}{path}"
+
+
+def page_args(request: Request) -> tuple[int | None, str | None]:
+    n = request.query_params.get("n")
+    if n is not None:
+        if not n.isdigit():
+            raise PaginationInvalid(f"n must be a non-negative integer, not {n!r}")
+        n = int(n)
+    return n, request.query_params.get("last") or None
+
+
+def next_link(path: str, n: int | None, items: list[str]) -> dict[str, str]:
+    """A ``Link: <...>; rel="next"`` header when a full page was returned."""
+    if n and len(items) == n:
+        return {"Link": f'<{path}?n={n}&last={items[-1]}>; rel="next"'}
+    return {}
+
+
+def empty(status: int, headers: dict[str, str]) -> Response:
+    headers.setdefault("Content-Length", "0")
+    return Response(status_code=status, headers=headers)
+
+
+async def version_check(request: Request) -> Response:
+    return JSONResponse({})
+
+
+class ApiVersionMiddleware:
+    """Adds ``Docker-Distribution-API-Version`` to every response (clients probe for it)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_header(message):
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []),
+                                      (API_VERSION[0].encode(), API_VERSION[1].encode())]
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)

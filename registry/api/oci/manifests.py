@@ -1,0 +1,53 @@
+"""``/v2/<name>/manifests/<reference>``: GET, HEAD, PUT, DELETE."""
+
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from registry.api.oci.base import absolute, empty, repo_name, service
+from registry.errors import ManifestTooLarge
+
+
+async def get_manifest(request: Request) -> Response:
+    """Serve the stored bytes whatever the Accept header says (Ollama parses any type)."""
+    name, reference = repo_name(request), request.path_params["reference"]
+    m = await run_in_threadpool(service(request).manifests.get, name, reference)
+    headers = {"Content-Type": m.media_type, "Docker-Content-Digest": m.digest,
+               "ETag": f'"{m.digest}"', "Content-Length": str(len(m.content))}
+    if request.method == "HEAD":
+        return Response(status_code=200, headers=headers)
+    return Response(m.content, headers=headers)
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ManifestTooLarge(f"manifest is {declared} bytes; the limit is {limit}")
+    parts, total = [], 0
+    async for part in request.stream():
+        total += len(part)
+        if total > limit:
+            raise ManifestTooLarge(f"manifest exceeds the limit of {limit} bytes")
+        parts.append(part)
+    return b"".join(parts)
+
+
+async def put_manifest(request: Request) -> Response:
+    name, reference = repo_name(request), request.path_params["reference"]
+    svc = service(request)
+    content = await _read_limited(request, svc.settings.max_manifest_bytes)
+    result = await run_in_threadpool(svc.manifests.put, name, reference, content,
+                                     request.headers.get("content-type"))
+    headers = {"Location": absolute(request, f"/v2/{name}/manifests/{result.digest}"),
+               "Docker-Content-Digest": result.digest}
+    if result.subject:
+        headers["OCI-Subject"] = result.subject
+    return empty(201, headers)
+
+
+async def delete_manifest(request: Request) -> Response:
+    name, reference = repo_name(request), request.path_params["reference"]
+    await run_in_threadpool(service(request).manifests.delete, name, reference)
+    return empty(202, {})

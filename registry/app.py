@@ -1,0 +1,52 @@
+"""``create_app(settings)``: the registry's ASGI application.
+
+Everything stateful (database engine, blob store, services) is built in the lifespan
+and hung on ``app.state``; there is no module-level state.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+
+from registry.api import errors
+from registry.api.oci import routes as oci_routes
+from registry.api.oci.base import ApiVersionMiddleware
+from registry.db import Database, migrate
+from registry.services import RegistryService
+from registry.settings import Settings
+from registry.storage import open_store
+
+log = logging.getLogger("assay")
+
+
+def build_service(settings: Settings, *, run_migrations: bool = True) -> RegistryService:
+    """Database + blob store + services for ``settings`` (used by the app and the CLI)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if run_migrations:
+        migrate(settings.sqlalchemy_url)
+    return RegistryService(Database(settings.sqlalchemy_url), open_store(settings), settings)
+
+
+def create_app(settings: Settings | None = None, *, run_migrations: bool = True) -> Starlette:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette):
+        app.state.registry = build_service(settings, run_migrations=run_migrations)
+        log.info("assay registry ready: database %s, storage %s",
+                 app.state.registry.db.engine.url.render_as_string(hide_password=True),
+                 settings.storage)
+        try:
+            yield
+        finally:
+            app.state.registry.db.dispose()
+
+    app = Starlette(routes=oci_routes, lifespan=lifespan,
+                    exception_handlers=errors.HANDLERS,
+                    middleware=[Middleware(ApiVersionMiddleware)])
+    app.state.settings = settings
+    return app

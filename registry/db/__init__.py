@@ -1,0 +1,92 @@
+"""Database access: the engine, read/write transactions, and migrations.
+
+``Database.read()`` gives a connection in a read transaction; ``Database.write()`` a
+connection in a write transaction that commits on success. On SQLite the write
+transaction is ``BEGIN IMMEDIATE`` (take the write lock up front, so two writers
+queue on ``busy_timeout`` instead of deadlocking on a lock upgrade), WAL mode is on,
+and foreign keys are enforced. On PostgreSQL, row locks (``FOR UPDATE``) do the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
+
+
+class Database:
+    def __init__(self, url: str, *, pool_size: int = 16):
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = create_engine(url, pool_size=pool_size, max_overflow=32)
+            _configure_sqlite(self.engine)
+        else:
+            self.engine = create_engine(url, pool_size=pool_size, max_overflow=16,
+                                        pool_pre_ping=True)
+        self._writer = self.engine.execution_options(assay_write=True)
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        with self._writer.begin() as conn:
+            yield conn
+
+    def insert_ignore(self, table, **kw):
+        """An INSERT that does nothing when the primary/unique key already exists."""
+        insert = sqlite.insert if self.is_sqlite else postgresql.insert
+        return insert(table).values(**kw).on_conflict_do_nothing()
+
+    def upsert(self, table, keys: list[str], update: dict, **kw):
+        """INSERT ... ON CONFLICT (keys) DO UPDATE SET update."""
+        insert = sqlite.insert if self.is_sqlite else postgresql.insert
+        return insert(table).values(**kw).on_conflict_do_update(index_elements=keys, set_=update)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record):
+        # Let us emit BEGIN ourselves (pysqlite's implicit transactions are off).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection):
+        write = conn.get_execution_options().get("assay_write")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def alembic_config(url: str):
+    from alembic.config import Config
+
+    import migrations
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return cfg
+
+
+def migrate(url: str, revision: str = "head") -> None:
+    """Bring the schema at ``url`` up to ``revision`` (the only way tables are created)."""
+    from alembic import command
+
+    command.upgrade(alembic_config(url), revision)

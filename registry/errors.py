@@ -1,0 +1,165 @@
+"""Domain exceptions and the one table that maps them to OCI error codes.
+
+Hierarchy::
+
+    RegistryError                     (code, status, message, detail)
+    ├── NotFound
+    │   ├── BlobUnknown               BLOB_UNKNOWN          404
+    │   ├── BlobUploadUnknown         BLOB_UPLOAD_UNKNOWN   404
+    │   ├── ManifestUnknown           MANIFEST_UNKNOWN      404
+    │   └── NameUnknown               NAME_UNKNOWN          404
+    ├── BlobUploadInvalid             BLOB_UPLOAD_INVALID   400
+    │   └── RangeInvalid              BLOB_UPLOAD_INVALID   416 (carries the current offset)
+    ├── DigestInvalid                 DIGEST_INVALID        400
+    ├── ManifestInvalid               MANIFEST_INVALID      400
+    │   └── ManifestTooLarge          MANIFEST_INVALID      413
+    ├── ManifestBlobUnknown           MANIFEST_BLOB_UNKNOWN 400
+    ├── NameInvalid                   NAME_INVALID          400
+    ├── TagInvalid                    TAG_INVALID           400
+    ├── SizeInvalid                   SIZE_INVALID          400
+    ├── RangeNotSatisfiable           RANGE_INVALID         416 (blob GET)
+    ├── PaginationInvalid             PAGINATION_NUMBER_INVALID 400
+    ├── Unsupported                   UNSUPPORTED           405
+    └── StorageError                  UNKNOWN               500 (backend failure)
+
+Handlers raise these; ``registry.api.errors`` renders them as
+``{"errors": [{"code", "message", "detail"}]}``. Nothing else builds error bodies.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RegistryError(Exception):
+    code = "UNKNOWN"
+    status = 500
+    default_message = "unknown error"
+
+    def __init__(self, message: str | None = None, detail: Any = None):
+        self.message = message or self.default_message
+        self.detail = detail
+        super().__init__(self.message)
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class NotFound(RegistryError):
+    status = 404
+
+
+class BlobUnknown(NotFound):
+    code = "BLOB_UNKNOWN"
+    default_message = "blob unknown to registry"
+
+
+class BlobUploadUnknown(NotFound):
+    code = "BLOB_UPLOAD_UNKNOWN"
+    default_message = "blob upload unknown to registry"
+
+
+class ManifestUnknown(NotFound):
+    code = "MANIFEST_UNKNOWN"
+    default_message = "manifest unknown"
+
+
+class NameUnknown(NotFound):
+    code = "NAME_UNKNOWN"
+    default_message = "repository name not known to registry"
+
+
+class BlobUploadInvalid(RegistryError):
+    code = "BLOB_UPLOAD_INVALID"
+    status = 400
+    default_message = "blob upload invalid"
+
+
+class RangeInvalid(BlobUploadInvalid):
+    """A chunk that does not start where the upload stands (out of order or repeated)."""
+
+    status = 416
+
+    def __init__(self, message: str, *, offset: int, location: str | None = None):
+        super().__init__(message, {"offset": offset})
+        self.offset = offset
+        self.location = location
+
+    def headers(self) -> dict[str, str]:
+        h = {"Range": f"0-{max(self.offset - 1, 0)}"}
+        if self.location:
+            h["Location"] = self.location
+        return h
+
+
+class DigestInvalid(RegistryError):
+    code = "DIGEST_INVALID"
+    status = 400
+    default_message = "provided digest did not match uploaded content"
+
+
+class ManifestInvalid(RegistryError):
+    code = "MANIFEST_INVALID"
+    status = 400
+    default_message = "manifest invalid"
+
+
+class ManifestTooLarge(ManifestInvalid):
+    status = 413
+
+
+class ManifestBlobUnknown(RegistryError):
+    code = "MANIFEST_BLOB_UNKNOWN"
+    status = 400
+    default_message = "manifest references a manifest or blob unknown to registry"
+
+
+class NameInvalid(RegistryError):
+    code = "NAME_INVALID"
+    status = 400
+    default_message = "invalid repository name"
+
+
+class TagInvalid(RegistryError):
+    code = "TAG_INVALID"
+    status = 400
+    default_message = "invalid tag"
+
+
+class SizeInvalid(RegistryError):
+    code = "SIZE_INVALID"
+    status = 400
+    default_message = "provided length did not match content length"
+
+
+class RangeNotSatisfiable(RegistryError):
+    code = "RANGE_INVALID"
+    status = 416
+    default_message = "requested range not satisfiable"
+
+    def __init__(self, size: int):
+        super().__init__(f"requested range not satisfiable for a blob of {size} bytes")
+        self.size = size
+
+    def headers(self) -> dict[str, str]:
+        return {"Content-Range": f"bytes */{self.size}"}
+
+
+class PaginationInvalid(RegistryError):
+    code = "PAGINATION_NUMBER_INVALID"
+    status = 400
+    default_message = "invalid number of results requested"
+
+
+class Unsupported(RegistryError):
+    code = "UNSUPPORTED"
+    status = 405
+    default_message = "the operation is unsupported"
+
+
+class StorageError(RegistryError):
+    """A blob-store backend failed; raised at the storage boundary, never a raw boto/OS error."""
+
+    code = "UNKNOWN"
+    status = 500
+    default_message = "storage backend error"

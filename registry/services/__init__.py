@@ -1,0 +1,30 @@
+"""The service layer: everything the HTTP handlers (and the CLI) ask of the registry.
+
+``RegistryService`` groups one service per concern; each takes the database, the blob
+store and the settings, and raises only ``registry.errors`` exceptions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from registry.db import Database
+from registry.services.blobs import BlobService
+from registry.services.catalog import CatalogService
+from registry.services.manifests import ManifestService
+from registry.services.uploads import UploadService
+from registry.settings import Settings
+from registry.storage import BlobStore
+
+
+@dataclass
+class RegistryService:
+    db: Database
+    store: BlobStore
+    settings: Settings
+
+    def __post_init__(self):
+        self.blobs = BlobService(self.db, self.store, self.settings)
+        self.uploads = UploadService(self.db, self.store, self.settings)
+        self.manifests = ManifestService(self.db, self.store, self.settings)
+        self.catalog = CatalogService(self.db, self.store, self.settings)

@@ -1,0 +1,66 @@
+"""Reading, mounting and unlinking committed blobs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from sqlalchemy import bindparam, delete, select
+
+from registry.db.tables import blobs, repositories, repository_blobs
+from registry.digests import parse_digest
+from registry.errors import BlobUnknown
+from registry.services.common import Service, ensure_repo, link_blob, require_repo
+
+_BLOB_SIZE = (
+    select(blobs.c.size)
+    .select_from(repository_blobs.join(blobs, blobs.c.digest == repository_blobs.c.digest)
+                 .join(repositories, repositories.c.id == repository_blobs.c.repository_id))
+    .where(repositories.c.name == bindparam("name"), repository_blobs.c.digest == bindparam("d"))
+)
+
+
+class BlobService(Service):
+    def size(self, name: str, digest: str) -> int:
+        """Size of a blob readable from repository ``name``; BlobUnknown otherwise."""
+        parse_digest(digest)
+        with self.db.read() as conn:
+            size = conn.execute(_BLOB_SIZE, {"name": name, "d": digest}).scalar()
+        if size is None:
+            raise BlobUnknown(f"blob {digest} is not in repository {name!r}", {"digest": digest})
+        return size
+
+    def open(self, digest: str, offset: int, length: int) -> Iterator[bytes]:
+        return self.store.open(digest, offset, length, self.settings.read_chunk_bytes)
+
+    def redirect_url(self, digest: str) -> str | None:
+        return self.store.redirect_url(digest)
+
+    def mount(self, name: str, digest: str, source: str | None) -> bool:
+        """Make blob ``digest`` readable from ``name`` without copying it.
+
+        With ``source``, the blob must be readable from that repository; without it,
+        any stored blob can be mounted (automatic content discovery, auth off).
+        Returns False when it cannot be mounted (the caller starts an upload instead).
+        """
+        parse_digest(digest)
+        with self.db.write() as conn:
+            if source is not None:
+                size = conn.execute(_BLOB_SIZE, {"name": source, "d": digest}).scalar()
+            else:
+                size = conn.execute(select(blobs.c.size).where(blobs.c.digest == digest)).scalar()
+            if size is None:
+                return False
+            rid = ensure_repo(self.db, conn, name)
+            link_blob(self.db, conn, rid, digest, size)
+        return True
+
+    def unlink(self, name: str, digest: str) -> None:
+        """Remove a blob from a repository; its bytes go when GC finds no other use."""
+        parse_digest(digest)
+        with self.db.write() as conn:
+            rid = require_repo(conn, name)
+            gone = conn.execute(delete(repository_blobs).where(
+                repository_blobs.c.repository_id == rid, repository_blobs.c.digest == digest))
+            if gone.rowcount == 0:
+                raise BlobUnknown(f"blob {digest} is not in repository {name!r}",
+                                  {"digest": digest})

@@ -1,0 +1,60 @@
+"""Queries shared by the services: repository lookup and creation, blob linking."""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, bindparam, select, update
+
+from registry.db import Database
+from registry.db.tables import blobs, repositories, repository_blobs, utcnow
+from registry.errors import NameUnknown
+from registry.settings import Settings
+from registry.storage import BlobStore
+
+
+class Service:
+    def __init__(self, db: Database, store: BlobStore, settings: Settings):
+        self.db = db
+        self.store = store
+        self.settings = settings
+
+
+_REPO_ID = select(repositories.c.id).where(repositories.c.name == bindparam("name"))
+
+
+def repo_id(conn: Connection, name: str) -> int | None:
+    return conn.execute(_REPO_ID, {"name": name}).scalar()
+
+
+def require_repo(conn: Connection, name: str) -> int:
+    rid = repo_id(conn, name)
+    if rid is None:
+        raise NameUnknown(f"repository {name!r} is not known to this registry")
+    return rid
+
+
+def ensure_repo(db: Database, conn: Connection, name: str) -> int:
+    """The id of repository ``name``, created if needed (inside a write transaction)."""
+    rid = repo_id(conn, name)
+    if rid is None:
+        conn.execute(db.insert_ignore(repositories, name=name, created_at=utcnow()))
+        rid = repo_id(conn, name)
+    return rid
+
+
+def link_blob(db: Database, conn: Connection, rid: int, digest: str, size: int) -> None:
+    """Record that blob ``digest`` is stored, readable from repository ``rid``, and live now.
+
+    Bumping ``last_linked_at`` takes the blob's row lock, which is what keeps GC from
+    deleting a blob that is being linked at this very moment.
+    """
+    now = utcnow()
+    conn.execute(db.upsert(blobs, ["digest"], {"last_linked_at": now},
+                           digest=digest, size=size, created_at=now, last_linked_at=now))
+    conn.execute(db.insert_ignore(repository_blobs, repository_id=rid, digest=digest,
+                                  created_at=now))
+
+
+def touch_blobs(conn: Connection, digests: list[str]) -> None:
+    if digests:
+        conn.execute(update(blobs).where(blobs.c.digest.in_(digests))
+                     .values(last_linked_at=utcnow()))

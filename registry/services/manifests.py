@@ -1,0 +1,175 @@
+"""Manifests: store byte for byte, resolve by tag or digest, delete, list referrers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from sqlalchemy import bindparam, delete, select
+
+from registry.db.tables import (
+    manifest_references,
+    manifests,
+    repositories,
+    repository_blobs,
+    tags,
+    utcnow,
+)
+from registry.digests import check_tag, digest_bytes, is_digest, parse_digest
+from registry.errors import (
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestTooLarge,
+    ManifestUnknown,
+    NameUnknown,
+)
+from registry.manifests import OCI_INDEX, parse_manifest
+from registry.services.common import Service, ensure_repo, repo_id, require_repo, touch_blobs
+
+
+@dataclass(slots=True)
+class StoredManifest:
+    digest: str
+    media_type: str
+    content: bytes
+
+
+@dataclass
+class PutResult:
+    digest: str
+    subject: str | None
+
+
+_COLS = (manifests.c.digest, manifests.c.media_type, manifests.c.content)
+_BY_TAG = (select(*_COLS)
+           .select_from(tags.join(manifests, manifests.c.id == tags.c.manifest_id)
+                        .join(repositories, repositories.c.id == tags.c.repository_id))
+           .where(repositories.c.name == bindparam("name"), tags.c.name == bindparam("ref")))
+_BY_DIGEST = (select(*_COLS)
+              .select_from(manifests.join(repositories,
+                                          repositories.c.id == manifests.c.repository_id))
+              .where(repositories.c.name == bindparam("name"),
+                     manifests.c.digest == bindparam("ref")))
+
+
+class ManifestService(Service):
+    def get(self, name: str, reference: str) -> StoredManifest:
+        """The manifest ``reference`` (tag or digest) of repository ``name``.
+
+        One indexed query on the hot path; errors cost a second one.
+        """
+        by_digest = is_digest(reference)
+        if by_digest:
+            parse_digest(reference)
+        with self.db.read() as conn:
+            row = conn.execute(_BY_DIGEST if by_digest else _BY_TAG,
+                               {"name": name, "ref": reference}).first()
+            if row is None:
+                if repo_id(conn, name) is None:
+                    raise NameUnknown(f"repository {name!r} is not known to this registry")
+                raise ManifestUnknown(f"manifest {reference!r} is not in repository {name!r}",
+                                      {"reference": reference})
+        return StoredManifest(row[0], row[1], row[2])
+
+    def put(self, name: str, reference: str, content: bytes,
+            content_type: str | None) -> PutResult:
+        """Store a manifest exactly as pushed and point tag ``reference`` at it.
+
+        Every blob it refers to must be readable from ``name`` and every child manifest
+        stored in ``name`` (else MANIFEST_BLOB_UNKNOWN); the subject need not exist.
+        """
+        if len(content) > self.settings.max_manifest_bytes:
+            raise ManifestTooLarge(
+                f"manifest is {len(content)} bytes; the limit is "
+                f"{self.settings.max_manifest_bytes}")
+        tag = None
+        if is_digest(reference):
+            algorithm, _ = parse_digest(reference)
+            digest = digest_bytes(content, algorithm)
+            if digest != reference:
+                raise DigestInvalid(f"manifest has digest {digest}, not {reference}",
+                                    {"expected": reference, "actual": digest})
+        else:
+            tag = check_tag(reference)
+            digest = digest_bytes(content)
+        parsed = parse_manifest(content, content_type)
+
+        blob_refs = sorted({d.digest for d in parsed.blobs if not d.foreign})
+        child_refs = sorted({d.digest for d in parsed.manifests})
+        now = utcnow()
+        with self.db.write() as conn:
+            rid = ensure_repo(self.db, conn, name)
+            missing = self._missing(conn, rid, blob_refs, child_refs)
+            if missing:
+                raise ManifestBlobUnknown(
+                    f"manifest refers to {len(missing)} blob(s) or manifest(s) not in "
+                    f"repository {name!r}: {', '.join(missing[:5])}", {"missing": missing})
+            touch_blobs(conn, blob_refs)
+            mid = conn.execute(select(manifests.c.id).where(
+                manifests.c.repository_id == rid, manifests.c.digest == digest)).scalar()
+            if mid is None:
+                mid = conn.execute(manifests.insert().values(
+                    repository_id=rid, digest=digest, media_type=parsed.media_type,
+                    artifact_type=parsed.artifact_type, subject_digest=parsed.subject,
+                    annotations=json.dumps(parsed.annotations) if parsed.annotations else None,
+                    content=content, size=len(content), created_at=now,
+                ).returning(manifests.c.id)).scalar_one()
+                refs = [{"manifest_id": mid, "digest": d, "kind": "blob"} for d in blob_refs]
+                refs += [{"manifest_id": mid, "digest": d, "kind": "manifest"}
+                         for d in child_refs if d not in blob_refs]
+                if refs:
+                    conn.execute(manifest_references.insert(), refs)
+            if tag is not None:
+                conn.execute(self.db.upsert(
+                    tags, ["repository_id", "name"], {"manifest_id": mid, "updated_at": now},
+                    repository_id=rid, name=tag, manifest_id=mid, updated_at=now))
+        return PutResult(digest, parsed.subject)
+
+    @staticmethod
+    def _missing(conn, rid: int, blob_refs: list[str], child_refs: list[str]) -> list[str]:
+        have: set[str] = set()
+        if blob_refs:
+            have |= set(conn.execute(select(repository_blobs.c.digest).where(
+                repository_blobs.c.repository_id == rid,
+                repository_blobs.c.digest.in_(blob_refs))).scalars())
+        if child_refs:
+            have |= set(conn.execute(select(manifests.c.digest).where(
+                manifests.c.repository_id == rid, manifests.c.digest.in_(child_refs))).scalars())
+        return [d for d in blob_refs + child_refs if d not in have]
+
+    def delete(self, name: str, reference: str) -> None:
+        """Delete a manifest by digest (with its tags), or only a tag by tag name."""
+        with self.db.write() as conn:
+            rid = require_repo(conn, name)
+            if is_digest(reference):
+                parse_digest(reference)
+                gone = conn.execute(delete(manifests).where(
+                    manifests.c.repository_id == rid, manifests.c.digest == reference))
+            else:
+                gone = conn.execute(delete(tags).where(
+                    tags.c.repository_id == rid, tags.c.name == check_tag(reference)))
+            if gone.rowcount == 0:
+                raise ManifestUnknown(f"manifest {reference!r} is not in repository {name!r}",
+                                      {"reference": reference})
+
+    def referrers(self, name: str, digest: str, artifact_type: str | None) -> dict:
+        """The OCI image index of manifests in ``name`` whose subject is ``digest``."""
+        parse_digest(digest)
+        q = (select(manifests.c.digest, manifests.c.media_type, manifests.c.size,
+                    manifests.c.artifact_type, manifests.c.annotations)
+             .join(repositories, repositories.c.id == manifests.c.repository_id)
+             .where(repositories.c.name == name, manifests.c.subject_digest == digest)
+             .order_by(manifests.c.created_at, manifests.c.id))
+        if artifact_type:
+            q = q.where(manifests.c.artifact_type == artifact_type)
+        with self.db.read() as conn:
+            rows = conn.execute(q).all()
+        descriptors = []
+        for r in rows:
+            d = {"mediaType": r.media_type, "digest": r.digest, "size": r.size}
+            if r.artifact_type:
+                d["artifactType"] = r.artifact_type
+            if r.annotations:
+                d["annotations"] = json.loads(r.annotations)
+            descriptors.append(d)
+        return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors}

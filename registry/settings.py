@@ -1,0 +1,63 @@
+"""Settings for every assay process, read from ``ASSAY_*`` environment variables.
+
+CLI flags override the environment (``assay serve --port 6000`` beats ``ASSAY_PORT``).
+Everything has a default that gives the single-machine setup: SQLite and the filesystem
+blob store inside ``data_dir``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ASSAY_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = 5000
+    data_dir: Path = Path("./data")
+
+    # Metadata: SQLite in data_dir unless a SQLAlchemy URL is given
+    # (e.g. postgresql+psycopg://user:pw@host/db).
+    database_url: str | None = None
+
+    # Blobs: "filesystem" (under data_dir/storage) or "s3".
+    storage: Literal["filesystem", "s3"] = "filesystem"
+    storage_dir: Path | None = None
+    s3_bucket: str = "assay"
+    s3_prefix: str = ""
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+    s3_create_bucket: bool = True
+
+    # Absolute base URL clients should use (behind a proxy); else taken from the request.
+    public_url: str | None = None
+
+    max_manifest_bytes: int = 4 * MiB
+    upload_expiry_seconds: int = 24 * 3600
+    gc_grace_seconds: int = 3600
+    # fsync blob data before it becomes visible: a crash never leaves a blob that
+    # the database says exists but whose bytes were still in the page cache.
+    fsync: bool = True
+    # Size of the chunks a blob is served in; 64 KiB (Starlette's default) costs 5x.
+    read_chunk_bytes: int = 1 * MiB
+    # Request bodies are written and hashed in batches of this size, off the event loop.
+    write_batch_bytes: int = 4 * MiB
+    log_level: str = "info"
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'assay.db').resolve()}"
+
+    @property
+    def blob_root(self) -> Path:
+        return (self.storage_dir or self.data_dir / "storage").resolve()
