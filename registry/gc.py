@@ -76,19 +76,22 @@ def collect(svc: RegistryService, *, dry_run: bool = False, batch: int = 100) ->
                         store.delete(digest)
                     report.orphans += 1
 
-    # Expired sessions, and upload data whose session row is gone.
-    with db.read() as conn:
-        live = set(conn.execute(select(uploads.c.id).where(uploads.c.expires_at >= now))
-                   .scalars())
+    # Expired sessions, and upload data whose session row is gone. Each one is re-checked
+    # under the write lock, so a session that starts or advances meanwhile is kept.
+    live = uploads.c.expires_at >= now
     for session, mtime in store.iter_uploads():
-        if session not in live and mtime < horizon:
+        if mtime >= horizon:
+            continue
+        with db.write() as conn:
+            if conn.execute(select(uploads.c.id).where(uploads.c.id == session, live)
+                            ).first() is not None:
+                continue
             if not dry_run:
-                with db.write() as conn:
-                    conn.execute(delete(uploads).where(uploads.c.id == session))
+                conn.execute(delete(uploads).where(uploads.c.id == session))
                 store.cancel_upload(session)
-            report.uploads += 1
+        report.uploads += 1
     if not dry_run:
         with db.write() as conn:
-            conn.execute(delete(uploads).where(uploads.c.expires_at < now))
+            conn.execute(delete(uploads).where(~live))
     log.info("gc: %s", report)
     return report

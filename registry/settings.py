@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     s3_access_key_id: str | None = None
     s3_secret_access_key: str | None = None
     s3_create_bucket: bool = True
+    # Answer blob GETs with a 307 to a presigned S3 URL instead of proxying the bytes.
+    s3_presign: bool = False
 
     # Absolute base URL clients should use (behind a proxy); else taken from the request.
     public_url: str | None = None

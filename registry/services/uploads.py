@@ -58,13 +58,15 @@ class UploadService(Service):
     def start(self, name: str) -> str:
         """Open a new session for repository ``name`` and return its id."""
         session = uuid.uuid4().hex
-        self.store.begin_upload(session)
         now = utcnow()
+        # Row first, storage second: GC removes upload data only when its row is gone
+        # or expired, so data must never exist before its row.
         with self.db.write() as conn:
             rid = ensure_repo(self.db, conn, name)
             conn.execute(uploads.insert().values(id=session, repository_id=rid, received=0,
                                                  created_at=now, updated_at=now,
                                                  expires_at=self._expiry()))
+        self.store.begin_upload(session)
         self._hashes[session] = (0, hashlib.sha256())
         self._trim()
         return session

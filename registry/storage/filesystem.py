@@ -29,6 +29,14 @@ def _translate():
         raise StorageError(f"filesystem storage: {exc.strerror or exc}") from exc
 
 
+def _mtime(entry: os.DirEntry) -> float | None:
+    """An entry's mtime, or None if it vanished since it was listed (commit, cancel, GC)."""
+    try:
+        return entry.stat().st_mtime
+    except FileNotFoundError:
+        return None
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -137,7 +145,7 @@ class FilesystemBlobStore(BlobStore):
                 yield data
 
     def delete(self, digest: str) -> None:
-        with contextlib.suppress(FileNotFoundError), _translate():
+        with _translate(), contextlib.suppress(FileNotFoundError):
             self.blob_path(digest).unlink()
 
     def iter_blobs(self) -> Iterator[tuple[str, float]]:
@@ -146,8 +154,11 @@ class FilesystemBlobStore(BlobStore):
             for alg_dir in sorted(base.iterdir()):
                 for prefix in sorted(alg_dir.iterdir()):
                     for entry in os.scandir(prefix):
-                        if entry.is_file() and not entry.name.startswith("."):
-                            yield f"{alg_dir.name}:{entry.name}", entry.stat().st_mtime
+                        if entry.name.startswith("."):
+                            continue
+                        mtime = _mtime(entry)
+                        if mtime is not None:
+                            yield f"{alg_dir.name}:{entry.name}", mtime
 
     # ---- uploads -------------------------------------------------------------
     def begin_upload(self, session: str) -> None:
@@ -198,5 +209,6 @@ class FilesystemBlobStore(BlobStore):
     def iter_uploads(self) -> Iterator[tuple[str, float]]:
         with _translate():
             for entry in os.scandir(self.root / "uploads"):
-                if entry.is_dir():
-                    yield entry.name, entry.stat().st_mtime
+                mtime = _mtime(entry)
+                if mtime is not None:
+                    yield entry.name, mtime

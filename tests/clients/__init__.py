@@ -1,0 +1,1 @@
+"""Real registry clients (skopeo, oras) and exact replays (Ollama) against a real assay."""
