@@ -1,0 +1,43 @@
+# assay: `make run` serves the registry, `make test` runs the whole suite.
+# Both set themselves up from nothing on Debian 12 with Python 3.11.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: run test setup setup-test system-deps lint bench clean
+
+run: $(VENV)/.installed
+	$(BIN)/assay serve
+
+test: $(VENV)/.installed-test system-deps
+	$(BIN)/ruff check .
+	$(BIN)/pytest -ra $(PYTEST_ARGS)
+
+setup: $(VENV)/.installed
+setup-test: $(VENV)/.installed-test
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV) || { sh scripts/system-deps.sh python3-venv && $(PYTHON) -m venv $(VENV); }
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(VENV)/.installed $@
+
+# Debian packages the tests run for real: skopeo, CNCF Distribution, PostgreSQL, wrk.
+system-deps:
+	sh scripts/system-deps.sh
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+
+bench: $(VENV)/.installed-test system-deps
+	$(BIN)/python -m bench.registry_vs_distribution
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .ruff_cache

@@ -1,0 +1,29 @@
+#!/bin/sh
+# Install the Debian packages the tests and benchmarks use, if any is missing.
+# With arguments, install exactly those packages. Needs root (or sudo).
+set -eu
+
+if [ "$#" -gt 0 ]; then
+    wanted="$*"
+else
+    wanted=""
+    command -v skopeo >/dev/null 2>&1 || wanted="$wanted skopeo"
+    command -v docker-registry >/dev/null 2>&1 || wanted="$wanted docker-registry"
+    command -v wrk >/dev/null 2>&1 || wanted="$wanted wrk"
+    command -v curl >/dev/null 2>&1 || wanted="$wanted curl"
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || wanted="$wanted postgresql"
+fi
+[ -n "$wanted" ] || exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then SUDO=sudo; else
+        echo "system-deps: need root to install:$wanted" >&2; exit 1
+    fi
+else
+    SUDO=""
+fi
+echo "system-deps: installing$wanted"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $wanted >/dev/null
