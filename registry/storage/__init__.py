@@ -45,6 +45,11 @@ class UploadWriter(ABC):
     @abstractmethod
     def write(self, data: bytes) -> None: ...
 
+    def writelines(self, parts: list[bytes]) -> None:
+        """Write several buffers in order (backends may do it without joining them)."""
+        for part in parts:
+            self.write(part)
+
     @abstractmethod
     def close(self) -> None: ...
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -9,11 +13,20 @@ from registry.digests import check_name
 from registry.errors import PaginationInvalid
 from registry.services import RegistryService
 
+T = TypeVar("T")
 API_VERSION = ("docker-distribution-api-version", "registry/2.0")
 
 
 def service(request: Request) -> RegistryService:
     return request.app.state.registry
+
+
+async def quick_read(request: Request, fn: Callable[..., T], *args) -> T:
+    """Run a short read-only service call: inline where the database allows it
+    (``Database.inline_reads``), else in a worker thread. Never for writes."""
+    if request.app.state.registry.db.inline_reads:
+        return fn(*args)
+    return await run_in_threadpool(fn, *args)
 
 
 def repo_name(request: Request) -> str:

@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from registry.api.oci.base import absolute, empty, repo_name, service
+from registry.api.oci.base import absolute, empty, quick_read, repo_name, service
 from registry.errors import RangeNotSatisfiable
 
 
@@ -58,7 +58,7 @@ class BlobResponse(Response):
 async def get_blob(request: Request) -> Response:
     name, digest = repo_name(request), request.path_params["digest"]
     svc = service(request)
-    size = await run_in_threadpool(svc.blobs.size, name, digest)
+    size = await quick_read(request, svc.blobs.size, name, digest)
     headers = {
         "Docker-Content-Digest": digest,
         "Accept-Ranges": "bytes",

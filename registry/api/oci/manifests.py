@@ -6,14 +6,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from registry.api.oci.base import absolute, empty, repo_name, service
+from registry.api.oci.base import absolute, empty, quick_read, repo_name, service
 from registry.errors import ManifestTooLarge
 
 
 async def get_manifest(request: Request) -> Response:
     """Serve the stored bytes whatever the Accept header says (Ollama parses any type)."""
     name, reference = repo_name(request), request.path_params["reference"]
-    m = await run_in_threadpool(service(request).manifests.get, name, reference)
+    m = await quick_read(request, service(request).manifests.get, name, reference)
     headers = {"Content-Type": m.media_type, "Docker-Content-Digest": m.digest,
                "ETag": f'"{m.digest}"', "Content-Length": str(len(m.content))}
     if request.method == "HEAD":

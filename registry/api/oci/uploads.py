@@ -6,7 +6,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from registry.api.oci.base import absolute, empty, repo_name, service
+from registry.api.oci.base import absolute, empty, quick_read, repo_name, service
 from registry.digests import EMPTY_SHA256, parse_digest
 from registry.errors import DigestInvalid, SizeInvalid
 from registry.services.uploads import Chunk, parse_content_range
@@ -90,7 +90,7 @@ async def finish_upload(request: Request) -> Response:
 
 async def upload_status(request: Request) -> Response:
     name, session = repo_name(request), request.path_params["session"]
-    offset = await run_in_threadpool(service(request).uploads.status, name, session)
+    offset = await quick_read(request, service(request).uploads.status, name, session)
     return empty(204, _session_headers(request, name, session, offset))
 
 
