@@ -45,8 +45,8 @@ class Settings(BaseSettings):
     max_manifest_bytes: int = 4 * MiB
     upload_expiry_seconds: int = 24 * 3600
     gc_grace_seconds: int = 3600
-    # fsync blob data before it becomes visible: a crash never leaves a blob that
-    # the database says exists but whose bytes were still in the page cache.
+    # fsync blob data before a blob becomes visible: an OS crash never leaves a blob
+    # that the database says exists but whose bytes were still in the page cache.
     fsync: bool = True
     # Size of the chunks a blob is served in: 64 KiB (Starlette's default) serves ~5x slower,
     # 4 MiB ~10% faster than 1 MiB (bench/, loopback).

@@ -217,6 +217,7 @@ class UploadService(Service):
             self._discard(session)
             raise DigestInvalid(f"upload has digest {actual}, not {digest}",
                                 {"expected": digest, "actual": actual})
+        self.store.seal_upload(session, size)  # may wait for the disk: not under a lock
         with self.db.write() as conn:
             row = conn.execute(select(uploads.c.repository_id).where(uploads.c.id == session)
                                .with_for_update()).first()

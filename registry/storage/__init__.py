@@ -105,6 +105,14 @@ class BlobStore(ABC):
     def read_upload(self, session: str, size: int, chunk_size: int = 1 << 20) -> Iterator[bytes]:
         """Yield the first ``size`` bytes received by an upload (to hash them)."""
 
+    def seal_upload(self, session: str, size: int) -> None:  # noqa: B027 - optional hook
+        """Make the first ``size`` bytes of an upload durable before it is committed.
+
+        Called outside any database transaction (it may wait for the disk), so that
+        ``commit_upload``, which runs under the blob's row lock, stays short.
+        Backends whose writes are durable when acknowledged (S3) need not override it.
+        """
+
     @abstractmethod
     def commit_upload(self, session: str, size: int, digest: str) -> bool:
         """Move the first ``size`` bytes of an upload into place as blob ``digest``.

@@ -2,8 +2,8 @@
 
 Layout (see ``registry.storage``): ``blobs/<alg>/<2 hex>/<hex>`` and
 ``uploads/<session>/data``. Upload data is written at explicit offsets into one file;
-commit truncates it to the agreed size, fsyncs it (optional), and renames it into
-place, which is atomic on POSIX: readers see the whole blob or nothing.
+sealing truncates it to the agreed size and fsyncs it (optional); commit renames it
+into place, which is atomic on POSIX: readers see the whole blob or nothing.
 """
 
 from __future__ import annotations
@@ -64,8 +64,14 @@ def _fsync_dir(path: Path) -> None:
 
 
 class _FileWriter(UploadWriter):
-    """Writes one chunk at ``offset``; ``close`` makes it durable (fdatasync) when asked,
-    so an offset recorded in SQL afterwards always describes bytes on disk."""
+    """Writes one chunk at ``offset``.
+
+    With ``fsync``, each batch's writeback starts as soon as it is written, but nothing
+    waits for it here: durability is enforced once, at commit (fdatasync before the
+    rename). A chunk lost to an OS crash before commit cannot become a corrupt blob:
+    the in-process hash died with the process, so commit re-hashes what is on disk and
+    refuses the upload with DIGEST_INVALID.
+    """
 
     def __init__(self, path: Path, offset: int, fsync: bool):
         self._fsync = fsync
@@ -106,8 +112,6 @@ class _FileWriter(UploadWriter):
     def close(self) -> None:
         if self._fd is not None:
             with _translate():
-                if self._fsync:
-                    os.fdatasync(self._fd)
                 os.close(self._fd)
             self._fd = None
 
@@ -211,6 +215,20 @@ class FilesystemBlobStore(BlobStore):
             raise BlobUploadUnknown(f"upload {session} has no stored data") from None
         return self._read(f, 0, size, chunk_size)
 
+    def seal_upload(self, session: str, size: int) -> None:
+        try:
+            f = open(self._upload_file(session), "r+b")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            raise BlobUploadUnknown(f"upload {session} has no stored data") from None
+        with f, _translate():
+            actual = os.fstat(f.fileno()).st_size
+            if actual < size:
+                raise StorageError(f"upload {session} holds {actual} bytes, fewer than {size}")
+            if actual != size:
+                f.truncate(size)
+            if self.fsync:  # the bytes are on disk before the blob can become visible
+                os.fdatasync(f.fileno())
+
     def commit_upload(self, session: str, size: int, digest: str) -> bool:
         src = self._upload_file(session)
         dst = self.blob_path(digest)
@@ -220,13 +238,8 @@ class FilesystemBlobStore(BlobStore):
             if dst.exists():
                 self.cancel_upload(session)
                 return False
-            with open(src, "r+b") as f:
-                if os.fstat(f.fileno()).st_size < size:
-                    raise StorageError(f"upload {session} holds fewer than {size} bytes")
-                if os.fstat(f.fileno()).st_size != size:
-                    f.truncate(size)
-                    if self.fsync:
-                        os.fdatasync(f.fileno())
+            if src.stat().st_size != size:
+                self.seal_upload(session, size)  # a caller that skipped seal_upload
             dst.parent.mkdir(parents=True, exist_ok=True)
             os.replace(src, dst)  # atomic; concurrent commits of equal content are harmless
             if self.fsync:

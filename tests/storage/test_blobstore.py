@@ -343,6 +343,21 @@ def test_commit_takes_only_the_first_size_bytes(backend, cut):
     assert read(store, digest) == data
 
 
+@pytest.mark.parametrize("cut", [KiB, 100 * KiB])
+def test_seal_then_commit(backend, cut):
+    """The service seals (truncate + make durable) outside its lock, then commits."""
+    store = backend.store
+    chunks = [payload(50 * KiB, 1), payload(70 * KiB, 2)]
+    data = b"".join(chunks)[:cut]
+    session = upload(store, chunks)
+    store.seal_upload(session, len(data))
+    assert b"".join(store.read_upload(session, len(data))) == data
+    digest = digest_of(data)
+    assert store.commit_upload(session, len(data), digest) is True
+    assert read(store, digest) == data
+    assert upload_keys(backend, session) == set()
+
+
 # ---- S3 specifics -----------------------------------------------------------------------
 
 @pytest.mark.s3
