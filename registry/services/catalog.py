@@ -15,16 +15,16 @@ class CatalogService(Service):
         # Byte order, not the server locale's (PostgreSQL's default collation is not).
         return column if self.db.is_sqlite else column.collate("C")
 
-    def repositories(self, n: int | None, last: str | None) -> list[str]:
+    def repositories(self, n: int, last: str | None) -> list[str]:
         key = self._lexical(repositories.c.name)
         q = select(repositories.c.name).order_by(key)
         if last:
             q = q.where(key > last)
-        q = q.limit(min(n if n is not None else MAX_PAGE, MAX_PAGE))
+        q = q.limit(min(n, MAX_PAGE))
         with self.db.read() as conn:
             return list(conn.execute(q).scalars())
 
-    def tags(self, name: str, n: int | None, last: str | None) -> list[str]:
+    def tags(self, name: str, n: int, last: str | None) -> list[str]:
         """Tags of ``name`` in lexical (byte) order; NameUnknown if no such repository."""
         with self.db.read() as conn:
             rid = require_repo(conn, name)
@@ -32,5 +32,5 @@ class CatalogService(Service):
             q = select(tags.c.name).where(tags.c.repository_id == rid)
             if last:
                 q = q.where(key > last)
-            q = q.order_by(key).limit(min(n if n is not None else MAX_PAGE, MAX_PAGE))
+            q = q.order_by(key).limit(min(n, MAX_PAGE))
             return list(conn.execute(q).scalars())

@@ -63,3 +63,16 @@ def test_base_endpoint_and_unknown_routes(client):
     assert r.status_code == 404 and r.json()["errors"][0]["code"]
     r = client.post("/v2/team/app/manifests/v1")
     assert r.status_code == 405 and error_code(r) == "UNSUPPORTED"
+
+
+def test_page_size_is_capped_but_still_linked(client, monkeypatch):
+    import registry.api.oci.base as base
+
+    monkeypatch.setattr(base, "MAX_PAGE", 2)
+    for name in ("a", "b", "c"):
+        push_image(client, name, "v1")
+    r = client.get("/v2/_catalog?n=1000")
+    assert r.json()["repositories"] == ["a", "b"]
+    assert r.headers["Link"] == '</v2/_catalog?n=2&last=b>; rel="next"'
+    r = client.get("/v2/_catalog")  # no n: the default page is the cap
+    assert r.json()["repositories"] == ["a", "b"] and "last=b" in r.headers["Link"]

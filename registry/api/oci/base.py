@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 from registry.digests import check_name
 from registry.errors import PaginationInvalid
 from registry.services import RegistryService
+from registry.services.catalog import MAX_PAGE
 
 T = TypeVar("T")
 API_VERSION = ("docker-distribution-api-version", "registry/2.0")
@@ -42,13 +43,15 @@ def absolute(request: Request, path: str) -> str:
     return f"{request.url.scheme}://{host}{path}"
 
 
-def page_args(request: Request) -> tuple[int | None, str | None]:
+def page_args(request: Request) -> tuple[int, str | None]:
+    """``n`` and ``last``. ``n`` is clamped to MAX_PAGE (the page size when absent), so a
+    page cut short by the cap still carries a ``Link`` to the rest."""
     n = request.query_params.get("n")
-    if n is not None:
-        if not n.isdigit():
-            raise PaginationInvalid(f"n must be a non-negative integer, not {n!r}")
-        n = int(n)
-    return n, request.query_params.get("last") or None
+    if n is None:
+        return MAX_PAGE, request.query_params.get("last") or None
+    if not n.isdigit():
+        raise PaginationInvalid(f"n must be a non-negative integer, not {n!r}")
+    return min(int(n), MAX_PAGE), request.query_params.get("last") or None
 
 
 def next_link(path: str, n: int | None, items: list[str]) -> dict[str, str]:
