@@ -15,14 +15,15 @@ Hierarchy::
     │   └── ManifestTooLarge          MANIFEST_INVALID      413
     ├── ManifestBlobUnknown           MANIFEST_BLOB_UNKNOWN 400
     ├── NameInvalid                   NAME_INVALID          400
-    ├── TagInvalid                    TAG_INVALID           400
+    ├── TagInvalid                    MANIFEST_INVALID      400
     ├── SizeInvalid                   SIZE_INVALID          400
-    ├── RangeNotSatisfiable           RANGE_INVALID         416 (blob GET)
-    ├── PaginationInvalid             PAGINATION_NUMBER_INVALID 400
+    ├── RangeNotSatisfiable           SIZE_INVALID          416 (blob GET)
+    ├── PaginationInvalid             UNSUPPORTED           400
     ├── Unsupported                   UNSUPPORTED           405
     └── StorageError                  UNKNOWN               500 (backend failure)
 
-Handlers raise these; ``registry.api.errors`` renders them as
+Codes are only those the OCI distribution spec lists. Handlers raise these;
+``registry.api.errors`` renders them as
 ``{"errors": [{"code", "message", "detail"}]}``. Nothing else builds error bodies.
 """
 
@@ -121,7 +122,7 @@ class NameInvalid(RegistryError):
 
 
 class TagInvalid(RegistryError):
-    code = "TAG_INVALID"
+    code = "MANIFEST_INVALID"  # the spec's code list has no tag-specific code
     status = 400
     default_message = "invalid tag"
 
@@ -133,7 +134,7 @@ class SizeInvalid(RegistryError):
 
 
 class RangeNotSatisfiable(RegistryError):
-    code = "RANGE_INVALID"
+    code = "SIZE_INVALID"  # the spec's code list has no range-specific code
     status = 416
     default_message = "requested range not satisfiable"
 
@@ -146,7 +147,7 @@ class RangeNotSatisfiable(RegistryError):
 
 
 class PaginationInvalid(RegistryError):
-    code = "PAGINATION_NUMBER_INVALID"
+    code = "UNSUPPORTED"  # the spec's list has no pagination code (Distribution's isn't in it)
     status = 400
     default_message = "invalid number of results requested"
 

@@ -120,7 +120,7 @@ def parse_manifest(content: bytes, content_type: str | None) -> ParsedManifest:
     artifact_type = doc.get("artifactType")
     if artifact_type is not None and not isinstance(artifact_type, str):
         raise ManifestInvalid("artifactType is not a string")
-    if artifact_type is None and media_type in IMAGE_TYPES:
+    if not artifact_type and media_type in IMAGE_TYPES:
         artifact_type = doc["config"].get("mediaType")  # referrers spec: fall back to config
     parsed.artifact_type = artifact_type
     annotations = doc.get("annotations")

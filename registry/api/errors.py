@@ -17,7 +17,8 @@ from registry.errors import RegistryError
 
 log = logging.getLogger("assay.api")
 
-_HTTP_CODES = {404: "NOT_FOUND", 405: "UNSUPPORTED", 413: "SIZE_INVALID"}
+# Only codes from the spec's list: an unknown route is an unsupported operation.
+_HTTP_CODES = {404: "UNSUPPORTED", 405: "UNSUPPORTED", 413: "SIZE_INVALID"}
 
 
 def oci_error(status: int, code: str, message: str, detail=None, headers=None) -> JSONResponse:

@@ -6,10 +6,10 @@ from collections.abc import Iterator
 
 from sqlalchemy import bindparam, delete, select
 
-from registry.db.tables import blobs, repositories, repository_blobs
+from registry.db.tables import blobs, repositories, repository_blobs, utcnow
 from registry.digests import parse_digest
-from registry.errors import BlobUnknown
-from registry.services.common import Service, ensure_repo, link_blob, require_repo
+from registry.errors import BlobUnknown, DigestInvalid
+from registry.services.common import Service, ensure_repo, require_repo, touch_blobs
 
 _BLOB_SIZE = (
     select(blobs.c.size)
@@ -42,16 +42,19 @@ class BlobService(Service):
         any stored blob can be mounted (automatic content discovery, auth off).
         Returns False when it cannot be mounted (the caller starts an upload instead).
         """
-        parse_digest(digest)
+        try:
+            parse_digest(digest)
+        except DigestInvalid:
+            return False  # "unable to mount": the caller opens a session instead
         with self.db.write() as conn:
-            if source is not None:
-                size = conn.execute(_BLOB_SIZE, {"name": source, "d": digest}).scalar()
-            else:
-                size = conn.execute(select(blobs.c.size).where(blobs.c.digest == digest)).scalar()
-            if size is None:
+            if not touch_blobs(conn, [digest]):  # locks the row: GC cannot race us
+                return False
+            if source is not None and conn.execute(
+                    _BLOB_SIZE, {"name": source, "d": digest}).first() is None:
                 return False
             rid = ensure_repo(self.db, conn, name)
-            link_blob(self.db, conn, rid, digest, size)
+            conn.execute(self.db.insert_ignore(repository_blobs, repository_id=rid,
+                                               digest=digest, created_at=utcnow()))
         return True
 
     def unlink(self, name: str, digest: str) -> None:

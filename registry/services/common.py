@@ -54,7 +54,17 @@ def link_blob(db: Database, conn: Connection, rid: int, digest: str, size: int) 
                                   created_at=now))
 
 
-def touch_blobs(conn: Connection, digests: list[str]) -> None:
-    if digests:
-        conn.execute(update(blobs).where(blobs.c.digest.in_(digests))
-                     .values(last_linked_at=utcnow()))
+def touch_blobs(conn: Connection, digests: list[str]) -> dict[str, int]:
+    """Mark stored blobs live now; returns ``{digest: size}`` of those that still exist.
+
+    The UPDATE takes each row's lock before anything else is checked, so GC either
+    deleted a blob before (it is absent from the result) or cannot delete it until this
+    transaction ends (and then sees it linked). Nothing else may create blob rows:
+    only an upload commit, which stores the bytes in the same transaction.
+    """
+    if not digests:
+        return {}
+    rows = conn.execute(update(blobs).where(blobs.c.digest.in_(digests))
+                        .values(last_linked_at=utcnow())
+                        .returning(blobs.c.digest, blobs.c.size))
+    return {r.digest: r.size for r in rows}

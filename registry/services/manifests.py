@@ -99,12 +99,15 @@ class ManifestService(Service):
         now = utcnow()
         with self.db.write() as conn:
             rid = ensure_repo(self.db, conn, name)
+            # Lock the blob rows first: GC either deleted a blob already (it is not
+            # alive) or cannot delete it until we commit, and then sees it referenced.
+            alive = touch_blobs(conn, blob_refs)
             missing = self._missing(conn, rid, blob_refs, child_refs)
+            missing += [d for d in blob_refs if d not in alive and d not in missing]
             if missing:
                 raise ManifestBlobUnknown(
                     f"manifest refers to {len(missing)} blob(s) or manifest(s) not in "
                     f"repository {name!r}: {', '.join(missing[:5])}", {"missing": missing})
-            touch_blobs(conn, blob_refs)
             mid = conn.execute(select(manifests.c.id).where(
                 manifests.c.repository_id == rid, manifests.c.digest == digest)).scalar()
             if mid is None:

@@ -1,11 +1,20 @@
 """Upload sessions: start, receive chunks, report progress, commit, cancel.
 
 Session state lives in SQL (``uploads``) and upload bytes in the blob store, so any
-replica can serve any request of a session. A chunk is accepted only if it starts
-exactly where the session stands; the new offset is recorded (compare-and-set) after
-the bytes are durable. Bytes are hashed while they arrive; the running hash is kept in
-this process as an optimisation only (a session whose chunks went to several replicas,
-or that ends with a sha512 digest, is re-hashed from storage at commit).
+replica can serve any request of a session.
+
+Exactly one request at a time may write or commit a session. Before it touches storage
+it claims the session's *write lease* in SQL (``uploads.writer``, ``lease_until``), and
+a chunk is accepted only if it starts exactly where the session stands. A second
+request meanwhile gets 416 without opening anything, so it can neither truncate nor
+overwrite bytes another request is writing, nor touch a file that a commit renames
+into ``blobs/``. A lease is renewed while a long chunk streams and lapses by itself if
+its process dies, so a crashed replica never wedges a session. The new offset is
+recorded together with the lease's release.
+
+Bytes are hashed while they arrive; the running hash is kept in this process as an
+optimisation only (a session whose chunks went to several replicas, or that ends with a
+sha512 digest, is re-hashed from storage at commit).
 """
 
 from __future__ import annotations
@@ -13,9 +22,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -34,6 +44,8 @@ from registry.errors import (
 from registry.services.common import Service, ensure_repo, link_blob
 
 _HASH_CACHE_SIZE = 1024
+LEASE = timedelta(seconds=60)
+RENEW_EVERY = 15.0  # seconds; well inside LEASE
 
 
 @dataclass
@@ -71,16 +83,67 @@ class UploadService(Service):
         self._trim()
         return session
 
+    @staticmethod
+    def _session_query(name: str, session: str, now):
+        return (select(uploads.c.received,
+                       (uploads.c.writer.is_not(None) & (uploads.c.lease_until > now))
+                       .label("busy"))
+                .join(repositories, repositories.c.id == uploads.c.repository_id)
+                .where(uploads.c.id == session, repositories.c.name == name,
+                       uploads.c.expires_at > now))
+
     def status(self, name: str, session: str) -> int:
         """Bytes received so far; BlobUploadUnknown if no such live session in ``name``."""
         with self.db.read() as conn:
-            row = conn.execute(
-                select(uploads.c.received, uploads.c.expires_at)
-                .join(repositories, repositories.c.id == uploads.c.repository_id)
-                .where(uploads.c.id == session, repositories.c.name == name)).first()
+            row = conn.execute(self._session_query(name, session, utcnow())).first()
         if row is None:
             raise BlobUploadUnknown(f"upload {session} is not known in repository {name!r}")
         return row.received
+
+    def _claim(self, name: str, session: str, start: int | None) -> tuple[str, int]:
+        """Take the session's write lease; returns ``(token, bytes received)``.
+
+        RangeInvalid (416) if another request holds the lease or if ``start`` is given
+        and is not where the upload stands.
+        """
+        token, now = uuid.uuid4().hex, utcnow()
+        with self.db.write() as conn:
+            row = conn.execute(self._session_query(name, session, now).with_for_update()
+                               ).first()
+            if row is None:
+                raise BlobUploadUnknown(f"upload {session} is not known in repository {name!r}")
+            if row.busy:
+                raise RangeInvalid("another request is writing this upload", offset=row.received)
+            if start is not None and start != row.received:
+                raise RangeInvalid(f"chunk starts at {start}, the upload stands at "
+                                   f"{row.received}", offset=row.received)
+            conn.execute(update(uploads).where(uploads.c.id == session)
+                         .values(writer=token, lease_until=now + LEASE))
+        return token, row.received
+
+    def _renew(self, session: str, token: str) -> None:
+        with self.db.write() as conn:
+            done = conn.execute(update(uploads)
+                                .where(uploads.c.id == session, uploads.c.writer == token)
+                                .values(lease_until=utcnow() + LEASE))
+        if done.rowcount != 1:
+            raise BlobUploadInvalid("the upload was cancelled or taken over while writing")
+
+    def _release(self, session: str, token: str, received: int | None = None) -> None:
+        """Give the lease back, recording the new offset when ``received`` is given."""
+        values: dict = {"writer": None, "lease_until": None}
+        if received is not None:
+            values.update(received=received, updated_at=utcnow(), expires_at=self._expiry())
+        with self.db.write() as conn:
+            done = conn.execute(update(uploads)
+                                .where(uploads.c.id == session, uploads.c.writer == token)
+                                .values(**values))
+        if received is not None and done.rowcount != 1:
+            raise BlobUploadInvalid("the upload was cancelled or taken over while writing")
+
+    def _release_quietly(self, session: str, token: str) -> None:
+        with contextlib.suppress(Exception):  # the lease lapses by itself anyway
+            self._release(session, token)
 
     def cancel(self, name: str, session: str) -> None:
         self.status(name, session)
@@ -101,66 +164,59 @@ class UploadService(Service):
                      chunk: Chunk) -> int:
         """Receive one chunk into a session; returns the new offset.
 
-        RangeInvalid (416) if the chunk does not start at the current offset;
-        SizeInvalid if the body length contradicts Content-Range / Content-Length.
+        RangeInvalid (416) if the chunk does not start at the current offset or another
+        request is writing the session; SizeInvalid if the body length contradicts
+        Content-Range / Content-Length.
         """
-        received = await anyio.to_thread.run_sync(self.status, name, session)
         expected = None
-        if chunk.start is not None:
-            if chunk.start != received or (chunk.end is not None and chunk.end < chunk.start):
-                raise RangeInvalid(
-                    f"chunk {chunk.start}-{chunk.end} does not start at offset {received}",
-                    offset=received)
-            if chunk.end is not None:
-                expected = chunk.end - chunk.start + 1
+        if chunk.start is not None and chunk.end is not None:
+            if chunk.end < chunk.start:
+                raise BlobUploadInvalid(f"invalid Content-Range {chunk.start}-{chunk.end}")
+            expected = chunk.end - chunk.start + 1
         if chunk.length is not None:
             if expected is not None and chunk.length != expected:
                 raise SizeInvalid(f"Content-Length {chunk.length} does not match Content-Range "
                                   f"{chunk.start}-{chunk.end}")
             expected = chunk.length
 
+        token, received = await anyio.to_thread.run_sync(self._claim, name, session,
+                                                         chunk.start)
         cached = self._hashes.pop(session, None)
         hasher = cached[1] if cached and cached[0] == received else None
-        writer = await anyio.to_thread.run_sync(self.store.upload_writer, session, received)
+        writer = None
         try:
-            n = await self._pump(body, writer, hasher, expected)
+            writer = await anyio.to_thread.run_sync(self.store.upload_writer, session, received)
+            n = await self._pump(body, writer, hasher, expected,
+                                 renew=lambda: self._renew(session, token))
             if expected is not None and n != expected:
                 raise SizeInvalid(f"received {n} bytes, expected {expected}")
+            await anyio.to_thread.run_sync(writer.close)
+            writer = None
+            await anyio.to_thread.run_sync(self._release, session, token, received + n)
         except BaseException:
-            await anyio.to_thread.run_sync(writer.abort)
+            with anyio.CancelScope(shield=True):
+                if writer is not None:
+                    await anyio.to_thread.run_sync(writer.abort)
+                await anyio.to_thread.run_sync(self._release_quietly, session, token)
             raise
-        await anyio.to_thread.run_sync(writer.close)
-        if n:
-            await anyio.to_thread.run_sync(self._advance, session, received, n)
         if hasher is not None:
             self._hashes[session] = (received + n, hasher)
             self._trim()
         return received + n
 
-    def _advance(self, session: str, received: int, n: int) -> None:
-        with self.db.write() as conn:
-            done = conn.execute(
-                update(uploads).where(uploads.c.id == session, uploads.c.received == received)
-                .values(received=received + n, updated_at=utcnow(), expires_at=self._expiry()))
-        if done.rowcount != 1:
-            # Another request moved the session meanwhile: ours lost the race.
-            raise RangeInvalid("upload was modified concurrently", offset=self.status_any(session))
-
-    def status_any(self, session: str) -> int:
-        with self.db.read() as conn:
-            return conn.execute(select(uploads.c.received).where(uploads.c.id == session)
-                                ).scalar() or 0
-
-    async def _pump(self, body: AsyncIterator[bytes], writer, hasher, limit: int | None) -> int:
+    async def _pump(self, body: AsyncIterator[bytes], writer, hasher, limit: int | None,
+                    renew: Callable[[], None]) -> int:
         """Copy the request body to ``writer`` (and ``hasher``), off the event loop.
 
         Parts are gathered into batches of ``write_batch_bytes``; each batch is written
         and hashed in two worker threads at once (both release the GIL), while the event
         loop receives the next batch. The parts are never joined: no extra copy.
+        ``renew`` keeps the write lease alive during long chunks.
         """
         batch_size = self.settings.write_batch_bytes
         total, buf, buf_len = 0, [], 0
         pending: list[asyncio.Future] = []
+        renewed = time.monotonic()
 
         def hash_parts(parts: list[bytes]) -> None:
             for part in parts:
@@ -185,6 +241,9 @@ class UploadService(Service):
                     await asyncio.gather(*pending)
                     pending = flush(buf)
                     buf, buf_len = [], 0
+                    if time.monotonic() - renewed > RENEW_EVERY:
+                        await anyio.to_thread.run_sync(renew)
+                        renewed = time.monotonic()
             await asyncio.gather(*pending)
             pending = flush(buf) if buf else []
             await asyncio.gather(*pending)
@@ -207,27 +266,33 @@ class UploadService(Service):
     def commit(self, name: str, session: str, digest: str) -> int:
         """Verify the upload against ``digest`` and make it a blob of ``name``.
 
-        On a digest mismatch the session and its data are discarded (nothing is left
-        behind) and DigestInvalid is raised. Returns the blob size.
+        Holds the session's write lease throughout, so no chunk can land while the bytes
+        are hashed and moved. On a digest mismatch the session and its data are discarded
+        (nothing is left behind) and DigestInvalid is raised. Returns the blob size.
         """
         algorithm, _ = parse_digest(digest)
-        size = self.status(name, session)
-        actual = self._digest_of(session, size, algorithm)
-        if actual != digest:
-            self._discard(session)
-            raise DigestInvalid(f"upload has digest {actual}, not {digest}",
-                                {"expected": digest, "actual": actual})
-        self.store.seal_upload(session, size)  # may wait for the disk: not under a lock
-        with self.db.write() as conn:
-            row = conn.execute(select(uploads.c.repository_id).where(uploads.c.id == session)
-                               .with_for_update()).first()
-            if row is None:
-                raise BlobUploadUnknown(f"upload {session} was committed or cancelled meanwhile")
-            link_blob(self.db, conn, row.repository_id, digest, size)
-            conn.execute(delete(uploads).where(uploads.c.id == session))
-            # Inside the transaction: the blob row is locked until the bytes are in
-            # place, so GC cannot delete them between our check and our commit.
-            self.store.commit_upload(session, size, digest)
+        token, size = self._claim(name, session, None)
+        try:
+            actual = self._digest_of(session, size, algorithm)
+            if actual != digest:
+                self._discard(session)
+                raise DigestInvalid(f"upload has digest {actual}, not {digest}",
+                                    {"expected": digest, "actual": actual})
+            self.store.seal_upload(session, size)  # may wait for the disk: not under a lock
+            with self.db.write() as conn:
+                row = conn.execute(select(uploads.c.repository_id).where(
+                    uploads.c.id == session, uploads.c.writer == token).with_for_update()
+                ).first()
+                if row is None:
+                    raise BlobUploadUnknown(f"upload {session} was cancelled meanwhile")
+                link_blob(self.db, conn, row.repository_id, digest, size)
+                conn.execute(delete(uploads).where(uploads.c.id == session))
+                # Inside the transaction: the blob row is locked until the bytes are in
+                # place, so GC cannot delete them between our check and our commit.
+                self.store.commit_upload(session, size, digest)
+        except BaseException:
+            self._release_quietly(session, token)
+            raise
         self._hashes.pop(session, None)
         return size
 
@@ -240,7 +305,8 @@ class UploadService(Service):
             await self.append(name, session, body, Chunk(length=length))
             return await anyio.to_thread.run_sync(self.commit, name, session, digest)
         except BaseException:
-            await anyio.to_thread.run_sync(self._discard_quietly, session)
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._discard_quietly, session)
             raise
 
     def _discard_quietly(self, session: str) -> None:
@@ -248,17 +314,11 @@ class UploadService(Service):
         with contextlib.suppress(Exception):
             self._discard(session)
 
-    def expired(self, limit: int = 1000) -> list[str]:
-        with self.db.read() as conn:
-            return list(conn.execute(select(uploads.c.id).where(uploads.c.expires_at < utcnow())
-                                     .limit(limit)).scalars())
-
-
 
 def parse_content_range(value: str) -> tuple[int, int]:
     """Parse an upload ``Content-Range``: ``a-b`` or ``bytes a-b`` (optionally ``/total``).
 
-    Raises BlobUploadInvalid with 416 semantics left to the caller.
+    Raises BlobUploadInvalid (400) for anything else.
     """
     v = value.strip()
     if v.startswith("bytes"):

@@ -73,3 +73,25 @@ def client(app):
 @pytest.fixture
 def service(client):
     return client.app.state.registry
+
+
+@pytest.fixture
+def live_url(client):
+    """The same app served by uvicorn on a free loopback port, for tests that need
+    requests truly in flight at once (TestClient runs a streamed body on the app's loop).
+    Shares ``client``'s service (database and store)."""
+    import threading
+
+    import uvicorn
+
+    from tests.support.processes import free_port, wait_for_http
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(client.app, host="127.0.0.1", port=port,
+                                           lifespan="off", log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for_http(f"http://127.0.0.1:{port}/v2/")
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)

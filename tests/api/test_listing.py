@@ -35,7 +35,7 @@ def test_tags_in_lexical_order_with_pagination(client):
     assert r.json()["tags"] == expected[expected.index("a") + 1:][:2]
     assert client.get("/v2/team/app/tags/list?n=0").json()["tags"] == []
     r = client.get("/v2/team/app/tags/list?n=-1")
-    assert r.status_code == 400 and error_code(r) == "PAGINATION_NUMBER_INVALID"
+    assert r.status_code == 400 and error_code(r) == "UNSUPPORTED"
 
 
 def test_tags_of_unknown_repository(client):
