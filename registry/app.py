@@ -15,6 +15,7 @@ from starlette.middleware import Middleware
 from registry.api import errors
 from registry.api.oci import routes as oci_routes
 from registry.api.oci.base import ApiVersionMiddleware
+from registry.api.rest import routes as rest_routes
 from registry.db import Database, migrate
 from registry.services import RegistryService
 from registry.settings import Settings
@@ -45,7 +46,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         finally:
             app.state.registry.db.dispose()
 
-    app = Starlette(routes=oci_routes, lifespan=lifespan,
+    app = Starlette(routes=[*oci_routes, *rest_routes], lifespan=lifespan,
                     exception_handlers=errors.HANDLERS,
                     middleware=[Middleware(ApiVersionMiddleware)])
     app.state.settings = settings

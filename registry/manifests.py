@@ -30,6 +30,7 @@ class Descriptor:
     digest: str
     size: int
     foreign: bool = False  # has "urls": content lives elsewhere, not required here
+    annotations: dict | None = None  # e.g. org.opencontainers.image.title (file names)
 
 
 @dataclass
@@ -54,7 +55,9 @@ def _descriptor(obj, where: str) -> Descriptor:
         parse_digest(digest)
     except DigestInvalid:
         raise ManifestInvalid(f"{where} has an invalid digest {digest!r}") from None
-    return Descriptor(media_type, digest, size, foreign=bool(obj.get("urls")))
+    annotations = obj.get("annotations")
+    return Descriptor(media_type, digest, size, foreign=bool(obj.get("urls")),
+                      annotations=annotations if isinstance(annotations, dict) else None)
 
 
 def _descriptors(doc: dict, key: str, required: bool) -> list[Descriptor]:

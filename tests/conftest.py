@@ -10,6 +10,7 @@ pytest_plugins = [
     "tests.support.postgres",
     "tests.support.s3",
     "tests.support.models",
+    "tests.support.mlx_models",
     "tests.support.assay_server",
 ]
 

@@ -3,11 +3,16 @@
 OCI paths (``/v2/...``) get ``{"errors": [{"code", "message", "detail"}]}``; the code and
 status come from the exception class (see ``registry.errors``). Starlette's own 404/405
 for unknown routes and any unexpected exception are rendered the same way.
+
+REST paths (``/api/...``) get RFC 9457 problem details instead, as
+``application/problem+json``: ``{"type": "about:blank", "title": <HTTP status phrase>,
+"status", "detail": <message>, "code": <the same code as on /v2/>}``.
 """
 
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -21,22 +26,46 @@ log = logging.getLogger("assay.api")
 _HTTP_CODES = {404: "UNSUPPORTED", 405: "UNSUPPORTED", 413: "SIZE_INVALID"}
 
 
+PROBLEM_JSON = "application/problem+json"
+
+
+def _is_rest(request: Request) -> bool:
+    return request.url.path.startswith("/api/")
+
+
+def problem(status: int, detail: str, code: str, headers=None) -> JSONResponse:
+    """An RFC 9457 problem response; ``code`` is an extension member for programs."""
+    try:
+        title = HTTPStatus(status).phrase
+    except ValueError:
+        title = "Error"
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail,
+            "code": code}
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
 def oci_error(status: int, code: str, message: str, detail=None, headers=None) -> JSONResponse:
     body = {"errors": [{"code": code, "message": message, "detail": detail}]}
     return JSONResponse(body, status_code=status, headers=headers)
 
 
 async def registry_error(request: Request, exc: RegistryError) -> JSONResponse:
+    if _is_rest(request):
+        return problem(exc.status, exc.message, exc.code, exc.headers())
     return oci_error(exc.status, exc.code, exc.message, exc.detail, exc.headers())
 
 
 async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
     code = _HTTP_CODES.get(exc.status_code, "UNSUPPORTED")
+    if _is_rest(request):
+        return problem(exc.status_code, str(exc.detail), code, exc.headers)
     return oci_error(exc.status_code, code, str(exc.detail), None, exc.headers)
 
 
 async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
+    if _is_rest(request):
+        return problem(500, f"internal error: {type(exc).__name__}", "UNKNOWN")
     return oci_error(500, "UNKNOWN", f"internal error: {type(exc).__name__}")
 
 

@@ -11,6 +11,9 @@
 - ``manifest_references``: manifest -> blobs and child manifests it needs.
 - ``tags``: repository + name -> manifest.
 - ``uploads``: resumable upload sessions, shared by every registry replica.
+- ``models``: one row per model manifest: the model card read from its weights' headers
+  at push (``card`` holds it in full as JSON; the columns are there to query by), or why
+  it could not be read (``error``).
 """
 
 from __future__ import annotations
@@ -19,12 +22,14 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
     LargeBinary,
     MetaData,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -129,6 +134,26 @@ class Upload(Base):
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class Model(Base):
+    __tablename__ = "models"
+
+    manifest_id: Mapped[int] = mapped_column(
+        ForeignKey("manifests.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))     # ollama | docker | modelpack | oci
+    format: Mapped[str] = mapped_column(String(32))   # gguf | safetensors
+    architecture: Mapped[str | None] = mapped_column(String(255))
+    parameter_count: Mapped[int | None] = mapped_column(BigInteger)
+    quantization: Mapped[str | None] = mapped_column(String(255))
+    context_length: Mapped[int | None] = mapped_column(BigInteger)
+    embedding_length: Mapped[int | None] = mapped_column(BigInteger)
+    chat_template: Mapped[bool | None] = mapped_column(Boolean)
+    tokenizer_model: Mapped[str | None] = mapped_column(String(255))
+    card: Mapped[str] = mapped_column(Text)            # ModelCard.to_json() as JSON text
+    error: Mapped[str | None] = mapped_column(Text)
+    logical_size: Mapped[int] = mapped_column(BigInteger)  # sum of the manifest's blobs
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 repositories = Repository.__table__
 blobs = Blob.__table__
 repository_blobs = RepositoryBlob.__table__
@@ -136,3 +161,4 @@ manifests = Manifest.__table__
 manifest_references = ManifestReference.__table__
 tags = Tag.__table__
 uploads = Upload.__table__
+models = Model.__table__

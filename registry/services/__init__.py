@@ -12,6 +12,7 @@ from registry.db import Database
 from registry.services.blobs import BlobService
 from registry.services.catalog import CatalogService
 from registry.services.manifests import ManifestService
+from registry.services.models import ModelService
 from registry.services.uploads import UploadService
 from registry.settings import Settings
 from registry.storage import BlobStore
@@ -26,5 +27,6 @@ class RegistryService:
     def __post_init__(self):
         self.blobs = BlobService(self.db, self.store, self.settings)
         self.uploads = UploadService(self.db, self.store, self.settings)
-        self.manifests = ManifestService(self.db, self.store, self.settings)
+        self.models = ModelService(self.db, self.store, self.settings)
+        self.manifests = ManifestService(self.db, self.store, self.settings, self.models)
         self.catalog = CatalogService(self.db, self.store, self.settings)

@@ -25,6 +25,7 @@ from registry.errors import (
 )
 from registry.manifests import OCI_INDEX, parse_manifest
 from registry.services.common import Service, ensure_repo, repo_id, require_repo, touch_blobs
+from registry.services.models import ModelService
 
 
 @dataclass(slots=True)
@@ -53,6 +54,10 @@ _BY_DIGEST = (select(*_COLS)
 
 
 class ManifestService(Service):
+    def __init__(self, db, store, settings, models: ModelService | None = None):
+        super().__init__(db, store, settings)
+        self.models = models or ModelService(db, store, settings)
+
     def get(self, name: str, reference: str) -> StoredManifest:
         """The manifest ``reference`` (tag or digest) of repository ``name``.
 
@@ -77,6 +82,7 @@ class ManifestService(Service):
 
         Every blob it refers to must be readable from ``name`` and every child manifest
         stored in ``name`` (else MANIFEST_BLOB_UNKNOWN); the subject need not exist.
+        A new model manifest gets its model card once stored (never failing the push).
         """
         if len(content) > self.settings.max_manifest_bytes:
             raise ManifestTooLarge(
@@ -110,7 +116,8 @@ class ManifestService(Service):
                     f"repository {name!r}: {', '.join(missing[:5])}", {"missing": missing})
             mid = conn.execute(select(manifests.c.id).where(
                 manifests.c.repository_id == rid, manifests.c.digest == digest)).scalar()
-            if mid is None:
+            created = mid is None
+            if created:
                 mid = conn.execute(manifests.insert().values(
                     repository_id=rid, digest=digest, media_type=parsed.media_type,
                     artifact_type=parsed.artifact_type, subject_digest=parsed.subject,
@@ -126,6 +133,10 @@ class ManifestService(Service):
                 conn.execute(self.db.upsert(
                     tags, ["repository_id", "name"], {"manifest_id": mid, "updated_at": now},
                     repository_id=rid, name=tag, manifest_id=mid, updated_at=now))
+        if created:
+            # After the commit: reading weight headers from storage must not hold the
+            # write lock, and must never fail the push.
+            self.models.record(mid, digest, parsed)
         return PutResult(digest, parsed.subject)
 
     @staticmethod

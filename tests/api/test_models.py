@@ -1,0 +1,245 @@
+"""Models at push: recognition, model cards read from weight headers, the REST API, and
+logical vs. stored sizes. Runs on both stacks (SQLite + filesystem, PostgreSQL + S3)."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import time
+
+import numpy as np
+import pytest
+from safetensors.numpy import save
+
+from tests.api.oci import DOCKER_MANIFEST, OCI_MANIFEST, push_blob, push_image, sha256
+from tests.support.gguf_files import TINY_PARAMETERS, gguf_bytes
+from tests.support.models import GEMMA_DIGEST
+
+OLLAMA_CONFIG = "application/vnd.docker.container.image.v1+json"
+OLLAMA_MODEL = "application/vnd.ollama.image.model"
+OLLAMA_SYSTEM = "application/vnd.ollama.image.system"
+MODELPACK = "application/vnd.cncf.model.manifest.v1+json"
+MODELPACK_CONFIG = "application/vnd.cncf.model.config.v1+json"
+FILEPATH = "org.cncf.model.filepath"
+
+
+def push_manifest(client, name: str, tag: str, config: tuple[str, bytes],
+                  layers: list[tuple[str, bytes, dict | None]], media_type=OCI_MANIFEST,
+                  skip: bytes | None = None, **extra) -> str:
+    """Push the blobs (all but ``skip``) and a manifest of ``(media type, bytes,
+    annotations)`` layers."""
+    for blob in [config[1], *(data for _, data, _ in layers)]:
+        if blob != skip:
+            push_blob(client, name, blob)
+
+    def desc(media: str, data: bytes, annotations: dict | None = None) -> dict:
+        d = {"mediaType": media, "digest": sha256(data), "size": len(data)}
+        return {**d, "annotations": annotations} if annotations else d
+
+    doc = {"schemaVersion": 2, "mediaType": media_type, "config": desc(*config),
+           "layers": [desc(*layer) for layer in layers], **extra}
+    r = client.put(f"/v2/{name}/manifests/{tag}", content=json.dumps(doc).encode(),
+                   headers={"Content-Type": media_type})
+    assert r.status_code == 201, r.text
+    return r.headers["Docker-Content-Digest"]
+
+
+def push_ollama(client, name: str, tag: str, model: bytes, system: bytes | None = None,
+                skip: bytes | None = None) -> str:
+    config = json.dumps({"model_format": "gguf", "model_family": "llama",
+                         "system": (system or b"").decode()}).encode()
+    layers = [(OLLAMA_MODEL, model, None)]
+    if system is not None:
+        layers.append((OLLAMA_SYSTEM, system, None))
+    return push_manifest(client, name, tag, (OLLAMA_CONFIG, config), layers, DOCKER_MANIFEST,
+                         skip)
+
+
+def describe(client, name: str, reference: str) -> dict:
+    kind = "manifests" if ":" in reference else "tags"
+    r = client.get(f"/api/v1/repositories/{name}/{kind}/{reference}")
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/json"
+    return r.json()
+
+
+def test_ollama_model_card_served_by_rest(client):
+    model = gguf_bytes()
+    digest = push_ollama(client, "library/tiny", "latest", model)
+    body = describe(client, "library/tiny", "latest")
+    config_size = len(json.dumps({"model_format": "gguf", "model_family": "llama",
+                                  "system": ""}).encode())
+    assert body == {
+        "repository": "library/tiny", "tag": "latest", "digest": digest,
+        "mediaType": DOCKER_MANIFEST, "artifactType": OLLAMA_CONFIG,
+        "size": {"logical": len(model) + config_size, "unique": len(model) + config_size},
+        "model": {"format": "gguf", "architecture": "llama",
+                  "parameter_count": TINY_PARAMETERS, "parameter_label": "2K",
+                  "quantization": "F32", "context_length": 2048, "embedding_length": 64,
+                  "chat_template": True, "tokenizer_model": "gpt2", "dtypes": ["F32"],
+                  "quantization_bits": None, "quantization_group_size": None, "error": None},
+        "status": None, "verification": None,
+    }
+    by_digest = describe(client, "library/tiny", digest)
+    assert "tag" not in by_digest
+    assert by_digest == {k: v for k, v in body.items() if k != "tag"}
+
+
+def test_truncated_gguf_still_pushes_and_the_card_says_why(client):
+    push_ollama(client, "library/broken", "latest", gguf_bytes()[:-100])
+    model = describe(client, "library/broken", "latest")["model"]
+    assert model["format"] == "gguf" and model["architecture"] is None
+    assert model["error"].startswith("truncated: tensor 'output_norm.weight' ends at byte")
+
+
+def test_container_image_is_not_a_model(client):
+    digest, _ = push_image(client, "team/app", "v1", layers=[b"a layer", b"another"])
+    body = describe(client, "team/app", "v1")
+    assert body["model"] is None and body["digest"] == digest
+    assert body["size"]["logical"] == len(b"a layer") + len(b"another") + len(b'{"tag": "v1"}')
+
+
+def test_missing_weights_blob_gives_an_error_card_not_a_500(client, service):
+    model = gguf_bytes(arch="gone")
+    push_ollama(client, "team/gone", "v0", model)
+    service.store.delete(sha256(model))  # recorded in SQL, bytes lost behind its back
+    push_ollama(client, "team/gone", "v1", model, b"new system prompt", skip=model)
+    error = describe(client, "team/gone", "v1")["model"]["error"]
+    assert error.startswith("could not read the weights:")
+
+
+def _tar(name: str, data: bytes) -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return out.getvalue()
+
+
+def test_modelpack_safetensors_read_through_tar_layers(client):
+    weights = save({"model.embed_tokens.weight": np.zeros((16, 8), np.float16),
+                    "model.norm.weight": np.zeros(8, np.float16)})
+    config = json.dumps({"architectures": ["LlamaForCausalLM"], "hidden_size": 8,
+                         "max_position_embeddings": 128}).encode()
+    push_manifest(client, "team/mlx", "v1", (MODELPACK_CONFIG, b"{}"), [
+        ("application/vnd.cncf.model.weight.v1.tar", _tar("model.safetensors", weights),
+         {FILEPATH: "model.safetensors"}),
+        ("application/vnd.cncf.model.weight.config.v1.raw", config, {FILEPATH: "config.json"}),
+        ("application/vnd.cncf.model.weight.config.v1.raw", b'{"chat_template": "x"}',
+         {FILEPATH: "tokenizer_config.json"}),
+    ], artifactType=MODELPACK)
+    model = describe(client, "team/mlx", "v1")["model"]
+    assert model == {**model, "format": "safetensors", "architecture": "LlamaForCausalLM",
+                     "parameter_count": 136, "quantization": "F16", "context_length": 128,
+                     "embedding_length": 8, "chat_template": True, "error": None}
+
+
+def test_compressed_weights_get_an_error_card(client):
+    push_manifest(client, "team/zst", "v1", (MODELPACK_CONFIG, b"{}"), [
+        ("application/vnd.cncf.model.weight.v1.tar+zstd", b"\x28\xb5\x2f\xfd...",
+         {FILEPATH: "model.gguf"})], artifactType=MODELPACK)
+    model = describe(client, "team/zst", "v1")["model"]
+    assert "tar+zstd" in model["error"]
+
+
+def test_storage_summary_counts_shared_layers_once(client):
+    model = gguf_bytes()
+    a = push_ollama(client, "team/assistant", "v1", model, b"You are terse.")
+    b = push_ollama(client, "team/poet", "v1", model, b"You write haiku.")
+    sizes = {r: describe(client, r, "v1")["size"] for r in ("team/assistant", "team/poet")}
+    blobs_a = {sha256(model): len(model)}
+    r = client.get("/api/v1/storage")
+    assert r.status_code == 200
+    summary = r.json()
+    own = {name: size["logical"] - len(model) for name, size in sizes.items()}
+    assert sizes["team/assistant"]["unique"] == own["team/assistant"]  # the GGUF is shared
+    assert sizes["team/poet"]["unique"] == own["team/poet"]
+    assert summary == {
+        "logical_bytes": 2 * len(model) + sum(own.values()),
+        "stored_bytes": len(model) + sum(own.values()),
+        "blobs": 5, "manifests": 2,
+    }
+    assert a != b and blobs_a
+
+
+def test_same_manifest_in_another_repository_reuses_the_card(client):
+    model = gguf_bytes()
+    first = push_ollama(client, "team/one", "v1", model)
+    second = push_ollama(client, "team/two", "v1", model)
+    assert first == second
+    assert describe(client, "team/one", "v1")["model"] == describe(client, "team/two",
+                                                                   "v1")["model"]
+    # Two manifests referring to the same blobs: nothing is unique to either.
+    assert describe(client, "team/two", "v1")["size"]["unique"] == 0
+
+
+def test_rest_errors_are_problem_json_and_oci_errors_stay(client):
+    push_image(client, "team/app", "v1")
+    cases = [
+        ("/api/v1/repositories/nope/tags/v1", 404, "NAME_UNKNOWN"),
+        ("/api/v1/repositories/team/app/tags/v9", 404, "MANIFEST_UNKNOWN"),
+        (f"/api/v1/repositories/team/app/manifests/{sha256(b'x')}", 404, "MANIFEST_UNKNOWN"),
+        ("/api/v1/repositories/team/app/manifests/v1", 400, "DIGEST_INVALID"),
+        ("/api/v1/nothing-here", 404, "UNSUPPORTED"),
+    ]
+    for path, status, code in cases:
+        r = client.get(path)
+        assert r.status_code == status, path
+        assert r.headers["content-type"] == "application/problem+json"
+        problem = r.json()
+        assert set(problem) == {"type", "title", "status", "detail", "code"}
+        assert (problem["type"], problem["status"], problem["code"]) == \
+            ("about:blank", status, code)
+        assert problem["title"] in ("Not Found", "Bad Request") and problem["detail"]
+    r = client.get("/v2/nope/manifests/v1")
+    assert r.status_code == 404 and r.json()["errors"][0]["code"] == "NAME_UNKNOWN"
+
+
+@pytest.mark.parametrize("settings", ["postgres-s3"], indirect=True)
+def test_headers_are_read_with_small_ranged_reads(client, service, monkeypatch):
+    # ~8 MB of weights behind a small header: only the header may be fetched from S3.
+    big = {"blk.0.w": np.zeros((64, 32768), dtype=np.float32)}
+    model = gguf_bytes(tensors=big)
+    fetched = []
+    original = service.store.open
+
+    def spying_open(digest, offset=0, length=None, chunk_size=1 << 20):
+        fetched.append((digest, offset, length))
+        return original(digest, offset, length, chunk_size)
+
+    monkeypatch.setattr(service.store, "open", spying_open)
+    push_ollama(client, "team/big", "v1", model)
+    assert describe(client, "team/big", "v1")["model"]["parameter_count"] == \
+        TINY_PARAMETERS + 64 * 32768
+    reads = [(offset, length) for digest, offset, length in fetched if digest == sha256(model)]
+    assert reads and all(length is not None for _, length in reads)
+    assert sum(length for _, length in reads) <= 256 * 1024 < len(model) // 30
+
+
+@pytest.mark.parametrize("settings", ["sqlite-fs"], indirect=True)  # 253 MB: once is enough
+def test_real_gemma_through_the_api(client, gemma_gguf):
+    model = gemma_gguf.read_bytes()
+    assert push_blob(client, "library/gemma3", model) == GEMMA_DIGEST
+    config = json.dumps({"model_format": "gguf"}).encode()
+    push_blob(client, "library/gemma3", config)
+    doc = {"schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
+           "config": {"mediaType": OLLAMA_CONFIG, "digest": sha256(config),
+                      "size": len(config)},
+           "layers": [{"mediaType": OLLAMA_MODEL, "digest": GEMMA_DIGEST,
+                       "size": len(model)}]}
+    start = time.perf_counter()
+    r = client.put("/v2/library/gemma3/manifests/270m", content=json.dumps(doc).encode(),
+                   headers={"Content-Type": DOCKER_MANIFEST})
+    elapsed = time.perf_counter() - start
+    assert r.status_code == 201, r.text
+    assert elapsed < 2.0, f"the manifest PUT took {elapsed:.2f} s"
+    body = describe(client, "library/gemma3", "270m")
+    assert body["model"] == {
+        "format": "gguf", "architecture": "gemma3", "parameter_count": 268_098_176,
+        "parameter_label": "268.10M", "quantization": "Q4_K_M", "context_length": 32768,
+        "embedding_length": 640, "chat_template": False, "tokenizer_model": "llama",
+        "dtypes": ["F32", "Q4_K", "Q5_0", "Q6_K", "Q8_0"], "quantization_bits": None,
+        "quantization_group_size": None, "error": None}
+    assert body["size"]["logical"] == len(model) + len(config)
