@@ -1,7 +1,8 @@
-"""The ``assay`` command line: ``serve``, ``gc``, ``migrate``.
+"""The ``assay`` command line: ``serve``, ``gc``, ``migrate`` (the registry), and the client
+commands ``push``, ``pull``, ``ls``, ``inspect``, ``rm`` (see ``registry.client``).
 
-Every option can also be set with its ``ASSAY_*`` environment variable; a flag given on
-the command line wins.
+Every server option can also be set with its ``ASSAY_*`` environment variable; a flag given
+on the command line wins.
 """
 
 from __future__ import annotations
@@ -72,6 +73,82 @@ def gc(data_dir, grace_seconds, dry_run) -> None:
     verb = "would delete" if dry_run else "deleted"
     click.echo(f"{verb} {report.blobs} blob(s), {report.bytes} bytes; "
                f"{report.orphans} orphaned object(s); {report.uploads} expired upload(s)")
+
+
+# ---------------------------------------------------------------------------- client
+
+REF_HELP = ("REF is HOST[:PORT]/NAME[:TAG|@DIGEST] (tag default: latest); loopback hosts "
+            "are spoken to over plain HTTP, others over HTTPS unless --insecure.")
+insecure_option = click.option("--insecure", is_flag=True,
+                               help="Use plain HTTP even for a non-loopback registry.")
+quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
+
+
+@main.command(epilog=REF_HELP)
+@click.argument("path")
+@click.argument("ref")
+@click.option("--format", "fmt", metavar="ollama|docker|modelpack",
+              help="Layout: for a .gguf ollama (default), docker or modelpack; for a model "
+                   "directory modelpack (default) or docker; a Modelfile is always ollama.")
+@insecure_option
+@quiet_option
+def push(path, ref, fmt, insecure, quiet) -> None:
+    """Push PATH (a .gguf file, an Ollama Modelfile, or a safetensors/MLX model directory)
+    to REF. Blobs the registry already has are skipped or mounted."""
+    from registry.client.commands import run_push
+
+    run_push(path, ref, fmt, insecure, quiet)
+
+
+@main.command(epilog=REF_HELP)
+@click.argument("ref")
+@click.option("-o", "--output", metavar="DIR",
+              help="Directory to write into [default: . for a single weights file, "
+                   "./NAME for a model directory].")
+@click.option("-j", "--parallel", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Parts of a large blob fetched at once.")
+@insecure_option
+@quiet_option
+def pull(ref, output, parallel, insecure, quiet) -> None:
+    """Pull REF and write the model as files (.gguf plus Modelfile, or a model directory).
+    Parallel ranged downloads; an interrupted pull resumes; every digest is verified."""
+    from registry.client.commands import run_pull
+
+    run_pull(ref, output, insecure, quiet, parallel)
+
+
+@main.command(name="ls")
+@click.argument("location", metavar="[HOST[:PORT][/REPO]]", required=False,
+                envvar="ASSAY_REGISTRY", default="127.0.0.1:5000")
+@insecure_option
+def ls_command(location, insecure) -> None:
+    """List the repositories of a registry, or the tags of REPO (on assay with the model's
+    format, architecture, quantization and size). The registry defaults to $ASSAY_REGISTRY,
+    else 127.0.0.1:5000."""
+    from registry.client.commands import run_ls
+
+    run_ls(location, insecure)
+
+
+@main.command(epilog=REF_HELP)
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="Print the details as JSON.")
+@insecure_option
+def inspect(ref, as_json, insecure) -> None:
+    """Show a manifest, its model card, logical vs. stored size, status and verification."""
+    from registry.client.commands import run_inspect
+
+    run_inspect(ref, insecure, as_json)
+
+
+@main.command(epilog=REF_HELP)
+@click.argument("ref")
+@insecure_option
+def rm(ref, insecure) -> None:
+    """Delete a tag (REF with :TAG) or a manifest (REF with @DIGEST)."""
+    from registry.client.commands import run_rm
+
+    run_rm(ref, insecure)
 
 
 if __name__ == "__main__":

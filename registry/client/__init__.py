@@ -1,0 +1,22 @@
+"""The ``assay`` client: push and pull models to and from any OCI registry.
+
+Modules, from the bottom up:
+
+- ``ref``: ``HOST[:PORT]/NAME[:TAG|@DIGEST]`` and the HTTP/HTTPS choice.
+- ``errors``: the exception hierarchy and ``reported()``, which turns any failure into one
+  ``error: ...`` line on stderr.
+- ``registry_client``: the OCI HTTP client (httpx + tenacity retries): manifests, tags,
+  catalog, blob push (skip, mount, monolithic or chunked upload), assay's REST API.
+- ``locations``: the local cache of where blobs were seen, for cross-repository mounts.
+- ``blobs``, ``mediatypes``: blobs to push; the media types and annotations we speak.
+- ``modelfile``: Ollama Modelfile parsing and writing.
+- ``layouts``: a .gguf, a Modelfile or a safetensors directory -> Ollama, Docker Model
+  Runner or CNCF ModelPack manifest.
+- ``download``: parallel, ranged, resumable, verified blob downloads.
+- ``push``, ``pull``, ``show``: the commands' logic; ``commands`` prints their results
+  (``registry.cli`` declares the click commands).
+- ``progress``: ``rich.progress`` bars, only on a terminal.
+
+Nothing here imports the server side except ``registry.models.cards`` (the GGUF and
+safetensors header readers, shared with the registry).
+"""

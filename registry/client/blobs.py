@@ -1,0 +1,92 @@
+"""Blobs to push: content from a file on disk or from memory, with digest and size.
+
+A file blob is never read whole into memory: it is hashed and sent in 1 MiB blocks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from registry.client.errors import InputError
+
+BLOCK = 1024 * 1024
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def hash_file(path: Path, on_bytes: Callable[[int], None] | None = None) -> tuple[str, int]:
+    """``(digest, size)`` of a file, read in blocks."""
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(4 * BLOCK):
+                digest.update(block)
+                size += len(block)
+                if on_bytes:
+                    on_bytes(len(block))
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return "sha256:" + digest.hexdigest(), size
+
+
+def canonical_json(obj) -> bytes:
+    """Compact JSON with keys in the order given (manifests and configs are pushed as is)."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@dataclass
+class Blob:
+    """One blob of a manifest: a config or a layer."""
+
+    media_type: str
+    digest: str
+    size: int
+    path: Path | None = None
+    data: bytes | None = None
+    annotations: dict[str, str] = field(default_factory=dict)
+    label: str = ""  # shown in progress bars
+
+    @classmethod
+    def from_bytes(cls, media_type: str, data: bytes, label: str = "", **kw) -> Blob:
+        return cls(media_type, sha256_digest(data), len(data), data=data, label=label, **kw)
+
+    @classmethod
+    def from_file(cls, media_type: str, path: Path, label: str = "",
+                  on_bytes: Callable[[int], None] | None = None, **kw) -> Blob:
+        digest, size = hash_file(path, on_bytes)
+        return cls(media_type, digest, size, path=path, label=label or path.name, **kw)
+
+    def descriptor(self) -> dict:
+        d = {"mediaType": self.media_type, "digest": self.digest, "size": self.size}
+        if self.annotations:
+            d["annotations"] = dict(self.annotations)
+        return d
+
+    def chunks(self, offset: int = 0, length: int | None = None,
+               on_bytes: Callable[[int], None] | None = None) -> Iterator[bytes]:
+        """The bytes ``[offset, offset+length)`` in blocks; fails if the file shrank."""
+        length = self.size - offset if length is None else length
+        if self.data is not None:
+            piece = self.data[offset:offset + length]
+            if on_bytes:
+                on_bytes(len(piece))
+            yield piece
+            return
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            remaining = length
+            while remaining:
+                block = f.read(min(BLOCK, remaining))
+                if not block:
+                    raise InputError(f"{self.path} changed while it was being pushed")
+                remaining -= len(block)
+                if on_bytes:
+                    on_bytes(len(block))
+                yield block

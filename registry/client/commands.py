@@ -1,0 +1,94 @@
+"""The client commands behind ``assay push|pull|ls|inspect|rm`` (``registry.cli`` declares
+the options). Each prints its result on stdout; failures are ``error: <one line>`` on stderr
+with exit status 1 (see ``errors.reported``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from registry.client.download import WORKERS
+from registry.client.errors import ClientError, NotFoundError, reported
+from registry.client.progress import Transfers
+from registry.client.pull import pull
+from registry.client.ref import parse_location, parse_reference
+from registry.client.registry_client import RegistryClient
+from registry.client.show import human_size, inspect, render_inspect, render_table, tag_rows
+
+
+def _client(ref_or_registry) -> RegistryClient:
+    registry = getattr(ref_or_registry, "registry", ref_or_registry)
+    return RegistryClient(registry)
+
+
+def run_push(path: str, ref_text: str, fmt: str | None, insecure: bool, quiet: bool) -> None:
+    from registry.client.push import push  # imports the GGUF reader (and numpy): only here
+
+    with reported():
+        ref = parse_reference(ref_text, insecure=insecure)
+        with _client(ref) as client, Transfers(quiet=quiet) as transfers:
+            result = push(Path(path), ref, client, transfers, fmt=fmt)
+        counts = ", ".join(f"{n} {what}" for what, n in sorted(result.outcomes.items()))
+        layout = result.layout
+        size = sum(b.size for b in layout.blobs())
+        click.echo(f"pushed {result.reference} ({layout.kind}, {len(layout.layers)} layer(s), "
+                   f"{human_size(size)}; blobs: {counts})")
+
+
+def run_pull(ref_text: str, output: str | None, insecure: bool, quiet: bool,
+             parallel: int = WORKERS) -> None:
+    with reported():
+        ref = parse_reference(ref_text, insecure=insecure)
+        with _client(ref) as client, Transfers(quiet=quiet) as transfers:
+            result = pull(ref, client, transfers, output=Path(output) if output else None,
+                          workers=parallel)
+        shown = ref.with_digest(result.digest)
+        names = ", ".join(str(p) for p in result.files)
+        click.echo(f"pulled {shown} ({result.kind}) -> {names}")
+
+
+def run_ls(location: str, insecure: bool) -> None:
+    with reported():
+        registry, name = parse_location(location, insecure=insecure)
+        with _client(registry) as client:
+            if name is None:
+                for repo in client.catalog():
+                    click.echo(repo)
+                return
+            tags = client.tags(name)
+            if not tags:
+                click.echo(f"{registry.host}/{name}: no tags", err=True)
+                return
+            rows = tag_rows(client, name, tags)
+            header = ["TAG", "DIGEST", "FORMAT", "ARCHITECTURE", "QUANTIZATION", "SIZE"]
+            click.echo(render_table(header, rows))
+
+
+def run_inspect(ref_text: str, insecure: bool, as_json: bool) -> None:
+    with reported():
+        ref = parse_reference(ref_text, insecure=insecure)
+        with _client(ref) as client:
+            info = inspect(client, ref)
+        click.echo(json.dumps(info, indent=2) if as_json else render_inspect(info))
+
+
+def run_rm(ref_text: str, insecure: bool) -> None:
+    with reported():
+        ref = parse_reference(ref_text, insecure=insecure)
+        with _client(ref) as client:
+            try:
+                client.delete_manifest(ref.name, ref.reference)
+            except NotFoundError:
+                raise
+            except ClientError as exc:
+                if ref.digest is None and getattr(exc, "status", None) in (400, 405):
+                    raise ClientError(f"{exc}; this registry cannot delete a tag alone, "
+                                      f"delete the manifest with {ref.registry.host}/"
+                                      f"{ref.name}@<digest>") from None
+                raise
+        if ref.digest:
+            click.echo(f"deleted {ref.registry.host}/{ref.name}@{ref.digest}")
+        else:
+            click.echo(f"untagged {ref}")

@@ -1,0 +1,52 @@
+"""``assay push``: build the layout of a local model and send it (blobs, then the manifest).
+
+Blobs go up to four at a time; each is skipped when the registry has it, mounted when the
+local cache saw it in another repository of the same registry, else uploaded (see
+``registry_client``). The manifest goes last, under the tag.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from registry.client.blobs import Blob
+from registry.client.errors import BadReference
+from registry.client.layouts import Layout, build_layout
+from registry.client.progress import Transfers
+from registry.client.ref import Reference
+from registry.client.registry_client import RegistryClient
+
+PARALLEL_BLOBS = 4
+
+
+@dataclass
+class PushResult:
+    reference: Reference
+    digest: str
+    layout: Layout
+    outcomes: dict[str, int]  # already present / mounted / uploaded -> number of blobs
+
+
+def push(path: Path, ref: Reference, client: RegistryClient, transfers: Transfers, *,
+         fmt: str | None = None) -> PushResult:
+    if ref.digest:
+        raise BadReference(f"push to a tag, not a digest: {ref}")
+    layout = build_layout(path, fmt, transfers)
+    blobs = layout.blobs()
+
+    def send(blob: Blob) -> str:
+        task = transfers.task(f"push {blob.label}", blob.size) if blob.path else None
+        outcome = client.push_blob(ref.name, blob, task)
+        if task:
+            task.done()
+        return outcome
+
+    with ThreadPoolExecutor(max_workers=min(PARALLEL_BLOBS, len(blobs))) as pool:
+        outcomes = Counter(pool.map(send, blobs))
+    digest = client.put_manifest(ref.name, ref.tag or "latest", layout.manifest(),
+                                 layout.media_type)
+    client.remember(ref.name, [b.digest for b in blobs])
+    return PushResult(ref.with_digest(digest), digest, layout, dict(outcomes))

@@ -1,0 +1,214 @@
+"""What ``assay inspect`` and ``assay ls`` know about a manifest, and how they print it.
+
+On assay, ``GET /api/v1/repositories/<name>/tags/<tag>`` (or ``.../manifests/<digest>``)
+adds the model card, stored vs. logical size, status and verification. Any other registry
+answers 404 there; then only what the manifest and its config say is shown.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from registry.client import mediatypes as mt
+from registry.client.errors import ClientError
+from registry.client.pull import fetch_small, plan_files
+from registry.client.ref import Reference
+from registry.client.registry_client import RegistryClient
+
+
+def human_size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    value = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{n} B"
+
+
+def rest_info(client: RegistryClient, ref: Reference) -> dict | None:
+    base = f"/api/v1/repositories/{ref.name}"
+    path = f"{base}/manifests/{ref.digest}" if ref.digest else f"{base}/tags/{ref.reference}"
+    return client.rest(path)
+
+
+def _kind(ref: Reference, manifest: dict) -> str:
+    try:
+        return plan_files(ref, manifest).kind
+    except ClientError:
+        return "oci"
+
+
+def _config_summary(client: RegistryClient, ref: Reference, manifest: dict) -> dict | None:
+    """Model facts from the config blob, for registries without assay's REST API."""
+    config = manifest.get("config") or {}
+    media_type = config.get("mediaType")
+    if media_type not in (mt.OLLAMA_CONFIG, mt.MODELPACK_CONFIG, *mt.DOCKER_AI_CONFIGS):
+        return None
+    try:
+        doc = json.loads(fetch_small(client, ref.name, config))
+    except (ClientError, ValueError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    if media_type == mt.OLLAMA_CONFIG:
+        if "model_format" not in doc:
+            return None
+        return {"format": doc.get("model_format"), "architecture": doc.get("model_family"),
+                "parameter_label": doc.get("model_type"), "quantization": doc.get("file_type")}
+    inner = doc.get("config") if isinstance(doc.get("config"), dict) else {}
+    return {"format": inner.get("format"), "architecture": inner.get("architecture"),
+            "parameter_label": inner.get("paramSize") or inner.get("parameters"),
+            "quantization": inner.get("quantization") or inner.get("precision")}
+
+
+def inspect(client: RegistryClient, ref: Reference) -> dict[str, Any]:
+    fetched = client.get_manifest(ref.name, ref.reference)
+    try:
+        manifest = json.loads(fetched.content)
+    except ValueError:
+        raise ClientError(f"{ref}: the manifest is not JSON") from None
+    if not isinstance(manifest, dict):
+        raise ClientError(f"{ref}: the manifest is not a JSON object")
+    rest = rest_info(client, ref)
+    layers = [layer for layer in manifest.get("layers") or [] if isinstance(layer, dict)]
+    config = manifest.get("config") if isinstance(manifest.get("config"), dict) else None
+    logical = sum(int(d.get("size") or 0) for d in [*layers, *([config] if config else [])])
+    info: dict[str, Any] = {
+        "reference": str(ref),
+        "digest": fetched.digest,
+        "mediaType": manifest.get("mediaType") or fetched.media_type,
+        "artifactType": manifest.get("artifactType"),
+        "kind": _kind(ref, manifest),
+        "config": config,
+        "layers": layers,
+        "manifests": manifest.get("manifests"),
+        "size": {"logical": logical, "unique": None},
+        "model": None,
+        "assay": rest is not None,
+    }
+    if rest is not None:
+        size = rest.get("size") if isinstance(rest.get("size"), dict) else {}
+        info["size"] = {"logical": size.get("logical", logical), "unique": size.get("unique")}
+        info["model"] = rest.get("model")
+        for key in ("status", "verification"):
+            if rest.get(key) is not None:
+                info[key] = rest[key]
+    else:
+        info["model"] = _config_summary(client, ref, manifest)
+    return info
+
+
+MODEL_FIELDS = (("format", "format"), ("architecture", "architecture"),
+                ("parameters", "parameter_label"), ("parameter count", "parameter_count"),
+                ("quantization", "quantization"), ("context length", "context_length"),
+                ("embedding length", "embedding_length"), ("chat template", "chat_template"),
+                ("tokenizer", "tokenizer_model"), ("dtypes", "dtypes"),
+                ("quantization bits", "quantization_bits"),
+                ("group size", "quantization_group_size"), ("card error", "error"))
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(", ", ": "))
+    return str(value)
+
+
+def _nested(lines: list[str], value: Any, indent: int) -> None:
+    pad = " " * indent
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(item, dict | list) and item and not all(
+                    isinstance(x, str | int | float) for x in item):
+                lines.append(f"{pad}{key}:")
+                _nested(lines, item, indent + 2)
+            elif item is not None:
+                lines.append(f"{pad}{key}: {_value(item)}")
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, dict):
+                lines.append(f"{pad}-")
+                _nested(lines, item, indent + 2)
+            else:
+                lines.append(f"{pad}- {_value(item)}")
+    else:
+        lines.append(f"{pad}{_value(value)}")
+
+
+def render_inspect(info: dict[str, Any]) -> str:
+    size = info["size"]
+    sizes = f"{human_size(size['logical'])} logical"
+    if size.get("unique") is not None:
+        sizes += f", {human_size(size['unique'])} unique (not shared with other manifests)"
+    rows = [("digest", info["digest"]), ("media type", info["mediaType"]),
+            ("artifact type", info.get("artifactType")), ("layout", info["kind"]),
+            ("size", sizes)]
+    lines = [info["reference"]]
+    lines += [f"  {k:<14} {v}" for k, v in rows if v]
+    if info.get("config"):
+        c = info["config"]
+        lines.append(f"  {'config':<14} {c.get('mediaType')} {human_size(c.get('size'))}")
+    if info["layers"]:
+        lines.append("  layers")
+        for layer in info["layers"]:
+            annotations = layer.get("annotations") or {}
+            path = annotations.get(mt.FILEPATH) or annotations.get(mt.TITLE) or ""
+            lines.append(f"    {str(layer.get('digest'))[:19]}  "
+                         f"{human_size(layer.get('size')):>9}  {layer.get('mediaType')}"
+                         f"{'  ' + path if path else ''}")
+    for entry in info.get("manifests") or []:
+        platform = entry.get("platform") or {}
+        lines.append(f"  manifest       {entry.get('digest')} {entry.get('mediaType')} "
+                     f"{platform.get('os', '')}/{platform.get('architecture', '')}".rstrip("/ "))
+    model = info.get("model")
+    if model:
+        lines.append("  model")
+        lines += [f"    {label:<18} {_value(model[key])}" for label, key in MODEL_FIELDS
+                  if model.get(key) is not None and model.get(key) != []]
+    elif info["kind"] == "oci":
+        lines.append("  model          (not a model)")
+    for key in ("status", "verification"):
+        if key in info:
+            if isinstance(info[key], dict | list):
+                lines.append(f"  {key}")
+                _nested(lines, info[key], 4)
+            else:
+                lines.append(f"  {key:<14} {_value(info[key])}")
+    if not info["assay"]:
+        lines.append("  (not an assay registry: no model card, status or stored size)")
+    return "\n".join(lines)
+
+
+def tag_rows(client: RegistryClient, name: str, tags: list[str]) -> list[list[str]]:
+    """One row per tag: tag, digest, format, architecture, quantization, size."""
+    rows = []
+    probe = client.rest(f"/api/v1/repositories/{name}/tags/{tags[0]}") if tags else None
+    for i, tag in enumerate(tags):
+        info = probe if i == 0 else (
+            client.rest(f"/api/v1/repositories/{name}/tags/{tag}") if probe else None)
+        if info:
+            model = info.get("model") or {}
+            size = (info.get("size") or {}).get("logical")
+            rows.append([tag, str(info.get("digest", ""))[7:19], str(model.get("format") or "-"),
+                         str(model.get("architecture") or "-"),
+                         str(model.get("quantization") or "-"), human_size(size)])
+        else:
+            digest = client.manifest_digest(name, tag) or ""
+            rows.append([tag, digest[7:19], "", "", "", ""])
+    return rows
+
+
+def render_table(header: list[str], rows: list[list[str]]) -> str:
+    keep = [i for i in range(len(header)) if any(row[i] for row in rows)] or [0]
+    cols = [[header[i]] + [row[i] for row in rows] for i in keep]
+    widths = [max(len(v) for v in col) for col in cols]
+    lines = []
+    for r in range(len(rows) + 1):
+        lines.append("  ".join(cols[c][r].ljust(widths[c]) for c in range(len(cols))).rstrip())
+    return "\n".join(lines)
