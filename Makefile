@@ -38,6 +38,7 @@ lint: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test system-deps
 	$(BIN)/python -m bench.registry_vs_distribution
+	$(BIN)/python -m bench.cli_vs_peers
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .ruff_cache

@@ -13,14 +13,34 @@ from pathlib import Path
 
 import click
 
-from registry.settings import Settings
 
+def _settings(**overrides):
+    # Imported here: pydantic-settings costs ~0.1 s, which client commands never need.
+    from registry.settings import Settings
 
-def _settings(**overrides) -> Settings:
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
-@click.group()
+class _Group(click.Group):
+    """Usage errors (a missing argument, a bad option) as one ``error:`` line, like every
+    other failure of the CLI, instead of click's usage block."""
+
+    def main(self, *args, **kwargs):
+        if not kwargs.pop("standalone_mode", True):
+            return super().main(*args, standalone_mode=False, **kwargs)  # embedding caller
+        try:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("error: aborted", err=True)
+            sys.exit(130)
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=_Group)
 def main() -> None:
     """assay: an OCI registry for models that runs every model before it is served."""
 

@@ -1,0 +1,208 @@
+"""The ``assay`` CLI against the peers it replaces, on the same server and content.
+
+    .venv/bin/python -m bench.cli_vs_peers [--repeats 5]
+
+1. pull: ``assay pull`` of the real Gemma 3 270M Q4_K_M GGUF (253 MB; parallel ranged
+   parts, digest verified, written as a file) vs ``curl`` of the same blob from the same
+   assay server to a file. Target: assay's speed >= 0.9x curl's.
+2. push: ``assay push gemma.gguf`` vs ``skopeo copy`` of an OCI layout holding the same
+   GGUF as its layer, to the same assay server. Every repetition first restamps the
+   file's last 16 bytes (new content, new digest; the header is untouched) and both
+   push to fresh repositories with an empty client cache, so neither can skip or mount
+   anything. Target: assay's time <= 1.0x skopeo's.
+
+Both sides run back to back in each repetition, alternating who goes first; figures are
+medians and the ratio is also given as the median of per-repetition ratios. Results go
+to ``bench/results/cli_vs_peers-<date>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from bench.registry_vs_distribution import (  # noqa: E402
+    BenchError,
+    machine_facts,
+    median,
+    pick_workdir,
+)
+from tests.support.models import gemma_gguf_path  # noqa: E402
+from tests.support.processes import assay_command, start_assay  # noqa: E402
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def run(cmd: list[str], env: dict | None = None) -> float:
+    """Run a command, fail loudly on a non-zero exit, return its wall time."""
+    t0 = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    elapsed = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise BenchError(f"{' '.join(cmd)} exited {p.returncode}:\n{p.stdout}\n{p.stderr}")
+    return elapsed
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while buf := f.read(16 << 20):
+            h.update(buf)
+    return "sha256:" + h.hexdigest()
+
+
+def restamp(path: Path, stamp: int) -> None:
+    """New content, same size and header: overwrite the last 16 bytes (tensor data)."""
+    with open(path, "r+b") as f:
+        f.seek(-16, os.SEEK_END)
+        f.write(f"assay-bench-{stamp:04d}".encode()[:16].ljust(16, b"\0"))
+
+
+def oci_layout(directory: Path, gguf: Path, digest: str) -> None:
+    """An OCI image layout whose one layer is ``gguf`` (hard-linked, not copied)."""
+    shutil.rmtree(directory, ignore_errors=True)
+    blobs = directory / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    os.link(gguf, blobs / digest.split(":")[1])
+    config = json.dumps({"model_format": "gguf"}).encode()
+    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    (blobs / config_digest.split(":")[1]).write_bytes(config)
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config_digest, "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.ollama.image.model", "digest": digest,
+                    "size": gguf.stat().st_size}],
+    }).encode()
+    manifest_digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    (blobs / manifest_digest.split(":")[1]).write_bytes(manifest)
+    (directory / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (directory / "index.json").write_text(json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": manifest_digest,
+                       "size": len(manifest),
+                       "annotations": {"org.opencontainers.image.ref.name": "v1"}}]}))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args(argv)
+    for tool in ("curl", "skopeo"):
+        if shutil.which(tool) is None:
+            raise BenchError(f"{tool} is not installed (make system-deps)")
+
+    facts = machine_facts()
+    print("# assay CLI vs curl and skopeo\n")
+    for k, v in facts.items():
+        print(f"- {k}: {v}")
+    work = pick_workdir()
+    assay = [*assay_command()]
+    results: dict = {"machine": facts, "repeats": args.repeats, "samples": {}, "figures": {}}
+    server = None
+    try:
+        gguf = work / "gemma.gguf"
+        shutil.copyfile(gemma_gguf_path(), gguf)
+        size = gguf.stat().st_size
+        server = start_assay(work / "server", env={"ASSAY_LOG_LEVEL": "warning"})
+        host = server.host_port
+        env = {**os.environ, "ASSAY_CACHE_DIR": str(work / "client-cache")}
+        print(f"- model: {gguf.name}, {size:,} bytes; assay pid {server.pid} at {server.url}\n")
+
+        # ---- pull: assay pull vs curl of the same blob
+        run([*assay, "push", "--quiet", str(gguf), f"{host}/bench/pull:v1"], env)
+        digest = sha256_file(gguf)
+        blob_url = f"{server.url}/v2/bench/pull/blobs/{digest}"
+        pull = {"assay": [], "curl": []}
+        for i in range(args.repeats):
+            sides = [("assay", [*assay, "pull", "--quiet", f"{host}/bench/pull:v1", "-o",
+                                str(work / "pulled")]),
+                     ("curl", ["curl", "-sS", "--fail", "-o", str(work / "curl.gguf"),
+                               blob_url])]
+            for name, cmd in sides if i % 2 == 0 else sides[::-1]:
+                shutil.rmtree(work / "pulled", ignore_errors=True)
+                (work / "curl.gguf").unlink(missing_ok=True)
+                os.sync()
+                pull[name].append(run(cmd, env))
+                print(f"  pull #{i} {name:6s} {pull[name][-1]:6.2f}s "
+                      f"{size / pull[name][-1] / 1e6:8.1f} MB/s")
+                written = (list((work / "pulled").rglob("*.gguf")) if name == "assay"
+                           else [work / "curl.gguf"])
+                if len(written) != 1 or sha256_file(written[0]) != digest:
+                    raise BenchError(f"{name} did not write the GGUF intact: {written}")
+
+        # ---- push: assay push vs skopeo copy of the same content
+        push = {"assay": [], "skopeo": []}
+        for i in range(args.repeats):
+            for name in (("assay", "skopeo") if i % 2 == 0 else ("skopeo", "assay")):
+                restamp(gguf, 2 * i + (name == "skopeo"))
+                d = sha256_file(gguf)
+                shutil.rmtree(work / "client-cache", ignore_errors=True)
+                if name == "assay":
+                    cmd = [*assay, "push", "--quiet", str(gguf), f"{host}/bench/a{i}:v1"]
+                else:
+                    oci_layout(work / "layout", gguf, d)
+                    cmd = ["skopeo", "copy", "--quiet", "--preserve-digests",
+                           "--dest-tls-verify=false", f"oci:{work / 'layout'}:v1",
+                           f"docker://{host}/bench/s{i}:v1"]
+                os.sync()
+                push[name].append(run(cmd, env))
+                print(f"  push #{i} {name:6s} {push[name][-1]:6.2f}s "
+                      f"{size / push[name][-1] / 1e6:8.1f} MB/s")
+
+        # ---- report
+        results["samples"] = {"pull": pull, "push": push}
+        pull_ratio = median(pull["curl"]) / median(pull["assay"])  # speed, assay / curl
+        pull_paired = median([c / a for a, c in zip(pull["assay"], pull["curl"], strict=True)])
+        push_ratio = median(push["assay"]) / median(push["skopeo"])  # time, assay / skopeo
+        push_paired = median([a / s for a, s in zip(push["assay"], push["skopeo"],
+                                                    strict=True)])
+        figs = results["figures"] = {
+            "pull": {"assay_mb_s": size / median(pull["assay"]) / 1e6,
+                     "curl_mb_s": size / median(pull["curl"]) / 1e6,
+                     "speed_ratio": pull_ratio, "paired": pull_paired,
+                     "met": pull_ratio >= 0.9 and pull_paired >= 0.9},
+            "push": {"assay_s": median(push["assay"]), "skopeo_s": median(push["skopeo"]),
+                     "time_ratio": push_ratio, "paired": push_paired,
+                     "met": push_ratio <= 1.0 and push_paired <= 1.0},
+        }
+        print("\n| figure | assay | peer | ratio | paired ratio | target |")
+        print("|---|---:|---:|---:|---:|---|")
+        f = figs["pull"]
+        print(f"| pull of the 253 MB GGUF (speed) | {f['assay_mb_s']:,.0f} MB/s | curl "
+              f"{f['curl_mb_s']:,.0f} MB/s | {pull_ratio:.2f}x | {pull_paired:.2f}x | "
+              f">= 0.9x {'met' if f['met'] else '**MISSED**'} |")
+        f = figs["push"]
+        print(f"| push of the 253 MB GGUF (time) | {f['assay_s']:.2f} s | skopeo "
+              f"{f['skopeo_s']:.2f} s | {push_ratio:.2f}x | {push_paired:.2f}x | "
+              f"<= 1.0x {'met' if f['met'] else '**MISSED**'} |")
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        out = RESULTS_DIR / f"cli_vs_peers-{dt.date.today().isoformat()}.json"
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"\nresults written to {out.relative_to(REPO_ROOT)}")
+        return 0
+    finally:
+        if server is not None:
+            server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as exc:
+        print(f"\nBENCHMARK FAILED: {exc}", file=sys.stderr)
+        sys.exit(1)
