@@ -13,7 +13,6 @@ import json
 import os
 import struct
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -47,31 +46,10 @@ from tests.support.processes import free_port, start_distribution
 
 pytestmark = pytest.mark.clients
 
-ASSAY = Path(sys.executable).with_name("assay")
 MiB = 1024 * 1024
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> Path:
-    """The client's blob-location cache, kept out of the real home directory."""
-    return tmp_path_factory.mktemp("assay-client-cache")
-
-
-@pytest.fixture(scope="module")
-def cli(cache_dir):
-    def run(*args: str, cwd: Path | None = None, env: dict | None = None,
-            ok: bool = True) -> subprocess.CompletedProcess:
-        full_env = {**os.environ, "ASSAY_CACHE_DIR": str(cache_dir), **(env or {})}
-        proc = subprocess.run([str(ASSAY), *map(str, args)], capture_output=True, text=True,
-                              cwd=cwd, env=full_env, timeout=300)
-        if ok:
-            assert proc.returncode == 0, f"assay {' '.join(map(str, args))} failed:\n" \
-                f"stdout: {proc.stdout}\nstderr: {proc.stderr}"
-        return proc
-    return run
 
 
 def one_line_error(proc: subprocess.CompletedProcess) -> str:

@@ -13,8 +13,6 @@ import json
 import math
 import os
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -27,31 +25,11 @@ from tests.support.models import GEMMA_SHA256, GEMMA_SIZE, sha256_file
 
 pytestmark = pytest.mark.clients
 
-ASSAY = Path(sys.executable).with_name("assay")
 VARIANTS = 10
 MiB = 1024 * 1024
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory) -> Path:
-    """The client's blob-location cache, kept out of the real home directory."""
-    return tmp_path_factory.mktemp("assay-client-cache")
-
-
-@pytest.fixture(scope="module")
-def cli(cache_dir):
-    def run(*args, cwd: Path | None = None, ok: bool = True) -> subprocess.CompletedProcess:
-        env = {**os.environ, "ASSAY_CACHE_DIR": str(cache_dir)}
-        proc = subprocess.run([str(ASSAY), *map(str, args)], capture_output=True, text=True,
-                              cwd=cwd, env=env, timeout=300)
-        if ok:
-            assert proc.returncode == 0, f"assay {' '.join(map(str, args))} failed:\n" \
-                f"stdout: {proc.stdout}\nstderr: {proc.stderr}"
-        return proc
-    return run
 
 
 def rest(server, path: str) -> dict:
