@@ -197,20 +197,34 @@ class _Cursor:
         return raw.decode("utf-8", errors="replace")
 
     def skip_strings(self, count: int, what: str) -> None:
-        """Skip ``count`` strings (a vocabulary): the hot loop of a header walk."""
+        """Skip ``count`` strings (a vocabulary): the hot loop of a header walk.
+
+        The cursor lives in locals and is synced with ``self`` only around ``need``
+        (which may replace the buffer): 262k Gemma tokens in ~25 ms instead of ~100.
+        """
         unpack = _U64.unpack_from
+        buf, i = self.buf, self.i
+        end = len(buf)
         for _ in range(count):
-            if len(self.buf) - self.i < 8:
+            if end - i < 8:
+                self.i = i
                 self.need(8)
-            (n,) = unpack(self.buf, self.i)
+                buf, i = self.buf, self.i
+                end = len(buf)
+            (n,) = unpack(buf, i)
+            i += 8
             if n > MAX_STRING:
+                self.i = i
                 raise GGUFHeaderError(
                     f"{what} holds a string of {n} bytes (limit {MAX_STRING}); "
                     "the header is corrupt")
-            self.i += 8
-            if len(self.buf) - self.i < n:
+            if end - i < n:
+                self.i = i
                 self.need(n)
-            self.i += n
+                buf, i = self.buf, self.i
+                end = len(buf)
+            i += n
+        self.i = i
 
 
 def _value_type(raw: int, what: str) -> GGUFValueType:
