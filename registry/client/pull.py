@@ -155,9 +155,11 @@ def safe_target(root: Path, relpath: str) -> Path:
             or any(part == ".." for part in pure.parts) or not pure.parts):
         raise ClientError(f"refusing to write {relpath!r}: the path leaves the output directory")
     target = root.joinpath(*pure.parts)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    # Check before creating anything: a symlink already inside root must not let mkdir
+    # create directories elsewhere (resolve() follows the parts that exist).
     if not target.parent.resolve().is_relative_to(root.resolve()):
         raise ClientError(f"refusing to write {relpath!r}: it resolves outside {root}")
+    target.parent.mkdir(parents=True, exist_ok=True)
     return target
 
 

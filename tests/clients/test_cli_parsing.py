@@ -324,3 +324,16 @@ def test_transient_failures_are_retried(tmp_path):
             pytest.raises(ClientError):
         client.get_manifest("a/b", "v1")
     assert len(fake.log) == 1
+
+
+def test_safe_target_creates_nothing_through_a_symlink(tmp_path):
+    from registry.client.pull import safe_target
+
+    root, outside = tmp_path / "out", tmp_path / "elsewhere"
+    root.mkdir()
+    outside.mkdir()
+    (root / "link").symlink_to(outside)
+    with pytest.raises(ClientError):
+        safe_target(root, "link/newdir/model.gguf")
+    assert not (outside / "newdir").exists()
+    assert safe_target(root, "a/b/model.gguf") == root / "a" / "b" / "model.gguf"
