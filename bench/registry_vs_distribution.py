@@ -442,26 +442,19 @@ def main(argv: list[str] | None = None) -> int:
         pushed: list[tuple[str, str]] = []  # (repo, digest) present on both
 
         with httpx.Client(timeout=600) as client:
-            # 1. monolithic push
-            for i in range(repeats):
-                digest = blob.restamp()
-                repo = f"bench/mono-{i}"
-                for t in targets if i % 2 == 0 else targets[::-1]:
-                    os.sync()  # untimed: no writeback left over from the previous step
-                    s = t.push_monolithic(client, repo, blob)
-                    samples[t.name]["push_mono"].append(s)
-                    print(f"  push mono   #{i} {t.name:12s} {s:7.2f}s {mbps(size, s):8.1f} MB/s")
-                pushed.append((repo, digest))
-            # 2. chunked push
-            for i in range(repeats):
-                digest = blob.restamp()
-                repo = f"bench/chunked-{i}"
-                for t in targets if i % 2 == 0 else targets[::-1]:
-                    os.sync()  # untimed: no writeback left over from the previous step
-                    s = t.push_chunked(client, repo, blob)
-                    samples[t.name]["push_chunked"].append(s)
-                    print(f"  push chunks #{i} {t.name:12s} {s:7.2f}s {mbps(size, s):8.1f} MB/s")
-                pushed.append((repo, digest))
+            # 1. monolithic push, 2. chunked push
+            for key, label, push in (("push_mono", "push mono  ", Target.push_monolithic),
+                                     ("push_chunked", "push chunks", Target.push_chunked)):
+                for i in range(repeats):
+                    digest = blob.restamp()
+                    repo = f"bench/{key}-{i}"
+                    for t in targets if i % 2 == 0 else targets[::-1]:
+                        os.sync()  # untimed: no writeback left over from the previous step
+                        s = push(t, client, repo, blob)
+                        samples[t.name][key].append(s)
+                        print(f"  {label} #{i} {t.name:12s} {s:7.2f}s "
+                              f"{mbps(size, s):8.1f} MB/s")
+                    pushed.append((repo, digest))
             # 3. pull (each repetition a different blob; each verified once, untimed)
             pull_meta = {}
             for t in targets:

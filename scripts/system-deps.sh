@@ -4,7 +4,7 @@
 set -eu
 
 if [ "$#" -gt 0 ]; then
-    wanted="$*"
+    wanted=" $*"
 else
     wanted=""
     command -v skopeo >/dev/null 2>&1 || wanted="$wanted skopeo"

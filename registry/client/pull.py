@@ -167,12 +167,7 @@ def resolve_manifest(client: RegistryClient, ref: Reference) -> tuple[dict, str]
     """The image manifest for ``ref`` (an index is resolved to its first entry)."""
     fetched = client.get_manifest(ref.name, ref.reference)
     for _ in range(2):
-        try:
-            doc = json.loads(fetched.content)
-        except ValueError:
-            raise ClientError(f"{ref}: the manifest is not JSON") from None
-        if not isinstance(doc, dict):
-            raise ClientError(f"{ref}: the manifest is not a JSON object")
+        doc = fetched.document(ref)
         media_type = doc.get("mediaType") or fetched.media_type
         if media_type not in mt.INDEX_TYPES and "manifests" not in doc:
             return doc, fetched.digest

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import socket
 import ssl
@@ -94,6 +95,16 @@ class Manifest:
     content: bytes
     media_type: str
     digest: str
+
+    def document(self, ref) -> dict:
+        """The manifest as a JSON object, or a one-line ClientError naming ``ref``."""
+        try:
+            doc = json.loads(self.content)
+        except ValueError:
+            raise ClientError(f"{ref}: the manifest is not JSON") from None
+        if not isinstance(doc, dict):
+            raise ClientError(f"{ref}: the manifest is not a JSON object")
+        return doc
 
 
 class RegistryClient:

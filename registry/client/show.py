@@ -66,12 +66,7 @@ def _config_summary(client: RegistryClient, ref: Reference, manifest: dict) -> d
 
 def inspect(client: RegistryClient, ref: Reference) -> dict[str, Any]:
     fetched = client.get_manifest(ref.name, ref.reference)
-    try:
-        manifest = json.loads(fetched.content)
-    except ValueError:
-        raise ClientError(f"{ref}: the manifest is not JSON") from None
-    if not isinstance(manifest, dict):
-        raise ClientError(f"{ref}: the manifest is not a JSON object")
+    manifest = fetched.document(ref)
     rest = rest_info(client, ref)
     layers = [layer for layer in manifest.get("layers") or [] if isinstance(layer, dict)]
     config = manifest.get("config") if isinstance(manifest.get("config"), dict) else None
