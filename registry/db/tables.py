@@ -14,6 +14,16 @@
 - ``models``: one row per model manifest: the model card read from its weights' headers
   at push (``card`` holds it in full as JSON; the columns are there to query by), or why
   it could not be read (``error``).
+- ``jobs``: the work queue (verification runs, later webhook deliveries). Only
+  ``worker.queue.JobQueue`` reads or writes it.
+- ``verifications``: one row per verification run of a model manifest (figures, verdict,
+  reason, log tail) and the digest of the referrer artifact that carries it.
+- ``namespace_policies``: per-namespace readiness gate switch and minimum generation
+  speed; the longest matching namespace prefix applies.
+
+A model manifest's lifecycle lives in ``manifests.status``: NULL for non-model content
+(never gated), else ``queued -> verifying -> ready | failed``. An admin override of a
+failed model is recorded in the ``override_*`` columns, never by rewriting ``status``.
 """
 
 from __future__ import annotations
@@ -24,13 +34,16 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
+    Integer,
     LargeBinary,
     MetaData,
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -97,6 +110,13 @@ class Manifest(Base):
     content: Mapped[bytes] = mapped_column(LargeBinary)
     size: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Model lifecycle (NULL: not a model, never gated). See the module docstring.
+    status: Mapped[str | None] = mapped_column(String(16))
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    status_changed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    override_by: Mapped[str | None] = mapped_column(String(255))
+    override_reason: Mapped[str | None] = mapped_column(Text)
+    override_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class ManifestReference(Base):
@@ -154,6 +174,65 @@ class Model(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_claim", "status", "run_after"),
+        Index("uq_jobs_live_dedupe_key", "dedupe_key", unique=True,
+              sqlite_where=text("status IN ('queued', 'running')"),
+              postgresql_where=text("status IN ('queued', 'running')")),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[str] = mapped_column(Text)  # JSON
+    # queued | running | done | failed (failed: out of attempts or a permanent error)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    # Two live jobs never share a key (e.g. "verify:<manifest id>"): enqueueing an
+    # existing queued/running key is a no-op, so re-runs are idempotent.
+    dedupe_key: Mapped[str | None] = mapped_column(String(255))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=5)
+    run_after: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    locked_by: Mapped[str | None] = mapped_column(String(255))
+    locked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    result: Mapped[str | None] = mapped_column(Text)  # JSON
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Verification(Base):
+    __tablename__ = "verifications"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    manifest_id: Mapped[int] = mapped_column(
+        ForeignKey("manifests.id", ondelete="CASCADE"), index=True)
+    job_id: Mapped[int | None] = mapped_column(BigInteger)
+    verdict: Mapped[str] = mapped_column(String(16))  # passed | failed
+    reason: Mapped[str | None] = mapped_column(Text)
+    backend: Mapped[str | None] = mapped_column(String(64))
+    backend_version: Mapped[str | None] = mapped_column(String(64))
+    generation_tps: Mapped[float | None] = mapped_column(Float)
+    report: Mapped[str] = mapped_column(Text)  # verifier Report as JSON, in full
+    log_tail: Mapped[str | None] = mapped_column(Text)
+    referrer_digest: Mapped[str | None] = mapped_column(DIGEST)
+    worker: Mapped[str | None] = mapped_column(String(255))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class NamespacePolicy(Base):
+    __tablename__ = "namespace_policies"
+
+    namespace: Mapped[str] = mapped_column(String(255), primary_key=True)
+    gate: Mapped[bool] = mapped_column(Boolean, default=True)
+    min_generation_tps: Mapped[float | None] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 repositories = Repository.__table__
 blobs = Blob.__table__
 repository_blobs = RepositoryBlob.__table__
@@ -162,3 +241,6 @@ manifest_references = ManifestReference.__table__
 tags = Tag.__table__
 uploads = Upload.__table__
 models = Model.__table__
+jobs = Job.__table__
+verifications = Verification.__table__
+namespace_policies = NamespacePolicy.__table__
