@@ -21,6 +21,7 @@ import json
 import os
 import re
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -29,12 +30,20 @@ import httpx
 from registry.client.errors import IntegrityError, response_error
 from registry.client.progress import Task, Transfers
 from registry.client.registry_client import RegistryClient
+from registry.client.transport import body_reader
 
 MiB = 1024 * 1024
 PART_SIZE = 32 * MiB
 WORKERS = 4
 READ_BLOCK = MiB
+NOTIFY_EVERY = 8 * MiB
+# Blob bytes must arrive as stored: their digest is over exactly those bytes.
+IDENTITY = {"Accept-Encoding": "identity"}
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+
+
+class _Abandoned(Exception):
+    """Stop fetching a part: the pull it belongs to has already failed."""
 
 
 class RangeIgnored(Exception):
@@ -49,7 +58,7 @@ def file_digest(path: Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
     view = memoryview(data)
     while view:
         n = os.pwrite(fd, view, offset)
@@ -106,22 +115,26 @@ class Downloader:
             h = hashlib.sha256()
             written = 0
             task.reset_to(0)
-            with open(partial, "wb") as f:
-                resp = self.client.send("GET", url, stream=True, follow_redirects=True)
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                resp = self.client.send("GET", url, headers=IDENTITY, stream=True,
+                                        follow_redirects=True)
                 try:
                     if resp.status_code != 200:
                         resp.read()
                         raise response_error(resp, what)
-                    for chunk in resp.iter_bytes(READ_BLOCK):
-                        written += len(chunk)
+                    for block in _blocks(resp):
+                        written += len(block)
                         if written > size:
                             raise IntegrityError(f"{what}: the registry sent more than the "
                                                  f"{size} bytes the manifest declares")
-                        h.update(chunk)
-                        f.write(chunk)
-                        task.advance(len(chunk))
+                        h.update(block)
+                        _pwrite_all(fd, block, written - len(block))
+                        task.advance(len(block))
                 finally:
                     resp.close()
+            finally:
+                os.close(fd)
             if written != size:
                 raise httpx.RemoteProtocolError(f"the body ended after {written} of {size} bytes")
             return "sha256:" + h.hexdigest()
@@ -155,6 +168,7 @@ class Downloader:
         self.client.count("parts reused", reused)
         fd = os.open(partial, os.O_RDWR | os.O_CREAT, 0o644)
         lock = threading.Lock()
+        arrived = _Arrivals(len(plan))
         try:
             if not done:
                 os.ftruncate(fd, 0)
@@ -163,21 +177,38 @@ class Downloader:
             task.reset_to(sum(length for i, _, length in plan if i in done))
 
             def work(index: int, offset: int, length: int) -> None:
-                self._fetch_part(url, fd, offset, length, size, task, what)
+                try:
+                    self._fetch_part(url, fd, index, offset, length, size, task, what,
+                                     arrived)
+                finally:
+                    arrived.finish(index)
                 with lock:
                     done.add(index)
                     self._save_done(sidecar, digest, size, done)
 
             hasher = hashlib.sha256()
+            buffer = bytearray(4 * MiB)
             pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="part")
             try:
                 futures = {i: pool.submit(work, i, off, length)
                            for i, off, length in plan if i not in done}
-                for i, off, length in plan:  # hash in order while later parts arrive
-                    if i in futures:
-                        futures[i].result()
-                    _hash_range(fd, off, length, hasher)
+                for i, off, length in plan:
+                    if i not in futures:
+                        _hash_range(fd, off, length, hasher, buffer)
+                        continue
+                    # Hash part i as its bytes land, not once it is complete: the digest
+                    # then finishes moments after the last byte arrives.
+                    hashed = 0
+                    while hashed < length:
+                        ready = arrived.wait_beyond(i, hashed)
+                        if ready is None:  # the part's fetch ended short: its error
+                            futures[i].result()
+                            raise IntegrityError(f"{what}: part {i} ended early")
+                        _hash_range(fd, off + hashed, ready - hashed, hasher, buffer)
+                        hashed = ready
+                    futures[i].result()
             except BaseException:
+                arrived.abort()
                 pool.shutdown(wait=True, cancel_futures=True)
                 raise
             finally:
@@ -186,52 +217,110 @@ class Downloader:
             os.close(fd)
         return "sha256:" + hasher.hexdigest(), reused
 
-    def _fetch_part(self, url: str, fd: int, offset: int, length: int, size: int,
-                    task: Task, what: str) -> None:
+    def _fetch_part(self, url: str, fd: int, index: int, offset: int, length: int,
+                    size: int, task: Task, what: str, arrived: _Arrivals) -> None:
+        """Fetch part ``index`` into the file. A retried attempt asks only for the bytes
+        not yet written, so bytes the hasher may already have read are never rewritten."""
         last = offset + length - 1
-        wanted = f"bytes={offset}-{last}"
 
         def attempt() -> None:
-            written = 0
+            written = arrived.count(index)
+            wanted = f"bytes={offset + written}-{last}"
+            resp = self.client.send("GET", url, headers={**IDENTITY, "Range": wanted},
+                                    stream=True, follow_redirects=True)
             try:
-                resp = self.client.send("GET", url, headers={"Range": wanted}, stream=True,
-                                        follow_redirects=True)
-                try:
-                    if resp.status_code == 200:
-                        raise RangeIgnored()
-                    if resp.status_code != 206:
-                        resp.read()
-                        raise response_error(resp, f"{what} ({wanted})")
-                    answered = resp.headers.get("Content-Range", "")
-                    m = _CONTENT_RANGE.fullmatch(answered.strip())
-                    if not m or (int(m[1]), int(m[2])) != (offset, last) or \
-                            m[3] not in ("*", str(size)):
-                        raise IntegrityError(f"{what}: asked for {wanted}, the registry "
-                                             f"answered Content-Range {answered!r}")
-                    for chunk in resp.iter_bytes(READ_BLOCK):
-                        if written + len(chunk) > length:
-                            raise IntegrityError(f"{what}: more bytes than asked for {wanted}")
-                        _pwrite_all(fd, chunk, offset + written)
-                        written += len(chunk)
-                        task.advance(len(chunk))
-                finally:
-                    resp.close()
-                if written != length:
-                    raise httpx.RemoteProtocolError(
-                        f"part {wanted} ended after {written} of {length} bytes")
-                self.client.count("parts fetched")
-            except BaseException:
-                task.advance(-written)
-                raise
+                if resp.status_code == 200:
+                    raise RangeIgnored()
+                if resp.status_code != 206:
+                    resp.read()
+                    raise response_error(resp, f"{what} ({wanted})")
+                answered = resp.headers.get("Content-Range", "")
+                m = _CONTENT_RANGE.fullmatch(answered.strip())
+                if not m or (int(m[1]), int(m[2])) != (offset + written, last) or \
+                        m[3] not in ("*", str(size)):
+                    raise IntegrityError(f"{what}: asked for {wanted}, the registry "
+                                         f"answered Content-Range {answered!r}")
+                for block in _blocks(resp):
+                    if arrived.aborted:  # the pull is being abandoned (error, Ctrl-C)
+                        raise _Abandoned()
+                    if written + len(block) > length:
+                        raise IntegrityError(f"{what}: more bytes than asked for {wanted}")
+                    _pwrite_all(fd, block, offset + written)
+                    written += len(block)
+                    arrived.advance(index, written)
+                    task.advance(len(block))
+            finally:
+                resp.close()
+            if written != length:
+                raise httpx.RemoteProtocolError(
+                    f"part {wanted} ended after {written} of {length} bytes")
+            self.client.count("parts fetched")
 
+        if arrived.aborted:
+            return
         self.client.call(attempt, what)
 
 
-def _hash_range(fd: int, offset: int, length: int, hasher) -> None:
+class _Arrivals:
+    """How many bytes of each part are on disk, contiguous from the part's start, shared
+    by the fetching threads (``advance``/``finish``) and the hasher (``wait_beyond``)."""
+
+    def __init__(self, parts: int):
+        self._written = [0] * parts
+        self._finished = [False] * parts
+        self._cond = threading.Condition()
+        self.aborted = False
+
+    def count(self, index: int) -> int:
+        with self._cond:
+            return self._written[index]
+
+    def advance(self, index: int, written: int) -> None:
+        with self._cond:
+            before = self._written[index]
+            self._written[index] = written
+            # Wake the hasher every 8 MiB, not every block: each wake-up costs CPU that
+            # the transfer needs (finish() wakes it for the tail).
+            if written // NOTIFY_EVERY != before // NOTIFY_EVERY:
+                self._cond.notify_all()
+
+    def finish(self, index: int) -> None:
+        with self._cond:
+            self._finished[index] = True
+            self._cond.notify_all()
+
+    def abort(self) -> None:
+        with self._cond:
+            self.aborted = True
+            self._cond.notify_all()
+
+    def wait_beyond(self, index: int, hashed: int) -> int | None:
+        """Block until part ``index`` has more than ``hashed`` bytes; the new count, or
+        None when its fetch finished without adding any."""
+        with self._cond:
+            while self._written[index] <= hashed and not self._finished[index]:
+                self._cond.wait()
+            return self._written[index] if self._written[index] > hashed else None
+
+
+def _blocks(resp: httpx.Response) -> Iterator[memoryview | bytes]:
+    """The raw body in blocks: read into one reused 1 MiB buffer when the transport
+    allows it (each block is only valid until the next one), else httpx's chunks."""
+    read = body_reader(resp)
+    if read is None:
+        yield from resp.iter_bytes(READ_BLOCK)
+        return
+    view = memoryview(bytearray(READ_BLOCK))
+    while n := read(view):
+        yield view[:n]
+
+
+def _hash_range(fd: int, offset: int, length: int, hasher, buffer: bytearray) -> None:
+    view = memoryview(buffer)
     end = offset + length
     while offset < end:
-        block = os.pread(fd, min(4 * MiB, end - offset), offset)
-        if not block:
+        n = os.preadv(fd, [view[:min(len(view), end - offset)]], offset)
+        if not n:
             raise IntegrityError("the partial file is shorter than expected")
-        hasher.update(block)
-        offset += len(block)
+        hasher.update(view[:n])
+        offset += n

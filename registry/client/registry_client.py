@@ -43,6 +43,7 @@ from registry.client.locations import BlobLocations
 from registry.client.mediatypes import MANIFEST_ACCEPT
 from registry.client.progress import Task
 from registry.client.ref import Registry
+from registry.client.transport import FileRegion, StdlibTransport
 
 T = TypeVar("T")
 
@@ -120,7 +121,7 @@ class RegistryClient:
         self.chunk_size = chunk_size
         self.locations = locations if locations is not None else BlobLocations()
         self.http = httpx.Client(
-            base_url=registry.base_url, transport=transport,
+            base_url=registry.base_url, transport=transport or StdlibTransport(),
             timeout=httpx.Timeout(timeout, connect=15.0),
             limits=httpx.Limits(max_connections=max_connections,
                                 max_keepalive_connections=max_connections),
@@ -166,8 +167,12 @@ class RegistryClient:
              params: dict | None = None, content=None, stream: bool = False,
              follow_redirects: bool = False) -> httpx.Response:
         """One request, no retries; a 5xx or 429 answer raises ``TransientError``."""
+        body = content if isinstance(content, FileRegion) else None
         request = self.http.build_request(method, url, headers=headers, params=params,
-                                          content=content)
+                                          content=None if body else content)
+        if body is not None:  # the region as the stream, so the transport can sendfile() it
+            request = httpx.Request(method, request.url, headers=request.headers, stream=body,
+                                    extensions=request.extensions)
         response = self.http.send(request, stream=stream, follow_redirects=follow_redirects)
         self.count(f"{method} {response.status_code}")
         if response.status_code >= 500 or response.status_code == 429:
@@ -322,7 +327,7 @@ class RegistryClient:
                 task.reset_to(0)
             url = httpx.URL(state["location"]).copy_merge_params({"digest": blob.digest})
             state["location"] = None  # a failed attempt leaves the session unusable
-            return self.send("PUT", str(url), content=blob.chunks(0, None, _advance(task)),
+            return self.send("PUT", str(url), content=blob.body(0, None, _advance(task)),
                              headers={"Content-Type": "application/octet-stream",
                                       "Content-Length": str(blob.size)})
 
@@ -368,7 +373,7 @@ class RegistryClient:
 
     def _patch(self, location: str, blob: Blob, offset: int, length: int,
                task: Task | None) -> httpx.Response:
-        return self.send("PATCH", location, content=blob.chunks(offset, length, _advance(task)),
+        return self.send("PATCH", location, content=blob.body(offset, length, _advance(task)),
                          headers={"Content-Type": "application/octet-stream",
                                   "Content-Length": str(length),
                                   "Content-Range": f"{offset}-{offset + length - 1}"})

@@ -31,6 +31,7 @@ from registry.client.pull import pull
 from registry.client.push import push
 from registry.client.ref import parse_reference
 from registry.client.registry_client import RegistryClient
+from registry.client.transport import StdlibTransport
 from tests.clients.ollama_replay import (
     GEMMA3_TEMPLATE,
     MEDIA_MODEL,
@@ -84,7 +85,7 @@ class Recorder(httpx.BaseTransport):
     subclasses may override ``inject`` to break a request after it is recorded."""
 
     def __init__(self, fail_ranged_after: int | None = None, strip_range: bool = False):
-        self.inner = httpx.HTTPTransport()
+        self.inner = StdlibTransport()  # the transport the CLI uses
         self.requests: list[tuple[str, str, dict]] = []
         self.fail_ranged_after = fail_ranged_after
         self.strip_range = strip_range
