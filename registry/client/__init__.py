@@ -20,3 +20,11 @@ Modules, from the bottom up:
 Nothing here imports the server side except ``registry.models.cards`` (the GGUF and
 safetensors header readers, shared with the registry).
 """
+
+import sys as _sys
+
+# httpx's package import also loads its command-line tool (click, rich, pygments: ~30 ms of
+# every `assay pull`'s start-up). A None entry makes that one optional import fail, which
+# httpx handles by leaving `httpx.main` unavailable; nothing here uses it.
+if "httpx" not in _sys.modules:
+    _sys.modules.setdefault("httpx._main", None)

@@ -5,9 +5,12 @@ A file blob is never read whole into memory: it is hashed and sent in 1 MiB bloc
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,8 +23,56 @@ def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def _file_key(path: Path) -> tuple:
+    st = path.stat()
+    return (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
+            st.st_ctime_ns)
+
+
+# In-process memo of file digests, keyed by the file's identity and change times, so one
+# file is read once per command even when a hash was started early (``prefetch_hash``).
+_hashes: dict[tuple, Future] = {}
+_hashes_lock = threading.Lock()
+
+
 def hash_file(path: Path, on_bytes: Callable[[int], None] | None = None) -> tuple[str, int]:
-    """``(digest, size)`` of a file, read in blocks."""
+    """``(digest, size)`` of a file, read in blocks (once per process while unchanged)."""
+    try:
+        key = _file_key(path)
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    with _hashes_lock:
+        future = _hashes.get(key)
+        mine = future is None
+        if mine:
+            future = _hashes[key] = Future()
+    if not mine:
+        digest, size = future.result()
+        if on_bytes:
+            on_bytes(size)
+        return digest, size
+    try:
+        result = _read_digest(path, on_bytes)
+    except BaseException as exc:
+        with _hashes_lock:
+            _hashes.pop(key, None)
+        future.set_exception(exc)
+        raise
+    future.set_result(result)
+    return result
+
+
+def prefetch_hash(path: Path) -> None:
+    """Start hashing ``path`` in the background; a later ``hash_file`` joins it. Used to
+    overlap the hash with work that must precede it (reading the GGUF header)."""
+    def run() -> None:
+        with contextlib.suppress(Exception):  # the foreground call reports any error
+            hash_file(path)
+
+    threading.Thread(target=run, name="prefetch-hash", daemon=True).start()
+
+
+def _read_digest(path: Path, on_bytes: Callable[[int], None] | None) -> tuple[str, int]:
     digest = hashlib.sha256()
     size = 0
     try:
@@ -68,6 +119,17 @@ class Blob:
         if self.annotations:
             d["annotations"] = dict(self.annotations)
         return d
+
+    def body(self, offset: int = 0, length: int | None = None,
+             on_bytes: Callable[[int], None] | None = None):
+        """A request body for ``[offset, offset+length)``: a ``FileRegion`` for a file (sent
+        with ``sendfile``), else an iterator of blocks."""
+        if self.path is not None and self.data is None:
+            from registry.client.transport import FileRegion
+
+            length = self.size - offset if length is None else length
+            return FileRegion(self.path, offset, length, on_bytes)
+        return self.chunks(offset, length, on_bytes)
 
     def chunks(self, offset: int = 0, length: int | None = None,
                on_bytes: Callable[[int], None] | None = None) -> Iterator[bytes]:

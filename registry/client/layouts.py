@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from registry.client import mediatypes as mt
-from registry.client.blobs import Blob, canonical_json
+from registry.client.blobs import Blob, canonical_json, prefetch_hash
 from registry.client.errors import InputError
 from registry.client.modelfile import Modelfile, load_modelfile
 from registry.client.progress import Transfers, silent
@@ -163,6 +163,7 @@ def build_layout(path: Path, fmt: str | None = None, transfers: Transfers | None
     if kind == "modelfile":
         return ollama_layout_from_modelfile(load_modelfile(path), transfers)
     if kind == "gguf":
+        prefetch_hash(path)  # the weights hash while the header is read (and gguf imported)
         card = gguf_card(path)
         if fmt == "ollama":
             return ollama_layout(path, card, None, transfers)
@@ -255,6 +256,7 @@ def ollama_layout_from_modelfile(modelfile: Modelfile, transfers: Transfers) -> 
     if not model.is_file():
         raise InputError(f"{modelfile.source} line {line}: FROM {modelfile.model} is not a "
                          ".gguf file")
+    prefetch_hash(model)
     return ollama_layout(model, gguf_card(model), modelfile, transfers)
 
 
