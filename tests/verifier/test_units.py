@@ -1,0 +1,97 @@
+"""Spec, Report and log handling, without running a backend."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from verifier import FAILURES, Report, Spec, verify
+from verifier.backends import llama_cpp
+from verifier.run import log_tail
+from verifier.spec import resolve_backend
+
+
+def test_spec_defaults(tmp_path):
+    spec = Spec(model_path=str(tmp_path / "m.gguf"))
+    assert spec.model_path == tmp_path / "m.gguf"
+    assert spec.backend == "auto" and spec.prompt == "The capital of France is"
+    assert spec.max_tokens == 32 and spec.timeout_s == 300 and spec.seed == 0
+    assert spec.threads >= 1 and spec.memory_limit_bytes == 8 * 2**30
+    assert spec.min_generation_tps is None
+    assert Spec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.max_tokens = 3
+
+
+@pytest.mark.parametrize("bad", [
+    {"backend": "onnx"}, {"max_tokens": 0}, {"threads": 0}, {"timeout_s": 0},
+    {"memory_limit_bytes": 0}, {"min_generation_tps": -1}, {"prompt": ""}, {"n_ctx": 0},
+])
+def test_spec_rejects_bad_values(tmp_path, bad):
+    with pytest.raises(ValueError):
+        Spec(model_path=tmp_path, **bad)
+
+
+def test_resolve_backend(tmp_path):
+    gguf_blob = tmp_path / "sha256-abc"  # blobs have no .gguf suffix
+    gguf_blob.write_bytes(b"GGUF\x03\x00\x00\x00")
+    text = tmp_path / "model.gguf"
+    text.write_text("not really")
+    assert resolve_backend(Spec(model_path=gguf_blob)) == "llama.cpp"
+    assert resolve_backend(Spec(model_path=tmp_path)) == "mlx"
+    assert resolve_backend(Spec(model_path=text)) is None
+    assert resolve_backend(Spec(model_path=text, backend="llama.cpp")) == "llama.cpp"
+
+
+def test_missing_path_is_a_caller_error(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        verify(Spec(model_path=tmp_path / "nope.gguf"))
+
+
+def test_report_verdict_is_consistent():
+    assert "timeout" in FAILURES
+    with pytest.raises(ValueError):
+        Report(passed=True, failure="crash")
+    with pytest.raises(ValueError):
+        Report(passed=False)
+    with pytest.raises(ValueError):
+        Report(passed=False, failure="bored")
+    failed = Report(passed=False, failure="timeout", reason="timed out after 1 s while loading")
+    assert failed.summary() == "failed (timeout): timed out after 1 s while loading"
+
+
+def test_log_tail_is_bounded_and_starts_on_a_line():
+    log = "".join(f"line {i}\n" for i in range(5000)) + "x" * 10_000 + "\nlast line\n"
+    tail = log_tail(log, 1024)
+    assert len(tail) <= 1024
+    assert tail.endswith("last line")
+    assert "[... 9600 more characters]" in tail
+    assert tail.startswith("line ")
+
+
+def test_load_failure_reason_skips_metadata_that_looks_like_errors():
+    log = "\n".join([
+        "llama_model_loader: - kv  40: tokenizer.ggml.unknown_token_id u32 = 3",
+        "llama_model_loader: - kv  41: general.missing_bits str = none",
+        "llama_model_load: error loading model: tensor 'x' data is not within the file bounds",
+        "llama_model_load_from_file_impl: failed to load model",
+    ])
+    assert llama_cpp.load_failure_reason("ValueError: Failed", log) == (
+        "tensor 'x' data is not within the file bounds")
+
+
+def test_load_failure_reason_prefers_the_parser_line():
+    log = "\n".join([
+        "gguf_init_from_reader: tensor 'w' has invalid ggml type 99. should be in [0, 43)",
+        "gguf_init_from_reader: failed to read tensor info",
+        "llama_model_load: error loading model: llama_model_loader: failed to load model from m",
+        "llama_model_load_from_file_impl: failed to load model",
+    ])
+    assert llama_cpp.load_failure_reason("ValueError: Failed", log) == (
+        "tensor 'w' has invalid ggml type 99. should be in [0, 43)")
+
+
+def test_load_failure_reason_falls_back_to_the_exception():
+    assert llama_cpp.load_failure_reason("ValueError: Failed", "nothing useful\n") == (
+        "ValueError: Failed")

@@ -1,0 +1,49 @@
+"""Backends: the code that runs inside the child process.
+
+Each backend is a module with the same three functions, called in this order by
+``verifier.child``; the heavy imports (``llama_cpp``, ``mlx``) happen inside them, so
+importing a backend module is cheap and never fails::
+
+    version() -> str                          # imports the package; ImportError if missing
+    load(spec) -> model                       # raises LoadError(reason) when it will not load
+    generate(model, spec) -> Generation       # greedy, timed; may raise anything on a crash
+
+plus, for the parent, ``load_failure_reason(error, log) -> str``: the most telling line for
+a load failure, which for llama.cpp is in its log rather than in the Python exception.
+
+Timing rules (shared so that figures compare across backends): the clock starts before
+tokenization; ``prompt_s`` is the prompt evaluation that yields the first token's logits;
+``first_s`` / ``last_s`` are when the first / last generated token was known, relative to
+that start. Nothing per token beyond reading the logits' finiteness and argmax.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import asdict, dataclass
+from types import ModuleType
+
+MODULES = {"llama.cpp": "verifier.backends.llama_cpp", "mlx": "verifier.backends.mlx"}
+
+
+class LoadError(Exception):
+    """The backend refused the model; ``str(exc)`` is the reason."""
+
+
+@dataclass
+class Generation:
+    prompt_tokens: int
+    prompt_s: float
+    first_s: float | None  # None when no token was generated
+    last_s: float | None
+    tokens: int  # generated tokens, end-of-sequence not counted
+    output: str
+    stop: str  # "eos", "length" or "non_finite"
+    non_finite_step: int | None = None  # 0 = the prompt's logits, k = after k tokens
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def backend_module(name: str) -> ModuleType:
+    return importlib.import_module(MODULES[name])

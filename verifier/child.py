@@ -1,0 +1,92 @@
+"""The verification child process: ``python -m verifier.child --result-fd N``.
+
+Started only by ``verifier.run``. Reads the ``Spec`` (``backend`` already resolved) as JSON on
+stdin, runs the backend, and writes its progress as JSON lines to file descriptor ``N``;
+everything else it or the backend prints goes to stdout/stderr, which the parent keeps as
+the log. Events, in order::
+
+    {"event": "ready", "backend_version": "llama-cpp-python 0.3.36"}
+    {"event": "loaded", "load_s": 0.41}
+    {"event": "done", "generation": {...}}            # verifier.backends.Generation
+    {"event": "error", "stage": "import" | "load" | "generate", "error": "Type: message"}
+
+``error`` replaces the events after it. After the last event the process leaves with
+``os._exit(0)``: no interpreter teardown, so a backend destructor that crashes at exit
+cannot turn a finished run into a crash. A run cut short by a signal sends no last event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+from typing import NoReturn
+
+from verifier.backends import LoadError, backend_module
+from verifier.spec import Spec
+
+
+def _no_core_dumps() -> None:
+    try:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m verifier.child")
+    parser.add_argument("--result-fd", type=int, required=True)
+    args = parser.parse_args(argv)
+    _no_core_dumps()
+    events = os.fdopen(args.result_fd, "w", buffering=1, encoding="utf-8")
+
+    def emit(event: str, **fields) -> None:
+        events.write(json.dumps({"event": event, **fields}) + "\n")
+        events.flush()
+
+    def leave() -> NoReturn:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        events.close()
+        os._exit(0)
+
+    spec = Spec.from_dict(json.load(sys.stdin))
+    backend = backend_module(spec.backend)
+    try:
+        version = backend.version()
+    except Exception as exc:  # missing or broken package: the machine's problem, not the model's
+        traceback.print_exc()
+        emit("error", stage="import", error=_describe(exc))
+        leave()
+    emit("ready", backend_version=version)
+
+    started = time.perf_counter()
+    try:
+        model = backend.load(spec)
+    except LoadError as exc:
+        emit("error", stage="load", error=str(exc))
+        leave()
+    emit("loaded", load_s=time.perf_counter() - started)
+
+    try:
+        generation = backend.generate(model, spec)
+    except Exception as exc:
+        traceback.print_exc()
+        emit("error", stage="generate", error=_describe(exc))
+        leave()
+    emit("done", generation=generation.to_dict())
+    leave()
+
+
+if __name__ == "__main__":
+    main()

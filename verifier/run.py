@@ -1,0 +1,343 @@
+"""``verify(spec) -> Report``: run a model in a child process under limits and judge it.
+
+Contract:
+
+- Returns a ``Report`` for every model, good or bad: a model that does not load, crashes,
+  times out, outgrows the memory limit, yields non-finite logits or no tokens, or is too
+  slow, gives ``passed=False`` with a failure code and a one-line reason (see
+  ``verifier.report``). It never raises because of the model's content.
+- Raises ``ValueError`` for caller errors (``model_path`` missing; invalid ``Spec`` values
+  already raise when the ``Spec`` is built) and ``BackendUnavailable`` when the backend's
+  package cannot be imported on this machine (an infrastructure error: retrying elsewhere
+  may help, failing the model would be wrong). ``OSError`` from starting the child
+  propagates likewise.
+
+How the child runs (``python -P -m verifier.child``, see ``verifier.child``):
+
+- its own session and process group (``start_new_session``); on timeout, on the memory
+  limit, when the parent is interrupted, and after every run, the whole group is killed
+  with SIGKILL before the child is reaped, so nothing it started survives it;
+- a scrubbed environment: only ``PATH``, ``HOME``, locale, ``TMPDIR`` and library-path
+  variables pass through (no credentials of the worker), plus the thread variables
+  (``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``, ``MKL_NUM_THREADS``, ...) set to
+  ``spec.threads`` and ``HF_HUB_OFFLINE=1`` so nothing is fetched;
+- the spec as JSON on stdin, progress events on a dedicated pipe, stdout and stderr merged
+  into one log pipe of which the first 64 KiB and the last 256 KiB are kept (bounded memory
+  however much a backend logs); the report carries the last ``LOG_TAIL_BYTES`` of it.
+
+Limits:
+
+- time: ``spec.timeout_s`` of wall clock for the whole child, imports and load included;
+- memory: the child's resident set size (``VmRSS``, which counts the pages of a
+  memory-mapped model file as they are touched) is sampled every ``POLL_S`` seconds and the
+  group is killed when it passes ``spec.memory_limit_bytes``; afterwards the kernel's peak
+  (``ru_maxrss`` from ``wait4``) is checked too, so a spike between two samples still fails
+  the model. ``RLIMIT_AS`` is deliberately not used: it limits address space, and
+  llama.cpp's mmap of the whole file and MLX/BLAS reservations would fail healthy models.
+  Without ``/proc`` (macOS) only the after-the-fact check applies;
+- threads: ``spec.threads`` for the backend's own setting and the thread variables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from verifier import hardware
+from verifier.backends import backend_module
+from verifier.report import Report
+from verifier.spec import Spec, resolve_backend
+
+POLL_S = 0.02
+LOG_TAIL_BYTES = 4096
+LOG_HEAD_KEEP = 64 * 1024
+LOG_TAIL_KEEP = 256 * 1024
+LOG_LINE_MAX = 400
+_PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
+_PASS_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE",
+             "TMPDIR", "TZ", "LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH", "VIRTUAL_ENV")
+_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+               "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend's package is missing or broken here; says nothing about the model."""
+
+
+def verify(spec: Spec) -> Report:
+    """Run ``spec.model_path`` with its backend in a child process and judge it."""
+    started = time.perf_counter()
+    backend = resolve_backend(spec)
+    base = {"backend": backend, "hardware": hardware.describe(spec.threads),
+            "prompt": spec.prompt}
+    if backend is None:
+        report = Report(passed=False, failure="load", **base, reason=(
+            f"not a model: {spec.model_path.name} is neither a GGUF file "
+            "(no GGUF magic) nor a model directory"))
+    else:
+        run = _run_child(dataclasses.replace(spec, backend=backend))
+        report = _judge(spec, backend, run, base)
+    report.wall_s = time.perf_counter() - started
+    return report
+
+
+# ----------------------------------------------------------------------------- the child
+
+
+@dataclass
+class _Run:
+    events: list[dict] = field(default_factory=list)
+    log: str = ""
+    returncode: int = 0
+    killed_for: str | None = None  # "timeout" | "memory"
+    peak_rss_bytes: int = 0
+
+
+class _LogKeeper:
+    """Drains a pipe, keeping its first and last bytes."""
+
+    def __init__(self) -> None:
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.dropped = 0
+
+    def drain(self, pipe) -> None:
+        while chunk := pipe.read1(65536):
+            room = LOG_HEAD_KEEP - len(self.head)
+            if room > 0:
+                self.head += chunk[:room]
+                chunk = chunk[room:]
+            self.tail += chunk
+            if len(self.tail) > 2 * LOG_TAIL_KEEP:
+                cut = len(self.tail) - LOG_TAIL_KEEP
+                self.dropped += cut
+                del self.tail[:cut]
+
+    def text(self) -> str:
+        gap = f"\n[... {self.dropped} bytes of log skipped ...]\n" if self.dropped else ""
+        return (self.head.decode("utf-8", "replace") + gap
+                + self.tail.decode("utf-8", "replace"))
+
+
+def _child_env(threads: int) -> dict[str, str]:
+    env = {k: os.environ[k] for k in _PASS_ENV if k in os.environ}
+    inherited = os.environ.get("PYTHONPATH")
+    env["PYTHONPATH"] = _PACKAGE_ROOT + (os.pathsep + inherited if inherited else "")
+    env.update(dict.fromkeys(_THREAD_ENV, str(threads)))
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1",
+               TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1")
+    return env
+
+
+def _rss_bytes(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _exited(pid: int) -> bool:
+    """True once the child has exited; it stays a zombie (unreaped) so its group id is safe."""
+    return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _run_child(spec: Spec) -> _Run:
+    run = _Run()
+    events_r, events_w = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-P", "-m", "verifier.child", "--result-fd", str(events_w)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            pass_fds=(events_w,), env=_child_env(spec.threads), start_new_session=True,
+        )
+    except BaseException:
+        os.close(events_r)
+        raise
+    finally:
+        os.close(events_w)
+
+    keeper = _LogKeeper()
+
+    def read_events() -> None:
+        with open(events_r, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                with contextlib.suppress(ValueError):
+                    run.events.append(json.loads(line))
+
+    readers = [threading.Thread(target=keeper.drain, args=(proc.stdout,), daemon=True),
+               threading.Thread(target=read_events, daemon=True)]
+    for t in readers:
+        t.start()
+
+    deadline = time.monotonic() + spec.timeout_s
+    limit = spec.memory_limit_bytes
+    try:
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.write(json.dumps(spec.to_dict()).encode())
+            proc.stdin.close()
+        while not _exited(proc.pid):
+            rss = _rss_bytes(proc.pid)
+            if rss is not None:
+                run.peak_rss_bytes = max(run.peak_rss_bytes, rss)
+            if limit is not None and rss is not None and rss > limit:
+                run.killed_for = "memory"
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                run.killed_for = "timeout"
+                break
+            time.sleep(min(POLL_S, left))
+    finally:
+        _kill_group(proc.pid)  # the group's leader is not reaped yet: the id is still ours
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = run.returncode = os.waitstatus_to_exitcode(status)
+        for t in readers:
+            t.join(timeout=5)
+        with contextlib.suppress(OSError):
+            proc.stdout.close()
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB elsewhere
+    run.peak_rss_bytes = max(run.peak_rss_bytes, usage.ru_maxrss * scale)
+    run.log = keeper.text()
+    return run
+
+
+# ----------------------------------------------------------------------------- the verdict
+
+
+def _stage(events: dict) -> str:
+    if "done" in events:
+        return "finishing"
+    if "loaded" in events:
+        return "generating"
+    if "ready" in events:
+        return "loading the model"
+    return "starting the backend"
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:,.0f} MiB"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _last_error_line(log: str) -> str | None:
+    """The backend's last assertion or error line (faulthandler's own lines excluded)."""
+    for line in reversed(log.splitlines()):
+        line = line.strip()
+        if line.startswith("Fatal Python error"):
+            continue
+        if any(w in line for w in ("GGML_ASSERT", "GGML_ABORT", "error", "Error")):
+            return line[:200]
+    return None
+
+
+def log_tail(log: str, size: int = LOG_TAIL_BYTES) -> str:
+    """The last ``size`` characters of ``log`` on whole lines, overlong lines shortened."""
+    lines = []
+    for line in log[-16 * size:].splitlines():
+        if len(line) > LOG_LINE_MAX:
+            line = f"{line[:LOG_LINE_MAX]} [... {len(line) - LOG_LINE_MAX} more characters]"
+        lines.append(line)
+    text = "\n".join(lines)
+    if len(text) > size:
+        text = text[-size:]
+        text = text.split("\n", 1)[1] if "\n" in text else text
+    return text
+
+
+def _judge(spec: Spec, backend: str, run: _Run, base: dict) -> Report:
+    events: dict[str, dict] = {}
+    for event in run.events:
+        events.setdefault(event.get("event", ""), event)
+    error = events.get("error")
+    stage = _stage(events)
+    if error and error.get("stage") == "import" and not run.killed_for:
+        raise BackendUnavailable(f"the {backend} backend cannot run here: {error.get('error')}")
+
+    report = Report(passed=True, **base,
+                    backend_version=events.get("ready", {}).get("backend_version"),
+                    load_s=events.get("loaded", {}).get("load_s"),
+                    peak_rss_bytes=run.peak_rss_bytes or None,
+                    log_tail=log_tail(run.log))
+    gen = events.get("done", {}).get("generation")
+    if gen:
+        _fill_figures(report, gen)
+
+    def fail(code: str, reason: str) -> Report:
+        report.passed, report.failure, report.reason = False, code, reason
+        return report
+
+    limit = spec.memory_limit_bytes
+    if run.killed_for == "timeout":
+        return fail("timeout", f"timed out after {spec.timeout_s:g} s while {stage}")
+    if run.killed_for == "memory":
+        return fail("memory", f"exceeded the memory limit while {stage}: resident set "
+                              f"{_mib(run.peak_rss_bytes)} > limit {_mib(limit)}")
+    if error and error.get("stage") == "load":
+        reason = backend_module(backend).load_failure_reason(error.get("error", ""), run.log)
+        return fail("load", f"did not load: {reason}")
+    if error:
+        return fail("crash", f"crashed while generating: {error.get('error')}")
+    if run.returncode != 0 or not gen:
+        how = (f"killed by {_signal_name(-run.returncode)}" if run.returncode < 0
+               else f"exited with status {run.returncode}")
+        if run.returncode == -signal.SIGKILL:
+            how += " (sent from outside, e.g. by the kernel's out-of-memory killer)"
+        detail = _last_error_line(run.log)
+        return fail("crash", f"crashed while {stage}: {how}" + (f": {detail}" if detail else ""))
+    if limit is not None and run.peak_rss_bytes > limit:
+        return fail("memory", f"exceeded the memory limit: peak resident set "
+                              f"{_mib(run.peak_rss_bytes)} > limit {_mib(limit)}")
+    if gen["non_finite_step"] is not None:
+        step = gen["non_finite_step"]
+        where = "for the prompt" if step == 0 else f"at generated token {step + 1}"
+        return fail("non_finite", f"non-finite logits (NaN or infinity) {where}")
+    if gen["tokens"] == 0:
+        return fail("no_tokens", "generated no tokens: end of sequence came first")
+    minimum = spec.min_generation_tps
+    if minimum is not None:
+        tps = report.generation_tps
+        if tps is None:
+            return fail("throughput", f"generation tokens/s not measurable with one token; "
+                                      f"the minimum is {minimum:g} tokens/s")
+        if tps < minimum:
+            return fail("throughput", f"generation {tps:.1f} tokens/s is below the minimum "
+                                      f"{minimum:g} tokens/s")
+    return report
+
+
+def _fill_figures(report: Report, gen: dict) -> None:
+    report.prompt_tokens = gen["prompt_tokens"]
+    if gen["prompt_s"] > 0:
+        report.prompt_tps = gen["prompt_tokens"] / gen["prompt_s"]
+    report.ttft_s = gen["first_s"]
+    report.tokens_generated = gen["tokens"]
+    span = (gen["last_s"] or 0) - (gen["first_s"] or 0)
+    if gen["tokens"] >= 2 and span > 0:
+        report.generation_tps = (gen["tokens"] - 1) / span
+    report.output = gen["output"]
+    report.output_sha256 = hashlib.sha256(gen["output"].encode("utf-8")).hexdigest()

@@ -1,0 +1,107 @@
+"""What to verify and under which limits: the ``Spec``.
+
+A ``Spec`` is frozen and JSON-safe (``to_dict`` / ``from_dict``); the runner sends it to the
+child process as JSON. Invalid values raise ``ValueError`` at construction, so a bad spec is
+a caller error, never a failed model.
+
+``backend="auto"`` picks by what the path is (``resolve_backend``):
+
+- a file that starts with the GGUF magic -> ``llama.cpp`` (the name does not matter: the
+  worker hands over content-addressed blobs without a ``.gguf`` suffix);
+- a directory -> ``mlx`` (an MLX / safetensors model directory: ``config.json``,
+  ``*.safetensors``, tokenizer files);
+- anything else -> ``None`` (the runner fails the model: "not a model").
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+BACKENDS = ("llama.cpp", "mlx")
+GGUF_MAGIC = b"GGUF"
+DEFAULT_PROMPT = "The capital of France is"
+GiB = 1024**3
+
+
+def _default_threads() -> int:
+    return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One verification run.
+
+    - ``model_path``: a GGUF file or an MLX model directory on local disk.
+    - ``backend``: ``"auto"``, ``"llama.cpp"`` or ``"mlx"``.
+    - ``prompt`` / ``max_tokens``: the fixed prompt, fed raw (no chat template), and how
+      many tokens to generate greedily at most (generation also stops at end of sequence).
+    - ``n_ctx``: context size for llama.cpp (prompt + ``max_tokens`` must fit); MLX sizes
+      its cache itself.
+    - ``threads``: compute threads (llama.cpp ``n_threads``/``n_threads_batch``; for both
+      backends also ``OMP_NUM_THREADS`` and the BLAS thread variables). Default: all cores.
+    - ``timeout_s``: hard wall-clock limit for the whole child (start, load, generation).
+    - ``memory_limit_bytes``: limit on the child's resident set size, or ``None``.
+    - ``min_generation_tps``: the throughput check; ``None`` means no check.
+    - ``seed``: backend seed (greedy decoding does not depend on it; recorded for replay).
+    """
+
+    model_path: Path
+    backend: str = "auto"
+    prompt: str = DEFAULT_PROMPT
+    max_tokens: int = 32
+    n_ctx: int = 1024
+    threads: int = field(default_factory=_default_threads)
+    timeout_s: float = 300.0
+    memory_limit_bytes: int | None = 8 * GiB
+    min_generation_tps: float | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "model_path", Path(self.model_path))
+        if self.backend not in ("auto", *BACKENDS):
+            raise ValueError(f"backend must be 'auto', 'llama.cpp' or 'mlx', not {self.backend!r}")
+        if not self.prompt:
+            raise ValueError("prompt must not be empty")
+        if self.max_tokens < 1:
+            raise ValueError("max_tokens must be >= 1")
+        if self.n_ctx < 1:
+            raise ValueError("n_ctx must be >= 1")
+        if self.threads < 1:
+            raise ValueError("threads must be >= 1")
+        if not self.timeout_s > 0:
+            raise ValueError("timeout_s must be > 0")
+        if self.memory_limit_bytes is not None and self.memory_limit_bytes <= 0:
+            raise ValueError("memory_limit_bytes must be > 0 or None")
+        if self.min_generation_tps is not None and self.min_generation_tps < 0:
+            raise ValueError("min_generation_tps must be >= 0 or None")
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["model_path"] = str(self.model_path)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Spec:
+        return cls(**data)
+
+
+def resolve_backend(spec: Spec) -> str | None:
+    """The backend to run ``spec`` with, or ``None`` when ``auto`` finds no model there.
+
+    Raises ``ValueError`` when ``model_path`` does not exist (a caller error).
+    """
+    path = spec.model_path
+    if not path.exists():
+        raise ValueError(f"model path does not exist: {path}")
+    if spec.backend != "auto":
+        return spec.backend
+    if path.is_dir():
+        return "mlx"
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(len(GGUF_MAGIC))
+    except OSError:
+        return None
+    return "llama.cpp" if magic == GGUF_MAGIC else None
