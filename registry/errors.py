@@ -7,6 +7,7 @@ Hierarchy::
     │   ├── BlobUnknown               BLOB_UNKNOWN          404
     │   ├── BlobUploadUnknown         BLOB_UPLOAD_UNKNOWN   404
     │   ├── ManifestUnknown           MANIFEST_UNKNOWN      404
+    │   │   └── ModelNotReady         MANIFEST_UNKNOWN      404 (readiness gate: names why)
     │   └── NameUnknown               NAME_UNKNOWN          404
     ├── BlobUploadInvalid             BLOB_UPLOAD_INVALID   400
     │   └── RangeInvalid              BLOB_UPLOAD_INVALID   416 (carries the current offset)
@@ -20,6 +21,8 @@ Hierarchy::
     ├── RangeNotSatisfiable           SIZE_INVALID          416 (blob GET)
     ├── PaginationInvalid             UNSUPPORTED           400
     ├── Unsupported                   UNSUPPORTED           405
+    ├── RequestInvalid                UNSUPPORTED           400 (REST: a bad field)
+    ├── NotAModel                     UNSUPPORTED           409 (REST: verify a non-model)
     └── StorageError                  UNKNOWN               500 (backend failure)
 
 Codes are only those the OCI distribution spec lists. Handlers raise these;
@@ -63,6 +66,11 @@ class BlobUploadUnknown(NotFound):
 class ManifestUnknown(NotFound):
     code = "MANIFEST_UNKNOWN"
     default_message = "manifest unknown"
+
+
+class ModelNotReady(ManifestUnknown):
+    """A tag whose model has no manifest that passed verification (the readiness gate).
+    MANIFEST_UNKNOWN so every client reports it as "not found" with our message."""
 
 
 class NameUnknown(NotFound):
@@ -156,6 +164,18 @@ class Unsupported(RegistryError):
     code = "UNSUPPORTED"
     status = 405
     default_message = "the operation is unsupported"
+
+
+class RequestInvalid(RegistryError):
+    code = "UNSUPPORTED"
+    status = 400
+    default_message = "invalid request"
+
+
+class NotAModel(RegistryError):
+    code = "UNSUPPORTED"
+    status = 409
+    default_message = "not a model"
 
 
 class StorageError(RegistryError):

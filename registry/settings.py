@@ -55,11 +55,34 @@ class Settings(BaseSettings):
     write_batch_bytes: int = 4 * MiB
     log_level: str = "info"
 
+    # ---- verification (see worker/ and verifier/) ----------------------------------
+    # Readiness gate default for namespaces without a policy: a pull by tag serves only
+    # models that passed verification. Policies per namespace override both of these.
+    gate: bool = True
+    min_generation_tps: float | None = None
+    # Worker processes `assay serve` runs next to the registry (0: none; run `assay worker`).
+    workers: int = 1
+    verify_max_tokens: int = 32
+    verify_timeout_seconds: float = 600.0
+    verify_memory_bytes: int = 8 * 1024 * MiB
+    verify_threads: int | None = None  # None: every core
+    # A running job whose worker stopped heartbeating this long ago is re-queued.
+    job_lease_seconds: float = 60.0
+    job_poll_seconds: float = 1.0
+    # Where workers materialise models from S3 (LRU, bounded); the filesystem store's
+    # blobs are read in place.
+    model_cache_dir: Path | None = None
+    model_cache_bytes: int = 20 * 1024 * MiB
+
     @property
     def sqlalchemy_url(self) -> str:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'assay.db').resolve()}"
+
+    @property
+    def model_cache_root(self) -> Path:
+        return (self.model_cache_dir or self.data_dir / "model-cache").resolve()
 
     @property
     def blob_root(self) -> Path:

@@ -10,6 +10,7 @@
 - ``manifests``: raw bytes exactly as pushed, per repository.
 - ``manifest_references``: manifest -> blobs and child manifests it needs.
 - ``tags``: repository + name -> manifest.
+- ``tag_history``: every manifest a tag pointed at (the readiness gate's fallback).
 - ``uploads``: resumable upload sessions, shared by every registry replica.
 - ``models``: one row per model manifest: the model card read from its weights' headers
   at push (``card`` holds it in full as JSON; the columns are there to query by), or why
@@ -139,6 +140,21 @@ class Tag(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class TagHistory(Base):
+    """Every manifest a tag has pointed at, newest ``pushed_at`` first: the readiness gate
+    serves the newest *ready* one while a newer push is still verifying."""
+
+    __tablename__ = "tag_history"
+    __table_args__ = (Index("ix_tag_history_lookup", "repository_id", "tag", "pushed_at"),)
+
+    repository_id: Mapped[int] = mapped_column(
+        ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(128), primary_key=True)
+    manifest_id: Mapped[int] = mapped_column(
+        ForeignKey("manifests.id", ondelete="CASCADE"), primary_key=True, index=True)
+    pushed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class Upload(Base):
     __tablename__ = "uploads"
 
@@ -239,6 +255,7 @@ repository_blobs = RepositoryBlob.__table__
 manifests = Manifest.__table__
 manifest_references = ManifestReference.__table__
 tags = Tag.__table__
+tag_history = TagHistory.__table__
 uploads = Upload.__table__
 models = Model.__table__
 jobs = Job.__table__

@@ -14,6 +14,7 @@ from registry.services.catalog import CatalogService
 from registry.services.manifests import ManifestService
 from registry.services.models import ModelService
 from registry.services.uploads import UploadService
+from registry.services.verification import VerificationService
 from registry.settings import Settings
 from registry.storage import BlobStore
 
@@ -27,6 +28,13 @@ class RegistryService:
     def __post_init__(self):
         self.blobs = BlobService(self.db, self.store, self.settings)
         self.uploads = UploadService(self.db, self.store, self.settings)
+        from worker.queue import JobQueue
+
+        self.queue = JobQueue(self.db, lease_seconds=self.settings.job_lease_seconds)
         self.models = ModelService(self.db, self.store, self.settings)
-        self.manifests = ManifestService(self.db, self.store, self.settings, self.models)
+        self.manifests = ManifestService(self.db, self.store, self.settings, self.models,
+                                         self.queue)
         self.catalog = CatalogService(self.db, self.store, self.settings)
+        self.verification = VerificationService(self.db, self.store, self.settings,
+                                                self.queue, self.uploads, self.manifests)
+        self.manifests.policy = self.verification.policy

@@ -12,6 +12,7 @@ from registry.db.tables import (
     manifests,
     repositories,
     repository_blobs,
+    tag_history,
     tags,
     utcnow,
 )
@@ -21,9 +22,11 @@ from registry.errors import (
     ManifestBlobUnknown,
     ManifestTooLarge,
     ManifestUnknown,
+    ModelNotReady,
     NameUnknown,
 )
 from registry.manifests import OCI_INDEX, parse_manifest
+from registry.models.formats import classify
 from registry.services.common import Service, ensure_repo, repo_id, require_repo, touch_blobs
 from registry.services.models import ModelService
 
@@ -41,7 +44,17 @@ class PutResult:
     subject: str | None
 
 
-_COLS = (manifests.c.digest, manifests.c.media_type, manifests.c.content)
+_COLS = (manifests.c.digest, manifests.c.media_type, manifests.c.content,
+         manifests.c.status, manifests.c.override_at, manifests.c.status_reason)
+# The newest manifest a tag pointed at that may be served: ready, or let through by an
+# admin override.
+_NEWEST_SERVABLE = (
+    select(*_COLS)
+    .select_from(tag_history.join(manifests, manifests.c.id == tag_history.c.manifest_id)
+                 .join(repositories, repositories.c.id == tag_history.c.repository_id))
+    .where(repositories.c.name == bindparam("name"), tag_history.c.tag == bindparam("ref"),
+           (manifests.c.status == "ready") | manifests.c.override_at.is_not(None))
+    .order_by(tag_history.c.pushed_at.desc(), manifests.c.id.desc()).limit(1))
 _BY_TAG = (select(*_COLS)
            .select_from(tags.join(manifests, manifests.c.id == tags.c.manifest_id)
                         .join(repositories, repositories.c.id == tags.c.repository_id))
@@ -53,15 +66,30 @@ _BY_DIGEST = (select(*_COLS)
                      manifests.c.digest == bindparam("ref")))
 
 
+def _servable(row) -> bool:
+    return row.status is None or row.status == "ready" or row.override_at is not None
+
+
 class ManifestService(Service):
-    def __init__(self, db, store, settings, models: ModelService | None = None):
+    def __init__(self, db, store, settings, models: ModelService | None = None,
+                 queue=None, policy=None):
         super().__init__(db, store, settings)
         self.models = models or ModelService(db, store, settings)
+        self.queue = queue  # worker.queue.JobQueue: model PUTs enqueue a verification
+        # name -> Policy (registry.services.verification); None: the settings' gate
+        self.policy = policy
 
-    def get(self, name: str, reference: str) -> StoredManifest:
+    def gated(self, name: str) -> bool:
+        return self.policy(name).gate if self.policy else self.settings.gate
+
+    def get(self, name: str, reference: str, base_url: str = "") -> StoredManifest:
         """The manifest ``reference`` (tag or digest) of repository ``name``.
 
-        One indexed query on the hot path; errors cost a second one.
+        By tag, the readiness gate applies to models: the tag's manifest if it is ready
+        (or overridden, or not a model), else the newest ready manifest the tag pointed
+        at, else ModelNotReady naming the state and ``base_url``'s REST page for it.
+        By digest there is no gate (workers, referrers and ``inspect`` read by digest).
+        One indexed query on the hot path; errors and gated tags cost more.
         """
         by_digest = is_digest(reference)
         if by_digest:
@@ -74,7 +102,25 @@ class ManifestService(Service):
                     raise NameUnknown(f"repository {name!r} is not known to this registry")
                 raise ManifestUnknown(f"manifest {reference!r} is not in repository {name!r}",
                                       {"reference": reference})
+            if not by_digest and not _servable(row) and self.gated(name):
+                older = conn.execute(_NEWEST_SERVABLE, {"name": name, "ref": reference}
+                                     ).first()
+                if older is None:
+                    raise self._not_ready(name, reference, row, base_url)
+                row = older
         return StoredManifest(row[0], row[1], row[2])
+
+    @staticmethod
+    def _not_ready(name: str, tag: str, row, base_url: str) -> ModelNotReady:
+        url = f"{base_url.rstrip('/')}/api/v1/repositories/{name}/tags/{tag}"
+        if row.status == "failed":
+            why = f"failed verification ({row.status_reason})" if row.status_reason \
+                else "failed verification"
+            text = f"model {name}:{tag} ({row.digest}) {why}; it is not served. See {url}"
+        else:
+            text = (f"model {name}:{tag} ({row.digest}) is {row.status}: it is served once "
+                    f"it passes verification. See {url}")
+        return ModelNotReady(text, {"status": row.status, "digest": row.digest, "url": url})
 
     def put(self, name: str, reference: str, content: bytes,
             content_type: str | None) -> PutResult:
@@ -118,12 +164,20 @@ class ManifestService(Service):
                 manifests.c.repository_id == rid, manifests.c.digest == digest)).scalar()
             created = mid is None
             if created:
+                # A model is queued for verification in this same transaction: no model
+                # is ever stored without the job that will run it.
+                is_model = self.queue is not None and classify(parsed) is not None
                 mid = conn.execute(manifests.insert().values(
                     repository_id=rid, digest=digest, media_type=parsed.media_type,
                     artifact_type=parsed.artifact_type, subject_digest=parsed.subject,
                     annotations=json.dumps(parsed.annotations) if parsed.annotations else None,
                     content=content, size=len(content), created_at=now,
+                    status="queued" if is_model else None,
+                    status_changed_at=now if is_model else None,
                 ).returning(manifests.c.id)).scalar_one()
+                if is_model:
+                    self.queue.enqueue(conn, "verify", {"manifest_id": mid},
+                                       dedupe_key=f"verify:{mid}")
                 refs = [{"manifest_id": mid, "digest": d, "kind": "blob"} for d in blob_refs]
                 refs += [{"manifest_id": mid, "digest": d, "kind": "manifest"}
                          for d in child_refs if d not in blob_refs]
@@ -133,6 +187,9 @@ class ManifestService(Service):
                 conn.execute(self.db.upsert(
                     tags, ["repository_id", "name"], {"manifest_id": mid, "updated_at": now},
                     repository_id=rid, name=tag, manifest_id=mid, updated_at=now))
+                conn.execute(self.db.upsert(
+                    tag_history, ["repository_id", "tag", "manifest_id"], {"pushed_at": now},
+                    repository_id=rid, tag=tag, manifest_id=mid, pushed_at=now))
         if created:
             # After the commit: reading weight headers from storage must not hold the
             # write lock, and must never fail the push.
@@ -162,6 +219,8 @@ class ManifestService(Service):
             else:
                 gone = conn.execute(delete(tags).where(
                     tags.c.repository_id == rid, tags.c.name == check_tag(reference)))
+                conn.execute(delete(tag_history).where(
+                    tag_history.c.repository_id == rid, tag_history.c.tag == reference))
             if gone.rowcount == 0:
                 raise ManifestUnknown(f"manifest {reference!r} is not in repository {name!r}",
                                       {"reference": reference})

@@ -296,6 +296,27 @@ class UploadService(Service):
         self._hashes.pop(session, None)
         return size
 
+    def put_bytes(self, name: str, data: bytes) -> str:
+        """Store a small blob the registry itself produces (a verification report) in
+        ``name`` through the same session, digest check and commit as a client upload."""
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        session = self.start(name)
+        try:
+            token, _ = self._claim(name, session, 0)
+            writer = self.store.upload_writer(session, 0)
+            try:
+                writer.write(data)
+                writer.close()
+            except BaseException:
+                writer.abort()
+                raise
+            self._release(session, token, received=len(data))
+            self.commit(name, session, digest)
+        except BaseException:
+            self._discard_quietly(session)
+            raise
+        return digest
+
     async def upload_whole(self, name: str, digest: str, body: AsyncIterator[bytes],
                            length: int | None) -> int:
         """A monolithic upload in one request (POST ?digest= or streamed PUT)."""

@@ -45,7 +45,7 @@ def settings(request, tmp_path) -> Settings:
     data_dir.mkdir()
     if request.param == "sqlite-fs":
         shutil.copy(request.getfixturevalue("sqlite_template"), data_dir / "assay.db")
-        return Settings(data_dir=data_dir, fsync=False, gc_grace_seconds=0)
+        return Settings(data_dir=data_dir, fsync=False, gc_grace_seconds=0, gate=False)
     url = request.getfixturevalue("postgres_api_url")
     engine = create_engine(url)
     with engine.begin() as conn:
@@ -56,7 +56,7 @@ def settings(request, tmp_path) -> Settings:
     return Settings(data_dir=data_dir, database_url=url, storage="s3", s3_bucket="assay-api",
                     s3_prefix=f"{uuid.uuid4().hex}/", s3_endpoint_url=s3.endpoint_url,
                     s3_access_key_id=s3.access_key, s3_secret_access_key=s3.secret_key,
-                    s3_region=s3.region, gc_grace_seconds=0)
+                    s3_region=s3.region, gc_grace_seconds=0, gate=False)
 
 
 @pytest.fixture

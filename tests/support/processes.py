@@ -101,10 +101,14 @@ def assay_command() -> list[str]:
 
 def start_assay(data_dir: Path, *, port: int | None = None, env: dict | None = None,
                 args: list[str] | None = None, timeout: float = 60.0) -> ServerProcess:
-    """Run ``assay serve`` on 127.0.0.1 with its data under ``data_dir``."""
+    """Run ``assay serve`` on 127.0.0.1 with its data under ``data_dir``.
+
+    Protocol and client tests run with no verification workers and the readiness gate
+    off (``ASSAY_WORKERS=0``, ``ASSAY_GATE=false``) unless ``env`` says otherwise: they
+    test the wire, and ``tests/e2e`` tests verification with both on."""
     data_dir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    full_env = {**os.environ, **(env or {})}
+    full_env = {**os.environ, "ASSAY_WORKERS": "0", "ASSAY_GATE": "false", **(env or {})}
     cmd = [*assay_command(), "serve", "--host", "127.0.0.1", "--port", str(port),
            "--data-dir", str(data_dir), *(args or [])]
     log_path = data_dir / f"assay-{port}.log"

@@ -296,7 +296,7 @@ def _claim_loop(url: str, claims_file: str, start) -> None:
     db = Database(url, pool_size=2)
     queue = JobQueue(db)
     worker_id = new_worker_id("test")
-    start.wait(60)
+    start.wait(120)  # a barrier: nobody claims before every process is ready
     with open(claims_file, "w") as log:
         while True:
             job = queue.claim(worker_id)
@@ -325,12 +325,11 @@ def test_processes_claim_every_job_exactly_once(backend, request, tmp_path):
     with db.write() as conn:
         ids = {queue.enqueue(conn, "noop", {"i": i}) for i in range(JOBS)}
     ctx = multiprocessing.get_context("spawn")
-    start = ctx.Event()
+    start = ctx.Barrier(PROCESSES)
     files = [tmp_path / f"claims-{n}.txt" for n in range(PROCESSES)]
     procs = [ctx.Process(target=_claim_loop, args=(url, str(f), start)) for f in files]
     for p in procs:
         p.start()
-    start.set()
     for p in procs:
         p.join(150)
     for p in procs:

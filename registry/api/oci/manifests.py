@@ -13,7 +13,8 @@ from registry.errors import ManifestTooLarge
 async def get_manifest(request: Request) -> Response:
     """Serve the stored bytes whatever the Accept header says (Ollama parses any type)."""
     name, reference = repo_name(request), request.path_params["reference"]
-    m = await quick_read(request, service(request).manifests.get, name, reference)
+    m = await quick_read(request, service(request).manifests.get, name, reference,
+                         absolute(request, "/"))
     headers = {"Content-Type": m.media_type, "Docker-Content-Digest": m.digest,
                "ETag": f'"{m.digest}"', "Content-Length": str(len(m.content))}
     if request.method == "HEAD":

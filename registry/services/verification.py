@@ -1,0 +1,306 @@
+"""Verification as the registry sees it: model status, policies, results, referrers.
+
+Lifecycle of a model manifest (``manifests.status``; NULL for anything not a model)::
+
+    PUT (in the same transaction: status "queued" + a "verify" job)
+      -> "verifying" (a worker claimed the job: ``start``)
+      -> "ready" | "failed" (``record``: one ``verifications`` row, the status, the reason,
+         and an OCI artifact whose subject is the model, type VERIFICATION_TYPE)
+
+A re-run (``request``) of a ready model leaves it ready (and served) until its new result
+arrives. An admin ``override`` lets a failed model through the gate; it is recorded in
+``override_*`` and never rewrites the verdict.
+
+Policies (``namespace_policies``): the longest namespace that equals the repository name
+or is a ``/``-prefix of it applies (``""`` matches every repository); without one, the
+``gate`` and ``min_generation_tps`` settings do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, select, update
+
+from registry.db.tables import (
+    manifests,
+    namespace_policies,
+    repositories,
+    tags,
+    utcnow,
+    verifications,
+)
+from registry.digests import check_tag, is_digest, parse_digest
+from registry.errors import ManifestUnknown, NameUnknown, NotAModel, RequestInvalid
+from registry.manifests import OCI_MANIFEST, parse_manifest
+from registry.models.formats import ModelFormat, classify
+from registry.services.common import Service, repo_id
+
+VERIFY_JOB = "verify"
+VERIFICATION_TYPE = "application/vnd.assay.verification.v1+json"
+EMPTY_TYPE = "application/vnd.oci.empty.v1+json"
+QUEUED, VERIFYING, READY, FAILED = "queued", "verifying", "ready", "failed"
+# Figures copied from a verifier report into the REST answer (the full report is kept).
+FIGURES = ("load_s", "prompt_tokens", "prompt_tps", "generation_tps", "ttft_s",
+           "tokens_generated", "peak_rss_bytes", "output", "output_sha256", "wall_s")
+
+
+def dedupe_key(manifest_id: int) -> str:
+    return f"verify:{manifest_id}"
+
+
+@dataclass
+class Policy:
+    namespace: str | None  # None: the settings' defaults
+    gate: bool
+    min_generation_tps: float | None
+
+    def to_json(self) -> dict:
+        return {"namespace": self.namespace, "gate": self.gate,
+                "min_generation_tps": self.min_generation_tps}
+
+
+@dataclass
+class Target:
+    """What a worker needs to verify one manifest."""
+
+    manifest_id: int
+    repository: str
+    digest: str
+    media_type: str
+    size: int
+    model: ModelFormat
+    policy: Policy
+
+
+class VerificationService(Service):
+    def __init__(self, db, store, settings, queue, uploads, manifests_service):
+        super().__init__(db, store, settings)
+        self.queue = queue
+        self.uploads = uploads
+        self.manifests = manifests_service
+
+    # ---- policies ------------------------------------------------------------------
+    def policy(self, name: str, conn=None) -> Policy:
+        """The policy that applies to repository ``name``."""
+        def find(c) -> Policy:
+            rows = c.execute(select(namespace_policies)).all()
+            best = None
+            for r in rows:
+                ns = r.namespace
+                applies = ns == "" or name == ns or name.startswith(ns + "/")
+                if applies and (best is None or len(ns) > len(best.namespace)):
+                    best = r
+            if best is None:
+                return Policy(None, self.settings.gate, self.settings.min_generation_tps)
+            return Policy(best.namespace, best.gate, best.min_generation_tps)
+
+        if conn is not None:
+            return find(conn)
+        with self.db.read() as c:
+            return find(c)
+
+    def policies(self) -> list[Policy]:
+        with self.db.read() as conn:
+            rows = conn.execute(select(namespace_policies)
+                                .order_by(namespace_policies.c.namespace)).all()
+        return [Policy(r.namespace, r.gate, r.min_generation_tps) for r in rows]
+
+    def set_policy(self, namespace: str, gate: bool, min_generation_tps: float | None) -> Policy:
+        namespace = namespace.strip("/")
+        if min_generation_tps is not None and not min_generation_tps >= 0:
+            raise RequestInvalid("min_generation_tps must be a number >= 0")
+        now = _now()
+        with self.db.write() as conn:
+            conn.execute(self.db.upsert(
+                namespace_policies, ["namespace"],
+                {"gate": gate, "min_generation_tps": min_generation_tps, "updated_at": now},
+                namespace=namespace, gate=gate, min_generation_tps=min_generation_tps,
+                updated_at=now))
+        return Policy(namespace, gate, min_generation_tps)
+
+    def delete_policy(self, namespace: str) -> bool:
+        with self.db.write() as conn:
+            gone = conn.execute(delete(namespace_policies).where(
+                namespace_policies.c.namespace == namespace.strip("/")))
+        return gone.rowcount > 0
+
+    # ---- the worker's side -----------------------------------------------------------
+    def target(self, manifest_id: int) -> Target | None:
+        """The manifest to verify, or None when it was deleted (or is not a model)."""
+        with self.db.read() as conn:
+            row = conn.execute(
+                select(manifests.c.digest, manifests.c.media_type, manifests.c.content,
+                       manifests.c.size, repositories.c.name)
+                .join(repositories, repositories.c.id == manifests.c.repository_id)
+                .where(manifests.c.id == manifest_id)).first()
+            if row is None:
+                return None
+            model = classify(parse_manifest(row.content, row.media_type))
+            if model is None:
+                return None
+            return Target(manifest_id, row.name, row.digest, row.media_type, row.size, model,
+                          self.policy(row.name, conn))
+
+    def start(self, manifest_id: int) -> None:
+        """A worker began verifying: "verifying", unless the model is ready already (a
+        re-run keeps serving it until the new verdict)."""
+        with self.db.write() as conn:
+            conn.execute(update(manifests)
+                         .where(manifests.c.id == manifest_id, manifests.c.status != READY)
+                         .values(status=VERIFYING, status_changed_at=_now()))
+
+    def record(self, target: Target, report: dict, *, job_id: int | None,
+               worker: str | None, started_at: datetime) -> dict:
+        """Store a verifier report (``verifier.Report.to_dict()``): the referrer artifact,
+        the ``verifications`` row and the model's new status. Returns the stored row as
+        JSON. Raises on storage/database failure (the job is then retried)."""
+        passed = bool(report.get("passed"))
+        reason = None if passed else (report.get("reason") or "verification failed")
+        finished = _now()
+        referrer = self._publish(target, report, passed, finished)
+        with self.db.write() as conn:
+            exists = conn.execute(select(manifests.c.id).where(
+                manifests.c.id == target.manifest_id)).first()
+            if exists is None:  # deleted while it was being verified
+                return {}
+            vid = conn.execute(verifications.insert().values(
+                manifest_id=target.manifest_id, job_id=job_id,
+                verdict="passed" if passed else "failed", reason=reason,
+                backend=report.get("backend"), backend_version=report.get("backend_version"),
+                generation_tps=report.get("generation_tps"),
+                report=json.dumps(report), log_tail=report.get("log_tail"),
+                referrer_digest=referrer, worker=worker, started_at=started_at,
+                finished_at=finished).returning(verifications.c.id)).scalar_one()
+            conn.execute(update(manifests).where(manifests.c.id == target.manifest_id)
+                         .values(status=READY if passed else FAILED, status_reason=reason,
+                                 status_changed_at=finished))
+            row = conn.execute(select(verifications).where(verifications.c.id == vid)).one()
+        return verification_json(row)
+
+    def _publish(self, target: Target, report: dict, passed: bool, when: datetime) -> str:
+        """Push the report as an OCI artifact whose subject is the model manifest."""
+        body = json.dumps({"subject": target.digest, "repository": target.repository,
+                           "report": report}, sort_keys=True).encode()
+        layer = self.uploads.put_bytes(target.repository, body)
+        empty = self.uploads.put_bytes(target.repository, b"{}")
+        annotations = {"org.opencontainers.image.created": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                       "dev.assay.verdict": "passed" if passed else "failed"}
+        if report.get("generation_tps") is not None:
+            annotations["dev.assay.generation_tps"] = f"{report['generation_tps']:.2f}"
+        if report.get("backend"):
+            annotations["dev.assay.backend"] = str(report["backend"])
+        manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": VERIFICATION_TYPE,
+            "config": {"mediaType": EMPTY_TYPE, "digest": empty, "size": 2},
+            "layers": [{"mediaType": VERIFICATION_TYPE, "digest": layer, "size": len(body),
+                        "annotations": {"org.opencontainers.image.title":
+                                        "verification.json"}}],
+            "subject": {"mediaType": target.media_type, "digest": target.digest,
+                        "size": target.size},
+            "annotations": annotations,
+        }, separators=(",", ":")).encode()
+        digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+        self.manifests.put(target.repository, digest, manifest, OCI_MANIFEST)
+        return digest
+
+    # ---- people and scripts ----------------------------------------------------------
+    def _manifest_row(self, conn, name: str, reference: str):
+        rid = repo_id(conn, name)
+        if rid is None:
+            raise NameUnknown(f"repository {name!r} is not known to this registry")
+        if is_digest(reference):
+            parse_digest(reference)
+            q = select(manifests).where(manifests.c.repository_id == rid,
+                                        manifests.c.digest == reference)
+        else:
+            check_tag(reference)
+            q = (select(manifests).join(tags, tags.c.manifest_id == manifests.c.id)
+                 .where(tags.c.repository_id == rid, tags.c.name == reference))
+        row = conn.execute(q).first()
+        if row is None:
+            raise ManifestUnknown(f"manifest {reference!r} is not in repository {name!r}",
+                                  {"reference": reference})
+        return row
+
+    def request(self, name: str, reference: str) -> dict:
+        """Queue a (re-)verification of a model manifest; idempotent while one is live."""
+        with self.db.write() as conn:
+            row = self._manifest_row(conn, name, reference)
+            if row.status is None:
+                raise NotAModel(f"{name}@{row.digest} is not a model; only models are "
+                                  "verified")
+            job_id = self.queue.enqueue(conn, VERIFY_JOB, {"manifest_id": row.id},
+                                        dedupe_key=dedupe_key(row.id))
+            if row.status == FAILED:
+                conn.execute(update(manifests).where(manifests.c.id == row.id)
+                             .values(status=QUEUED, status_changed_at=_now()))
+        return {"job": job_id, "digest": row.digest}
+
+    def override(self, name: str, digest: str, by: str, reason: str) -> dict:
+        """Let a model that is not ready through the gate; recorded, verdict untouched."""
+        if not reason.strip():
+            raise RequestInvalid("an override needs a reason")
+        with self.db.write() as conn:
+            row = self._manifest_row(conn, name, digest)
+            if row.status is None:
+                raise NotAModel(f"{name}@{row.digest} is not a model; it is never gated")
+            conn.execute(update(manifests).where(manifests.c.id == row.id).values(
+                override_by=by, override_reason=reason.strip(), override_at=_now()))
+        return {"digest": row.digest, "by": by, "reason": reason.strip()}
+
+    def state(self, manifest_id: int, conn) -> dict:
+        """Status, override, latest verification and live job of one manifest."""
+        row = conn.execute(select(manifests).where(manifests.c.id == manifest_id)).one()
+        latest = conn.execute(select(verifications)
+                              .where(verifications.c.manifest_id == manifest_id)
+                              .order_by(verifications.c.id.desc()).limit(1)).first()
+        job = self.queue.latest(dedupe_key(manifest_id)) if row.status is not None else None
+        return {
+            "status": row.status,
+            "reason": row.status_reason,
+            "status_changed_at": _iso(row.status_changed_at),
+            "override": ({"by": row.override_by, "reason": row.override_reason,
+                          "at": _iso(row.override_at)} if row.override_at else None),
+            "verification": verification_json(latest) if latest else None,
+            "job": ({"id": job.id, "status": job.status, "attempts": job.attempts,
+                     "max_attempts": job.max_attempts, "last_error": job.last_error}
+                    if job else None),
+        }
+
+    def history(self, name: str, reference: str) -> list[dict]:
+        with self.db.read() as conn:
+            row = self._manifest_row(conn, name, reference)
+            rows = conn.execute(select(verifications)
+                                .where(verifications.c.manifest_id == row.id)
+                                .order_by(verifications.c.id.desc())).all()
+        return [verification_json(r) for r in rows]
+
+
+def verification_json(row) -> dict:
+    report = json.loads(row.report) if row.report else {}
+    return {
+        "id": row.id,
+        "verdict": row.verdict,
+        "reason": row.reason,
+        "backend": row.backend,
+        "backend_version": row.backend_version,
+        "hardware": report.get("hardware"),
+        "figures": {k: report.get(k) for k in FIGURES},
+        "log_tail": row.log_tail,
+        "referrer": row.referrer_digest,
+        "worker": row.worker,
+        "started_at": _iso(row.started_at),
+        "finished_at": _iso(row.finished_at),
+    }
+
+
+def _now() -> datetime:
+    return utcnow()
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
