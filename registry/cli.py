@@ -51,19 +51,59 @@ def main() -> None:
 @click.option("--data-dir", type=click.Path(path_type=Path),
               help="Where SQLite and the filesystem blob store live [ASSAY_DATA_DIR, ./data].")
 @click.option("--log-level", help="uvicorn log level [ASSAY_LOG_LEVEL, info].")
-def serve(host, port, data_dir, log_level) -> None:
-    """Serve the registry (OCI Distribution API under /v2/)."""
+@click.option("--workers", type=click.IntRange(0, 64),
+              help="Verification worker processes to run alongside [ASSAY_WORKERS, 1]; "
+                   "0 leaves verification to `assay worker` processes.")
+def serve(host, port, data_dir, log_level, workers) -> None:
+    """Serve the registry (OCI Distribution API under /v2/, REST under /api/v1/) and,
+    unless --workers 0, verify pushed models in background worker processes."""
     import uvicorn
 
     from registry.app import create_app
 
-    settings = _settings(host=host, port=port, data_dir=data_dir, log_level=log_level)
+    settings = _settings(host=host, port=port, data_dir=data_dir, log_level=log_level,
+                         workers=workers)
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(settings)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                access_log=settings.log_level == "debug", loop="uvloop", http="httptools",
-                proxy_headers=False, server_header=False, date_header=False)
+    app = create_app(settings)  # migrates the database before any worker starts
+    pool = None
+    if settings.workers:
+        from worker.pool import Pool
+
+        pool = Pool(settings, settings.workers)
+        pool.start()
+        logging.getLogger("assay").info("%d verification worker(s): pids %s",
+                                        settings.workers, pool.pids)
+    try:
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                    access_log=settings.log_level == "debug", loop="uvloop",
+                    http="httptools", proxy_headers=False, server_header=False,
+                    date_header=False)
+    finally:
+        if pool is not None:
+            pool.stop()
+
+
+@main.command()
+@click.option("-c", "--concurrency", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Worker processes (each runs one verification at a time).")
+@click.option("--data-dir", type=click.Path(path_type=Path), help="[ASSAY_DATA_DIR]")
+@click.option("--log-level", help="[ASSAY_LOG_LEVEL, info]")
+def worker(concurrency, data_dir, log_level) -> None:
+    """Run verification workers against the configured database and blob store until
+    SIGTERM/Ctrl-C (a job in progress is handed back to the queue)."""
+    from registry.db import migrate as run_migrations
+    from worker.pool import Pool
+
+    settings = _settings(data_dir=data_dir, log_level=log_level)
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    run_migrations(settings.sqlalchemy_url)
+    pool = Pool(settings, concurrency)
+    pool.start()
+    logging.getLogger("assay").info("%d worker(s): pids %s", concurrency, pool.pids)
+    pool.wait()
 
 
 @main.command()
@@ -159,6 +199,35 @@ def inspect(ref, as_json, insecure) -> None:
     from registry.client.commands import run_inspect
 
     run_inspect(ref, insecure, as_json)
+
+
+@main.command(epilog=REF_HELP)
+@click.argument("ref")
+@click.option("--wait", is_flag=True, help="Wait until the model is ready or failed.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=1800.0, show_default=True,
+              help="Give up waiting after this many seconds (exit 2).")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@insecure_option
+@quiet_option
+def status(ref, wait, timeout, as_json, insecure, quiet) -> None:
+    """Show a model's verification status and figures. With --wait, exit 0 once it is
+    ready, 1 if it failed (the reason is printed), 2 on timeout."""
+    from registry.client.commands import run_status
+
+    run_status(ref, wait, timeout, as_json, insecure, quiet)
+
+
+@main.command(epilog=REF_HELP)
+@click.argument("ref")
+@click.option("--wait", is_flag=True, help="Wait for the new verdict (as `status --wait`).")
+@click.option("--timeout", type=click.FloatRange(min=0), default=1800.0, show_default=True)
+@insecure_option
+@quiet_option
+def verify(ref, wait, timeout, insecure, quiet) -> None:
+    """Run verification of a model again (on assay registries)."""
+    from registry.client.commands import run_verify
+
+    run_verify(ref, wait, timeout, insecure, quiet)
 
 
 @main.command(epilog=REF_HELP)

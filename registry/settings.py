@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     verify_threads: int | None = None  # None: every core
     # A running job whose worker stopped heartbeating this long ago is re-queued.
     job_lease_seconds: float = 60.0
-    job_poll_seconds: float = 1.0
+    job_poll_seconds: float = 0.5
     # Where workers materialise models from S3 (LRU, bounded); the filesystem store's
     # blobs are read in place.
     model_cache_dir: Path | None = None

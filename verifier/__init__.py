@@ -18,7 +18,8 @@ A pure library (no web, database or queue imports)::
 """
 
 from verifier.report import FAILURES, Report
-from verifier.run import BackendUnavailable, verify
+from verifier.run import BackendUnavailable, Cancelled, verify
 from verifier.spec import DEFAULT_PROMPT, Spec
 
-__all__ = ["DEFAULT_PROMPT", "FAILURES", "BackendUnavailable", "Report", "Spec", "verify"]
+__all__ = ["DEFAULT_PROMPT", "FAILURES", "BackendUnavailable", "Cancelled", "Report", "Spec",
+           "verify"]

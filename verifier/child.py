@@ -18,6 +18,7 @@ cannot turn a finished run into a crash. A run cut short by a signal sends no la
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -43,10 +44,27 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGKILL this child when the process that started it dies (a worker killed
+    with SIGKILL cannot kill its child's group; without this the model would run on)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    parent = os.getppid()
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m verifier.child")
     parser.add_argument("--result-fd", type=int, required=True)
     args = parser.parse_args(argv)
+    _die_with_parent()
     _no_core_dumps()
     events = os.fdopen(args.result_fd, "w", buffering=1, encoding="utf-8")
 

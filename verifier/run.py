@@ -74,8 +74,15 @@ class BackendUnavailable(RuntimeError):
     """The backend's package is missing or broken here; says nothing about the model."""
 
 
-def verify(spec: Spec) -> Report:
-    """Run ``spec.model_path`` with its backend in a child process and judge it."""
+class Cancelled(Exception):
+    """``verify`` was cancelled by its caller (the child was killed); no verdict."""
+
+
+def verify(spec: Spec, cancel: threading.Event | None = None) -> Report:
+    """Run ``spec.model_path`` with its backend in a child process and judge it.
+
+    Setting ``cancel`` kills the child at once and raises ``Cancelled`` (a worker shutting
+    down, or one that lost its job's lease): cancellation is never a verdict."""
     started = time.perf_counter()
     backend = resolve_backend(spec)
     base = {"backend": backend, "hardware": hardware.describe(spec.threads),
@@ -85,7 +92,9 @@ def verify(spec: Spec) -> Report:
             f"not a model: {spec.model_path.name} is neither a GGUF file "
             "(no GGUF magic) nor a model directory"))
     else:
-        run = _run_child(dataclasses.replace(spec, backend=backend))
+        run = _run_child(dataclasses.replace(spec, backend=backend), cancel)
+        if run.killed_for == "cancelled":
+            raise Cancelled(f"verification of {spec.model_path} was cancelled")
         report = _judge(spec, backend, run, base)
     report.wall_s = time.perf_counter() - started
     return report
@@ -99,7 +108,7 @@ class _Run:
     events: list[dict] = field(default_factory=list)
     log: str = ""
     returncode: int = 0
-    killed_for: str | None = None  # "timeout" | "memory"
+    killed_for: str | None = None  # "timeout" | "memory" | "cancelled"
     peak_rss_bytes: int = 0
 
 
@@ -160,7 +169,7 @@ def _kill_group(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
 
 
-def _run_child(spec: Spec) -> _Run:
+def _run_child(spec: Spec, cancel: threading.Event | None = None) -> _Run:
     run = _Run()
     events_r, events_w = os.pipe()
     try:
@@ -204,6 +213,9 @@ def _run_child(spec: Spec) -> _Run:
             left = deadline - time.monotonic()
             if left <= 0:
                 run.killed_for = "timeout"
+                break
+            if cancel is not None and cancel.is_set():
+                run.killed_for = "cancelled"
                 break
             time.sleep(min(POLL_S, left))
     finally:

@@ -92,3 +92,37 @@ def run_rm(ref_text: str, insecure: bool) -> None:
             click.echo(f"deleted {ref.registry.host}/{ref.name}@{ref.digest}")
         else:
             click.echo(f"untagged {ref}")
+
+
+def run_status(ref_text: str, wait: bool, timeout: float, as_json: bool, insecure: bool,
+               quiet: bool) -> None:
+    from registry.client.status import fetch_state, report, wait_for
+
+    with reported():
+        ref = parse_reference(ref_text, insecure=insecure)
+        with _client(ref) as client:
+            state = fetch_state(client, ref)
+            timed_out = False
+            if wait:
+                state, timed_out = wait_for(client, ref, state, timeout, quiet)
+        code = report(ref, state, as_json, timed_out)
+    if code:
+        raise click.exceptions.Exit(code)
+
+
+def run_verify(ref_text: str, wait: bool, timeout: float, insecure: bool, quiet: bool) -> None:
+    from registry.client.status import fetch_state, report, request_verification, wait_for
+
+    with reported():
+        ref = parse_reference(ref_text, insecure=insecure)
+        with _client(ref) as client:
+            queued = request_verification(client, ref)
+            click.echo(f"queued verification of {ref.registry.host}/{ref.name}@"
+                       f"{queued['digest']} (job {queued['job']})")
+            if not wait:
+                return
+            state = fetch_state(client, ref, queued["digest"])
+            state, timed_out = wait_for(client, ref, state, timeout, quiet, queued["job"])
+        code = report(ref, state, False, timed_out)
+    if code:
+        raise click.exceptions.Exit(code)

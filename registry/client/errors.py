@@ -72,7 +72,10 @@ def oci_error_text(response: httpx.Response) -> tuple[str | None, str]:
         body = json.loads(response.content or b"null")
         errors = body.get("errors") if isinstance(body, dict) else None
     except (ValueError, UnicodeDecodeError, httpx.ResponseNotRead):
-        errors = None
+        body, errors = None, None
+    if isinstance(body if not errors else None, dict) and isinstance(body.get("detail"), str):
+        # RFC 9457 problem details (assay's REST API): {"title", "detail", "code"}
+        return (str(body.get("code") or "") or None), body["detail"].strip()
     if errors and isinstance(errors[0], dict):
         first = errors[0]
         code = str(first.get("code") or "") or None

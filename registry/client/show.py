@@ -88,7 +88,7 @@ def inspect(client: RegistryClient, ref: Reference) -> dict[str, Any]:
         size = rest.get("size") if isinstance(rest.get("size"), dict) else {}
         info["size"] = {"logical": size.get("logical", logical), "unique": size.get("unique")}
         info["model"] = rest.get("model")
-        for key in ("status", "verification"):
+        for key in ("status", "reason", "verification", "job", "override", "served"):
             if rest.get(key) is not None:
                 info[key] = rest[key]
     else:
@@ -113,27 +113,6 @@ def _value(value: Any) -> str:
     if isinstance(value, dict):
         return json.dumps(value, separators=(", ", ": "))
     return str(value)
-
-
-def _nested(lines: list[str], value: Any, indent: int) -> None:
-    pad = " " * indent
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if isinstance(item, dict | list) and item and not all(
-                    isinstance(x, str | int | float) for x in item):
-                lines.append(f"{pad}{key}:")
-                _nested(lines, item, indent + 2)
-            elif item is not None:
-                lines.append(f"{pad}{key}: {_value(item)}")
-    elif isinstance(value, list):
-        for item in value:
-            if isinstance(item, dict):
-                lines.append(f"{pad}-")
-                _nested(lines, item, indent + 2)
-            else:
-                lines.append(f"{pad}- {_value(item)}")
-    else:
-        lines.append(f"{pad}{_value(value)}")
 
 
 def render_inspect(info: dict[str, Any]) -> str:
@@ -168,13 +147,11 @@ def render_inspect(info: dict[str, Any]) -> str:
                   if model.get(key) is not None and model.get(key) != []]
     elif info["kind"] == "oci":
         lines.append("  model          (not a model)")
-    for key in ("status", "verification"):
-        if key in info:
-            if isinstance(info[key], dict | list):
-                lines.append(f"  {key}")
-                _nested(lines, info[key], 4)
-            else:
-                lines.append(f"  {key:<14} {_value(info[key])}")
+    if info.get("status"):
+        from registry.client.status import details
+
+        lines.append(f"  {'status':<14} {info['status']}")
+        lines += ["  " + line for line in details(info)]
     if not info["assay"]:
         lines.append("  (not an assay registry: no model card, status or stored size)")
     return "\n".join(lines)

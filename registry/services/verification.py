@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import delete, select, update
 
@@ -267,9 +267,15 @@ class VerificationService(Service):
                           "at": _iso(row.override_at)} if row.override_at else None),
             "verification": verification_json(latest) if latest else None,
             "job": ({"id": job.id, "status": job.status, "attempts": job.attempts,
-                     "max_attempts": job.max_attempts, "last_error": job.last_error}
+                     "max_attempts": job.max_attempts, "last_error": job.last_error,
+                     "worker": job.locked_by}
                     if job else None),
         }
+
+    def state_of(self, name: str, reference: str) -> dict:
+        with self.db.read() as conn:
+            row = self._manifest_row(conn, name, reference)
+            return self.state(row.id, conn)
 
     def history(self, name: str, reference: str) -> list[dict]:
         with self.db.read() as conn:
@@ -303,4 +309,8 @@ def _now() -> datetime:
 
 
 def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
+    if value is None:
+        return None
+    if value.tzinfo is None:  # SQLite hands timestamps back naive; they are stored in UTC
+        value = value.replace(tzinfo=UTC)
+    return value.isoformat()

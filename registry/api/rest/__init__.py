@@ -6,15 +6,31 @@ One module per resource, handlers thin. Errors are RFC 9457 problem details
     GET /api/v1/repositories/<name>/tags/<tag>          a tagged manifest and its model card
     GET /api/v1/repositories/<name>/manifests/<digest>  the same, by digest
     GET /api/v1/storage                                 logical vs. stored bytes
+    POST /api/v1/repositories/<name>/{tags/<tag>,manifests/<digest>}/verify   re-run
+    GET  /api/v1/repositories/<name>/manifests/<digest>/verifications         every run
+    POST /api/v1/repositories/<name>/manifests/<digest>/override              let through
+    GET|PUT|DELETE /api/v1/policies[/<namespace>]       readiness gate per namespace
 """
 
 from starlette.routing import Mount, Route
 
-from registry.api.rest import manifests, storage
+from registry.api.rest import manifests, policies, storage
+
+R = "/repositories/{name:path}"
 
 routes = [
     Mount("/api/v1", routes=[
         Route("/storage", storage.summary, methods=["GET"]),
+        Route("/policies", policies.list_policies, methods=["GET"]),
+        Route("/policies/{namespace:path}", policies.get_policy, methods=["GET"]),
+        Route("/policies/{namespace:path}", policies.put_policy, methods=["PUT"]),
+        Route("/policies/{namespace:path}", policies.delete_policy, methods=["DELETE"]),
+        # The longer paths first: {name:path} would otherwise swallow "/tags/x".
+        Route(R + "/tags/{reference}/verify", manifests.verify_tag, methods=["POST"]),
+        Route(R + "/manifests/{reference}/verify", manifests.verify_digest, methods=["POST"]),
+        Route(R + "/manifests/{reference}/verifications", manifests.verifications,
+              methods=["GET"]),
+        Route(R + "/manifests/{reference}/override", manifests.override, methods=["POST"]),
         Route("/repositories/{name:path}/tags/{reference}", manifests.by_tag, methods=["GET"]),
         Route("/repositories/{name:path}/manifests/{reference}", manifests.by_digest,
               methods=["GET"]),

@@ -1,5 +1,5 @@
 """``/api/v1/repositories/<name>/{tags/<tag>,manifests/<digest>}``: one manifest, its
-sizes and its model card.
+sizes, its model card and its verification.
 
 Body::
 
@@ -7,17 +7,33 @@ Body::
      "digest": "sha256:...", "mediaType": "...", "artifactType": "..." | null,
      "size": {"logical": <bytes of its blobs>, "unique": <bytes no other manifest uses>},
      "model": <ModelCard.to_json()> | null,                # null: not a model
-     "status": null, "verification": null}                 # filled by verification
+     "status": "queued" | "verifying" | "ready" | "failed" | null,   # null: not a model
+     "reason": <why it failed> | null,
+     "verification": {"verdict", "reason", "backend", "backend_version", "hardware",
+                      "figures": {"generation_tps", "prompt_tps", "ttft_s", "load_s",
+                                  "peak_rss_bytes", "tokens_generated", "output", ...},
+                      "log_tail", "referrer", "finished_at", ...} | null,  # the latest run
+     "job": {"id", "status", "attempts", "max_attempts", "last_error"} | null,
+     "override": {"by", "reason", "at"} | null,
+     "served": "sha256:..." | null}                        # by tag: what a pull gets now
+
+``POST .../verify`` queues a re-run (202, ``{"job", "digest"}``); ``GET
+.../manifests/<digest>/verifications`` lists every run, newest first; ``POST
+.../manifests/<digest>/override`` with ``{"reason": "...", "by": "..."}`` lets a model
+that is not ready through the readiness gate (recorded).
 """
 
 from __future__ import annotations
 
+import json
+
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from registry.api.oci.base import quick_read, repo_name, service
+from registry.api.oci.base import absolute, repo_name, service
 from registry.digests import is_digest
-from registry.errors import DigestInvalid, TagInvalid
+from registry.errors import DigestInvalid, ModelNotReady, RequestInvalid, TagInvalid
 from registry.services.models import ManifestInfo
 
 
@@ -31,27 +47,82 @@ def manifest_json(info: ManifestInfo) -> dict:
         "artifactType": info.artifact_type,
         "size": {"logical": info.logical_size, "unique": info.unique_size},
         "model": info.model.to_json() if info.model else None,
-        "status": None,
-        "verification": None,
     })
     return body
 
 
-async def _describe(request: Request) -> JSONResponse:
-    info = await quick_read(request, service(request).models.describe, repo_name(request),
-                            request.path_params["reference"])
-    return JSONResponse(manifest_json(info))
+def _describe_sync(svc, name: str, reference: str, base_url: str) -> dict:
+    info = svc.models.describe(name, reference)
+    body = manifest_json(info)
+    state = svc.verification.state_of(name, info.digest)
+    body.update(state)
+    if info.tag is not None:
+        try:
+            body["served"] = svc.manifests.get(name, info.tag, base_url).digest
+        except ModelNotReady:
+            body["served"] = None
+    return body
 
 
-async def by_tag(request: Request) -> JSONResponse:
+def _tag(request: Request) -> str:
     tag = request.path_params["reference"]
     if is_digest(tag):
         raise TagInvalid(f"{tag!r} is not a tag (use .../manifests/{tag} for a digest)")
-    return await _describe(request)
+    return tag
 
 
-async def by_digest(request: Request) -> JSONResponse:
+def _digest(request: Request) -> str:
     digest = request.path_params["reference"]
     if not is_digest(digest):
         raise DigestInvalid(f"{digest!r} is not a digest (use .../tags/{digest} for a tag)")
-    return await _describe(request)
+    return digest
+
+
+async def by_tag(request: Request) -> JSONResponse:
+    body = await run_in_threadpool(_describe_sync, service(request), repo_name(request),
+                                   _tag(request), absolute(request, "/"))
+    return JSONResponse(body)
+
+
+async def by_digest(request: Request) -> JSONResponse:
+    body = await run_in_threadpool(_describe_sync, service(request), repo_name(request),
+                                   _digest(request), absolute(request, "/"))
+    return JSONResponse(body)
+
+
+async def verify_tag(request: Request) -> JSONResponse:
+    result = await run_in_threadpool(service(request).verification.request,
+                                     repo_name(request), _tag(request))
+    return JSONResponse(result, status_code=202)
+
+
+async def verify_digest(request: Request) -> JSONResponse:
+    result = await run_in_threadpool(service(request).verification.request,
+                                     repo_name(request), _digest(request))
+    return JSONResponse(result, status_code=202)
+
+
+async def verifications(request: Request) -> JSONResponse:
+    runs = await run_in_threadpool(service(request).verification.history,
+                                   repo_name(request), _digest(request))
+    return JSONResponse({"verifications": runs})
+
+
+async def json_body(request: Request) -> dict:
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except ValueError:
+        raise RequestInvalid("the request body is not JSON") from None
+    if not isinstance(body, dict):
+        raise RequestInvalid("the request body must be a JSON object")
+    return body
+
+
+async def override(request: Request) -> JSONResponse:
+    body = await json_body(request)
+    reason, by = body.get("reason"), body.get("by", "admin")
+    if not isinstance(reason, str) or not isinstance(by, str) or not by.strip():
+        raise RequestInvalid('an override needs {"reason": "<why>", "by": "<who>"}')
+    result = await run_in_threadpool(service(request).verification.override,
+                                     repo_name(request), _digest(request), by.strip(), reason)
+    return JSONResponse(result)

@@ -1,0 +1,160 @@
+"""``assay status`` and ``assay verify``: a model's verification, for people and scripts.
+
+Both speak assay's REST API (``/api/v1/repositories/<name>/...``); other registries have
+no verification and get a one-line error. ``--wait`` follows the manifest the tag pointed
+at when waiting began (by digest), so a later push to the tag does not change what is
+awaited. Exit status: 0 ready (or not a model: never gated), 1 failed, 2 timed out.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+
+from registry.client.errors import ClientError
+from registry.client.ref import Reference
+from registry.client.registry_client import RegistryClient
+
+TERMINAL = ("ready", "failed")
+POLL_SECONDS = 1.0
+
+
+def _path(ref: Reference, digest: str | None = None) -> str:
+    base = f"/api/v1/repositories/{ref.name}"
+    digest = digest or ref.digest
+    return f"{base}/manifests/{digest}" if digest else f"{base}/tags/{ref.reference}"
+
+
+def fetch_state(client: RegistryClient, ref: Reference, digest: str | None = None) -> dict:
+    resp = client.request("GET", _path(ref, digest), what=f"status of {ref}",
+                          headers={"Accept": "application/json"})
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict) or "status" not in body:
+        raise ClientError(f"{ref.registry.host} does not report verification (not an assay "
+                          "registry?)")
+    return body
+
+
+def request_verification(client: RegistryClient, ref: Reference) -> dict:
+    resp = client.request("POST", _path(ref) + "/verify", what=f"verify {ref}", ok=(202,),
+                          headers={"Accept": "application/json"})
+    return resp.json()
+
+
+def _pending(state: dict, job_id: int | None) -> bool:
+    if state.get("status") not in (*TERMINAL, None):
+        return True
+    job = state.get("job") or {}
+    # A re-run of a ready model keeps it "ready" until the new verdict: follow the job.
+    return job_id is not None and job.get("id") == job_id and \
+        job.get("status") in ("queued", "running")
+
+
+def wait_for(client: RegistryClient, ref: Reference, state: dict, timeout: float,
+             quiet: bool, job_id: int | None = None) -> tuple[dict, bool]:
+    """Poll until the manifest's status is final (and job ``job_id``, when given, has
+    finished); ``(state, timed_out)``."""
+    digest = state["digest"]
+    deadline = time.monotonic() + timeout
+    show = not quiet and sys.stderr.isatty()
+    progress = None
+    if show:
+        from rich.console import Console
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        progress = Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                            TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+        progress.start()
+        task = progress.add_task(_waiting_text(ref, state))
+    try:
+        while _pending(state, job_id):
+            if time.monotonic() >= deadline:
+                return state, True
+            time.sleep(POLL_SECONDS)
+            state = fetch_state(client, ref, digest)
+            if progress is not None:
+                progress.update(task, description=_waiting_text(ref, state))
+        return state, False
+    finally:
+        if progress is not None:
+            progress.stop()
+
+
+def _waiting_text(ref: Reference, state: dict) -> str:
+    job = state.get("job") or {}
+    attempt = f", attempt {job['attempts']}/{job['max_attempts']}" if job.get("attempts") \
+        else ""
+    return f"{ref.name}@{state['digest'][:19]}: {state.get('status')}{attempt}"
+
+
+def summary(ref: Reference, state: dict) -> list[str]:
+    """Human lines: the verdict, then the figures of the latest run."""
+    name = f"{ref.registry.host}/{ref.name}@{state['digest']}"
+    status = state.get("status")
+    if status is None:
+        return [f"{name}: not a model (never verified, never gated)"]
+    return [f"{name}: {status}", *details(state)]
+
+
+def details(state: dict) -> list[str]:
+    """The indented lines under a status: reason, override, figures, output."""
+    status = state.get("status")
+    lines: list[str] = []
+    if state.get("reason") and status != "ready":
+        lines.append(f"  reason: {state['reason']}")
+    job = state.get("job") or {}
+    if status in ("queued", "verifying") and job.get("last_error"):
+        lines.append(f"  last attempt: {job['last_error']}")
+    if state.get("override"):
+        o = state["override"]
+        lines.append(f"  override: by {o.get('by')} ({o.get('reason')})")
+    if state.get("served") and state["served"] != state["digest"]:
+        lines.append(f"  a pull by tag gets {state['served']} (the newest ready version)")
+    v = state.get("verification")
+    if v:
+        f = v.get("figures") or {}
+        hw = v.get("hardware") or {}
+        lines.append(f"  verified by {v.get('backend')} {v.get('backend_version') or ''} "
+                     f"on {hw.get('cpu_model', '?')} ({hw.get('threads', '?')} threads), "
+                     f"{v.get('finished_at')}")
+        figures = []
+        if f.get("generation_tps") is not None:
+            figures.append(f"generation {f['generation_tps']:.1f} tokens/s")
+        if f.get("prompt_tps") is not None:
+            figures.append(f"prompt {f['prompt_tps']:.1f} tokens/s")
+        if f.get("ttft_s") is not None:
+            figures.append(f"first token {f['ttft_s']:.2f} s")
+        if f.get("load_s") is not None:
+            figures.append(f"load {f['load_s']:.2f} s")
+        if f.get("peak_rss_bytes"):
+            figures.append(f"peak RSS {f['peak_rss_bytes'] / 2**20:.0f} MiB")
+        if figures:
+            lines.append("  " + ", ".join(figures))
+        if f.get("output"):
+            lines.append(f"  output ({f.get('tokens_generated')} tokens): "
+                         f"{json.dumps(f['output'])[:200]}")
+    return lines
+
+
+def report(ref: Reference, state: dict, as_json: bool, timed_out: bool = False) -> int:
+    """Print the state; return the exit status."""
+    if as_json:
+        click.echo(json.dumps(state, indent=2))
+    else:
+        for line in summary(ref, state):
+            click.echo(line)
+    if timed_out:
+        click.echo(f"error: timed out waiting for {ref} (still {state.get('status')})",
+                   err=True)
+        return 2
+    if state.get("status") == "failed":
+        if not as_json:
+            click.echo(f"error: {ref} failed verification: {state.get('reason')}", err=True)
+        return 1
+    return 0

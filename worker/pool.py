@@ -1,0 +1,274 @@
+"""The worker pool: N processes that claim verification jobs and run the verifier.
+
+``run_pool(settings, n)`` (``assay worker --concurrency N``, and ``assay serve --workers N``
+in the background) starts N worker processes (``spawn``: no state shared with the parent)
+and supervises them: a process that dies unexpectedly is replaced (its job, if any, is
+re-queued by the queue's lease once its heartbeats stop).
+
+One worker process loops: claim a ``verify`` job -> mark the model "verifying" ->
+materialise its files (``worker.materialize``) -> ``verifier.verify`` with the limits from
+the settings and the namespace's policy -> record the report (SQL row, status, referrer
+artifact) -> complete the job. A heartbeat thread renews the job's lease; a refused
+heartbeat (the job was re-queued because this worker looked dead) makes the worker drop
+the result. Failures:
+
+- the model is bad (does not load, crashes, too slow ...): recorded as a failed
+  verification; the job is *done* (re-running would say the same);
+- the layout cannot be verified (``LayoutUnsupported``): also a failed verification;
+- infrastructure (store unreachable, database down, backend package missing): the job is
+  failed with ``retry=True`` and comes back after a backoff.
+
+Graceful shutdown (SIGTERM / SIGINT to the pool or to a worker): stop claiming; a job in
+progress is cancelled (the verifier's child is killed) and *released* back to the queue
+without counting the attempt, so another worker runs it from scratch.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from datetime import UTC, datetime
+
+from registry.settings import Settings
+
+log = logging.getLogger("assay.worker")
+
+VERIFY_JOB = "verify"
+
+
+class _Cancelled(Exception):
+    pass
+
+
+class Worker:
+    """One claim loop in one process (see the module docstring)."""
+
+    def __init__(self, settings: Settings, stop: threading.Event | None = None,
+                 name: str = "worker"):
+        from registry.db import Database
+        from registry.services import RegistryService
+        from registry.storage import open_store
+        from worker.materialize import Materializer
+        from worker.queue import new_worker_id
+
+        self.settings = settings
+        self.stop = stop or threading.Event()
+        self.db = Database(settings.sqlalchemy_url, pool_size=4)
+        self.store = open_store(settings)
+        self.svc = RegistryService(self.db, self.store, settings)
+        self.queue = self.svc.queue
+        self.materializer = Materializer(self.store, settings.model_cache_root,
+                                         settings.model_cache_bytes)
+        self.worker_id = new_worker_id(name)
+
+    def close(self) -> None:
+        self.db.dispose()
+
+    def run(self) -> None:
+        """Claim and run jobs until ``stop`` is set."""
+        log.info("worker %s started", self.worker_id)
+        while not self.stop.is_set():
+            try:
+                job = self.queue.claim(self.worker_id, [VERIFY_JOB])
+            except Exception:
+                log.exception("claiming a job failed; retrying")
+                self.stop.wait(max(self.settings.job_poll_seconds, 1.0))
+                continue
+            if job is None:
+                self.stop.wait(self.settings.job_poll_seconds)
+                continue
+            self.run_job(job)
+        log.info("worker %s stopped", self.worker_id)
+
+    def run_job(self, job) -> str:
+        """Run one claimed job; returns what became of it (for logs and tests)."""
+        from verifier import BackendUnavailable, Cancelled, Report, Spec, verify
+        from worker.materialize import LayoutUnsupported
+
+        lost = threading.Event()
+        done = threading.Event()
+        cancel = threading.Event()
+
+        def heartbeat() -> None:
+            while not done.wait(self.queue.heartbeat_every):
+                try:
+                    if not self.queue.heartbeat(job.id, self.worker_id):
+                        lost.set()
+                        cancel.set()
+                        return
+                except Exception:
+                    log.exception("heartbeat for job %s failed", job.id)
+            # (done: the job finished or was released)
+
+        def watch_stop() -> None:
+            while not done.is_set():
+                if self.stop.wait(0.2):
+                    cancel.set()
+                    return
+
+        threads = [threading.Thread(target=heartbeat, daemon=True),
+                   threading.Thread(target=watch_stop, daemon=True)]
+        for t in threads:
+            t.start()
+        started = datetime.now(UTC)
+        manifest_id = int(job.payload.get("manifest_id", -1))
+        try:
+            target = self.svc.verification.target(manifest_id)
+            if target is None:
+                self.queue.complete(job.id, self.worker_id,
+                                    {"skipped": "the manifest is gone or not a model"})
+                return "skipped"
+            self.svc.verification.start(manifest_id)
+            log.info("verifying %s@%s (job %s, attempt %s)", target.repository, target.digest,
+                     job.id, job.attempts)
+            try:
+                with self.materializer.model(target.model) as path:
+                    spec = Spec(
+                        model_path=path,
+                        max_tokens=self.settings.verify_max_tokens,
+                        timeout_s=self.settings.verify_timeout_seconds,
+                        memory_limit_bytes=self.settings.verify_memory_bytes,
+                        threads=self.settings.verify_threads or os.cpu_count() or 1,
+                        min_generation_tps=target.policy.min_generation_tps,
+                    )
+                    report = verify(spec, cancel=cancel)
+            except LayoutUnsupported as exc:
+                report = Report(passed=False, failure="load", reason=str(exc))
+            if cancel.is_set():
+                raise _Cancelled()
+            data = report.to_dict()
+            row = self.svc.verification.record(target, data, job_id=job.id,
+                                               worker=self.worker_id, started_at=started)
+            if not self.queue.complete(job.id, self.worker_id,
+                                       {"verdict": "passed" if report.passed else "failed",
+                                        "verification": row.get("id")}):
+                log.warning("job %s was taken over while it ran; its result stands", job.id)
+            log.info("%s@%s: %s%s", target.repository, target.digest,
+                     "ready" if report.passed else "failed",
+                     "" if report.passed else f" ({report.reason})")
+            return "passed" if report.passed else "failed"
+        except (_Cancelled, Cancelled):
+            if lost.is_set():
+                log.warning("job %s: lease lost (re-queued elsewhere); result dropped", job.id)
+                return "lost"
+            self.queue.release(job.id, self.worker_id)
+            log.info("job %s released (shutting down)", job.id)
+            return "released"
+        except BackendUnavailable as exc:
+            self._retry(job, f"verifier backend unavailable: {exc}")
+            return "retry"
+        except Exception as exc:
+            log.exception("job %s failed on infrastructure", job.id)
+            self._retry(job, f"{type(exc).__name__}: {exc}")
+            return "retry"
+        finally:
+            done.set()
+
+    def _retry(self, job, error: str) -> None:
+        try:
+            self.queue.fail(job.id, self.worker_id, error[:2000], retry=True)
+        except Exception:
+            log.exception("could not record the failure of job %s", job.id)
+
+
+# ---------------------------------------------------------------------------- processes
+
+
+def _worker_main(settings_json: str, name: str) -> None:
+    """Entry point of one worker process."""
+    settings = Settings.model_validate_json(settings_json)
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stop = threading.Event()
+
+    def on_signal(signum, _frame):
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    worker = Worker(settings, stop, name)
+    try:
+        worker.run()
+    finally:
+        worker.close()
+
+
+class Pool:
+    """N supervised worker processes."""
+
+    def __init__(self, settings: Settings, concurrency: int, name: str = "worker"):
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.settings = settings
+        self.concurrency = concurrency
+        self.name = name
+        self._ctx = multiprocessing.get_context("spawn")
+        self._procs: list = []
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
+
+    def _spawn(self):
+        proc = self._ctx.Process(target=_worker_main, daemon=False,
+                                 args=(self.settings.model_dump_json(), self.name),
+                                 name=f"assay-{self.name}")
+        proc.start()
+        return proc
+
+    def start(self) -> None:
+        self._procs = [self._spawn() for _ in range(self.concurrency)]
+        self._supervisor = threading.Thread(target=self._supervise, daemon=True)
+        self._supervisor.start()
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._procs]
+
+    def _supervise(self) -> None:
+        # A worker that keeps dying at once (bad configuration, database down) is restarted
+        # with a growing delay instead of in a tight loop.
+        delay = [1.0] * len(self._procs)
+        due = [0.0] * len(self._procs)
+        started = [time.monotonic()] * len(self._procs)
+        while not self._stopping.wait(1.0):
+            for i, proc in enumerate(self._procs):
+                if proc.is_alive() or self._stopping.is_set():
+                    continue
+                now = time.monotonic()
+                if not due[i]:
+                    lived = now - started[i]
+                    delay[i] = 1.0 if lived > 60 else min(delay[i] * 2, 60.0)
+                    due[i] = now + delay[i]
+                    log.warning("worker process %s exited (%s); restarting in %.0f s",
+                                proc.pid, proc.exitcode, delay[i])
+                if now >= due[i]:
+                    self._procs[i] = self._spawn()
+                    started[i], due[i] = now, 0.0
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM every worker (they release their jobs), wait, then kill stragglers."""
+        self._stopping.set()
+        for proc in self._procs:
+            if proc.is_alive():
+                proc.terminate()
+        deadline = time.monotonic() + timeout
+        for proc in self._procs:
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+
+    def wait(self) -> None:
+        """Block until stopped by SIGTERM/SIGINT (``assay worker``)."""
+        stop = threading.Event()
+
+        def on_signal(signum, _frame):
+            stop.set()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        stop.wait()
+        self.stop()
