@@ -21,11 +21,15 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV) || { sh scripts/system-deps.sh python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install -q --upgrade pip
 
+# llama-cpp-python (the verifier's GGUF backend) is built from source: ~12 minutes on
+# 2 cores the first time, then pip's wheel cache makes it instant.
 $(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
+	sh scripts/system-deps.sh --build
 	$(BIN)/pip install -q -e .
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml | $(VENV)/bin/python
+	sh scripts/system-deps.sh --build
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(VENV)/.installed $@
 

@@ -1,9 +1,18 @@
 #!/bin/sh
 # Install the Debian packages the tests and benchmarks use, if any is missing.
-# With arguments, install exactly those packages. Needs root (or sudo).
+# `--build`: the compilers pip needs to build llama-cpp-python (make run and make test).
+# With other arguments, install exactly those packages. Needs root (or sudo).
 set -eu
 
-if [ "$#" -gt 0 ]; then
+if [ "${1:-}" = "--build" ]; then
+    # What `pip install` needs to build llama-cpp-python from source (no wheel for Linux
+    # on PyPI): a C/C++ compiler and CMake (pip fetches CMake/Ninja wheels if absent, but
+    # the system ones are faster and work offline from PyPI's CDN).
+    wanted=""
+    command -v c++ >/dev/null 2>&1 || wanted="$wanted build-essential"
+    command -v cmake >/dev/null 2>&1 || wanted="$wanted cmake"
+    command -v ninja >/dev/null 2>&1 || wanted="$wanted ninja-build"
+elif [ "$#" -gt 0 ]; then
     wanted=" $*"
 else
     wanted=""
