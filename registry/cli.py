@@ -165,8 +165,9 @@ def push(path, ref, fmt, insecure, quiet) -> None:
 @click.option("-o", "--output", metavar="DIR",
               help="Directory to write into [default: . for a single weights file, "
                    "./NAME for a model directory].")
-@click.option("-j", "--parallel", type=click.IntRange(1, 64), default=4, show_default=True,
-              help="Parts of a large blob fetched at once.")
+@click.option("-j", "--parallel", type=click.IntRange(1, 64),
+              help="Parts of a large blob fetched at once [default: 4; 1 for a registry "
+                   "on this machine, where more streams only compete for CPU].")
 @insecure_option
 @quiet_option
 def pull(ref, output, parallel, insecure, quiet) -> None:

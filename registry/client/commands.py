@@ -9,7 +9,6 @@ from pathlib import Path
 
 import click
 
-from registry.client.download import WORKERS
 from registry.client.errors import ClientError, NotFoundError, reported
 from registry.client.progress import Transfers
 from registry.client.pull import pull
@@ -38,7 +37,7 @@ def run_push(path: str, ref_text: str, fmt: str | None, insecure: bool, quiet: b
 
 
 def run_pull(ref_text: str, output: str | None, insecure: bool, quiet: bool,
-             parallel: int = WORKERS) -> None:
+             parallel: int | None = None) -> None:
     with reported():
         ref = parse_reference(ref_text, insecure=insecure)
         with _client(ref) as client, Transfers(quiet=quiet) as transfers:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from registry.client import mediatypes as mt
-from registry.client.download import PART_SIZE, WORKERS, Downloader
+from registry.client.download import PART_SIZE, Downloader
 from registry.client.errors import ClientError, IntegrityError
 from registry.client.modelfile import render_modelfile
 from registry.client.progress import Transfers
@@ -235,7 +235,7 @@ def _extract(archive: Path, kind: str, root: Path) -> list[Path]:
 
 def pull(ref: Reference, client: RegistryClient, transfers: Transfers, *,
          output: Path | None = None, part_size: int = PART_SIZE,
-         workers: int = WORKERS) -> PullResult:
+         workers: int | None = None) -> PullResult:
     manifest, digest = resolve_manifest(client, ref)
     plan = plan_files(ref, manifest)
     root = output if output is not None else (

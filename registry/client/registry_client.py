@@ -22,14 +22,14 @@ import os
 import socket
 import ssl
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urljoin
 
 import httpx
-import tenacity
 
 from registry.client.blobs import Blob
 from registry.client.errors import (
@@ -44,6 +44,9 @@ from registry.client.mediatypes import MANIFEST_ACCEPT
 from registry.client.progress import Task
 from registry.client.ref import Registry
 from registry.client.transport import FileRegion, StdlibTransport
+
+if TYPE_CHECKING:
+    import tenacity
 
 T = TypeVar("T")
 
@@ -143,16 +146,24 @@ class RegistryClient:
             self.stats[key] += n
 
     # ------------------------------------------------------------------ requests
-    def retrying(self) -> tenacity.Retrying:
+    def retrying(self, attempts: int | None = None) -> tenacity.Retrying:
+        import tenacity  # ~25 ms of start-up (it imports asyncio): only once a retry is due
+
         return tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(self.attempts),
+            stop=tenacity.stop_after_attempt(attempts or self.attempts),
             wait=tenacity.wait_exponential(multiplier=self.backoff, min=self.backoff, max=10),
             retry=tenacity.retry_if_exception(is_transient), reraise=True)
 
     def call(self, fn: Callable[[], T], what: str) -> T:
         """``fn()`` with retries; transport failures and 5xx/429 become ``ClientError``s."""
         try:
-            return self.retrying()(fn)
+            try:
+                return fn()  # most calls succeed at once and need no retry machinery
+            except Exception as exc:
+                if not is_transient(exc) or self.attempts < 2:
+                    raise
+            time.sleep(self.backoff)  # the first attempt's failure: back off, then retry
+            return self.retrying(self.attempts - 1)(fn)
         except TransientError as exc:
             raise response_error(exc.response, what) from None
         except httpx.TransportError as exc:
