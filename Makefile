@@ -43,6 +43,9 @@ lint: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test system-deps
 	$(BIN)/python -m bench.registry_vs_distribution
 	$(BIN)/python -m bench.cli_vs_peers
+	$(BIN)/python -m bench.verifier_vs_llama_cpp
+	$(BIN)/python -m bench.verification_overhead
+	$(BIN)/python -m bench.queue_throughput
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .ruff_cache
