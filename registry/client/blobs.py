@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -52,7 +53,7 @@ def hash_file(path: Path, on_bytes: Callable[[int], None] | None = None) -> tupl
             on_bytes(size)
         return digest, size
     try:
-        result = _read_digest(path, on_bytes)
+        result = _cached_or_read(path, on_bytes)
     except BaseException as exc:
         with _hashes_lock:
             _hashes.pop(key, None)
@@ -70,6 +71,27 @@ def prefetch_hash(path: Path) -> None:
             hash_file(path)
 
     threading.Thread(target=run, name="prefetch-hash", daemon=True).start()
+
+
+def _cached_or_read(path: Path, on_bytes: Callable[[int], None] | None) -> tuple[str, int]:
+    """From the persistent digest cache when the file is unchanged, else read and hash it
+    (and remember the result; see ``filedigests``)."""
+    from registry.client import filedigests
+
+    try:
+        before = path.stat()
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    cached = filedigests.lookup(path, before)
+    if cached is not None:
+        if on_bytes:
+            on_bytes(before.st_size)
+        return cached, before.st_size
+    started = time.time_ns()
+    digest, size = _read_digest(path, on_bytes)
+    with contextlib.suppress(OSError):
+        filedigests.record(path, before, path.stat(), digest, started)
+    return digest, size
 
 
 def _read_digest(path: Path, on_bytes: Callable[[int], None] | None) -> tuple[str, int]:
