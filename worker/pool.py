@@ -131,7 +131,10 @@ class Worker:
                         model_path=path,
                         max_tokens=self.settings.verify_max_tokens,
                         timeout_s=self.settings.verify_timeout_seconds,
-                        memory_limit_bytes=self.settings.verify_memory_bytes,
+                        # The weights are mapped into the child and count as resident
+                        # once touched: the limit is what it may use beyond them.
+                        memory_limit_bytes=self.settings.verify_memory_bytes
+                        + sum(w.descriptor.size for w in target.model.weights),
                         threads=self.settings.verify_threads or os.cpu_count() or 1,
                         min_generation_tps=target.policy.min_generation_tps,
                     )
