@@ -21,6 +21,7 @@ disk full: retry the job).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import posixpath
@@ -93,6 +94,8 @@ class Materializer:
             return
         entries = []
         for path in base.glob("*/*"):
+            if path.name.startswith("."):  # another worker's download in progress
+                continue
             with contextlib.suppress(FileNotFoundError):
                 st = path.stat()
                 entries.append((st.st_mtime, st.st_size, path))
@@ -123,6 +126,10 @@ class Materializer:
                 unpacked: set[str] = set()
                 for f in files:  # llama.cpp needs only the shards; MLX the whole directory
                     self._place(f, work, unpacked)
+            except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:
+                # Two layers claim clashing paths ("config" and "config/x.json"): the
+                # model's layout, not the machine, is at fault.
+                raise LayoutUnsupported(f"the model's file paths collide: {exc}") from None
             except OSError as exc:
                 raise MaterializeError(f"could not prepare the model files: {exc}") from exc
             yield _target(work, weights[0].path) if fmt.weight_format == GGUF else work
@@ -139,11 +146,23 @@ class Materializer:
             target.parent.mkdir(parents=True, exist_ok=True)
             if target.exists():
                 return
-            try:
-                os.link(source, target)
-            except OSError:
-                os.symlink(source, target)
-            return
+            for _ in range(3):
+                try:
+                    os.link(source, target)
+                    return
+                except FileNotFoundError:  # evicted by another worker meanwhile: fetch again
+                    source = self.blob(d.digest, d.size)
+                except OSError as exc:
+                    if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK):
+                        raise
+                    # Another filesystem (or no hard links here): a symbolic link, which
+                    # only the in-place store may use, as its blobs are never evicted.
+                    if not self.in_place:
+                        raise MaterializeError(f"cannot link {source} into {work}: {exc}") \
+                            from exc
+                    os.symlink(source, target)
+                    return
+            raise MaterializeError(f"blob {d.digest} keeps being evicted from the cache")
         if f.archive not in ("tar", "tar+gzip"):
             raise LayoutUnsupported(f"{f.path} is in a {f.archive} layer, which the worker "
                                     "cannot unpack")

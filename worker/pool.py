@@ -38,6 +38,7 @@ from registry.settings import Settings
 log = logging.getLogger("assay.worker")
 
 VERIFY_JOB = "verify"
+RECONCILE_SECONDS = 60.0
 
 
 class _Cancelled(Exception):
@@ -71,7 +72,14 @@ class Worker:
     def run(self) -> None:
         """Claim and run jobs until ``stop`` is set."""
         log.info("worker %s started", self.worker_id)
+        next_reconcile = 0.0
         while not self.stop.is_set():
+            if time.monotonic() >= next_reconcile:  # jobs that went stale on their last try
+                next_reconcile = time.monotonic() + RECONCILE_SECONDS
+                try:
+                    self.svc.verification.reconcile()
+                except Exception:
+                    log.exception("reconciling model statuses failed")
             try:
                 job = self.queue.claim(self.worker_id, [VERIFY_JOB])
             except Exception:
@@ -116,8 +124,9 @@ class Worker:
             t.start()
         started = datetime.now(UTC)
         manifest_id = int(job.payload.get("manifest_id", -1))
+        target = None
         try:
-            target = self.svc.verification.target(manifest_id)
+            target = self.svc.verification.target(manifest_id, job.payload.get("digest"))
             if target is None:
                 self.queue.complete(job.id, self.worker_id,
                                     {"skipped": "the manifest is gone or not a model"})
@@ -162,18 +171,20 @@ class Worker:
             log.info("job %s released (shutting down)", job.id)
             return "released"
         except BackendUnavailable as exc:
-            self._retry(job, f"verifier backend unavailable: {exc}")
+            self._retry(job, target, f"verifier backend unavailable: {exc}")
             return "retry"
         except Exception as exc:
             log.exception("job %s failed on infrastructure", job.id)
-            self._retry(job, f"{type(exc).__name__}: {exc}")
+            self._retry(job, target, f"{type(exc).__name__}: {exc}")
             return "retry"
         finally:
             done.set()
 
-    def _retry(self, job, error: str) -> None:
+    def _retry(self, job, target, error: str) -> None:
         try:
-            self.queue.fail(job.id, self.worker_id, error[:2000], retry=True)
+            outcome = self.queue.fail(job.id, self.worker_id, error[:2000], retry=True)
+            if outcome == "failed" and target is not None:  # out of attempts
+                self.svc.verification.abandon(target, error[:2000])
         except Exception:
             log.exception("could not record the failure of job %s", job.id)
 

@@ -176,8 +176,14 @@ class ManifestService(Service):
                     status_changed_at=now if is_model else None,
                 ).returning(manifests.c.id)).scalar_one()
                 if is_model:
-                    self.queue.enqueue(conn, "verify", {"manifest_id": mid},
-                                       dedupe_key=f"verify:{mid}")
+                    from registry.services.verification import (
+                        VERIFY_JOB,
+                        dedupe_key,
+                        job_payload,
+                    )
+
+                    self.queue.enqueue(conn, VERIFY_JOB, job_payload(mid, digest),
+                                       dedupe_key=dedupe_key(mid, digest))
                 refs = [{"manifest_id": mid, "digest": d, "kind": "blob"} for d in blob_refs]
                 refs += [{"manifest_id": mid, "digest": d, "kind": "manifest"}
                          for d in child_refs if d not in blob_refs]
@@ -214,6 +220,13 @@ class ManifestService(Service):
             rid = require_repo(conn, name)
             if is_digest(reference):
                 parse_digest(reference)
+                # Its tags go with it (cascade); so does their history, as when a tag is
+                # deleted by name: a later push to the tag starts afresh.
+                tagged = select(tags.c.name).join(manifests, manifests.c.id == tags.c.manifest_id
+                                                  ).where(manifests.c.repository_id == rid,
+                                                          manifests.c.digest == reference)
+                conn.execute(delete(tag_history).where(tag_history.c.repository_id == rid,
+                                                       tag_history.c.tag.in_(tagged)))
                 gone = conn.execute(delete(manifests).where(
                     manifests.c.repository_id == rid, manifests.c.digest == reference))
             else:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -48,8 +49,14 @@ FIGURES = ("load_s", "prompt_tokens", "prompt_tps", "generation_tps", "ttft_s",
            "tokens_generated", "peak_rss_bytes", "output", "output_sha256", "wall_s")
 
 
-def dedupe_key(manifest_id: int) -> str:
-    return f"verify:{manifest_id}"
+def dedupe_key(manifest_id: int, digest: str) -> str:
+    """One live verification per manifest row *and* content: SQLite may reuse the id of
+    a deleted manifest, and a new model must never share the old one's job."""
+    return f"verify:{manifest_id}:{digest}"
+
+
+def job_payload(manifest_id: int, digest: str) -> dict:
+    return {"manifest_id": manifest_id, "digest": digest}
 
 
 @dataclass
@@ -111,8 +118,9 @@ class VerificationService(Service):
 
     def set_policy(self, namespace: str, gate: bool, min_generation_tps: float | None) -> Policy:
         namespace = namespace.strip("/")
-        if min_generation_tps is not None and not min_generation_tps >= 0:
-            raise RequestInvalid("min_generation_tps must be a number >= 0")
+        if min_generation_tps is not None and not (
+                math.isfinite(min_generation_tps) and min_generation_tps >= 0):
+            raise RequestInvalid("min_generation_tps must be a finite number >= 0")
         now = _now()
         with self.db.write() as conn:
             conn.execute(self.db.upsert(
@@ -129,15 +137,17 @@ class VerificationService(Service):
         return gone.rowcount > 0
 
     # ---- the worker's side -----------------------------------------------------------
-    def target(self, manifest_id: int) -> Target | None:
-        """The manifest to verify, or None when it was deleted (or is not a model)."""
+    def target(self, manifest_id: int, digest: str | None = None) -> Target | None:
+        """The manifest to verify, or None when it was deleted (or is not a model, or the
+        id now belongs to other content: ``digest`` is the one the job was queued for;
+        jobs queued by migration 0003 carry none)."""
         with self.db.read() as conn:
             row = conn.execute(
                 select(manifests.c.digest, manifests.c.media_type, manifests.c.content,
                        manifests.c.size, repositories.c.name)
                 .join(repositories, repositories.c.id == manifests.c.repository_id)
                 .where(manifests.c.id == manifest_id)).first()
-            if row is None:
+            if row is None or (digest is not None and row.digest != digest):
                 return None
             model = classify(parse_manifest(row.content, row.media_type))
             if model is None:
@@ -161,11 +171,11 @@ class VerificationService(Service):
         passed = bool(report.get("passed"))
         reason = None if passed else (report.get("reason") or "verification failed")
         finished = _now()
+        if not self._still_there(target):  # deleted while it was being verified
+            return {}
         referrer = self._publish(target, report, passed, finished)
         with self.db.write() as conn:
-            exists = conn.execute(select(manifests.c.id).where(
-                manifests.c.id == target.manifest_id)).first()
-            if exists is None:  # deleted while it was being verified
+            if not self._still_there(target, conn):
                 return {}
             vid = conn.execute(verifications.insert().values(
                 manifest_id=target.manifest_id, job_id=job_id,
@@ -180,6 +190,46 @@ class VerificationService(Service):
                                  status_changed_at=finished))
             row = conn.execute(select(verifications).where(verifications.c.id == vid)).one()
         return verification_json(row)
+
+    def _still_there(self, target: Target, conn=None) -> bool:
+        q = select(manifests.c.id).where(manifests.c.id == target.manifest_id,
+                                         manifests.c.digest == target.digest)
+        if conn is not None:
+            return conn.execute(q.with_for_update()).first() is not None
+        with self.db.read() as c:
+            return c.execute(q).first() is not None
+
+    def abandon(self, target: Target, error: str) -> None:
+        """The job ran out of attempts on infrastructure errors: the model was never run.
+        It fails (not served) with a reason saying so; ``assay verify`` can try again."""
+        with self.db.write() as conn:
+            conn.execute(update(manifests).where(
+                manifests.c.id == target.manifest_id, manifests.c.digest == target.digest,
+                manifests.c.status.in_((QUEUED, VERIFYING))).values(
+                status=FAILED, status_changed_at=_now(),
+                status_reason=f"verification could not run: {error}"))
+
+    def reconcile(self) -> int:
+        """Models left "queued"/"verifying" whose job ended without a verdict (it went
+        stale on its last attempt): mark them failed like ``abandon``. Returns how many."""
+        with self.db.read() as conn:
+            rows = conn.execute(select(manifests.c.id, manifests.c.digest).where(
+                manifests.c.status.in_((QUEUED, VERIFYING)))).all()
+        fixed = 0
+        for row in rows:
+            key = dedupe_key(row.id, row.digest)
+            if self.queue.find(key) is not None:
+                continue
+            job = self.queue.latest(key)
+            if job is not None and job.status == "failed":
+                with self.db.write() as conn:
+                    done = conn.execute(update(manifests).where(
+                        manifests.c.id == row.id, manifests.c.digest == row.digest,
+                        manifests.c.status.in_((QUEUED, VERIFYING))).values(
+                        status=FAILED, status_changed_at=_now(),
+                        status_reason=f"verification could not run: {job.last_error}"))
+                fixed += done.rowcount
+        return fixed
 
     def _publish(self, target: Target, report: dict, passed: bool, when: datetime) -> str:
         """Push the report as an OCI artifact whose subject is the model manifest."""
@@ -233,8 +283,8 @@ class VerificationService(Service):
             if row.status is None:
                 raise NotAModel(f"{name}@{row.digest} is not a model; only models are "
                                   "verified")
-            job_id = self.queue.enqueue(conn, VERIFY_JOB, {"manifest_id": row.id},
-                                        dedupe_key=dedupe_key(row.id))
+            job_id = self.queue.enqueue(conn, VERIFY_JOB, job_payload(row.id, row.digest),
+                                        dedupe_key=dedupe_key(row.id, row.digest))
             if row.status == FAILED:
                 conn.execute(update(manifests).where(manifests.c.id == row.id)
                              .values(status=QUEUED, status_changed_at=_now()))
@@ -258,7 +308,10 @@ class VerificationService(Service):
         latest = conn.execute(select(verifications)
                               .where(verifications.c.manifest_id == manifest_id)
                               .order_by(verifications.c.id.desc()).limit(1)).first()
-        job = self.queue.latest(dedupe_key(manifest_id)) if row.status is not None else None
+        job = None
+        if row.status is not None:  # (migration 0003 queued jobs under the older key)
+            job = self.queue.latest(dedupe_key(manifest_id, row.digest)) or \
+                self.queue.latest(f"verify:{manifest_id}")
         return {
             "status": row.status,
             "reason": row.status_reason,

@@ -84,8 +84,9 @@ class FakeWorker:
         self.started = datetime.now(UTC)
         self.job = service.queue.claim(WORKER, ["verify"])
         assert self.job is not None, "no verify job to claim"
-        assert self.job.payload == {"manifest_id": self.mid}, (self.job.payload, self.mid)
-        self.target = service.verification.target(self.mid)
+        assert self.job.payload == {"manifest_id": self.mid, "digest": digest}, \
+            (self.job.payload, self.mid)
+        self.target = service.verification.target(self.mid, digest)
         assert self.target is not None and self.target.digest == digest
         service.verification.start(self.mid)
 
@@ -130,9 +131,10 @@ def test_model_put_queues_exactly_one_verify_job(client, service):
     mid = manifest_id(service, "team/tiny", digest)
     live = [j for j in verify_jobs(service) if j.status in ("queued", "running")]
     assert len(live) == 1
+    # Keyed by row and content: SQLite may hand a deleted manifest's id to a new one.
     assert (live[0].dedupe_key, json.loads(live[0].payload)) == \
-        (f"verify:{mid}", {"manifest_id": mid})
-    assert service.queue.find(f"verify:{mid}").id == live[0].id
+        (f"verify:{mid}:{digest}", {"manifest_id": mid, "digest": digest})
+    assert service.queue.find(f"verify:{mid}:{digest}").id == live[0].id
     body = describe(client, "team/tiny", "v1")
     assert body["status"] == "queued" and body["job"]["id"] == live[0].id
 
@@ -633,7 +635,7 @@ def test_a_result_never_lands_on_a_model_pushed_after_its_subject_was_deleted(
     body = describe(client, name, "b")
     assert (body["status"], body["verification"]) == ("queued", None)
     # B's own verification is still to come.
-    job = service.queue.find(f"verify:{mid_b}")
+    job = service.queue.find(f"verify:{mid_b}:{b}")
     assert job is not None and job.status == "queued"
 
 

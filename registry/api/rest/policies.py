@@ -11,6 +11,8 @@ A namespace applies to the repository of that name and every repository under it
 
 from __future__ import annotations
 
+import math
+
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -45,8 +47,9 @@ async def put_policy(request: Request) -> JSONResponse:
     floor = body.get("min_generation_tps")
     if not isinstance(gate, bool):
         raise RequestInvalid('"gate" must be true or false')
-    if floor is not None and (isinstance(floor, bool) or not isinstance(floor, int | float)):
-        raise RequestInvalid('"min_generation_tps" must be a number or null')
+    if floor is not None and (isinstance(floor, bool) or not isinstance(floor, int | float)
+                              or not math.isfinite(floor) or floor < 0):
+        raise RequestInvalid('"min_generation_tps" must be a finite number >= 0, or null')
     policy = await run_in_threadpool(service(request).verification.set_policy,
                                      _namespace(request), gate, floor)
     return JSONResponse(policy.to_json())
