@@ -50,6 +50,7 @@ class Materializer:
         self.root = Path(cache_root)
         self.cache_bytes = cache_bytes
         self.in_place = isinstance(store, FilesystemBlobStore)
+        self._swept = False
 
     # ---- one blob ------------------------------------------------------------------------
     def blob(self, digest: str, size: int) -> Path:
@@ -118,7 +119,8 @@ class Materializer:
             d = weights[0].descriptor
             yield self.blob(d.digest, d.size)
             return
-        work = self.root / "work" / uuid.uuid4().hex
+        self._sweep_work()
+        work = self.root / "work" / f"{os.getpid()}-{uuid.uuid4().hex}"
         try:
             try:
                 work.mkdir(parents=True)
@@ -135,6 +137,18 @@ class Materializer:
             yield _target(work, weights[0].path) if fmt.weight_format == GGUF else work
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+    def _sweep_work(self) -> None:
+        """Remove work directories of worker processes that died (SIGKILL skips the
+        ``finally`` that removes them); the pid in the name says whose they are."""
+        if self._swept:
+            return
+        self._swept = True
+        with contextlib.suppress(FileNotFoundError):
+            for entry in (self.root / "work").iterdir():
+                pid = entry.name.split("-", 1)[0]
+                if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                    shutil.rmtree(entry, ignore_errors=True)
 
     def _place(self, f: ModelFile, work: Path, unpacked: set[str]) -> None:
         d = f.descriptor
@@ -173,6 +187,16 @@ class Materializer:
         except (tarfile.TarError, OSError) as exc:
             raise LayoutUnsupported(f"cannot unpack the layer holding {f.path}: {exc}") \
                 from None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _target(root: Path, relpath: str) -> Path:

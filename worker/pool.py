@@ -38,7 +38,7 @@ from registry.settings import Settings
 log = logging.getLogger("assay.worker")
 
 VERIFY_JOB = "verify"
-RECONCILE_SECONDS = 60.0
+RECONCILE_SECONDS = 15.0
 
 
 class _Cancelled(Exception):
@@ -167,6 +167,8 @@ class Worker:
             if lost.is_set():
                 log.warning("job %s: lease lost (re-queued elsewhere); result dropped", job.id)
                 return "lost"
+            if target is not None:
+                self.svc.verification.requeue(target)  # before the job can be claimed again
             self.queue.release(job.id, self.worker_id)
             log.info("job %s released (shutting down)", job.id)
             return "released"

@@ -199,6 +199,15 @@ class VerificationService(Service):
         with self.db.read() as c:
             return c.execute(q).first() is not None
 
+    def requeue(self, target: Target) -> None:
+        """A worker gives the job back (shutting down): "verifying" -> "queued". Called
+        before the job is released, so no other worker can have started it yet."""
+        with self.db.write() as conn:
+            conn.execute(update(manifests).where(
+                manifests.c.id == target.manifest_id, manifests.c.digest == target.digest,
+                manifests.c.status == VERIFYING).values(status=QUEUED,
+                                                        status_changed_at=_now()))
+
     def abandon(self, target: Target, error: str) -> None:
         """The job ran out of attempts on infrastructure errors: the model was never run.
         It fails (not served) with a reason saying so; ``assay verify`` can try again."""
@@ -210,15 +219,23 @@ class VerificationService(Service):
                 status_reason=f"verification could not run: {error}"))
 
     def reconcile(self) -> int:
-        """Models left "queued"/"verifying" whose job ended without a verdict (it went
-        stale on its last attempt): mark them failed like ``abandon``. Returns how many."""
+        """Repair statuses a dead worker could not: "verifying" with its job back in the
+        queue -> "queued"; "queued"/"verifying" whose job ended without a verdict (stale
+        on its last attempt) -> failed like ``abandon``. Returns how many failed."""
         with self.db.read() as conn:
             rows = conn.execute(select(manifests.c.id, manifests.c.digest).where(
                 manifests.c.status.in_((QUEUED, VERIFYING)))).all()
         fixed = 0
         for row in rows:
             key = dedupe_key(row.id, row.digest)
-            if self.queue.find(key) is not None:
+            live = self.queue.find(key)
+            if live is not None:
+                if live.status == "queued" and row.status == VERIFYING:
+                    # Its worker died and the job went back to the queue.
+                    with self.db.write() as conn:
+                        conn.execute(update(manifests).where(
+                            manifests.c.id == row.id, manifests.c.status == VERIFYING)
+                            .values(status=QUEUED, status_changed_at=_now()))
                 continue
             job = self.queue.latest(key)
             if job is not None and job.status == "failed":
