@@ -97,6 +97,23 @@ def oci_layout(directory: Path, gguf: Path, digest: str) -> None:
                        "annotations": {"org.opencontainers.image.ref.name": "v1"}}]}))
 
 
+def engine_pull(host: str, digest: str, size: int, dest: Path) -> float:
+    """Seconds for ``Downloader.fetch`` of the blob in this process (what ``assay pull``
+    does after start-up: ranged parts, hashing as bytes land, rename into place)."""
+    from registry.client.download import Downloader
+    from registry.client.locations import BlobLocations
+    from registry.client.progress import silent
+    from registry.client.ref import parse_reference
+    from registry.client.registry_client import RegistryClient
+
+    ref = parse_reference(f"{host}/bench/pull:v1")
+    with RegistryClient(ref.registry, locations=BlobLocations(dest.parent / "loc.json")) \
+            as client:
+        t0 = time.perf_counter()
+        Downloader(client, silent()).fetch(ref.name, digest, size, dest)
+        return time.perf_counter() - t0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=5)
@@ -144,6 +161,19 @@ def main(argv: list[str] | None = None) -> int:
                 if len(written) != 1 or sha256_file(written[0]) != digest:
                     raise BenchError(f"{name} did not write the GGUF intact: {written}")
 
+        # ---- diagnostic: the same pull in this process (no interpreter start-up, no
+        # imports): what the download engine itself does against curl.
+        engine = []
+        for _ in range(args.repeats):
+            shutil.rmtree(work / "engine", ignore_errors=True)
+            os.sync()
+            engine.append(engine_pull(host, digest, size, work / "engine" / "gemma.gguf"))
+            if sha256_file(work / "engine" / "gemma.gguf") != digest:
+                raise BenchError("the in-process pull did not write the GGUF intact")
+        pull["engine"] = engine
+        print(f"  pull engine in-process: median {median(engine):.2f}s "
+              f"({size / median(engine) / 1e6:.0f} MB/s)")
+
         # ---- push: assay push vs skopeo copy of the same content
         push = {"assay": [], "skopeo": []}
         for i in range(args.repeats):
@@ -186,6 +216,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{f['curl_mb_s']:,.0f} MB/s | {pull_ratio:.2f}x | {pull_paired:.2f}x | "
               f">= 0.9x {'met' if f['met'] else '**MISSED**'} |")
         f = figs["push"]
+        eng = median(pull["engine"])
+        figs["pull"]["engine_mb_s"] = size / eng / 1e6
+        figs["pull"]["engine_speed_ratio"] = median(pull["curl"]) / eng
+        print(f"| (diagnostic) pull engine in-process, no start-up | {size / eng / 1e6:,.0f} "
+              f"MB/s | curl {f['curl_mb_s']:,.0f} MB/s | {median(pull['curl']) / eng:.2f}x | "
+              f"| |")
         print(f"| push of the 253 MB GGUF (time) | {f['assay_s']:.2f} s | skopeo "
               f"{f['skopeo_s']:.2f} s | {push_ratio:.2f}x | {push_paired:.2f}x | "
               f"<= 1.0x {'met' if f['met'] else '**MISSED**'} |")

@@ -21,6 +21,8 @@
   reason, log tail) and the digest of the referrer artifact that carries it.
 - ``namespace_policies``: per-namespace readiness gate switch and minimum generation
   speed; the longest matching namespace prefix applies.
+- ``remote_models``: models in other registries verified on a webhook's request.
+- ``webhooks``, ``deliveries``: outgoing subscriptions and their outbox.
 
 A model manifest's lifecycle lives in ``manifests.status``: NULL for non-model content
 (never gated), else ``queued -> verifying -> ready | failed``. An admin override of a
@@ -224,8 +226,11 @@ class Verification(Base):
     __tablename__ = "verifications"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    manifest_id: Mapped[int] = mapped_column(
+    # Exactly one of manifest_id (a model stored here) and remote_model_id is set.
+    manifest_id: Mapped[int | None] = mapped_column(
         ForeignKey("manifests.id", ondelete="CASCADE"), index=True)
+    remote_model_id: Mapped[int | None] = mapped_column(
+        ForeignKey("remote_models.id", ondelete="CASCADE"), index=True)
     job_id: Mapped[int | None] = mapped_column(BigInteger)
     verdict: Mapped[str] = mapped_column(String(16))  # passed | failed
     reason: Mapped[str | None] = mapped_column(Text)
@@ -238,6 +243,64 @@ class Verification(Base):
     worker: Mapped[str | None] = mapped_column(String(255))
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RemoteModel(Base):
+    """A model in *another* OCI registry that a webhook asked us to verify (read-only:
+    its manifest is kept here, its blobs are fetched by the worker when it runs)."""
+
+    __tablename__ = "remote_models"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Canonical "HOST[:PORT]/NAME@sha256:..." (the tag, if any, is kept in ``tag``).
+    reference: Mapped[str] = mapped_column(String(1024), unique=True)
+    registry: Mapped[str] = mapped_column(String(255))
+    repository: Mapped[str] = mapped_column(String(255))
+    tag: Mapped[str | None] = mapped_column(String(128))
+    digest: Mapped[str] = mapped_column(DIGEST)
+    media_type: Mapped[str | None] = mapped_column(String(255))
+    content: Mapped[bytes | None] = mapped_column(LargeBinary)  # the manifest, once fetched
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    status_reason: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str | None] = mapped_column(String(32))  # distribution|cloudevents|plain
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Webhook(Base):
+    """An outgoing webhook subscription."""
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    url: Mapped[str] = mapped_column(Text)
+    secret: Mapped[str] = mapped_column(String(255))
+    events: Mapped[str] = mapped_column(Text)  # JSON list of actions; [] means every event
+    repository_pattern: Mapped[str | None] = mapped_column(String(255))  # fnmatch glob
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Delivery(Base):
+    """The outbox: one row per (event, subscription), written in the transaction of the
+    change that caused the event; its delivery attempts are recorded on the row."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (Index("ix_deliveries_webhook", "webhook_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True)
+    webhook_id: Mapped[int] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    event_id: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(Text)  # the exact JSON sent (what is signed)
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|delivered|dead
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class NamespacePolicy(Base):
@@ -261,3 +324,6 @@ models = Model.__table__
 jobs = Job.__table__
 verifications = Verification.__table__
 namespace_policies = NamespacePolicy.__table__
+remote_models = RemoteModel.__table__
+webhooks = Webhook.__table__
+deliveries = Delivery.__table__
