@@ -74,6 +74,16 @@ class Settings(BaseSettings):
     model_cache_dir: Path | None = None
     model_cache_bytes: int = 20 * 1024 * MiB
 
+    # ---- webhooks in: POST /api/v1/hooks/validate (registry/api/rest/hooks.py) ----------
+    # A caller proves itself with "Authorization: Bearer <hook_token>" (what a Distribution
+    # registry can send: static headers) or "X-Assay-Signature: sha256=<hex HMAC-SHA256
+    # of the body keyed with hook_secret>". With neither set the endpoint refuses (403).
+    hook_token: str | None = None
+    hook_secret: str | None = None
+    # A remote reference by tag is resolved to its digest while the hook waits, this long
+    # at most; remote models are then pulled by workers into model_cache_dir.
+    hook_resolve_timeout_seconds: float = 15.0
+
     @property
     def sqlalchemy_url(self) -> str:
         if self.database_url:

@@ -38,6 +38,7 @@ from registry.settings import Settings
 log = logging.getLogger("assay.worker")
 
 VERIFY_JOB = "verify"
+REMOTE_JOB = "verify_remote"  # a model in another registry, verified on request (worker.remote)
 RECONCILE_SECONDS = 15.0
 
 
@@ -78,16 +79,22 @@ class Worker:
                 next_reconcile = time.monotonic() + RECONCILE_SECONDS
                 try:
                     self.svc.verification.reconcile()
+                    self.svc.remote.reconcile()
                 except Exception:
                     log.exception("reconciling model statuses failed")
             try:
-                job = self.queue.claim(self.worker_id, [VERIFY_JOB])
+                job = self.queue.claim(self.worker_id, [VERIFY_JOB, REMOTE_JOB])
             except Exception:
                 log.exception("claiming a job failed; retrying")
                 self.stop.wait(max(self.settings.job_poll_seconds, 1.0))
                 continue
             if job is None:
                 self.stop.wait(self.settings.job_poll_seconds)
+                continue
+            if job.kind == REMOTE_JOB:  # a model in another registry (worker/remote.py)
+                from worker.remote import run_remote_job
+
+                run_remote_job(self, job)
                 continue
             self.run_job(job)
         log.info("worker %s stopped", self.worker_id)

@@ -13,6 +13,7 @@ from registry.services.blobs import BlobService
 from registry.services.catalog import CatalogService
 from registry.services.manifests import ManifestService
 from registry.services.models import ModelService
+from registry.services.remote import RemoteService
 from registry.services.uploads import UploadService
 from registry.services.verification import VerificationService
 from registry.settings import Settings
@@ -38,3 +39,6 @@ class RegistryService:
         self.verification = VerificationService(self.db, self.store, self.settings,
                                                 self.queue, self.uploads, self.manifests)
         self.manifests.policy = self.verification.policy
+        # Verification on request (webhooks in), of this registry's models or other ones'.
+        self.remote = RemoteService(self.db, self.store, self.settings, self.queue,
+                                    self.verification, events=getattr(self, "events", None))

@@ -10,11 +10,13 @@ One module per resource, handlers thin. Errors are RFC 9457 problem details
     GET  /api/v1/repositories/<name>/manifests/<digest>/verifications         every run
     POST /api/v1/repositories/<name>/manifests/<digest>/override              let through
     GET|PUT|DELETE /api/v1/policies[/<namespace>]       readiness gate per namespace
+    POST /api/v1/hooks/validate                         verify what a webhook names
+    GET /api/v1/verifications?reference=<ref>           a local or remote model's runs
 """
 
 from starlette.routing import Mount, Route
 
-from registry.api.rest import manifests, policies, storage
+from registry.api.rest import hooks, manifests, policies, storage, verifications
 
 R = "/repositories/{name:path}"
 
@@ -25,6 +27,9 @@ routes = [
         Route("/policies/{namespace:path}", policies.get_policy, methods=["GET"]),
         Route("/policies/{namespace:path}", policies.put_policy, methods=["PUT"]),
         Route("/policies/{namespace:path}", policies.delete_policy, methods=["DELETE"]),
+        # Validation on request (registry.api.rest.hooks, .verifications).
+        Route("/hooks/validate", hooks.validate, methods=["POST"]),
+        Route("/verifications", verifications.by_reference, methods=["GET"]),
         # The longer paths first: {name:path} would otherwise swallow "/tags/x".
         Route(R + "/tags/{reference}/verify", manifests.verify_tag, methods=["POST"]),
         Route(R + "/manifests/{reference}/verify", manifests.verify_digest, methods=["POST"]),

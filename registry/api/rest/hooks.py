@@ -1,0 +1,122 @@
+"""``POST /api/v1/hooks/validate``: verification on request, from other systems' webhooks.
+
+The body is one of (see ``registry.services.remote``):
+
+- a CNCF Distribution notification envelope ``{"events": [{"action": "push", "target":
+  {"mediaType", "digest", "repository", "url", "tag"}, "request": {"host"}, ...}]}``, as
+  Distribution's ``notifications.endpoints`` send it;
+- a CloudEvent (JSON structured mode, a batch, or binary mode with ``ce-*`` headers) whose
+  ``data`` is a reference, ``{"reference": ...}``, or a Distribution-like target;
+- ``{"reference": "HOST[:PORT]/NAME[:TAG|@DIGEST]"}``.
+
+Authentication, checked in constant time, either of:
+
+- ``Authorization: Bearer <ASSAY_HOOK_TOKEN>`` (what a Distribution registry can send:
+  ``headers: {Authorization: ["Bearer <token>"]}`` in its endpoint configuration);
+- ``X-Assay-Signature: sha256=<hex HMAC-SHA256 of the raw body keyed with
+  ASSAY_HOOK_SECRET>``.
+
+With neither configured every request is refused (403, saying how to configure); a missing
+or wrong credential is a 401. The answer is 202 ``{"format", "queued": [...], "ignored":
+[...]}``: each queued item names its job (and, for another registry's model, its
+``remote_model`` and canonical ``reference``); each ignored one says why (a pull, a blob, an
+index, not a model ...). A malformed body is a 400.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from registry.api.oci.base import service
+from registry.errors import RegistryError, RequestInvalid
+from registry.services.remote import parse_payload
+
+MAX_BODY = 1024 * 1024
+SIGNATURE_HEADER = "x-assay-signature"
+HOW = ("set ASSAY_HOOK_TOKEN (sent as 'Authorization: Bearer <token>') or ASSAY_HOOK_SECRET "
+       "(sent as 'X-Assay-Signature: sha256=<hex HMAC-SHA256 of the body>')")
+
+
+class Unauthorized(RegistryError):
+    code = "UNAUTHORIZED"
+    status = 401
+    default_message = "authentication required"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="assay-hooks"'}
+
+
+class HooksDisabled(RegistryError):
+    code = "DENIED"
+    status = 403
+    default_message = "webhook validation is not configured"
+
+
+class BodyTooLarge(RegistryError):
+    code = "SIZE_INVALID"
+    status = 413
+    default_message = "the body is too large"
+
+
+def check_configured(settings) -> None:
+    if not settings.hook_token and not settings.hook_secret:
+        raise HooksDisabled(f"webhook validation is disabled on this registry: {HOW}")
+
+
+def authenticate(settings, headers, body: bytes) -> str:
+    """Which credential verified (``"token"`` or ``"signature"``), else ``Unauthorized``.
+    Comparisons are constant-time (``hmac.compare_digest``)."""
+    check_configured(settings)
+    scheme, _, token = (headers.get("authorization") or "").strip().partition(" ")
+    signature = (headers.get(SIGNATURE_HEADER) or "").strip()
+    if not token and not signature:
+        raise Unauthorized(f"missing credentials: {HOW.replace('set ', 'send the ', 1)}")
+    if token and scheme.lower() == "bearer" and settings.hook_token and hmac.compare_digest(
+            token.strip().encode(), settings.hook_token.encode()):
+        return "token"
+    if signature and settings.hook_secret:
+        expected = "sha256=" + hmac.new(settings.hook_secret.encode(), body,
+                                        hashlib.sha256).hexdigest()
+        if hmac.compare_digest(signature.lower().encode(), expected.encode()):
+            return "signature"
+    raise Unauthorized("invalid credentials: the bearer token or the X-Assay-Signature "
+                       "does not match this registry's ASSAY_HOOK_TOKEN / ASSAY_HOOK_SECRET")
+
+
+async def _body(request: Request) -> bytes:
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > MAX_BODY:
+        raise BodyTooLarge(f"a hook body may be at most {MAX_BODY} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise BodyTooLarge(f"a hook body may be at most {MAX_BODY} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def validate(request: Request) -> JSONResponse:
+    settings = request.app.state.settings
+    check_configured(settings)  # before reading anything
+    body = await _body(request)
+    authenticate(settings, request.headers, body)
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        if "ce-specversion" not in request.headers:
+            raise RequestInvalid("the body is not JSON") from None
+        try:  # a binary-mode CloudEvent may carry its data as text: the reference
+            doc = body.decode()
+        except UnicodeDecodeError:
+            raise RequestInvalid("the CloudEvent's data is not UTF-8 text") from None
+    payload = parse_payload(doc, dict(request.headers))
+    result = await run_in_threadpool(service(request).remote.submit, payload,
+                                     request.headers.get("host"))
+    return JSONResponse({"format": payload.format, **result}, status_code=202)
