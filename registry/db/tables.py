@@ -254,7 +254,9 @@ class RemoteModel(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     # Canonical "HOST[:PORT]/NAME@sha256:..." (the tag, if any, is kept in ``tag``).
     reference: Mapped[str] = mapped_column(String(1024), unique=True)
-    registry: Mapped[str] = mapped_column(String(255))
+    # Column "registry"; the attribute may not be called that (SQLAlchemy's declarative
+    # base reserves ``registry``).
+    registry_host: Mapped[str] = mapped_column("registry", String(255))
     repository: Mapped[str] = mapped_column(String(255))
     tag: Mapped[str | None] = mapped_column(String(128))
     digest: Mapped[str] = mapped_column(DIGEST)
