@@ -241,5 +241,88 @@ def rm(ref, insecure) -> None:
     run_rm(ref, insecure)
 
 
+# ---------------------------------------------------------------- outgoing webhooks
+
+registry_argument = click.argument("registry", metavar="[REGISTRY]", required=False,
+                                   envvar="ASSAY_REGISTRY", default="127.0.0.1:5000")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+@main.group(cls=_Group)
+def webhook() -> None:
+    """Outgoing webhooks of an assay registry: signed events (push, tag, delete,
+    verification.*) POSTed to a URL. REGISTRY is HOST[:PORT] (default $ASSAY_REGISTRY,
+    else 127.0.0.1:5000)."""
+
+
+@webhook.command(name="add")
+@click.argument("url")
+@registry_argument
+@click.option("--secret", help="Key of the X-Assay-Signature HMAC [default: a random one, "
+                               "printed once].")
+@click.option("--event", "events", multiple=True, metavar="ACTION",
+              type=click.Choice(["push", "delete", "tag", "verification.started",
+                                 "verification.succeeded", "verification.failed"]),
+              help="An event to send (repeatable): push, tag, delete, verification."
+                   "{started,succeeded,failed} [default: every event].")
+@click.option("--repository", metavar="GLOB", help="Only repositories matching this glob, "
+                                                   "e.g. 'team/*'.")
+@insecure_option
+@json_option
+def webhook_add(url, registry, secret, events, repository, insecure, as_json) -> None:
+    """Subscribe URL to the registry's events."""
+    from registry.client.webhooks import run_add
+
+    run_add(url, registry, secret, events, repository, insecure, as_json)
+
+
+@webhook.command(name="ls")
+@registry_argument
+@insecure_option
+@json_option
+def webhook_ls(registry, insecure, as_json) -> None:
+    """List the subscriptions, with counts of their deliveries."""
+    from registry.client.webhooks import run_ls
+
+    run_ls(registry, insecure, as_json)
+
+
+@webhook.command(name="rm")
+@click.argument("webhook_id", metavar="ID", type=click.IntRange(min=1))
+@registry_argument
+@insecure_option
+def webhook_rm(webhook_id, registry, insecure) -> None:
+    """Remove subscription ID (and its delivery log)."""
+    from registry.client.webhooks import run_rm
+
+    run_rm(webhook_id, registry, insecure)
+
+
+@webhook.command(name="deliveries")
+@click.argument("webhook_id", metavar="ID", type=click.IntRange(min=1))
+@registry_argument
+@click.option("-n", "limit", type=click.IntRange(1, 100), default=20, show_default=True,
+              help="How many, newest first.")
+@insecure_option
+@json_option
+def webhook_deliveries(webhook_id, registry, limit, insecure, as_json) -> None:
+    """Show the delivery log of subscription ID: status, attempts, HTTP codes."""
+    from registry.client.webhooks import run_deliveries
+
+    run_deliveries(webhook_id, registry, limit, insecure, as_json)
+
+
+@webhook.command(name="redeliver")
+@click.argument("webhook_id", metavar="ID", type=click.IntRange(min=1))
+@click.argument("delivery_id", metavar="DELIVERY", type=click.IntRange(min=1))
+@registry_argument
+@insecure_option
+def webhook_redeliver(webhook_id, delivery_id, registry, insecure) -> None:
+    """Send delivery DELIVERY of subscription ID again."""
+    from registry.client.webhooks import run_redeliver
+
+    run_redeliver(webhook_id, delivery_id, registry, insecure)
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -74,6 +74,15 @@ class Settings(BaseSettings):
     model_cache_dir: Path | None = None
     model_cache_bytes: int = 20 * 1024 * MiB
 
+    # ---- outgoing webhooks (registry/services/events.py, worker/deliver.py) ----------
+    # A POST to a subscriber fails after this long (connect, and each read or write).
+    webhook_timeout_seconds: float = 10.0
+    # Attempts per delivery before it is dead-lettered; the wait between two attempts
+    # doubles from webhook_backoff_seconds up to webhook_backoff_max_seconds.
+    webhook_max_attempts: int = 10
+    webhook_backoff_seconds: float = 10.0
+    webhook_backoff_max_seconds: float = 3600.0
+
     # ---- webhooks in: POST /api/v1/hooks/validate (registry/api/rest/hooks.py) ----------
     # A caller proves itself with "Authorization: Bearer <hook_token>" (what a Distribution
     # registry can send: static headers) or "X-Assay-Signature: sha256=<hex HMAC-SHA256

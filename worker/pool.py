@@ -71,8 +71,12 @@ class Worker:
         self.db.dispose()
 
     def run(self) -> None:
-        """Claim and run jobs until ``stop`` is set."""
+        """Claim and run jobs until ``stop`` is set; webhook deliveries (``worker.deliver``)
+        run in a thread of their own meanwhile."""
+        from worker.deliver import start_thread
+
         log.info("worker %s started", self.worker_id)
+        deliveries = start_thread(self.svc, self.stop)
         next_reconcile = 0.0
         while not self.stop.is_set():
             if time.monotonic() >= next_reconcile:  # jobs that went stale on their last try
@@ -97,6 +101,7 @@ class Worker:
                 run_remote_job(self, job)
                 continue
             self.run_job(job)
+        deliveries.join(self.settings.webhook_timeout_seconds + 5)
         log.info("worker %s stopped", self.worker_id)
 
     def run_job(self, job) -> str:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from registry.db import Database
 from registry.services.blobs import BlobService
 from registry.services.catalog import CatalogService
+from registry.services.events import EventService
 from registry.services.manifests import ManifestService
 from registry.services.models import ModelService
 from registry.services.remote import RemoteService
@@ -32,6 +33,8 @@ class RegistryService:
         from worker.queue import JobQueue
 
         self.queue = JobQueue(self.db, lease_seconds=self.settings.job_lease_seconds)
+        # Outgoing webhooks: changes write their events into the outbox (same transaction).
+        self.events = EventService(self.db, self.store, self.settings, self.queue)
         self.models = ModelService(self.db, self.store, self.settings)
         self.manifests = ManifestService(self.db, self.store, self.settings, self.models,
                                          self.queue)
@@ -42,3 +45,4 @@ class RegistryService:
         # Verification on request (webhooks in), of this registry's models or other ones'.
         self.remote = RemoteService(self.db, self.store, self.settings, self.queue,
                                     self.verification, events=getattr(self, "events", None))
+        self.manifests.events = self.verification.events = self.events

@@ -71,6 +71,8 @@ def _servable(row) -> bool:
 
 
 class ManifestService(Service):
+    events = None  # registry.services.events.EventService (set by RegistryService), or None
+
     def __init__(self, db, store, settings, models: ModelService | None = None,
                  queue=None, policy=None):
         super().__init__(db, store, settings)
@@ -189,6 +191,10 @@ class ManifestService(Service):
                          for d in child_refs if d not in blob_refs]
                 if refs:
                     conn.execute(manifest_references.insert(), refs)
+            moved = False
+            if tag is not None and self.events is not None:
+                moved = conn.execute(select(tags.c.manifest_id).where(
+                    tags.c.repository_id == rid, tags.c.name == tag)).scalar() != mid
             if tag is not None:
                 conn.execute(self.db.upsert(
                     tags, ["repository_id", "name"], {"manifest_id": mid, "updated_at": now},
@@ -196,6 +202,13 @@ class ManifestService(Service):
                 conn.execute(self.db.upsert(
                     tag_history, ["repository_id", "tag", "manifest_id"], {"pushed_at": now},
                     repository_id=rid, tag=tag, manifest_id=mid, pushed_at=now))
+            if self.events is not None:  # webhooks: in the outbox with the change itself
+                target = {"mediaType": parsed.media_type, "digest": digest,
+                          "size": len(content), "tag": tag}
+                if created:
+                    self.events.emit(conn, "push", name, target)
+                if moved:
+                    self.events.emit(conn, "tag", name, target)
         if created:
             # After the commit: reading weight headers from storage must not hold the
             # write lock, and must never fail the push.
@@ -218,6 +231,8 @@ class ManifestService(Service):
         """Delete a manifest by digest (with its tags), or only a tag by tag name."""
         with self.db.write() as conn:
             rid = require_repo(conn, name)
+            deleted = (self._event_target(conn, rid, reference) if self.events is not None
+                       else None)
             if is_digest(reference):
                 parse_digest(reference)
                 # Its tags go with it (cascade); so does their history, as when a tag is
@@ -237,6 +252,25 @@ class ManifestService(Service):
             if gone.rowcount == 0:
                 raise ManifestUnknown(f"manifest {reference!r} is not in repository {name!r}",
                                       {"reference": reference})
+            if deleted is not None:
+                self.events.emit(conn, "delete", name, deleted)
+
+    @staticmethod
+    def _event_target(conn, rid: int, reference: str) -> dict | None:
+        """The manifest a digest or tag of repository ``rid`` names, as a webhook target."""
+        cols = (manifests.c.media_type, manifests.c.digest, manifests.c.size)
+        if is_digest(reference):
+            tag = None
+            row = conn.execute(select(*cols).where(manifests.c.repository_id == rid,
+                                                   manifests.c.digest == reference)).first()
+        else:
+            tag = reference
+            row = conn.execute(select(*cols).select_from(
+                manifests.join(tags, tags.c.manifest_id == manifests.c.id))
+                .where(tags.c.repository_id == rid, tags.c.name == reference)).first()
+        if row is None:
+            return None
+        return {"mediaType": row.media_type, "digest": row.digest, "size": row.size, "tag": tag}
 
     def referrers(self, name: str, digest: str, artifact_type: str | None) -> dict:
         """The OCI image index of manifests in ``name`` whose subject is ``digest``."""

@@ -39,6 +39,7 @@ from registry.errors import ManifestUnknown, NameUnknown, NotAModel, RequestInva
 from registry.manifests import OCI_MANIFEST, parse_manifest
 from registry.models.formats import ModelFormat, classify
 from registry.services.common import Service, repo_id
+from registry.services.events import verification_object
 
 VERIFY_JOB = "verify"
 VERIFICATION_TYPE = "application/vnd.assay.verification.v1+json"
@@ -84,6 +85,8 @@ class Target:
 
 
 class VerificationService(Service):
+    events = None  # registry.services.events.EventService (set by RegistryService), or None
+
     def __init__(self, db, store, settings, queue, uploads, manifests_service):
         super().__init__(db, store, settings)
         self.queue = queue
@@ -162,6 +165,9 @@ class VerificationService(Service):
             conn.execute(update(manifests)
                          .where(manifests.c.id == manifest_id, manifests.c.status != READY)
                          .values(status=VERIFYING, status_changed_at=_now()))
+            if self.events is not None:
+                self.events.emit_manifest(conn, "verification.started", manifest_id,
+                                          verification=verification_object(VERIFYING))
 
     def record(self, target: Target, report: dict, *, job_id: int | None,
                worker: str | None, started_at: datetime) -> dict:
@@ -189,6 +195,11 @@ class VerificationService(Service):
                          .values(status=READY if passed else FAILED, status_reason=reason,
                                  status_changed_at=finished))
             row = conn.execute(select(verifications).where(verifications.c.id == vid)).one()
+            if self.events is not None:
+                self.events.emit_manifest(
+                    conn, "verification.succeeded" if passed else "verification.failed",
+                    target.manifest_id, verification=verification_object(
+                        READY if passed else FAILED, verification_json(row)))
         return verification_json(row)
 
     def _still_there(self, target: Target, conn=None) -> bool:
@@ -212,11 +223,16 @@ class VerificationService(Service):
         """The job ran out of attempts on infrastructure errors: the model was never run.
         It fails (not served) with a reason saying so; ``assay verify`` can try again."""
         with self.db.write() as conn:
-            conn.execute(update(manifests).where(
+            done = conn.execute(update(manifests).where(
                 manifests.c.id == target.manifest_id, manifests.c.digest == target.digest,
                 manifests.c.status.in_((QUEUED, VERIFYING))).values(
                 status=FAILED, status_changed_at=_now(),
                 status_reason=f"verification could not run: {error}"))
+            if done.rowcount and self.events is not None:
+                self.events.emit_manifest(conn, "verification.failed", target.manifest_id,
+                                          verification=verification_object(
+                                              FAILED, reason=f"verification could not run: "
+                                                             f"{error}"))
 
     def reconcile(self) -> int:
         """Repair statuses a dead worker could not: "verifying" with its job back in the
@@ -245,6 +261,11 @@ class VerificationService(Service):
                         manifests.c.status.in_((QUEUED, VERIFYING))).values(
                         status=FAILED, status_changed_at=_now(),
                         status_reason=f"verification could not run: {job.last_error}"))
+                    if done.rowcount and self.events is not None:
+                        self.events.emit_manifest(
+                            conn, "verification.failed", row.id,
+                            verification=verification_object(
+                                FAILED, reason=f"verification could not run: {job.last_error}"))
                 fixed += done.rowcount
         return fixed
 

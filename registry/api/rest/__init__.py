@@ -12,11 +12,13 @@ One module per resource, handlers thin. Errors are RFC 9457 problem details
     GET|PUT|DELETE /api/v1/policies[/<namespace>]       readiness gate per namespace
     POST /api/v1/hooks/validate                         verify what a webhook names
     GET /api/v1/verifications?reference=<ref>           a local or remote model's runs
+    POST|GET /api/v1/webhooks, GET|DELETE /api/v1/webhooks/<id>    outgoing webhooks
+    GET /api/v1/webhooks/<id>/deliveries[/<d>], POST .../<d>/redeliver   delivery log
 """
 
 from starlette.routing import Mount, Route
 
-from registry.api.rest import hooks, manifests, policies, storage, verifications
+from registry.api.rest import hooks, manifests, policies, storage, verifications, webhooks
 
 R = "/repositories/{name:path}"
 
@@ -27,6 +29,16 @@ routes = [
         Route("/policies/{namespace:path}", policies.get_policy, methods=["GET"]),
         Route("/policies/{namespace:path}", policies.put_policy, methods=["PUT"]),
         Route("/policies/{namespace:path}", policies.delete_policy, methods=["DELETE"]),
+        # Outgoing webhooks and their delivery log (registry.api.rest.webhooks).
+        Route("/webhooks", webhooks.create, methods=["POST"]),
+        Route("/webhooks", webhooks.list_webhooks, methods=["GET"]),
+        Route("/webhooks/{id:int}", webhooks.get_webhook, methods=["GET"]),
+        Route("/webhooks/{id:int}", webhooks.delete_webhook, methods=["DELETE"]),
+        Route("/webhooks/{id:int}/deliveries", webhooks.deliveries, methods=["GET"]),
+        Route("/webhooks/{id:int}/deliveries/{delivery_id:int}", webhooks.delivery,
+              methods=["GET"]),
+        Route("/webhooks/{id:int}/deliveries/{delivery_id:int}/redeliver",
+              webhooks.redeliver, methods=["POST"]),
         # Validation on request (registry.api.rest.hooks, .verifications).
         Route("/hooks/validate", hooks.validate, methods=["POST"]),
         Route("/verifications", verifications.by_reference, methods=["GET"]),

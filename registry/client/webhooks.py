@@ -1,0 +1,134 @@
+"""``assay webhook add|ls|rm|deliveries|redeliver``: outgoing webhooks of an assay registry.
+
+Each speaks assay's REST API (``/api/v1/webhooks``); failures are one ``error:`` line
+(``errors.reported``). REGISTRY is ``HOST[:PORT]`` (loopback over plain HTTP).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+import click
+
+from registry.client.errors import ClientError, reported
+from registry.client.ref import parse_location
+from registry.client.registry_client import RegistryClient
+from registry.client.show import render_table
+
+JSON = {"Accept": "application/json"}
+
+
+def _registry(location: str, insecure: bool):
+    registry, name = parse_location(location, insecure=insecure)
+    if name is not None:
+        raise ClientError(f"{location!r}: give the registry as HOST[:PORT], without a "
+                          "repository (use --repository for a filter)")
+    return registry
+
+
+def _json(resp, what: str):
+    try:
+        return resp.json()
+    except ValueError:
+        raise ClientError(f"{what}: the registry answered with invalid JSON (not an assay "
+                          "registry?)") from None
+
+
+def _events(hook: dict) -> str:
+    return ",".join(hook.get("events") or []) or "all"
+
+
+def run_add(url: str, location: str, secret: str | None, events: tuple[str, ...],
+            repository: str | None, insecure: bool, as_json: bool) -> None:
+    with reported():
+        registry = _registry(location, insecure)
+        generated = secret is None
+        secret = secret or secrets.token_hex(32)
+        doc = {"url": url, "secret": secret, "events": list(events)}
+        if repository:
+            doc["repository"] = repository
+        body = json.dumps(doc).encode()
+        with RegistryClient(registry) as client:
+            resp = client.request("POST", "/api/v1/webhooks", what=f"add webhook {url}",
+                                  ok=(201,), content=lambda: body,
+                                  headers={**JSON, "Content-Type": "application/json"})
+            hook = _json(resp, "add webhook")
+        if as_json:
+            click.echo(json.dumps(hook | ({"secret": secret} if generated else {}), indent=2))
+            return
+        scope = f", repositories {hook.get('repository')}" if hook.get("repository") else ""
+        click.echo(f"webhook {hook['id']}: {hook['url']} (events: {_events(hook)}{scope})")
+        if generated:
+            click.echo(f"secret: {secret}  (shown once: verify X-Assay-Signature with it)")
+
+
+def run_ls(location: str, insecure: bool, as_json: bool) -> None:
+    with reported():
+        registry = _registry(location, insecure)
+        with RegistryClient(registry) as client:
+            resp = client.request("GET", "/api/v1/webhooks", what="list webhooks",
+                                  headers=JSON)
+            hooks = _json(resp, "list webhooks").get("webhooks", [])
+        if as_json:
+            click.echo(json.dumps(hooks, indent=2))
+            return
+        if not hooks:
+            click.echo(f"{registry.host}: no webhooks", err=True)
+            return
+        rows = []
+        for h in hooks:
+            d = h.get("deliveries") or {}
+            rows.append([str(h["id"]), h["url"], _events(h), h.get("repository") or "*",
+                         f"{d.get('delivered', 0)}/{d.get('pending', 0)}/{d.get('dead', 0)}"])
+        click.echo(render_table(["ID", "URL", "EVENTS", "REPOSITORY",
+                                 "DELIVERED/PENDING/DEAD"], rows))
+
+
+def run_rm(webhook_id: int, location: str, insecure: bool) -> None:
+    with reported():
+        registry = _registry(location, insecure)
+        with RegistryClient(registry) as client:
+            client.request("DELETE", f"/api/v1/webhooks/{webhook_id}",
+                           what=f"remove webhook {webhook_id}", headers=JSON)
+        click.echo(f"removed webhook {webhook_id}")
+
+
+def run_deliveries(webhook_id: int, location: str, limit: int, insecure: bool,
+                   as_json: bool) -> None:
+    with reported():
+        registry = _registry(location, insecure)
+        with RegistryClient(registry) as client:
+            resp = client.request("GET", f"/api/v1/webhooks/{webhook_id}/deliveries",
+                                  what=f"deliveries of webhook {webhook_id}", headers=JSON,
+                                  params={"n": limit})
+            rows = _json(resp, "deliveries").get("deliveries", [])
+        if as_json:
+            click.echo(json.dumps(rows, indent=2))
+            return
+        if not rows:
+            click.echo(f"webhook {webhook_id}: no deliveries", err=True)
+            return
+        table = []
+        for d in rows:
+            t = d.get("target") or {}
+            what = t.get("repository", "")
+            if t.get("tag"):
+                what += f":{t['tag']}"
+            elif t.get("digest"):
+                what += f"@{t['digest'][:19]}"
+            table.append([str(d["id"]), d["action"], what, d["status"], str(d["attempts"]),
+                          str(d.get("last_status_code") or "-"),
+                          d.get("last_attempt_at") or "-", (d.get("last_error") or "")[:60]])
+        click.echo(render_table(["ID", "ACTION", "TARGET", "STATUS", "ATTEMPTS", "CODE",
+                                 "LAST ATTEMPT", "ERROR"], table))
+
+
+def run_redeliver(webhook_id: int, delivery_id: int, location: str, insecure: bool) -> None:
+    with reported():
+        registry = _registry(location, insecure)
+        with RegistryClient(registry) as client:
+            client.request("POST",
+                           f"/api/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
+                           what=f"redeliver {delivery_id}", ok=(202,), headers=JSON)
+        click.echo(f"queued delivery {delivery_id} of webhook {webhook_id} again")
