@@ -223,24 +223,15 @@ class VerificationService(Service):
         """The job ran out of attempts on infrastructure errors: the model was never run.
         It fails (not served) with a reason saying so; ``assay verify`` can try again."""
         with self.db.write() as conn:
-            done = conn.execute(update(manifests).where(
-                manifests.c.id == target.manifest_id, manifests.c.digest == target.digest,
-                manifests.c.status.in_((QUEUED, VERIFYING))).values(
-                status=FAILED, status_changed_at=_now(),
-                status_reason=f"verification could not run: {error}"))
-            if done.rowcount and self.events is not None:
-                self.events.emit_manifest(conn, "verification.failed", target.manifest_id,
-                                          verification=verification_object(
-                                              FAILED, reason=f"verification could not run: "
-                                                             f"{error}"))
+            self._fail_unrun(conn, target.manifest_id, target.digest, error)
 
     def reconcile(self) -> int:
         """Repair statuses a dead worker could not: "verifying" with its job back in the
         queue -> "queued"; "queued"/"verifying" whose job ended without a verdict (stale
         on its last attempt) -> failed like ``abandon``. Returns how many failed."""
         with self.db.read() as conn:
-            rows = conn.execute(select(manifests.c.id, manifests.c.digest).where(
-                manifests.c.status.in_((QUEUED, VERIFYING)))).all()
+            rows = conn.execute(select(manifests.c.id, manifests.c.digest, manifests.c.status)
+                                .where(manifests.c.status.in_((QUEUED, VERIFYING)))).all()
         fixed = 0
         for row in rows:
             key = dedupe_key(row.id, row.digest)
@@ -256,18 +247,21 @@ class VerificationService(Service):
             job = self.queue.latest(key)
             if job is not None and job.status == "failed":
                 with self.db.write() as conn:
-                    done = conn.execute(update(manifests).where(
-                        manifests.c.id == row.id, manifests.c.digest == row.digest,
-                        manifests.c.status.in_((QUEUED, VERIFYING))).values(
-                        status=FAILED, status_changed_at=_now(),
-                        status_reason=f"verification could not run: {job.last_error}"))
-                    if done.rowcount and self.events is not None:
-                        self.events.emit_manifest(
-                            conn, "verification.failed", row.id,
-                            verification=verification_object(
-                                FAILED, reason=f"verification could not run: {job.last_error}"))
-                fixed += done.rowcount
+                    fixed += self._fail_unrun(conn, row.id, row.digest, job.last_error)
         return fixed
+
+    def _fail_unrun(self, conn, manifest_id: int, digest: str, error: str | None) -> int:
+        """A model whose verification could never run: failed, with that as the reason
+        (and the event saying so). Returns 1 if the status changed, else 0."""
+        reason = f"verification could not run: {error}"
+        done = conn.execute(update(manifests).where(
+            manifests.c.id == manifest_id, manifests.c.digest == digest,
+            manifests.c.status.in_((QUEUED, VERIFYING))).values(
+            status=FAILED, status_changed_at=_now(), status_reason=reason))
+        if done.rowcount and self.events is not None:
+            self.events.emit_manifest(conn, "verification.failed", manifest_id,
+                                      verification=verification_object(FAILED, reason=reason))
+        return done.rowcount
 
     def _publish(self, target: Target, report: dict, passed: bool, when: datetime) -> str:
         """Push the report as an OCI artifact whose subject is the model manifest."""

@@ -1,0 +1,35 @@
+"""Statuses a dead worker could not repair, repaired by ``VerificationService.reconcile``
+(workers call it every few seconds)."""
+
+from __future__ import annotations
+
+from tests.api.test_verification import WORKER, describe, manifest_id, push_model
+
+
+def claim_and_start(service, name: str, digest: str):
+    job = service.queue.claim(WORKER, ["verify"])
+    assert job is not None
+    service.verification.start(manifest_id(service, name, digest))
+    return job
+
+
+def test_a_job_back_in_the_queue_puts_its_model_back_to_queued(client, service):
+    digest = push_model(client, "team/tiny", "v1")
+    job = claim_and_start(service, "team/tiny", digest)
+    assert describe(client, "team/tiny", "v1")["status"] == "verifying"
+    # The worker died; its stale job went back to the queue without touching the model.
+    assert service.queue.release(job.id, WORKER)
+    assert service.verification.reconcile() == 0
+    body = describe(client, "team/tiny", "v1")
+    assert (body["status"], body["job"]["status"]) == ("queued", "queued")
+
+
+def test_a_job_that_ended_without_a_verdict_fails_its_model(client, service):
+    digest = push_model(client, "team/tiny", "v1")
+    job = claim_and_start(service, "team/tiny", digest)
+    assert service.queue.fail(job.id, WORKER, "worker w stopped heartbeating", retry=False)
+    assert service.verification.reconcile() == 1
+    body = describe(client, "team/tiny", "v1")
+    assert body["status"] == "failed"
+    assert body["reason"] == "verification could not run: worker w stopped heartbeating"
+    assert service.verification.reconcile() == 0  # nothing left to repair
