@@ -12,13 +12,24 @@ One module per resource, handlers thin. Errors are RFC 9457 problem details
     GET|PUT|DELETE /api/v1/policies[/<namespace>]       readiness gate per namespace
     POST /api/v1/hooks/validate                         verify what a webhook names
     GET /api/v1/verifications?reference=<ref>           a local or remote model's runs
+    GET /api/v1/repositories[/<name>/tags], /api/v1/models     browse, filter, page
+    GET /api/v1/openapi.json                            the OpenAPI document of all this
     POST|GET /api/v1/webhooks, GET|DELETE /api/v1/webhooks/<id>    outgoing webhooks
     GET /api/v1/webhooks/<id>/deliveries[/<d>], POST .../<d>/redeliver   delivery log
 """
 
 from starlette.routing import Mount, Route
 
-from registry.api.rest import hooks, manifests, policies, storage, verifications, webhooks
+from registry.api.rest import (
+    browse,
+    hooks,
+    manifests,
+    openapi,
+    policies,
+    storage,
+    verifications,
+    webhooks,
+)
 
 R = "/repositories/{name:path}"
 
@@ -51,5 +62,11 @@ routes = [
         Route("/repositories/{name:path}/tags/{reference}", manifests.by_tag, methods=["GET"]),
         Route("/repositories/{name:path}/manifests/{reference}", manifests.by_digest,
               methods=["GET"]),
+        # Browsing (registry.api.rest.browse). After the routes above, so that
+        # ".../tags/<tag>" keeps meaning a tag (repository "x/tags" has no tag listing).
+        Route("/openapi.json", openapi.document, methods=["GET"]),
+        Route("/models", browse.list_models, methods=["GET"]),
+        Route("/repositories", browse.list_repositories, methods=["GET"]),
+        Route(R + "/tags", browse.list_tags, methods=["GET"]),
     ]),
 ]

@@ -1,0 +1,479 @@
+"""The REST browse API (``/api/v1/repositories``, ``.../tags``, ``/api/v1/models``) on both
+stacks: the rows, every filter, every sort, keyset pagination with ``Link`` headers (also
+while rows are inserted between pages) and 400/404 problems for bad requests.
+
+Verifications are recorded through the service layer (no worker runs), with made-up
+figures: tokens/s and peak RSS differ per model so filters and sorts have something to
+tell apart.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import re
+from datetime import UTC, datetime
+from functools import cache
+
+import numpy as np
+import pytest
+from safetensors.numpy import save
+
+from tests.api.oci import push_image
+from tests.api.test_models import (
+    FILEPATH,
+    MODELPACK,
+    MODELPACK_CONFIG,
+    _tar,
+    describe,
+    push_manifest,
+    push_ollama,
+)
+from tests.api.test_verification import assert_problem, manifest_id
+from tests.support.gguf_files import gguf_bytes
+from verifier.report import Report
+
+GiB = 1024**3
+MiB = 1024**2
+LINK = re.compile(r'^<(/api/v1/[^>]+)>; rel="next"$')
+
+
+@cache
+def llama() -> bytes:
+    return gguf_bytes()
+
+
+@cache
+def qwen() -> bytes:
+    return gguf_bytes(arch="qwen2", context_length=4096)
+
+
+def push_safetensors(client, name: str, tag: str) -> str:
+    weights = save({"model.embed_tokens.weight": np.zeros((16, 8), np.float16),
+                    "model.norm.weight": np.zeros(8, np.float16)})
+    config = json.dumps({"architectures": ["LlamaForCausalLM"], "hidden_size": 8,
+                         "max_position_embeddings": 128}).encode()
+    return push_manifest(client, name, tag, (MODELPACK_CONFIG, b"{}"), [
+        ("application/vnd.cncf.model.weight.v1.tar", _tar("model.safetensors", weights),
+         {FILEPATH: "model.safetensors"}),
+        ("application/vnd.cncf.model.weight.config.v1.raw", config, {FILEPATH: "config.json"}),
+    ], artifactType=MODELPACK)
+
+
+def record(service, name: str, digest: str, *, passed: bool = True,
+           backend: str = "llama.cpp", tps: float | None = None,
+           rss: int | None = None) -> None:
+    """A verification result, as a worker would record it."""
+    target = service.verification.target(manifest_id(service, name, digest), digest)
+    if passed:
+        report = Report(passed=True, backend=backend, backend_version="1", generation_tps=tps,
+                        peak_rss_bytes=rss, tokens_generated=8, output="hi")
+    else:
+        report = Report(passed=False, failure="load", reason="bad tensor", backend=backend)
+    service.verification.record(target, report.to_dict(), job_id=None, worker="test",
+                                started_at=datetime.now(UTC))
+
+
+@pytest.fixture
+def zoo(client, service) -> dict[str, str]:
+    """Three repositories of models in every state, and one of a container image.
+
+    ======================  ===========  ======  ========  =======  =========
+    tag                     format       status  backend   tok/s    peak RSS
+    ======================  ===========  ======  ========  =======  =========
+    library/llama:fast      gguf llama   ready   llama.cpp 80       1 GiB
+    library/llama:slow      gguf llama   ready   llama.cpp 12.5     3 GiB
+    library/llama:broken    gguf llama   failed  llama.cpp -        -
+    library/llama:queued    gguf llama   queued  -         -        -
+    library/qwen:latest     gguf qwen2   ready   llama.cpp 50       1.5 GiB
+    team/mlx:v1             safetensors  ready   mlx       25       2 GiB
+    team/app:v1             (an image)   -       -         -        -
+    ======================  ===========  ======  ========  =======  =========
+    """
+    d = {}
+    # Distinct system prompts of distinct lengths: distinct manifests and sizes.
+    for tag, system in [("fast", b"f"), ("slow", b"sss"), ("broken", b"bb"),
+                        ("queued", b"qqqq")]:
+        d[f"library/llama:{tag}"] = push_ollama(client, "library/llama", tag, llama(), system)
+    d["library/qwen:latest"] = push_ollama(client, "library/qwen", "latest", qwen())
+    d["team/mlx:v1"] = push_safetensors(client, "team/mlx", "v1")
+    d["team/app:v1"] = push_image(client, "team/app", "v1")[0]
+    record(service, "library/llama", d["library/llama:fast"], tps=80.0, rss=GiB)
+    record(service, "library/llama", d["library/llama:slow"], tps=12.5, rss=3 * GiB)
+    record(service, "library/llama", d["library/llama:broken"], passed=False)
+    record(service, "library/qwen", d["library/qwen:latest"], tps=50.0, rss=3 * GiB // 2)
+    record(service, "team/mlx", d["team/mlx:v1"], backend="mlx", tps=25.0, rss=2 * GiB)
+    return d
+
+
+def get(client, url: str, **params) -> dict:
+    r = client.get(url, params=params)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/json"
+    return r.json()
+
+
+def tag_names(client, url: str, **params) -> list[str]:
+    key = "models" if url.endswith("/models") else "tags"
+    return [f"{row['repository']}:{row['tag']}" if key == "models" else row["tag"]
+            for row in get(client, url, **params)[key]]
+
+
+def walk(client, url: str, key: str, **params) -> list[dict]:
+    """Every row, following ``Link`` headers page by page."""
+    rows, pages = [], 0
+    r = client.get(url, params=params) if params else client.get(url)  # params={} drops ?...
+    while True:
+        assert r.status_code == 200, r.text
+        body = r.json()
+        rows += body[key]
+        pages += 1
+        link = r.headers.get("link")
+        if link is None:
+            assert body["next"] is None
+            return rows
+        m = LINK.match(link)
+        assert m, link
+        assert body["next"] == m.group(1)
+        assert pages < 100
+        r = client.get(m.group(1))
+
+
+# ----------------------------------------------------------------------------- rows
+
+
+def test_tag_rows_carry_card_status_size_and_latest_figures(client, zoo):
+    body = get(client, "/api/v1/repositories/library/llama/tags")
+    assert body["repository"] == "library/llama" and body["next"] is None
+    rows = {row["tag"]: row for row in body["tags"]}
+    assert list(rows) == ["broken", "fast", "queued", "slow"]
+
+    fast = rows["fast"]
+    card = describe(client, "library/llama", "fast")
+    assert fast == {
+        "repository": "library/llama", "tag": "fast", "digest": zoo["library/llama:fast"],
+        "mediaType": card["mediaType"], "artifactType": card["artifactType"],
+        "status": "ready", "size": card["size"]["logical"], "updated": fast["updated"],
+        "format": "gguf", "architecture": "llama",
+        "parameter_count": card["model"]["parameter_count"], "quantization": "F32",
+        "context_length": 2048, "verdict": "passed", "backend": "llama.cpp",
+        "tokens_per_s": 80.0, "peak_rss_bytes": GiB,
+        "verified_at": card["verification"]["finished_at"],
+        "href": "/api/v1/repositories/library/llama/tags/fast",
+    }
+    assert datetime.fromisoformat(fast["updated"]).tzinfo is not None
+    # The href is the full card (and the verification history hangs off its digest).
+    assert get(client, fast["href"])["digest"] == fast["digest"]
+
+    assert (rows["broken"]["status"], rows["broken"]["verdict"],
+            rows["broken"]["tokens_per_s"], rows["broken"]["peak_rss_bytes"]) == \
+        ("failed", "failed", None, None)
+    assert (rows["queued"]["status"], rows["queued"]["verdict"], rows["queued"]["backend"],
+            rows["queued"]["verified_at"]) == ("queued", None, None, None)
+
+    image = get(client, "/api/v1/repositories/team/app/tags")["tags"]
+    assert [(r["tag"], r["digest"], r["status"], r["format"], r["tokens_per_s"])
+            for r in image] == [("v1", zoo["team/app:v1"], None, None, None)]
+    assert image[0]["size"] == describe(client, "team/app", "v1")["size"]["logical"]
+
+    mlx = get(client, "/api/v1/repositories/team/mlx/tags")["tags"][0]
+    assert (mlx["format"], mlx["architecture"], mlx["quantization"], mlx["backend"],
+            mlx["tokens_per_s"], mlx["peak_rss_bytes"]) == \
+        ("safetensors", "LlamaForCausalLM", "F16", "mlx", 25.0, 2 * GiB)
+
+
+def test_the_latest_verification_counts(client, service, zoo):
+    digest = zoo["library/llama:fast"]
+    record(service, "library/llama", digest, tps=5.0, rss=GiB // 2)
+    row = get(client, "/api/v1/repositories/library/llama/tags", q="fast")["tags"][0]
+    assert (row["tokens_per_s"], row["peak_rss_bytes"]) == (5.0, GiB // 2)
+    assert tag_names(client, "/api/v1/repositories/library/llama/tags",
+                     min_tokens_per_s="20") == []
+
+
+def test_repositories_with_counts_sizes_and_search(client, service, zoo):
+    body = get(client, "/api/v1/repositories")
+    assert body["next"] is None
+    repos = {r["name"]: r for r in body["repositories"]}
+    assert list(repos) == ["library/llama", "library/qwen", "team/app", "team/mlx"]
+    llama_repo = repos["library/llama"]
+    # 4 models + 3 verification artifacts (the failed run's too) as referrers.
+    assert (llama_repo["tag_count"], llama_repo["manifest_count"],
+            llama_repo["model_count"]) == (4, 7, 4)
+    assert (repos["team/app"]["tag_count"], repos["team/app"]["manifest_count"],
+            repos["team/app"]["model_count"]) == (1, 1, 0)
+    # Every blob once: the GGUF shared by the four llama tags counts once.
+    assert llama_repo["size"] < 2 * len(llama())
+    assert llama_repo["size"] > len(llama())
+    assert repos["team/app"]["size"] == describe(client, "team/app", "v1")["size"]["logical"]
+    assert llama_repo["href"] == "/api/v1/repositories/library/llama/tags"
+    assert len(get(client, llama_repo["href"])["tags"]) == 4
+    for r in repos.values():
+        assert datetime.fromisoformat(r["updated"]) >= datetime.fromisoformat(r["created"])
+
+    names = lambda **p: [r["name"] for r in get(client, "/api/v1/repositories",  # noqa: E731
+                                                **p)["repositories"]]
+    assert names(q="LLAMA") == ["library/llama"]
+    assert names(q="ry/") == ["library/llama", "library/qwen"]
+    assert names(q="m/") == ["team/app", "team/mlx"]
+    assert names(q="") == names()
+    assert names(prefix="team/") == ["team/app", "team/mlx"]
+    assert names(prefix="team/", q="ml") == ["team/mlx"]
+    assert names(q="%") == [] and names(q="_") == []  # LIKE wildcards are literal
+    assert names(q="nothing") == []
+
+    assert names(sort="-name") == ["team/mlx", "team/app", "library/qwen", "library/llama"]
+    for sort in ("name", "-name", "updated", "-updated", "tags", "-tags", "size", "-size"):
+        whole = names(sort=sort)
+        assert [r["name"] for r in walk(client, "/api/v1/repositories", "repositories",
+                                        sort=sort, n="1")] == whole, sort
+    assert names(sort="-tags")[0] == "library/llama"
+    assert names(sort="size")[0] == "team/app"
+    # A tag moved: the repository is the most recently updated one.
+    push_image(client, "library/qwen", "latest")
+    assert names(sort="-updated")[0] == "library/qwen"
+    assert names(sort="updated")[-1] == "library/qwen"
+
+
+def test_unknown_and_invalid_repositories(client, zoo):
+    body = assert_problem(client.get("/api/v1/repositories/library/nope/tags"), 404,
+                          "NAME_UNKNOWN")
+    assert "library/nope" in body["detail"]
+    assert_problem(client.get("/api/v1/repositories/Not_Valid/tags"), 400, "NAME_INVALID")
+    # The existing per-tag and per-digest routes still win over the listing routes.
+    assert get(client, "/api/v1/repositories/library/llama/tags/fast")["tag"] == "fast"
+
+
+# -------------------------------------------------------------------------- filters
+
+TAGS = "/api/v1/repositories/library/llama/tags"
+MODELS = "/api/v1/models"
+
+
+TAG_FILTERS = [
+    ({}, ["broken", "fast", "queued", "slow"]),
+    ({"status": "ready"}, ["fast", "slow"]),
+    ({"status": "ready,failed"}, ["broken", "fast", "slow"]),
+    ({"status": ["queued", "failed"]}, ["broken", "queued"]),   # repeated parameter
+    ({"format": "gguf"}, ["broken", "fast", "queued", "slow"]),
+    ({"format": "safetensors"}, []),
+    ({"backend": "llama.cpp"}, ["broken", "fast", "slow"]),
+    ({"backend": "LLAMA.CPP"}, ["broken", "fast", "slow"]),
+    ({"backend": "mlx"}, []),
+    ({"min_tokens_per_s": "20"}, ["fast"]),
+    ({"min_tokens_per_s": "12.5"}, ["fast", "slow"]),
+    ({"min_tokens_per_s": "0"}, ["fast", "slow"]),          # unknown speed never matches
+    ({"max_memory_mb": "1024"}, ["fast"]),
+    ({"max_memory_mb": "3072"}, ["fast", "slow"]),
+    ({"max_memory_mb": "1023.9"}, []),
+    ({"max_memory_mb": "1e308"}, ["fast", "slow"]),                # overflows to inf
+    ({"architecture": "LLAMA"}, ["broken", "fast", "queued", "slow"]),
+    ({"quantization": "f32"}, ["broken", "fast", "queued", "slow"]),
+    ({"quantization": "Q4_K_M"}, []),
+    ({"q": "S"}, ["fast", "slow"]),
+    ({"status": "ready", "min_tokens_per_s": "10", "max_memory_mb": "2048"}, ["fast"]),
+]
+MODEL_FILTERS = [
+    ({}, ["library/llama:broken", "library/llama:fast", "library/llama:queued",
+          "library/llama:slow", "library/qwen:latest", "team/mlx:v1"]),   # no image
+    ({"status": "ready", "format": "gguf", "min_tokens_per_s": "20"},
+     ["library/llama:fast", "library/qwen:latest"]),
+    ({"status": "ready", "backend": "mlx", "min_tokens_per_s": "20", "max_memory_mb": "2048"},
+     ["team/mlx:v1"]),
+    ({"format": "safetensors"}, ["team/mlx:v1"]),
+    ({"architecture": "qwen2,LlamaForCausalLM"}, ["library/qwen:latest", "team/mlx:v1"]),
+    ({"max_memory_mb": "1536"}, ["library/llama:fast", "library/qwen:latest"]),
+    ({"q": "qwen:"}, ["library/qwen:latest"]),
+    ({"q": "mlx:v"}, ["team/mlx:v1"]),
+    ({"status": "verifying"}, []),
+]
+
+
+def test_filters(client, zoo):
+    # One registry for every case (building it is what takes the time).
+    for url, cases in ((TAGS, TAG_FILTERS), (MODELS, MODEL_FILTERS)):
+        for params, expected in cases:
+            assert tag_names(client, url, **params) == expected, (url, params)
+
+
+# -------------------------------------------------------------------------- sorting
+
+
+def _expected(rows: list[dict], sort: str, across: bool) -> list[str]:
+    """The documented order, computed here: the key, then the name, in the sort's
+    direction; unknown tokens/s or memory last either way."""
+    desc = sort.startswith("-")
+    key = sort.lstrip("-")
+
+    def name(r):
+        return (r["repository"], r["tag"]) if across else (r["tag"],)
+
+    field = {"updated": "updated", "size": "size", "tokens_per_s": "tokens_per_s",
+             "memory": "peak_rss_bytes"}.get(key)
+
+    def value(r):
+        v = r[field]
+        return datetime.fromisoformat(v) if key == "updated" else v
+
+    if field is None:
+        ordered = sorted(rows, key=name, reverse=desc)
+    else:
+        known = sorted((r for r in rows if r[field] is not None),
+                       key=lambda r: (value(r), name(r)), reverse=desc)
+        unknown = sorted((r for r in rows if r[field] is None), key=name, reverse=desc)
+        ordered = known + unknown
+    return [f"{r['repository']}:{r['tag']}" for r in ordered]
+
+
+SORTS = ["name", "-name", "updated", "-updated", "size", "-size", "tokens_per_s",
+         "-tokens_per_s", "memory", "-memory"]
+
+
+def test_sorting_and_paging_agree_on_every_sort(client, zoo):
+    # Two more tags with the same size and speed as "fast": the name breaks the ties.
+    for tag in ("fast2", "fast3"):
+        assert push_ollama(client, "library/llama", tag, llama(), b"f") == \
+            zoo["library/llama:fast"]
+    for sort, (url, key) in itertools.product(SORTS, ((TAGS, "tags"), (MODELS, "models"))):
+        across = key == "models"
+        rows = get(client, url, sort=sort)[key]
+        got = [f"{r['repository']}:{r['tag']}" for r in rows]
+        assert got == _expected(rows, sort, across), (url, sort)
+        for n in (1, 2, 4):
+            paged = walk(client, url, key, sort=sort, n=str(n))
+            assert [f"{r['repository']}:{r['tag']}" for r in paged] == got, (url, sort, n)
+
+
+def test_sort_by_speed_puts_unknown_last_both_ways(client, zoo):
+    assert tag_names(client, TAGS, sort="tokens_per_s") == ["slow", "fast", "broken", "queued"]
+    assert tag_names(client, TAGS, sort="-tokens_per_s") == ["fast", "slow", "queued", "broken"]
+    assert tag_names(client, MODELS, sort="-tokens_per_s")[:4] == \
+        ["library/llama:fast", "library/qwen:latest", "team/mlx:v1", "library/llama:slow"]
+    assert tag_names(client, MODELS, sort="memory")[:4] == \
+        ["library/llama:fast", "library/qwen:latest", "team/mlx:v1", "library/llama:slow"]
+
+
+# ----------------------------------------------------------------------- pagination
+
+
+def test_link_header_keeps_the_filters_and_the_last_page_has_none(client, zoo):
+    r = client.get(MODELS, params={"status": "ready", "sort": "-tokens_per_s", "n": "2"})
+    assert r.status_code == 200
+    assert [f"{m['repository']}:{m['tag']}" for m in r.json()["models"]] == \
+        ["library/llama:fast", "library/qwen:latest"]
+    url = LINK.match(r.headers["link"]).group(1)
+    assert url.startswith("/api/v1/models?")
+    assert "status=ready" in url and "sort=-tokens_per_s" in url and "n=2" in url
+    r = client.get(url)
+    assert [f"{m['repository']}:{m['tag']}" for m in r.json()["models"]] == \
+        ["team/mlx:v1", "library/llama:slow"]
+    # Exactly n rows left: no empty trailing page.
+    assert "link" not in r.headers and r.json()["next"] is None
+
+    r = client.get(TAGS, params={"n": "4"})
+    assert len(r.json()["tags"]) == 4 and "link" not in r.headers
+    assert len(walk(client, "/api/v1/repositories", "repositories", n="1")) == 4
+
+
+def test_pages_do_not_shift_when_rows_are_inserted_between_them(client, zoo):
+    r = client.get(TAGS, params={"n": "2"})
+    assert [t["tag"] for t in r.json()["tags"]] == ["broken", "fast"]
+    link = LINK.match(r.headers["link"]).group(1)
+    push_image(client, "library/llama", "aaa")    # before the cursor: not seen
+    push_image(client, "library/llama", "fz")     # after it: seen, in its place
+    push_image(client, "library/llama", "zzz")
+    r = client.get(link)
+    assert [t["tag"] for t in r.json()["tags"]] == ["fz", "queued"]
+    r = client.get(LINK.match(r.headers["link"]).group(1))
+    assert [t["tag"] for t in r.json()["tags"]] == ["slow", "zzz"]
+    assert "link" not in r.headers
+
+    # Newest first: a push after page 1 would shift an offset-paged listing by one
+    # (repeating a row); the cursor carries on after the last row seen.
+    first = client.get(TAGS, params={"n": "3", "sort": "-updated"})
+    seen = [t["tag"] for t in first.json()["tags"]]
+    assert seen == ["zzz", "fz", "aaa"]
+    push_image(client, "library/llama", "newest")
+    rest = walk(client, LINK.match(first.headers["link"]).group(1), "tags")
+    assert [t["tag"] for t in rest] == ["queued", "broken", "slow", "fast"]
+
+    # Repositories too.
+    r = client.get("/api/v1/repositories", params={"n": "2"})
+    assert [x["name"] for x in r.json()["repositories"]] == ["library/llama", "library/qwen"]
+    push_image(client, "aaa/first", "v1")
+    push_image(client, "team/b", "v1")
+    rest = walk(client, LINK.match(r.headers["link"]).group(1), "repositories")
+    assert [x["name"] for x in rest] == ["team/app", "team/b", "team/mlx"]
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _cursor(data: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
+
+
+def _real_cursor(client, url: str, **params) -> str:
+    link = client.get(url, params={"n": "1", **params}).headers["link"]
+    return re.search(r"cursor=([^&>]+)", link).group(1)
+
+
+BAD = [
+    {"n": "0"}, {"n": "501"}, {"n": "-1"}, {"n": "x"}, {"n": "1.5"}, {"n": ""},
+    {"n": "9" * 40},
+    {"sort": "bogus"}, {"sort": "--name"}, {"sort": ""}, {"sort": "name", "n": "2x"},
+    {"cursor": "!!!"}, {"cursor": "e30"}, {"cursor": "x" * 5000},
+    {"cursor": _cursor({"e": "tags", "s": "name", "k": [1]})},
+    {"cursor": _cursor({"e": "tags", "s": "name", "k": ["a", "b"]})},
+    {"cursor": _cursor({"e": "tags", "s": "name", "k": ["a\x00"]})},
+    {"cursor": _cursor(["tags", "name"])},
+    {"sort": "size", "cursor": _cursor({"e": "tags", "s": "size", "k": [2**70, "a"]})},
+    {"sort": "size", "cursor": _cursor({"e": "tags", "s": "size", "k": [True, "a"]})},
+    {"sort": "updated", "cursor": _cursor({"e": "tags", "s": "updated",
+                                           "k": ["yesterday", "a"]})},
+    {"sort": "updated", "cursor": _cursor({"e": "tags", "s": "updated",
+                                           "k": ["2026-01-01T00:00:00", "a"]})},
+    {"sort": "tokens_per_s", "cursor": base64.urlsafe_b64encode(
+        b'{"e":"tags","s":"tokens_per_s","k":[0,NaN,"a"]}').decode()},
+    {"sort": "tokens_per_s", "cursor": _cursor({"e": "tags", "s": "tokens_per_s",
+                                                "k": [0, "1", "a"]})},
+    {"cursor": base64.urlsafe_b64encode(b"\xff\xfe").decode()},
+    {"status": "bogus"}, {"status": "ready,"}, {"status": ""}, {"format": "onnx"},
+    {"backend": ""}, {"architecture": ",,"},
+    {"min_tokens_per_s": ""}, {"min_tokens_per_s": "-1"}, {"min_tokens_per_s": "fast"},
+    {"min_tokens_per_s": "nan"},
+    {"min_tokens_per_s": "inf"}, {"max_memory_mb": "1e999"}, {"max_memory_mb": "-0.5"},
+    {"q": "a\x01b"}, {"q": "x" * 256},
+    {"unknown": "1"}, {"min_tps": "20"},
+]
+
+
+def test_bad_parameters_are_400_problems(client):
+    push_image(client, "library/llama", "v1")
+    for params in BAD:
+        for url in (TAGS, MODELS):
+            r = client.get(url, params=params)
+            assert r.status_code == 400, (url, params, r.text)
+            body = assert_problem(r, 400, "UNSUPPORTED")
+            assert body["title"] == "Bad Request"
+        repo_params = {k: v for k, v in params.items() if k in ("n", "cursor", "q")}
+        if repo_params:
+            r = client.get("/api/v1/repositories", params=repo_params)
+            assert r.status_code == 400, (params, r.text)
+            assert_problem(r, 400)
+
+
+def test_cursors_belong_to_their_listing_and_sort(client, zoo):
+    cursor = _real_cursor(client, TAGS, sort="size")
+    assert client.get(TAGS, params={"sort": "size", "cursor": cursor}).status_code == 200
+    body = assert_problem(client.get(TAGS, params={"sort": "-size", "cursor": cursor}), 400)
+    assert "sort" in body["detail"]
+    assert_problem(client.get(MODELS, params={"sort": "size", "cursor": cursor}), 400)
+    assert_problem(client.get("/api/v1/repositories",
+                              params={"sort": "size", "cursor": cursor}), 400)
+    # ... but the same cursor works with other filters (it only says where to resume).
+    r = client.get(TAGS, params={"sort": "size", "cursor": cursor, "status": "ready"})
+    assert r.status_code == 200
+    assert_problem(client.get("/api/v1/repositories", params={"sort": "memory"}), 400)
+    assert_problem(client.get("/api/v1/repositories", params={"status": "ready"}), 400)
