@@ -34,7 +34,7 @@ from registry.db.tables import (
     utcnow,
     verifications,
 )
-from registry.digests import check_tag, is_digest, parse_digest
+from registry.digests import check_name, check_tag, is_digest, parse_digest
 from registry.errors import ManifestUnknown, NameUnknown, NotAModel, RequestInvalid
 from registry.manifests import OCI_MANIFEST, parse_manifest
 from registry.models.formats import ModelFormat, classify
@@ -48,6 +48,12 @@ QUEUED, VERIFYING, READY, FAILED = "queued", "verifying", "ready", "failed"
 # Figures copied from a verifier report into the REST answer (the full report is kept).
 FIGURES = ("load_s", "prompt_tokens", "prompt_tps", "generation_tps", "ttft_s",
            "tokens_generated", "peak_rss_bytes", "output", "output_sha256", "wall_s")
+
+
+def _namespace(namespace: str) -> str:
+    """A policy's namespace: "" (every repository) or a repository name (prefix)."""
+    namespace = namespace.strip("/")
+    return check_name(namespace) if namespace else namespace
 
 
 def dedupe_key(manifest_id: int, digest: str) -> str:
@@ -120,7 +126,7 @@ class VerificationService(Service):
         return [Policy(r.namespace, r.gate, r.min_generation_tps) for r in rows]
 
     def set_policy(self, namespace: str, gate: bool, min_generation_tps: float | None) -> Policy:
-        namespace = namespace.strip("/")
+        namespace = _namespace(namespace)
         if min_generation_tps is not None and not (
                 math.isfinite(min_generation_tps) and min_generation_tps >= 0):
             raise RequestInvalid("min_generation_tps must be a finite number >= 0")
@@ -134,9 +140,10 @@ class VerificationService(Service):
         return Policy(namespace, gate, min_generation_tps)
 
     def delete_policy(self, namespace: str) -> bool:
+        namespace = _namespace(namespace)
         with self.db.write() as conn:
             gone = conn.execute(delete(namespace_policies).where(
-                namespace_policies.c.namespace == namespace.strip("/")))
+                namespace_policies.c.namespace == namespace))
         return gone.rowcount > 0
 
     # ---- the worker's side -----------------------------------------------------------

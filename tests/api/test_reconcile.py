@@ -33,3 +33,4 @@ def test_a_job_that_ended_without_a_verdict_fails_its_model(client, service):
     assert body["status"] == "failed"
     assert body["reason"] == "verification could not run: worker w stopped heartbeating"
     assert service.verification.reconcile() == 0  # nothing left to repair
+

@@ -30,6 +30,7 @@ from registry.api.rest import (
     verifications,
     webhooks,
 )
+from registry.api.rest.routing import route
 
 R = "/repositories/{name:path}"
 
@@ -37,14 +38,11 @@ routes = [
     Mount("/api/v1", routes=[
         Route("/storage", storage.summary, methods=["GET"]),
         Route("/policies", policies.list_policies, methods=["GET"]),
-        Route("/policies/{namespace:path}", policies.get_policy, methods=["GET"]),
-        Route("/policies/{namespace:path}", policies.put_policy, methods=["PUT"]),
-        Route("/policies/{namespace:path}", policies.delete_policy, methods=["DELETE"]),
+        route("/policies/{namespace:path}", GET=policies.get_policy,
+              PUT=policies.put_policy, DELETE=policies.delete_policy),
         # Outgoing webhooks and their delivery log (registry.api.rest.webhooks).
-        Route("/webhooks", webhooks.create, methods=["POST"]),
-        Route("/webhooks", webhooks.list_webhooks, methods=["GET"]),
-        Route("/webhooks/{id:int}", webhooks.get_webhook, methods=["GET"]),
-        Route("/webhooks/{id:int}", webhooks.delete_webhook, methods=["DELETE"]),
+        route("/webhooks", POST=webhooks.create, GET=webhooks.list_webhooks),
+        route("/webhooks/{id:int}", GET=webhooks.get_webhook, DELETE=webhooks.delete_webhook),
         Route("/webhooks/{id:int}/deliveries", webhooks.deliveries, methods=["GET"]),
         Route("/webhooks/{id:int}/deliveries/{delivery_id:int}", webhooks.delivery,
               methods=["GET"]),

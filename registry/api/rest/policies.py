@@ -19,13 +19,16 @@ from starlette.responses import JSONResponse
 
 from registry.api.oci.base import service
 from registry.api.rest.manifests import json_body
+from registry.digests import check_name
 from registry.errors import NotFound, RequestInvalid
 from registry.services.verification import Policy
 
 
 def _namespace(request: Request) -> str:
     ns = request.path_params["namespace"].strip("/")
-    return "" if ns == "_" else ns
+    if ns == "_":
+        return ""
+    return check_name(ns) if ns else ns  # 400 NAME_INVALID, never a database error
 
 
 async def list_policies(request: Request) -> JSONResponse:
