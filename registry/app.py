@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 
+import anyio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
@@ -32,7 +33,11 @@ def build_service(settings: Settings, *, run_migrations: bool = True) -> Registr
     return RegistryService(Database(settings.sqlalchemy_url), open_store(settings), settings)
 
 
-def create_app(settings: Settings | None = None, *, run_migrations: bool = True) -> Starlette:
+def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
+               workers: int = 0) -> Starlette:
+    """The registry app. ``workers``: verification worker processes to run for the app's
+    lifetime (``assay serve``), started once the schema is migrated and stopped, handing
+    their jobs back, when the app shuts down."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -41,9 +46,20 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True)
         log.info("assay registry ready: database %s, storage %s",
                  app.state.registry.db.engine.url.render_as_string(hide_password=True),
                  settings.storage)
+        pool = None
+        if workers:
+            from worker.pool import Pool
+
+            pool = Pool(settings, workers)
+            pool.start()
+            log.info("%d verification worker(s): pids %s", workers, pool.pids)
         try:
             yield
         finally:
+            # Here, not after uvicorn.run returns: uvicorn re-raises the signal that
+            # stopped it once it has shut down, and code after run() never executes.
+            if pool is not None:
+                await anyio.to_thread.run_sync(pool.stop)
             app.state.registry.db.dispose()
 
     app = Starlette(routes=[*oci_routes, *rest_routes], lifespan=lifespan,

@@ -65,23 +65,10 @@ def serve(host, port, data_dir, log_level, workers) -> None:
                          workers=workers)
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = create_app(settings)  # migrates the database before any worker starts
-    pool = None
-    if settings.workers:
-        from worker.pool import Pool
-
-        pool = Pool(settings, settings.workers)
-        pool.start()
-        logging.getLogger("assay").info("%d verification worker(s): pids %s",
-                                        settings.workers, pool.pids)
-    try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                    access_log=settings.log_level == "debug", loop="uvloop",
-                    http="httptools", proxy_headers=False, server_header=False,
-                    date_header=False)
-    finally:
-        if pool is not None:
-            pool.stop()
+    app = create_app(settings, workers=settings.workers)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
+                access_log=settings.log_level == "debug", loop="uvloop", http="httptools",
+                proxy_headers=False, server_header=False, date_header=False)
 
 
 @main.command()

@@ -25,10 +25,12 @@ without counting the attempt, so another worker runs it from scratch.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -206,7 +208,7 @@ class Worker:
 # ---------------------------------------------------------------------------- processes
 
 
-def _worker_main(settings_json: str, name: str) -> None:
+def _worker_main(settings_json: str, name: str, parent: int) -> None:
     """Entry point of one worker process."""
     settings = Settings.model_validate_json(settings_json)
     logging.basicConfig(level=settings.log_level.upper(),
@@ -218,11 +220,35 @@ def _worker_main(settings_json: str, name: str) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    _stop_with_parent(stop, parent)
     worker = Worker(settings, stop, name)
     try:
         worker.run()
     finally:
         worker.close()
+
+
+def _stop_with_parent(stop: threading.Event, parent: int) -> None:
+    """A worker outlives neither ``assay serve`` nor ``assay worker``, however they end
+    (SIGKILL included): on Linux the kernel sends SIGTERM when the parent dies (which the
+    handler turns into a graceful stop); everywhere a thread watches the parent pid.
+    ``parent`` is the pid the pool had when it spawned us: if it died while we started,
+    ``getppid()`` already names our new parent."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+
+    def watch() -> None:
+        while not stop.wait(1.0):
+            if os.getppid() != parent:
+                log.warning("the worker's parent process %s is gone; stopping", parent)
+                stop.set()
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+    if os.getppid() != parent:  # it died before prctl took effect
+        stop.set()
 
 
 class Pool:
@@ -241,7 +267,8 @@ class Pool:
 
     def _spawn(self):
         proc = self._ctx.Process(target=_worker_main, daemon=False,
-                                 args=(self.settings.model_dump_json(), self.name),
+                                 args=(self.settings.model_dump_json(), self.name,
+                                       os.getpid()),
                                  name=f"assay-{self.name}")
         proc.start()
         return proc
