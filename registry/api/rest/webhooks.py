@@ -14,7 +14,8 @@
 ``events`` lists actions (``push``, ``delete``, ``tag``, ``verification.started``,
 ``verification.succeeded``, ``verification.failed``); absent or ``[]`` means all of them.
 ``repository`` is an fnmatch glob over repository names. The envelope and the signature
-are described in ``registry.services.events``.
+are described in ``registry.services.events``; the OpenAPI description of these
+operations is ``webhook_paths`` in ``registry.api.rest.openapi``.
 """
 
 from __future__ import annotations
@@ -26,16 +27,7 @@ from starlette.responses import JSONResponse
 from registry.api.oci.base import service
 from registry.api.rest.manifests import json_body
 from registry.errors import PaginationInvalid, RequestInvalid
-from registry.services.events import (
-    ACTIONS,
-    DEAD,
-    DELIVERED,
-    MAX_PAGE,
-    MAX_PATTERN,
-    MAX_SECRET,
-    MAX_URL,
-    PENDING,
-)
+from registry.services.events import MAX_PAGE
 
 _FIELDS = {"url", "secret", "events", "repository"}
 
@@ -104,144 +96,3 @@ async def redeliver(request: Request) -> JSONResponse:
                                   _id(request, "delivery_id"))
     return JSONResponse(row, status_code=202)
 
-
-# ---- OpenAPI (registry.api.rest.openapi merges this section) ------------------------------
-
-def openapi_paths() -> dict:
-    """This module's operations for ``/api/v1/openapi.json``; self-contained apart from the
-    shared ``Problem<status>`` responses."""
-    time = {"type": "string", "format": "date-time"}
-
-    def maybe(schema: dict) -> dict:
-        return {"anyOf": [schema, {"type": "null"}]}
-
-    action = {"type": "string", "enum": list(ACTIONS)}
-    webhook = {
-        "type": "object",
-        "required": ["id", "url", "events", "repository", "active", "secret", "created_at",
-                     "deliveries"],
-        "properties": {
-            "id": {"type": "integer"}, "url": {"type": "string"},
-            "events": {"type": "array", "items": action,
-                       "description": "Actions sent; empty: every action."},
-            "repository": maybe({"type": "string", "description": "fnmatch glob"}),
-            "active": {"type": "boolean"},
-            "secret": {"type": "string", "description": "Masked: never the secret."},
-            "created_at": time,
-            "deliveries": {"type": "object", "required": [PENDING, DELIVERED, DEAD],
-                           "properties": {s: {"type": "integer"}
-                                          for s in (PENDING, DELIVERED, DEAD)}},
-        },
-    }
-    delivery_props = {
-        "id": {"type": "integer"}, "webhook": {"type": "integer"},
-        "event_id": {"type": "string"}, "action": action,
-        "status": {"type": "string", "enum": [PENDING, DELIVERED, DEAD]},
-        "attempts": {"type": "integer"},
-        "last_status_code": maybe({"type": "integer"}),
-        "last_error": maybe({"type": "string"}),
-        "last_attempt_at": maybe(time), "delivered_at": maybe(time), "created_at": time,
-        "target": maybe({"type": "object", "properties": {
-            "repository": {"type": "string"}, "digest": {"type": "string"},
-            "tag": {"type": "string"}}}),
-    }
-    delivery = {"type": "object", "required": list(delivery_props),
-                "properties": delivery_props}
-    create_body = {
-        "type": "object", "required": ["url", "secret"], "additionalProperties": False,
-        "properties": {
-            "url": {"type": "string", "pattern": r"^https?://[^\s/?#]+", "maxLength": MAX_URL,
-                    "description": "An http:// or https:// URL with a host."},
-            "secret": {"type": "string", "minLength": 1, "maxLength": MAX_SECRET,
-                       "pattern": r"^[^\x00-\x1f\x7f]+$",
-                       "description": "Key of the X-Assay-Signature HMAC-SHA256."},
-            "events": maybe({"type": "array", "items": action,
-                             "description": "Actions to send; absent, null or []: all."}),
-            "repository": maybe({"type": "string", "maxLength": MAX_PATTERN,
-                                 "description": "fnmatch glob over repository names"}),
-        },
-    }
-
-    def problems(*statuses: int) -> dict:
-        return {str(s): {"$ref": f"#/components/responses/Problem{s}"} for s in statuses}
-
-    def ok(schema: dict, status: int = 200, description: str = "OK", **extra) -> dict:
-        return {str(status): {"description": description,
-                              "content": {"application/json": {"schema": schema}}, **extra}}
-
-    def path_id(name: str, description: str) -> dict:
-        return {"name": name, "in": "path", "required": True, "description": description,
-                "schema": {"type": "integer", "minimum": 1}, "example": 1}
-
-    hook_id = path_id("id", "A webhook id.")
-    delivery_id = path_id("delivery_id", "A delivery id (of that webhook).")
-    by_id = {"id": "$response.body#/id"}
-    tags = ["webhooks"]
-    base = "/api/v1/webhooks"
-    return {
-        base: {
-            "post": {"operationId": "createWebhook", "tags": tags,
-                     "summary": "Subscribe a URL to signed events",
-                     "requestBody": {"required": True, "content": {
-                         "application/json": {"schema": create_body}}},
-                     "responses": {**ok(webhook, 201, "Subscribed", links={
-                         "GetWebhook": {"operationId": "getWebhook", "parameters": by_id},
-                         "ListDeliveries": {"operationId": "listDeliveries",
-                                            "parameters": by_id},
-                         "DeleteWebhook": {"operationId": "deleteWebhook",
-                                           "parameters": by_id}}),
-                         **problems(400)}},
-            "get": {"operationId": "listWebhooks", "tags": tags,
-                    "summary": "Every subscription (secrets masked)",
-                    "responses": ok({"type": "object", "required": ["webhooks"],
-                                     "properties": {"webhooks": {"type": "array",
-                                                                 "items": webhook}}})},
-        },
-        base + "/{id}": {
-            "get": {"operationId": "getWebhook", "tags": tags, "summary": "One subscription",
-                    "parameters": [hook_id],
-                    "responses": {**ok(webhook), **problems(404)}},
-            "delete": {"operationId": "deleteWebhook", "tags": tags,
-                       "summary": "Unsubscribe (the delivery log goes with it)",
-                       "parameters": [hook_id],
-                       "responses": {**ok({"type": "object", "required": ["deleted"],
-                                           "properties": {"deleted": {"type": "integer"}}}),
-                                     **problems(404)}},
-        },
-        base + "/{id}/deliveries": {"get": {
-            "operationId": "listDeliveries", "tags": tags,
-            "summary": "The delivery log, newest first",
-            "parameters": [hook_id,
-                           {"name": "n", "in": "query", "required": False,
-                            "schema": {"type": "integer", "minimum": 0},
-                            "description": f"Page size (at most {MAX_PAGE})."},
-                           {"name": "last", "in": "query", "required": False,
-                            "schema": {"type": "integer", "minimum": 0},
-                            "description": "Only deliveries older than this id."}],
-            "responses": {**ok({"type": "object", "required": ["deliveries"],
-                                "properties": {"deliveries": {"type": "array",
-                                                              "items": delivery}}},
-                               headers={"Link": {"description": "The next page, when this "
-                                                                "one is full.",
-                                                 "schema": {"type": "string"}}}),
-                          **problems(400, 404)},
-        }},
-        base + "/{id}/deliveries/{delivery_id}": {"get": {
-            "operationId": "getDelivery", "tags": tags,
-            "summary": "One delivery, with the exact body sent",
-            "parameters": [hook_id, delivery_id],
-            "responses": {**ok({**delivery, "required": [*delivery["required"], "body"],
-                                "properties": {**delivery_props,
-                                               "body": {"type": "string"}}}),
-                          **problems(404)},
-        }},
-        base + "/{id}/deliveries/{delivery_id}/redeliver": {"post": {
-            "operationId": "redeliver", "tags": tags,
-            "summary": "Send a delivery again (pending, with a new job)",
-            "parameters": [hook_id, delivery_id],
-            "responses": {**ok({**delivery, "required": [*delivery["required"], "job"],
-                                "properties": {**delivery_props,
-                                               "job": {"type": "integer"}}}, 202, "Queued"),
-                          **problems(404)},
-        }},
-    }
