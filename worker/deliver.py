@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 
@@ -45,6 +46,8 @@ from registry.services.events import (
     sign,
 )
 from worker.queue import FAILED, JobQueue, new_worker_id
+
+RECONCILE_SECONDS = 60.0
 
 log = logging.getLogger("assay.deliver")
 
@@ -84,8 +87,15 @@ class Deliverer:
     def run(self) -> None:
         """Deliver until ``stop`` is set; an idle loop polls every ``job_poll_seconds``."""
         log.info("webhook deliverer %s started", self.worker_id)
+        next_reconcile = 0.0
         try:
             while not self.stop.is_set():
+                if time.monotonic() >= next_reconcile:  # deliveries whose worker died
+                    next_reconcile = time.monotonic() + RECONCILE_SECONDS
+                    try:
+                        self.events.reconcile()
+                    except Exception:
+                        log.exception("reconciling webhook deliveries failed")
                 try:
                     outcome = self.step()
                 except Exception:

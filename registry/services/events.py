@@ -307,6 +307,27 @@ class EventService(Service):
         return Outgoing(row.id, row.webhook_id, row.url, row.secret, row.event_id, row.action,
                         row.body, row.status)
 
+    def reconcile(self, limit: int = 500) -> int:
+        """Deliveries still "pending" whose job ended "failed" without saying so (its
+        worker died during the last attempt): dead-letter them. Returns how many."""
+        with self.db.read() as conn:
+            rows = conn.execute(select(deliveries.c.id, deliveries.c.event_id)
+                                .where(deliveries.c.status == PENDING)
+                                .order_by(deliveries.c.id).limit(limit)).all()
+        fixed = 0
+        for row in rows:
+            key = dedupe_key(row.id, row.event_id)
+            if self.queue.find(key) is not None:
+                continue
+            job = self.queue.latest(key)
+            if job is not None and job.status == "failed":
+                with self.db.write() as conn:
+                    fixed += conn.execute(
+                        update(deliveries).where(deliveries.c.id == row.id,
+                                                 deliveries.c.status == PENDING)
+                        .values(status=DEAD, last_error=job.last_error)).rowcount
+        return fixed
+
     @staticmethod
     def record_attempt(conn, delivery_id: int, *, status: str | None, code: int | None,
                        error: str | None, when: datetime) -> None:

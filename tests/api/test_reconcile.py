@@ -34,3 +34,24 @@ def test_a_job_that_ended_without_a_verdict_fails_its_model(client, service):
     assert body["reason"] == "verification could not run: worker w stopped heartbeating"
     assert service.verification.reconcile() == 0  # nothing left to repair
 
+
+
+def test_a_delivery_whose_job_died_on_its_last_attempt_is_dead_lettered(client, service):
+    from sqlalchemy import select
+
+    from registry.db.tables import deliveries
+
+    service.events.create("http://127.0.0.1:9/hook", "s" * 16, ["push"])
+    push_model(client, "team/tiny", "v1")
+    job = service.queue.claim(WORKER, ["deliver"])
+    assert job is not None
+    # The worker died during the last attempt: the queue failed the job, the row was
+    # never told.
+    assert service.queue.fail(job.id, WORKER, "worker w stopped heartbeating", retry=False)
+    with service.db.read() as conn:
+        assert conn.execute(select(deliveries.c.status)).scalar_one() == "pending"
+    assert service.events.reconcile() == 1
+    with service.db.read() as conn:
+        row = conn.execute(select(deliveries.c.status, deliveries.c.last_error)).one()
+    assert tuple(row) == ("dead", "worker w stopped heartbeating")
+    assert service.events.reconcile() == 0
