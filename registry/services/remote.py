@@ -58,7 +58,7 @@ from registry.manifests import (
 )
 from registry.models.formats import classify
 from registry.services.common import Service
-from registry.services.verification import Policy, verification_json
+from registry.services.verification import Policy, repair_statuses, verification_json
 
 REMOTE_JOB = "verify_remote"
 QUEUED, VERIFYING, READY, FAILED = "queued", "verifying", "ready", "failed"
@@ -610,27 +610,23 @@ class RemoteService(Service):
             rows = conn.execute(select(remote_models.c.id, remote_models.c.digest,
                                        remote_models.c.status).where(
                 remote_models.c.status.in_((QUEUED, VERIFYING)))).all()
-        fixed = 0
-        for row in rows:
-            key = dedupe_key(row.id, row.digest)
-            live = self.queue.find(key)
-            if live is not None:
-                if live.status == "queued" and row.status == VERIFYING:
-                    with self.db.write() as conn:
-                        conn.execute(update(remote_models).where(
-                            remote_models.c.id == row.id, remote_models.c.status == VERIFYING)
-                            .values(status=QUEUED, updated_at=utcnow()))
-                continue
-            job = self.queue.latest(key)
-            if job is not None and job.status == "failed":
-                with self.db.write() as conn:
-                    done = conn.execute(update(remote_models).where(
-                        remote_models.c.id == row.id,
-                        remote_models.c.status.in_((QUEUED, VERIFYING))).values(
-                        status=FAILED, updated_at=utcnow(),
-                        status_reason=f"verification could not run: {job.last_error}"))
-                fixed += done.rowcount
-        return fixed
+
+        def requeue(row) -> None:
+            with self.db.write() as conn:
+                conn.execute(update(remote_models).where(
+                    remote_models.c.id == row.id, remote_models.c.status == VERIFYING)
+                    .values(status=QUEUED, updated_at=utcnow()))
+
+        def fail(row, error: str | None) -> int:
+            with self.db.write() as conn:
+                return conn.execute(update(remote_models).where(
+                    remote_models.c.id == row.id,
+                    remote_models.c.status.in_((QUEUED, VERIFYING))).values(
+                    status=FAILED, updated_at=utcnow(),
+                    status_reason=f"verification could not run: {error}")).rowcount
+
+        return repair_statuses(self.queue, rows, lambda r: dedupe_key(r.id, r.digest),
+                               requeue, fail)
 
     def _emit(self, conn, row, status: str, result: dict | None,
               reason: str | None = None) -> None:

@@ -239,23 +239,19 @@ class VerificationService(Service):
         with self.db.read() as conn:
             rows = conn.execute(select(manifests.c.id, manifests.c.digest, manifests.c.status)
                                 .where(manifests.c.status.in_((QUEUED, VERIFYING)))).all()
-        fixed = 0
-        for row in rows:
-            key = dedupe_key(row.id, row.digest)
-            live = self.queue.find(key)
-            if live is not None:
-                if live.status == "queued" and row.status == VERIFYING:
-                    # Its worker died and the job went back to the queue.
-                    with self.db.write() as conn:
-                        conn.execute(update(manifests).where(
-                            manifests.c.id == row.id, manifests.c.status == VERIFYING)
-                            .values(status=QUEUED, status_changed_at=_now()))
-                continue
-            job = self.queue.latest(key)
-            if job is not None and job.status == "failed":
-                with self.db.write() as conn:
-                    fixed += self._fail_unrun(conn, row.id, row.digest, job.last_error)
-        return fixed
+
+        def requeue(row) -> None:
+            with self.db.write() as conn:
+                conn.execute(update(manifests).where(
+                    manifests.c.id == row.id, manifests.c.status == VERIFYING)
+                    .values(status=QUEUED, status_changed_at=_now()))
+
+        def fail(row, error: str | None) -> int:
+            with self.db.write() as conn:
+                return self._fail_unrun(conn, row.id, row.digest, error)
+
+        return repair_statuses(self.queue, rows, lambda r: dedupe_key(r.id, r.digest),
+                               requeue, fail)
 
     def _fail_unrun(self, conn, manifest_id: int, digest: str, error: str | None) -> int:
         """A model whose verification could never run: failed, with that as the reason
@@ -376,6 +372,24 @@ class VerificationService(Service):
                                 .where(verifications.c.manifest_id == row.id)
                                 .order_by(verifications.c.id.desc())).all()
         return [verification_json(r) for r in rows]
+
+
+def repair_statuses(queue, rows, key, requeue, fail) -> int:
+    """What a dead worker left behind, for rows with ``.status`` queued/verifying (models
+    here, or in other registries): "verifying" whose job ``key(row)`` is back in the queue
+    -> ``requeue(row)``; no live job and the last one ``failed`` (stale on its last
+    attempt) -> ``fail(row, error)``, which returns how many rows it changed."""
+    fixed = 0
+    for row in rows:
+        live = queue.find(key(row))
+        if live is not None:
+            if live.status == "queued" and row.status == VERIFYING:
+                requeue(row)
+            continue
+        job = queue.latest(key(row))
+        if job is not None and job.status == "failed":
+            fixed += fail(row, job.last_error)
+    return fixed
 
 
 def verification_json(row) -> dict:

@@ -55,3 +55,45 @@ def test_a_delivery_whose_job_died_on_its_last_attempt_is_dead_lettered(client, 
         row = conn.execute(select(deliveries.c.status, deliveries.c.last_error)).one()
     assert tuple(row) == ("dead", "worker w stopped heartbeating")
     assert service.events.reconcile() == 0
+
+
+def remote_model(service, status: str) -> tuple[int, str]:
+    """A model in another registry, its job claimed by a worker (as worker/remote.py)."""
+    from registry.db.tables import remote_models, utcnow
+    from registry.services.remote import REMOTE_JOB, dedupe_key
+
+    digest = "sha256:" + "ab" * 32
+    now = utcnow()
+    with service.db.write() as conn:
+        rid = conn.execute(remote_models.insert().values(
+            reference=f"elsewhere:5000/team/m@{digest}", registry="elsewhere:5000",
+            repository="team/m", digest=digest, status=status, created_at=now,
+            updated_at=now).returning(remote_models.c.id)).scalar_one()
+        service.queue.enqueue(conn, REMOTE_JOB, {"remote_model_id": rid},
+                              dedupe_key=dedupe_key(rid, digest))
+    job = service.queue.claim(WORKER, [REMOTE_JOB])
+    assert job is not None
+    return rid, job.id
+
+
+def remote_status(service, rid: int) -> tuple:
+    from sqlalchemy import select
+
+    from registry.db.tables import remote_models
+
+    with service.db.read() as conn:
+        return tuple(conn.execute(select(remote_models.c.status, remote_models.c.status_reason)
+                                  .where(remote_models.c.id == rid)).one())
+
+
+def test_remote_models_are_repaired_the_same_way(service):
+    rid, job_id = remote_model(service, "verifying")
+    assert service.queue.release(job_id, WORKER)  # back in the queue, model untouched
+    assert service.remote.reconcile() == 0
+    assert remote_status(service, rid) == ("queued", None)
+
+    job = service.queue.claim(WORKER, ["verify_remote"])
+    assert service.queue.fail(job.id, WORKER, "worker w stopped heartbeating", retry=False)
+    assert service.remote.reconcile() == 1
+    assert remote_status(service, rid) == \
+        ("failed", "verification could not run: worker w stopped heartbeating")
