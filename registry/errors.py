@@ -23,6 +23,10 @@ Hierarchy::
     ├── Unsupported                   UNSUPPORTED           405
     ├── RequestInvalid                UNSUPPORTED           400 (REST: a bad field)
     ├── NotAModel                     UNSUPPORTED           409 (REST: verify a non-model)
+    ├── Unauthorized                  UNAUTHORIZED          401 (webhooks in: bad credentials)
+    ├── HooksDisabled                 DENIED                403 (webhooks in: not configured)
+    ├── BodyTooLarge                  SIZE_INVALID          413 (a REST body over its limit)
+    ├── RemoteUnavailable             UNKNOWN               502 (another registry unreachable)
     └── StorageError                  UNKNOWN               500 (backend failure)
 
 Codes are only those the OCI distribution spec lists. Handlers raise these;
@@ -176,6 +180,35 @@ class NotAModel(RegistryError):
     code = "UNSUPPORTED"
     status = 409
     default_message = "not a model"
+
+
+class Unauthorized(RegistryError):
+    code = "UNAUTHORIZED"
+    status = 401
+    default_message = "authentication required"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="assay-hooks"'}
+
+
+class HooksDisabled(RegistryError):
+    code = "DENIED"
+    status = 403
+    default_message = "webhook validation is not configured"
+
+
+class BodyTooLarge(RegistryError):
+    code = "SIZE_INVALID"
+    status = 413
+    default_message = "the body is too large"
+
+
+class RemoteUnavailable(RegistryError):
+    """A remote registry could not be asked (tag resolution at submit time)."""
+
+    code = "UNKNOWN"
+    status = 502
+    default_message = "the remote registry could not be reached"
 
 
 class StorageError(RegistryError):

@@ -47,6 +47,7 @@ from registry.errors import (
     NotAModel,
     NotFound,
     RegistryError,
+    RemoteUnavailable,
     RequestInvalid,
 )
 from registry.manifests import (
@@ -71,14 +72,6 @@ MAX_EVENTS = 1000
 # CloudEvents types whose words say the model was not pushed.
 _NOT_A_PUSH = {"pull", "pulled", "delete", "deleted", "remove", "removed", "mount", "mounted",
                "get", "head", "quarantine", "quarantined", "scan", "scanned"}
-
-
-class RemoteUnavailable(RegistryError):
-    """A remote registry could not be asked (tag resolution at submit time)."""
-
-    code = "UNKNOWN"
-    status = 502
-    default_message = "the remote registry could not be reached"
 
 
 def dedupe_key(remote_model_id: int, digest: str) -> str:

@@ -87,3 +87,20 @@ class ApiVersionMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_header)
+
+
+async def read_limited(request: Request, limit: int,
+                       too_large: Callable[[int | None], Exception]) -> bytes:
+    """The whole request body, refusing more than ``limit`` bytes: by the declared
+    Content-Length before reading (``too_large(declared)``), or as soon as the stream
+    passes the limit (``too_large(None)``)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large(int(declared))
+    parts, total = [], 0
+    async for part in request.stream():
+        total += len(part)
+        if total > limit:
+            raise too_large(None)
+        parts.append(part)
+    return b"".join(parts)

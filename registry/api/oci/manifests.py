@@ -6,7 +6,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from registry.api.oci.base import absolute, empty, quick_read, repo_name, service
+from registry.api.oci.base import (
+    absolute,
+    empty,
+    quick_read,
+    read_limited,
+    repo_name,
+    service,
+)
 from registry.errors import ManifestTooLarge
 
 
@@ -22,23 +29,19 @@ async def get_manifest(request: Request) -> Response:
     return Response(m.content, headers=headers)
 
 
-async def _read_limited(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise ManifestTooLarge(f"manifest is {declared} bytes; the limit is {limit}")
-    parts, total = [], 0
-    async for part in request.stream():
-        total += len(part)
-        if total > limit:
-            raise ManifestTooLarge(f"manifest exceeds the limit of {limit} bytes")
-        parts.append(part)
-    return b"".join(parts)
+def _too_large(limit: int):
+    def error(declared: int | None) -> ManifestTooLarge:
+        if declared is not None:
+            return ManifestTooLarge(f"manifest is {declared} bytes; the limit is {limit}")
+        return ManifestTooLarge(f"manifest exceeds the limit of {limit} bytes")
+    return error
 
 
 async def put_manifest(request: Request) -> Response:
     name, reference = repo_name(request), request.path_params["reference"]
     svc = service(request)
-    content = await _read_limited(request, svc.settings.max_manifest_bytes)
+    limit = svc.settings.max_manifest_bytes
+    content = await read_limited(request, limit, _too_large(limit))
     result = await run_in_threadpool(svc.manifests.put, name, reference, content,
                                      request.headers.get("content-type"))
     headers = {"Location": absolute(request, f"/v2/{name}/manifests/{result.digest}"),

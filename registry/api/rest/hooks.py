@@ -33,35 +33,19 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from registry.api.oci.base import service
-from registry.errors import RegistryError, RequestInvalid
+from registry.api.oci.base import read_limited, service
+from registry.errors import (
+    BodyTooLarge,
+    HooksDisabled,
+    RequestInvalid,
+    Unauthorized,
+)
 from registry.services.remote import parse_payload
 
 MAX_BODY = 1024 * 1024
 SIGNATURE_HEADER = "x-assay-signature"
 HOW = ("set ASSAY_HOOK_TOKEN (sent as 'Authorization: Bearer <token>') or ASSAY_HOOK_SECRET "
        "(sent as 'X-Assay-Signature: sha256=<hex HMAC-SHA256 of the body>')")
-
-
-class Unauthorized(RegistryError):
-    code = "UNAUTHORIZED"
-    status = 401
-    default_message = "authentication required"
-
-    def headers(self) -> dict[str, str]:
-        return {"WWW-Authenticate": 'Bearer realm="assay-hooks"'}
-
-
-class HooksDisabled(RegistryError):
-    code = "DENIED"
-    status = 403
-    default_message = "webhook validation is not configured"
-
-
-class BodyTooLarge(RegistryError):
-    code = "SIZE_INVALID"
-    status = 413
-    default_message = "the body is too large"
 
 
 def check_configured(settings) -> None:
@@ -89,23 +73,14 @@ def authenticate(settings, headers, body: bytes) -> str:
                        "does not match this registry's ASSAY_HOOK_TOKEN / ASSAY_HOOK_SECRET")
 
 
-async def _body(request: Request) -> bytes:
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > MAX_BODY:
-        raise BodyTooLarge(f"a hook body may be at most {MAX_BODY} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY:
-            raise BodyTooLarge(f"a hook body may be at most {MAX_BODY} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+def _too_large(_declared: int | None) -> BodyTooLarge:
+    return BodyTooLarge(f"a hook body may be at most {MAX_BODY} bytes")
 
 
 async def validate(request: Request) -> JSONResponse:
     settings = request.app.state.settings
     check_configured(settings)  # before reading anything
-    body = await _body(request)
+    body = await read_limited(request, MAX_BODY, _too_large)
     authenticate(settings, request.headers, body)
     try:
         doc = json.loads(body)
