@@ -136,18 +136,7 @@ def cli(tmp_path_factory):
 # ---------------------------------------------------------------------- broken models
 
 
-@pytest.fixture(scope="session")
-def broken_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("broken-ggufs")
-
-
-@pytest.fixture(scope="session")
-def truncated_gguf(gemma_gguf, broken_dir) -> Path:
-    """The first half of Gemma: the header and tensor table are intact, the data is not."""
-    target = broken_dir / "truncated.gguf"
-    with open(gemma_gguf, "rb") as src, open(target, "wb") as dst:
-        dst.write(src.read(gemma_gguf.stat().st_size // 2))
-    return target
+# ``broken_dir`` and ``truncated_gguf`` come from tests/support/models.py.
 
 
 def _tensor_type_offset(path: Path, name: str) -> int:

@@ -136,3 +136,18 @@ def gemma_gguf() -> Path:
         return gemma_gguf_path()
     except RuntimeError as exc:
         pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def broken_dir(tmp_path_factory) -> Path:
+    """Where the session's deliberately broken GGUFs are written."""
+    return tmp_path_factory.mktemp("broken-ggufs")
+
+
+@pytest.fixture(scope="session")
+def truncated_gguf(gemma_gguf, broken_dir) -> Path:
+    """The first half of Gemma: the header and tensor table are intact, the data is not."""
+    target = broken_dir / "truncated.gguf"
+    with open(gemma_gguf, "rb") as src, open(target, "wb") as dst:
+        dst.write(src.read(gemma_gguf.stat().st_size // 2))
+    return target

@@ -35,17 +35,7 @@ def _edit_tensor(path: Path, edit) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def broken_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("broken-ggufs")
-
-
-@pytest.fixture(scope="session")
-def truncated_gguf(gemma_gguf, broken_dir) -> Path:
-    target = broken_dir / "truncated.gguf"
-    with open(gemma_gguf, "rb") as src, open(target, "wb") as dst:
-        dst.write(src.read(gemma_gguf.stat().st_size // 2))
-    return target
+# ``broken_dir`` and ``truncated_gguf`` come from tests/support/models.py.
 
 
 @pytest.fixture(scope="session")
