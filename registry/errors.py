@@ -10,7 +10,8 @@ Hierarchy::
     │   │   └── ModelNotReady         MANIFEST_UNKNOWN      404 (readiness gate: names why)
     │   └── NameUnknown               NAME_UNKNOWN          404
     ├── BlobUploadInvalid             BLOB_UPLOAD_INVALID   400
-    │   └── RangeInvalid              BLOB_UPLOAD_INVALID   416 (carries the current offset)
+    │   ├── RangeInvalid              BLOB_UPLOAD_INVALID   416 (carries the current offset)
+    │   └── BodyTimeout               BLOB_UPLOAD_INVALID   400 (a request body stalled)
     ├── DigestInvalid                 DIGEST_INVALID        400
     ├── ManifestInvalid               MANIFEST_INVALID      400
     │   └── ManifestTooLarge          MANIFEST_INVALID      413
@@ -18,6 +19,7 @@ Hierarchy::
     ├── NameInvalid                   NAME_INVALID          400
     ├── TagInvalid                    MANIFEST_INVALID      400
     ├── SizeInvalid                   SIZE_INVALID          400
+    │   └── UploadTooLarge            SIZE_INVALID          413 (max_upload_bytes)
     ├── RangeNotSatisfiable           SIZE_INVALID          416 (blob GET)
     ├── PaginationInvalid             UNSUPPORTED           400
     ├── Unsupported                   UNSUPPORTED           405
@@ -26,6 +28,7 @@ Hierarchy::
     ├── Unauthorized                  UNAUTHORIZED          401 (webhooks in: bad credentials)
     ├── HooksDisabled                 DENIED                403 (webhooks in: not configured)
     ├── BodyTooLarge                  SIZE_INVALID          413 (a REST body over its limit)
+    ├── TooManyRequests               TOOMANYREQUESTS       429 (rate or session limit; Retry-After)
     ├── RemoteUnavailable             UNKNOWN               502 (another registry unreachable)
     └── StorageError                  UNKNOWN               500 (backend failure)
 
@@ -105,6 +108,13 @@ class RangeInvalid(BlobUploadInvalid):
         return h
 
 
+class BodyTimeout(BlobUploadInvalid):
+    """No body bytes arrived for ``request_idle_timeout_seconds`` (a stalled client);
+    the spec lists no timeout code, so it is an invalid upload (400)."""
+
+    default_message = "the request body stalled"
+
+
 class DigestInvalid(RegistryError):
     code = "DIGEST_INVALID"
     status = 400
@@ -143,6 +153,13 @@ class SizeInvalid(RegistryError):
     code = "SIZE_INVALID"
     status = 400
     default_message = "provided length did not match content length"
+
+
+class UploadTooLarge(SizeInvalid):
+    """An upload session would grow past ``max_upload_bytes``."""
+
+    status = 413
+    default_message = "the upload exceeds the size limit"
 
 
 class RangeNotSatisfiable(RegistryError):
@@ -201,6 +218,21 @@ class BodyTooLarge(RegistryError):
     code = "SIZE_INVALID"
     status = 413
     default_message = "the body is too large"
+
+
+class TooManyRequests(RegistryError):
+    """A client over a request-rate or open-upload-session limit; ``retry_after`` seconds."""
+
+    code = "TOOMANYREQUESTS"
+    status = 429
+    default_message = "too many requests"
+
+    def __init__(self, message: str | None = None, *, retry_after: float = 1.0):
+        self.retry_after = max(1, int(-(-retry_after // 1)))  # whole seconds, rounded up
+        super().__init__(message, {"retry_after": self.retry_after})
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class RemoteUnavailable(RegistryError):
