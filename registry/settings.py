@@ -66,6 +66,7 @@ class Settings(BaseSettings):
     verify_timeout_seconds: float = 600.0
     verify_memory_bytes: int = 8 * 1024 * MiB
     verify_threads: int | None = None  # None: every core
+    verify_network_isolation: bool = True  # verifier child in its own network namespace
     # A running job whose worker stopped heartbeating this long ago is re-queued.
     job_lease_seconds: float = 60.0
     job_poll_seconds: float = 0.5

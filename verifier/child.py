@@ -5,14 +5,18 @@ stdin, runs the backend, and writes its progress as JSON lines to file descripto
 everything else it or the backend prints goes to stdout/stderr, which the parent keeps as
 the log. Events, in order::
 
+    {"event": "sandbox", "network_isolated": true, "detail": "network namespace (...)"}
     {"event": "ready", "backend_version": "llama-cpp-python 0.3.36"}
     {"event": "loaded", "load_s": 0.41}
     {"event": "done", "generation": {...}}            # verifier.backends.Generation
     {"event": "error", "stage": "import" | "load" | "generate", "error": "Type: message"}
 
-``error`` replaces the events after it. After the last event the process leaves with
-``os._exit(0)``: no interpreter teardown, so a backend destructor that crashes at exit
-cannot turn a finished run into a crash. A run cut short by a signal sends no last event.
+Before it opens the model or imports a backend, while it is still single-threaded, the child
+reads its spec and leaves the network (``verifier.sandbox``, unless ``spec.network_isolation``
+is off); ``sandbox`` says whether that worked. ``error`` replaces the events after it.
+After the last event the process leaves with ``os._exit(0)``: no interpreter teardown, so a
+backend destructor that crashes at exit cannot turn a finished run into a crash. A run cut
+short by a signal sends no last event.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import traceback
 from typing import NoReturn
 
 from verifier.backends import LoadError, backend_module
+from verifier.sandbox import Isolation, isolate_network
 from verifier.spec import Spec
 
 
@@ -64,6 +69,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m verifier.child")
     parser.add_argument("--result-fd", type=int, required=True)
     args = parser.parse_args(argv)
+    spec = Spec.from_dict(json.load(sys.stdin))
+    isolation = (isolate_network() if spec.network_isolation else
+                 Isolation(False, "not isolated: turned off (Spec.network_isolation=False)"))
     _die_with_parent()
     _no_core_dumps()
     events = os.fdopen(args.result_fd, "w", buffering=1, encoding="utf-8")
@@ -78,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         events.close()
         os._exit(0)
 
-    spec = Spec.from_dict(json.load(sys.stdin))
+    emit("sandbox", network_isolated=isolation.network_isolated, detail=isolation.detail)
     backend = backend_module(spec.backend)
     try:
         version = backend.version()

@@ -24,6 +24,11 @@ to the last token, so decode steps only; ``None`` with fewer than two tokens),
 ``output`` (greedy text; invalid UTF-8 replaced) and ``output_sha256`` (hex sha256 of
 ``output`` encoded as UTF-8), ``wall_s`` (the whole ``verify`` call).
 
+Sandbox: ``network_isolated`` is true when the child ran without network access (its own
+network namespace, see ``verifier.sandbox``); ``sandbox`` is one line saying how, or why
+isolation was not available ("not isolated: ..."). A report stored before these fields
+existed loads with ``network_isolated=False`` and ``sandbox=None`` (unknown).
+
 ``to_dict()`` is JSON-safe; ``from_dict()`` ignores keys it does not know, so reports
 stored by a newer version still load.
 """
@@ -56,6 +61,8 @@ class Report:
     output_sha256: str | None = None
     log_tail: str = ""
     wall_s: float | None = None
+    network_isolated: bool = False
+    sandbox: str | None = None
 
     def __post_init__(self) -> None:
         if self.failure is not None and self.failure not in FAILURES:

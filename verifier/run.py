@@ -14,6 +14,11 @@ Contract:
 
 How the child runs (``python -P -m verifier.child``, see ``verifier.child``):
 
+- no network: first thing, while still single-threaded, the child moves into a network
+  namespace of its own (``verifier.sandbox``: ``unshare(CLONE_NEWNET)``, else unprivileged
+  ``CLONE_NEWUSER | CLONE_NEWNET``); where the OS allows neither it runs anyway, and the
+  report says so (``network_isolated=False`` and the reason in ``sandbox``) and a warning is
+  logged;
 - its own session and process group (``start_new_session``); on timeout, on the memory
   limit, when the parent is interrupted, and after every run, the whole group is killed
   with SIGKILL before the child is reaped, so nothing it started survives it;
@@ -44,6 +49,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -66,6 +72,7 @@ LOG_LINE_MAX = 400
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 _PASS_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE",
              "TMPDIR", "TZ", "LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH", "VIRTUAL_ENV")
+log = logging.getLogger(__name__)
 _THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
 
@@ -90,7 +97,7 @@ def verify(spec: Spec, cancel: threading.Event | None = None) -> Report:
     if backend is None:
         report = Report(passed=False, failure="load", **base, reason=(
             f"not a model: {spec.model_path.name} is neither a GGUF file "
-            "(no GGUF magic) nor a model directory"))
+            "(no GGUF magic) nor a model directory"), sandbox="no child process was started")
     else:
         run = _run_child(dataclasses.replace(spec, backend=backend), cancel)
         if run.killed_for == "cancelled":
@@ -290,7 +297,12 @@ def _judge(spec: Spec, backend: str, run: _Run, base: dict) -> Report:
     if error and error.get("stage") == "import" and not run.killed_for:
         raise BackendUnavailable(f"the {backend} backend cannot run here: {error.get('error')}")
 
-    report = Report(passed=True, **base,
+    sandbox = events.get("sandbox", {})
+    isolated = sandbox.get("network_isolated") is True
+    detail = sandbox.get("detail") or "not isolated: the child stopped before it reported"
+    if not isolated and spec.network_isolation:
+        log.warning("verifying %s without network isolation: %s", spec.model_path, detail)
+    report = Report(passed=True, **base, network_isolated=isolated, sandbox=str(detail)[:300],
                     backend_version=events.get("ready", {}).get("backend_version"),
                     load_s=events.get("loaded", {}).get("load_s"),
                     peak_rss_bytes=run.peak_rss_bytes or None,

@@ -45,6 +45,8 @@ class Spec:
     - ``memory_limit_bytes``: limit on the child's resident set size, or ``None``.
     - ``min_generation_tps``: the throughput check; ``None`` means no check.
     - ``seed``: backend seed (greedy decoding does not depend on it; recorded for replay).
+    - ``network_isolation``: run the child in a network namespace of its own where the OS
+      allows it (``verifier.sandbox``); the report says whether it was.
     """
 
     model_path: Path
@@ -57,6 +59,7 @@ class Spec:
     memory_limit_bytes: int | None = 8 * GiB
     min_generation_tps: float | None = None
     seed: int = 0
+    network_isolation: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_path", Path(self.model_path))

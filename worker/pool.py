@@ -160,6 +160,7 @@ class Worker:
                         + sum(w.descriptor.size for w in target.model.weights),
                         threads=self.settings.verify_threads or os.cpu_count() or 1,
                         min_generation_tps=target.policy.min_generation_tps,
+                        network_isolation=self.settings.verify_network_isolation,
                     )
                     report = verify(spec, cancel=cancel)
             except LayoutUnsupported as exc:

@@ -251,6 +251,7 @@ def _verify(worker, job, target, lease: _Lease) -> str | None:
                     + sum(w.descriptor.size for w in fmt.weights),
                     threads=settings.verify_threads or os.cpu_count() or 1,
                     min_generation_tps=target.policy.min_generation_tps,
+                    network_isolation=settings.verify_network_isolation,
                 )
                 report = verify(spec, cancel=lease.cancel)
         except LayoutUnsupported as exc:
