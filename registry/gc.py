@@ -9,15 +9,23 @@ candidates: they live under ``uploads/`` until committed.
 
 Also removed: objects under ``blobs/`` with no SQL row that are older than the grace
 period (left by a crash between storing and recording), and expired upload sessions.
+
+Expired upload sessions (``upload_expiry_seconds`` after their last chunk) already
+answer BLOB_UPLOAD_UNKNOWN; ``sweep_uploads`` deletes their rows and data, and data
+under ``uploads/`` whose row is gone. It runs within ``collect`` (``assay gc``) and
+every ``upload_sweep_seconds`` in the registry process (``sweep_forever``).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import delete, exists, select
+import anyio
+from sqlalchemy import delete, exists, or_, select
 
 from registry.db.tables import blobs, manifest_references, uploads, utcnow
 from registry.services import RegistryService
@@ -76,22 +84,72 @@ def collect(svc: RegistryService, *, dry_run: bool = False, batch: int = 100) ->
                         store.delete(digest)
                     report.orphans += 1
 
-    # Expired sessions, and upload data whose session row is gone. Each one is re-checked
-    # under the write lock, so a session that starts or advances meanwhile is kept.
-    live = uploads.c.expires_at >= now
+    report.uploads = sweep_uploads(svc, dry_run=dry_run)
+    log.info("gc: %s", report)
+    return report
+
+
+def sweep_uploads(svc: RegistryService, *, dry_run: bool = False) -> int:
+    """Remove expired upload sessions (row and data) and upload data with no row that is
+    older than the grace period; returns how many sessions went.
+
+    A session is expired once ``expires_at`` has passed and no request holds its write
+    lease; each one is re-checked under the write lock, so a session that advances
+    meanwhile is kept. Data without a row can only be left by a failure between
+    deleting a row and its data (rows are created before data, removed before it).
+    """
+    now = utcnow()
+    db, store = svc.db, svc.store
+    expired = (uploads.c.expires_at <= now) & or_(uploads.c.writer.is_(None),
+                                                  uploads.c.lease_until <= now)
+    count = 0
+    with db.read() as conn:
+        sessions = list(conn.execute(select(uploads.c.id).where(expired)).scalars())
+    for session in sessions:
+        if dry_run:
+            count += 1
+            continue
+        with db.write() as conn:
+            gone = conn.execute(delete(uploads).where(uploads.c.id == session, expired))
+        if gone.rowcount:
+            store.cancel_upload(session)
+            count += 1
+    horizon = (now - timedelta(seconds=svc.settings.gc_grace_seconds)).timestamp()
     for session, mtime in store.iter_uploads():
         if mtime >= horizon:
             continue
-        with db.write() as conn:
-            if conn.execute(select(uploads.c.id).where(uploads.c.id == session, live)
+        with db.write() as conn:  # under the write lock: a commit may be moving it
+            if conn.execute(select(uploads.c.id).where(uploads.c.id == session)
                             ).first() is not None:
                 continue
             if not dry_run:
-                conn.execute(delete(uploads).where(uploads.c.id == session))
                 store.cancel_upload(session)
-        report.uploads += 1
-    if not dry_run:
-        with db.write() as conn:
-            conn.execute(delete(uploads).where(~live))
-    log.info("gc: %s", report)
-    return report
+        count += 1
+    return count
+
+
+async def sweep_forever(svc: RegistryService, every: float) -> None:
+    """``sweep_uploads`` every ``every`` seconds until cancelled (the app's lifespan)."""
+    while True:
+        await anyio.sleep(every)
+        try:
+            n = await anyio.to_thread.run_sync(sweep_uploads, svc)
+        except Exception:  # a database or storage hiccup: try again next time
+            log.exception("upload sweep failed")
+            continue
+        if n:
+            log.info("upload sweep: removed %d expired or abandoned session(s)", n)
+
+
+@asynccontextmanager
+async def upload_sweeper(svc: RegistryService, every: float) -> AsyncIterator[None]:
+    """Run ``sweep_forever`` while the block runs (not at all when ``every`` <= 0)."""
+    if every <= 0:
+        yield
+        return
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sweep_forever, svc, every)
+        try:
+            yield
+        finally:
+            tg.cancel_scope.cancel()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import re
 import time
 import uuid
 from collections import OrderedDict
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import anyio
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 
 from registry.db.tables import repositories, uploads, utcnow
 from registry.digests import parse_digest
@@ -40,12 +41,18 @@ from registry.errors import (
     DigestInvalid,
     RangeInvalid,
     SizeInvalid,
+    TooManyRequests,
+    UploadTooLarge,
 )
 from registry.services.common import Service, ensure_repo, link_blob
 
 _HASH_CACHE_SIZE = 1024
+_DIGITS = re.compile(r"[0-9]{1,19}")  # fits a BIGINT: larger offsets are invalid anyway
 LEASE = timedelta(seconds=60)
 RENEW_EVERY = 15.0  # seconds; well inside LEASE
+# Retry-After for a client at its max_concurrent_uploads: sessions end when their
+# uploads finish, so a short wait usually frees one.
+SESSIONS_RETRY_AFTER = 30
 
 
 @dataclass
@@ -67,17 +74,31 @@ class UploadService(Service):
     def _expiry(self):
         return utcnow() + timedelta(seconds=self.settings.upload_expiry_seconds)
 
-    def start(self, name: str) -> str:
-        """Open a new session for repository ``name`` and return its id."""
+    def start(self, name: str, owner: str | None = None) -> str:
+        """Open a new session for repository ``name`` and return its id.
+
+        ``owner`` (the user, else the client IP; None for the registry itself) may hold
+        ``max_concurrent_uploads`` open sessions; one more raises TooManyRequests.
+        """
         session = uuid.uuid4().hex
         now = utcnow()
+        limit = self.settings.max_concurrent_uploads
         # Row first, storage second: GC removes upload data only when its row is gone
         # or expired, so data must never exist before its row.
         with self.db.write() as conn:
+            if owner is not None and limit > 0:
+                open_sessions = conn.execute(
+                    select(func.count()).select_from(uploads)
+                    .where(uploads.c.owner == owner, uploads.c.expires_at > now)).scalar()
+                if open_sessions >= limit:
+                    raise TooManyRequests(
+                        f"{open_sessions} upload sessions are open for this client; the "
+                        f"limit is {limit}: finish or cancel one",
+                        retry_after=SESSIONS_RETRY_AFTER)
             rid = ensure_repo(self.db, conn, name)
             conn.execute(uploads.insert().values(id=session, repository_id=rid, received=0,
                                                  created_at=now, updated_at=now,
-                                                 expires_at=self._expiry()))
+                                                 expires_at=self._expiry(), owner=owner))
         self.store.begin_upload(session)
         self._hashes[session] = (0, hashlib.sha256())
         self._trim()
@@ -166,7 +187,10 @@ class UploadService(Service):
 
         RangeInvalid (416) if the chunk does not start at the current offset or another
         request is writing the session; SizeInvalid if the body length contradicts
-        Content-Range / Content-Length.
+        Content-Range / Content-Length; UploadTooLarge (413) if the session would pass
+        ``max_upload_bytes`` (known up front from the declared length, else while the
+        body streams). On any failure the chunk's bytes are dropped and the session
+        stays at its previous offset.
         """
         expected = None
         if chunk.start is not None and chunk.end is not None:
@@ -178,16 +202,25 @@ class UploadService(Service):
                 raise SizeInvalid(f"Content-Length {chunk.length} does not match Content-Range "
                                   f"{chunk.start}-{chunk.end}")
             expected = chunk.length
+        cap = self.settings.max_upload_bytes
+        if expected is not None and expected > cap:
+            raise UploadTooLarge(f"a chunk of {expected} bytes exceeds the upload limit of "
+                                 f"{cap} bytes", {"limit": cap})
 
         token, received = await anyio.to_thread.run_sync(self._claim, name, session,
                                                          chunk.start)
+        if expected is not None and received + expected > cap:
+            await anyio.to_thread.run_sync(self._release_quietly, session, token)
+            raise UploadTooLarge(f"the upload stands at {received} bytes; {expected} more "
+                                 f"would exceed the limit of {cap} bytes", {"limit": cap})
         cached = self._hashes.pop(session, None)
         hasher = cached[1] if cached and cached[0] == received else None
         writer = None
         try:
             writer = await anyio.to_thread.run_sync(self.store.upload_writer, session, received)
             n = await self._pump(body, writer, hasher, expected,
-                                 renew=lambda: self._renew(session, token))
+                                 renew=lambda: self._renew(session, token),
+                                 cap=cap - received)
             if expected is not None and n != expected:
                 raise SizeInvalid(f"received {n} bytes, expected {expected}")
             await anyio.to_thread.run_sync(writer.close)
@@ -205,13 +238,14 @@ class UploadService(Service):
         return received + n
 
     async def _pump(self, body: AsyncIterator[bytes], writer, hasher, limit: int | None,
-                    renew: Callable[[], None]) -> int:
+                    renew: Callable[[], None], cap: int | None = None) -> int:
         """Copy the request body to ``writer`` (and ``hasher``), off the event loop.
 
         Parts are gathered into batches of ``write_batch_bytes``; each batch is written
         and hashed in two worker threads at once (both release the GIL), while the event
         loop receives the next batch. The parts are never joined: no extra copy.
-        ``renew`` keeps the write lease alive during long chunks.
+        ``renew`` keeps the write lease alive during long chunks; more than ``cap``
+        bytes raise UploadTooLarge.
         """
         batch_size = self.settings.write_batch_bytes
         total, buf, buf_len = 0, [], 0
@@ -235,6 +269,10 @@ class UploadService(Service):
                 total += len(part)
                 if limit is not None and total > limit:
                     raise SizeInvalid(f"body is longer than the declared {limit} bytes")
+                if cap is not None and total > cap:
+                    raise UploadTooLarge("the upload exceeds the limit of "
+                                         f"{self.settings.max_upload_bytes} bytes",
+                                         {"limit": self.settings.max_upload_bytes})
                 buf.append(part)
                 buf_len += len(part)
                 if buf_len >= batch_size:
@@ -318,10 +356,15 @@ class UploadService(Service):
         return digest
 
     async def upload_whole(self, name: str, digest: str, body: AsyncIterator[bytes],
-                           length: int | None) -> int:
-        """A monolithic upload in one request (POST ?digest= or streamed PUT)."""
+                           length: int | None, owner: str | None = None) -> int:
+        """A monolithic upload in one request (POST ?digest= or streamed PUT); on any
+        failure its session and data are removed."""
         parse_digest(digest)
-        session = await anyio.to_thread.run_sync(self.start, name)
+        cap = self.settings.max_upload_bytes
+        if length is not None and length > cap:
+            raise UploadTooLarge(f"a blob of {length} bytes exceeds the upload limit of "
+                                 f"{cap} bytes", {"limit": cap})
+        session = await anyio.to_thread.run_sync(self.start, name, owner)
         try:
             await self.append(name, session, body, Chunk(length=length))
             return await anyio.to_thread.run_sync(self.commit, name, session, digest)
@@ -346,6 +389,6 @@ def parse_content_range(value: str) -> tuple[int, int]:
         v = v[5:].lstrip(" =")
     v = v.split("/", 1)[0].strip()
     start, sep, end = v.partition("-")
-    if not sep or not start.isdigit() or not end.isdigit():
-        raise BlobUploadInvalid(f"invalid Content-Range {value!r}")
+    if not sep or not _DIGITS.fullmatch(start) or not _DIGITS.fullmatch(end):
+        raise BlobUploadInvalid(f"invalid Content-Range {value[:80]!r}")
     return int(start), int(end)

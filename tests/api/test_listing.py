@@ -66,9 +66,7 @@ def test_base_endpoint_and_unknown_routes(client):
 
 
 def test_page_size_is_capped_but_still_linked(client, monkeypatch):
-    import registry.api.oci.base as base
-
-    monkeypatch.setattr(base, "MAX_PAGE", 2)
+    monkeypatch.setattr(client.app.state.settings, "max_page_size", 2)
     for name in ("a", "b", "c"):
         push_image(client, name, "v1")
     r = client.get("/v2/_catalog?n=1000")

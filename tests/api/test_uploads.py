@@ -203,9 +203,16 @@ def test_mount_that_cannot_mount_opens_a_session(client):
 def test_empty_post_with_digest_is_a_probe(client):
     data = b"tensor bytes"
     digest = push_blob(client, "a/one", data)
-    r = client.post("/v2/a/two/blobs/uploads/", params={"digest": digest},
-                    headers={"X-Content-Length": str(len(data)), "Content-Length": "0"})
+    probe = {"X-Content-Length": str(len(data)), "Content-Length": "0"}
+    # Stored, but not readable from a/two: a probe without `from` opens a session
+    # (it must not link blobs of other repositories).
+    r = client.post("/v2/a/two/blobs/uploads/", params={"digest": digest}, headers=probe)
+    assert r.status_code == 202
+    r = client.post("/v2/a/two/blobs/uploads/", params={"digest": digest, "from": "a/one"},
+                    headers=probe)
     assert r.status_code == 201
+    r = client.post("/v2/a/two/blobs/uploads/", params={"digest": digest}, headers=probe)
+    assert r.status_code == 201  # now linked in a/two
     r = client.post("/v2/a/two/blobs/uploads/", params={"digest": sha256(b"missing")},
                     headers={"Content-Length": "0"})
     assert r.status_code == 202 and r.headers["Location"].startswith("http://")

@@ -9,10 +9,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from registry.digests import check_name
+from registry.digests import check_name, check_tag, is_digest, parse_digest
 from registry.errors import PaginationInvalid
 from registry.services import RegistryService
-from registry.services.catalog import MAX_PAGE
 
 T = TypeVar("T")
 API_VERSION = ("docker-distribution-api-version", "registry/2.0")
@@ -31,7 +30,17 @@ async def quick_read(request: Request, fn: Callable[..., T], *args) -> T:
 
 
 def repo_name(request: Request) -> str:
-    return check_name(request.path_params["name"])
+    """The path's repository name, checked (NAME_INVALID); on ``/v2/`` the path's
+    manifest reference is checked too (a tag: MANIFEST_INVALID, a digest:
+    DIGEST_INVALID), so no route ever looks up or stores a malformed one."""
+    name = check_name(request.path_params["name"])
+    reference = request.path_params.get("reference")
+    if reference is not None and request.url.path.startswith("/v2/"):
+        if is_digest(reference):
+            parse_digest(reference)
+        else:
+            check_tag(reference)
+    return name
 
 
 def absolute(request: Request, path: str) -> str:
@@ -44,14 +53,16 @@ def absolute(request: Request, path: str) -> str:
 
 
 def page_args(request: Request) -> tuple[int, str | None]:
-    """``n`` and ``last``. ``n`` is clamped to MAX_PAGE (the page size when absent), so a
-    page cut short by the cap still carries a ``Link`` to the rest."""
+    """``n`` and ``last``. ``n`` is clamped to the ``max_page_size`` setting (the page
+    size when absent), so a page cut short by the cap still carries a ``Link`` to the
+    rest."""
+    cap = request.app.state.settings.max_page_size
     n = request.query_params.get("n")
     if n is None:
-        return MAX_PAGE, request.query_params.get("last") or None
-    if not n.isdigit():
-        raise PaginationInvalid(f"n must be a non-negative integer, not {n!r}")
-    return min(int(n), MAX_PAGE), request.query_params.get("last") or None
+        return cap, request.query_params.get("last") or None
+    if not (n.isascii() and n.isdigit()):
+        raise PaginationInvalid(f"n must be a non-negative integer, not {n[:40]!r}")
+    return min(int(n), cap), request.query_params.get("last") or None
 
 
 def next_link(path: str, n: int | None, items: list[str]) -> dict[str, str]:
@@ -95,7 +106,7 @@ async def read_limited(request: Request, limit: int,
     Content-Length before reading (``too_large(declared)``), or as soon as the stream
     passes the limit (``too_large(None)``)."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise too_large(int(declared))
     parts, total = [], 0
     async for part in request.stream():

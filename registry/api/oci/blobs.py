@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import anyio
@@ -11,6 +12,8 @@ from starlette.responses import Response
 
 from registry.api.oci.base import absolute, empty, quick_read, repo_name, service
 from registry.errors import RangeNotSatisfiable
+
+_DIGITS = re.compile(r"[0-9]+")
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -22,7 +25,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if not header or not header.startswith("bytes=") or "," in header:
         return None
     first, sep, last = header[6:].strip().partition("-")
-    if not sep or not (first.isdigit() or first == "") or not (last.isdigit() or last == ""):
+    if not sep or not _DIGITS.fullmatch(first + "0") or not _DIGITS.fullmatch(last + "0"):
         return None
     if first == "":
         if last == "" or int(last) == 0 or size == 0:
