@@ -19,7 +19,12 @@ arrays are skipped and recorded as ``GGUFArray(element type, length)`` (the voca
 Hostile input is bounded (see the ``MAX_*`` constants) and every violation raises
 ``GGUFHeaderError`` with a one-line message: not a GGUF file, unsupported version,
 truncated header, absurd lengths, unknown types, or a tensor table that does not fit the
-file ("truncated: tensor 'x' ends at byte N but the file has M").
+file ("truncated: tensor 'x' ends at byte N but the file has M"). Every length and count
+is checked against its limit before anything is read or allocated for it, so the work is
+bounded by the header bytes actually present (at most ``MAX_HEADER_BYTES``) and, for the
+costlier items, by ``MAX_TENSORS`` and ``MAX_NESTED``; the memory kept is bounded by
+``MAX_KEPT``. The worst header within these limits parses in a few seconds. Values are
+never interpreted: a chat template is a string like any other, never rendered.
 """
 
 from __future__ import annotations
@@ -38,9 +43,11 @@ SUPPORTED_VERSIONS = (2, 3)
 MAX_STRING = 1 << 20          # chat templates are ~10-50 KB; names are short
 MAX_ARRAY = 1 << 24           # vocabularies are ~32k-262k entries
 MAX_KV = 1 << 16
-MAX_TENSORS = 1 << 20
+MAX_TENSORS = 1 << 16         # the largest real models have a few thousand tensors
 MAX_DIMS = 8
 MAX_ARRAY_DEPTH = 4           # arrays of arrays are legal; deeper nesting is not seen
+MAX_NESTED = 1 << 16          # arrays inside arrays, over the whole header
+MAX_KEPT = 16 << 20           # bytes of keys and string values kept in ``metadata``
 MAX_HEADER_BYTES = 256 << 20  # real headers are a few MB (a 262k vocabulary is ~6 MB)
 
 FIRST_READ = 256 << 10
@@ -142,6 +149,8 @@ class _Cursor:
         self.i = 0       # read position in buf
         self.base = 0    # file offset of buf[0]
         self.chunk = FIRST_READ
+        self.kept = 0    # bytes of strings kept (MAX_KEPT)
+        self.nested = 0  # arrays seen inside arrays (MAX_NESTED)
 
     @property
     def pos(self) -> int:
@@ -192,6 +201,10 @@ class _Cursor:
                 "the header is corrupt")
         if len(self.buf) - self.i < n:
             self.need(n)
+        self.kept += n
+        if self.kept > MAX_KEPT:
+            raise GGUFHeaderError(
+                f"{what}: the header's keys and strings exceed {MAX_KEPT >> 20} MiB")
         raw = self.buf[self.i:self.i + n]
         self.i += n
         return raw.decode("utf-8", errors="replace")
@@ -245,6 +258,10 @@ def _skip_array(cur: _Cursor, what: str, depth: int) -> GGUFArray:
     elif etype == GGUFValueType.ARRAY:
         if depth >= MAX_ARRAY_DEPTH:
             raise GGUFHeaderError(f"array {what} nests arrays deeper than {MAX_ARRAY_DEPTH}")
+        cur.nested += count
+        if cur.nested > MAX_NESTED:
+            raise GGUFHeaderError(
+                f"array {what} nests more than {MAX_NESTED} arrays; the header is corrupt")
         for _ in range(count):
             _skip_array(cur, what, depth + 1)
     else:
@@ -266,7 +283,7 @@ def _tensor(cur: _Cursor, index: int) -> TensorInfo:
     if n_dims > MAX_DIMS:
         raise GGUFHeaderError(f"tensor {name!r} has {n_dims} dimensions (limit {MAX_DIMS})")
     shape = tuple(cur.unpack(_U64) for _ in range(n_dims))
-    if any(d >= 1 << 63 for d in shape):
+    if any(d >= 1 << 63 for d in shape) or math.prod(shape) >= 1 << 63:
         raise GGUFHeaderError(f"tensor {name!r} has an impossible shape {list(shape)}")
     raw_type = cur.unpack(_U32)
     offset = cur.unpack(_U64)

@@ -2,25 +2,43 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import struct
 import time
+import tracemalloc
 
 import gguf
 import numpy as np
 import pytest
 
+from registry.models.cards import read_gguf_card
 from registry.models.gguf_header import (
     MAX_ARRAY,
+    MAX_KEPT,
     MAX_KV,
+    MAX_NESTED,
     MAX_STRING,
     MAX_TENSORS,
     GGUFArray,
     GGUFHeaderError,
     read_gguf_header,
 )
-from tests.support.gguf_files import TINY_PARAMETERS, TINY_VOCAB, gguf_bytes, write_gguf
+from tests.support.gguf_files import (
+    HOSTILE_HEADERS,
+    TINY_PARAMETERS,
+    TINY_VOCAB,
+    gguf_array,
+    gguf_bytes,
+    hostile_file,
+    write_gguf,
+)
+
+try:  # the property test needs hypothesis (installed in the dev venv)
+    import hypothesis
+except ImportError:  # pragma: no cover
+    hypothesis = None
 from tests.support.models import GEMMA_SIZE
 
 T = gguf.GGUFValueType
@@ -278,3 +296,122 @@ def test_unpatched_sparse_copy_parses(gemma_head, tmp_path):
     path = patched_gemma(tmp_path, head, "blk.0.attn_k.weight", lambda buf, at: None)
     with open(path, "rb") as f:
         assert read_gguf_header(f, GEMMA_SIZE).data_offset == data_offset
+
+
+# ---- hostile headers (issue 6): absurd sizes fail fast, with bounded work ---------------
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_HEADERS))
+def test_hostile_headers_fail_fast_with_a_clean_error(name):
+    data = hostile_file(name)
+    start = time.perf_counter()
+    with pytest.raises(GGUFHeaderError) as err:
+        parse(data)
+    assert time.perf_counter() - start < 1.0
+    message = str(err.value)
+    assert "\n" not in message and len(message) < 300, message
+    # The card reader turns it into the card's error, never an exception.
+    card = read_gguf_card(io.BytesIO(data), len(data))
+    assert card.format == "gguf" and card.error == message
+
+
+def test_a_huge_claimed_string_is_never_allocated():
+    # The claimed length is checked before anything is read: no 2**60-byte buffer.
+    tracemalloc.start()
+    try:
+        with pytest.raises(GGUFHeaderError, match="string length of 1152921504606846976"):
+            parse(hostile_file("huge string value", 1 << 20))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20
+
+
+def test_nested_arrays_are_bounded_over_the_whole_header():
+    def nested(count: int) -> bytes:  # ``count`` arrays, each of ``count`` empty arrays
+        inner = gguf_array(T.UINT8, 0)
+        return gguf_array(T.ARRAY, count, gguf_array(T.ARRAY, count, inner * count) * count)
+
+    ok = int(MAX_NESTED ** 0.5) - 1  # count + count**2 arrays nested: just under the limit
+    h = parse(with_data(header([kv("x", T.ARRAY, nested(ok))]), 0))
+    assert h.metadata["x"] == GGUFArray("ARRAY", ok)
+    start = time.perf_counter()
+    with pytest.raises(GGUFHeaderError, match=f"nests more than {MAX_NESTED} arrays"):
+        parse(with_data(header([kv("x", T.ARRAY, nested(ok + 2))]), 0))
+    assert time.perf_counter() - start < 1.0
+
+
+def test_kept_strings_are_bounded():
+    big = "x" * MAX_STRING
+    n = MAX_KEPT // MAX_STRING + 1
+    kvs = [kv(f"k{i}", T.STRING, s(big)) for i in range(n)]
+    with pytest.raises(GGUFHeaderError, match="keys and strings exceed 16 MiB"):
+        parse(with_data(header(kvs), 0))
+
+
+def test_the_largest_tensor_table_allowed_parses_quickly():
+    tensors = [tensor(f"t{i}", [8], 0, 32 * i) for i in range(MAX_TENSORS)]
+    data = with_data(header(tensors=tensors), 32 * MAX_TENSORS)
+    start = time.perf_counter()
+    assert len(parse(data).tensors) == MAX_TENSORS
+    assert time.perf_counter() - start < 3.0
+
+
+def test_impossible_shape_product():
+    with pytest.raises(GGUFHeaderError, match="impossible shape"):
+        parse(with_data(header(tensors=[tensor("t", [1 << 32, 1 << 32])]), 0))
+
+
+# ---- property: any mutation or truncation of a valid header fails cleanly and fast ----
+
+SMALL = gguf_bytes(vocab=TINY_VOCAB[:8], tensors={"t": np.ones(32, dtype=np.float32)})
+SMALL_HEADER = parse(SMALL).header_size
+
+
+def _mutate(data: bytes, cut: int | None, edits: list[tuple[int, int, int]]) -> bytes:
+    """Overwrite 1, 4 or 8 bytes at each position (in the header), then maybe truncate."""
+    buf = bytearray(data)
+    for pos, width, value in edits:
+        pos %= SMALL_HEADER
+        chunk = (value % (1 << (8 * width))).to_bytes(width, "little")
+        buf[pos:pos + width] = chunk
+    return bytes(buf[:cut] if cut is not None else buf)
+
+
+def _check_clean(data: bytes, size: int) -> None:
+    start = time.perf_counter()
+    with contextlib.suppress(GGUFHeaderError):  # anything else fails the test
+        read_gguf_header(io.BytesIO(data), size)
+    elapsed = time.perf_counter() - start
+    assert elapsed < 1.0, f"took {elapsed:.2f} s"
+
+
+if hypothesis is not None:
+    from hypothesis import HealthCheck, given
+    from hypothesis import settings as hsettings
+    from hypothesis import strategies as st
+
+    _EDIT = st.tuples(st.integers(0, SMALL_HEADER - 1), st.sampled_from([1, 4, 8]),
+                      st.one_of(st.integers(0, 255), st.integers(0, 1 << 64),
+                                st.sampled_from([0, 1, 1 << 31, 1 << 60, (1 << 64) - 1])))
+
+    @hsettings(max_examples=400, deadline=None,
+               suppress_health_check=[HealthCheck.too_slow])
+    @given(cut=st.one_of(st.none(), st.integers(0, len(SMALL))),
+           edits=st.lists(_EDIT, max_size=4),
+           lie_about_size=st.booleans())
+    def test_mutated_or_truncated_headers_fail_cleanly_and_fast(cut, edits, lie_about_size):
+        data = _mutate(SMALL, cut, edits)
+        # Either the size is the real one, or the stream ends before the size it claims.
+        _check_clean(data, len(SMALL) if lie_about_size else len(data))
+else:  # pragma: no cover
+    @pytest.mark.skip(reason="hypothesis is not installed")
+    def test_mutated_or_truncated_headers_fail_cleanly_and_fast():
+        pass
+
+
+def test_every_truncation_of_a_small_file_fails_cleanly():
+    for cut in range(len(SMALL)):
+        if cut >= SMALL_HEADER + 1:
+            break
+        with pytest.raises(GGUFHeaderError):
+            parse(SMALL[:cut])
