@@ -47,7 +47,7 @@ from registry.errors import (
 from registry.services.common import Service, ensure_repo, link_blob
 
 _HASH_CACHE_SIZE = 1024
-_DIGITS = re.compile(r"[0-9]{1,19}")  # fits a BIGINT: larger offsets are invalid anyway
+_DIGITS = re.compile(r"[0-9]{1,19}")  # offsets are BIGINTs: anything larger is invalid
 LEASE = timedelta(seconds=60)
 RENEW_EVERY = 15.0  # seconds; well inside LEASE
 # Retry-After for a client at its max_concurrent_uploads: sessions end when their
@@ -389,6 +389,7 @@ def parse_content_range(value: str) -> tuple[int, int]:
         v = v[5:].lstrip(" =")
     v = v.split("/", 1)[0].strip()
     start, sep, end = v.partition("-")
-    if not sep or not _DIGITS.fullmatch(start) or not _DIGITS.fullmatch(end):
+    if (not sep or not _DIGITS.fullmatch(start) or not _DIGITS.fullmatch(end)
+            or max(int(start), int(end)) >= 2**63):
         raise BlobUploadInvalid(f"invalid Content-Range {value[:80]!r}")
     return int(start), int(end)
