@@ -146,13 +146,15 @@ HOSTILE_HEADERS: dict[str, bytes] = {
     "deeply nested arrays": gguf_header([_ARCH, gguf_kv("x", T.ARRAY, _nested(8, 1))]),
     "many nested arrays": gguf_header([_ARCH, gguf_kv("x", T.ARRAY, _nested(2, 300))]),
     "unknown value type": gguf_header([gguf_kv("x", 0xFFFFFFFF, b"")]),
+    # A vocabulary of a million strings needs at least 8 MB: the file ends long before.
     "truncated header": gguf_header([_ARCH, gguf_kv("tokenizer.ggml.tokens", T.ARRAY,
-                                                    gguf_array(T.STRING, 1000))]),
+                                                    gguf_array(T.STRING, 1_000_000))]),
 }
 
 
 def hostile_file(name: str, size: int = 4096) -> bytes:
-    """``HOSTILE_HEADERS[name]`` padded with zeros to ``size`` bytes (at least the header)."""
+    """``HOSTILE_HEADERS[name]`` padded with zeros to ``size`` bytes (at least the header;
+    up to 8 MB, so every one of them stays hostile)."""
     head = HOSTILE_HEADERS[name]
     return head + b"\0" * max(0, size - len(head))
 
