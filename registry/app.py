@@ -12,12 +12,17 @@ from contextlib import asynccontextmanager
 import anyio
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.routing import Route
 
 from registry.api import errors
 from registry.api.oci import routes as oci_routes
 from registry.api.oci.base import ApiVersionMiddleware
+from registry.api.ratelimit import RateLimitMiddleware
 from registry.api.rest import routes as rest_routes
+from registry.api.timeouts import IdleTimeoutMiddleware
+from registry.api.token import token as token_endpoint
 from registry.db import Database, migrate
+from registry.gc import upload_sweeper
 from registry.services import RegistryService
 from registry.settings import Settings
 from registry.storage import open_store
@@ -43,9 +48,13 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
     @asynccontextmanager
     async def lifespan(app: Starlette):
         app.state.registry = build_service(settings, run_migrations=run_migrations)
-        log.info("assay registry ready: database %s, storage %s",
+        log.info("assay registry ready: database %s, storage %s, auth %s",
                  app.state.registry.db.engine.url.render_as_string(hide_password=True),
-                 settings.storage)
+                 settings.storage, "on" if settings.auth else "off")
+        if settings.auth and not await anyio.to_thread.run_sync(
+                app.state.registry.access.count_users):
+            log.warning("auth is on but there are no users: add one with "
+                        "`assay user add NAME --admin --password-stdin`")
         pool = None
         if workers:
             from worker.pool import Pool
@@ -54,7 +63,9 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
             pool.start()
             log.info("%d verification worker(s): pids %s", workers, pool.pids)
         try:
-            yield
+            # Expired upload sessions and their data go every upload_sweep_seconds.
+            async with upload_sweeper(app.state.registry, settings.upload_sweep_seconds):
+                yield
         finally:
             # Here, not after uvicorn.run returns: uvicorn re-raises the signal that
             # stopped it once it has shut down, and code after run() never executes.
@@ -62,8 +73,11 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
                 await anyio.to_thread.run_sync(pool.stop)
             app.state.registry.db.dispose()
 
-    app = Starlette(routes=[*oci_routes, *rest_routes], lifespan=lifespan,
+    token_route = Route("/auth/token", token_endpoint, methods=["GET"])
+    app = Starlette(routes=[*oci_routes, *rest_routes, token_route], lifespan=lifespan,
                     exception_handlers=errors.HANDLERS,
-                    middleware=[Middleware(ApiVersionMiddleware)])
+                    middleware=[Middleware(ApiVersionMiddleware),
+                                Middleware(RateLimitMiddleware, settings=settings),
+                                Middleware(IdleTimeoutMiddleware, settings=settings)])
     app.state.settings = settings
     return app

@@ -54,7 +54,9 @@ def main() -> None:
 @click.option("--workers", type=click.IntRange(0, 64),
               help="Verification worker processes to run alongside [ASSAY_WORKERS, 1]; "
                    "0 leaves verification to `assay worker` processes.")
-def serve(host, port, data_dir, log_level, workers) -> None:
+@click.option("--auth/--no-auth", default=None,
+              help="Require credentials (users, tokens, roles) [ASSAY_AUTH, off].")
+def serve(host, port, data_dir, log_level, workers, auth) -> None:
     """Serve the registry (OCI Distribution API under /v2/, REST under /api/v1/) and,
     unless --workers 0, verify pushed models in background worker processes."""
     import uvicorn
@@ -62,13 +64,24 @@ def serve(host, port, data_dir, log_level, workers) -> None:
     from registry.app import create_app
 
     settings = _settings(host=host, port=port, data_dir=data_dir, log_level=log_level,
-                         workers=workers)
+                         workers=workers, auth=auth)
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings, workers=settings.workers)
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                 access_log=settings.log_level == "debug", loop="uvloop", http="httptools",
                 proxy_headers=False, server_header=False, date_header=False)
+
+
+# Identities and roles on the server's database (registry.cli_admin).
+def _add_admin_commands() -> None:
+    from registry.cli_admin import COMMANDS
+
+    for command in COMMANDS:
+        main.add_command(command)
+
+
+_add_admin_commands()
 
 
 @main.command()

@@ -25,7 +25,9 @@ Hierarchy::
     ├── Unsupported                   UNSUPPORTED           405
     ├── RequestInvalid                UNSUPPORTED           400 (REST: a bad field)
     ├── NotAModel                     UNSUPPORTED           409 (REST: verify a non-model)
-    ├── Unauthorized                  UNAUTHORIZED          401 (webhooks in: bad credentials)
+    ├── Conflict                      UNSUPPORTED           409 (REST: exists already)
+    ├── Unauthorized                  UNAUTHORIZED          401 (no or bad credentials)
+    ├── Denied                        DENIED                403 (credentials lack the right)
     ├── HooksDisabled                 DENIED                403 (webhooks in: not configured)
     ├── BodyTooLarge                  SIZE_INVALID          413 (a REST body over its limit)
     ├── TooManyRequests               TOOMANYREQUESTS       429 (rate or session limit; Retry-After)
@@ -200,12 +202,34 @@ class NotAModel(RegistryError):
 
 
 class Unauthorized(RegistryError):
+    """No valid credentials. ``challenge`` is the ``WWW-Authenticate`` value that tells
+    the client how to authenticate (a Bearer token realm for /v2/, Basic for /api/)."""
+
     code = "UNAUTHORIZED"
     status = 401
     default_message = "authentication required"
 
+    def __init__(self, message: str | None = None, detail: Any = None, *,
+                 challenge: str = 'Bearer realm="assay-hooks"'):
+        super().__init__(message, detail)
+        self.challenge = challenge
+
     def headers(self) -> dict[str, str]:
-        return {"WWW-Authenticate": 'Bearer realm="assay-hooks"'}
+        return {"WWW-Authenticate": self.challenge}
+
+
+class Denied(RegistryError):
+    """Valid credentials that do not allow this (a role or token scope is missing)."""
+
+    code = "DENIED"
+    status = 403
+    default_message = "requested access to the resource is denied"
+
+
+class Conflict(RegistryError):
+    code = "UNSUPPORTED"
+    status = 409
+    default_message = "conflict"
 
 
 class HooksDisabled(RegistryError):

@@ -55,6 +55,26 @@ class Settings(BaseSettings):
     write_batch_bytes: int = 4 * MiB
     log_level: str = "info"
 
+    # ---- limits (registry/api/ratelimit.py, registry/api/timeouts.py, uploads) --------
+    # One upload session may hold this many bytes; a chunk that would pass it gets 413
+    # SIZE_INVALID (by its Content-Length up front, else while streaming) and the session
+    # stays at its previous offset.
+    max_upload_bytes: int = 64 * 1024 * 1024 * MiB
+    # Open (unexpired, uncommitted) upload sessions per client (the authenticated user,
+    # else the client IP); one more gets 429 TOOMANYREQUESTS. 0: no limit.
+    max_concurrent_uploads: int = 32
+    # Expired upload sessions (see upload_expiry_seconds) and their data are removed by
+    # a sweep in the registry process this often (0: only by `assay gc`).
+    upload_sweep_seconds: float = 300.0
+    # Requests per second per client IP (token bucket of rate_limit_burst); over it:
+    # 429 TOOMANYREQUESTS with Retry-After. 0: off.
+    rate_limit_per_second: float = 0
+    rate_limit_burst: int = 100
+    # A request body that sends nothing for this long is aborted (0: never).
+    request_idle_timeout_seconds: float = 60.0
+    # Largest page of GET /v2/_catalog and /v2/<name>/tags/list (a larger n is clamped).
+    max_page_size: int = 10000
+
     # ---- verification (see worker/ and verifier/) ----------------------------------
     # Readiness gate default for namespaces without a policy: a pull by tag serves only
     # models that passed verification. Policies per namespace override both of these.
@@ -93,6 +113,26 @@ class Settings(BaseSettings):
     # A remote reference by tag is resolved to its digest while the hook waits, this long
     # at most; remote models are then pulled by workers into model_cache_dir.
     hook_resolve_timeout_seconds: float = 15.0
+
+    # ---- access control (registry/access/, registry/api/access.py) ---------------------
+    # Off by default (`make run` on loopback); `assay serve --auth` or ASSAY_AUTH=1.
+    auth: bool = False
+    # Registry-wide anonymous pull; namespaces can also allow it one by one.
+    anonymous_pull: bool = False
+    # The service name in challenges and bearer tokens' audience.
+    auth_service: str = "assay"
+    # Lifetime of bearer tokens from GET /auth/token, and of signed blob URLs
+    # (Ollama fetches blob parts from the Location without credentials).
+    auth_token_seconds: int = 300
+    signed_url_seconds: int = 900
+    # How far an Ollama signed token request's `ts` may be from our clock.
+    ollama_signature_skew_seconds: int = 300
+    # Key that signs bearer tokens and blob URLs; by default one is generated and kept
+    # in the database, so every replica shares it. Set it to rotate (old tokens die).
+    auth_secret: str | None = None
+    # A verified password or token is remembered this long, so a chunked upload does not
+    # pay argon2 on every request. Revoking a token takes effect within this time.
+    auth_cache_seconds: float = 30.0
 
     @property
     def sqlalchemy_url(self) -> str:

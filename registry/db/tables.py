@@ -23,6 +23,13 @@
   speed; the longest matching namespace prefix applies.
 - ``remote_models``: models in other registries verified on a webhook's request.
 - ``webhooks``, ``deliveries``: outgoing subscriptions and their outbox.
+- ``users``, ``access_tokens``, ``user_keys``: identities (people and robots), their
+  personal access tokens (stored as sha256) and registered Ollama ed25519 public keys.
+- ``namespaces``, ``namespace_members``: per-namespace anonymous-pull switch and roles
+  (read, write, admin); see ``registry.access.permissions``.
+- ``auth_nonces``: Ollama signed token requests already seen (replay protection).
+- ``secrets``: generated keys every replica shares (the token-signing key).
+- ``audit_log``: pushes, deletes, permission changes and gate overrides, by whom.
 
 A model manifest's lifecycle lives in ``manifests.status``: NULL for non-model content
 (never gated), else ``queued -> verifying -> ready | failed``. An admin override of a
@@ -166,6 +173,9 @@ class Upload(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    # Who opened the session (the authenticated user, else the client IP): open sessions
+    # are counted per owner for ``max_concurrent_uploads``.
+    owner: Mapped[str | None] = mapped_column(String(255), index=True)
     # The request currently writing or committing this session (a random token) and
     # until when its claim holds; see registry.services.uploads.
     writer: Mapped[str | None] = mapped_column(String(64))
@@ -314,6 +324,102 @@ class NamespacePolicy(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class User(Base):
+    """A person (password, argon2id hash) or a robot (no password: tokens only)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_robot: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    disabled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class AccessToken(Base):
+    """A personal access token. Only its sha256 is stored (tokens are 190 random bits:
+    a slow hash buys nothing); ``prefix`` is shown so people can tell tokens apart."""
+
+    __tablename__ = "access_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"),
+                                         index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(32))
+    scopes: Mapped[str] = mapped_column(Text)  # JSON list, e.g. ["pull", "push:team"]
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class UserKey(Base):
+    """An Ollama public key (``ssh-ed25519 AAAA...``): its base64 wire form is what the
+    Ollama client sends in a signed token request."""
+
+    __tablename__ = "user_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"),
+                                         index=True)
+    public_key: Mapped[str] = mapped_column(String(128), unique=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    comment: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Namespace(Base):
+    """A namespace (a repository name's first segment) and its anonymous-pull switch."""
+
+    __tablename__ = "namespaces"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    anonymous_pull: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class NamespaceMember(Base):
+    __tablename__ = "namespace_members"
+
+    namespace: Mapped[str] = mapped_column(String(255), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"),
+                                         primary_key=True, index=True)
+    role: Mapped[str] = mapped_column(String(16))  # read | write | admin
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AuthNonce(Base):
+    __tablename__ = "auth_nonces"
+
+    nonce: Mapped[str] = mapped_column(String(128), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class Secret(Base):
+    __tablename__ = "secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AuditEntry(Base):
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    actor: Mapped[str | None] = mapped_column(String(64), index=True)  # None: anonymous
+    remote_addr: Mapped[str | None] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target: Mapped[str] = mapped_column(String(1024))
+    detail: Mapped[str | None] = mapped_column(Text)  # JSON
+
+
 repositories = Repository.__table__
 blobs = Blob.__table__
 repository_blobs = RepositoryBlob.__table__
@@ -329,3 +435,11 @@ namespace_policies = NamespacePolicy.__table__
 remote_models = RemoteModel.__table__
 webhooks = Webhook.__table__
 deliveries = Delivery.__table__
+users = User.__table__
+access_tokens = AccessToken.__table__
+user_keys = UserKey.__table__
+namespaces = Namespace.__table__
+namespace_members = NamespaceMember.__table__
+auth_nonces = AuthNonce.__table__
+secrets = Secret.__table__
+audit_log = AuditEntry.__table__

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from registry.db import Database
+from registry.services.access import AccessService
+from registry.services.audit import AuditService
 from registry.services.blobs import BlobService
 from registry.services.catalog import CatalogService
 from registry.services.events import EventService
@@ -46,3 +48,6 @@ class RegistryService:
         self.remote = RemoteService(self.db, self.store, self.settings, self.queue,
                                     self.verification, events=getattr(self, "events", None))
         self.manifests.events = self.verification.events = self.events
+        # Identities, roles and the audit log (registry.api.access guards every route).
+        self.access = AccessService(self.db, self.store, self.settings)
+        self.audit = AuditService(self.db, self.store, self.settings)

@@ -7,8 +7,9 @@ from collections.abc import Iterator
 from sqlalchemy import bindparam, delete, select
 
 from registry.db.tables import blobs, repositories, repository_blobs, utcnow
-from registry.digests import parse_digest
-from registry.errors import BlobUnknown, DigestInvalid
+from registry.digests import check_name, parse_digest
+from registry.errors import BlobUnknown, DigestInvalid, NameInvalid
+from registry.services import audit
 from registry.services.common import Service, ensure_repo, require_repo, touch_blobs
 
 _BLOB_SIZE = (
@@ -38,19 +39,20 @@ class BlobService(Service):
     def mount(self, name: str, digest: str, source: str | None) -> bool:
         """Make blob ``digest`` readable from ``name`` without copying it.
 
-        With ``source``, the blob must be readable from that repository; without it,
-        any stored blob can be mounted (automatic content discovery, auth off).
+        The blob must be readable from ``source`` or, without one, already from ``name``
+        (then this only refreshes the link). Never any stored blob: with access control
+        on that would let a pusher link, and so read, blobs of namespaces it cannot read.
         Returns False when it cannot be mounted (the caller starts an upload instead).
         """
         try:
             parse_digest(digest)
-        except DigestInvalid:
+            check_name(source or name)
+        except (DigestInvalid, NameInvalid):
             return False  # "unable to mount": the caller opens a session instead
         with self.db.write() as conn:
             if not touch_blobs(conn, [digest]):  # locks the row: GC cannot race us
                 return False
-            if source is not None and conn.execute(
-                    _BLOB_SIZE, {"name": source, "d": digest}).first() is None:
+            if conn.execute(_BLOB_SIZE, {"name": source or name, "d": digest}).first() is None:
                 return False
             rid = ensure_repo(self.db, conn, name)
             conn.execute(self.db.insert_ignore(repository_blobs, repository_id=rid,
@@ -67,3 +69,4 @@ class BlobService(Service):
             if gone.rowcount == 0:
                 raise BlobUnknown(f"blob {digest} is not in repository {name!r}",
                                   {"digest": digest})
+            audit.record(conn, "blob.delete", f"{name}@{digest}")

@@ -60,7 +60,7 @@ from registry.db.tables import (
 )
 from registry.errors import NameUnknown, RequestInvalid
 from registry.models.formats import GGUF, SAFETENSORS
-from registry.services.common import Service
+from registry.services.common import Service, in_namespaces
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 500
@@ -268,8 +268,9 @@ class BrowseService(Service):
 
     def repositories(self, *, q: str | None = None, prefix: str | None = None,
                      sort: Sort = Sort("name"), n: int = DEFAULT_PAGE,
-                     cursor: str | None = None) -> Page:
-        """Repositories whose name contains ``q`` and starts with ``prefix``."""
+                     cursor: str | None = None, namespaces: set[str] | None = None) -> Page:
+        """Repositories whose name contains ``q`` and starts with ``prefix`` (and in
+        ``namespaces``, unless None: what the caller may pull)."""
         cols = self._repository_columns()
         keys = self._repository_keys(cols, sort)
         query = select(*(c.label(k) for k, c in cols.items()),
@@ -278,6 +279,7 @@ class BrowseService(Service):
             query = query.where(repositories.c.name.contains(q.lower(), autoescape=True))
         if prefix:
             query = query.where(repositories.c.name.startswith(prefix.lower(), autoescape=True))
+        query = query.where(in_namespaces(repositories.c.name, namespaces))
         return self._page(query, "repositories", keys, sort, n, cursor, _repository_json)
 
     # ---- tags and models --------------------------------------------------------------
@@ -364,14 +366,17 @@ class BrowseService(Service):
         return self._page(query, "tags", keys, sort, n, cursor, _tag_json)
 
     def models(self, filters: TagFilter = TagFilter(), *, sort: Sort = Sort("name"),
-               n: int = DEFAULT_PAGE, cursor: str | None = None) -> Page:
-        """Every tag, in every repository, whose manifest is a model."""
+               n: int = DEFAULT_PAGE, cursor: str | None = None,
+               namespaces: set[str] | None = None) -> Page:
+        """Every tag, in every repository (of ``namespaces`` unless None), whose manifest
+        is a model."""
         cols, joined = self._tag_query()
         keys = self._tag_keys(cols, sort, across=True)
         query = (select(*(c.label(k) for k, c in cols.items()),
                         *(k.expr.label(f"k{i}") for i, k in enumerate(keys)))
                  .select_from(joined)
-                 .where(manifests.c.status.is_not(None), *self._tag_where(cols, filters, True)))
+                 .where(manifests.c.status.is_not(None), *self._tag_where(cols, filters, True),
+                        in_namespaces(repositories.c.name, namespaces)))
         return self._page(query, "models", keys, sort, n, cursor, _tag_json)
 
     # ---- one page --------------------------------------------------------------------

@@ -68,3 +68,16 @@ def touch_blobs(conn: Connection, digests: list[str]) -> dict[str, int]:
                         .values(last_linked_at=utcnow())
                         .returning(blobs.c.digest, blobs.c.size))
     return {r.digest: r.size for r in rows}
+
+
+def in_namespaces(name_column, namespaces: set[str] | None):
+    """A WHERE clause keeping repositories in ``namespaces`` (None: no restriction), for
+    listings filtered by what the caller may pull."""
+    from sqlalchemy import false, or_, true
+
+    if namespaces is None:
+        return true()
+    if not namespaces:
+        return false()
+    return or_(*(or_(name_column == ns, name_column.startswith(ns + "/", autoescape=True))
+                 for ns in sorted(namespaces)))

@@ -27,6 +27,7 @@ from registry.errors import (
 )
 from registry.manifests import OCI_INDEX, parse_manifest
 from registry.models.formats import classify
+from registry.services import audit
 from registry.services.common import Service, ensure_repo, repo_id, require_repo, touch_blobs
 from registry.services.models import ModelService
 
@@ -202,6 +203,9 @@ class ManifestService(Service):
                 conn.execute(self.db.upsert(
                     tag_history, ["repository_id", "tag", "manifest_id"], {"pushed_at": now},
                     repository_id=rid, tag=tag, manifest_id=mid, pushed_at=now))
+            if created or tag is not None:
+                audit.record(conn, "push", f"{name}:{tag}" if tag else f"{name}@{digest}",
+                             digest=digest, media_type=parsed.media_type, new=created)
             if self.events is not None:  # webhooks: in the outbox with the change itself
                 target = {"mediaType": parsed.media_type, "digest": digest,
                           "size": len(content), "tag": tag}
@@ -252,6 +256,8 @@ class ManifestService(Service):
             if gone.rowcount == 0:
                 raise ManifestUnknown(f"manifest {reference!r} is not in repository {name!r}",
                                       {"reference": reference})
+            audit.record(conn, "delete", f"{name}@{reference}" if is_digest(reference)
+                         else f"{name}:{reference}")
             if deleted is not None:
                 self.events.emit(conn, "delete", name, deleted)
 

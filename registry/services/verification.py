@@ -38,6 +38,7 @@ from registry.digests import check_name, check_tag, is_digest, parse_digest
 from registry.errors import ManifestUnknown, NameUnknown, NotAModel, RequestInvalid
 from registry.manifests import OCI_MANIFEST, parse_manifest
 from registry.models.formats import ModelFormat, classify
+from registry.services import audit
 from registry.services.common import Service, repo_id
 from registry.services.events import verification_object
 
@@ -137,6 +138,8 @@ class VerificationService(Service):
                 {"gate": gate, "min_generation_tps": min_generation_tps, "updated_at": now},
                 namespace=namespace, gate=gate, min_generation_tps=min_generation_tps,
                 updated_at=now))
+            audit.record(conn, "policy.set", namespace or "_", gate=gate,
+                         min_generation_tps=min_generation_tps)
         return Policy(namespace, gate, min_generation_tps)
 
     def delete_policy(self, namespace: str) -> bool:
@@ -144,6 +147,8 @@ class VerificationService(Service):
         with self.db.write() as conn:
             gone = conn.execute(delete(namespace_policies).where(
                 namespace_policies.c.namespace == namespace))
+            if gone.rowcount:
+                audit.record(conn, "policy.delete", namespace or "_")
         return gone.rowcount > 0
 
     # ---- the worker's side -----------------------------------------------------------
@@ -335,6 +340,8 @@ class VerificationService(Service):
                 raise NotAModel(f"{name}@{row.digest} is not a model; it is never gated")
             conn.execute(update(manifests).where(manifests.c.id == row.id).values(
                 override_by=by, override_reason=reason.strip(), override_at=_now()))
+            audit.record(conn, "override", f"{name}@{row.digest}", by=by,
+                         reason=reason.strip(), status=row.status)
         return {"digest": row.digest, "by": by, "reason": reason.strip()}
 
     def state(self, manifest_id: int, conn) -> dict:

@@ -10,7 +10,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from registry.api.oci.base import absolute, empty, quick_read, repo_name, service
+from registry.api.access import blob_location
+from registry.api.oci.base import empty, quick_read, repo_name, service
 from registry.errors import RangeNotSatisfiable
 
 _DIGITS = re.compile(r"[0-9]+")
@@ -74,7 +75,8 @@ async def get_blob(request: Request) -> Response:
         return empty(307, {**headers, "Location": redirect})
     # Ollama's client refuses a blob answer without Location and then fetches parts
     # from it with Range: point it back here.
-    headers["Location"] = absolute(request, request.url.path)
+    # With auth on the URL is signed: those part requests carry no Authorization.
+    headers["Location"] = blob_location(request, name, digest)
     if request.method == "HEAD":
         return empty(200, {**headers, "Content-Length": str(size)})
     rng = parse_range(request.headers.get("range"), size)

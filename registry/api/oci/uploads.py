@@ -14,6 +14,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from registry.access.permissions import PULL
+from registry.api.access import may
 from registry.api.oci.base import absolute, empty, quick_read, repo_name, service
 from registry.api.ratelimit import client_ip
 from registry.digests import EMPTY_SHA256, parse_digest
@@ -38,7 +40,11 @@ def owner(request: Request) -> str:
 
 
 def _source(request: Request) -> str | None:
-    return request.query_params.get("from") or None
+    """The ``from`` repository of a mount, if the caller may pull from it (else the
+    mount only succeeds for a blob already in the target: a push never reads across
+    namespaces it cannot read)."""
+    source = request.query_params.get("from") or None
+    return source if source and may(request, PULL, source) else None
 
 
 def _content_length(request: Request) -> int | None:

@@ -16,11 +16,18 @@ One module per resource, handlers thin. Errors are RFC 9457 problem details
     GET /api/v1/openapi.json                            the OpenAPI document of all this
     POST|GET /api/v1/webhooks, GET|DELETE /api/v1/webhooks/<id>    outgoing webhooks
     GET /api/v1/webhooks/<id>/deliveries[/<d>], POST .../<d>/redeliver   delivery log
+    /api/v1/{me,users,tokens,keys,namespaces,audit}      access control (rest/access.py)
+
+Each handler is wrapped by ``guard`` with what it requires when auth is on
+(``registry.api.access``).
 """
 
 from starlette.routing import Mount, Route
 
+from registry.access.permissions import ADMIN, PULL, PUSH
+from registry.api.access import ANYONE, PUBLIC, SITE_ADMIN, USER, guard
 from registry.api.rest import (
+    access,
     browse,
     hooks,
     manifests,
@@ -33,38 +40,61 @@ from registry.api.rest import (
 from registry.api.rest.routing import route
 
 R = "/repositories/{name:path}"
+pull, push, repo_admin = guard(("repo", PULL)), guard(("repo", PUSH)), guard(("repo", ADMIN))
+site_admin, user, anyone, public = guard(SITE_ADMIN), guard(USER), guard(ANYONE), guard(PUBLIC)
+ns_admin = guard(("namespace", ADMIN))
 
 routes = [
     Mount("/api/v1", routes=[
-        Route("/storage", storage.summary, methods=["GET"]),
-        Route("/policies", policies.list_policies, methods=["GET"]),
-        route("/policies/{namespace:path}", GET=policies.get_policy,
-              PUT=policies.put_policy, DELETE=policies.delete_policy),
+        Route("/storage", site_admin(storage.summary), methods=["GET"]),
+        Route("/policies", user(policies.list_policies), methods=["GET"]),
+        route("/policies/{namespace:path}", GET=user(policies.get_policy),
+              PUT=ns_admin(policies.put_policy), DELETE=ns_admin(policies.delete_policy)),
         # Outgoing webhooks and their delivery log (registry.api.rest.webhooks).
-        route("/webhooks", POST=webhooks.create, GET=webhooks.list_webhooks),
-        route("/webhooks/{id:int}", GET=webhooks.get_webhook, DELETE=webhooks.delete_webhook),
-        Route("/webhooks/{id:int}/deliveries", webhooks.deliveries, methods=["GET"]),
-        Route("/webhooks/{id:int}/deliveries/{delivery_id:int}", webhooks.delivery,
+        route("/webhooks", POST=site_admin(webhooks.create),
+              GET=site_admin(webhooks.list_webhooks)),
+        route("/webhooks/{id:int}", GET=site_admin(webhooks.get_webhook),
+              DELETE=site_admin(webhooks.delete_webhook)),
+        Route("/webhooks/{id:int}/deliveries", site_admin(webhooks.deliveries),
               methods=["GET"]),
+        Route("/webhooks/{id:int}/deliveries/{delivery_id:int}",
+              site_admin(webhooks.delivery), methods=["GET"]),
         Route("/webhooks/{id:int}/deliveries/{delivery_id:int}/redeliver",
-              webhooks.redeliver, methods=["POST"]),
-        # Validation on request (registry.api.rest.hooks, .verifications).
-        Route("/hooks/validate", hooks.validate, methods=["POST"]),
-        Route("/verifications", verifications.by_reference, methods=["GET"]),
+              site_admin(webhooks.redeliver), methods=["POST"]),
+        # Validation on request (registry.api.rest.hooks, .verifications). Webhooks in
+        # check their own credentials (ASSAY_HOOK_TOKEN / ASSAY_HOOK_SECRET).
+        Route("/hooks/validate", public(hooks.validate), methods=["POST"]),
+        Route("/verifications", anyone(verifications.by_reference), methods=["GET"]),
+        # Identities, roles and the audit log (registry.api.rest.access).
+        Route("/me", user(access.me), methods=["GET"]),
+        route("/users", GET=site_admin(access.list_users), POST=site_admin(access.create_user)),
+        route("/users/{user}", GET=site_admin(access.get_user),
+              DELETE=site_admin(access.delete_user)),
+        Route("/users/{user}/tokens", site_admin(access.create_user_token), methods=["POST"]),
+        route("/tokens", GET=user(access.list_tokens), POST=user(access.create_token)),
+        Route("/tokens/{id:int}", user(access.revoke_token), methods=["DELETE"]),
+        route("/keys", GET=user(access.list_keys), POST=user(access.add_key)),
+        Route("/keys/{id:int}", user(access.remove_key), methods=["DELETE"]),
+        route("/namespaces/{namespace}", GET=ns_admin(access.get_namespace),
+              PUT=ns_admin(access.put_namespace)),
+        route("/namespaces/{namespace}/members/{user}", PUT=ns_admin(access.put_member),
+              DELETE=ns_admin(access.delete_member)),
+        Route("/audit", site_admin(access.audit), methods=["GET"]),
         # The longer paths first: {name:path} would otherwise swallow "/tags/x".
-        Route(R + "/tags/{reference}/verify", manifests.verify_tag, methods=["POST"]),
-        Route(R + "/manifests/{reference}/verify", manifests.verify_digest, methods=["POST"]),
-        Route(R + "/manifests/{reference}/verifications", manifests.verifications,
+        Route(R + "/tags/{reference}/verify", push(manifests.verify_tag), methods=["POST"]),
+        Route(R + "/manifests/{reference}/verify", push(manifests.verify_digest),
+              methods=["POST"]),
+        Route(R + "/manifests/{reference}/verifications", pull(manifests.verifications),
               methods=["GET"]),
-        Route(R + "/manifests/{reference}/override", manifests.override, methods=["POST"]),
-        Route("/repositories/{name:path}/tags/{reference}", manifests.by_tag, methods=["GET"]),
-        Route("/repositories/{name:path}/manifests/{reference}", manifests.by_digest,
-              methods=["GET"]),
+        Route(R + "/manifests/{reference}/override", repo_admin(manifests.override),
+              methods=["POST"]),
+        Route(R + "/tags/{reference}", pull(manifests.by_tag), methods=["GET"]),
+        Route(R + "/manifests/{reference}", pull(manifests.by_digest), methods=["GET"]),
         # Browsing (registry.api.rest.browse). After the routes above, so that
         # ".../tags/<tag>" keeps meaning a tag (repository "x/tags" has no tag listing).
-        Route("/openapi.json", openapi.document, methods=["GET"]),
-        Route("/models", browse.list_models, methods=["GET"]),
-        Route("/repositories", browse.list_repositories, methods=["GET"]),
-        Route(R + "/tags", browse.list_tags, methods=["GET"]),
+        Route("/openapi.json", public(openapi.document), methods=["GET"]),
+        Route("/models", anyone(browse.list_models), methods=["GET"]),
+        Route("/repositories", anyone(browse.list_repositories), methods=["GET"]),
+        Route(R + "/tags", pull(browse.list_tags), methods=["GET"]),
     ]),
 ]

@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from registry.api.access import readable
 from registry.api.oci.base import repo_name, service
 from registry.errors import RequestInvalid
 from registry.services.browse import (
@@ -150,7 +151,7 @@ async def list_repositories(request: Request) -> JSONResponse:
     page = await run_in_threadpool(_browse(request).repositories,
                                    q=_text(request, "q") or None,
                                    prefix=_text(request, "prefix") or None, sort=sort, n=n,
-                                   cursor=cursor)
+                                   cursor=cursor, namespaces=readable(request))
     for item in page.items:
         item["href"] = f"/api/v1/repositories/{item['name']}/tags"
     return _listing(request, "repositories", page)
@@ -170,6 +171,6 @@ async def list_models(request: Request) -> JSONResponse:
     _check_params(request, TAG_PARAMS)
     sort, n, cursor = _paging(request, TAG_SORTS)
     page = await run_in_threadpool(_browse(request).models, _filters(request), sort=sort,
-                                   n=n, cursor=cursor)
+                                   n=n, cursor=cursor, namespaces=readable(request))
     _tag_hrefs(page.items)
     return _listing(request, "models", page)

@@ -31,9 +31,16 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from registry.api.oci.base import absolute, repo_name, service
+from registry.api.access import caller
+from registry.api.oci.base import absolute, read_limited, repo_name, service
 from registry.digests import is_digest
-from registry.errors import DigestInvalid, ModelNotReady, RequestInvalid, TagInvalid
+from registry.errors import (
+    BodyTooLarge,
+    DigestInvalid,
+    ModelNotReady,
+    RequestInvalid,
+    TagInvalid,
+)
 from registry.services.models import ManifestInfo
 
 
@@ -108,9 +115,17 @@ async def verifications(request: Request) -> JSONResponse:
     return JSONResponse({"verifications": runs})
 
 
+MAX_JSON_BODY = 1024 * 1024
+
+
+def _too_large(declared: int | None) -> BodyTooLarge:
+    return BodyTooLarge(f"a JSON request body may be at most {MAX_JSON_BODY} bytes")
+
+
 async def json_body(request: Request) -> dict:
+    """The request's JSON object (``{}`` when empty), read up to ``MAX_JSON_BODY``."""
     try:
-        body = json.loads(await request.body() or b"{}")
+        body = json.loads(await read_limited(request, MAX_JSON_BODY, _too_large) or b"{}")
     except ValueError:
         raise RequestInvalid("the request body is not JSON") from None
     if not isinstance(body, dict):
@@ -121,6 +136,9 @@ async def json_body(request: Request) -> dict:
 async def override(request: Request) -> JSONResponse:
     body = await json_body(request)
     reason, by = body.get("reason"), body.get("by", "admin")
+    identity = caller(request)
+    if identity is not None:  # auth on: the override is by whoever is signed in
+        by = identity.name or "anonymous"
     if not isinstance(reason, str) or not isinstance(by, str) or not by.strip():
         raise RequestInvalid('an override needs {"reason": "<why>", "by": "<who>"}')
     result = await run_in_threadpool(service(request).verification.override,

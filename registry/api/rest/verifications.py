@@ -20,8 +20,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from registry.access.permissions import PULL
+from registry.api.access import may
 from registry.api.oci.base import service
-from registry.errors import RequestInvalid
+from registry.errors import NotFound, RequestInvalid
 
 
 async def by_reference(request: Request) -> JSONResponse:
@@ -31,4 +33,8 @@ async def by_reference(request: Request) -> JSONResponse:
                              "(or NAME[:TAG|@DIGEST] on this registry)")
     body = await run_in_threadpool(service(request).remote.lookup, reference,
                                    request.headers.get("host"))
+    # The guard let in anyone; a local model's records need pull on its repository
+    # (answered as if unknown, so names are not revealed).
+    if body.get("location") == "local" and not may(request, PULL, body["repository"]):
+        raise NotFound(f"nothing is known about {reference!r}")
     return JSONResponse(body)

@@ -1,0 +1,115 @@
+"""Who may do what: identities, roles, actions and token scopes (pure functions).
+
+Actions on a repository:
+
+    pull     read manifests, blobs, tags, referrers, model cards, verifications
+    push     upload blobs, put manifests, ask for a re-verification
+    delete   delete manifests, tags and blobs
+    admin    the namespace's gate policy, overrides, members, anonymous-pull switch
+
+Roles a user holds in a namespace (a repository name's first segment, ``team`` for
+``team/gemma3``): ``read`` = pull; ``write`` = pull + push; ``admin`` = all four.
+Every person (not robots) is ``admin`` of the namespace named after them. Site admins
+(``users.is_admin``) may do everything, including user management, webhooks, the audit
+log and the registry-wide policy.
+
+A personal access token can only narrow what its owner may do: its scopes are actions,
+optionally limited to a namespace (``"push:team"``). A bearer token from the token
+endpoint carries the exact repository actions it was granted.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+
+PULL, PUSH, DELETE, ADMIN = "pull", "push", "delete", "admin"
+ACTIONS = (PULL, PUSH, DELETE, ADMIN)
+ROLES = {"read": {PULL}, "write": {PULL, PUSH}, "admin": {PULL, PUSH, DELETE, ADMIN}}
+
+
+def namespace_of(repository: str) -> str:
+    """``team`` for ``team/gemma3``; a one-segment name is its own namespace."""
+    return repository.split("/", 1)[0]
+
+
+def parse_scopes(scopes: list[str]) -> list[tuple[str, str | None]]:
+    """``["pull", "push:team"]`` as ``[("pull", None), ("push", "team")]``; raises
+    ValueError naming the first scope that is not ``<action>[:<namespace glob>]``."""
+    out = []
+    for scope in scopes:
+        action, _, ns = scope.partition(":")
+        if action not in ACTIONS or (_ and not ns):
+            raise ValueError(f"invalid scope {scope!r}: expected one of "
+                             f"{', '.join(ACTIONS)}, optionally followed by :<namespace>")
+        out.append((action, ns or None))
+    return out
+
+
+@dataclass(frozen=True)
+class Identity:
+    """An authenticated caller.
+
+    ``roles``: namespace -> role, as granted (the personal namespace included).
+    ``scopes``: the token's limits, None when the caller used a password or a key.
+    ``grants``: for a bearer token from the token endpoint, repository -> actions it
+    carries (and nothing else); None otherwise.
+    """
+
+    name: str | None  # None: anonymous (only anonymous pull)
+    is_admin: bool = False
+    is_robot: bool = False
+    roles: dict[str, str] = field(default_factory=dict)
+    anonymous_namespaces: frozenset[str] = frozenset()
+    anonymous_pull: bool = False  # registry-wide switch
+    scopes: tuple[tuple[str, str | None], ...] | None = None
+    grants: dict[str, frozenset[str]] | None = None
+    via: str = "anonymous"  # anonymous | password | token | bearer | key | signed-url
+
+    @property
+    def anonymous(self) -> bool:
+        return self.name is None
+
+    def _by_role(self, action: str, repository: str) -> bool:
+        if self.is_admin:
+            return True
+        ns = namespace_of(repository)
+        if action == PULL and (self.anonymous_pull or ns in self.anonymous_namespaces):
+            return True
+        role = self.roles.get(ns)
+        return role is not None and action in ROLES[role]
+
+    def _by_scope(self, action: str, repository: str) -> bool:
+        if self.scopes is None:
+            return True
+        ns = namespace_of(repository)
+        return any(a == action and (glob is None or fnmatch.fnmatchcase(ns, glob))
+                   for a, glob in self.scopes)
+
+    def can(self, action: str, repository: str) -> bool:
+        """May this caller do ``action`` on ``repository``?"""
+        if self.grants is not None:
+            return action in self.grants.get(repository, ())
+        return self._by_role(action, repository) and self._by_scope(action, repository)
+
+    def allowed_actions(self, repository: str, requested: set[str]) -> set[str]:
+        """The subset of ``requested`` this caller may do (what a bearer token gets)."""
+        return {a for a in requested if a in ACTIONS and self.can(a, repository)}
+
+    def site_admin(self) -> bool:
+        """Site-wide administration: a site admin whose token (if any) has ``admin``."""
+        return self.is_admin and self.grants is None and (
+            self.scopes is None or any(a == ADMIN and g is None for a, g in self.scopes))
+
+    def readable_namespaces(self) -> set[str] | None:
+        """Namespaces whose repositories this caller may list; None: all of them.
+        By role, not by a bearer token's grants: a listing only reveals names the
+        caller could pull anyway (Docker clients list with a catalog-only token)."""
+        if (self.is_admin or self.anonymous_pull) and (
+                self.scopes is None or (PULL, None) in self.scopes):
+            return None
+        return {ns for ns in (*self.roles, *self.anonymous_namespaces)
+                if self._by_role(PULL, ns) and self._by_scope(PULL, ns)}
+
+
+ANONYMOUS = Identity(name=None)

@@ -1,0 +1,101 @@
+"""Bearer tokens, personal access tokens and signed blob URLs.
+
+- **Bearer tokens** (what the token endpoint hands to Docker-style clients): JWTs signed
+  with HS256 by the registry's shared key, limited to the repository actions granted
+  (``access`` claim, as Distribution's token format), the audience being the service
+  name, and short-lived (``auth_token_seconds``).
+- **Personal access tokens**: ``assay_pat_`` + 32 random base62 characters; only their
+  sha256 is stored.
+- **Signed blob URLs**: ``?expires=<unix>&signature=<hex HMAC-SHA256>`` over the
+  repository and digest, for clients that fetch blob parts without credentials
+  (Ollama's ranged downloads).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+import uuid
+
+import jwt
+
+PAT_PREFIX = "assay_pat_"
+_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+
+class TokenInvalid(Exception):
+    """A bearer token that is malformed, forged, expired or for another service."""
+
+
+def new_pat() -> str:
+    return PAT_PREFIX + "".join(secrets.choice(_ALPHABET) for _ in range(32))
+
+
+def is_pat(value: str) -> bool:
+    return value.startswith(PAT_PREFIX)
+
+
+def pat_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def parse_scope(scope: str) -> tuple[str, str, set[str]] | None:
+    """``repository:team/gemma3:pull,push`` as ``("repository", name, {actions})``;
+    ``registry:catalog:*`` as ``("registry", "catalog", {"*"})``; None if malformed.
+    The name may contain ``:`` only in a port-less form, so split from both ends."""
+    kind, sep, rest = scope.partition(":")
+    name, sep2, actions = rest.rpartition(":")
+    if not sep or not sep2 or not name or kind not in ("repository", "registry"):
+        return None
+    return kind, name, {a for a in actions.split(",") if a}
+
+
+def issue(key: str, *, subject: str | None, service: str, issuer: str,
+          access: list[dict], ttl: int) -> tuple[str, int]:
+    """A signed bearer token and its lifetime in seconds."""
+    now = int(time.time())
+    claims = {"iss": issuer, "sub": subject or "", "aud": service, "iat": now,
+              "nbf": now - 5, "exp": now + ttl, "jti": uuid.uuid4().hex, "access": access}
+    return jwt.encode(claims, key, algorithm="HS256"), ttl
+
+
+def verify(key: str, token: str, *, service: str) -> dict:
+    """The claims of a valid bearer token; raises TokenInvalid (with why) otherwise."""
+    try:
+        return jwt.decode(token, key, algorithms=["HS256"], audience=service,
+                          options={"require": ["exp", "sub", "aud"]}, leeway=5)
+    except jwt.ExpiredSignatureError as exc:
+        raise TokenInvalid("the bearer token has expired") from exc
+    except jwt.PyJWTError as exc:
+        raise TokenInvalid(f"invalid bearer token: {exc}") from exc
+
+
+def grants_of(claims: dict) -> dict[str, frozenset[str]]:
+    """repository -> actions from a bearer token's ``access`` claim."""
+    grants: dict[str, frozenset[str]] = {}
+    for entry in claims.get("access") or []:
+        if isinstance(entry, dict) and entry.get("type") == "repository":
+            name, actions = entry.get("name"), entry.get("actions") or []
+            if isinstance(name, str) and isinstance(actions, list):
+                grants[name] = grants.get(name, frozenset()) | frozenset(map(str, actions))
+    return grants
+
+
+def _blob_mac(key: str, repository: str, digest: str, expires: int) -> str:
+    msg = f"blob\n{repository}\n{digest}\n{expires}".encode()
+    return hmac.new(key.encode(), msg, hashlib.sha256).hexdigest()
+
+
+def sign_blob(key: str, repository: str, digest: str, ttl: int) -> str:
+    """The query string that lets anyone GET this blob of this repository for ``ttl`` s."""
+    expires = int(time.time()) + ttl
+    return f"expires={expires}&signature={_blob_mac(key, repository, digest, expires)}"
+
+
+def check_blob_signature(key: str, repository: str, digest: str, expires: str,
+                         signature: str) -> bool:
+    if not expires.isdigit() or int(expires) < time.time():
+        return False
+    return hmac.compare_digest(_blob_mac(key, repository, digest, int(expires)), signature)

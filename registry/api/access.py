@@ -1,0 +1,279 @@
+"""Authentication and authorization over HTTP (``ASSAY_AUTH=1``).
+
+Every route's handler is wrapped by ``guard(need)``, which states what the route
+requires; ``tests/api/test_permissions.py`` checks each route against a permission
+matrix. ``need`` is one of:
+
+    ("repo", action)     an action on the repository in the ``name`` path parameter
+    ("namespace", ADMIN) admin of the namespace in the ``namespace`` path parameter
+                         ("_" or "": the registry-wide default, so site admin)
+    SITE_ADMIN           a site admin (users, webhooks, audit log, storage summary)
+    USER                 any signed-in caller (their own tokens and keys)
+    ANYONE               anonymous callers too (listings are filtered by what they
+                         may pull; ``GET /v2/`` answers 401 so clients log in)
+    PUBLIC               no authentication at all (the token endpoint, the OpenAPI
+                         document, webhooks in, which check their own credentials)
+
+Credentials, in ``Authorization``: ``Basic user:password``, ``Basic user:<personal
+access token>``, ``Bearer <personal access token>``, or ``Bearer <token from GET
+/auth/token>`` (Docker token auth; the token carries the actions it was granted). A
+blob GET may instead carry a signed URL's ``expires`` and ``signature`` (Ollama fetches
+blob parts from the ``Location`` without credentials).
+
+A caller without credentials who may not do something gets 401 and a challenge (on /v2/
+``Bearer realm=...,service=...,scope=...`` so Docker, skopeo, oras and Ollama fetch a
+token; on /api/ ``Basic``); a signed-in caller gets 403 DENIED. With auth off every
+route is open, as before.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import time
+from collections.abc import Awaitable, Callable
+from functools import wraps
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from registry.access import tokens
+from registry.access.permissions import ADMIN, DELETE, PULL, PUSH, Identity, namespace_of
+from registry.api.oci.base import absolute
+from registry.errors import Denied, Unauthorized
+from registry.services.audit import Actor, current_actor
+
+SITE_ADMIN, USER, ANYONE, PUBLIC = "site-admin", "user", "anyone", "public"
+TOKEN_PATH = "/auth/token"
+_CHALLENGE_ACTIONS = {PULL: "pull", PUSH: "pull,push", DELETE: "delete", ADMIN: "*"}
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _settings(request: Request):
+    return request.app.state.settings
+
+
+def _access(request: Request):
+    return request.app.state.registry.access
+
+
+def base_url(request: Request) -> str:
+    """This registry's absolute base URL, as the client sees it (``public_url``)."""
+    return absolute(request, "")
+
+
+def challenge(request: Request, scope: str | None = None) -> str:
+    """The ``WWW-Authenticate`` value for a 401 on this path (values double-quoted, the
+    realm on this host:port: Ollama insists on both)."""
+    if request.url.path.startswith("/api/"):
+        return 'Basic realm="assay"'
+    s = _settings(request)
+    value = f'Bearer realm="{base_url(request)}{TOKEN_PATH}",service="{s.auth_service}"'
+    return value + (f',scope="{scope}"' if scope else "")
+
+
+class CredentialCache:
+    """Verified credentials by the sha256 of their ``Authorization`` header, for
+    ``auth_cache_seconds``: argon2 costs ~50 ms, and a chunked upload sends the same
+    header with every PATCH. Failures are not cached."""
+
+    def __init__(self, ttl: float, size: int = 4096):
+        self.ttl, self.size = ttl, size
+        self._items: dict[str, tuple[float, Identity]] = {}
+
+    def get(self, key: str) -> Identity | None:
+        hit = self._items.get(key)
+        if hit is None or hit[0] < time.monotonic():
+            self._items.pop(key, None)
+            return None
+        return hit[1]
+
+    def put(self, key: str, identity: Identity) -> None:
+        if len(self._items) >= self.size:
+            now = time.monotonic()
+            self._items = {k: v for k, v in self._items.items() if v[0] >= now}
+            if len(self._items) >= self.size:
+                self._items.clear()
+        self._items[key] = (time.monotonic() + self.ttl, identity)
+
+
+def _cache(request: Request) -> CredentialCache:
+    state = request.app.state
+    if getattr(state, "credential_cache", None) is None:
+        state.credential_cache = CredentialCache(_settings(request).auth_cache_seconds)
+    return state.credential_cache
+
+
+def basic_credentials(header: str) -> tuple[str, str] | None:
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, sep, secret = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return (user, secret) if sep else None
+
+
+def verify_credentials(access, header: str, settings) -> Identity | None:
+    """The identity behind an ``Authorization`` header (blocking: run in a thread), None
+    if the credentials are wrong. Ollama's key signatures are only valid at /auth/token."""
+    basic = basic_credentials(header)
+    if basic is not None:
+        user, secret = basic
+        if tokens.is_pat(secret):
+            return access.by_token(secret)
+        return access.by_password(user, secret)
+    scheme, _, value = header.partition(" ")
+    value = value.strip()
+    if scheme.lower() != "bearer" or not value:
+        return None
+    if tokens.is_pat(value):
+        return access.by_token(value)
+    try:
+        claims = tokens.verify(access.signing_key(), value, service=settings.auth_service)
+    except tokens.TokenInvalid:
+        return None
+    grants = tokens.grants_of(claims)
+    if not claims["sub"]:
+        return Identity(name=None, grants=grants, via="bearer",
+                        anonymous_namespaces=access.anonymous_namespaces(),
+                        anonymous_pull=settings.anonymous_pull)
+    return access.by_name(claims["sub"], via="bearer", grants=grants)
+
+
+async def identify(request: Request) -> Identity:
+    """Who is calling: the anonymous identity without credentials; raises 401
+    (with a challenge) for credentials that are wrong, expired or revoked."""
+    header = request.headers.get("authorization")
+    access = _access(request)
+    if not header:
+        return await run_in_threadpool(access.anonymous)
+    key = hashlib.sha256(header.encode()).hexdigest()
+    cache = _cache(request)
+    identity = cache.get(key)
+    if identity is None:
+        identity = await run_in_threadpool(verify_credentials, access, header,
+                                           _settings(request))
+        if identity is None:
+            raise Unauthorized("invalid credentials: wrong user name or password, or a "
+                               "token that is unknown, revoked or expired",
+                               challenge=challenge(request))
+        cache.put(key, identity)
+    return identity
+
+
+def _signed_blob(request: Request) -> bool:
+    q = request.query_params
+    if "signature" not in q or not request.url.path.startswith("/v2/"):
+        return False
+    parts = request.url.path.split("/blobs/")
+    if len(parts) != 2 or parts[1].startswith("uploads"):
+        return False
+    return tokens.check_blob_signature(_access(request).signing_key(),
+                                       request.path_params.get("name", ""),
+                                       request.path_params.get("digest", ""),
+                                       q.get("expires", ""), q["signature"])
+
+
+def _refuse(request: Request, identity: Identity, what: str, scope: str | None = None):
+    if identity.anonymous and identity.grants is None:
+        raise Unauthorized(f"authentication required to {what}",
+                           challenge=challenge(request, scope))
+    who = identity.name or "an anonymous token"
+    raise Denied(f"{who} may not {what}")
+
+
+def check(request: Request, identity: Identity, need) -> None:
+    """Raise 401/403 unless ``identity`` meets ``need`` (see the module docstring)."""
+    if need in (PUBLIC, ANYONE):
+        if need == ANYONE and request.url.path == "/v2/" and identity.anonymous \
+                and identity.grants is None:
+            raise Unauthorized("authentication required", challenge=challenge(request))
+        return
+    if need == USER:
+        if identity.anonymous:
+            _refuse(request, identity, "do this without signing in")
+        return
+    if need == SITE_ADMIN:
+        if not identity.site_admin():
+            _refuse(request, identity, "do this: it needs a site admin")
+        return
+    kind, action = need
+    if kind == "repo":
+        name = request.path_params["name"]
+        if not identity.can(action, name):
+            _refuse(request, identity, f"{action} {name}",
+                    f"repository:{name}:{_CHALLENGE_ACTIONS[action]}")
+        return
+    if kind == "namespace":
+        ns = request.path_params["namespace"].strip("/")
+        if ns in ("", "_"):
+            if not identity.site_admin():
+                _refuse(request, identity, "change the registry-wide default: it needs a "
+                        "site admin")
+        elif not identity.can(action, namespace_of(ns)):
+            _refuse(request, identity, f"administer namespace {namespace_of(ns)}")
+        return
+    raise AssertionError(f"unknown requirement {need!r}")
+
+
+def guard(need) -> Callable[[Handler], Handler]:
+    """Wrap a route handler so it runs only for callers who meet ``need``; the caller is
+    recorded for the audit log (``current_actor``) and upload limits (``assay.user``)."""
+
+    def wrap(handler: Handler) -> Handler:
+        @wraps(handler)
+        async def guarded(request: Request) -> Response:
+            addr = request.client.host if request.client else None
+            if not _settings(request).auth:
+                current_actor.set(Actor(None, addr))
+                return await handler(request)
+            if need == PUBLIC:
+                identity = Identity(name=None)
+            elif need == ("repo", PULL) and request.method in ("GET", "HEAD") \
+                    and _signed_blob(request):
+                identity = Identity(name=None, via="signed-url")
+                request.scope["assay.identity"] = identity
+                return await handler(request)
+            else:
+                identity = await identify(request)
+                check(request, identity, need)
+            request.scope["assay.identity"] = identity
+            request.scope["assay.user"] = identity.name
+            current_actor.set(Actor(identity.name, addr))
+            return await handler(request)
+
+        guarded.requirement = need  # read by the permission-matrix test
+        return guarded
+
+    return wrap
+
+
+def caller(request: Request) -> Identity | None:
+    """The identity a guarded handler runs for; None when auth is off (all allowed)."""
+    return request.scope.get("assay.identity")
+
+
+def may(request: Request, action: str, repository: str) -> bool:
+    identity = caller(request)
+    return identity is None or identity.can(action, repository)
+
+
+def readable(request: Request) -> set[str] | None:
+    """Namespaces the caller may list (None: all), for catalog and browse filtering."""
+    identity = caller(request)
+    return None if identity is None else identity.readable_namespaces()
+
+
+def blob_location(request: Request, name: str, digest: str) -> str:
+    """Where a client should GET a blob: this URL, signed when auth is on (Ollama fetches
+    the parts of a blob from it with no Authorization header)."""
+    url = f"{base_url(request)}/v2/{name}/blobs/{digest}"
+    if not _settings(request).auth:
+        return url
+    key = _access(request).signing_key()
+    return f"{url}?{tokens.sign_blob(key, name, digest, _settings(request).signed_url_seconds)}"

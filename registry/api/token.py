@@ -1,0 +1,110 @@
+"""``GET /auth/token``: Docker token authentication (and Ollama's signed variant).
+
+    GET /auth/token?service=assay&scope=repository:team/gemma3:pull,push[&scope=...]
+
+Credentials: ``Basic user:password`` or ``Basic user:<personal access token>`` (skopeo,
+oras, docker, containerd), ``Bearer <personal access token>``, Ollama's ``<public
+key>:<signature>`` with ``ts`` and ``nonce`` in the query (see ``registry.access.ollama``),
+or none (an anonymous token: only what anonymous callers may pull).
+
+Answer: ``{"token", "access_token", "expires_in", "issued_at"}``. The token is granted
+the requested actions the caller may do, and no others (Distribution's semantics: a
+reader asking for ``pull,push`` gets a ``pull`` token, and the push is then refused with
+403 DENIED). Wrong credentials: 401 UNAUTHORIZED naming what was wrong.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from registry.access import ollama, tokens
+from registry.access.permissions import ACTIONS, Identity
+from registry.api.access import PUBLIC, base_url, guard, verify_credentials
+from registry.digests import check_name
+from registry.errors import NameInvalid, RequestInvalid, Unauthorized
+
+
+def _requested(request: Request) -> list[str]:
+    scopes = []
+    for value in request.query_params.getlist("scope"):
+        scopes.extend(value.split())
+    return scopes
+
+
+def _ollama_identity(request: Request, access, settings, key: str, sig: str) -> Identity:
+    """Check an Ollama signed token request; raises Unauthorized saying what is wrong."""
+    ts = request.query_params.get("ts", "")
+    nonce = request.query_params.get("nonce", "")
+    skew = settings.ollama_signature_skew_seconds
+    if not ts.lstrip("-").isdigit() or abs(time.time() - int(ts)) > skew:
+        raise Unauthorized(f"the signed token request's ts is missing or more than {skew} s "
+                           "from the registry's clock", challenge='Basic realm="assay"')
+    # What the client signed: the realm it was given, plus the query exactly as sent.
+    url = f"{base_url(request)}{request.url.path}?{request.url.query}"
+    if not ollama.verify_signature(key, sig, url):
+        raise Unauthorized("the signature of the token request does not verify",
+                           challenge='Basic realm="assay"')
+    identity = access.by_key(key)
+    if identity is None:
+        try:
+            fp = ollama.fingerprint(key)
+        except Exception:  # noqa: BLE001 - a malformed key is just unknown
+            fp = "?"
+        raise Unauthorized(f"unknown Ollama key {fp}: register it with `assay key add`",
+                           challenge='Basic realm="assay"')
+    if not access.use_nonce(nonce, 2 * skew):
+        raise Unauthorized("the token request's nonce was used already (a replay)",
+                           challenge='Basic realm="assay"')
+    return identity
+
+
+def _issue_sync(request: Request, header: str | None) -> dict:
+    settings = request.app.state.settings
+    access = request.app.state.registry.access
+    service = request.query_params.get("service") or settings.auth_service
+    if service != settings.auth_service:
+        raise RequestInvalid(f"unknown service {service!r}: this is {settings.auth_service!r}")
+    if not header:
+        identity = access.anonymous()
+    elif (signed := ollama.split_authorization(header)) is not None:
+        identity = _ollama_identity(request, access, settings, *signed)
+    else:
+        identity = verify_credentials(access, header, settings)
+        if identity is None or identity.grants is not None:
+            raise Unauthorized("invalid credentials: wrong user name or password, or a "
+                               "token that is unknown, revoked or expired",
+                               challenge='Basic realm="assay"')
+    granted = []
+    for scope in _requested(request):
+        parsed = tokens.parse_scope(scope)
+        if parsed is None:
+            raise RequestInvalid(f"invalid scope {scope!r}: expected "
+                                 "repository:<name>:<actions>")
+        kind, name, actions = parsed
+        if kind == "registry":
+            if name == "catalog" and not identity.anonymous:
+                granted.append({"type": "registry", "name": "catalog", "actions": ["*"]})
+            continue
+        try:
+            check_name(name)
+        except NameInvalid:
+            continue
+        wanted = set(ACTIONS) if "*" in actions else actions
+        granted.append({"type": "repository", "name": name,
+                        "actions": sorted(identity.allowed_actions(name, wanted))})
+    token, ttl = tokens.issue(access.signing_key(), subject=identity.name, service=service,
+                              issuer=base_url(request), access=granted,
+                              ttl=settings.auth_token_seconds)
+    return {"token": token, "access_token": token, "expires_in": ttl,
+            "issued_at": datetime.now(UTC).isoformat()}
+
+
+@guard(PUBLIC)
+async def token(request: Request) -> JSONResponse:
+    body = await run_in_threadpool(_issue_sync, request, request.headers.get("authorization"))
+    return JSONResponse(body, headers={"Cache-Control": "no-store"})

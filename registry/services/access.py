@@ -1,0 +1,369 @@
+"""Identities and permissions in the database: users and robots, personal access tokens,
+Ollama public keys, namespace roles and anonymous pull, nonces, the shared signing key.
+
+Every change is audited (``registry.services.audit``) in its own transaction. Raises
+only ``registry.errors`` exceptions; the pure rules live in ``registry.access``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets as pysecrets
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, insert, select, update
+
+from registry.access import ollama, passwords, tokens
+from registry.access.permissions import ROLES, Identity, parse_scopes
+from registry.db.tables import (
+    access_tokens,
+    auth_nonces,
+    namespace_members,
+    namespaces,
+    secrets,
+    user_keys,
+    users,
+    utcnow,
+)
+from registry.errors import Conflict, NotFound, RequestInvalid
+from registry.services.audit import record
+from registry.services.common import Service
+
+# A user's name is also their personal namespace: one repository-name component.
+_USER_RE = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*")
+_NS_RE = _USER_RE
+DEFAULT_SCOPES = ["pull", "push"]
+
+
+def check_user_name(name: str) -> str:
+    if len(name) > 64 or not _USER_RE.fullmatch(name):
+        raise RequestInvalid(f"invalid user name {name!r}: lowercase letters, digits and "
+                             "single separators (. _ -), at most 64 characters")
+    return name
+
+
+def check_namespace(name: str) -> str:
+    if len(name) > 255 or not _NS_RE.fullmatch(name):
+        raise RequestInvalid(f"invalid namespace {name!r}: one repository name component")
+    return name
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    from datetime import UTC
+
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+def _user_json(row) -> dict:
+    return {"name": row.name, "admin": row.is_admin, "robot": row.is_robot,
+            "created_at": _aware(row.created_at).isoformat(),
+            "disabled": row.disabled_at is not None}
+
+
+def _token_json(row) -> dict:
+    return {"id": row.id, "name": row.name, "prefix": row.prefix,
+            "scopes": json.loads(row.scopes),
+            "expires_at": _aware(row.expires_at).isoformat() if row.expires_at else None,
+            "created_at": _aware(row.created_at).isoformat(),
+            "last_used_at": (_aware(row.last_used_at).isoformat()
+                             if row.last_used_at else None),
+            "revoked": row.revoked_at is not None}
+
+
+class AccessService(Service):
+    # ---- the shared signing key -------------------------------------------------------
+    _key: str | None = None
+
+    def signing_key(self) -> str:
+        """``auth_secret`` if set, else the key generated once and kept in the database
+        (the first replica to ask creates it; every other one reads the same row)."""
+        if self.settings.auth_secret:
+            return self.settings.auth_secret
+        if self._key is None:
+            with self.db.write() as conn:
+                conn.execute(self.db.insert_ignore(
+                    secrets, name="token-signing", value=pysecrets.token_hex(32),
+                    created_at=utcnow()))
+                self._key = conn.execute(select(secrets.c.value).where(
+                    secrets.c.name == "token-signing")).scalar_one()
+        return self._key
+
+    # ---- users --------------------------------------------------------------------------
+    def _user(self, conn, name: str):
+        row = conn.execute(select(users).where(users.c.name == name)).first()
+        if row is None:
+            raise NotFound(f"no user {name!r}")
+        return row
+
+    def add_user(self, name: str, password: str | None, *, admin: bool = False,
+                 robot: bool = False) -> dict:
+        check_user_name(name)
+        if robot and password:
+            raise RequestInvalid("robots have no password: they authenticate with tokens")
+        if not robot and not password:
+            raise RequestInvalid("a user needs a password")
+        try:
+            hashed = passwords.hash_password(password) if password else None
+        except ValueError as exc:
+            raise RequestInvalid(str(exc)) from exc
+        with self.db.write() as conn:
+            if conn.execute(select(users.c.id).where(users.c.name == name)).first():
+                raise Conflict(f"user {name!r} exists already")
+            conn.execute(insert(users).values(name=name, password_hash=hashed, is_admin=admin,
+                                              is_robot=robot, created_at=utcnow()))
+            record(conn, "robot.add" if robot else "user.add", name, admin=admin or None)
+            return _user_json(self._user(conn, name))
+
+    def set_password(self, name: str, password: str) -> None:
+        try:
+            hashed = passwords.hash_password(password)
+        except ValueError as exc:
+            raise RequestInvalid(str(exc)) from exc
+        with self.db.write() as conn:
+            row = self._user(conn, name)
+            if row.is_robot:
+                raise RequestInvalid("robots have no password: they authenticate with tokens")
+            conn.execute(update(users).where(users.c.id == row.id)
+                         .values(password_hash=hashed))
+            record(conn, "user.password", name)
+
+    def set_admin(self, name: str, admin: bool) -> dict:
+        with self.db.write() as conn:
+            row = self._user(conn, name)
+            conn.execute(update(users).where(users.c.id == row.id).values(is_admin=admin))
+            record(conn, "user.admin", name, admin=admin)
+            return _user_json(self._user(conn, name))
+
+    def remove_user(self, name: str) -> None:
+        with self.db.write() as conn:
+            row = self._user(conn, name)
+            conn.execute(delete(users).where(users.c.id == row.id))
+            record(conn, "user.remove", name)
+
+    def list_users(self) -> list[dict]:
+        with self.db.read() as conn:
+            return [_user_json(r) for r in conn.execute(select(users).order_by(users.c.name))]
+
+    def get_user(self, name: str) -> dict:
+        with self.db.read() as conn:
+            row = self._user(conn, name)
+            body = _user_json(row)
+            body["roles"] = self._roles(conn, row)
+            return body
+
+    def count_users(self) -> int:
+        with self.db.read() as conn:
+            return conn.execute(select(func.count()).select_from(users)).scalar_one()
+
+    # ---- namespaces and roles ---------------------------------------------------------
+    def grant(self, namespace: str, user: str, role: str) -> None:
+        check_namespace(namespace)
+        if role not in ROLES:
+            raise RequestInvalid(f"invalid role {role!r}: one of {', '.join(ROLES)}")
+        now = utcnow()
+        with self.db.write() as conn:
+            row = self._user(conn, user)
+            conn.execute(self.db.upsert(namespace_members, ["namespace", "user_id"],
+                                        {"role": role, "updated_at": now},
+                                        namespace=namespace, user_id=row.id, role=role,
+                                        updated_at=now))
+            record(conn, "namespace.grant", namespace, user=user, role=role)
+
+    def revoke(self, namespace: str, user: str) -> None:
+        with self.db.write() as conn:
+            row = self._user(conn, user)
+            gone = conn.execute(delete(namespace_members).where(
+                namespace_members.c.namespace == namespace,
+                namespace_members.c.user_id == row.id))
+            if not gone.rowcount:
+                raise NotFound(f"{user!r} has no role in namespace {namespace!r}")
+            record(conn, "namespace.revoke", namespace, user=user)
+
+    def set_anonymous_pull(self, namespace: str, allowed: bool) -> None:
+        check_namespace(namespace)
+        now = utcnow()
+        with self.db.write() as conn:
+            conn.execute(self.db.upsert(namespaces, ["name"],
+                                        {"anonymous_pull": allowed, "updated_at": now},
+                                        name=namespace, anonymous_pull=allowed,
+                                        updated_at=now))
+            record(conn, "namespace.anonymous_pull", namespace, allowed=allowed)
+
+    def namespace(self, namespace: str) -> dict:
+        with self.db.read() as conn:
+            anon = conn.execute(select(namespaces.c.anonymous_pull).where(
+                namespaces.c.name == namespace)).scalar()
+            members = conn.execute(
+                select(users.c.name, namespace_members.c.role)
+                .join(users, users.c.id == namespace_members.c.user_id)
+                .where(namespace_members.c.namespace == namespace)
+                .order_by(users.c.name)).all()
+        return {"name": namespace, "anonymous_pull": bool(anon),
+                "members": [{"user": m.name, "role": m.role} for m in members]}
+
+    # ---- personal access tokens --------------------------------------------------------
+    def create_token(self, user: str, name: str, scopes: list[str] | None = None,
+                     expires_in_days: float | None = None) -> tuple[dict, str]:
+        """A new token for ``user``: its record and its secret (shown once)."""
+        scopes = list(scopes) if scopes else list(DEFAULT_SCOPES)
+        try:
+            parse_scopes(scopes)
+        except ValueError as exc:
+            raise RequestInvalid(str(exc)) from exc
+        if not name or len(name) > 128:
+            raise RequestInvalid("a token needs a name of at most 128 characters")
+        if expires_in_days is not None and not 0 < expires_in_days <= 3650:
+            raise RequestInvalid("expiry must be between 0 and 3650 days")
+        secret = tokens.new_pat()
+        now = utcnow()
+        expires = now + timedelta(days=expires_in_days) if expires_in_days else None
+        with self.db.write() as conn:
+            row = self._user(conn, user)
+            tid = conn.execute(insert(access_tokens).values(
+                user_id=row.id, name=name, token_hash=tokens.pat_hash(secret),
+                prefix=secret[:14], scopes=json.dumps(scopes), expires_at=expires,
+                created_at=now).returning(access_tokens.c.id)).scalar_one()
+            record(conn, "token.create", user, token=name, scopes=scopes,
+                   expires_at=expires.isoformat() if expires else None)
+            created = conn.execute(select(access_tokens).where(access_tokens.c.id == tid))
+            return _token_json(created.one()), secret
+
+    def list_tokens(self, user: str) -> list[dict]:
+        with self.db.read() as conn:
+            row = self._user(conn, user)
+            return [_token_json(t) for t in conn.execute(
+                select(access_tokens).where(access_tokens.c.user_id == row.id)
+                .order_by(access_tokens.c.id))]
+
+    def revoke_token(self, user: str, token_id: int) -> None:
+        with self.db.write() as conn:
+            row = self._user(conn, user)
+            done = conn.execute(update(access_tokens).where(
+                access_tokens.c.id == token_id, access_tokens.c.user_id == row.id,
+                access_tokens.c.revoked_at.is_(None)).values(revoked_at=utcnow()))
+            if not done.rowcount:
+                raise NotFound(f"{user!r} has no live token {token_id}")
+            record(conn, "token.revoke", user, token_id=token_id)
+
+    # ---- Ollama keys ------------------------------------------------------------------
+    def add_key(self, user: str, public_key: str) -> dict:
+        try:
+            wire, comment = ollama.parse_public_key(public_key)
+        except ollama.KeyInvalid as exc:
+            raise RequestInvalid(str(exc)) from exc
+        fp = ollama.fingerprint(wire)
+        with self.db.write() as conn:
+            row = self._user(conn, user)
+            if conn.execute(select(user_keys.c.id).where(user_keys.c.public_key == wire)).first():
+                raise Conflict(f"key {fp} is registered already")
+            kid = conn.execute(insert(user_keys).values(
+                user_id=row.id, public_key=wire, fingerprint=fp, comment=comment,
+                created_at=utcnow()).returning(user_keys.c.id)).scalar_one()
+            record(conn, "key.add", user, fingerprint=fp)
+        return {"id": kid, "fingerprint": fp, "comment": comment}
+
+    def list_keys(self, user: str) -> list[dict]:
+        with self.db.read() as conn:
+            row = self._user(conn, user)
+            return [{"id": k.id, "fingerprint": k.fingerprint, "comment": k.comment,
+                     "created_at": _aware(k.created_at).isoformat()}
+                    for k in conn.execute(select(user_keys).where(
+                        user_keys.c.user_id == row.id).order_by(user_keys.c.id))]
+
+    def remove_key(self, user: str, key_id: int) -> None:
+        with self.db.write() as conn:
+            row = self._user(conn, user)
+            gone = conn.execute(delete(user_keys).where(user_keys.c.id == key_id,
+                                                        user_keys.c.user_id == row.id))
+            if not gone.rowcount:
+                raise NotFound(f"{user!r} has no key {key_id}")
+            record(conn, "key.remove", user, key_id=key_id)
+
+    # ---- authentication ----------------------------------------------------------------
+    def _roles(self, conn, row) -> dict[str, str]:
+        roles = {m.namespace: m.role for m in conn.execute(
+            select(namespace_members.c.namespace, namespace_members.c.role)
+            .where(namespace_members.c.user_id == row.id))}
+        if not row.is_robot:
+            roles[row.name] = "admin"  # everyone owns the namespace named after them
+        return roles
+
+    def anonymous_namespaces(self, conn=None) -> frozenset[str]:
+        if conn is None:
+            with self.db.read() as c:
+                return self.anonymous_namespaces(c)
+        return frozenset(conn.execute(select(namespaces.c.name)
+                                      .where(namespaces.c.anonymous_pull.is_(True))).scalars())
+
+    def anonymous(self) -> Identity:
+        return Identity(name=None, anonymous_namespaces=self.anonymous_namespaces(),
+                        anonymous_pull=self.settings.anonymous_pull)
+
+    def _identity(self, conn, row, *, via: str, scopes=None, grants=None) -> Identity:
+        return Identity(name=row.name, is_admin=row.is_admin, is_robot=row.is_robot,
+                        roles=self._roles(conn, row),
+                        anonymous_namespaces=self.anonymous_namespaces(conn),
+                        anonymous_pull=self.settings.anonymous_pull, scopes=scopes,
+                        grants=grants, via=via)
+
+    def by_password(self, name: str, password: str) -> Identity | None:
+        """The user if ``password`` is theirs (argon2: ~50 ms, cache the result)."""
+        with self.db.read() as conn:
+            row = conn.execute(select(users).where(users.c.name == name)).first()
+            if row is None or row.disabled_at is not None:
+                passwords.check_password(None, password)
+                return None
+            if not passwords.check_password(row.password_hash, password):
+                return None
+            return self._identity(conn, row, via="password")
+
+    def by_token(self, secret: str) -> Identity | None:
+        """The owner of a live personal access token, limited to the token's scopes."""
+        now = utcnow()
+        with self.db.read() as conn:
+            tok = conn.execute(select(access_tokens).where(
+                access_tokens.c.token_hash == tokens.pat_hash(secret))).first()
+            if tok is None or tok.revoked_at is not None or (
+                    tok.expires_at is not None and _aware(tok.expires_at) <= now):
+                return None
+            row = conn.execute(select(users).where(users.c.id == tok.user_id)).one()
+            if row.disabled_at is not None:
+                return None
+            scopes = tuple(parse_scopes(json.loads(tok.scopes)))
+            identity = self._identity(conn, row, via="token", scopes=scopes)
+        if tok.last_used_at is None or now - _aware(tok.last_used_at) > timedelta(minutes=5):
+            with self.db.write() as conn:  # coarse: one write per token per 5 minutes
+                conn.execute(update(access_tokens).where(access_tokens.c.id == tok.id)
+                             .values(last_used_at=now))
+        return identity
+
+    def by_key(self, wire_b64: str) -> Identity | None:
+        """The user who registered this Ollama public key."""
+        with self.db.read() as conn:
+            row = conn.execute(select(users).join(user_keys, user_keys.c.user_id == users.c.id)
+                               .where(user_keys.c.public_key == wire_b64)).first()
+            if row is None or row.disabled_at is not None:
+                return None
+            return self._identity(conn, row, via="key")
+
+    def by_name(self, name: str, *, via: str, grants=None) -> Identity | None:
+        """A user by name (a bearer token's subject); None if gone or disabled."""
+        with self.db.read() as conn:
+            row = conn.execute(select(users).where(users.c.name == name)).first()
+            if row is None or row.disabled_at is not None:
+                return None
+            return self._identity(conn, row, via=via, grants=grants)
+
+    def use_nonce(self, nonce: str, max_age_seconds: float) -> bool:
+        """Record a signed request's nonce; False if it was seen already (a replay).
+        Nonces older than ``max_age_seconds`` are forgotten: their ``ts`` is stale."""
+        if not nonce or len(nonce) > 128:
+            return False
+        now = utcnow()
+        with self.db.write() as conn:
+            conn.execute(delete(auth_nonces).where(
+                auth_nonces.c.seen_at < now - timedelta(seconds=max_age_seconds)))
+            fresh = conn.execute(self.db.insert_ignore(auth_nonces, nonce=nonce, seen_at=now)
+                                 .returning(auth_nonces.c.nonce)).scalar()
+            return fresh is not None

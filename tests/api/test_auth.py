@@ -1,0 +1,345 @@
+"""Access control over HTTP (``ASSAY_AUTH=1``), on both stacks: challenges, Basic auth,
+Docker token auth with scope reduction, personal access tokens (scopes, expiry,
+revocation), robots, anonymous pull, signed blob URLs, listings filtered by role,
+cross-namespace mounts, Ollama's ed25519-signed token requests and the audit log."""
+
+from __future__ import annotations
+
+import base64
+import re
+import time
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+import pytest
+from sqlalchemy import update
+from starlette.testclient import TestClient
+
+from registry.access import tokens
+from registry.app import create_app
+from registry.db.tables import access_tokens, utcnow
+from tests.api.oci import error_code, push_image, sha256
+from tests.support.ollama_keys import OllamaKey, token_url
+
+BASE = "http://registry.test"
+PASSWORDS = {"root": "root-password", "wanda": "wanda-password", "rita": "rita-password",
+             "otto": "otto-password"}
+
+
+@pytest.fixture
+def reg(settings):
+    """An auth-on registry: root (site admin), wanda (write in team), rita (read in
+    team), otto (no role anywhere) and robot ci (write in team, token in ``reg.ci``)."""
+    settings = settings.model_copy(update={"auth": True, "auth_cache_seconds": 0})
+    app = create_app(settings, run_migrations=False)
+    with TestClient(app, base_url=BASE) as client:
+        access = app.state.registry.access
+        access.add_user("root", PASSWORDS["root"], admin=True)
+        for name in ("wanda", "rita", "otto"):
+            access.add_user(name, PASSWORDS[name])
+        access.grant("team", "wanda", "write")
+        access.grant("team", "rita", "read")
+        access.add_user("ci", None, robot=True)
+        access.grant("team", "ci", "write")
+        _, client.ci = access.create_token("ci", "deploy")
+        yield client
+
+
+def as_(name: str) -> tuple[str, str]:
+    return name, PASSWORDS[name]
+
+
+def basic(user: str, secret: str) -> dict:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()}
+
+
+def bearer(token: str) -> dict:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def challenge_params(response) -> dict:
+    value = response.headers["www-authenticate"]
+    assert value.startswith("Bearer ")
+    return dict(re.findall(r'(\w+)="([^"]*)"', value))
+
+
+def test_anonymous_gets_a_bearer_challenge_with_quoted_realm_on_this_host(reg):
+    r = reg.get("/v2/")
+    assert r.status_code == 401 and error_code(r) == "UNAUTHORIZED"
+    assert challenge_params(r) == {"realm": f"{BASE}/auth/token", "service": "assay"}
+    r = reg.get("/v2/team/model/manifests/latest")
+    assert r.status_code == 401
+    assert challenge_params(r)["scope"] == "repository:team/model:pull"
+    r = reg.post("/v2/team/model/blobs/uploads/")
+    assert challenge_params(r)["scope"] == "repository:team/model:pull,push"
+    # REST asks for Basic and answers problem JSON.
+    r = reg.get("/api/v1/repositories/team/model/tags")
+    assert r.status_code == 401 and r.headers["www-authenticate"] == 'Basic realm="assay"'
+    assert r.headers["content-type"] == "application/problem+json"
+
+
+def test_basic_auth_roles_writer_pushes_reader_pulls_others_are_denied(reg):
+    reg.auth = as_("wanda")
+    digest, _ = push_image(reg, "team/model", "v1")
+    reg.auth = as_("rita")
+    assert reg.get("/v2/team/model/manifests/v1").status_code == 200
+    r = reg.post("/v2/team/model/blobs/uploads/")
+    assert r.status_code == 403 and error_code(r) == "DENIED"
+    assert "rita may not push team/model" in r.json()["errors"][0]["message"]
+    r = reg.delete(f"/v2/team/model/manifests/{digest}")
+    assert r.status_code == 403  # delete needs admin of the namespace
+    reg.auth = as_("otto")
+    assert reg.get("/v2/team/model/manifests/v1").status_code == 403
+    reg.auth = ("rita", "wrong-password")
+    r = reg.get("/v2/team/model/manifests/v1")
+    assert r.status_code == 401 and error_code(r) == "UNAUTHORIZED"
+    reg.auth = as_("root")
+    assert reg.delete(f"/v2/team/model/manifests/{digest}").status_code == 202
+
+
+def test_everyone_owns_the_namespace_named_after_them(reg):
+    reg.auth = as_("otto")
+    push_image(reg, "otto/private", "v1")
+    assert reg.get("/v2/otto/private/manifests/v1").status_code == 200
+    reg.auth = as_("rita")
+    assert reg.get("/v2/otto/private/manifests/v1").status_code == 403
+
+
+def _token(reg, scope: str | list[str], auth=None, headers=None) -> dict:
+    scopes = [scope] if isinstance(scope, str) else scope
+    r = reg.get("/auth/token", params=[("service", "assay")] + [("scope", s) for s in scopes],
+                auth=auth, headers=headers)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["token"] == body["access_token"] and body["expires_in"] > 0
+    return body
+
+
+def _claims(reg, token: str) -> dict:
+    return tokens.verify(reg.app.state.registry.access.signing_key(), token, service="assay")
+
+
+def test_token_endpoint_grants_only_what_the_caller_may_do(reg):
+    reg.auth = as_("wanda")
+    push_image(reg, "team/model", "v1")
+    reg.auth = None
+    body = _token(reg, "repository:team/model:pull,push", auth=as_("rita"))
+    assert _claims(reg, body["token"])["access"] == [
+        {"type": "repository", "name": "team/model", "actions": ["pull"]}]
+    h = bearer(body["token"])
+    assert reg.get("/v2/team/model/manifests/v1", headers=h).status_code == 200
+    r = reg.post("/v2/team/model/blobs/uploads/", headers=h)
+    assert r.status_code == 403 and error_code(r) == "DENIED"
+    # The token is for that repository only, even where rita could read.
+    assert reg.get("/v2/team/other/tags/list", headers=h).status_code == 403
+    # The writer's token for the same scope can push.
+    body = _token(reg, "repository:team/model:pull,push", auth=as_("wanda"))
+    assert reg.post("/v2/team/model/blobs/uploads/",
+                    headers=bearer(body["token"])).status_code == 202
+    # Wrong password at the token endpoint: 401, OCI error JSON.
+    r = reg.get("/auth/token", params={"scope": "repository:team/model:pull"},
+                auth=("rita", "nope-nope"))
+    assert r.status_code == 401 and error_code(r) == "UNAUTHORIZED"
+    # Another service's audience is refused up front.
+    r = reg.get("/auth/token", params={"service": "elsewhere"}, auth=as_("rita"))
+    assert r.status_code == 400
+
+
+def test_anonymous_token_carries_nothing_until_anonymous_pull_is_on(reg):
+    reg.auth = as_("wanda")
+    push_image(reg, "team/model", "v1")
+    reg.auth = None
+    body = _token(reg, "repository:team/model:pull")
+    assert _claims(reg, body["token"])["access"][0]["actions"] == []
+    r = reg.get("/v2/team/model/manifests/v1", headers=bearer(body["token"]))
+    assert r.status_code == 403
+    reg.app.state.registry.access.set_anonymous_pull("team", True)
+    body = _token(reg, "repository:team/model:pull,push")
+    assert _claims(reg, body["token"])["access"][0]["actions"] == ["pull"]
+    assert reg.get("/v2/team/model/manifests/v1").status_code == 200  # no token at all
+    assert reg.post("/v2/team/model/blobs/uploads/").status_code == 401
+
+
+def test_bearer_tokens_expire_and_forgeries_are_refused(reg):
+    key = reg.app.state.registry.access.signing_key()
+    access = [{"type": "repository", "name": "team/model", "actions": ["pull"]}]
+    expired, _ = tokens.issue(key, subject="rita", service="assay", issuer=BASE,
+                              access=access, ttl=-60)
+    r = reg.get("/v2/team/model/tags/list", headers=bearer(expired))
+    assert r.status_code == 401 and "challenge" not in r.text
+    assert "realm=" in r.headers["www-authenticate"]
+    forged, _ = tokens.issue("not-the-key-" + "x" * 32, subject="root", service="assay",
+                             issuer=BASE, access=access, ttl=60)
+    assert reg.get("/v2/team/model/tags/list", headers=bearer(forged)).status_code == 401
+    other, _ = tokens.issue(key, subject="rita", service="other", issuer=BASE,
+                            access=access, ttl=60)
+    assert reg.get("/v2/team/model/tags/list", headers=bearer(other)).status_code == 401
+
+
+def test_personal_access_tokens_scopes_revocation_and_expiry(reg):
+    access = reg.app.state.registry.access
+    record, secret = access.create_token("wanda", "laptop", ["pull"])
+    assert secret.startswith("assay_pat_") and record["scopes"] == ["pull"]
+    reg.auth = as_("wanda")
+    push_image(reg, "team/model", "v1")
+    reg.auth = None
+    for how in ({"headers": basic("wanda", secret)}, {"headers": bearer(secret)}):
+        assert reg.get("/v2/team/model/manifests/v1", **how).status_code == 200
+        assert reg.post("/v2/team/model/blobs/uploads/", **how).status_code == 403
+    # The token endpoint accepts it too, and never grants more than its scopes.
+    body = _token(reg, "repository:team/model:pull,push", headers=basic("x", secret))
+    assert _claims(reg, body["token"])["access"][0]["actions"] == ["pull"]
+    # Namespace-limited scope.
+    _, team_push = access.create_token("wanda", "team only", ["pull:team", "push:team"])
+    h = bearer(team_push)
+    assert reg.post("/v2/team/model/blobs/uploads/", headers=h).status_code == 202
+    assert reg.post("/v2/wanda/own/blobs/uploads/", headers=h).status_code == 403
+    # Revoked: 401 at once (the credential cache is off in this fixture).
+    access.revoke_token("wanda", record["id"])
+    assert reg.get("/v2/team/model/manifests/v1", headers=bearer(secret)).status_code == 401
+    # Expired.
+    record, secret = access.create_token("wanda", "short", ["pull"], 1)
+    with access.db.write() as conn:
+        conn.execute(update(access_tokens).where(access_tokens.c.id == record["id"])
+                     .values(expires_at=utcnow() - timedelta(seconds=1)))
+    assert reg.get("/v2/team/model/manifests/v1", headers=bearer(secret)).status_code == 401
+    # Bad scopes are refused when the token is made.
+    r = reg.post("/api/v1/tokens", json={"name": "t", "scopes": ["fly"]}, auth=as_("wanda"))
+    assert r.status_code == 400 and "invalid scope" in r.json()["detail"]
+
+
+def test_robot_pushes_with_its_token_and_has_no_password(reg):
+    h = basic("ci", reg.ci)
+    r = reg.post(f"/v2/team/app/blobs/uploads/?digest={sha256(b'x')}", content=b"x", headers=h)
+    assert r.status_code == 201
+    assert reg.get("/v2/ci/own/tags/list", headers=h).status_code == 403  # no own namespace
+    r = reg.post("/api/v1/users", json={"name": "r2", "password": "abcdefghij", "robot": True},
+                 auth=as_("root"))
+    assert r.status_code == 400
+
+
+def test_signed_blob_urls_let_ranged_part_requests_in_without_credentials(reg):
+    reg.auth = as_("wanda")
+    data = bytes(range(256)) * 40
+    push_image(reg, "team/model", "v1", layers=[data])
+    digest = sha256(data)
+    location = reg.get(f"/v2/team/model/blobs/{digest}").headers["location"]
+    assert "signature=" in location and "expires=" in location
+    reg.auth = None
+    url = urlsplit(location)
+    path = f"{url.path}?{url.query}"
+    r = reg.get(path, headers={"Range": "bytes=100-199"})
+    assert r.status_code == 206 and r.content == data[100:200]
+    # Tampered, or for another blob, or expired: refused.
+    assert reg.get(path[:-4] + "0000").status_code == 401
+    other = sha256(b"other")
+    assert reg.get(path.replace(digest, other)).status_code == 401
+    key = reg.app.state.registry.access.signing_key()
+    stale = tokens.sign_blob(key, "team/model", digest, -5)
+    assert reg.get(f"{url.path}?{stale}").status_code == 401
+    # A signature never opens a manifest or an upload.
+    assert reg.get(f"/v2/team/model/manifests/v1?{url.query}").status_code == 401
+
+
+def test_listings_show_only_what_the_caller_may_pull(reg):
+    for user, repo in (("wanda", "team/a"), ("otto", "otto/b"), ("root", "secret/c")):
+        reg.auth = as_(user)
+        push_image(reg, repo, "v1")
+    reg.auth = as_("rita")
+    assert reg.get("/v2/_catalog").json()["repositories"] == ["team/a"]
+    names = [r["name"] for r in reg.get("/api/v1/repositories").json()["repositories"]]
+    assert names == ["team/a"]
+    reg.auth = as_("root")
+    assert reg.get("/v2/_catalog").json()["repositories"] == ["otto/b", "secret/c", "team/a"]
+    reg.auth = None
+    assert reg.get("/v2/_catalog").status_code == 200  # anonymous: nothing to see
+    assert reg.get("/v2/_catalog").json()["repositories"] == []
+
+
+def test_mount_from_a_namespace_the_pusher_cannot_read_uploads_instead(reg):
+    reg.auth = as_("root")
+    secret = b"root's secret weights"
+    push_image(reg, "secret/model", "v1", layers=[secret])
+    reg.auth = as_("otto")
+    r = reg.post(f"/v2/otto/steal/blobs/uploads/?mount={sha256(secret)}&from=secret/model")
+    assert r.status_code == 202  # an upload session, not a mount
+    assert reg.head(f"/v2/otto/steal/blobs/{sha256(secret)}").status_code == 404
+    reg.auth = as_("root")
+    r = reg.post(f"/v2/root/copy/blobs/uploads/?mount={sha256(secret)}&from=secret/model")
+    assert r.status_code == 201
+
+
+def test_ollama_signed_token_request(reg, tmp_path):
+    key = OllamaKey()
+    key.save(tmp_path / ".ollama")
+    reg.auth = as_("wanda")
+    r = reg.post("/api/v1/keys", json={"public_key": key.public_line() + " wanda@laptop"})
+    assert r.status_code == 201 and r.json()["fingerprint"].startswith("SHA256:")
+    push_image(reg, "team/model", "v1")
+    reg.auth = None
+    r = reg.get("/v2/team/model/manifests/v1")
+    ch = challenge_params(r)
+    url = token_url(ch["realm"], ch["service"], "repository:team/model:pull,push")
+    r = reg.get(url, headers={"Authorization": OllamaKey.load(
+        tmp_path / ".ollama" / "id_ed25519").sign(url)})
+    assert r.status_code == 200, r.text
+    token = r.json()["token"]
+    assert _claims(reg, token)["access"][0]["actions"] == ["pull", "push"]
+    assert reg.get("/v2/team/model/manifests/v1", headers=bearer(token)).status_code == 200
+    # The same request again is a replay.
+    r = reg.get(url, headers={"Authorization": key.sign(url)})
+    assert r.status_code == 401 and "nonce" in r.json()["errors"][0]["message"]
+    # A stale timestamp, a signature over another URL, an unknown key: refused.
+    stale = token_url(ch["realm"], ch["service"], "repository:team/model:pull",
+                      ts=int(time.time()) - 3600)
+    r = reg.get(stale, headers={"Authorization": key.sign(stale)})
+    assert r.status_code == 401 and "ts" in r.json()["errors"][0]["message"]
+    fresh = token_url(ch["realm"], ch["service"], "repository:team/model:pull")
+    r = reg.get(fresh, headers={"Authorization": key.sign(fresh + "x")})
+    assert r.status_code == 401 and "signature" in r.json()["errors"][0]["message"]
+    stranger = OllamaKey()
+    fresh = token_url(ch["realm"], ch["service"], "repository:team/model:pull")
+    r = reg.get(fresh, headers={"Authorization": stranger.sign(fresh)})
+    assert r.status_code == 401 and "assay key add" in r.json()["errors"][0]["message"]
+    # Registered twice: 409; a non-ed25519 key: 400.
+    reg.auth = as_("rita")
+    assert reg.post("/api/v1/keys", json={"public_key": key.public_line()}).status_code == 409
+    r = reg.post("/api/v1/keys", json={"public_key": "ssh-rsa AAAAB3NzaC1yc2E rita"})
+    assert r.status_code == 400
+
+
+def test_audit_log_names_who_pushed_deleted_granted_and_overrode(reg):
+    reg.auth = as_("wanda")
+    digest, _ = push_image(reg, "team/model", "v1")
+    reg.auth = as_("root")
+    assert reg.put("/api/v1/namespaces/team/members/otto",
+                   json={"role": "read"}).status_code == 200
+    assert reg.delete("/v2/team/model/manifests/v1").status_code == 202
+    reg.auth = as_("wanda")
+    r = reg.get("/api/v1/audit")
+    assert r.status_code == 403 and r.json()["code"] == "DENIED"
+    reg.auth = as_("root")
+    entries = reg.get("/api/v1/audit").json()["entries"]
+    seen = [(e["actor"], e["action"], e["target"]) for e in entries]
+    assert ("wanda", "push", "team/model:v1") in seen
+    assert ("root", "namespace.grant", "team") in seen
+    assert ("root", "delete", "team/model:v1") in seen
+    assert ("root", "user.add", "wanda") not in seen  # made by the fixture, no request
+    assert all(e["remote_addr"] for e in entries if e["actor"] in ("root", "wanda"))
+    only = reg.get("/api/v1/audit", params={"actor": "wanda"}).json()["entries"]
+    assert {e["actor"] for e in only} == {"wanda"}
+
+
+def test_namespace_admins_manage_their_namespace_only(reg):
+    access = reg.app.state.registry.access
+    access.grant("team", "otto", "admin")
+    reg.auth = as_("otto")
+    assert reg.put("/api/v1/namespaces/team", json={"anonymous_pull": True}).json()[
+        "anonymous_pull"] is True
+    assert reg.put("/api/v1/policies/team", json={"gate": False}).status_code == 200
+    assert reg.put("/api/v1/policies/_", json={"gate": False}).status_code == 403
+    assert reg.put("/api/v1/namespaces/other", json={"anonymous_pull": True}).status_code == 403
+    reg.auth = as_("wanda")
+    r = reg.put("/api/v1/namespaces/team/members/wanda", json={"role": "admin"})
+    assert r.status_code == 403  # a writer cannot promote themself
+    assert reg.get("/api/v1/me").json()["roles"] == {"team": "write", "wanda": "admin"}
