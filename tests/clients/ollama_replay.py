@@ -25,10 +25,24 @@ see ../shared/CLIENTS.md. Deliberate points of fidelity:
   copied, so a registry that ignores Range silently corrupts the file; the final sha256 check
   is what catches it. Where Ollama would retry with multi-second back-offs, the replay raises
   ``OllamaProtocolError`` with the exchange that failed, so a test reports it precisely.
+* Auth is reactive only (``makeRequestWithRetry`` in images.go, auth.go): a request is sent
+  without credentials (or with the bearer token the push or pull already holds); on a 401 the
+  ``WWW-Authenticate: Bearer realm="..",service="..",scope=".."`` values are read with
+  Ollama's ``getValue`` (quoted values only), the realm must be on the request's host:port,
+  the token URL (realm + service + scopes + ts + nonce, ``url.Values.Encode``) is signed with
+  the ed25519 key in ``key_path`` (``~/.ollama/id_ed25519``) and fetched with
+  ``Authorization: <public key>:<signature>``; the ``{"token"}`` is then sent as ``Bearer``
+  on one retry and on every later request of that push or pull. A second 401 fails with
+  ``unauthorized: access denied`` (or ``unknown ollama key`` for an anonymous token).
+  Basic auth is never sent. Part downloads never carry Authorization (the ``Location`` of
+  the blob GET must be a signed URL when auth is on); a PATCH answered 401 fetches a new
+  token and sends the part again (upload.go ``uploadPart``).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
 import os
@@ -40,6 +54,8 @@ from pathlib import Path
 from urllib.parse import parse_qsl, quote_plus, urljoin, urlsplit, urlunsplit
 
 import httpx
+
+from tests.support.ollama_keys import OllamaKey, token_url
 
 MB = 1000 * 1000  # format.MegaByte
 NUM_PARTS = 16  # numUploadParts / numDownloadParts
@@ -279,8 +295,12 @@ def _client(trace: Trace, user_agent: str, *, max_connections: int = 4) -> httpx
 
 
 def _request(client: httpx.Client, method: str, url: str, *, headers: dict | None = None,
-             content: bytes | None = None, follow_redirects: bool = True) -> httpx.Response:
+             content: bytes | None = None, follow_redirects: bool = True,
+             opts: RegistryOptions | None = None) -> httpx.Response:
+    """``makeRequest``: with ``opts`` holding a token, ``Authorization: Bearer <token>``."""
     headers = dict(headers or {})
+    if opts is not None and opts.token:
+        headers["Authorization"] = f"Bearer {opts.token}"
     if method != "HEAD" and "Range" not in headers:
         headers.setdefault("Accept-Encoding", "gzip")  # Go's transport adds it
     if content is None and method in ("POST", "PUT", "PATCH"):
@@ -298,11 +318,132 @@ def _check(response: httpx.Response, what: str) -> None:
         raise _error(f"{what}: {response.status_code}", response)
 
 
+# --------------------------------------------------------------------------- auth
+
+
+def default_key_path() -> Path:
+    """Where Ollama keeps its key (``auth.keyPath``): ``~/.ollama/id_ed25519``."""
+    return Path.home() / ".ollama" / "id_ed25519"
+
+
+@dataclass
+class RegistryOptions:
+    """``registryOptions`` of one push or pull: the bearer token it holds once a 401 made it
+    fetch one (sent on every later request), and the key file that signs token requests
+    (the replay's stand-in for ``$HOME/.ollama/id_ed25519``)."""
+
+    key_path: Path
+    token: str = ""
+
+
+def _options(key_path: str | os.PathLike | None) -> RegistryOptions:
+    return RegistryOptions(Path(key_path) if key_path is not None else default_key_path())
+
+
+def go_get_value(header: str, key: str) -> str:
+    """images.go ``getValue``: the text after ``key="`` up to a quote that is followed by a
+    comma or the end. Unquoted values come out mangled (first character lost), as in Go."""
+    start = header.find(key + "=")
+    if start == -1:
+        return ""
+    start += len(key) + 2
+    end = start
+    while end < len(header):
+        if header[end] == '"':
+            if end + 1 < len(header) and header[end + 1] != ",":
+                end += 1
+                continue
+            break
+        end += 1
+    return header[start:end]
+
+
+def parse_registry_challenge(header: str) -> tuple[str, str, str]:
+    """``parseRegistryChallenge``: (realm, service, scope) of a ``Bearer`` challenge."""
+    header = header.removeprefix("Bearer ")
+    return (go_get_value(header, "realm"), go_get_value(header, "service"),
+            go_get_value(header, "scope"))
+
+
+def token_subject(token: str) -> str:
+    """``getTokenSubject``: the JWT's ``sub``, not verified ("" when there is none)."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return ""
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, binascii.Error):
+        return ""
+    if not isinstance(payload, dict) or "sub" not in payload:
+        return ""
+    return str(payload["sub"])
+
+
+def _load_key(opts: RegistryOptions, response: httpx.Response) -> OllamaKey:
+    """``auth.Sign`` reads the key file on every signature; a missing file is its error."""
+    try:
+        return OllamaKey.load(opts.key_path)
+    except FileNotFoundError:
+        raise _error(f"open {opts.key_path}: no such file or directory", response) from None
+
+
+def _authorization_token(client: httpx.Client, request_url: str, challenged: httpx.Response,
+                         opts: RegistryOptions) -> str:
+    """``getAuthorizationToken``: the signed token request for a 401's challenge."""
+    realm, service, scope = parse_registry_challenge(
+        challenged.headers.get("WWW-Authenticate", ""))
+    url = token_url(realm, service, scope)
+    original, realm_host = urlsplit(request_url).netloc, urlsplit(url).netloc
+    if realm_host != original:
+        raise _error(f'realm host "{realm_host}" does not match original host "{original}"',
+                     challenged)
+    signature = _load_key(opts, challenged).sign(url)
+    resp = _request(client, "GET", url, headers={"Authorization": signature})
+    body = resp.read()
+    if resp.status_code >= 400:
+        raise _error(f"{resp.status_code}: {body.decode(errors='replace')}" if body
+                     else str(resp.status_code), resp)
+    try:
+        token = json.loads(body)["token"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise _error(f"token response is not {{\"token\": ...}}: {exc}", resp) from exc
+    if not isinstance(token, str):
+        raise _error("token response: token is not a string", resp)
+    return token
+
+
+def _request_with_retry(client: httpx.Client, method: str, url: str,
+                        opts: RegistryOptions | None, *, headers: dict | None = None,
+                        content: bytes | None = None,
+                        follow_redirects: bool = True) -> httpx.Response:
+    """``makeRequestWithRetry``: one retry after fetching a token for a 401. Returns any
+    other answer (the caller checks 404 / >= 400 as before); a second 401 fails. Without
+    ``opts`` (helpers that replay only a fragment) it is ``makeRequest``."""
+    if opts is None:
+        return _request(client, method, url, headers=headers, content=content,
+                        follow_redirects=follow_redirects)
+    anonymous = True  # "access will default to anonymous if no user is found"
+    for _ in range(2):
+        resp = _request(client, method, url, headers=headers, content=content,
+                        follow_redirects=follow_redirects, opts=opts)
+        if resp.status_code != 401:
+            return resp
+        resp.read()
+        token = _authorization_token(client, url, resp, opts)
+        anonymous = token_subject(token) == "anonymous"
+        opts.token = token
+    if anonymous:
+        public = _load_key(opts, resp).public_line()
+        raise _error(f'unauthorized: unknown ollama key "{public}"', resp)
+    raise _error("unauthorized: access denied", resp)
+
+
 # --------------------------------------------------------------------------- push
 
 
 def _upload_parts(client: httpx.Client, blob: Blob, location: str, trace: Trace,
-                  response: httpx.Response | None) -> httpx.Response:
+                  response: httpx.Response | None,
+                  opts: RegistryOptions | None = None) -> httpx.Response:
     """blobUpload.Run: sequential PATCH parts, then PUT ?digest=&etag=. Returns the PUT answer."""
     next_url = _upload_url(location, response, f"POST upload for {blob.digest}")
     parts = part_plan(blob.size)
@@ -315,9 +456,14 @@ def _upload_parts(client: httpx.Client, blob: Blob, location: str, trace: Trace,
             "X-Redirect-Uploads": "1",
             "Content-Range": f"{offset}-{offset + size - 1}",
         }
-        resp = _request(client, "PATCH", next_url, headers=headers, content=data,
-                        follow_redirects=False)
         what = f"PATCH part {index} of {blob.digest}"
+        for _ in range(2):  # uploadPart: a 401 fetches a token; Run sends the part again
+            resp = _request(client, "PATCH", next_url, headers=headers, content=data,
+                            follow_redirects=False, opts=opts)
+            if resp.status_code != 401 or opts is None:
+                break
+            resp.read()
+            opts.token = _authorization_token(client, next_url, resp, opts)
         loc = resp.headers.get("Docker-Upload-Location") or resp.headers.get("Location") or ""
         if resp.status_code == 307:
             target = resp.headers.get("Location")
@@ -335,15 +481,17 @@ def _upload_parts(client: httpx.Client, blob: Blob, location: str, trace: Trace,
     trace.parts[blob.digest] = parts
     etag = f"{hashlib.md5(b''.join(md5s)).hexdigest()}-{len(parts)}"
     final = _with_query(next_url, [("digest", blob.digest), ("etag", etag)])
-    resp = _request(client, "PUT", final, headers={
+    resp = _request_with_retry(client, "PUT", final, opts, headers={
         "Content-Type": "application/octet-stream", "Content-Length": "0"})
     _check(resp, f"PUT (commit) of {blob.digest}")
     return resp
 
 
 def _upload_blob(client: httpx.Client, base: str, ns_model: str, blob: Blob,
-                 mount_from: str | None, trace: Trace) -> None:
-    head = _request(client, "HEAD", f"{base}/v2/{ns_model}/blobs/{blob.digest}")
+                 mount_from: str | None, trace: Trace,
+                 opts: RegistryOptions | None = None) -> None:
+    head = _request_with_retry(client, "HEAD", f"{base}/v2/{ns_model}/blobs/{blob.digest}",
+                               opts)
     if head.status_code == 404:
         pass
     elif head.status_code >= 400:
@@ -354,13 +502,13 @@ def _upload_blob(client: httpx.Client, base: str, ns_model: str, blob: Blob,
     url = f"{base}/v2/{ns_model}/blobs/uploads/"
     if mount_from:
         url += "?" + go_values_encode([("mount", blob.digest), ("from", mount_from)])
-    resp = _request(client, "POST", url)
+    resp = _request_with_retry(client, "POST", url, opts)
     _check(resp, f"POST upload for {blob.digest}")
     if resp.status_code == 201:  # "a blob has been mounted"
         trace.mounted.append(blob.digest)
         return
     location = resp.headers.get("Docker-Upload-Location") or resp.headers.get("Location") or ""
-    _upload_parts(client, blob, location, trace, resp)
+    _upload_parts(client, blob, location, trace, resp, opts)
 
 
 def ollama_manifest(config_blob: Blob, layer_blobs: Sequence[Blob]) -> bytes:
@@ -375,12 +523,15 @@ def ollama_manifest(config_blob: Blob, layer_blobs: Sequence[Blob]) -> bytes:
 
 def ollama_push(base_url: str, ns_model: str, tag: str,
                 layers: Sequence[tuple[str, BlobSource]], config: dict, *,
-                mount_from: str | None = None, trace: Trace | None = None) -> str:
+                mount_from: str | None = None, trace: Trace | None = None,
+                key_path: str | os.PathLike | None = None) -> str:
     """Replay ``ollama push``: layers then config, then the manifest. Returns its digest.
 
     ``layers`` are (media type, bytes or path); ``config`` is the ConfigV2 dict (``rootfs`` is
     added from the layer digests when absent). ``mount_from`` ("ns/model") makes every upload
     start with ``POST ?from=&mount=`` as Ollama does for layers carrying ``From``.
+    ``key_path``: the ``~/.ollama/id_ed25519`` that signs token requests when the registry
+    answers 401 (default: the real one, as Ollama; read only then).
     """
     _check_name(ns_model)
     if mount_from:
@@ -391,12 +542,14 @@ def ollama_push(base_url: str, ns_model: str, tag: str,
     config = dict(config)
     config.setdefault("rootfs", {"type": "layers", "diff_ids": [b.digest for b in blobs]})
     config_blob = describe(DOCKER_CONFIG_V1, go_json(config))
+    opts = _options(key_path)
     with _client(trace, OLLAMA_USER_AGENT) as client:
         for blob in [*blobs, config_blob]:
-            _upload_blob(client, base, ns_model, blob, mount_from, trace)
+            _upload_blob(client, base, ns_model, blob, mount_from, trace, opts)
         manifest_bytes = ollama_manifest(config_blob, blobs)
-        resp = _request(client, "PUT", f"{base}/v2/{ns_model}/manifests/{tag}",
-                        headers={"Content-Type": DOCKER_MANIFEST_V2}, content=manifest_bytes)
+        resp = _request_with_retry(client, "PUT", f"{base}/v2/{ns_model}/manifests/{tag}",
+                                   opts, headers={"Content-Type": DOCKER_MANIFEST_V2},
+                                   content=manifest_bytes)
         _check(resp, f"PUT manifest {ns_model}:{tag}")
     trace.manifest_bytes = manifest_bytes
     trace.manifest = json.loads(manifest_bytes)
@@ -430,12 +583,17 @@ def ollama_upload_to(location: str, media_type: str, source: BlobSource, *,
 # --------------------------------------------------------------------------- pull
 
 
-def _direct_url(client: httpx.Client, blob_url: str, strict_location: bool) -> str:
-    """The GET in blobDownload.run that finds where to download the parts from."""
+def _follow_same_host(client: httpx.Client, blob_url: str,
+                      opts: RegistryOptions | None) -> tuple[httpx.Response, str]:
+    """One ``makeRequest`` with download.go's ``CheckRedirect``: redirects are followed
+    while they stay on the same hostname (Go keeps Authorization on those)."""
     host = urlsplit(blob_url).hostname
+    headers = {"Accept-Encoding": "gzip"}
+    if opts is not None and opts.token:
+        headers["Authorization"] = f"Bearer {opts.token}"
     url = blob_url
     for _ in range(MAX_REDIRECTS + 1):
-        request = client.build_request("GET", url, headers={"Accept-Encoding": "gzip"})
+        request = client.build_request("GET", url, headers=headers)
         resp = client.send(request, stream=True, follow_redirects=False)
         resp.close()  # defer resp.Body.Close(): the body is never read
         target = resp.headers.get("Location")
@@ -444,9 +602,25 @@ def _direct_url(client: httpx.Client, blob_url: str, strict_location: bool) -> s
             if urlsplit(nxt).hostname == host:  # CheckRedirect: same hostname -> follow
                 url = nxt
                 continue
-        break
-    else:
-        raise _error(f"GET {blob_url}: maximum redirects exceeded (10) for directURL", resp)
+        return resp, url
+    raise _error(f"GET {blob_url}: maximum redirects exceeded (10) for directURL", resp)
+
+
+def _direct_url(client: httpx.Client, blob_url: str, strict_location: bool,
+                opts: RegistryOptions | None = None) -> str:
+    """The GET in blobDownload.run that finds where to download the parts from
+    (``makeRequestWithRetry`` with a shallow copy of the options: a token fetched here is
+    not kept for later requests)."""
+    if opts is not None:
+        opts = RegistryOptions(opts.key_path, opts.token)
+    for attempt in range(2):
+        resp, url = _follow_same_host(client, blob_url, opts)
+        if resp.status_code != 401 or opts is None:
+            break
+        if attempt == 1:
+            raise _error(f"GET {blob_url} (direct URL): unauthorized: access denied", resp)
+        opts.token = _authorization_token(client, blob_url, resp, opts)
+    target = resp.headers.get("Location")
     _check(resp, f"GET {blob_url} (direct URL)")
     if strict_location:
         if resp.status_code not in (200, 307):
@@ -480,16 +654,17 @@ def _download_part(client: httpx.Client, url: str, fd: int, index: int, offset: 
 
 
 def _download_blob(client: httpx.Client, parts_client: httpx.Client, base: str, ns_model: str,
-                   digest: str, dest: Path, trace: Trace, strict_location: bool) -> None:
+                   digest: str, dest: Path, trace: Trace, strict_location: bool,
+                   opts: RegistryOptions | None = None) -> None:
     blob_url = f"{base}/v2/{ns_model}/blobs/{digest}"
-    head = _request(client, "HEAD", blob_url)
+    head = _request_with_retry(client, "HEAD", blob_url, opts)
     _check(head, f"HEAD {digest}")
     try:
         total = int(head.headers.get("Content-Length", ""))
     except ValueError:
         total = 0  # strconv.ParseInt error ignored
     parts = part_plan(total)
-    direct = _direct_url(client, blob_url, strict_location)
+    direct = _direct_url(client, blob_url, strict_location, opts)
     statuses: dict[int, tuple] = {}
     fd = os.open(dest, os.O_CREAT | os.O_RDWR | os.O_TRUNC, 0o644)
     try:
@@ -520,9 +695,11 @@ def _sha256_file(path: Path) -> str:
 
 
 def ollama_pull(base_url: str, ns_model: str, tag: str, outdir: str | os.PathLike, *,
-                trace: Trace | None = None, strict_location: bool = True) -> dict[str, Path]:
+                trace: Trace | None = None, strict_location: bool = True,
+                key_path: str | os.PathLike | None = None) -> dict[str, Path]:
     """Replay ``ollama pull``; blobs land in ``outdir/blobs/sha256-<hex>``, the manifest in
-    ``outdir/manifest.json``. Returns {digest: path} for every layer and the config."""
+    ``outdir/manifest.json``. Returns {digest: path} for every layer and the config.
+    ``key_path`` as for ``ollama_push``."""
     _check_name(ns_model)
     trace = trace if trace is not None else Trace()
     base = base_url.rstrip("/")
@@ -532,8 +709,9 @@ def ollama_pull(base_url: str, ns_model: str, tag: str, outdir: str | os.PathLik
     with _client(trace, OLLAMA_USER_AGENT) as client, \
             _client(trace, GO_USER_AGENT, max_connections=MAX_PARALLEL_PARTS) as parts_client:
         parts_client.follow_redirects = True  # http.DefaultClient
-        resp = _request(client, "GET", f"{base}/v2/{ns_model}/manifests/{tag}",
-                        headers={"Accept": DOCKER_MANIFEST_V2})
+        opts = _options(key_path)
+        resp = _request_with_retry(client, "GET", f"{base}/v2/{ns_model}/manifests/{tag}", opts,
+                                   headers={"Accept": DOCKER_MANIFEST_V2})
         _check(resp, f"pull model manifest {ns_model}:{tag}")
         try:
             manifest = json.loads(resp.content)
@@ -548,7 +726,7 @@ def ollama_pull(base_url: str, ns_model: str, tag: str, outdir: str | os.PathLik
             digest = layer["digest"]
             dest = outdir / "blobs" / digest.replace(":", "-")
             _download_blob(client, parts_client, base, ns_model, digest, dest, trace,
-                           strict_location)
+                           strict_location, opts)
             result[digest] = dest
     (outdir / "manifest.json").write_bytes(trace.manifest_bytes)
     return result
