@@ -133,6 +133,9 @@ class Settings(BaseSettings):
     # A verified password or token is remembered this long, so a chunked upload does not
     # pay argon2 on every request. Revoking a token takes effect within this time.
     auth_cache_seconds: float = 30.0
+    # Wrong passwords or tokens per client IP per minute before that IP gets 429 for
+    # the rest of the minute (0: no limit).
+    auth_max_failures_per_minute: int = 20
 
     @property
     def sqlalchemy_url(self) -> str:

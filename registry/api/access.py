@@ -8,7 +8,10 @@ matrix. ``need`` is one of:
     ("namespace", ADMIN) admin of the namespace in the ``namespace`` path parameter
                          ("_" or "": the registry-wide default, so site admin)
     SITE_ADMIN           a site admin (users, webhooks, audit log, storage summary)
-    USER                 any signed-in caller (their own tokens and keys)
+    USER                 any signed-in caller (who am I, list my tokens and keys)
+    ACCOUNT              a caller signed in with their password, or with a token whose
+                         scopes include an unrestricted ``admin``: making or revoking
+                         tokens and keys (a narrowed token must not mint a wider one)
     ANYONE               anonymous callers too (listings are filtered by what they
                          may pull; ``GET /v2/`` answers 401 so clients log in)
     PUBLIC               no authentication at all (the token endpoint, the OpenAPI
@@ -42,10 +45,10 @@ from starlette.responses import Response
 from registry.access import tokens
 from registry.access.permissions import ADMIN, DELETE, PULL, PUSH, Identity, namespace_of
 from registry.api.oci.base import absolute
-from registry.errors import Denied, Unauthorized
+from registry.errors import Denied, TooManyRequests, Unauthorized
 from registry.services.audit import Actor, current_actor
 
-SITE_ADMIN, USER, ANYONE, PUBLIC = "site-admin", "user", "anyone", "public"
+SITE_ADMIN, USER, ACCOUNT, ANYONE, PUBLIC = "site-admin", "user", "account", "anyone", "public"
 TOKEN_PATH = "/auth/token"
 _CHALLENGE_ACTIONS = {PULL: "pull", PUSH: "pull,push", DELETE: "delete", ADMIN: "*"}
 
@@ -98,6 +101,44 @@ class CredentialCache:
             if len(self._items) >= self.size:
                 self._items.clear()
         self._items[key] = (time.monotonic() + self.ttl, identity)
+
+
+class FailedLogins:
+    """Wrong credentials per client IP in a sliding minute. Past ``limit`` the IP gets
+    429 TOOMANYREQUESTS *before* its credentials are checked, so guessing a password
+    costs a minute per ``limit`` guesses and a right guess is not told apart."""
+
+    def __init__(self, limit: int, window: float = 60.0):
+        self.limit, self.window = limit, window
+        self._failures: dict[str, list[float]] = {}
+
+    def _recent(self, ip: str) -> list[float]:
+        cutoff = time.monotonic() - self.window
+        recent = [t for t in self._failures.get(ip, ()) if t > cutoff]
+        if recent:
+            self._failures[ip] = recent
+        else:
+            self._failures.pop(ip, None)
+        return recent
+
+    def check(self, ip: str) -> None:
+        recent = self._recent(ip)
+        if self.limit and len(recent) >= self.limit:
+            wait = recent[0] + self.window - time.monotonic()
+            raise TooManyRequests(f"too many failed sign-ins from {ip}; retry in "
+                                  f"{max(wait, 1):.0f} s", retry_after=wait)
+
+    def failed(self, ip: str) -> None:
+        if len(self._failures) > 100_000:
+            self._failures.clear()
+        self._failures.setdefault(ip, []).append(time.monotonic())
+
+
+def failed_logins(request: Request) -> FailedLogins:
+    state = request.app.state
+    if getattr(state, "failed_logins", None) is None:
+        state.failed_logins = FailedLogins(_settings(request).auth_max_failures_per_minute)
+    return state.failed_logins
 
 
 def _cache(request: Request) -> CredentialCache:
@@ -156,9 +197,12 @@ async def identify(request: Request) -> Identity:
     cache = _cache(request)
     identity = cache.get(key)
     if identity is None:
+        ip = request.client.host if request.client else "unknown"
+        failed_logins(request).check(ip)
         identity = await run_in_threadpool(verify_credentials, access, header,
                                            _settings(request))
         if identity is None:
+            failed_logins(request).failed(ip)
             raise Unauthorized("invalid credentials: wrong user name or password, or a "
                                "token that is unknown, revoked or expired",
                                challenge=challenge(request))
@@ -197,6 +241,15 @@ def check(request: Request, identity: Identity, need) -> None:
     if need == USER:
         if identity.anonymous:
             _refuse(request, identity, "do this without signing in")
+        return
+    if need == ACCOUNT:
+        if identity.anonymous:
+            _refuse(request, identity, "do this without signing in")
+        full = identity.via == "password" or (
+            identity.via == "token" and (ADMIN, None) in (identity.scopes or ()))
+        if not full:
+            raise Denied("managing tokens and keys needs your password (or a token with "
+                         "the admin scope): a narrower token cannot make a wider one")
         return
     if need == SITE_ADMIN:
         if not identity.site_admin():

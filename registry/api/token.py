@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse
 
 from registry.access import ollama, tokens
 from registry.access.permissions import ACTIONS, Identity
-from registry.api.access import PUBLIC, base_url, guard, verify_credentials
+from registry.api.access import PUBLIC, base_url, failed_logins, guard, verify_credentials
 from registry.digests import check_name
 from registry.errors import NameInvalid, RequestInvalid, Unauthorized
 
@@ -106,5 +106,13 @@ def _issue_sync(request: Request, header: str | None) -> dict:
 
 @guard(PUBLIC)
 async def token(request: Request) -> JSONResponse:
-    body = await run_in_threadpool(_issue_sync, request, request.headers.get("authorization"))
+    header = request.headers.get("authorization")
+    ip = request.client.host if request.client else "unknown"
+    if header:
+        failed_logins(request).check(ip)
+    try:
+        body = await run_in_threadpool(_issue_sync, request, header)
+    except Unauthorized:
+        failed_logins(request).failed(ip)
+        raise
     return JSONResponse(body, headers={"Cache-Control": "no-store"})

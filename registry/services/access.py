@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 import secrets as pysecrets
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import delete, func, insert, select, update
 
@@ -50,8 +50,7 @@ def check_namespace(name: str) -> str:
 
 
 def _aware(value: datetime | None) -> datetime | None:
-    from datetime import UTC
-
+    """SQLite hands back naive datetimes; they were written in UTC."""
     return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 

@@ -343,3 +343,32 @@ def test_namespace_admins_manage_their_namespace_only(reg):
     r = reg.put("/api/v1/namespaces/team/members/wanda", json={"role": "admin"})
     assert r.status_code == 403  # a writer cannot promote themself
     assert reg.get("/api/v1/me").json()["roles"] == {"team": "write", "wanda": "admin"}
+
+
+def test_password_guessing_is_slowed_to_a_few_tries_a_minute(reg):
+    reg.app.state.failed_logins = None
+    reg.app.state.settings.auth_max_failures_per_minute = 3
+    for _ in range(3):
+        assert reg.get("/v2/team/x/tags/list", auth=("rita", "guess-guess")).status_code == 401
+    # Now even the right password is not checked from this client for a while.
+    r = reg.get("/v2/team/x/tags/list", auth=as_("rita"))
+    assert r.status_code == 429 and error_code(r) == "TOOMANYREQUESTS"
+    assert int(r.headers["retry-after"]) >= 1
+    r = reg.get("/auth/token", params={"scope": "repository:team/x:pull"}, auth=as_("rita"))
+    assert r.status_code == 429
+
+
+def test_a_narrowed_token_cannot_mint_a_wider_token_or_add_a_key(reg):
+    access = reg.app.state.registry.access
+    _, pull_only = access.create_token("wanda", "ci", ["pull"])
+    r = reg.post("/api/v1/tokens", json={"name": "wider", "scopes": ["push", "admin"]},
+                 headers=bearer(pull_only))
+    assert r.status_code == 403 and "narrower token" in r.json()["detail"]
+    r = reg.post("/api/v1/keys", json={"public_key": OllamaKey().public_line()},
+                 headers=bearer(pull_only))
+    assert r.status_code == 403
+    # With the password, or a token that has the admin scope, it works.
+    assert reg.post("/api/v1/tokens", json={"name": "a"}, auth=as_("wanda")).status_code == 201
+    _, admin_token = access.create_token("wanda", "admin", ["admin"])
+    r = reg.post("/api/v1/tokens", json={"name": "b"}, headers=bearer(admin_token))
+    assert r.status_code == 201

@@ -25,7 +25,7 @@ Each handler is wrapped by ``guard`` with what it requires when auth is on
 from starlette.routing import Mount, Route
 
 from registry.access.permissions import ADMIN, PULL, PUSH
-from registry.api.access import ANYONE, PUBLIC, SITE_ADMIN, USER, guard
+from registry.api.access import ACCOUNT, ANYONE, PUBLIC, SITE_ADMIN, USER, guard
 from registry.api.rest import (
     access,
     browse,
@@ -42,6 +42,7 @@ from registry.api.rest.routing import route
 R = "/repositories/{name:path}"
 pull, push, repo_admin = guard(("repo", PULL)), guard(("repo", PUSH)), guard(("repo", ADMIN))
 site_admin, user, anyone, public = guard(SITE_ADMIN), guard(USER), guard(ANYONE), guard(PUBLIC)
+account = guard(ACCOUNT)  # minting tokens and keys: not with a narrowed token
 ns_admin = guard(("namespace", ADMIN))
 
 routes = [
@@ -71,10 +72,10 @@ routes = [
         route("/users/{user}", GET=site_admin(access.get_user),
               DELETE=site_admin(access.delete_user)),
         Route("/users/{user}/tokens", site_admin(access.create_user_token), methods=["POST"]),
-        route("/tokens", GET=user(access.list_tokens), POST=user(access.create_token)),
-        Route("/tokens/{id:int}", user(access.revoke_token), methods=["DELETE"]),
-        route("/keys", GET=user(access.list_keys), POST=user(access.add_key)),
-        Route("/keys/{id:int}", user(access.remove_key), methods=["DELETE"]),
+        route("/tokens", GET=user(access.list_tokens), POST=account(access.create_token)),
+        Route("/tokens/{id:int}", account(access.revoke_token), methods=["DELETE"]),
+        route("/keys", GET=user(access.list_keys), POST=account(access.add_key)),
+        Route("/keys/{id:int}", account(access.remove_key), methods=["DELETE"]),
         route("/namespaces/{namespace}", GET=ns_admin(access.get_namespace),
               PUT=ns_admin(access.put_namespace)),
         route("/namespaces/{namespace}/members/{user}", PUT=ns_admin(access.put_member),

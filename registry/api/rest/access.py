@@ -31,6 +31,7 @@ from registry.api.access import caller
 from registry.api.oci.base import service
 from registry.api.rest.manifests import json_body
 from registry.errors import Conflict, RequestInvalid
+from registry.services.access import check_namespace
 
 
 def _me(request: Request) -> str:
@@ -40,10 +41,15 @@ def _me(request: Request) -> str:
     return identity.name  # the guard (USER) let no anonymous caller in
 
 
-def _field(body: dict, name: str, kind, default=None, required=False):
-    value = body.get(name, default)
-    if value is None and not required:
-        return None
+def _field(body: dict, name: str, kind, default=None, required=False, nullable=False):
+    """``body[name]`` checked against ``kind``; absent means ``default``, and so does
+    null where the field is ``nullable`` (else null is refused like any wrong type)."""
+    if name not in body or (body[name] is None and nullable):
+        if default is None and not required:
+            return None
+        value = default
+    else:
+        value = body[name]
     if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
         raise RequestInvalid(f'"{name}" must be {getattr(kind, "__name__", kind)}')
     return value
@@ -65,7 +71,7 @@ async def list_users(request: Request) -> JSONResponse:
 async def create_user(request: Request) -> JSONResponse:
     body = await json_body(request)
     name = _field(body, "name", str, required=True)
-    password = _field(body, "password", str)
+    password = _field(body, "password", str, nullable=True)
     admin = _field(body, "admin", bool, False)
     robot = _field(body, "robot", bool, False)
     user = await run_in_threadpool(service(request).access.add_user, name, password,
@@ -87,8 +93,8 @@ async def delete_user(request: Request) -> JSONResponse:
 async def _create_token(request: Request, user: str) -> JSONResponse:
     body = await json_body(request)
     name = _field(body, "name", str, required=True)
-    scopes = _field(body, "scopes", list)
-    days = _field(body, "expires_in_days", (int, float))
+    scopes = _field(body, "scopes", list, nullable=True)
+    days = _field(body, "expires_in_days", (int, float), nullable=True)
     if scopes is not None and not all(isinstance(s, str) for s in scopes):
         raise RequestInvalid('"scopes" must be a list of strings')
     record, secret = await run_in_threadpool(service(request).access.create_token, user,
@@ -133,9 +139,13 @@ async def remove_key(request: Request) -> JSONResponse:
     return JSONResponse({"deleted": request.path_params["id"]})
 
 
+def _decimal(value: str) -> bool:
+    return value.isascii() and value.isdigit()  # isdigit alone takes "²"
+
+
 async def get_namespace(request: Request) -> JSONResponse:
-    return JSONResponse(await run_in_threadpool(service(request).access.namespace,
-                                                request.path_params["namespace"]))
+    ns = check_namespace(request.path_params["namespace"])
+    return JSONResponse(await run_in_threadpool(service(request).access.namespace, ns))
 
 
 async def put_namespace(request: Request) -> JSONResponse:
@@ -166,10 +176,13 @@ async def delete_member(request: Request) -> JSONResponse:
 async def audit(request: Request) -> JSONResponse:
     q = request.query_params
     n, before = q.get("n", "100"), q.get("before")
-    if not n.isdigit() or not 1 <= int(n) <= 1000:
+    if not _decimal(n) or not 1 <= int(n) <= 1000:
         raise RequestInvalid("n must be an integer from 1 to 1000")
-    if before is not None and not before.isdigit():
+    if before is not None and not (_decimal(before) and int(before) < 2**63):
         raise RequestInvalid("before must be an entry id")
+    for name in ("actor", "action"):
+        if len(q.get(name, "")) > 64:
+            raise RequestInvalid(f"{name} is at most 64 characters")
     entries = await run_in_threadpool(
         lambda: service(request).audit.entries(
             limit=int(n), before=int(before) if before else None,

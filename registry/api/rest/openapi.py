@@ -38,6 +38,11 @@ ACTIONS = ("push", "delete", "tag", "verification.started", "verification.succee
 # The OCI distribution grammar (registry.digests): lowercase path components.
 NAME_PATTERN = (r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
                 r"(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$")
+# A user name, and a namespace in /api/v1/namespaces: one such component
+# (registry.services.access).
+COMPONENT_PATTERN = r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$"
+USER_PATTERN = COMPONENT_PATTERN
+SCOPE_PATTERN = r"^(?:pull|push|delete|admin)(?::[\s\S]+)?$"
 TAG_PATTERN = r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$"
 DIGEST_PATTERN = r"^(?:sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$"
 EXAMPLE_DIGEST = "sha256:" + "0" * 64
@@ -66,11 +71,24 @@ def ok(schema: dict, description: str = "OK", status: int = 200,
 
 _PROBLEMS = {
     400: "The request is invalid (a parameter, the name, the tag, the digest or the body).",
-    401: "Missing or wrong credentials.",
-    403: "The operation is not enabled on this registry.",
+    401: "Missing or wrong credentials (UNAUTHORIZED; with auth on, or a webhook in "
+         "without its token or signature): WWW-Authenticate says how to authenticate.",
+    403: "Denied (DENIED): the caller is signed in but lacks the role or token scope this "
+         "needs, or the operation is not enabled on this registry.",
     404: "No such repository, manifest or resource.",
-    409: "The operation does not apply (e.g. the manifest is not a model).",
+    409: "The operation does not apply (e.g. the manifest is not a model, the name exists "
+         "already, or there is no signed-in user because auth is off).",
     413: "The request body is too large.",
+    429: "Too many requests (TOOMANYREQUESTS): over the rate limit or the open upload "
+         "sessions per client; Retry-After says when to try again.",
+}
+# Headers a Problem response carries (required: the server always sends them).
+_PROBLEM_HEADERS = {
+    401: {"WWW-Authenticate": {
+        "description": "The challenge, e.g. `Basic realm=\"assay\"`.", "required": True,
+        "schema": {"type": "string"}}},
+    429: {"Retry-After": {"description": "Seconds to wait.", "required": True,
+                          "schema": {"type": "string"}}},
 }
 
 
@@ -80,6 +98,14 @@ def problems(*statuses: int) -> dict:
 
 def json_body(schema: dict, required: bool = False) -> dict:
     return {"required": required, "content": {"application/json": {"schema": schema}}}
+
+
+# Security requirements. The document's default (``SECURITY``) is a signed-in caller;
+# operations open to anonymous callers too (listings, pulls when anonymous pull is on)
+# say ``security: OPTIONAL_AUTH``, public ones ``security: PUBLIC`` (no 401/403 added).
+SECURITY = [{"basicAuth": []}, {"bearerAuth": []}]
+OPTIONAL_AUTH = [{}, *SECURITY]
+PUBLIC: list = []
 
 
 def _path(name: str, schema: dict, description: str, example: str) -> dict:
@@ -112,6 +138,8 @@ _INT = {"type": "integer"}
 _NUMBER = {"type": "number"}
 _TIME = {"type": "string", "format": "date-time"}
 _STATUS = {"type": "string", "enum": list(STATUSES)}
+_ROLE = {"type": "string", "enum": ["read", "write", "admin"]}
+_VIA = ("password", "token", "bearer", "key")
 
 SCHEMAS: dict[str, dict] = {
     "Problem": {
@@ -374,14 +402,186 @@ SCHEMAS: dict[str, dict] = {
             "stored_bytes": {"type": "integer", "description": "Every stored blob, once."},
             "blobs": _INT, "manifests": _INT},
     },
+    # ---- access control (registry.api.rest.access, registry.services.access) -----------
+    "Me": {
+        "type": "object", "required": ["name", "auth"],
+        "description": "With auth off: {\"name\": null, \"auth\": false} and nothing else.",
+        "properties": {
+            "name": nullable(_STRING),
+            "auth": {"type": "boolean", "description": "Whether the registry runs with "
+                                                       "authentication on."},
+            "admin": {"type": "boolean", "description": "A site admin."},
+            "robot": {"type": "boolean"},
+            "via": {"type": "string", "enum": list(_VIA),
+                    "description": "How the caller authenticated."},
+            "roles": {"type": "object", "description": "Namespace -> role (the personal "
+                                                       "namespace included).",
+                      "additionalProperties": _ROLE},
+        },
+    },
+    "User": {
+        "type": "object", "required": ["name", "admin", "robot", "created_at", "disabled"],
+        "properties": {"name": _STRING, "admin": {"type": "boolean"},
+                       "robot": {"type": "boolean",
+                                 "description": "Robots have no password: tokens only."},
+                       "created_at": _TIME, "disabled": {"type": "boolean"}},
+    },
+    "UserDetail": {
+        "type": "object",
+        "required": ["name", "admin", "robot", "created_at", "disabled", "roles"],
+        "properties": {"name": _STRING, "admin": {"type": "boolean"},
+                       "robot": {"type": "boolean"}, "created_at": _TIME,
+                       "disabled": {"type": "boolean"},
+                       "roles": {"type": "object",
+                                 "description": "Namespace -> role (a person is admin of "
+                                                "the namespace named after them).",
+                                 "additionalProperties": _ROLE}},
+    },
+    "UserList": {
+        "type": "object", "required": ["users"],
+        "properties": {"users": {"type": "array", "items": ref("User")}},
+    },
+    "UserRequest": {
+        "type": "object", "required": ["name"],
+        "description": "A person needs a password; a robot must have none.",
+        "properties": {
+            "name": {"type": "string", "pattern": USER_PATTERN, "maxLength": 64,
+                     "description": "Also the user's personal namespace."},
+            "password": nullable({"type": "string", "minLength": 8}),
+            "admin": {"type": "boolean", "default": False,
+                      "description": "A site admin."},
+            "robot": {"type": "boolean", "default": False},
+        },
+    },
+    "UserDeleted": {
+        "type": "object", "required": ["deleted"], "properties": {"deleted": _STRING},
+    },
+    "Token": {
+        "type": "object", "description": "A personal access token (never its secret).",
+        "required": ["id", "name", "prefix", "scopes", "expires_at", "created_at",
+                     "last_used_at", "revoked"],
+        "properties": {
+            "id": _INT, "name": _STRING,
+            "prefix": {"type": "string", "description": "Its first characters, to tell "
+                                                        "tokens apart."},
+            "scopes": {"type": "array", "items": _STRING},
+            "expires_at": nullable(_TIME), "created_at": _TIME,
+            "last_used_at": nullable(_TIME), "revoked": {"type": "boolean"},
+        },
+    },
+    "NewToken": {
+        "type": "object",
+        "required": ["id", "name", "prefix", "scopes", "expires_at", "created_at",
+                     "last_used_at", "revoked", "token"],
+        "properties": {
+            "id": _INT, "name": _STRING, "prefix": _STRING,
+            "scopes": {"type": "array", "items": _STRING},
+            "expires_at": nullable(_TIME), "created_at": _TIME,
+            "last_used_at": nullable(_TIME), "revoked": {"type": "boolean"},
+            "token": {"type": "string", "description": "The secret: shown this once. Use "
+                                                       "it as a Bearer token or as the "
+                                                       "password of Basic."},
+        },
+    },
+    "TokenList": {
+        "type": "object", "required": ["tokens"],
+        "properties": {"tokens": {"type": "array", "items": ref("Token")}},
+    },
+    "TokenRequest": {
+        "type": "object", "required": ["name"],
+        "properties": {
+            "name": {"type": "string", "minLength": 1, "maxLength": 128},
+            "scopes": nullable({
+                "type": "array",
+                "items": {"type": "string", "pattern": SCOPE_PATTERN},
+                "description": "Actions (pull, push, delete, admin), each optionally "
+                               "limited to a namespace glob ('push:team'); absent, null or "
+                               "[] means pull and push. A token never allows more than its "
+                               "owner may do."}),
+            "expires_in_days": nullable({"type": "number", "exclusiveMinimum": 0,
+                                         "maximum": 3650,
+                                         "description": "Absent or null: never expires."}),
+        },
+    },
+    "TokenRevoked": {
+        "type": "object", "required": ["revoked"], "properties": {"revoked": _INT},
+    },
+    "Key": {
+        "type": "object", "required": ["id", "fingerprint", "comment", "created_at"],
+        "properties": {"id": _INT,
+                       "fingerprint": {"type": "string", "description": "SHA256:..."},
+                       "comment": nullable(_STRING), "created_at": _TIME},
+    },
+    "KeyAdded": {
+        "type": "object", "required": ["id", "fingerprint", "comment"],
+        "properties": {"id": _INT, "fingerprint": _STRING, "comment": nullable(_STRING)},
+    },
+    "KeyList": {
+        "type": "object", "required": ["keys"],
+        "properties": {"keys": {"type": "array", "items": ref("Key")}},
+    },
+    "KeyRequest": {
+        "type": "object", "required": ["public_key"],
+        "properties": {"public_key": {
+            "type": "string", "minLength": 1,
+            "description": "An Ollama public key, `ssh-ed25519 AAAA... [comment]` (the "
+                           "contents of ~/.ollama/id_ed25519.pub)."}},
+    },
+    "KeyDeleted": {
+        "type": "object", "required": ["deleted"], "properties": {"deleted": _INT},
+    },
+    "Namespace": {
+        "type": "object", "required": ["name", "anonymous_pull", "members"],
+        "properties": {
+            "name": _STRING,
+            "anonymous_pull": {"type": "boolean",
+                               "description": "Anyone may pull from it without signing "
+                                              "in."},
+            "members": {"type": "array", "items": {
+                "type": "object", "required": ["user", "role"],
+                "properties": {"user": _STRING, "role": _ROLE}}},
+        },
+    },
+    "NamespaceRequest": {
+        "type": "object", "required": ["anonymous_pull"],
+        "properties": {"anonymous_pull": {"type": "boolean"}},
+    },
+    "MemberRequest": {
+        "type": "object", "required": ["role"], "properties": {"role": _ROLE},
+    },
+    "AuditEntry": {
+        "type": "object",
+        "required": ["id", "at", "actor", "remote_addr", "action", "target", "detail"],
+        "properties": {
+            "id": _INT, "at": _TIME,
+            "actor": nullable({"type": "string", "description": "null: anonymous (auth "
+                                                               "off) or the system."}),
+            "remote_addr": nullable(_STRING),
+            "action": {"type": "string", "description": "e.g. user.add, token.create, "
+                                                       "namespace.grant."},
+            "target": _STRING, "detail": {"type": "object"},
+        },
+    },
+    "AuditPage": {
+        "type": "object", "required": ["entries"],
+        "properties": {"entries": {"type": "array", "items": ref("AuditEntry")}},
+    },
 }
 
 COMPONENTS: dict[str, Any] = {
     "schemas": SCHEMAS,
     "responses": {
-        f"Problem{status}": {"description": text, "content": {
-            PROBLEM_JSON: {"schema": ref("Problem")}}}
+        f"Problem{status}": {"description": text,
+                             **({"headers": _PROBLEM_HEADERS[status]}
+                                if status in _PROBLEM_HEADERS else {}),
+                             "content": {PROBLEM_JSON: {"schema": ref("Problem")}}}
         for status, text in _PROBLEMS.items()
+    },
+    "securitySchemes": {
+        "basicAuth": {"type": "http", "scheme": "basic",
+                      "description": "`user:password`, or `user:<personal access token>`."},
+        "bearerAuth": {"type": "http", "scheme": "bearer",
+                       "description": "A personal access token (POST /api/v1/tokens)."},
     },
     "headers": {
         "Link": {"description": 'The next page: `<url>; rel="next"` (absent on the last page).',
@@ -445,6 +645,7 @@ def browse_paths() -> dict:
     return {
         "/api/v1/repositories": {"get": {
             "operationId": "listRepositories", "tags": ["browse"],
+            "security": OPTIONAL_AUTH,
             "summary": "Repositories, searchable by name",
             "parameters": [
                 _query("q", _TEXT, "Substring of the name (any case)."),
@@ -455,6 +656,7 @@ def browse_paths() -> dict:
         }},
         "/api/v1/repositories/{name}/tags": {"get": {
             "operationId": "listTags", "tags": ["browse"],
+            "security": OPTIONAL_AUTH,
             "summary": "Tags of a repository with their model card and latest figures",
             "parameters": [NAME, *_tag_filters("Substring of the tag (any case)."),
                            *tag_sorts],
@@ -467,6 +669,7 @@ def browse_paths() -> dict:
         }},
         "/api/v1/models": {"get": {
             "operationId": "listModels", "tags": ["browse"],
+            "security": OPTIONAL_AUTH,
             "summary": "Tagged models in every repository",
             "description": "One row per tag whose manifest is a model; 'name' sorts by "
                            "repository, then tag.",
@@ -479,6 +682,7 @@ def browse_paths() -> dict:
         }},
         "/api/v1/openapi.json": {"get": {
             "operationId": "getOpenAPI", "tags": ["meta"], "summary": "This document",
+            "security": PUBLIC,
             "responses": ok({"type": "object"}),
         }},
     }
@@ -490,12 +694,14 @@ def manifest_paths() -> dict:
     return {
         base + "/tags/{reference}": {"get": {
             "operationId": "getTag", "tags": ["manifests"],
+            "security": OPTIONAL_AUTH,
             "summary": "A tagged manifest: model card, status, latest verification",
             "parameters": [NAME, TAG],
             "responses": {**ok(ref("ManifestDetail")), **problems(400, 404)},
         }},
         base + "/manifests/{reference}": {"get": {
             "operationId": "getManifest", "tags": ["manifests"],
+            "security": OPTIONAL_AUTH,
             "summary": "The same, by digest",
             "parameters": [NAME, DIGEST],
             "responses": {**ok(ref("ManifestDetail")), **problems(400, 404)},
@@ -516,6 +722,7 @@ def manifest_paths() -> dict:
         }},
         base + "/manifests/{reference}/verifications": {"get": {
             "operationId": "listManifestVerifications", "tags": ["verification"],
+            "security": OPTIONAL_AUTH,
             "summary": "Every verification run of a manifest, newest first",
             "parameters": [NAME, DIGEST],
             "responses": {**ok(ref("VerificationList")), **problems(400, 404)},
@@ -629,6 +836,7 @@ def hook_paths() -> dict:
     return {
         "/api/v1/hooks/validate": {"post": {
             "operationId": "validateFromWebhook", "tags": ["validation"],
+            "security": PUBLIC,
             "summary": "Verify the models a webhook names (here or in another registry)",
             "description": "The body is a CNCF Distribution notification envelope, a "
                            "CloudEvent, or {\"reference\": \"HOST/NAME[:TAG|@DIGEST]\"}. "
@@ -644,12 +852,147 @@ def hook_paths() -> dict:
         }},
         "/api/v1/verifications": {"get": {
             "operationId": "verificationsByReference", "tags": ["validation"],
+            "security": OPTIONAL_AUTH,
             "summary": "A local or remote model's status and every verification run",
             "parameters": [{**_query("reference", {"type": "string", "minLength": 1},
                                      "HOST[:PORT]/NAME[:TAG|@DIGEST], or NAME[:TAG|@DIGEST] "
                                      "on this registry."),
                             "required": True, "example": "library/tiny:latest"}],
             "responses": {**ok(ref("ReferenceVerifications")), **problems(400, 404)},
+        }},
+    }
+
+
+def access_paths() -> dict:
+    """``registry.api.rest.access``: users, tokens, keys, namespace roles, the audit log."""
+    user = _path("user", {"type": "string", "pattern": USER_PATTERN, "maxLength": 64},
+                 "A user or robot name.", "alice")
+    namespace = _path("namespace", {"type": "string", "pattern": COMPONENT_PATTERN,
+                                    "maxLength": 255},
+                      "A namespace: a repository name's first segment.", "team")
+    tid, kid = _integer_path("id", "Token id."), _integer_path("id", "Key id.")
+    own = ("Yours: the signed-in caller's. With auth off there is no signed-in user: "
+           "409.")
+    deleted = problems(404)
+    return {
+        "/api/v1/me": {"get": {
+            "operationId": "getMe", "tags": ["access"],
+            "summary": "Who am I: name, site admin, how signed in, roles per namespace",
+            "description": "With auth off: 200 {\"name\": null, \"auth\": false}.",
+            "responses": ok(ref("Me")),
+        }},
+        "/api/v1/users": {
+            "get": {"operationId": "listUsers", "tags": ["access"],
+                    "summary": "Every user and robot (site admin)",
+                    "responses": ok(ref("UserList"))},
+            "post": {"operationId": "createUser", "tags": ["access"],
+                     "summary": "Add a user (with a password) or a robot (tokens only; site "
+                                "admin)",
+                     "requestBody": json_body(ref("UserRequest"), required=True),
+                     "responses": {**ok(ref("User"), "Created", 201, links={
+                                       "getUser": {"operationId": "getUser",
+                                                   "parameters": {
+                                                       "user": "$response.body#/name"}}}),
+                                   **problems(400, 409, 413)}},
+        },
+        "/api/v1/users/{user}": {
+            "get": {"operationId": "getUser", "tags": ["access"],
+                    "summary": "One user and their roles (site admin)", "parameters": [user],
+                    "responses": {**ok(ref("UserDetail")), **problems(404)}},
+            "delete": {"operationId": "deleteUser", "tags": ["access"],
+                       "summary": "Remove a user or robot, their tokens, keys and roles "
+                                  "(site admin)",
+                       "parameters": [user],
+                       "responses": {**ok(ref("UserDeleted")), **deleted}},
+        },
+        "/api/v1/users/{user}/tokens": {"post": {
+            "operationId": "createUserToken", "tags": ["access"],
+            "summary": "A personal access token for a user or robot (site admin)",
+            "description": "The secret is in the answer only.",
+            "parameters": [user],
+            "requestBody": json_body(ref("TokenRequest"), required=True),
+            "responses": {**ok(ref("NewToken"), "Created", 201),
+                          **problems(400, 404, 413)},
+        }},
+        "/api/v1/tokens": {
+            "get": {"operationId": "listTokens", "tags": ["access"],
+                    "summary": "Your personal access tokens (never their secrets)",
+                    "description": own,
+                    "responses": {**ok(ref("TokenList")), **problems(409)}},
+            "post": {"operationId": "createToken", "tags": ["access"],
+                     "summary": "A new personal access token for yourself",
+                     "description": "The secret is in the answer only. " + own,
+                     "requestBody": json_body(ref("TokenRequest"), required=True),
+                     "responses": {**ok(ref("NewToken"), "Created", 201),
+                                   **problems(400, 409, 413)}},
+        },
+        "/api/v1/tokens/{id}": {"delete": {
+            "operationId": "revokeToken", "tags": ["access"],
+            "summary": "Revoke one of your tokens", "description": own,
+            "parameters": [tid],
+            "responses": {**ok(ref("TokenRevoked")), **problems(404, 409)},
+        }},
+        "/api/v1/keys": {
+            "get": {"operationId": "listKeys", "tags": ["access"],
+                    "summary": "Your Ollama public keys", "description": own,
+                    "responses": {**ok(ref("KeyList")), **problems(409)}},
+            "post": {"operationId": "addKey", "tags": ["access"],
+                     "summary": "Register an Ollama public key (ollama push/pull sign in "
+                                "with it)",
+                     "description": own,
+                     "requestBody": json_body(ref("KeyRequest"), required=True),
+                     "responses": {**ok(ref("KeyAdded"), "Created", 201),
+                                   **problems(400, 409, 413)}},
+        },
+        "/api/v1/keys/{id}": {"delete": {
+            "operationId": "removeKey", "tags": ["access"],
+            "summary": "Remove one of your keys", "description": own,
+            "parameters": [kid],
+            "responses": {**ok(ref("KeyDeleted")), **problems(404, 409)},
+        }},
+        "/api/v1/namespaces/{namespace}": {
+            "get": {"operationId": "getNamespace", "tags": ["access"],
+                    "summary": "A namespace's members and anonymous-pull switch (namespace "
+                               "admin)",
+                    "parameters": [namespace],
+                    "responses": {**ok(ref("Namespace")), **problems(400)}},
+            "put": {"operationId": "putNamespace", "tags": ["access"],
+                    "summary": "Let anyone pull from a namespace without signing in, or not "
+                               "(namespace admin)",
+                    "parameters": [namespace],
+                    "requestBody": json_body(ref("NamespaceRequest"), required=True),
+                    "responses": {**ok(ref("Namespace")), **problems(400, 413)}},
+        },
+        "/api/v1/namespaces/{namespace}/members/{user}": {
+            "put": {"operationId": "putMember", "tags": ["access"],
+                    "summary": "Give a user a role in a namespace (namespace admin)",
+                    "description": "read: pull; write: pull and push; admin: also delete, "
+                                   "the namespace's policy, overrides and members.",
+                    "parameters": [namespace, user],
+                    "requestBody": json_body(ref("MemberRequest"), required=True),
+                    "responses": {**ok(ref("Namespace")), **problems(400, 404, 413)}},
+            "delete": {"operationId": "deleteMember", "tags": ["access"],
+                       "summary": "Take a user's role in a namespace away (namespace admin)",
+                       "parameters": [namespace, user],
+                       "responses": {**ok(ref("Namespace")), **problems(404)}},
+        },
+        "/api/v1/audit": {"get": {
+            "operationId": "listAudit", "tags": ["access"],
+            "summary": "The audit log, newest first (site admin)",
+            "description": "Pushes and deletes; user, token, key and namespace-role "
+                           "changes; policy changes and gate overrides. Page with "
+                           "before=<the last entry's id>.",
+            "parameters": [
+                _query("n", {"type": "integer", "minimum": 1, "maximum": 1000,
+                             "default": 100}, "Page size."),
+                _query("before", {"type": "integer", "minimum": 0,
+                                  "maximum": 2**63 - 1}, "Entries older than this id."),
+                _query("actor", {"type": "string", "maxLength": 64},
+                       "Only this user's entries."),
+                _query("action", {"type": "string", "maxLength": 64},
+                       "Only this action (e.g. token.create)."),
+            ],
+            "responses": {**ok(ref("AuditPage")), **problems(400)},
         }},
     }
 
@@ -662,6 +1005,7 @@ SECTIONS: list[Section] = [
     storage_paths,
     webhook_paths,
     hook_paths,
+    access_paths,
 ]
 
 
@@ -678,18 +1022,44 @@ def duplicates() -> list[str]:
     return twice
 
 
+DESCRIPTION = (
+    "Browse repositories, tags and model cards; verification, readiness-gate policies, "
+    "webhooks, users, tokens, namespace roles and the audit log. Errors are RFC 9457 "
+    "problem details (application/problem+json). The OCI distribution API lives under "
+    "/v2/ and is not described here.\n\n"
+    "Authentication (when the registry runs with auth on, ASSAY_AUTH=1): send "
+    "`Authorization: Basic base64(user:password)`, `Basic base64(user:<personal access "
+    "token>)`, or `Bearer <personal access token>` (create one with POST /api/v1/tokens "
+    "or `assay token create`). Without valid credentials an operation that needs them "
+    "answers 401 with `WWW-Authenticate: Basic realm=\"assay\"`; a signed-in caller "
+    "without the role it needs gets 403 DENIED. Listings and pulls are open to anonymous "
+    "callers (only what they may pull; anonymous pull per namespace or registry-wide). "
+    "With auth off every operation is open and there is no signed-in user: GET "
+    "/api/v1/me answers {\"name\": null, \"auth\": false} and your own tokens and keys "
+    "(/api/v1/tokens, /api/v1/keys) answer 409. With a rate limit on, any operation may "
+    "answer 429 TOOMANYREQUESTS with Retry-After.")
+
+
+def _with_shared_problems(operation: dict) -> dict:
+    """401/403 for every operation that is not public, 429 for all (auth and rate limits
+    are registry-wide settings, so every section gets them here, not by hand)."""
+    shared = (429,) if operation.get("security") == PUBLIC else (401, 403, 429)
+    responses = dict(operation["responses"])
+    for status, response in problems(*shared).items():
+        responses.setdefault(status, response)
+    return {**operation, "responses": dict(sorted(responses.items()))}
+
+
 def build() -> dict:
     paths: dict[str, dict] = {}
     for section in SECTIONS:
         for path, operations in section().items():
-            paths.setdefault(path, {}).update(operations)
+            paths.setdefault(path, {}).update(
+                {method: _with_shared_problems(op) for method, op in operations.items()})
     return {
         "openapi": "3.1.0",
-        "info": {"title": "assay REST API", "version": "1",
-                 "description": "Browse repositories, tags and model cards; verification, "
-                                "readiness-gate policies and webhooks. Errors are RFC 9457 problem "
-                                "details (application/problem+json). The OCI distribution "
-                                "API lives under /v2/ and is not described here."},
+        "info": {"title": "assay REST API", "version": "1", "description": DESCRIPTION},
+        "security": SECURITY,
         "paths": dict(sorted(paths.items())),
         "components": COMPONENTS,
     }
