@@ -1,5 +1,6 @@
 """The ``assay`` command line: ``serve``, ``gc``, ``migrate`` (the registry), and the client
-commands ``push``, ``pull``, ``ls``, ``inspect``, ``rm`` (see ``registry.client``).
+commands ``push``, ``pull``, ``ls``, ``inspect``, ``rm``, ``login``, ``logout``, ``key``,
+``token`` (see ``registry.client``).
 
 Every server option can also be set with its ``ASSAY_*`` environment variable; a flag given
 on the command line wins.
@@ -322,6 +323,139 @@ def webhook_redeliver(webhook_id, delivery_id, registry, insecure) -> None:
     from registry.client.webhooks import run_redeliver
 
     run_redeliver(webhook_id, delivery_id, registry, insecure)
+
+
+# ---------------------------------------------------------------- credentials
+
+registry_option = click.option("--registry", "registry", metavar="HOST[:PORT]",
+                               envvar="ASSAY_REGISTRY", default="127.0.0.1:5000",
+                               show_default=True, help="The registry [$ASSAY_REGISTRY].")
+
+
+@main.command()
+@registry_argument
+@click.option("-u", "--username", metavar="USER", help="User name [prompted on a terminal].")
+@click.option("--password-stdin", is_flag=True,
+              help="Read the password (or a personal access token) from stdin.")
+@insecure_option
+def login(registry, username, password_stdin, insecure) -> None:
+    """Check credentials against REGISTRY (HOST[:PORT], default $ASSAY_REGISTRY, else
+    127.0.0.1:5000) and store them for later commands (~/.config/assay/auth.json, mode
+    0600; $ASSAY_CONFIG_DIR moves it). ASSAY_TOKEN, or ASSAY_USERNAME and ASSAY_PASSWORD,
+    override the stored credentials; Docker's ~/.docker/config.json is the fallback."""
+    from registry.client.account import run_login
+
+    run_login(registry, username, password_stdin, insecure)
+
+
+@main.command()
+@registry_argument
+@insecure_option
+def logout(registry, insecure) -> None:
+    """Forget the credentials stored for REGISTRY."""
+    from registry.client.account import run_logout
+
+    run_logout(registry, insecure)
+
+
+@main.group(cls=_Group)
+def key() -> None:
+    """Your Ollama public keys on an assay registry (with one registered, `ollama push`
+    and `ollama pull` sign in as you)."""
+
+
+@key.command(name="add")
+@click.argument("pubkey_file", metavar="[PUBKEY_FILE]", required=False)
+@registry_option
+@insecure_option
+@json_option
+def key_add(pubkey_file, registry, insecure, as_json) -> None:
+    """Register PUBKEY_FILE (default ~/.ollama/id_ed25519.pub) for the logged-in user."""
+    from registry.client.account import run_key_add
+
+    run_key_add(pubkey_file, registry, insecure, as_json)
+
+
+@key.command(name="ls")
+@registry_option
+@insecure_option
+@json_option
+def key_ls(registry, insecure, as_json) -> None:
+    """List your registered keys."""
+    from registry.client.account import run_key_ls
+
+    run_key_ls(registry, insecure, as_json)
+
+
+@key.command(name="rm")
+@click.argument("key_id", metavar="ID", type=click.IntRange(min=1))
+@registry_option
+@insecure_option
+def key_rm(key_id, registry, insecure) -> None:
+    """Remove key ID."""
+    from registry.client.account import run_key_rm
+
+    run_key_rm(key_id, registry, insecure)
+
+
+@main.group(cls=_Group)
+def token() -> None:
+    """Your personal access tokens on an assay registry (for CI, scripts, ASSAY_TOKEN).
+    Any user's tokens, on the server: `assay user token`."""
+
+
+@token.command(name="create")
+@click.argument("name")
+@click.option("--scope", "scopes", multiple=True,
+              help="pull, push, delete, admin, optionally :NAMESPACE (repeatable; "
+                   "default pull and push).")
+@click.option("--expires-days", type=click.FloatRange(min=0, min_open=True),
+              help="The token expires after this many days [default: never].")
+@registry_option
+@insecure_option
+@json_option
+@click.option("--name", "server_token_name", hidden=True)
+@click.option("--data-dir", type=click.Path(path_type=Path), hidden=True)
+@click.pass_context
+def token_create(ctx, name, scopes, expires_days, registry, insecure, as_json,
+                 server_token_name, data_dir) -> None:
+    """Create a token called NAME and print it (shown once)."""
+    if data_dir is not None or server_token_name is not None:
+        # The earlier server-side spelling, `assay token create USER --name N --data-dir D`
+        # (now `assay user token create`), still works: scripts and fixtures use it.
+        from registry.cli_admin import token_create as on_server
+
+        if server_token_name is None:
+            raise click.UsageError("give the token's name with --name (or drop --data-dir "
+                                   "to create your own token over the API)")
+        ctx.invoke(on_server, user_name=name, token_name=server_token_name, scopes=scopes,
+                   expires_days=expires_days, data_dir=data_dir)
+        return
+    from registry.client.account import run_token_create
+
+    run_token_create(name, scopes, expires_days, registry, insecure, as_json)
+
+
+@token.command(name="ls")
+@registry_option
+@insecure_option
+@json_option
+def token_ls(registry, insecure, as_json) -> None:
+    """List your tokens (never their secrets)."""
+    from registry.client.account import run_token_ls
+
+    run_token_ls(registry, insecure, as_json)
+
+
+@token.command(name="revoke")
+@click.argument("token_id", metavar="ID", type=click.IntRange(min=1))
+@registry_option
+@insecure_option
+def token_revoke(token_id, registry, insecure) -> None:
+    """Revoke your token ID."""
+    from registry.client.account import run_token_revoke
+
+    run_token_revoke(token_id, registry, insecure)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
-"""``assay user|robot|token|namespace|audit``: identities and roles, managed on the server.
+"""``assay user|robot|namespace|audit``: identities and roles, managed on the server.
 
 These commands work on the configured database directly (``ASSAY_DATABASE_URL`` or the
 SQLite file in ``--data-dir``), before the registry is first started too: that is how the
 first admin is made. Every change is in the audit log, as ``local:<os user>``.
+
+Any user's tokens are ``assay user token create|ls|revoke USER``; ``assay token`` is the
+client command for the signed-in user's own tokens (over REST, ``registry.client.account``).
 """
 
 from __future__ import annotations
@@ -152,9 +155,10 @@ def robot_add(name, grants, scopes, expires_days, data_dir) -> None:
     click.echo(secret)
 
 
-@click.group()
+@user.group()
 def token() -> None:
-    """Personal access tokens (for users and robots), managed on the server."""
+    """Personal access tokens of any user or robot, managed on the server (your own, on
+    a running registry: `assay token`)."""
 
 
 @token.command(name="create")
@@ -261,4 +265,4 @@ def audit(limit, actor, action, data_dir, as_json) -> None:
         + (f" {json.dumps(e['detail'])}" if e["detail"] else "") for e in entries])
 
 
-COMMANDS = [user, robot, token, namespace, audit]
+COMMANDS = [user, robot, namespace, audit]

@@ -15,13 +15,23 @@
       -> ``RemoteService.finish``: the verification row (``remote_model_id``), the status and
          the job's completion in one transaction
 
+Credentials for the remote registry: the client's own sources
+(``registry.client.credentials.lookup``), read in the worker process: ``ASSAY_TOKEN`` or
+``ASSAY_USERNAME``/``ASSAY_PASSWORD`` in its environment (they apply to every remote
+registry), else the entry ``assay login HOST[:PORT]`` stored for the worker's OS user
+(``$ASSAY_CONFIG_DIR/auth.json``, default ``~/.config/assay/``), else Docker's
+``~/.docker/config.json`` ``auths``. They are sent only when the remote registry asks (a
+``401`` challenge: Docker token auth or Basic), so public registries need none.
+
 Failures:
 
 - the remote registry is unreachable, answers 5xx/429, or sends bytes that do not match
   their digest: infrastructure, the job is retried with backoff; out of attempts the model
   fails with "verification could not run: ...";
-- it refuses (401/403) or no longer has the model (404), or the model does not fit the
-  worker's cache: failed with that reason, not retried (no verification row: never run);
+- it refuses (401/403: no credentials for it, wrong ones, or not allowed to pull; the
+  reason says which and how to log in) or no longer has the model (404), or the model
+  does not fit the worker's cache: failed with that reason, not retried (no verification
+  row: never run);
 - the model fails (does not load, too slow ...): a failed verdict, not retried;
 - shutdown: the job is released and the model is "queued" again.
 
@@ -210,6 +220,7 @@ def run_remote_job(worker, job) -> str:
 
 
 def _verify(worker, job, target, lease: _Lease) -> str | None:
+    from registry.client.credentials import lookup
     from registry.client.download import Downloader
     from registry.client.progress import silent
     from registry.client.ref import Registry
@@ -223,7 +234,8 @@ def _verify(worker, job, target, lease: _Lease) -> str | None:
     scheme = job.payload.get("scheme")
     if scheme not in ("http", "https"):
         scheme = default_scheme(target.registry)
-    with RegistryClient(Registry(target.registry, scheme)) as client:
+    with RegistryClient(Registry(target.registry, scheme),
+                        credentials=lookup(target.registry)) as client:
         content, media_type = target.content, target.media_type
         if content is None:
             manifest = client.get_manifest(target.repository, target.digest)

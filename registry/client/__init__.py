@@ -7,6 +7,10 @@ Modules, from the bottom up:
   ``error: ...`` line on stderr.
 - ``registry_client``: the OCI HTTP client (httpx + tenacity retries): manifests, tags,
   catalog, blob push (skip, mount, monolithic or chunked upload), assay's REST API.
+- ``credentials``, ``auth``: where credentials come from (environment, ``assay login``'s
+  file, Docker's config) and the ``httpx.Auth`` that answers challenges (Docker token
+  auth, Basic) with a per-scope token cache; ``account``: ``login``, ``logout``, ``key``,
+  ``token``.
 - ``locations``: the local cache of where blobs were seen, for cross-repository mounts.
 - ``blobs``, ``mediatypes``: blobs to push; the media types and annotations we speak.
 - ``modelfile``: Ollama Modelfile parsing and writing.

@@ -6,7 +6,8 @@ Hierarchy::
     ├── BadReference             a malformed HOST[:PORT]/NAME[:TAG|@DIGEST]
     ├── InputError               a local file or directory that cannot be pushed
     ├── RegistryResponseError    the registry answered with an error status (OCI error JSON)
-    │   └── NotFoundError        ... 404
+    │   ├── NotFoundError        ... 404
+    │   └── auth.AuthError       ... 401 (or 403 without credentials): run assay login
     ├── ConnectionFailed         the registry could not be reached
     └── IntegrityError           downloaded bytes do not match their digest
 
@@ -87,6 +88,15 @@ def oci_error_text(response: httpx.Response) -> tuple[str | None, str]:
 
 def response_error(response: httpx.Response, what: str) -> RegistryResponseError:
     code, message = oci_error_text(response)
+    if response.status_code == 403:  # the registry's message names who and what
+        return RegistryResponseError(f"denied: {message}", 403, code)
+    if response.status_code == 401:  # a challenge the client could not answer
+        try:
+            host = " " + response.request.url.netloc.decode("ascii", "replace")
+        except RuntimeError:  # a response built without its request
+            host = ""
+        return RegistryResponseError(f"{what}: {message} (HTTP 401): run assay login{host}",
+                                     401, code)
     cls = NotFoundError if response.status_code == 404 else RegistryResponseError
     prefix = f"{code}: " if code and code.lower().replace("_", " ") not in message.lower() else ""
     return cls(f"{what}: {prefix}{message} (HTTP {response.status_code})",

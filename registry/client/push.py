@@ -36,6 +36,7 @@ def push(path: Path, ref: Reference, client: RegistryClient, transfers: Transfer
         raise BadReference(f"push to a tag, not a digest: {ref}")
     layout = build_layout(path, fmt, transfers)
     blobs = layout.blobs()
+    client.intend_push(ref.name)  # one pull,push token from the first blob HEAD on
 
     def send(blob: Blob) -> str:
         task = transfers.task(f"push {blob.label}", blob.size) if blob.path else None

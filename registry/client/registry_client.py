@@ -11,6 +11,12 @@ the local cache saw it in -> ``POST ?mount=<d>`` -> upload into the session the 
 opened: one monolithic ``PUT ?digest=`` up to ``chunk_size``, else ``PATCH`` chunks streamed
 from the file (a failed chunk resumes from the offset the registry reports) and a final
 ``PUT ?digest=``. Locations may be absolute or relative.
+
+Credentials: ``auth.RegistryAuth`` answers the registry's challenges (Docker token auth on
+``/v2/``, Basic on assay's ``/api/``) with what ``credentials.lookup`` finds for the host
+(``ASSAY_TOKEN``, ``ASSAY_USERNAME``/``ASSAY_PASSWORD``, ``assay login``'s file, Docker's
+config) unless the caller passes ``credentials`` (None: anonymous). A push declares its
+repository (``intend_push``) so one ``pull,push`` token serves all its requests.
 """
 
 from __future__ import annotations
@@ -31,7 +37,9 @@ from urllib.parse import urljoin
 
 import httpx
 
+from registry.client.auth import AuthError, RegistryAuth
 from registry.client.blobs import Blob
+from registry.client.credentials import Credentials, lookup
 from registry.client.errors import (
     ClientError,
     ConnectionFailed,
@@ -54,6 +62,7 @@ MiB = 1024 * 1024
 DEFAULT_CHUNK_SIZE = 64 * MiB
 DEFAULT_ATTEMPTS = 4
 USER_AGENT = "assay-client/0.1"
+LOOKUP = object()  # RegistryClient(credentials=LOOKUP): find them (credentials.lookup)
 
 
 def default_attempts() -> int:
@@ -117,8 +126,12 @@ class RegistryClient:
     def __init__(self, registry: Registry, *, transport: httpx.BaseTransport | None = None,
                  attempts: int | None = None, backoff: float = 0.5, timeout: float = 120.0,
                  max_connections: int = 16, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                 locations: BlobLocations | None = None):
+                 locations: BlobLocations | None = None,
+                 credentials: Credentials | None | object = LOOKUP):
         self.registry = registry
+        if credentials is LOOKUP:
+            credentials = lookup(registry.host)
+        self.auth = RegistryAuth(registry.host, registry.base_url, credentials)
         self.attempts = attempts or default_attempts()
         self.backoff = backoff
         self.chunk_size = chunk_size
@@ -128,7 +141,7 @@ class RegistryClient:
             timeout=httpx.Timeout(timeout, connect=15.0),
             limits=httpx.Limits(max_connections=max_connections,
                                 max_keepalive_connections=max_connections),
-            headers={"User-Agent": USER_AGENT}, follow_redirects=False)
+            headers={"User-Agent": USER_AGENT}, follow_redirects=False, auth=self.auth)
         self.stats: Counter[str] = Counter()
         self._stats_lock = threading.Lock()
 
@@ -140,6 +153,10 @@ class RegistryClient:
 
     def close(self) -> None:
         self.http.close()
+
+    def intend_push(self, name: str) -> None:
+        """Ask for ``pull,push`` tokens for ``name`` from the first request on."""
+        self.auth.intend(name, "pull,push")
 
     def count(self, key: str, n: int = 1) -> None:
         with self._stats_lock:
@@ -259,17 +276,25 @@ class RegistryClient:
         return items
 
     def catalog(self) -> list[str]:
+        if self.auth.credentials is not None and not self.auth.challenged:
+            # Anonymous callers get a filtered catalog, not a challenge: ask /v2/ first,
+            # whose 401 shows the realm, so the catalog request carries a token.
+            self.call(lambda: self.send("GET", "/v2/").close(), f"ping {self.registry.host}")
         return self._paged("/v2/_catalog", "repositories", f"catalog of {self.registry.host}")
 
     def tags(self, name: str) -> list[str]:
         return self._paged(f"/v2/{name}/tags/list", "tags", f"{self.registry.host}/{name}")
 
     def rest(self, path: str) -> dict | None:
-        """GET assay's REST API; None when this is not assay (404, non-JSON, error)."""
+        """GET assay's REST API; None when this is not assay (404, non-JSON, error), or
+        when it wants credentials the client does not have."""
         def attempt() -> httpx.Response:
             return self.send("GET", path, headers={"Accept": "application/json"})
 
-        resp = self.call(attempt, f"GET {path}")
+        try:
+            resp = self.call(attempt, f"GET {path}")
+        except AuthError:
+            return None
         if resp.status_code != 200:
             return None
         try:
