@@ -65,6 +65,7 @@ class Identity:
     scopes: tuple[tuple[str, str | None], ...] | None = None
     grants: dict[str, frozenset[str]] | None = None
     via: str = "anonymous"  # anonymous | password | token | bearer | key | signed-url
+    expires_at: float | None = None  # epoch seconds: when the credential itself expires
 
     @property
     def anonymous(self) -> bool:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import time
 from collections.abc import Awaitable, Callable
@@ -89,7 +90,9 @@ class CredentialCache:
 
     def get(self, key: str) -> Identity | None:
         hit = self._items.get(key)
-        if hit is None or hit[0] < time.monotonic():
+        # Never past the credential's own expiry (a bearer token's exp, a token's date).
+        if hit is None or hit[0] < time.monotonic() or (
+                hit[1].expires_at is not None and hit[1].expires_at <= time.time()):
             self._items.pop(key, None)
             return None
         return hit[1]
@@ -180,10 +183,11 @@ def verify_credentials(access, header: str, settings) -> Identity | None:
         return None
     grants = tokens.grants_of(claims)
     if not claims["sub"]:
-        return Identity(name=None, grants=grants, via="bearer",
+        return Identity(name=None, grants=grants, via="bearer", expires_at=claims["exp"],
                         anonymous_namespaces=access.anonymous_namespaces(),
                         anonymous_pull=settings.anonymous_pull)
-    return access.by_name(claims["sub"], via="bearer", grants=grants)
+    identity = access.by_name(claims["sub"], via="bearer", grants=grants)
+    return identity and dataclasses.replace(identity, expires_at=claims["exp"])
 
 
 async def identify(request: Request) -> Identity:

@@ -7,6 +7,7 @@ only ``registry.errors`` exceptions; the pure rules live in ``registry.access``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import secrets as pysecrets
@@ -331,6 +332,9 @@ class AccessService(Service):
                 return None
             scopes = tuple(parse_scopes(json.loads(tok.scopes)))
             identity = self._identity(conn, row, via="token", scopes=scopes)
+            if tok.expires_at is not None:
+                identity = dataclasses.replace(
+                    identity, expires_at=_aware(tok.expires_at).timestamp())
         if tok.last_used_at is None or now - _aware(tok.last_used_at) > timedelta(minutes=5):
             with self.db.write() as conn:  # coarse: one write per token per 5 minutes
                 conn.execute(update(access_tokens).where(access_tokens.c.id == tok.id)

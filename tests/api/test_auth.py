@@ -372,3 +372,17 @@ def test_a_narrowed_token_cannot_mint_a_wider_token_or_add_a_key(reg):
     _, admin_token = access.create_token("wanda", "admin", ["admin"])
     r = reg.post("/api/v1/tokens", json={"name": "b"}, headers=bearer(admin_token))
     assert r.status_code == 201
+
+
+def test_a_cached_bearer_token_still_dies_at_its_expiry(reg):
+    """Verified credentials are cached (auth_cache_seconds), never past their own exp."""
+    reg.app.state.settings.auth_cache_seconds = 3600
+    reg.app.state.credential_cache = None
+    key = reg.app.state.registry.access.signing_key()
+    access = [{"type": "repository", "name": "team/model", "actions": ["pull"]}]
+    token, _ = tokens.issue(key, subject="rita", service="assay", issuer=BASE,
+                            access=access, ttl=-4)  # expired, but inside the 5 s leeway
+    assert reg.get("/v2/team/model/tags/list", headers=bearer(token)).status_code == 404
+    time.sleep(1.5)
+    r = reg.get("/v2/team/model/tags/list", headers=bearer(token))
+    assert r.status_code == 401
