@@ -144,7 +144,7 @@ def failed_logins(request: Request) -> FailedLogins:
     return state.failed_logins
 
 
-def _cache(request: Request) -> CredentialCache:
+def credential_cache(request: Request) -> CredentialCache:
     state = request.app.state
     if getattr(state, "credential_cache", None) is None:
         state.credential_cache = CredentialCache(_settings(request).auth_cache_seconds)
@@ -198,7 +198,7 @@ async def identify(request: Request) -> Identity:
     if not header:
         return await run_in_threadpool(access.anonymous)
     key = hashlib.sha256(header.encode()).hexdigest()
-    cache = _cache(request)
+    cache = credential_cache(request)
     identity = cache.get(key)
     if identity is None:
         ip = request.client.host if request.client else "unknown"

@@ -15,6 +15,7 @@ reader asking for ``pull,push`` gets a ``pull`` token, and the push is then refu
 
 from __future__ import annotations
 
+import hashlib
 import time
 from datetime import UTC, datetime
 
@@ -24,7 +25,14 @@ from starlette.responses import JSONResponse
 
 from registry.access import ollama, tokens
 from registry.access.permissions import ACTIONS, Identity
-from registry.api.access import PUBLIC, base_url, failed_logins, guard, verify_credentials
+from registry.api.access import (
+    PUBLIC,
+    base_url,
+    credential_cache,
+    failed_logins,
+    guard,
+    verify_credentials,
+)
 from registry.digests import check_name
 from registry.errors import NameInvalid, RequestInvalid, Unauthorized
 
@@ -74,7 +82,12 @@ def _issue_sync(request: Request, header: str | None) -> dict:
     elif (signed := ollama.split_authorization(header)) is not None:
         identity = _ollama_identity(request, access, settings, *signed)
     else:
-        identity = verify_credentials(access, header, settings)
+        # Verified passwords are cached as on every other route: argon2 per token
+        # request would cap this endpoint at a few requests a second per core.
+        cache, key = credential_cache(request), hashlib.sha256(header.encode()).hexdigest()
+        identity = cache.get(key) or verify_credentials(access, header, settings)
+        if identity is not None and identity.grants is None:
+            cache.put(key, identity)
         if identity is None or identity.grants is not None:
             raise Unauthorized("invalid credentials: wrong user name or password, or a "
                                "token that is unknown, revoked or expired",
