@@ -46,6 +46,13 @@ def parse_scopes(scopes: list[str]) -> list[tuple[str, str | None]]:
     return out
 
 
+def scope_strings(identity: Identity) -> list[str] | None:
+    """The inverse of ``parse_scopes`` for an identity's token limits (None: no limits)."""
+    if identity.scopes is None:
+        return None
+    return [a if ns is None else f"{a}:{ns}" for a, ns in identity.scopes]
+
+
 @dataclass(frozen=True)
 class Identity:
     """An authenticated caller.

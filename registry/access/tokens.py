@@ -53,11 +53,15 @@ def parse_scope(scope: str) -> tuple[str, str, set[str]] | None:
 
 
 def issue(key: str, *, subject: str | None, service: str, issuer: str,
-          access: list[dict], ttl: int) -> tuple[str, int]:
-    """A signed bearer token and its lifetime in seconds."""
+          access: list[dict], ttl: int, limits: list[str] | None = None) -> tuple[str, int]:
+    """A signed bearer token and its lifetime in seconds. ``limits``: the scopes of the
+    personal access token it was asked for with (``assay_scopes`` claim), so that the
+    registry can tell "ask for a wider token" from "you may never do this"."""
     now = int(time.time())
     claims = {"iss": issuer, "sub": subject or "", "aud": service, "iat": now,
               "nbf": now - 5, "exp": now + ttl, "jti": uuid.uuid4().hex, "access": access}
+    if limits is not None:
+        claims["assay_scopes"] = limits
     return jwt.encode(claims, key, algorithm="HS256"), ttl
 
 

@@ -44,7 +44,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from registry.access import tokens
-from registry.access.permissions import ADMIN, DELETE, PULL, PUSH, Identity, namespace_of
+from registry.access.permissions import (
+    ADMIN,
+    DELETE,
+    PULL,
+    PUSH,
+    Identity,
+    namespace_of,
+    parse_scopes,
+)
 from registry.api.oci.base import absolute
 from registry.errors import Denied, TooManyRequests, Unauthorized
 from registry.services.audit import Actor, current_actor
@@ -96,6 +104,11 @@ class CredentialCache:
             self._items.pop(key, None)
             return None
         return hit[1]
+
+    def clear(self) -> None:
+        """Forget everything: after a change to who may do what (this process at once,
+        other replicas within their TTL)."""
+        self._items.clear()
 
     def put(self, key: str, identity: Identity) -> None:
         if len(self._items) >= self.size:
@@ -187,7 +200,14 @@ def verify_credentials(access, header: str, settings) -> Identity | None:
                         anonymous_namespaces=access.anonymous_namespaces(),
                         anonymous_pull=settings.anonymous_pull)
     identity = access.by_name(claims["sub"], via="bearer", grants=grants)
-    return identity and dataclasses.replace(identity, expires_at=claims["exp"])
+    if identity is None:
+        return None
+    limits = claims.get("assay_scopes")
+    try:
+        scopes = tuple(parse_scopes(limits)) if isinstance(limits, list) else None
+    except ValueError:
+        return None
+    return dataclasses.replace(identity, expires_at=claims["exp"], scopes=scopes)
 
 
 async def identify(request: Request) -> Identity:
@@ -227,12 +247,29 @@ def _signed_blob(request: Request) -> bool:
                                        q.get("expires", ""), q["signature"])
 
 
-def _refuse(request: Request, identity: Identity, what: str, scope: str | None = None):
-    if identity.anonymous and identity.grants is None:
+def _refuse(request: Request, identity: Identity, what: str, scope: str | None = None,
+            action: str | None = None, repository: str | None = None):
+    """401 with a challenge for callers who could do better by signing in (anonymous,
+    or a bearer token that lacks an action its user's role allows: Distribution's
+    ``insufficient_scope``, on which Ollama fetches a wider token); 403 DENIED for
+    callers whose role does not allow it."""
+    if identity.anonymous:
         raise Unauthorized(f"authentication required to {what}",
                            challenge=challenge(request, scope))
-    who = identity.name or "an anonymous token"
-    raise Denied(f"{who} may not {what}")
+    if identity.grants is not None and action and repository and \
+            dataclasses.replace(identity, grants=None).can(action, repository):
+        raise Unauthorized(f"the bearer token does not cover {what}: ask for scope {scope}",
+                           challenge=challenge(request, scope) + ',error="insufficient_scope"')
+    raise Denied(f"{identity.name} may not {what}")
+
+
+def _challenge_actions(request: Request, action: str) -> str:
+    # A blob HEAD is how Ollama and oras start a push (does the registry have it?):
+    # ask for push too, so the token they fetch serves the whole push. A reader's token
+    # is still cut down to pull by the token endpoint.
+    if action == PULL and request.method == "HEAD" and "/blobs/" in request.url.path:
+        return "pull,push"
+    return _CHALLENGE_ACTIONS[action]
 
 
 def check(request: Request, identity: Identity, need) -> None:
@@ -264,7 +301,7 @@ def check(request: Request, identity: Identity, need) -> None:
         name = request.path_params["name"]
         if not identity.can(action, name):
             _refuse(request, identity, f"{action} {name}",
-                    f"repository:{name}:{_CHALLENGE_ACTIONS[action]}")
+                    f"repository:{name}:{_challenge_actions(request, action)}", action, name)
         return
     if kind == "namespace":
         ns = request.path_params["namespace"].strip("/")

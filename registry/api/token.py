@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from registry.access import ollama, tokens
-from registry.access.permissions import ACTIONS, Identity
+from registry.access.permissions import ACTIONS, Identity, scope_strings
 from registry.api.access import (
     PUBLIC,
     base_url,
@@ -92,7 +92,7 @@ def _issue_sync(request: Request, header: str | None) -> dict:
             raise Unauthorized("invalid credentials: wrong user name or password, or a "
                                "token that is unknown, revoked or expired",
                                challenge='Basic realm="assay"')
-    granted = []
+    granted, short = [], False
     for scope in _requested(request):
         parsed = tokens.parse_scope(scope)
         if parsed is None:
@@ -107,12 +107,18 @@ def _issue_sync(request: Request, header: str | None) -> dict:
             check_name(name)
         except NameInvalid:
             continue
-        wanted = set(ACTIONS) if "*" in actions else actions
-        granted.append({"type": "repository", "name": name,
-                        "actions": sorted(identity.allowed_actions(name, wanted))})
+        wanted = set(ACTIONS) if "*" in actions else actions & set(ACTIONS)
+        allowed = identity.allowed_actions(name, wanted)
+        short = short or allowed != wanted
+        granted.append({"type": "repository", "name": name, "actions": sorted(allowed)})
+    if identity.anonymous and short:
+        # Clients (oras, skopeo) try an anonymous token first: refuse one that would
+        # not do what they asked, so they sign in instead of failing on a bare 403.
+        raise Unauthorized("authentication required: anonymous callers may not do "
+                           "what was asked", challenge='Basic realm="assay"')
     token, ttl = tokens.issue(access.signing_key(), subject=identity.name, service=service,
                               issuer=base_url(request), access=granted,
-                              ttl=settings.auth_token_seconds)
+                              ttl=settings.auth_token_seconds, limits=scope_strings(identity))
     return {"token": token, "access_token": token, "expires_in": ttl,
             "issued_at": datetime.now(UTC).isoformat()}
 
@@ -126,6 +132,7 @@ async def token(request: Request) -> JSONResponse:
     try:
         body = await run_in_threadpool(_issue_sync, request, header)
     except Unauthorized:
-        failed_logins(request).failed(ip)
+        if header:  # an anonymous request refused is no failed sign-in
+            failed_logins(request).failed(ip)
         raise
     return JSONResponse(body, headers={"Cache-Control": "no-store"})

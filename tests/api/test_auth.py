@@ -130,8 +130,16 @@ def test_token_endpoint_grants_only_what_the_caller_may_do(reg):
     assert reg.get("/v2/team/model/manifests/v1", headers=h).status_code == 200
     r = reg.post("/v2/team/model/blobs/uploads/", headers=h)
     assert r.status_code == 403 and error_code(r) == "DENIED"
-    # The token is for that repository only, even where rita could read.
-    assert reg.get("/v2/team/other/tags/list", headers=h).status_code == 403
+    # The token is for that repository only, even where rita could read: 401
+    # insufficient_scope, asking for a token that covers it (Ollama then fetches one).
+    r = reg.get("/v2/team/other/tags/list", headers=h)
+    assert r.status_code == 401
+    assert challenge_params(r) == {"realm": f"{BASE}/auth/token", "service": "assay",
+                                   "scope": "repository:team/other:pull",
+                                   "error": "insufficient_scope"}
+    # A blob HEAD (how Ollama and oras start a push) asks for pull,push up front.
+    r = reg.head(f"/v2/team/new/blobs/{sha256(b'z')}")
+    assert challenge_params(r)["scope"] == "repository:team/new:pull,push"
     # The writer's token for the same scope can push.
     body = _token(reg, "repository:team/model:pull,push", auth=as_("wanda"))
     assert reg.post("/v2/team/model/blobs/uploads/",
@@ -145,18 +153,25 @@ def test_token_endpoint_grants_only_what_the_caller_may_do(reg):
     assert r.status_code == 400
 
 
-def test_anonymous_token_carries_nothing_until_anonymous_pull_is_on(reg):
+def test_anonymous_tokens_only_for_what_anonymous_callers_may_do(reg):
     reg.auth = as_("wanda")
     push_image(reg, "team/model", "v1")
     reg.auth = None
-    body = _token(reg, "repository:team/model:pull")
-    assert _claims(reg, body["token"])["access"][0]["actions"] == []
-    r = reg.get("/v2/team/model/manifests/v1", headers=bearer(body["token"]))
-    assert r.status_code == 403
+    # oras and skopeo ask for an anonymous token first: one that would not do what they
+    # ask is refused (401), so they sign in rather than fail on a bare 403 later.
+    r = reg.get("/auth/token", params={"scope": "repository:team/model:pull"})
+    assert r.status_code == 401 and error_code(r) == "UNAUTHORIZED"
     reg.app.state.registry.access.set_anonymous_pull("team", True)
-    body = _token(reg, "repository:team/model:pull,push")
+    body = _token(reg, "repository:team/model:pull")
     assert _claims(reg, body["token"])["access"][0]["actions"] == ["pull"]
+    assert reg.get("/v2/team/model/manifests/v1",
+                   headers=bearer(body["token"])).status_code == 200
     assert reg.get("/v2/team/model/manifests/v1").status_code == 200  # no token at all
+    r = reg.get("/auth/token", params={"scope": "repository:team/model:pull,push"})
+    assert r.status_code == 401
+    # An anonymous token that lacks an action gets a challenge, never a bare 403.
+    r = reg.post("/v2/team/model/blobs/uploads/", headers=bearer(body["token"]))
+    assert r.status_code == 401 and "realm=" in r.headers["www-authenticate"]
     assert reg.post("/v2/team/model/blobs/uploads/").status_code == 401
 
 
@@ -189,6 +204,9 @@ def test_personal_access_tokens_scopes_revocation_and_expiry(reg):
     # The token endpoint accepts it too, and never grants more than its scopes.
     body = _token(reg, "repository:team/model:pull,push", headers=basic("x", secret))
     assert _claims(reg, body["token"])["access"][0]["actions"] == ["pull"]
+    # A wider bearer token could not be had with this PAT: 403, not insufficient_scope.
+    r = reg.post("/v2/team/model/blobs/uploads/", headers=bearer(body["token"]))
+    assert r.status_code == 403 and error_code(r) == "DENIED"
     # Namespace-limited scope.
     _, team_push = access.create_token("wanda", "team only", ["pull:team", "push:team"])
     h = bearer(team_push)

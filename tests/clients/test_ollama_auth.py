@@ -23,7 +23,6 @@ import pytest
 
 from tests.clients.conftest import ASSAY
 from tests.clients.ollama_replay import (
-    DOCKER_CONFIG_V1,
     DOCKER_MANIFEST_V2,
     GEMMA3_TEMPLATE,
     MEDIA_MODEL,
@@ -33,9 +32,7 @@ from tests.clients.ollama_replay import (
     Trace,
     describe,
     gemma3_params_layer,
-    go_json,
     ollama_config,
-    ollama_manifest,
     ollama_pull,
     ollama_push,
     parse_registry_challenge,
@@ -50,14 +47,6 @@ MODEL = "team/gemma3"
 TAG = "270m"
 SIGNED_AUTHORIZATION = re.compile(r"^([A-Za-z0-9+/]+=*):([A-Za-z0-9+/]+=*)$")
 
-# Server bug found by these tests (issue 6), see the module's xfail reasons.
-INSUFFICIENT_SCOPE_BUG = (
-    "SERVER BUG: a bearer token that lacks an action the caller's role allows is answered "
-    "403 DENIED with no challenge, instead of 401 + WWW-Authenticate with the needed scope "
-    "(Distribution's insufficient_scope). Ollama's push starts with HEAD blob -> 401 "
-    "scope=repository:<repo>:pull -> token with pull only -> HEAD 404 -> POST .../uploads/ "
-    "with that token -> 403 DENIED '<user> may not push <repo>'; makeRequestWithRetry only "
-    "fetches a new token on 401, so every Ollama push to an auth-on assay fails.")
 
 
 def sha256_path(path: Path) -> str:
@@ -130,36 +119,6 @@ def assert_parts_without_credentials(trace: Trace) -> None:
         assert exchange.status == 206, exchange
 
 
-def push_with_basic(url: str, repository: str, tag: str, layers: list, config: dict,
-                    auth: tuple[str, str]) -> bytes:
-    """Seed a model the way a Docker-style client does (Basic auth, monolithic PUTs), with
-    the very manifest bytes ``ollama push`` writes. Used while Ollama's own push cannot work
-    (see INSUFFICIENT_SCOPE_BUG), so the pull side is still proven."""
-    blobs = [describe(media_type, source) for media_type, source in layers]
-    config = {**config, "rootfs": {"type": "layers", "diff_ids": [b.digest for b in blobs]}}
-    config_blob = describe(DOCKER_CONFIG_V1, go_json(config))
-    with httpx.Client(base_url=url, auth=auth, timeout=300) as client:
-        for blob in [*blobs, config_blob]:
-            if client.head(f"/v2/{repository}/blobs/{blob.digest}").status_code == 200:
-                continue
-            r = client.post(f"/v2/{repository}/blobs/uploads/")
-            assert r.status_code == 202, r.text
-
-            def chunks(blob=blob):
-                for offset in range(0, blob.size, 8 * 1024 * 1024):
-                    yield blob.read(offset, 8 * 1024 * 1024)
-
-            r = client.put(r.headers["location"], params={"digest": blob.digest},
-                           content=chunks(), headers={"Content-Length": str(blob.size)})
-            assert r.status_code == 201, r.text
-        manifest = ollama_manifest(config_blob, blobs)
-        r = client.put(f"/v2/{repository}/manifests/{tag}", content=manifest,
-                       headers={"Content-Type": DOCKER_MANIFEST_V2})
-        assert r.status_code == 201, r.text
-    return manifest
-
-
-@pytest.mark.xfail(strict=True, raises=OllamaProtocolError, reason=INSUFFICIENT_SCOPE_BUG)
 def test_writer_pushes_gemma_with_a_registered_key(auth_registry, keys, gemma_gguf):
     """``ollama push --insecure HOST/team/gemma3:270m`` by wanda (write in team)."""
     trace = Trace()
@@ -167,8 +126,9 @@ def test_writer_pushes_gemma_with_a_registered_key(auth_registry, keys, gemma_gg
         digest = ollama_push(auth_registry.url, MODEL, TAG, gemma_layers(gemma_gguf),
                              ollama_config(), trace=trace, key_path=keys["wanda"])
     finally:
-        # Whatever happened, it was Ollama's auth: unauthenticated HEAD, signed token request.
-        assert_ollama_auth(trace, keys["wanda"], f"repository:{MODEL}:pull")
+        # Whatever happened, it was Ollama's auth: unauthenticated HEAD, signed token request
+        # (a blob HEAD's challenge asks for pull,push: it is how a push starts).
+        assert_ollama_auth(trace, keys["wanda"], f"repository:{MODEL}:pull,push")
     assert trace.find("PUT", f"/manifests/{TAG}")[0].status == 201
     r = httpx.get(f"{auth_registry.url}/v2/{MODEL}/manifests/{TAG}",
                   auth=auth_registry.auth("root"), headers={"Accept": DOCKER_MANIFEST_V2})
@@ -177,17 +137,11 @@ def test_writer_pushes_gemma_with_a_registered_key(auth_registry, keys, gemma_gg
 
 @pytest.fixture(scope="module")
 def pushed(auth_registry, keys, gemma_gguf):
-    """Gemma in team/gemma3:270m: pushed by Ollama (wanda's key) if the registry lets it,
-    otherwise seeded with wanda's password (INSUFFICIENT_SCOPE_BUG) so pulls are tested."""
+    """Gemma in team/gemma3:270m, pushed by Ollama with wanda's key."""
     trace = Trace()
-    try:
-        ollama_push(auth_registry.url, MODEL, TAG, gemma_layers(gemma_gguf), ollama_config(),
-                    trace=trace, key_path=keys["wanda"])
-        manifest = trace.manifest_bytes
-    except OllamaProtocolError:
-        manifest = push_with_basic(auth_registry.url, MODEL, TAG, gemma_layers(gemma_gguf),
-                                   ollama_config(), auth_registry.auth("wanda"))
-    return SimpleNamespace(manifest=manifest, gguf=gemma_gguf)
+    ollama_push(auth_registry.url, MODEL, TAG, gemma_layers(gemma_gguf), ollama_config(),
+                trace=trace, key_path=keys["wanda"])
+    return SimpleNamespace(manifest=trace.manifest_bytes, gguf=gemma_gguf)
 
 
 @pytest.mark.parametrize("person", ["wanda", "rita"])
@@ -223,7 +177,7 @@ def test_reader_push_is_refused_with_403_denied(auth_registry, keys, pushed):
     message = str(failure.value)
     assert "403" in message and '"DENIED"' in message and "rita may not push" in message, (
         message)
-    assert_ollama_auth(trace, keys["rita"], "repository:team/rita-notes:pull")
+    assert_ollama_auth(trace, keys["rita"], "repository:team/rita-notes:pull,push")
     # Nothing was stored: the admin sees no such repository and no blob.
     root = auth_registry.auth("root")
     r = httpx.get(f"{auth_registry.url}/v2/team/rita-notes/tags/list", auth=root)

@@ -26,16 +26,6 @@ skopeo_bin, skopeo_policy, oci_src = plain.skopeo, plain.policy, plain.oci_image
 
 REFUSED = re.compile(r"unauthorized|denied|authentication required", re.IGNORECASE)
 
-ANONYMOUS_TOKEN_BUG = (
-    "SERVER BUG: a caller without credentials gets an anonymous token from /auth/token "
-    "(no grants), and a request with it is answered 403 DENIED 'an anonymous token may not "
-    "pull|push <repo>' with no challenge, where registry/api/access.py says a caller without "
-    "credentials gets 401 + challenge (Distribution: 401 insufficient_scope). skopeo's first "
-    "request is HEAD .../blobs/<digest> (no body), so all the user sees is 'trying to reuse "
-    "blob ... at destination: failed to read from destination repository team/anonymous: "
-    "403 (Forbidden)' - no 'unauthorized', no hint to log in.")
-
-
 @pytest.fixture(scope="module")
 def sk(skopeo_bin, skopeo_policy, tmp_path_factory) -> Skopeo:
     """skopeo with the accept-anything policy and an empty containers auth file: it uses only
@@ -130,7 +120,6 @@ def test_push_without_credentials_is_refused(sk, auth_registry, oci_src):
     assert_nothing_stored(auth_registry, "team/anonymous", oci_src)
 
 
-@pytest.mark.xfail(strict=True, reason=ANONYMOUS_TOKEN_BUG)
 def test_push_without_credentials_says_unauthorized(sk, auth_registry, oci_src):
     proc = sk.copy_in(auth_registry, oci_src, "team/anonymous", ok=False)
     assert_refused(proc)

@@ -27,7 +27,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from registry.api.access import caller
+from registry.api.access import caller, credential_cache
 from registry.api.oci.base import service
 from registry.api.rest.manifests import json_body
 from registry.errors import Conflict, RequestInvalid
@@ -87,6 +87,7 @@ async def get_user(request: Request) -> JSONResponse:
 async def delete_user(request: Request) -> JSONResponse:
     name = request.path_params["user"]
     await run_in_threadpool(service(request).access.remove_user, name)
+    credential_cache(request).clear()
     return JSONResponse({"deleted": name})
 
 
@@ -118,6 +119,7 @@ async def create_token(request: Request) -> JSONResponse:
 async def revoke_token(request: Request) -> JSONResponse:
     await run_in_threadpool(service(request).access.revoke_token, _me(request),
                             request.path_params["id"])
+    credential_cache(request).clear()  # revoked here: refused here at once
     return JSONResponse({"revoked": request.path_params["id"]})
 
 
@@ -154,6 +156,7 @@ async def put_namespace(request: Request) -> JSONResponse:
     ns = request.path_params["namespace"]
     access = service(request).access
     await run_in_threadpool(access.set_anonymous_pull, ns, allowed)
+    credential_cache(request).clear()
     return JSONResponse(await run_in_threadpool(access.namespace, ns))
 
 
@@ -163,6 +166,7 @@ async def put_member(request: Request) -> JSONResponse:
     ns, user = request.path_params["namespace"], request.path_params["user"]
     access = service(request).access
     await run_in_threadpool(access.grant, ns, user, role)
+    credential_cache(request).clear()
     return JSONResponse(await run_in_threadpool(access.namespace, ns))
 
 
@@ -170,6 +174,7 @@ async def delete_member(request: Request) -> JSONResponse:
     ns, user = request.path_params["namespace"], request.path_params["user"]
     access = service(request).access
     await run_in_threadpool(access.revoke, ns, user)
+    credential_cache(request).clear()
     return JSONResponse(await run_in_threadpool(access.namespace, ns))
 
 
