@@ -19,28 +19,11 @@ import click
 from registry.client import credentials as store
 from registry.client.auth import AuthError
 from registry.client.errors import ClientError, InputError, reported
-from registry.client.ref import Registry, parse_location
 from registry.client.registry_client import RegistryClient
+from registry.client.rest import JSON, registry_of, response_json
 from registry.client.show import render_table
 
-JSON = {"Accept": "application/json"}
 DEFAULT_OLLAMA_KEY = "~/.ollama/id_ed25519.pub"
-
-
-def registry_of(location: str, insecure: bool) -> Registry:
-    registry, name = parse_location(location, insecure=insecure)
-    if name is not None:
-        raise ClientError(f"{location!r}: give the registry as HOST[:PORT], without a "
-                          "repository")
-    return registry
-
-
-def _json(resp, what: str):
-    try:
-        return resp.json()
-    except ValueError:
-        raise ClientError(f"{what}: the registry answered with invalid JSON (not an assay "
-                          "registry?)") from None
 
 
 # ---------------------------------------------------------------------- login / logout
@@ -115,7 +98,7 @@ def _call(location: str, insecure: bool, method: str, path: str, what: str, *,
                               f"{registry.host} (or set ASSAY_TOKEN)")
         resp = client.request(method, path, what=what, ok=ok, headers=headers,
                               content=(lambda: content) if content else None)
-        return _json(resp, what)
+        return response_json(resp, what)
 
 
 def _print(value, as_json: bool, text: str | None) -> None:

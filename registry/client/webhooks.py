@@ -11,28 +11,10 @@ import secrets
 
 import click
 
-from registry.client.errors import ClientError, reported
-from registry.client.ref import parse_location
+from registry.client.errors import reported
 from registry.client.registry_client import RegistryClient
+from registry.client.rest import JSON, registry_of, response_json
 from registry.client.show import render_table
-
-JSON = {"Accept": "application/json"}
-
-
-def _registry(location: str, insecure: bool):
-    registry, name = parse_location(location, insecure=insecure)
-    if name is not None:
-        raise ClientError(f"{location!r}: give the registry as HOST[:PORT], without a "
-                          "repository (use --repository for a filter)")
-    return registry
-
-
-def _json(resp, what: str):
-    try:
-        return resp.json()
-    except ValueError:
-        raise ClientError(f"{what}: the registry answered with invalid JSON (not an assay "
-                          "registry?)") from None
 
 
 def _events(hook: dict) -> str:
@@ -42,7 +24,7 @@ def _events(hook: dict) -> str:
 def run_add(url: str, location: str, secret: str | None, events: tuple[str, ...],
             repository: str | None, insecure: bool, as_json: bool) -> None:
     with reported():
-        registry = _registry(location, insecure)
+        registry = registry_of(location, insecure, " (use --repository for a filter)")
         generated = secret is None
         secret = secret or secrets.token_hex(32)
         doc = {"url": url, "secret": secret, "events": list(events)}
@@ -53,7 +35,7 @@ def run_add(url: str, location: str, secret: str | None, events: tuple[str, ...]
             resp = client.request("POST", "/api/v1/webhooks", what=f"add webhook {url}",
                                   ok=(201,), content=lambda: body,
                                   headers={**JSON, "Content-Type": "application/json"})
-            hook = _json(resp, "add webhook")
+            hook = response_json(resp, "add webhook")
         if as_json:
             click.echo(json.dumps(hook | ({"secret": secret} if generated else {}), indent=2))
             return
@@ -65,11 +47,11 @@ def run_add(url: str, location: str, secret: str | None, events: tuple[str, ...]
 
 def run_ls(location: str, insecure: bool, as_json: bool) -> None:
     with reported():
-        registry = _registry(location, insecure)
+        registry = registry_of(location, insecure, " (use --repository for a filter)")
         with RegistryClient(registry) as client:
             resp = client.request("GET", "/api/v1/webhooks", what="list webhooks",
                                   headers=JSON)
-            hooks = _json(resp, "list webhooks").get("webhooks", [])
+            hooks = response_json(resp, "list webhooks").get("webhooks", [])
         if as_json:
             click.echo(json.dumps(hooks, indent=2))
             return
@@ -87,7 +69,7 @@ def run_ls(location: str, insecure: bool, as_json: bool) -> None:
 
 def run_rm(webhook_id: int, location: str, insecure: bool) -> None:
     with reported():
-        registry = _registry(location, insecure)
+        registry = registry_of(location, insecure, " (use --repository for a filter)")
         with RegistryClient(registry) as client:
             client.request("DELETE", f"/api/v1/webhooks/{webhook_id}",
                            what=f"remove webhook {webhook_id}", headers=JSON)
@@ -97,12 +79,12 @@ def run_rm(webhook_id: int, location: str, insecure: bool) -> None:
 def run_deliveries(webhook_id: int, location: str, limit: int, insecure: bool,
                    as_json: bool) -> None:
     with reported():
-        registry = _registry(location, insecure)
+        registry = registry_of(location, insecure, " (use --repository for a filter)")
         with RegistryClient(registry) as client:
             resp = client.request("GET", f"/api/v1/webhooks/{webhook_id}/deliveries",
                                   what=f"deliveries of webhook {webhook_id}", headers=JSON,
                                   params={"n": limit})
-            rows = _json(resp, "deliveries").get("deliveries", [])
+            rows = response_json(resp, "deliveries").get("deliveries", [])
         if as_json:
             click.echo(json.dumps(rows, indent=2))
             return
@@ -126,7 +108,7 @@ def run_deliveries(webhook_id: int, location: str, limit: int, insecure: bool,
 
 def run_redeliver(webhook_id: int, delivery_id: int, location: str, insecure: bool) -> None:
     with reported():
-        registry = _registry(location, insecure)
+        registry = registry_of(location, insecure, " (use --repository for a filter)")
         with RegistryClient(registry) as client:
             client.request("POST",
                            f"/api/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
