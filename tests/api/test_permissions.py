@@ -79,6 +79,7 @@ def outcomes(line: str) -> dict[str, str | int]:
 PUBLIC = outcomes("  ok   ok     ok     ok     ok   ok    ok     ok")
 LISTING = outcomes(" 200  200    200    200    200  200   200    200")
 SIGNED_IN = outcomes("401 ok     ok     ok     ok   ok    ok     ok")
+TOKEN = SIGNED_IN
 # Making or revoking tokens and keys needs the password (or an admin-scoped token): the
 # robot's and the scoped caller's tokens are pull/push only.
 ACCOUNT = outcomes("  401 ok     ok     ok     ok   403   ok     403")
@@ -182,8 +183,10 @@ ROWS = [
     Row("GET", V2 + "/tags/list", "/v2/ci/own/tags/list", ROBOT_NS),
     Row("GET", V2 + "/referrers/{digest}", TM + "/referrers/{digest}", PULL_TEAM),
     # ---- Docker token auth --------------------------------------------------------------
+    # Anyone signed in gets a token (cut down to what they may do); an anonymous token is
+    # refused unless it would do all that was asked (nobody may pull team anonymously).
     Row("GET", "/auth/token", "/auth/token?service=assay&scope=repository:team/model:pull",
-        PUBLIC),
+        TOKEN),
     # ---- REST: storage, policies --------------------------------------------------------
     Row("GET", A + "/storage", A + "/storage", SITE),
     Row("GET", A + "/policies", A + "/policies", SIGNED_IN),
@@ -505,7 +508,7 @@ def _error_code(r) -> str | None:
         body = r.json()
     except ValueError:
         return None
-    if r.request.url.path.startswith("/v2/"):
+    if not r.request.url.path.startswith("/api/"):  # OCI error JSON (/v2/, /auth/token)
         errors = body.get("errors") or [{}]
         return errors[0].get("code")
     return body.get("code")
@@ -526,7 +529,8 @@ def mismatch(row: Row, caller: str, r, expected: str | int) -> str | None:
     path = r.request.url.path
     if expected == 401:
         challenge = r.headers.get("www-authenticate", "")
-        if path.startswith("/api/"):
+        # The REST API and the token endpoint itself take Basic credentials.
+        if path.startswith("/api/") or path == "/auth/token":
             if challenge != 'Basic realm="assay"':
                 return f"401 without the Basic challenge: {challenge!r}"
         elif not challenge.startswith(f'Bearer realm="{BASE}/auth/token"'):
