@@ -187,6 +187,7 @@ ROWS = [
     # refused unless it would do all that was asked (nobody may pull team anonymously).
     Row("GET", "/auth/token", "/auth/token?service=assay&scope=repository:team/model:pull",
         TOKEN),
+    Row("GET", "/metrics", "/metrics", PUBLIC),
     # ---- REST: storage, policies --------------------------------------------------------
     Row("GET", A + "/storage", A + "/storage", SITE),
     Row("GET", A + "/policies", A + "/policies", SIGNED_IN),

@@ -1,0 +1,221 @@
+"""Prometheus metrics at ``GET /metrics`` (``prometheus_client``, text format).
+
+Two sources, each app with its own ``CollectorRegistry`` (never the process-global one,
+so several apps in one process, e.g. the tests, do not mix their figures):
+
+- ``MetricsMiddleware`` counts this replica's requests, labelled by the matched route's
+  path *template* (``/v2/{name:path}/blobs/{digest}``; never the raw path, whose values
+  are unbounded; ``unmatched`` when no route matches)::
+
+      assay_http_requests_total{method,route,status}
+      assay_http_request_duration_seconds{method,route}     histogram
+      assay_http_request_bytes_total / assay_http_response_bytes_total   body bytes
+
+  These are per process: sum them over replicas in PromQL.
+- ``DatabaseCollector`` reads the shared database at scrape time (a few GROUP BY
+  queries), so every replica reports the same, right, figures for the whole deployment,
+  whichever process did the work (workers are separate processes)::
+
+      assay_jobs{kind,status}                      jobs in the queue, by kind and status
+      assay_model_manifests{status}                model manifests by verification status
+      assay_verifications_total{verdict,backend}   verification runs recorded
+      assay_verification_duration_seconds{verdict,backend}   summary: _sum and _count
+      assay_metrics_database_up                    0 when the queries above failed
+
+  The verification figures are counts of rows: deleting a model deletes its
+  verifications, which Prometheus sees as a counter reset.
+
+``/metrics`` is public (no credentials, like Prometheus scrapers expect): do not expose
+it to the internet; keep it on an internal network or restrict it at the proxy.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
+from prometheus_client.exposition import generate_latest
+from sqlalchemy import extract, func, select
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Match, Mount
+
+# registry.api.oci first: registry.api.access imports registry.api.oci.base, whose
+# package imports registry.api.access back (the order app.py imports them in).
+import registry.api.oci  # noqa: F401, I001
+from registry.api.access import PUBLIC, guard
+from registry.db.tables import jobs, manifests, verifications
+
+log = logging.getLogger("assay.metrics")
+UNMATCHED = "unmatched"
+
+
+class Metrics:
+    """One app's registry and its request metrics."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("assay_http_requests", "HTTP requests served",
+                                ["method", "route", "status"], registry=self.registry)
+        self.duration = Histogram("assay_http_request_duration_seconds",
+                                  "Time from request start to the last response byte",
+                                  ["method", "route"], registry=self.registry)
+        self.bytes_in = Counter("assay_http_request_bytes", "Request body bytes received",
+                                ["method", "route"], registry=self.registry)
+        self.bytes_out = Counter("assay_http_response_bytes", "Response body bytes sent",
+                                 ["method", "route"], registry=self.registry)
+
+
+def route_template(app, scope) -> str:
+    """The full path template of the route ``scope`` goes to (recursing into Mounts):
+    the first full match, else the first partial one (a wrong method: 405)."""
+    partial = None
+
+    def find(routes, scope, prefix):
+        nonlocal partial
+        for r in routes:
+            match, child = r.matches(scope)
+            if match == Match.NONE:
+                continue
+            if isinstance(r, Mount):
+                found = find(r.routes, {**scope, **child}, prefix + r.path)
+                if found:
+                    return found
+            elif match == Match.FULL:
+                return prefix + r.path
+            elif partial is None:
+                partial = prefix + r.path
+        return None
+
+    routes = getattr(app, "routes", None) or []
+    path_scope = {"type": "http", "method": scope.get("method", "GET"),
+                  "path": scope.get("path", ""), "root_path": ""}
+    return find(routes, path_scope, "") or partial or UNMATCHED
+
+
+class MetricsMiddleware:
+    """Counts requests, durations and body bytes by (method, route template, status)."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        status, bytes_in, bytes_out = 500, 0, 0
+
+        async def counting_receive():
+            nonlocal bytes_in
+            message = await receive()
+            if message["type"] == "http.request":
+                bytes_in += len(message.get("body", b""))
+            return message
+
+        async def counting_send(message):
+            nonlocal status, bytes_out
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                bytes_out += len(message.get("body", b""))
+            elif message["type"] == "http.response.pathsend":
+                bytes_out += os.path.getsize(message["path"])
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, counting_send)
+        finally:
+            method = scope.get("method", "")
+            route = route_template(scope.get("app"), scope)
+            m = self.metrics
+            m.requests.labels(method, route, str(status)).inc()
+            m.duration.labels(method, route).observe(time.perf_counter() - start)
+            m.bytes_in.labels(method, route).inc(bytes_in)
+            m.bytes_out.labels(method, route).inc(bytes_out)
+
+
+class DatabaseCollector:
+    """Scrape-time figures from the shared database; ``service_of()`` gives the app's
+    ``RegistryService`` (None before the lifespan has built it)."""
+
+    def __init__(self, service_of):
+        self.service_of = service_of
+
+    def describe(self):
+        return []  # registering must not query the database
+
+    def collect(self):
+        up = GaugeMetricFamily("assay_metrics_database_up",
+                               "1 when the database figures below could be read")
+        service = self.service_of()
+        if service is None:
+            up.add_metric([], 0)
+            yield up
+            return
+        try:
+            families = self._query(service.db)
+        except Exception:  # a scrape must answer even with the database down
+            log.warning("metrics: database figures unavailable", exc_info=True)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        yield from families
+
+    @staticmethod
+    def _query(db) -> list:
+        if db.is_sqlite:
+            seconds = (func.julianday(verifications.c.finished_at)
+                       - func.julianday(verifications.c.started_at)) * 86400.0
+        else:
+            seconds = extract("epoch", verifications.c.finished_at
+                              - verifications.c.started_at)
+        with db.read() as conn:
+            job_rows = conn.execute(select(jobs.c.kind, jobs.c.status, func.count())
+                                    .group_by(jobs.c.kind, jobs.c.status)).all()
+            status_rows = conn.execute(
+                select(manifests.c.status, func.count())
+                .where(manifests.c.status.is_not(None))
+                .group_by(manifests.c.status)).all()
+            verdict_rows = conn.execute(
+                select(verifications.c.verdict, func.coalesce(verifications.c.backend, ""),
+                       func.count(), func.coalesce(func.sum(seconds), 0.0))
+                .group_by(verifications.c.verdict, verifications.c.backend)).all()
+
+        queue = GaugeMetricFamily("assay_jobs", "Jobs in the queue by kind and status",
+                                  labels=["kind", "status"])
+        for kind, status, n in job_rows:
+            queue.add_metric([kind, status], n)
+        models = GaugeMetricFamily("assay_model_manifests",
+                                   "Model manifests by verification status",
+                                   labels=["status"])
+        for status, n in status_rows:
+            models.add_metric([status], n)
+        runs = CounterMetricFamily("assay_verifications", "Verification runs recorded",
+                                   labels=["verdict", "backend"])
+        durations = SummaryMetricFamily("assay_verification_duration_seconds",
+                                        "Verification run durations (finished - started)",
+                                        labels=["verdict", "backend"])
+        for verdict, backend, n, total in verdict_rows:
+            runs.add_metric([verdict, backend], n)
+            durations.add_metric([verdict, backend], count_value=n, sum_value=float(total))
+        return [queue, models, runs, durations]
+
+
+def watch_database(metrics: Metrics, app) -> None:
+    """Register the database figures of ``app``'s service (once its lifespan built it)."""
+    metrics.registry.register(DatabaseCollector(
+        lambda: getattr(app.state, "registry", None)))
+
+
+@guard(PUBLIC)
+async def metrics_endpoint(request: Request) -> Response:
+    """``GET /metrics``: the Prometheus text exposition of this app's registry."""
+    body = await run_in_threadpool(generate_latest, request.app.state.metrics.registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
