@@ -53,7 +53,7 @@ from registry.access.permissions import (
     namespace_of,
     parse_scopes,
 )
-from registry.api.oci.base import absolute
+from registry.api.urls import absolute
 from registry.errors import Denied, TooManyRequests, Unauthorized
 from registry.services.audit import Actor, current_actor
 

@@ -44,9 +44,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match, Mount
 
-# registry.api.oci first: registry.api.access imports registry.api.oci.base, whose
-# package imports registry.api.access back (the order app.py imports them in).
-import registry.api.oci  # noqa: F401, I001
 from registry.api.access import PUBLIC, guard
 from registry.db.tables import jobs, manifests, verifications
 

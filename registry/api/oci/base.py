@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from registry.api.urls import absolute  # noqa: F401 - re-exported for the handlers
 from registry.digests import check_name, check_tag, is_digest, parse_digest
 from registry.errors import PaginationInvalid
 from registry.services import RegistryService
@@ -41,15 +42,6 @@ def repo_name(request: Request) -> str:
         else:
             check_tag(reference)
     return name
-
-
-def absolute(request: Request, path: str) -> str:
-    """An absolute URL for ``path`` (clients such as Ollama require absolute Locations)."""
-    base = request.app.state.settings.public_url
-    if base:
-        return base.rstrip("/") + path
-    host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
-    return f"{request.url.scheme}://{host}{path}"
 
 
 def page_args(request: Request) -> tuple[int, str | None]:
