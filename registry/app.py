@@ -15,10 +15,12 @@ from starlette.middleware import Middleware
 from starlette.routing import Route
 
 from registry.api import errors
+from registry.api.health import healthz, readyz
 from registry.api.metrics import Metrics, MetricsMiddleware, metrics_endpoint, watch_database
 from registry.api.oci import routes as oci_routes
 from registry.api.oci.base import ApiVersionMiddleware
 from registry.api.ratelimit import RateLimitMiddleware
+from registry.api.requestid import RequestIdMiddleware
 from registry.api.rest import routes as rest_routes
 from registry.api.timeouts import IdleTimeoutMiddleware
 from registry.api.token import token as token_endpoint
@@ -75,15 +77,20 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
             app.state.registry.db.dispose()
 
     token_route = Route("/auth/token", token_endpoint, methods=["GET"])
+    # Liveness and readiness probes (registry/api/health.py).
+    health_routes = [Route("/healthz", healthz, methods=["GET"]),
+                     Route("/readyz", readyz, methods=["GET"])]
     # Prometheus text format; public: keep it off the internet (registry/api/metrics.py).
     metrics_route = Route("/metrics", metrics_endpoint, methods=["GET"])
     metrics = Metrics()
-    app = Starlette(routes=[*oci_routes, *rest_routes, token_route, metrics_route],
+    app = Starlette(routes=[*oci_routes, *rest_routes, token_route, *health_routes,
+                            metrics_route],
                     lifespan=lifespan, exception_handlers=errors.HANDLERS,
                     middleware=[Middleware(MetricsMiddleware, metrics=metrics),
                                 Middleware(ApiVersionMiddleware),
                                 Middleware(RateLimitMiddleware, settings=settings),
-                                Middleware(IdleTimeoutMiddleware, settings=settings)])
+                                Middleware(IdleTimeoutMiddleware, settings=settings),
+                                Middleware(RequestIdMiddleware, settings=settings)])
     app.state.settings = settings
     app.state.metrics = metrics
     watch_database(metrics, app)

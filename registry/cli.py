@@ -62,16 +62,21 @@ def serve(host, port, data_dir, log_level, workers, auth) -> None:
     unless --workers 0, verify pushed models in background worker processes."""
     import uvicorn
 
+    from registry.api.requestid import configure_logging
     from registry.app import create_app
 
     settings = _settings(host=host, port=port, data_dir=data_dir, log_level=log_level,
                          workers=workers, auth=auth)
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level, settings.log_format)
     app = create_app(settings, workers=settings.workers)
+    json_logs = settings.log_format == "json"
+    # JSON: uvicorn's loggers go through our root handler (log_config=None) and the access
+    # lines come from RequestIdMiddleware, which knows the request id and the user.
+    extra = {"log_config": None} if json_logs else {}
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
-                access_log=settings.log_level == "debug", loop="uvloop", http="httptools",
-                proxy_headers=False, server_header=False, date_header=False)
+                access_log=settings.log_level == "debug" and not json_logs, loop="uvloop",
+                http="httptools", proxy_headers=False, server_header=False, date_header=False,
+                **extra)
 
 
 # Identities and roles on the server's database (registry.cli_admin).

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     # Request bodies are written and hashed in batches of this size, off the event loop.
     write_batch_bytes: int = 4 * MiB
     log_level: str = "info"
+    # "json": every log line of `assay serve` is one JSON object (time, level, logger,
+    # message, request_id) plus one access line per request (registry/api/requestid.py).
+    log_format: Literal["text", "json"] = "text"
 
     # ---- limits (registry/api/ratelimit.py, registry/api/timeouts.py, uploads) --------
     # One upload session may hold this many bytes; a chunk that would pass it gets 413

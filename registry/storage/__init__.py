@@ -88,6 +88,11 @@ class BlobStore(ABC):
         """A URL clients may fetch the blob from directly, or None to serve it ourselves."""
         return None
 
+    @abstractmethod
+    def ping(self) -> None:
+        """Check the store is reachable and usable (``GET /readyz``); raise StorageError
+        with a one-line reason if not. Cheap: no blob is read or written."""
+
     # ---- uploads ---------------------------------------------------------
     @abstractmethod
     def begin_upload(self, session: str) -> None:

@@ -131,6 +131,13 @@ class FilesystemBlobStore(BlobStore):
             (self.root / "blobs").mkdir(parents=True, exist_ok=True)
             (self.root / "uploads").mkdir(parents=True, exist_ok=True)
 
+    def ping(self) -> None:
+        for path in (self.root, self.root / "blobs", self.root / "uploads"):
+            if not path.is_dir():
+                raise StorageError(f"filesystem storage: {path} is not a directory")
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise StorageError(f"filesystem storage: {path} is not writable")
+
     # ---- paths -------------------------------------------------------------
     def blob_path(self, digest: str) -> Path:
         return self.root / blob_key(digest)

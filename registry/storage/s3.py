@@ -167,6 +167,10 @@ class S3BlobStore(BlobStore):
                 if _code(exc) != "BucketAlreadyOwnedByYou":
                     raise
 
+    def ping(self) -> None:
+        with _translated("head_bucket"):
+            self._s3.head_bucket(Bucket=self.bucket)
+
     # ---- keys and listings -------------------------------------------------
     def _blob(self, digest: str) -> str:
         return self.prefix + blob_key(digest)

@@ -187,6 +187,9 @@ ROWS = [
     # refused unless it would do all that was asked (nobody may pull team anonymously).
     Row("GET", "/auth/token", "/auth/token?service=assay&scope=repository:team/model:pull",
         TOKEN),
+    # ---- probes (registry/api/health.py) ------------------------------------------------
+    Row("GET", "/healthz", "/healthz", PUBLIC),
+    Row("GET", "/readyz", "/readyz", PUBLIC),
     Row("GET", "/metrics", "/metrics", PUBLIC),
     # ---- REST: storage, policies --------------------------------------------------------
     Row("GET", A + "/storage", A + "/storage", SITE),
