@@ -23,9 +23,6 @@ from sqlalchemy import text
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-# registry.api.oci first: registry.api.access imports registry.api.oci.base, whose
-# package imports registry.api.access back (the order app.py imports them in).
-import registry.api.oci  # noqa: F401, I001
 from registry.api.access import PUBLIC, guard
 
 log = logging.getLogger("assay.health")
