@@ -404,3 +404,11 @@ def test_a_cached_bearer_token_still_dies_at_its_expiry(reg):
     time.sleep(1.5)
     r = reg.get("/v2/team/model/tags/list", headers=bearer(token))
     assert r.status_code == 401
+
+
+def test_audit_filters_refuse_unprintable_text(reg):
+    """A NUL byte in a filter was a 500 on PostgreSQL (found by schemathesis)."""
+    reg.auth = as_("root")
+    r = reg.get("/api/v1/audit", params={"action": "push\x00"})
+    assert r.status_code == 400 and r.json()["code"] == "UNSUPPORTED"
+    assert reg.get("/api/v1/audit", params={"action": "push"}).status_code == 200

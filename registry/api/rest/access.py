@@ -186,8 +186,9 @@ async def audit(request: Request) -> JSONResponse:
     if before is not None and not (_decimal(before) and int(before) < 2**63):
         raise RequestInvalid("before must be an entry id")
     for name in ("actor", "action"):
-        if len(q.get(name, "")) > 64:
-            raise RequestInvalid(f"{name} is at most 64 characters")
+        value = q.get(name, "")
+        if len(value) > 64 or not value.isprintable():  # PostgreSQL refuses NUL bytes
+            raise RequestInvalid(f"{name} is at most 64 printable characters")
     entries = await run_in_threadpool(
         lambda: service(request).audit.entries(
             limit=int(n), before=int(before) if before else None,
