@@ -53,6 +53,7 @@ from registry.access.permissions import (
     namespace_of,
     parse_scopes,
 )
+from registry.api.ratelimit import client_ip
 from registry.api.urls import absolute
 from registry.errors import Denied, TooManyRequests, Unauthorized
 from registry.services.audit import Actor, current_actor
@@ -221,7 +222,7 @@ async def identify(request: Request) -> Identity:
     cache = credential_cache(request)
     identity = cache.get(key)
     if identity is None:
-        ip = request.client.host if request.client else "unknown"
+        ip = client_ip(request.scope)
         failed_logins(request).check(ip)
         identity = await run_in_threadpool(verify_credentials, access, header,
                                            _settings(request))
@@ -322,7 +323,7 @@ def guard(need) -> Callable[[Handler], Handler]:
     def wrap(handler: Handler) -> Handler:
         @wraps(handler)
         async def guarded(request: Request) -> Response:
-            addr = request.client.host if request.client else None
+            addr = client_ip(request.scope)
             if not _settings(request).auth:
                 current_actor.set(Actor(None, addr))
                 return await handler(request)

@@ -33,6 +33,7 @@ from registry.api.access import (
     guard,
     verify_credentials,
 )
+from registry.api.ratelimit import client_ip
 from registry.digests import check_name
 from registry.errors import NameInvalid, RequestInvalid, Unauthorized
 
@@ -129,7 +130,7 @@ def _issue_sync(request: Request, header: str | None) -> dict:
 @guard(PUBLIC)
 async def token(request: Request) -> JSONResponse:
     header = request.headers.get("authorization")
-    ip = request.client.host if request.client else "unknown"
+    ip = client_ip(request.scope)
     if header:
         failed_logins(request).check(ip)
     try:

@@ -11,7 +11,7 @@ import dataclasses
 import json
 import re
 import secrets as pysecrets
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, insert, select, update
 
@@ -19,6 +19,7 @@ from registry.access import ollama, passwords, tokens
 from registry.access.permissions import ROLES, Identity, parse_scopes
 from registry.db.tables import (
     access_tokens,
+    as_utc,
     auth_nonces,
     namespace_members,
     namespaces,
@@ -51,8 +52,7 @@ def check_namespace(name: str) -> str:
 
 
 def _aware(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; they were written in UTC."""
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+    return None if value is None else as_utc(value)
 
 
 def _user_json(row) -> dict:

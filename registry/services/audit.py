@@ -12,11 +12,10 @@ from __future__ import annotations
 import json
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from sqlalchemy import Connection, insert, select
 
-from registry.db.tables import audit_log, utcnow
+from registry.db.tables import as_utc, audit_log, utcnow
 from registry.services.common import Service
 
 
@@ -40,11 +39,6 @@ def record(conn: Connection, action: str, target: str, **detail) -> None:
         detail=json.dumps({k: v for k, v in detail.items() if v is not None}) or None))
 
 
-def _utc(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; they were written in UTC."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 class AuditService(Service):
     def entries(self, *, limit: int = 100, before: int | None = None,
                 actor: str | None = None, action: str | None = None) -> list[dict]:
@@ -57,7 +51,7 @@ class AuditService(Service):
         if action is not None:
             q = q.where(audit_log.c.action == action)
         with self.db.read() as conn:
-            return [{"id": r.id, "at": _utc(r.at).isoformat(), "actor": r.actor,
+            return [{"id": r.id, "at": as_utc(r.at).isoformat(), "actor": r.actor,
                      "remote_addr": r.remote_addr, "action": r.action, "target": r.target,
                      "detail": json.loads(r.detail) if r.detail else {}}
                     for r in conn.execute(q)]

@@ -50,6 +50,7 @@ from sqlalchemy import (
 from sqlalchemy.sql import ColumnElement
 
 from registry.db.tables import (
+    as_utc,
     blobs,
     manifest_references,
     manifests,
@@ -179,9 +180,7 @@ def _typed(value: Any, kind: str) -> Any:
     return value
 
 
-def _utc(value: datetime) -> datetime:
-    # SQLite hands timestamps back naive; they are stored in UTC.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+_utc = as_utc
 
 
 def _iso(value: datetime | None) -> str | None:
