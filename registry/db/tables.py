@@ -96,6 +96,11 @@ class Blob(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_linked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
                                                      index=True)
+    # Set by ``assay scrub --quarantine`` when the stored bytes no longer hash to the
+    # digest: the bytes are moved aside and the blob is not served until pushed again.
+    quarantined_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # When scrub last re-hashed these bytes (None: never), so runs can resume oldest-first.
+    scrubbed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class RepositoryBlob(Base):
@@ -378,12 +383,19 @@ class UserKey(Base):
 
 
 class Namespace(Base):
-    """A namespace (a repository name's first segment) and its anonymous-pull switch."""
+    """A namespace (a repository name's first segment): anonymous-pull switch, quota, retention."""
 
     __tablename__ = "namespaces"
 
     name: Mapped[str] = mapped_column(String(255), primary_key=True)
     anonymous_pull: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Storage quota in bytes (None: unlimited): the distinct blobs linked to the
+    # namespace's repositories may not exceed it.
+    quota_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    # Retention (None: keep everything): keep the newest N tags of each repository, and
+    # delete untagged manifests older than D days.
+    keep_tags: Mapped[int | None] = mapped_column(Integer)
+    untagged_days: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
