@@ -1,7 +1,8 @@
 """Pytest plugin: a real PostgreSQL server for the test session.
 
-``postgres_server`` runs ``initdb`` into a fresh temporary directory and starts the
-server with ``pg_ctl`` on a free loopback port (fsync off: the data is thrown away). The
+``postgres_server`` (or ``start_postgres()`` outside pytest, e.g. in ``bench/``) runs
+``initdb`` into a fresh temporary directory and starts the server with ``pg_ctl`` on a
+free loopback port (fsync off: the data is thrown away). The
 PostgreSQL tools refuse to run as root, and tests run as root here and in CI, so they are
 run as the ``postgres`` user via ``runuser`` with the directory owned by that user.
 
@@ -62,6 +63,13 @@ class PostgresServer:
         except OSError:
             return ""
 
+    def stop(self) -> None:
+        """Stop the server (fast shutdown, then signals) and remove its directory."""
+        try:
+            _stop(PG_BINDIR / "pg_ctl", self.datadir)
+        finally:
+            shutil.rmtree(self.datadir.parent, ignore_errors=True)
+
 
 def _as_postgres(cmd: list[str]) -> list[str]:
     # As root, switch to the postgres user; as anyone else, run the tools directly.
@@ -82,17 +90,17 @@ def _postmaster_pid(datadir: Path) -> int | None:
         return None
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
-    """A PostgreSQL 15 server on 127.0.0.1, shared by the whole test session."""
+def start_postgres() -> PostgresServer:
+    """initdb into a fresh temporary directory and start PostgreSQL on a free loopback
+    port; ``stop()`` it yourself (it removes the directory too). Raises RuntimeError
+    with the reason when the binaries are missing or the server does not start."""
     initdb, pg_ctl = PG_BINDIR / "initdb", PG_BINDIR / "pg_ctl"
     missing = [str(p) for p in (initdb, pg_ctl) if not os.access(p, os.X_OK)]
     if missing:
-        pytest.fail(f"PostgreSQL binaries not found: {', '.join(missing)}. Install them "
-                    "(apt-get install postgresql-15) or set ASSAY_TEST_PG_BINDIR.", pytrace=False)
+        raise RuntimeError(f"PostgreSQL binaries not found: {', '.join(missing)}. Install "
+                           "them (apt-get install postgresql-15) or set ASSAY_TEST_PG_BINDIR.")
     if os.geteuid() == 0 and shutil.which("runuser") is None:
-        pytest.fail("running as root needs runuser (util-linux) to start PostgreSQL",
-                    pytrace=False)
+        raise RuntimeError("running as root needs runuser (util-linux) to start PostgreSQL")
 
     # Not under pytest's tmp dir: that is mode 0700 for root, which postgres cannot enter.
     # Short path too: the Unix socket path (-k) must stay under ~100 characters.
@@ -104,21 +112,29 @@ def postgres_server() -> Iterator[PostgresServer]:
     port = free_port()
     server = PostgresServer(port, datadir, logfile)
     try:
-        try:
-            _run([str(initdb), "-D", str(datadir), "-A", "trust", "-U", "postgres",
-                  "-E", "UTF8", "--no-sync"], "initdb")
-            options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off"
-            _run([str(pg_ctl), "-D", str(datadir), "-o", options, "-l", str(logfile),
-                  "start", "-w", "-t", "60"], "pg_ctl start", logfile)
-        except (RuntimeError, subprocess.TimeoutExpired) as exc:
-            _stop(pg_ctl, datadir)  # pg_ctl may have started it and then timed out
-            pytest.fail(f"could not start PostgreSQL: {exc}", pytrace=False)
-        try:
-            yield server
-        finally:
-            _stop(pg_ctl, datadir)
+        _run([str(initdb), "-D", str(datadir), "-A", "trust", "-U", "postgres",
+              "-E", "UTF8", "--no-sync"], "initdb")
+        options = (f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off "
+                   "-c max_connections=200")
+        _run([str(pg_ctl), "-D", str(datadir), "-o", options, "-l", str(logfile),
+              "start", "-w", "-t", "60"], "pg_ctl start", logfile)
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        server.stop()  # pg_ctl may have started it and then timed out
+        raise RuntimeError(f"could not start PostgreSQL: {exc}") from None
+    return server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL 15 server on 127.0.0.1, shared by the whole test session."""
+    try:
+        server = start_postgres()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        server.stop()
 
 
 def _stop(pg_ctl: Path, datadir: Path) -> None:

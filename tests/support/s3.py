@@ -62,11 +62,11 @@ def _moto_command(port: int) -> list[str]:
     return [*base, "-H", "127.0.0.1", "-p", str(port)]
 
 
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory) -> Iterator[S3Server]:
-    """A moto S3 server process on 127.0.0.1, shared by the whole test session."""
+def start_s3(log_dir: Path) -> S3Server:
+    """A moto S3 server process on a free 127.0.0.1 port, logging into ``log_dir``;
+    ``process.stop()`` it yourself. Raises RuntimeError when it does not start."""
     port = free_port()
-    log_path = tmp_path_factory.mktemp("moto") / f"moto-{port}.log"
+    log_path = log_dir / f"moto-{port}.log"
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
            "AWS_DEFAULT_REGION": "us-east-1"}
     with open(log_path, "ab") as log:
@@ -77,8 +77,19 @@ def s3_server(tmp_path_factory) -> Iterator[S3Server]:
         wait_for_http(f"{server.url}/moto-api/", 30.0, proc)
     except Exception as exc:
         server.kill()
-        pytest.fail(f"moto_server did not start ({exc}):\n{server.log()[-4000:]}", pytrace=False)
+        raise RuntimeError(f"moto_server did not start ({exc}):\n{server.log()[-4000:]}") \
+            from None
+    return S3Server(endpoint_url=server.url, process=server)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory) -> Iterator[S3Server]:
+    """A moto S3 server process on 127.0.0.1, shared by the whole test session."""
     try:
-        yield S3Server(endpoint_url=server.url, process=server)
+        server = start_s3(tmp_path_factory.mktemp("moto"))
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server
     finally:
-        server.stop()
+        server.process.stop()
