@@ -44,6 +44,10 @@ class Settings(BaseSettings):
 
     max_manifest_bytes: int = 4 * MiB
     upload_expiry_seconds: int = 24 * 3600
+    # A request writing an upload holds its write lease this long, renewed every quarter
+    # of it while data flows. If the replica dies mid-request, the client can resume the
+    # upload (on any replica) once the lease has lapsed.
+    upload_lease_seconds: float = 60.0
     gc_grace_seconds: int = 3600
     # fsync blob data before a blob becomes visible: an OS crash never leaves a blob
     # that the database says exists but whose bytes were still in the page cache.

@@ -48,8 +48,6 @@ from registry.services.common import Service, ensure_repo, link_blob
 
 _HASH_CACHE_SIZE = 1024
 _DIGITS = re.compile(r"[0-9]{1,19}")  # offsets are BIGINTs: anything larger is invalid
-LEASE = timedelta(seconds=60)
-RENEW_EVERY = 15.0  # seconds; well inside LEASE
 # Retry-After for a client at its max_concurrent_uploads: sessions end when their
 # uploads finish, so a short wait usually frees one.
 SESSIONS_RETRY_AFTER = 30
@@ -69,6 +67,10 @@ class UploadService(Service):
         super().__init__(*args)
         # session -> (bytes hashed, sha256 state). LRU-bounded: abandoned sessions fall out.
         self._hashes: OrderedDict[str, tuple[int, object]] = OrderedDict()
+
+    @property
+    def _lease(self) -> timedelta:
+        return timedelta(seconds=self.settings.upload_lease_seconds)
 
     # ---- session bookkeeping ------------------------------------------------
     def _expiry(self):
@@ -139,14 +141,14 @@ class UploadService(Service):
                 raise RangeInvalid(f"chunk starts at {start}, the upload stands at "
                                    f"{row.received}", offset=row.received)
             conn.execute(update(uploads).where(uploads.c.id == session)
-                         .values(writer=token, lease_until=now + LEASE))
+                         .values(writer=token, lease_until=now + self._lease))
         return token, row.received
 
     def _renew(self, session: str, token: str) -> None:
         with self.db.write() as conn:
             done = conn.execute(update(uploads)
                                 .where(uploads.c.id == session, uploads.c.writer == token)
-                                .values(lease_until=utcnow() + LEASE))
+                                .values(lease_until=utcnow() + self._lease))
         if done.rowcount != 1:
             raise BlobUploadInvalid("the upload was cancelled or taken over while writing")
 
@@ -279,7 +281,7 @@ class UploadService(Service):
                     await asyncio.gather(*pending)
                     pending = flush(buf)
                     buf, buf_len = [], 0
-                    if time.monotonic() - renewed > RENEW_EVERY:
+                    if time.monotonic() - renewed > self._lease.total_seconds() / 4:
                         await anyio.to_thread.run_sync(renew)
                         renewed = time.monotonic()
             await asyncio.gather(*pending)
