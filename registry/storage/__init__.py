@@ -3,6 +3,7 @@
 Key layout, the same for every backend (relative to the store's root or bucket prefix)::
 
     blobs/<algorithm>/<first 2 hex>/<hex>      committed, immutable, content-addressed blobs
+    quarantine/<algorithm>/<first 2 hex>/<hex> bytes ``assay scrub`` found corrupt, moved aside
     uploads/<session id>/...                   in-progress upload data (backend specific)
         filesystem: uploads/<session>/data     one file, written at explicit offsets
         s3:         uploads/<session>/<offset> one object per received chunk (20-digit offset)
@@ -13,6 +14,11 @@ through ``commit_upload``, which moves it into place atomically (rename on a fil
 a completed multipart copy on S3): a half-written blob is never visible under
 ``blobs/``. Committing content that already exists discards the upload and keeps
 the existing bytes.
+
+Quarantined bytes are out of ``blobs/``: not served, not listed by ``iter_blobs``, and
+a later commit of the same digest stores fresh bytes (that is how a re-push heals a
+corrupt blob). Nothing in the registry reads or deletes ``quarantine/``; it is kept for
+the operator to inspect.
 
 Every backend raises only ``registry.errors.StorageError`` (or ``BlobUnknown`` /
 ``BlobUploadUnknown``); backend exceptions are translated at this boundary.
@@ -32,6 +38,11 @@ def blob_key(digest: str) -> str:
     """The storage key of a committed blob (see the layout above)."""
     algorithm, hexdigest = parse_digest(digest)
     return f"blobs/{algorithm}/{hexdigest[:2]}/{hexdigest}"
+
+
+def quarantine_key(digest: str) -> str:
+    """Where ``BlobStore.quarantine`` moves a blob's bytes (see the layout above)."""
+    return "quarantine/" + blob_key(digest).removeprefix("blobs/")
 
 
 class UploadWriter(ABC):
@@ -79,6 +90,17 @@ class BlobStore(ABC):
     @abstractmethod
     def delete(self, digest: str) -> None:
         """Remove a committed blob; removing a missing blob is not an error."""
+
+    @abstractmethod
+    def quarantine(self, digest: str) -> bool:
+        """Move a committed blob's bytes from ``blobs/`` to ``quarantine/`` (replacing an
+        earlier quarantined copy of the same digest).
+
+        Afterwards the blob is not stored as far as every other method is concerned
+        (``stat`` gives None, ``open`` raises BlobUnknown, ``commit_upload`` stores new
+        bytes). Returns False, storing nothing, when the blob is not stored. The caller
+        (``registry.scrub``) holds the blob's row lock, so no commit races the move.
+        """
 
     @abstractmethod
     def iter_blobs(self) -> Iterator[tuple[str, float]]:

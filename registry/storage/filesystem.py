@@ -1,9 +1,10 @@
 """Filesystem blob store: blobs and uploads under one root directory.
 
-Layout (see ``registry.storage``): ``blobs/<alg>/<2 hex>/<hex>`` and
-``uploads/<session>/data``. Upload data is written at explicit offsets into one file;
-sealing truncates it to the agreed size and fsyncs it (optional); commit renames it
-into place, which is atomic on POSIX: readers see the whole blob or nothing.
+Layout (see ``registry.storage``): ``blobs/<alg>/<2 hex>/<hex>``,
+``quarantine/<alg>/<2 hex>/<hex>`` and ``uploads/<session>/data``. Upload data is
+written at explicit offsets into one file; sealing truncates it to the agreed size and
+fsyncs it (optional); commit renames it into place, which is atomic on POSIX: readers
+see the whole blob or nothing. Quarantine is a rename too.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from registry.errors import BlobUnknown, BlobUploadUnknown, StorageError
-from registry.storage import BlobStore, UploadWriter, blob_key
+from registry.storage import BlobStore, UploadWriter, blob_key, quarantine_key
 
 
 @contextlib.contextmanager
@@ -189,6 +190,19 @@ class FilesystemBlobStore(BlobStore):
     def delete(self, digest: str) -> None:
         with _translate(), contextlib.suppress(FileNotFoundError):
             self.blob_path(digest).unlink()
+
+    def quarantine(self, digest: str) -> bool:
+        src, dst = self.blob_path(digest), self.root / quarantine_key(digest)
+        with _translate():
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.replace(src, dst)  # atomic: the blob is served whole or not at all
+            except FileNotFoundError:
+                return False
+            if self.fsync:
+                _fsync_dir(src.parent)
+                _fsync_dir(dst.parent)
+        return True
 
     def iter_blobs(self) -> Iterator[tuple[str, float]]:
         base = self.root / "blobs"

@@ -3,6 +3,7 @@
 Layout under ``prefix`` in ``bucket`` (see ``registry.storage``)::
 
     blobs/<algorithm>/<first 2 hex>/<hex>     committed blobs (``blob_key``)
+    quarantine/<algorithm>/<2 hex>/<hex>      blobs moved aside by ``assay scrub``
     uploads/<session>/<offset, 20 digits>     one object per received chunk
 
 S3 objects can be neither appended to nor truncated, so an upload is a series of chunk
@@ -38,7 +39,7 @@ from s3transfer.exceptions import S3CopyFailedError
 
 from registry.digests import parse_digest
 from registry.errors import BlobUnknown, BlobUploadUnknown, DigestInvalid, StorageError
-from registry.storage import BlobStore, UploadWriter, blob_key
+from registry.storage import BlobStore, UploadWriter, blob_key, quarantine_key
 
 MiB = 1 << 20
 # S3 rejects (at completion) a multipart upload whose parts, except the last, are smaller.
@@ -291,6 +292,22 @@ class S3BlobStore(BlobStore):
         with _translated("delete_object"):
             # S3 answers 204 for a missing key too.
             self._s3.delete_object(Bucket=self.bucket, Key=self._blob(digest))
+
+    def quarantine(self, digest: str) -> bool:
+        """S3 cannot rename: a managed server-side copy (multipart above the threshold,
+        so blobs over CopyObject's 5 GB limit work), then the original is deleted. The
+        blob stays served until the delete; a failure before it leaves it in place."""
+        if self.stat(digest) is None:
+            return False
+        source = {"Bucket": self.bucket, "Key": self._blob(digest)}
+        try:
+            with _translated("copy", digest):
+                self._s3.copy(source, self.bucket, self.prefix + quarantine_key(digest),
+                              Config=self._transfer)
+        except BlobUnknown:  # deleted since the stat
+            return False
+        self.delete(digest)
+        return True
 
     def iter_blobs(self) -> Iterator[tuple[str, float]]:
         """Every well-formed ``blobs/<alg>/<2 hex>/<hex>`` key; stray keys are ignored."""

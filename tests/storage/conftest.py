@@ -25,6 +25,7 @@ class Backend:
     name: str
     store: BlobStore
     keys: Callable[[], set[str]]  # every stored key, relative to the store's root/prefix
+    raw: Callable[[str], bytes]  # the bytes stored under a key, read around the store
 
 
 def _filesystem(tmp_path: Path) -> Backend:
@@ -32,7 +33,8 @@ def _filesystem(tmp_path: Path) -> Backend:
     # fsync off: durability is not what these tests check, and it keeps them fast.
     store = FilesystemBlobStore(root, fsync=False)
     return Backend("filesystem", store,
-                   lambda: {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()})
+                   lambda: {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()},
+                   lambda key: (root / key).read_bytes())
 
 
 def _s3(s3_server) -> Backend:
@@ -48,7 +50,10 @@ def _s3(s3_server) -> Backend:
         pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
         return {o["Key"].removeprefix(prefix) for p in pages for o in p.get("Contents", ())}
 
-    return Backend("s3", store, keys)
+    def raw(key: str) -> bytes:
+        return client.get_object(Bucket=bucket, Key=prefix + key)["Body"].read()
+
+    return Backend("s3", store, keys, raw)
 
 
 @pytest.fixture(params=["filesystem", pytest.param("s3", marks=pytest.mark.s3)])

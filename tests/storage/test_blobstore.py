@@ -19,7 +19,7 @@ from botocore.exceptions import ClientError
 
 from registry.errors import BlobUnknown, StorageError
 from registry.settings import Settings
-from registry.storage import BlobStore, blob_key, open_store
+from registry.storage import BlobStore, blob_key, open_store, quarantine_key
 from registry.storage.s3 import S3BlobStore
 from tests.support.processes import free_port
 
@@ -285,6 +285,47 @@ def test_iter_blobs(store):
     assert set(listed) == digests
     for modified in listed.values():
         assert before - 5 <= modified <= time.time() + 5
+
+
+# 6 MiB: on S3 (5 MiB transfer threshold in conftest) the move is a multipart copy.
+@pytest.mark.parametrize("size", [0, 1000, 6 * MiB])
+def test_quarantine_moves_the_bytes_aside(backend, size):
+    store = backend.store
+    data = payload(size, 21)
+    digest = store_blob(store, data)
+    kept = store_blob(store, b"another blob")
+
+    assert store.quarantine(digest) is True
+    assert store.stat(digest) is None
+    with pytest.raises(BlobUnknown):
+        read(store, digest)
+    assert dict(store.iter_blobs()).keys() == {kept}
+    assert backend.keys() == {blob_key(kept), quarantine_key(digest)}
+    assert backend.raw(quarantine_key(digest)) == data
+    assert quarantine_key(digest) == "quarantine/" + blob_key(digest)[len("blobs/"):]
+
+
+def test_quarantine_of_a_missing_blob_stores_nothing(backend):
+    assert backend.store.quarantine(digest_of(b"never stored")) is False
+    assert backend.keys() == set()
+
+
+def test_commit_after_quarantine_stores_fresh_bytes(backend):
+    """A re-push heals: the moved-aside digest is free again, and a second quarantine
+    replaces the first copy."""
+    store = backend.store
+    data = payload(3000, 22)
+    digest = store_blob(store, data)
+    assert store.quarantine(digest) is True
+
+    session = upload(store, [data[:1000], data[1000:]])
+    assert store.commit_upload(session, len(data), digest) is True
+    assert read(store, digest) == data
+    assert backend.keys() == {blob_key(digest), quarantine_key(digest)}
+
+    assert store.quarantine(digest) is True
+    assert backend.keys() == {quarantine_key(digest)}
+    assert backend.raw(quarantine_key(digest)) == data
 
 
 def test_open_missing_blob_raises_blob_unknown(store):
