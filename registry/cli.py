@@ -141,6 +141,86 @@ def gc(data_dir, grace_seconds, dry_run) -> None:
                f"{report.orphans} orphaned object(s); {report.uploads} expired upload(s)")
 
 
+def _age(ctx, param, value):
+    """``30m``, ``12h``, ``7d``, ``2w`` or plain seconds, as a timedelta (None stays None)."""
+    from datetime import timedelta
+
+    if value is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    number, unit = (value[:-1], value[-1]) if value[-1:] in units else (value, "s")
+    if not number.isdigit():
+        raise click.BadParameter(f"{value!r} is not an age like 90s, 30m, 12h, 7d or 2w")
+    return timedelta(seconds=int(number) * units[unit])
+
+
+@main.command()
+@click.option("--data-dir", type=click.Path(path_type=Path), help="[ASSAY_DATA_DIR]")
+@click.option("--quarantine", is_flag=True,
+              help="Take damaged blobs out of service (corrupt bytes move to quarantine/) "
+                   "until a client pushes them again.")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N",
+              help="Check at most N blobs, the least recently scrubbed first.")
+@click.option("--older-than", callback=_age, metavar="AGE",
+              help="Only blobs not scrubbed within AGE (90s, 30m, 12h, 7d, 2w).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress on stderr.")
+def scrub(data_dir, quarantine, limit, older_than, as_json, quiet) -> None:
+    """Re-hash stored blobs and report corrupt or missing ones; safe while serving.
+
+    Exit status: 0 nothing damaged, 1 damaged blobs found, 2 the scrub could not finish.
+    """
+    import json
+    import time
+
+    from registry.app import build_service
+    from registry.client.progress import Transfers
+    from registry.errors import RegistryError
+    from registry.scrub import scrub as run_scrub
+
+    settings = _settings(data_dir=data_dir)
+    bars = Transfers(quiet=quiet)
+    # Without a terminal (cron), a progress line every 30 s instead of a bar.
+    lines = not quiet and not bars.enabled
+    last = {"at": time.monotonic(), "bytes": 0, "task": None}
+
+    def progress(p) -> None:
+        if bars.enabled:
+            if last["task"] is None:
+                last["task"] = bars.task("scrub", p.bytes_total)
+            last["task"].advance(p.bytes_done - last["bytes"])
+            last["bytes"] = p.bytes_done
+        elif lines and time.monotonic() - last["at"] >= 30:
+            last["at"] = time.monotonic()
+            click.echo(f"scrub: {p.blobs_done}/{p.blobs_total} blob(s), "
+                       f"{p.bytes_done}/{p.bytes_total} bytes", err=True)
+
+    try:
+        with bars:
+            report = run_scrub(build_service(settings), quarantine=quarantine, limit=limit,
+                               older_than=older_than, progress=progress)
+    except RegistryError as exc:
+        error = click.ClickException(f"scrub stopped: {exc.message} (blobs checked so far "
+                                     "keep their scrub time; run it again to resume)")
+        error.exit_code = 2
+        raise error from exc
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        for d in report.damaged:
+            state = "; quarantined" if d.quarantined else ""
+            click.echo(f"{d.problem} {d.digest}: {d.detail}{state}")
+            click.echo(f"  repositories: {', '.join(d.repositories) or '-'}")
+            for m in d.manifests:
+                tagged = f" (tags: {', '.join(m.tags)})" if m.tags else ""
+                click.echo(f"  manifest: {m.repository}@{m.digest}{tagged}")
+        click.echo(f"scrubbed {report.checked} blob(s), {report.bytes} bytes: "
+                   f"{report.corrupt} corrupt, {report.missing} missing, "
+                   f"{report.quarantined} quarantined")
+    if not report.clean:
+        sys.exit(1)
+
+
 # ---------------------------------------------------------------------------- client
 
 REF_HELP = ("REF is HOST[:PORT]/NAME[:TAG|@DIGEST] (tag default: latest); loopback hosts "

@@ -20,6 +20,7 @@ so several apps in one process, e.g. the tests, do not mix their figures):
       assay_model_manifests{status}                model manifests by verification status
       assay_verifications_total{verdict,backend}   verification runs recorded
       assay_verification_duration_seconds{verdict,backend}   summary: _sum and _count
+      assay_blobs_quarantined                      blobs `assay scrub` took out of service
       assay_metrics_database_up                    0 when the queries above failed
 
   The verification figures are counts of rows: deleting a model deletes its
@@ -45,7 +46,7 @@ from starlette.responses import Response
 from starlette.routing import Match, Mount
 
 from registry.api.access import PUBLIC, guard
-from registry.db.tables import jobs, manifests, verifications
+from registry.db.tables import blobs, jobs, manifests, verifications
 
 log = logging.getLogger("assay.metrics")
 UNMATCHED = "unmatched"
@@ -184,6 +185,8 @@ class DatabaseCollector:
                 select(verifications.c.verdict, func.coalesce(verifications.c.backend, ""),
                        func.count(), func.coalesce(func.sum(seconds), 0.0))
                 .group_by(verifications.c.verdict, verifications.c.backend)).all()
+            quarantined = conn.execute(select(func.count()).select_from(blobs)
+                                       .where(blobs.c.quarantined_at.is_not(None))).scalar()
 
         queue = GaugeMetricFamily("assay_jobs", "Jobs in the queue by kind and status",
                                   labels=["kind", "status"])
@@ -202,7 +205,11 @@ class DatabaseCollector:
         for verdict, backend, n, total in verdict_rows:
             runs.add_metric([verdict, backend], n)
             durations.add_metric([verdict, backend], count_value=n, sum_value=float(total))
-        return [queue, models, runs, durations]
+        held = GaugeMetricFamily("assay_blobs_quarantined",
+                                 "Blobs `assay scrub` found damaged and took out of service "
+                                 "until pushed again")
+        held.add_metric([], quarantined)
+        return [queue, models, runs, durations, held]
 
 
 def watch_database(metrics: Metrics, app) -> None:

@@ -16,7 +16,10 @@ _BLOB_SIZE = (
     select(blobs.c.size)
     .select_from(repository_blobs.join(blobs, blobs.c.digest == repository_blobs.c.digest)
                  .join(repositories, repositories.c.id == repository_blobs.c.repository_id))
-    .where(repositories.c.name == bindparam("name"), repository_blobs.c.digest == bindparam("d"))
+    .where(repositories.c.name == bindparam("name"), repository_blobs.c.digest == bindparam("d"),
+           # A quarantined blob (``assay scrub``) is unknown until pushed again: not
+           # served, and not mountable, so clients upload it and heal it.
+           blobs.c.quarantined_at.is_(None))
 )
 
 

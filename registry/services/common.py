@@ -45,10 +45,12 @@ def link_blob(db: Database, conn: Connection, rid: int, digest: str, size: int) 
     """Record that blob ``digest`` is stored, readable from repository ``rid``, and live now.
 
     Bumping ``last_linked_at`` takes the blob's row lock, which is what keeps GC from
-    deleting a blob that is being linked at this very moment.
+    deleting a blob that is being linked at this very moment. It also ends a quarantine
+    (``registry.scrub``): the quarantined bytes were moved out of ``blobs/``, so the
+    caller's ``commit_upload`` stores the verified bytes being linked.
     """
     now = utcnow()
-    conn.execute(db.upsert(blobs, ["digest"], {"last_linked_at": now},
+    conn.execute(db.upsert(blobs, ["digest"], {"last_linked_at": now, "quarantined_at": None},
                            digest=digest, size=size, created_at=now, last_linked_at=now))
     conn.execute(db.insert_ignore(repository_blobs, repository_id=rid, digest=digest,
                                   created_at=now))
