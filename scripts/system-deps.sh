@@ -20,6 +20,9 @@ else
     command -v docker-registry >/dev/null 2>&1 || wanted="$wanted docker-registry"
     command -v wrk >/dev/null 2>&1 || wanted="$wanted wrk"
     command -v curl >/dev/null 2>&1 || wanted="$wanted curl"
+    # The backup and restore procedure the README documents (tests/deploy/test_backup.py).
+    command -v rclone >/dev/null 2>&1 || wanted="$wanted rclone"
+    command -v sqlite3 >/dev/null 2>&1 || wanted="$wanted sqlite3"
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || wanted="$wanted postgresql"
 fi
 [ -n "$wanted" ] || exit 0
