@@ -22,6 +22,7 @@ from registry.gc import collect
 from registry.scrub import CORRUPT, MISSING, scrub
 from registry.storage import blob_key, quarantine_key
 from tests.api.oci import error_code, push_blob, push_image, sha256
+from tests.api.test_metrics import scrape, value
 
 NAME = "team/scrub"
 
@@ -121,9 +122,11 @@ def test_quarantine_then_a_repush_heals(client, service, raw):
     raw.flip_byte(digest)
     corrupt_bytes = raw.read(blob_key(digest))
 
+    assert value(scrape(client), "assay_blobs_quarantined", default=-1) == 0
     report = scrub(service, quarantine=True)
     assert (report.corrupt, report.quarantined) == (1, 1)
     assert report.damaged[0].quarantined
+    assert value(scrape(client), "assay_blobs_quarantined") == 1
     assert raw.read(blob_key(digest)) is None
     assert raw.read(quarantine_key(digest)) == corrupt_bytes
     assert blob_row(service, digest).quarantined_at is not None
@@ -143,6 +146,7 @@ def test_quarantine_then_a_repush_heals(client, service, raw):
 
     push_blob(client, NAME, layer)
     assert blob_row(service, digest).quarantined_at is None
+    assert value(scrape(client), "assay_blobs_quarantined") == 0
     r = client.get(f"/v2/{NAME}/blobs/{digest}")
     assert r.status_code == 200 and r.content == layer
     assert client.get(f"/v2/{NAME}/manifests/{manifest_digest}").content == manifest
@@ -332,4 +336,27 @@ def test_cli_exit_status_report_and_quarantine(client, settings, raw):
 
     bad = _assay(settings.data_dir, "--older-than", "soon")
     assert bad.returncode == 2 and bad.stderr.startswith("error: ")
+
+
+@pytest.mark.parametrize("settings", ["sqlite-fs"], indirect=True)
+def test_cli_storage_failure_is_exit_2_and_the_run_resumes(client, service, settings):
+    first = push_blob(client, NAME, b"aaa")
+    second = push_blob(client, NAME, b"bbb")
+    # Make one blob unreadable: a directory where its file should be.
+    path = service.store.blob_path(second)
+    path.unlink()
+    path.mkdir()
+    failed = _assay(settings.data_dir)
+    assert failed.returncode == 2
+    assert failed.stderr.startswith("error: scrub stopped: filesystem storage:")
+    assert len(failed.stderr.strip().splitlines()) == 1
+    path.rmdir()
+    path.write_bytes(b"bbb")
+    # What was checked before the failure keeps its time; the next run starts with the
+    # blobs never scrubbed, the failed one among them.
+    pending = {d for d in (first, second) if blob_row(service, d).scrubbed_at is None}
+    assert second in pending
+    order = []
+    assert scrub(service, limit=1, progress=lambda p: order.append(p.digest)).clean
+    assert len(set(order)) == 1 and set(order) <= pending
 
