@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 import threading
 import time
 from urllib.parse import urlsplit
@@ -29,6 +30,7 @@ from sqlalchemy import create_engine, text
 from tests.api.oci import LAYER, OCI_CONFIG, OCI_MANIFEST, descriptor
 from tests.clients.ollama_replay import MEDIA_MODEL, ollama_config, ollama_push
 from tests.e2e.support import wait_status
+from tests.support.processes import assay_command
 from tests.support.topology import Topology, start_topology
 
 MiB = 1 << 20
@@ -320,3 +322,94 @@ def test_replica_killed_mid_upload_client_resumes_on_the_other(topo):
     assert resp.status_code == 200 and resp.headers["Docker-Content-Digest"] == before
     assert get_blob(survivor, name, sha256(layer)) == layer
     assert get_blob(topo.registries[1], name, sha256(data)) == data
+
+
+# ------------------------------------------------------------------------- online GC
+
+
+def test_gc_process_during_pushes_through_both_replicas(topo):
+    """``assay gc --grace-seconds 0`` runs over and over, as its own process, while two
+    clients push images through the two replicas and delete some again. Every manifest
+    the registry accepted keeps all of its blobs; what deleted manifests alone used goes."""
+    a, b = topo.registries[:2]
+    name = "team/gc-online"
+    env = {**os.environ, **topo.settings_env()}
+    stop, runs = threading.Event(), []
+
+    def collect_forever() -> None:
+        while not stop.is_set():
+            proc = subprocess.run([*assay_command(), "gc", "--grace-seconds", "0",
+                                   "--data-dir", str(topo.root / "gc")],
+                                  env=env, capture_output=True, text=True, timeout=120)
+            runs.append(proc)
+
+    kept: dict[str, list[bytes]] = {}
+    deleted: list[bytes] = []
+    errors: list = []
+
+    def pusher(server, tag_prefix: str) -> None:
+        try:
+            i = -1
+            # At least 6 images, and on until gc has finished 3 runs meanwhile.
+            while (i := i + 1) < 6 or (len(runs) < 3 and i < 200):
+                config = f'{{"{tag_prefix}": {i}}}'.encode()
+                layers = [b"shared by every image", os.urandom(64 * 1024)]
+                digest = None
+                for _attempt in range(5):  # GC may take a blob before the manifest is in
+                    for blob in (config, *layers):
+                        push_blob(server, name, blob)
+                    body = json.dumps({
+                        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                        "config": descriptor(OCI_CONFIG, config),
+                        "layers": [descriptor(LAYER, x) for x in layers]}).encode()
+                    resp = httpx.put(f"{server.url}/v2/{name}/manifests/{tag_prefix}-{i}",
+                                     content=body, timeout=30,
+                                     headers={"Content-Type": OCI_MANIFEST})
+                    if resp.status_code == 201:
+                        digest = resp.headers["Docker-Content-Digest"]
+                        break
+                    assert resp.json()["errors"][0]["code"] == "MANIFEST_BLOB_UNKNOWN", \
+                        resp.text
+                assert digest, "the manifest never got in"
+                if i % 2:
+                    resp = httpx.delete(f"{server.url}/v2/{name}/manifests/{digest}",
+                                        timeout=30)
+                    assert resp.status_code == 202, resp.text
+                    deleted.append(layers[1])
+                else:
+                    kept[f"{tag_prefix}-{i}"] = [config, *layers]
+        except BaseException as exc:
+            errors.append(exc)
+
+    collector = threading.Thread(target=collect_forever)
+    collector.start()
+    try:
+        pushers = [threading.Thread(target=pusher, args=(server, prefix))
+                   for server, prefix in ((a, "a"), (b, "b"))]
+        for t in pushers:
+            t.start()
+        for t in pushers:
+            t.join(180)
+    finally:
+        stop.set()
+        collector.join(180)
+    assert not errors, errors
+    assert runs and all(r.returncode == 0 for r in runs), [r.stderr for r in runs]
+    assert len(runs) >= 3, "gc should have run during the pushes"
+
+    # One more collection after the pushes: everything deleted manifests alone used goes.
+    final = subprocess.run([*assay_command(), "gc", "--grace-seconds", "0", "--data-dir",
+                            str(topo.root / "gc")], env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert final.returncode == 0, final.stderr
+    for tag, blobs in kept.items():
+        for server in (a, b):
+            resp = httpx.get(f"{server.url}/v2/{name}/manifests/{tag}", timeout=30,
+                             headers={"Accept": OCI_MANIFEST})
+            assert resp.status_code == 200, f"{tag}: {resp.text}"
+        for blob in blobs:
+            assert get_blob(a, name, sha256(blob)) == blob
+    stored = set(s3_keys(topo, "blobs/"))
+    for layer in deleted:
+        hex_ = sha256(layer).split(":")[1]
+        assert f"blobs/sha256/{hex_[:2]}/{hex_}" not in stored
