@@ -46,7 +46,7 @@ from registry.db.tables import (
     utcnow,
 )
 from registry.digests import parse_digest
-from registry.errors import BlobUnknown
+from registry.errors import BlobUnknown, StorageError
 from registry.services import RegistryService
 
 log = logging.getLogger("assay.scrub")
@@ -113,8 +113,9 @@ def scrub(svc: RegistryService, *, quarantine: bool = False, limit: int | None =
     ``limit``: check at most this many blobs (the least recently scrubbed).
     ``older_than``: skip blobs scrubbed more recently than this.
     ``quarantine``: move damaged blobs out of service (they heal when pushed again).
-    Storage errors other than a missing blob propagate; what was checked until then
-    keeps its ``scrubbed_at``, so a re-run resumes after it.
+    A storage error reading a blob that GC deleted meanwhile is ignored; any other
+    propagates, and what was checked until then keeps its ``scrubbed_at``, so a re-run
+    resumes with the rest.
     """
     query = (select(blobs.c.digest, blobs.c.size, blobs.c.created_at)
              .where(blobs.c.quarantined_at.is_(None))
@@ -132,29 +133,41 @@ def scrub(svc: RegistryService, *, quarantine: bool = False, limit: int | None =
     state = Progress(blobs_total=len(rows), bytes_total=sum(r.size for r in rows))
     for row in rows:
         state.digest = row.digest
-        problem, detail, read = _hash(svc, row.digest, row.size, chunk_size, state, progress)
-        report.bytes += read
-        if problem is None:
-            _mark_scrubbed(svc, row.digest)
-            report.checked += 1
-        else:
-            damaged = _confirm(svc, row, problem, detail, quarantine)
-            if damaged is not None:  # else: deleted or re-pushed meanwhile, not damage
-                report.checked += 1
-                report.damaged.append(damaged)
-                if problem == CORRUPT:
-                    report.corrupt += 1
-                else:
-                    report.missing += 1
-                report.quarantined += damaged.quarantined
-                log.warning("scrub: %s blob %s (%s)%s", problem, row.digest, detail,
-                            ", quarantined" if damaged.quarantined else "")
+        _check(svc, row, report, quarantine, chunk_size, state, progress)
         state.blobs_done += 1
         if progress is not None:
             progress(state)
     log.info("scrub: checked %d blob(s), %d bytes; %d corrupt, %d missing, %d quarantined",
              report.checked, report.bytes, report.corrupt, report.missing, report.quarantined)
     return report
+
+
+def _check(svc, row, report: ScrubReport, quarantine: bool, chunk_size: int,
+           state: Progress, progress) -> None:
+    """Scrub one blob listed as ``row``; count what was found in ``report``."""
+    try:
+        problem, detail, read = _hash(svc, row.digest, row.size, chunk_size, state, progress)
+    except StorageError:
+        if _still_there(svc, row):
+            raise
+        return  # collected while we read it: nothing left to check
+    report.bytes += read
+    if problem is None:
+        _mark_scrubbed(svc, row.digest)
+        report.checked += 1
+        return
+    damaged = _confirm(svc, row, problem, detail, quarantine)
+    if damaged is None:  # deleted or re-pushed meanwhile: not damage
+        return
+    report.checked += 1
+    report.damaged.append(damaged)
+    if damaged.problem == CORRUPT:
+        report.corrupt += 1
+    else:
+        report.missing += 1
+    report.quarantined += damaged.quarantined
+    log.warning("scrub: %s blob %s (%s)%s", damaged.problem, row.digest, damaged.detail,
+                ", quarantined" if damaged.quarantined else "")
 
 
 def _hash(svc, digest: str, size: int, chunk_size: int, state: Progress,
@@ -178,6 +191,14 @@ def _hash(svc, digest: str, size: int, chunk_size: int, state: Progress,
     if actual != digest:
         return CORRUPT, f"hashes to {actual}", read
     return None, "", read
+
+
+def _still_there(svc, row) -> bool:
+    """Whether the blob read as ``row`` still has that row (waiting for a GC deleting it)."""
+    with svc.db.write() as conn:
+        now = conn.execute(select(blobs.c.created_at).where(blobs.c.digest == row.digest)
+                           .with_for_update()).first()
+    return now is not None and as_utc(now.created_at) == as_utc(row.created_at)
 
 
 def _mark_scrubbed(svc, digest: str) -> None:

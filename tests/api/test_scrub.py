@@ -208,6 +208,22 @@ def test_blob_collected_mid_scrub_is_not_reported(client, service, settings):
     assert blob_row(service, first) is None and blob_row(service, second) is None
 
 
+@pytest.mark.parametrize("settings", ["sqlite-fs"], indirect=True)
+def test_read_error_on_a_blob_collected_meanwhile_is_not_a_failure(client, service):
+    first, second = push_blob(client, NAME, b"first"), push_blob(client, NAME, b"second")
+    order = sorted([first, second])  # never scrubbed: visited in digest order
+    path = service.store.blob_path(order[1])
+    path.unlink()
+    path.mkdir()  # reading it is a storage error, not a missing blob
+
+    def collect_the_broken_one(p):
+        with service.db.write() as conn:  # what GC's DELETE does to the row
+            conn.execute(blobs.delete().where(blobs.c.digest == order[1]))
+
+    report = scrub(service, progress=collect_the_broken_one)
+    assert report.clean and report.checked == 1
+
+
 def test_blob_repushed_mid_scrub_is_not_quarantined(client, service, raw):
     """Scrub hashed corrupt bytes, but meanwhile GC removed the blob and a push stored it
     afresh: the re-check under the row lock sees a new row and leaves it alone."""
@@ -277,7 +293,7 @@ def test_scrub_during_pushes_and_gc_finds_nothing_and_loses_nothing(live_url, cl
     others = [guarded(gc_loop), guarded(scrub_loop)]
     for t in pushers + others:
         t.start()
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 45  # a safety net: it takes a few seconds
     for t in pushers:
         t.join(max(0.1, deadline - time.monotonic()))
     stop.set()
