@@ -28,6 +28,7 @@ Hierarchy::
     ├── Conflict                      UNSUPPORTED           409 (REST: exists already)
     ├── Unauthorized                  UNAUTHORIZED          401 (no or bad credentials)
     ├── Denied                        DENIED                403 (credentials lack the right)
+    │   └── QuotaExceeded             DENIED                403 (a namespace's storage quota)
     ├── HooksDisabled                 DENIED                403 (webhooks in: not configured)
     ├── BodyTooLarge                  SIZE_INVALID          413 (a REST body over its limit)
     ├── TooManyRequests               TOOMANYREQUESTS       429 (rate or session limit; Retry-After)
@@ -224,6 +225,13 @@ class Denied(RegistryError):
     code = "DENIED"
     status = 403
     default_message = "requested access to the resource is denied"
+
+
+class QuotaExceeded(Denied):
+    """A blob would take its namespace over its storage quota (registry.services.quotas).
+    DENIED, as Harbor answers: docker, oras and containerd print the message with it."""
+
+    default_message = "the namespace is over its storage quota"
 
 
 class Conflict(RegistryError):

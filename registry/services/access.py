@@ -29,6 +29,7 @@ from registry.db.tables import (
     utcnow,
 )
 from registry.errors import Conflict, NotFound, RequestInvalid
+from registry.services import quotas
 from registry.services.audit import record
 from registry.services.common import Service
 
@@ -36,6 +37,14 @@ from registry.services.common import Service
 _USER_RE = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*")
 _NS_RE = _USER_RE
 DEFAULT_SCOPES = ["pull", "push"]
+# Namespace settings: type and, for integers, the allowed range (None clears them).
+# Zero tags or zero days would delete what a push in progress is still building.
+_NS_FIELDS = {
+    "anonymous_pull": (bool, None, None),
+    "quota_bytes": (int, 0, quotas.MAX_QUOTA),
+    "keep_tags": (int, 1, 2**31 - 1),
+    "untagged_days": (int, 1, 36500),
+}
 
 
 def check_user_name(name: str) -> str:
@@ -190,16 +199,64 @@ class AccessService(Service):
                                         updated_at=now))
             record(conn, "namespace.anonymous_pull", namespace, allowed=allowed)
 
+    def configure_namespace(self, namespace: str, **changes) -> None:
+        """Set any of ``anonymous_pull`` (bool), ``quota_bytes`` (bytes), ``keep_tags``
+        and ``untagged_days`` (see ``registry.retention``) in one transaction; None
+        clears the last three (unlimited, keep everything). Every value is checked
+        before anything is written (RequestInvalid names the first bad one), and each
+        change is audited: namespace.anonymous_pull, namespace.quota, namespace.retention.
+        """
+        check_namespace(namespace)
+        if not changes:
+            raise RequestInvalid("nothing to change: give anonymous_pull, quota_bytes, "
+                                 "keep_tags or untagged_days")
+        for field, value in changes.items():
+            if field not in _NS_FIELDS:
+                raise RequestInvalid(f"unknown namespace setting {field!r}")
+            kind, low, high = _NS_FIELDS[field]
+            if value is None and kind is int:
+                continue
+            if isinstance(value, bool) is not (kind is bool) or not isinstance(value, kind):
+                raise RequestInvalid(f'"{field}" must be '
+                                     + ("true or false" if kind is bool else
+                                        "an integer or null"))
+            if kind is int and not low <= value <= high:
+                raise RequestInvalid(f'"{field}" must be from {low} to {high}')
+        now = utcnow()
+        with self.db.write() as conn:
+            conn.execute(self.db.insert_ignore(namespaces, name=namespace,
+                                               anonymous_pull=False, updated_at=now))
+            conn.execute(update(namespaces).where(namespaces.c.name == namespace)
+                         .values(**changes, updated_at=now))
+            if "anonymous_pull" in changes:
+                record(conn, "namespace.anonymous_pull", namespace,
+                       allowed=changes["anonymous_pull"])
+            if "quota_bytes" in changes:
+                # None is dropped from audit details: say "unlimited" in words.
+                record(conn, "namespace.quota", namespace,
+                       quota_bytes=changes["quota_bytes"],
+                       unlimited=changes["quota_bytes"] is None or None)
+            retention = {k: changes[k] for k in ("keep_tags", "untagged_days")
+                         if k in changes}
+            if retention:
+                record(conn, "namespace.retention", namespace, **retention,
+                       cleared=[k for k, v in retention.items() if v is None] or None)
+
     def namespace(self, namespace: str) -> dict:
+        """Members, anonymous-pull switch, quota with current usage, retention settings."""
         with self.db.read() as conn:
-            anon = conn.execute(select(namespaces.c.anonymous_pull).where(
-                namespaces.c.name == namespace)).scalar()
+            row = conn.execute(select(namespaces).where(
+                namespaces.c.name == namespace)).first()
             members = conn.execute(
                 select(users.c.name, namespace_members.c.role)
                 .join(users, users.c.id == namespace_members.c.user_id)
                 .where(namespace_members.c.namespace == namespace)
                 .order_by(users.c.name)).all()
-        return {"name": namespace, "anonymous_pull": bool(anon),
+            used = quotas.usage(conn, namespace)
+        return {"name": namespace, "anonymous_pull": bool(row and row.anonymous_pull),
+                "quota_bytes": row.quota_bytes if row else None, "usage_bytes": used,
+                "keep_tags": row.keep_tags if row else None,
+                "untagged_days": row.untagged_days if row else None,
                 "members": [{"user": m.name, "role": m.role} for m in members]}
 
     # ---- personal access tokens --------------------------------------------------------

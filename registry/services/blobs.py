@@ -46,6 +46,9 @@ class BlobService(Service):
         (then this only refreshes the link). Never any stored blob: with access control
         on that would let a pusher link, and so read, blobs of namespaces it cannot read.
         Returns False when it cannot be mounted (the caller starts an upload instead).
+        A blob new to ``name``'s namespace must fit its storage quota: else
+        QuotaExceeded (403 DENIED), rather than False, which would only send the client
+        into an upload that its commit refuses (``registry.services.quotas``).
         """
         try:
             parse_digest(digest)
@@ -53,10 +56,15 @@ class BlobService(Service):
         except (DigestInvalid, NameInvalid):
             return False  # "unable to mount": the caller opens a session instead
         with self.db.write() as conn:
-            if not touch_blobs(conn, [digest]):  # locks the row: GC cannot race us
+            alive = touch_blobs(conn, [digest])  # locks the row: GC cannot race us
+            if not alive:
                 return False
             if conn.execute(_BLOB_SIZE, {"name": source or name, "d": digest}).first() is None:
                 return False
+            # Imported here: issue 7's edits of this module's header ran in parallel.
+            from registry.services import quotas
+
+            quotas.check(conn, name, digest, alive[digest])
             rid = ensure_repo(self.db, conn, name)
             conn.execute(self.db.insert_ignore(repository_blobs, repository_id=rid,
                                                digest=digest, created_at=utcnow()))

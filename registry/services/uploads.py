@@ -39,11 +39,13 @@ from registry.errors import (
     BlobUploadInvalid,
     BlobUploadUnknown,
     DigestInvalid,
+    QuotaExceeded,
     RangeInvalid,
     SizeInvalid,
     TooManyRequests,
     UploadTooLarge,
 )
+from registry.services import quotas
 from registry.services.common import Service, ensure_repo, link_blob
 
 _HASH_CACHE_SIZE = 1024
@@ -303,16 +305,25 @@ class UploadService(Service):
             h.update(part)
         return f"{algorithm}:{h.hexdigest()}"
 
-    def commit(self, name: str, session: str, digest: str) -> int:
+    def commit(self, name: str, session: str, digest: str, *, quota: bool = True) -> int:
         """Verify the upload against ``digest`` and make it a blob of ``name``.
 
         Holds the session's write lease throughout, so no chunk can land while the bytes
         are hashed and moved. On a digest mismatch the session and its data are discarded
         (nothing is left behind) and DigestInvalid is raised. Returns the blob size.
+
+        With ``quota`` (the default; off only for blobs the registry itself writes) a blob
+        new to the namespace must fit its storage quota, checked in the transaction that
+        links it (``registry.services.quotas``); else the session and its data are
+        discarded and QuotaExceeded (403 DENIED) is raised. The same check runs once
+        before hashing, so a doomed upload is refused without reading it back.
         """
         algorithm, _ = parse_digest(digest)
         token, size = self._claim(name, session, None)
         try:
+            if quota:
+                with self.db.read() as conn:
+                    quotas.check(conn, name, digest, size)
             actual = self._digest_of(session, size, algorithm)
             if actual != digest:
                 self._discard(session)
@@ -325,11 +336,16 @@ class UploadService(Service):
                 ).first()
                 if row is None:
                     raise BlobUploadUnknown(f"upload {session} was cancelled meanwhile")
+                if quota:
+                    quotas.check(conn, name, digest, size)
                 link_blob(self.db, conn, row.repository_id, digest, size)
                 conn.execute(delete(uploads).where(uploads.c.id == session))
                 # Inside the transaction: the blob row is locked until the bytes are in
                 # place, so GC cannot delete them between our check and our commit.
                 self.store.commit_upload(session, size, digest)
+        except QuotaExceeded:
+            self._discard_quietly(session)
+            raise
         except BaseException:
             self._release_quietly(session, token)
             raise
@@ -351,7 +367,9 @@ class UploadService(Service):
                 writer.abort()
                 raise
             self._release(session, token, received=len(data))
-            self.commit(name, session, digest)
+            # The registry's own small reports are not held to the namespace's quota: a
+            # full namespace must not stop its models from being verified.
+            self.commit(name, session, digest, quota=False)
         except BaseException:
             self._discard_quietly(session)
             raise

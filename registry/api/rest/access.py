@@ -12,8 +12,10 @@
     GET    /api/v1/keys                                my Ollama public keys
     POST   /api/v1/keys         {"public_key": "ssh-ed25519 AAAA... comment"}
     DELETE /api/v1/keys/<id>
-    GET    /api/v1/namespaces/<ns>                     (namespace admin) members, switch
-    PUT    /api/v1/namespaces/<ns>  {"anonymous_pull": true|false}
+    GET    /api/v1/namespaces/<ns>                     (namespace admin) members, switch,
+                                                       quota and usage, retention
+    PUT    /api/v1/namespaces/<ns>  {"anonymous_pull"?, "quota_bytes"?, "keep_tags"?,
+                                     "untagged_days"?}   (null clears the last three)
     PUT    /api/v1/namespaces/<ns>/members/<user>  {"role": "read"|"write"|"admin"}
     DELETE /api/v1/namespaces/<ns>/members/<user>
     GET    /api/v1/audit?actor=&action=&before=<id>&n=  (site admin) newest first
@@ -150,13 +152,22 @@ async def get_namespace(request: Request) -> JSONResponse:
     return JSONResponse(await run_in_threadpool(service(request).access.namespace, ns))
 
 
+_NAMESPACE_SETTINGS = ("anonymous_pull", "quota_bytes", "keep_tags", "untagged_days")
+
+
 async def put_namespace(request: Request) -> JSONResponse:
+    """Any of the settings present in the body change (null clears quota and retention);
+    absent ones stay. All are checked before any is written."""
     body = await json_body(request)
-    allowed = _field(body, "anonymous_pull", bool, required=True)
-    ns = request.path_params["namespace"]
+    changes = {k: body[k] for k in _NAMESPACE_SETTINGS if k in body}
+    unknown = sorted(set(body) - set(_NAMESPACE_SETTINGS))
+    if unknown:
+        raise RequestInvalid(f"unknown field(s): {', '.join(unknown)[:200]}")
+    ns = check_namespace(request.path_params["namespace"])
     access = service(request).access
-    await run_in_threadpool(access.set_anonymous_pull, ns, allowed)
-    credential_cache(request).clear()
+    await run_in_threadpool(lambda: access.configure_namespace(ns, **changes))
+    if "anonymous_pull" in changes:
+        credential_cache(request).clear()
     return JSONResponse(await run_in_threadpool(access.namespace, ns))
 
 

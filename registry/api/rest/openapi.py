@@ -531,20 +531,45 @@ SCHEMAS: dict[str, dict] = {
         "type": "object", "required": ["deleted"], "properties": {"deleted": _INT},
     },
     "Namespace": {
-        "type": "object", "required": ["name", "anonymous_pull", "members"],
+        "type": "object", "required": ["name", "anonymous_pull", "quota_bytes", "usage_bytes",
+                     "keep_tags", "untagged_days", "members"],
         "properties": {
             "name": _STRING,
             "anonymous_pull": {"type": "boolean",
                                "description": "Anyone may pull from it without signing "
                                               "in."},
+            "quota_bytes": nullable({
+                "type": "integer", "minimum": 0,
+                "description": "Storage quota in bytes; null: unlimited. A push of a blob "
+                               "that would take usage_bytes past it is refused (403 "
+                               "DENIED)."}),
+            "usage_bytes": {"type": "integer", "minimum": 0,
+                            "description": "Total size of the distinct blobs linked to "
+                                           "the namespace's repositories."},
+            "keep_tags": nullable({
+                "type": "integer", "minimum": 1,
+                "description": "Retention: keep the newest N tags of each repository; "
+                               "null: keep all."}),
+            "untagged_days": nullable({
+                "type": "integer", "minimum": 1,
+                "description": "Retention: delete untagged manifests older than D days; "
+                               "null: keep them."}),
             "members": {"type": "array", "items": {
                 "type": "object", "required": ["user", "role"],
                 "properties": {"user": _STRING, "role": _ROLE}}},
         },
     },
     "NamespaceRequest": {
-        "type": "object", "required": ["anonymous_pull"],
-        "properties": {"anonymous_pull": {"type": "boolean"}},
+        "type": "object", "minProperties": 1, "additionalProperties": False,
+        "description": "Fields present change, absent ones stay; null clears quota_bytes, "
+                       "keep_tags or untagged_days.",
+        "properties": {
+            "anonymous_pull": {"type": "boolean"},
+            "quota_bytes": nullable({"type": "integer", "minimum": 0,
+                                     "maximum": 2**63 - 1}),
+            "keep_tags": nullable({"type": "integer", "minimum": 1, "maximum": 2**31 - 1}),
+            "untagged_days": nullable({"type": "integer", "minimum": 1, "maximum": 36500}),
+        },
     },
     "MemberRequest": {
         "type": "object", "required": ["role"], "properties": {"role": _ROLE},
@@ -952,16 +977,16 @@ def access_paths() -> dict:
         }},
         "/api/v1/namespaces/{namespace}": {
             "get": {"operationId": "getNamespace", "tags": ["access"],
-                    "summary": "A namespace's members and anonymous-pull switch (namespace "
-                               "admin)",
+                    "summary": "A namespace's members, anonymous-pull switch, quota and "
+                               "usage, retention (namespace admin)",
                     "parameters": [namespace],
-                    "responses": {**ok(ref("Namespace")), **problems(400)}},
+                    "responses": {**ok(ref("Namespace")), **problems(400, 404)}},
             "put": {"operationId": "putNamespace", "tags": ["access"],
-                    "summary": "Let anyone pull from a namespace without signing in, or not "
-                               "(namespace admin)",
+                    "summary": "Set a namespace's anonymous-pull switch, storage quota or "
+                               "retention (namespace admin)",
                     "parameters": [namespace],
                     "requestBody": json_body(ref("NamespaceRequest"), required=True),
-                    "responses": {**ok(ref("Namespace")), **problems(400, 413)}},
+                    "responses": {**ok(ref("Namespace")), **problems(400, 404, 413)}},
         },
         "/api/v1/namespaces/{namespace}/members/{user}": {
             "put": {"operationId": "putMember", "tags": ["access"],

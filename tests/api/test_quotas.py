@@ -1,0 +1,184 @@
+"""Per-namespace storage quotas: usage, the check at commit and mount, the REST settings."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from sqlalchemy import func, insert, select
+
+from registry.db.tables import blobs, repositories, repository_blobs, uploads, utcnow
+from registry.services import quotas
+from tests.api.oci import error_code, push_blob, push_image, sha256
+
+A, B = b"a" * 100, b"b" * 50
+
+
+def set_quota(client, ns: str, value) -> dict:
+    r = client.put(f"/api/v1/namespaces/{ns}", json={"quota_bytes": value})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def usage(client, ns: str) -> int:
+    return client.get(f"/api/v1/namespaces/{ns}").json()["usage_bytes"]
+
+
+def no_uploads_left(service) -> bool:
+    with service.db.read() as conn:
+        rows = conn.execute(select(func.count()).select_from(uploads)).scalar()
+    return rows == 0 and list(service.store.iter_uploads()) == []
+
+
+def refused(r, ns="team"):
+    assert r.status_code == 403, r.text
+    assert error_code(r) == "DENIED"
+    err = r.json()["errors"][0]
+    assert err["message"].startswith(f"namespace '{ns}' is over its storage quota: ")
+    return err
+
+
+def test_boundary_usage_equal_to_quota_allowed_one_byte_over_refused(client, service):
+    set_quota(client, "team", 150)
+    push_blob(client, "team/app", A)
+    push_blob(client, "team/app", B)  # 100 + 50 == 150: allowed
+    assert usage(client, "team") == 150
+    r = client.post(f"/v2/team/app/blobs/uploads/?digest={sha256(b'c')}", content=b"c")
+    err = refused(r)
+    assert err["message"] == ("namespace 'team' is over its storage quota: 150B used + 1B "
+                              "for this blob > 150B quota")
+    assert err["detail"] == {"namespace": "team", "quota_bytes": 150, "usage_bytes": 150,
+                             "blob_bytes": 1, "digest": sha256(b"c")}
+    assert client.head(f"/v2/team/app/blobs/{sha256(b'c')}").status_code == 404
+    assert no_uploads_left(service)
+    # What was stored is untouched, and other namespaces are not limited.
+    assert client.get(f"/v2/team/app/blobs/{sha256(A)}").content == A
+    push_blob(client, "other/app", b"c")
+    # Raising the quota lets the same blob in.
+    set_quota(client, "team", 151)
+    push_blob(client, "team/app", b"c")
+    assert usage(client, "team") == 151
+
+
+def test_shared_layer_counts_once_and_relinking_is_free(client, service):
+    set_quota(client, "team", 150)
+    push_blob(client, "team/one", A)
+    push_blob(client, "team/two", A)  # the same layer in a second repository
+    push_blob(client, "team/deep/three", B)
+    assert usage(client, "team") == 150
+    push_blob(client, "team/four", A)  # at the quota, but linked in the namespace already
+    assert usage(client, "team") == 150
+    # A namespace is a first segment: "teamx" is another namespace.
+    push_blob(client, "teamx/app", b"x" * 500)
+    assert usage(client, "team") == 150
+    with service.db.read() as conn:
+        assert quotas.usage(conn, "teamx") == 500
+
+
+def test_chunked_upload_is_refused_at_commit_and_leaves_nothing(client, service):
+    set_quota(client, "team", 10)
+    data = b"0123456789ab"
+    loc = client.post("/v2/team/app/blobs/uploads/").headers["Location"]
+    assert client.patch(loc, content=data[:6], headers={"Content-Range": "0-5"}
+                        ).status_code == 202
+    assert client.patch(loc, content=data[6:], headers={"Content-Range": "6-11"}
+                        ).status_code == 202
+    refused(client.put(loc, params={"digest": sha256(data)}))
+    assert no_uploads_left(service)
+    assert client.get(loc).status_code == 404  # the session is gone
+    assert usage(client, "team") == 0
+
+
+def test_monolithic_uploads_are_refused(client, service):
+    set_quota(client, "team", 10)
+    data = b"eleven byte"
+    refused(client.post(f"/v2/team/app/blobs/uploads/?digest={sha256(data)}", content=data))
+    # POST then one PUT carrying the whole body.
+    loc = client.post("/v2/team/app/blobs/uploads/").headers["Location"]
+    refused(client.put(loc, params={"digest": sha256(data)}, content=data))
+    assert no_uploads_left(service)
+    assert usage(client, "team") == 0
+
+
+def test_mount_is_refused_over_quota_and_allowed_within(client, service):
+    digest = push_blob(client, "other/src", A)
+    set_quota(client, "team", 99)
+    r = client.post(f"/v2/team/app/blobs/uploads/?mount={digest}&from=other/src")
+    refused(r)
+    assert client.head(f"/v2/team/app/blobs/{digest}").status_code == 404
+    assert usage(client, "team") == 0 and no_uploads_left(service)
+    set_quota(client, "team", 100)
+    r = client.post(f"/v2/team/app/blobs/uploads/?mount={digest}&from=other/src")
+    assert r.status_code == 201, r.text
+    assert usage(client, "team") == 100
+
+
+def test_manifests_still_push_when_at_quota(client):
+    """Only blobs count: a manifest over blobs already in the namespace is fine."""
+    digest, _ = push_image(client, "team/app", "v1", layers=[A], config=B)
+    set_quota(client, "team", 150)
+    r = client.put("/v2/team/app/manifests/v2", content=client.get(
+        f"/v2/team/app/manifests/{digest}").content,
+        headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+    assert r.status_code == 201
+    assert usage(client, "team") == 150
+
+
+def test_rest_reports_and_clears_quota_and_audits(client, service):
+    info = client.get("/api/v1/namespaces/team").json()
+    assert info["quota_bytes"] is None and info["usage_bytes"] == 0
+    assert set_quota(client, "team", 10 * 2**30)["quota_bytes"] == 10 * 2**30
+    info = set_quota(client, "team", None)
+    assert info["quota_bytes"] is None
+    push_blob(client, "team/app", b"x" * 1000)  # unlimited again
+    entries = client.get("/api/v1/audit", params={"action": "namespace.quota"}).json()
+    assert [e["detail"] for e in entries["entries"]] == [
+        {"unlimited": True}, {"quota_bytes": 10 * 2**30}]
+
+
+@pytest.mark.parametrize("body", [
+    {"quota_bytes": -1}, {"quota_bytes": "10GiB"}, {"quota_bytes": 1.5},
+    {"quota_bytes": True}, {"quota_bytes": 2**63}, {"keep_tags": 0}, {"keep_tags": "3"},
+    {"untagged_days": -2}, {"untagged_days": 36501}, {"anonymous_pull": None}, {},
+    {"quota_bytes": 5, "keep_tags": -1}, {"quota_bytes": 5, "colour": "red"},
+])
+def test_bad_settings_are_problem_json_and_change_nothing(client, body):
+    client.put("/api/v1/namespaces/team", json={"quota_bytes": 100, "keep_tags": 3})
+    before = client.get("/api/v1/namespaces/team").json()
+    r = client.put("/api/v1/namespaces/team", json=body)
+    assert r.status_code == 400, r.text
+    assert r.headers["Content-Type"].startswith("application/problem+json")
+    assert r.json()["status"] == 400 and r.json()["detail"]
+    assert client.get("/api/v1/namespaces/team").json() == before
+
+
+def test_usage_query_is_cheap_on_thousands_of_rows(client, service):
+    """3,000 repositories' worth of links across two namespaces: usage is exact and a
+    commit-time check stays in the milliseconds."""
+    now = utcnow()
+    with service.db.write() as conn:
+        conn.execute(insert(repositories), [
+            {"name": f"{ns}/r{i}", "created_at": now} for ns in ("big", "bigger")
+            for i in range(1500)])
+        conn.execute(insert(blobs), [
+            {"digest": sha256(str(i).encode()), "size": i + 1, "created_at": now,
+             "last_linked_at": now} for i in range(3000)])
+        ids = dict(conn.execute(select(repositories.c.name, repositories.c.id)).all())
+        # Every repository of "big" links blob i and blob i+1 (shared with a neighbour):
+        # 1,501 distinct blobs; "bigger" links blobs 1500..2999 once each.
+        rows = [{"repository_id": ids[f"big/r{i}"], "digest": sha256(str(j).encode()),
+                 "created_at": now} for i in range(1500) for j in (i, i + 1)]
+        rows += [{"repository_id": ids[f"bigger/r{i}"],
+                  "digest": sha256(str(1500 + i).encode()), "created_at": now}
+                 for i in range(1500)]
+        conn.execute(insert(repository_blobs), rows)
+    expected_big = sum(range(1, 1502))
+    with service.db.read() as conn:
+        started = time.perf_counter()
+        assert quotas.usage(conn, "big") == expected_big
+        assert quotas.usage(conn, "bigger") == sum(range(1501, 3001))
+        elapsed = time.perf_counter() - started
+    assert elapsed < 2.0, elapsed  # generous for a loaded CI machine; ~10 ms here
+    set_quota(client, "big", expected_big)
+    refused(client.post(f"/v2/big/r0/blobs/uploads/?digest={sha256(b'new')}",
+                        content=b"new"), ns="big")
