@@ -217,7 +217,7 @@ def _confirm(svc, row, problem: str, detail: str, quarantine: bool) -> Damaged |
             return None
         stored = svc.store.stat(row.digest)
         if problem == MISSING and stored is not None:
-            return None  # cannot happen while we hold the lock; do not guess
+            return None  # a push of it meanwhile stored the bytes: healed already
         if problem == CORRUPT and stored is None:
             problem, detail = MISSING, "no stored bytes"
         values = {"scrubbed_at": utcnow()}
