@@ -75,8 +75,11 @@ def serve(host, port, data_dir, log_level, workers, auth) -> None:
     extra = {"log_config": None} if json_logs else {}
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                 access_log=settings.log_level == "debug" and not json_logs, loop="uvloop",
-                http="httptools", proxy_headers=False, server_header=False, date_header=False,
-                **extra)
+                http="httptools", server_header=False, date_header=False,
+                # Only a configured proxy's X-Forwarded-* are believed (rightmost untrusted
+                # address wins); without one they are ignored.
+                proxy_headers=settings.forwarded_allow_ips is not None,
+                forwarded_allow_ips=settings.forwarded_allow_ips, **extra)
 
 
 # Identities and roles on the server's database (registry.cli_admin).

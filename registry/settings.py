@@ -41,6 +41,11 @@ class Settings(BaseSettings):
 
     # Absolute base URL clients should use (behind a proxy); else taken from the request.
     public_url: str | None = None
+    # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed: comma-separated IPs
+    # or CIDRs, or "*" when only the proxy can reach the registry (compose). Then the rate
+    # limits, failed sign-in limit, upload caps and audit log see the real client address,
+    # not the proxy's. None: the headers are ignored (a client could forge them).
+    forwarded_allow_ips: str | None = None
 
     max_manifest_bytes: int = 4 * MiB
     upload_expiry_seconds: int = 24 * 3600
