@@ -30,6 +30,13 @@ class BlobService(Service):
         with self.db.read() as conn:
             size = conn.execute(_BLOB_SIZE, {"name": name, "d": digest}).scalar()
         if size is None:
+            with self.db.read() as conn:  # only on a miss: say why when it is quarantined
+                quarantined = conn.execute(select(blobs.c.quarantined_at).where(
+                    blobs.c.digest == digest)).scalar()
+            if quarantined is not None:
+                raise BlobUnknown(f"blob {digest} failed its integrity check and is "
+                                  "quarantined; push it again to restore it",
+                                  {"digest": digest})
             raise BlobUnknown(f"blob {digest} is not in repository {name!r}", {"digest": digest})
         return size
 

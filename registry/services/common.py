@@ -57,7 +57,8 @@ def link_blob(db: Database, conn: Connection, rid: int, digest: str, size: int) 
 
 
 def touch_blobs(conn: Connection, digests: list[str]) -> dict[str, int]:
-    """Mark stored blobs live now; returns ``{digest: size}`` of those that still exist.
+    """Mark stored blobs live now; returns ``{digest: size}`` of those that still exist
+    and are not quarantined.
 
     The UPDATE takes each row's lock before anything else is checked, so GC either
     deleted a blob before (it is absent from the result) or cannot delete it until this
@@ -66,7 +67,10 @@ def touch_blobs(conn: Connection, digests: list[str]) -> dict[str, int]:
     """
     if not digests:
         return {}
-    rows = conn.execute(update(blobs).where(blobs.c.digest.in_(digests))
+    # A quarantined blob (``assay scrub``) counts as absent: a manifest cannot newly
+    # refer to it until its bytes are pushed again.
+    rows = conn.execute(update(blobs).where(blobs.c.digest.in_(digests),
+                                            blobs.c.quarantined_at.is_(None))
                         .values(last_linked_at=utcnow())
                         .returning(blobs.c.digest, blobs.c.size))
     return {r.digest: r.size for r in rows}

@@ -21,7 +21,7 @@ from registry.db.tables import blobs, utcnow
 from registry.gc import collect
 from registry.scrub import CORRUPT, MISSING, scrub
 from registry.storage import blob_key, quarantine_key
-from tests.api.oci import error_code, push_blob, push_image, sha256
+from tests.api.oci import OCI_MANIFEST, error_code, image_manifest, push_blob, push_image, sha256
 from tests.api.test_metrics import scrape, value
 
 NAME = "team/scrub"
@@ -134,7 +134,15 @@ def test_quarantine_then_a_repush_heals(client, service, raw):
     for method in ("HEAD", "GET"):
         r = client.request(method, f"/v2/{NAME}/blobs/{digest}")
         assert r.status_code == 404, method
-    assert error_code(client.get(f"/v2/{NAME}/blobs/{digest}")) == "BLOB_UNKNOWN"
+    r = client.get(f"/v2/{NAME}/blobs/{digest}")
+    assert error_code(r) == "BLOB_UNKNOWN" and "quarantined" in r.json()["errors"][0]["message"]
+    # A new manifest cannot refer to it until it is pushed again.
+    config = b'{"refers": "to a quarantined layer"}'
+    push_blob(client, NAME, config)
+    body = image_manifest(config, [layer])
+    r = client.put(f"/v2/{NAME}/manifests/v2", content=body,
+                   headers={"Content-Type": OCI_MANIFEST})
+    assert r.status_code == 400 and error_code(r) == "MANIFEST_BLOB_UNKNOWN", r.text
     # The manifest is still served; mounting the blob is refused (an upload starts).
     r = client.get(f"/v2/{NAME}/manifests/v1")
     assert r.status_code == 200 and r.content == manifest
