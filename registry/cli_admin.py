@@ -1,4 +1,5 @@
-"""``assay user|robot|namespace|audit``: identities and roles, managed on the server.
+"""``assay user|robot|namespace|audit|retention``: identities, roles, namespace settings
+(quota, retention) and the retention run, managed on the server.
 
 These commands work on the configured database directly (``ASSAY_DATABASE_URL`` or the
 SQLite file in ``--data-dir``), before the registry is first started too: that is how the
@@ -204,7 +205,8 @@ def token_revoke(user_name, token_id, data_dir) -> None:
 
 @click.group()
 def namespace() -> None:
-    """Roles in a namespace (read, write, admin) and its anonymous-pull switch."""
+    """Roles in a namespace (read, write, admin), its anonymous-pull switch, storage
+    quota and retention policy."""
 
 
 @namespace.command(name="grant")
@@ -238,15 +240,120 @@ def namespace_anonymous(ns, state, data_dir) -> None:
     click.echo(f"anonymous pull from {ns} is {state}")
 
 
+def _limit(low: int):
+    """A click callback: an integer of at least ``low``, or "none" (clear the setting);
+    None when the option is not given."""
+
+    def convert(ctx, param, value):
+        if value is None or value.lower() == "none":
+            return value and "none"
+        try:
+            n = int(value)
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is not a whole number, or none") from None
+        if n < low:
+            raise click.BadParameter(f"must be at least {low}, or none")
+        return n
+
+    return convert
+
+
+@namespace.command(name="quota")
+@click.argument("ns", metavar="NAMESPACE")
+@click.argument("size", metavar="SIZE|none")
+@data_dir_option
+def namespace_quota(ns, size, data_dir) -> None:
+    """Limit NAMESPACE's storage to SIZE (10GiB, 500MB, 1.5TiB or bytes; none: unlimited).
+
+    Usage counts each distinct blob of its repositories once; a push that would pass
+    the quota is refused (403 DENIED). Nothing stored is removed.
+    """
+    from registry.services.quotas import human, parse_size
+
+    if size.lower() == "none":
+        value = None
+    else:
+        try:
+            value = parse_size(size)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+    svc = _service(data_dir)
+    _run(svc.access.configure_namespace, ns, quota_bytes=value)
+    used = _run(svc.access.namespace, ns)["usage_bytes"]
+    click.echo(f"quota of {ns}: {'none' if value is None else human(value)} "
+               f"({human(used)} used)")
+
+
+@namespace.command(name="retention")
+@click.argument("ns", metavar="NAMESPACE")
+@click.option("--keep-tags", metavar="N|none", callback=_limit(1),
+              help="Keep the N newest tags of each repository (none: all).")
+@click.option("--untagged-days", metavar="D|none", callback=_limit(1),
+              help="Delete untagged manifests older than D days (none: never).")
+@data_dir_option
+def namespace_retention(ns, keep_tags, untagged_days, data_dir) -> None:
+    """Set NAMESPACE's retention policy; `assay retention` applies it."""
+    changes = {}
+    if keep_tags is not None:
+        changes["keep_tags"] = None if keep_tags == "none" else keep_tags
+    if untagged_days is not None:
+        changes["untagged_days"] = None if untagged_days == "none" else untagged_days
+    if not changes:
+        raise click.ClickException("give --keep-tags and/or --untagged-days (N or none)")
+    svc = _service(data_dir)
+    _run(svc.access.configure_namespace, ns, **changes)
+    info = _run(svc.access.namespace, ns)
+    click.echo(f"retention of {ns}: {_retention_text(info)}")
+
+
+def _retention_text(info: dict) -> str:
+    keep = info["keep_tags"]
+    days = info["untagged_days"]
+    return (f"keep {'all' if keep is None else f'the newest {keep}'} tags per repository; "
+            + ("keep untagged manifests" if days is None
+               else f"delete untagged manifests after {days} days"))
+
+
 @namespace.command(name="show")
 @click.argument("ns", metavar="NAMESPACE")
 @data_dir_option
 @json_option
 def namespace_show(ns, data_dir, as_json) -> None:
-    """Members and anonymous-pull switch of NAMESPACE."""
+    """Members, anonymous-pull switch, quota and usage, retention of NAMESPACE."""
+    from registry.services.quotas import human
+
     info = _run(_service(data_dir).access.namespace, ns)
+    quota = info["quota_bytes"]
     _print(info, as_json, [f"anonymous pull: {'on' if info['anonymous_pull'] else 'off'}",
+                           f"storage: {human(info['usage_bytes'])} used of "
+                           f"{'no quota' if quota is None else human(quota)}",
+                           f"retention: {_retention_text(info)}",
                            *(f"{m['user']:<32} {m['role']}" for m in info["members"])])
+
+
+# ---- retention --------------------------------------------------------------------
+
+@click.command()
+@click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
+@data_dir_option
+@json_option
+def retention(dry_run, data_dir, as_json) -> None:
+    """Apply every namespace's retention policy (assay namespace retention).
+
+    Deletes old tags and old untagged manifests as a DELETE request would (events,
+    audit log); anything pushed or tagged meanwhile is kept. Their blobs are freed by
+    `assay gc`: run it after this command.
+    """
+    from registry import retention as policy
+
+    report = _run(policy.apply, _service(data_dir), dry_run=dry_run)
+    verb = "would delete" if dry_run else "deleted"
+    _print(report.to_json(), as_json, [
+        *(f"{verb} {d.target}  ({d.reason})" for d in report.deleted),
+        *(f"kept {d.target}  (changed since listed)" for d in report.skipped),
+        report.summary() + ("" if dry_run or not report.deleted
+                            else "; run `assay gc` to free their blobs"),
+    ])
 
 
 # ---- audit log --------------------------------------------------------------------
@@ -265,4 +372,4 @@ def audit(limit, actor, action, data_dir, as_json) -> None:
         + (f" {json.dumps(e['detail'])}" if e["detail"] else "") for e in entries])
 
 
-COMMANDS = [user, robot, namespace, audit]
+COMMANDS = [user, robot, namespace, audit, retention]

@@ -54,6 +54,12 @@ def test_first_admin_robot_and_roles_before_the_server_ever_started(run):
     (("user", "add", "bob", "--password-stdin"), "\n", "no password"),
     (("namespace", "grant", "team", "nobody", "write"), None, "no user 'nobody'"),
     (("user", "rm", "nobody"), None, "no user 'nobody'"),
+    (("namespace", "quota", "team", "10XB"), None, "invalid size '10XB'"),
+    (("namespace", "quota", "team", "5 apples"), None, "invalid size '5 apples'"),
+    (("namespace", "quota", "Team!", "1GiB"), None, "invalid namespace"),
+    (("namespace", "retention", "team", "--keep-tags", "0"), None, "at least 1"),
+    (("namespace", "retention", "team", "--untagged-days", "x"), None, "'x' is not a whole number"),
+    (("namespace", "retention", "team"), None, "give --keep-tags and/or --untagged-days"),
 ])
 def test_bad_input_is_one_clear_error(run, args, stdin, message):
     import click
@@ -69,3 +75,81 @@ def test_duplicate_user_is_refused_and_keeps_the_first(run):
     assert "exists already" in r.exception.format_message()
     svc = build_service(Settings(data_dir=run.data_dir))
     assert svc.access.by_password("bob", "first-password") is not None
+
+
+@pytest.mark.parametrize("text, value", [
+    ("10GiB", 10 * 2**30), ("500MB", 500_000_000), ("1.5 GiB", 3 * 2**29), ("1234", 1234),
+    ("0", 0), ("2KiB", 2048), ("1kb", 1000),
+])
+def test_sizes_parse_as_bytes(text, value):
+    from registry.services.quotas import parse_size
+
+    assert parse_size(text) == value
+
+
+@pytest.mark.parametrize("text", ["", "-1", "ten", "10XB", "1e3", f"{2**63}"])
+def test_bad_sizes_are_refused(text):
+    from registry.services.quotas import parse_size
+
+    with pytest.raises(ValueError, match="invalid size"):
+        parse_size(text)
+
+
+def test_quota_and_retention_settings_are_shown_cleared_and_audited(run):
+    r = run("namespace", "quota", "team", "10GiB")
+    assert r.exception is None and r.output == "quota of team: 10.0GiB (0B used)\n"
+    r = run("namespace", "retention", "team", "--keep-tags", "3", "--untagged-days", "30")
+    assert r.output == ("retention of team: keep the newest 3 tags per repository; delete "
+                        "untagged manifests after 30 days\n")
+    info = json.loads(run("namespace", "show", "team", "--json").output)
+    assert (info["quota_bytes"], info["usage_bytes"], info["keep_tags"],
+            info["untagged_days"]) == (10 * 2**30, 0, 3, 30)
+    text = run("namespace", "show", "team").output
+    assert "storage: 0B used of 10.0GiB" in text and "keep the newest 3 tags" in text
+    run("namespace", "quota", "team", "none")
+    r = run("namespace", "retention", "team", "--keep-tags", "none")
+    assert "keep all tags per repository; delete untagged manifests after 30 days" in r.output
+    info = json.loads(run("namespace", "show", "team", "--json").output)
+    assert (info["quota_bytes"], info["keep_tags"], info["untagged_days"]) == (None, None, 30)
+    actions = [(e["action"], e["detail"]) for e in json.loads(run("audit", "--json").output)]
+    assert actions == [
+        ("namespace.retention", {"cleared": ["keep_tags"]}),
+        ("namespace.quota", {"unlimited": True}),
+        ("namespace.retention", {"keep_tags": 3, "untagged_days": 30}),
+        ("namespace.quota", {"quota_bytes": 10 * 2**30}),
+    ]
+
+
+def _push(svc, name: str, tag: str) -> str:
+    config = svc.uploads.put_bytes(name, json.dumps({"tag": tag}).encode())
+    layer = svc.uploads.put_bytes(name, f"layer {tag}".encode())
+    body = json.dumps({"schemaVersion": 2,
+                       "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                       "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                  "digest": config, "size": len(json.dumps({"tag": tag}))},
+                       "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                                   "digest": layer, "size": len(f"layer {tag}")}]}).encode()
+    return svc.manifests.put(name, tag, body, None).digest
+
+
+def test_retention_dry_run_then_run(run):
+    svc = build_service(Settings(data_dir=run.data_dir))
+    for tag in ("v1", "v2", "v3"):
+        _push(svc, "team/app", tag)
+    run("namespace", "retention", "team", "--keep-tags", "1")
+    r = run("retention", "--dry-run")
+    assert r.exception is None
+    assert r.output.splitlines() == [
+        "would delete team/app:v2  (older than the newest 1 tags)",
+        "would delete team/app:v1  (older than the newest 1 tags)",
+        "2 tag(s) and 0 manifest(s) would be deleted"]
+    report = json.loads(run("retention", "--dry-run", "--json").output)
+    assert report["dry_run"] and [d["reference"] for d in report["deleted"]] == ["v2", "v1"]
+    r = run("retention")
+    assert r.output.splitlines()[-1] == ("2 tag(s) and 0 manifest(s) deleted; run `assay gc` "
+                                         "to free their blobs")
+    assert svc.manifests.get("team/app", "v3").digest
+    deletes = [e for e in json.loads(run("audit", "--json").output) if e["action"] == "delete"]
+    assert [e["target"] for e in deletes] == ["team/app:v1", "team/app:v2"]
+    assert all(e["actor"].startswith("local:") for e in deletes)
+    assert run("retention").output == "0 tag(s) and 0 manifest(s) deleted\n"
