@@ -1,0 +1,560 @@
+"""Scaling out: two ``assay serve`` replicas vs one, on the same PostgreSQL and S3, in one run.
+
+    .venv/bin/python -m bench.replicas [--quick]
+
+Runs the team deployment as real processes on loopback (``tests/support/topology.py``: one
+PostgreSQL 15, one moto S3 server, ``assay migrate`` once, two ``assay serve`` replicas with
+no in-process workers, readiness gate on) and measures, for "1 replica" (every request to
+replica 0; replica 1 runs but gets nothing, and its CPU time is recorded to show it) and
+"2 replicas" (requests split over both):
+
+1. manifest GET by tag: two ``wrk -t1 -c<connections/2>`` processes at once, both on
+   replica 0, or one on each replica; their req/s summed. The same two load generators and
+   the same total connections in both configurations, so only the servers differ;
+2. push: ``--clients`` parallel clients, each pushing its own blob of ``--size-mib`` as
+   chunked ``PATCH`` uploads (curl, ``Content-Range``) and an empty final ``PUT ?digest=``;
+   client i uses replica i mod N. MB/s = all bytes / (first start -> last finish);
+3. pull: the same clients GET those blobs in parallel (curl, body to /dev/null), client i
+   from replica (i + 1) mod N, i.e. with 2 replicas from the one it did not push to.
+
+The configurations alternate within each repetition (order reversed every other one);
+each figure is the median of ``--repeats``, the 2-vs-1 ratio is given as the ratio of the
+medians and as the median of the per-repetition ratios. CPU seconds of every component
+(replicas, PostgreSQL, moto, load generators) and the machine's busy share are recorded
+per measurement: on a small machine they show where the cores went. Results are printed
+as a Markdown table and written to ``bench/results/replicas-<date>[-quick].json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urljoin
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+import httpx  # noqa: E402
+
+from bench.registry_vs_distribution import (  # noqa: E402
+    MB,
+    OCI_CONFIG,
+    OCI_LAYER,
+    OCI_MANIFEST,
+    BenchError,
+    BlobFile,
+    MiB,
+    header,
+    machine_facts,
+    median,
+    pick_workdir,
+    sh,
+    with_query,
+)
+from tests.support.postgres import PostgresServer, start_postgres  # noqa: E402
+from tests.support.processes import ServerProcess  # noqa: E402
+from tests.support.s3 import S3Server, start_s3  # noqa: E402
+from tests.support.topology import Topology, start_topology  # noqa: E402
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+CONFIGS = (1, 2)  # replicas taking requests
+MANIFEST_REPO = "bench/manifest"
+# The deployment's settings for every assay process: gate on (compose's default); access
+# logging off, as in the other benchmarks (a log line per request is its own cost).
+DEPLOY_ENV = {"ASSAY_GATE": "true", "ASSAY_LOG_LEVEL": "warning"}
+
+
+def machine_note() -> str:
+    n = os.cpu_count() or 0
+    return (f"This machine has {n} cores, shared by the load generators (wrk, curl, this "
+            "script), PostgreSQL, the moto S3 server and the replicas: a second replica "
+            "adds a process, not cores, so any 2-vs-1 ratio here is capped by CPU, not by "
+            "assay. On a real deployment each replica gets its own cores.")
+
+
+# ------------------------------------------------------------------------- CPU accounting
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads) so far; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_pids(pid: int) -> list[int]:
+    """``pid`` and its live descendants (for PostgreSQL: the postmaster and its backends)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            parents.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo.extend(parents.get(p, []))
+    return found
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) jiffies of all CPUs from /proc/stat (idle and iowait are not busy)."""
+    values = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    total = sum(values[:8])  # guest time is already in user
+    return total - values[3] - values[4], total
+
+
+def postmaster_pid(pg: PostgresServer) -> int | None:
+    try:
+        return int((pg.datadir / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return None
+
+
+class CpuMeter:
+    """CPU seconds spent by each component of the deployment between ``start`` and ``stop``.
+
+    PostgreSQL backends that exit in between are not counted (the replicas keep pooled
+    connections, so few do); load generators (curl, wrk) are this process's waited-for
+    children (``RUSAGE_CHILDREN``), this script itself is ``RUSAGE_SELF``."""
+
+    def __init__(self, components: dict[str, list[int] | callable]):
+        self.components = components  # name -> pids, or a function returning pids
+
+    def _pids(self, name: str) -> list[int]:
+        c = self.components[name]
+        return c() if callable(c) else c
+
+    def sample(self) -> dict:
+        snap: dict = {}
+        for name in self.components:
+            snap[name] = {pid: cpu_seconds(pid) for pid in self._pids(name)}
+        ch = resource.getrusage(resource.RUSAGE_CHILDREN)
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        snap["_children"] = ch.ru_utime + ch.ru_stime
+        snap["_self"] = me.ru_utime + me.ru_stime
+        snap["_machine"] = machine_busy()
+        snap["_t"] = time.perf_counter()
+        return snap
+
+    @staticmethod
+    def delta(a: dict, b: dict) -> dict:
+        out: dict = {}
+        for name, pids in b.items():
+            if name.startswith("_"):
+                continue
+            # a pid present at the end but not at the start started in between: all counts
+            out[name] = round(sum(v - a[name].get(pid, 0.0) for pid, v in pids.items()), 3)
+        out["load generators (curl, wrk)"] = round(b["_children"] - a["_children"], 3)
+        out["bench script"] = round(b["_self"] - a["_self"], 3)
+        wall = b["_t"] - a["_t"]
+        busy = (b["_machine"][0] - a["_machine"][0]) / max(1, b["_machine"][1] - a["_machine"][1])
+        out["wall_s"] = round(wall, 3)
+        out["machine_busy_pct"] = round(100 * busy, 1)
+        return out
+
+
+# ------------------------------------------------------------------------------ load
+
+
+@dataclass
+class Transfer:
+    client: int
+    replica: int
+    start: float
+    end: float
+    nbytes: int
+
+
+def describe(r: httpx.Response) -> str:
+    heads = "\n".join(f"{k}: {v}" for k, v in r.headers.items())
+    return f"{r.request.method} {r.request.url} -> {r.status_code}\n{heads}\n\n{r.text[:2000]}"
+
+
+class Bench:
+    def __init__(self, topo: Topology, work: Path):
+        self.topo = topo
+        self.work = work
+
+    @property
+    def replicas(self) -> list[ServerProcess]:
+        return self.topo.registries
+
+    def fail(self, what: str, detail: str) -> BenchError:
+        logs = "\n".join(f"--- {name} ---\n{text[-2000:]}" for name, text in self.topo.logs())
+        return BenchError(f"{what}\n{detail}\n{logs}")
+
+    # -- setup
+
+    def put_small_blob(self, client: httpx.Client, base: str, repo: str, data: bytes) -> str:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        url = f"{base}/v2/{repo}/blobs/uploads/"
+        r = client.post(url, headers={"Content-Length": "0"})
+        if r.status_code != 202 or "location" not in r.headers:
+            raise self.fail("POST upload", describe(r))
+        r = client.put(with_query(urljoin(url, r.headers["location"]), digest=digest),
+                       content=data, headers={"Content-Type": "application/octet-stream"})
+        if r.status_code != 201:
+            raise self.fail("PUT small blob", describe(r))
+        return digest
+
+    def put_manifest(self) -> str:
+        """A small image manifest, pushed through replica 0; both replicas must serve it."""
+        config = json.dumps({"architecture": "amd64", "os": "linux",
+                             "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+        layer = os.urandom(4096)
+        base = self.replicas[0].url
+        with httpx.Client(timeout=60) as client:
+            cd = self.put_small_blob(client, base, MANIFEST_REPO, config)
+            ld = self.put_small_blob(client, base, MANIFEST_REPO, layer)
+            manifest = json.dumps({
+                "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                "config": {"mediaType": OCI_CONFIG, "digest": cd, "size": len(config)},
+                "layers": [{"mediaType": OCI_LAYER, "digest": ld, "size": len(layer)}],
+            }, separators=(",", ":")).encode()
+            r = client.put(f"{base}/v2/{MANIFEST_REPO}/manifests/latest", content=manifest,
+                           headers={"Content-Type": OCI_MANIFEST})
+            if r.status_code != 201:
+                raise self.fail("manifest PUT", describe(r))
+            digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+            for s in self.replicas:
+                r = client.get(f"{s.url}/v2/{MANIFEST_REPO}/manifests/latest",
+                               headers={"Accept": OCI_MANIFEST})
+                if r.status_code != 200 or r.headers.get("docker-content-digest") != digest:
+                    raise self.fail(f"manifest GET check on {s.url}", describe(r))
+        return digest
+
+    # -- 1. manifest GETs
+
+    def wrk(self, targets: list[int], conns: int, seconds: int) -> dict:
+        """One ``wrk -t1 -c<conns>`` per entry of ``targets`` (replica indexes), all at once."""
+        procs = []
+        for i in targets:
+            url = f"{self.replicas[i].url}/v2/{MANIFEST_REPO}/manifests/latest"
+            cmd = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency",
+                   "-H", f"Accept: {OCI_MANIFEST}", url]
+            procs.append((i, url, subprocess.Popen(cmd, stdout=subprocess.PIPE,
+                                                   stderr=subprocess.STDOUT, text=True)))
+        runs = []
+        for i, url, p in procs:
+            out, _ = p.communicate(timeout=seconds + 60)
+            m = re.search(r"Requests/sec:\s*([\d.]+)", out)
+            total = re.search(r"(\d+) requests in", out)
+            if p.returncode != 0 or not m or not total:
+                raise self.fail("wrk", f"wrk against {url} (exit {p.returncode}):\n{out}")
+            if re.search(r"Non-2xx or 3xx responses", out) or re.search(r"Socket errors", out):
+                raise self.fail("wrk", f"wrk saw errors against {url}:\n{out}")
+            lat = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", out, re.M))
+            runs.append({"replica": i, "rps": float(m.group(1)),
+                         "requests": int(total.group(1)),
+                         "latency": {f"p{k}": v for k, v in lat.items()}, "raw": out})
+        return {"rps": sum(r["rps"] for r in runs), "runs": runs}
+
+    # -- 2. push, 3. pull
+
+    def push_one(self, i: int, replica: int, blob: BlobFile, repo: str) -> None:
+        base = self.replicas[replica].url
+        hdr, body = self.work / f"c{i}-headers.txt", self.work / f"c{i}-body.txt"
+        with httpx.Client(timeout=600) as client:
+            url = f"{base}/v2/{repo}/blobs/uploads/"
+            r = client.post(url, headers={"Content-Length": "0"})
+            if r.status_code != 202 or "location" not in r.headers:
+                raise self.fail("POST upload", describe(r))
+            loc = urljoin(url, r.headers["location"])
+            for cpath, start, end in blob.chunks:
+                cmd = ["curl", "-sS", "-H", "Expect:", "-D", str(hdr), "-o", str(body),
+                       "-w", "%{http_code}", "-X", "PATCH", "-T", str(cpath),
+                       "-H", "Content-Type: application/octet-stream",
+                       "-H", f"Content-Range: {start}-{end}", loc]
+                p = subprocess.run(cmd, capture_output=True, text=True, check=False)
+                headers = hdr.read_text(errors="replace") if hdr.exists() else ""
+                new_loc = header(headers, "location")
+                if p.returncode != 0 or p.stdout.strip() != "202" or not new_loc:
+                    raise self.fail("chunk PATCH", f"PATCH {loc} ({start}-{end}) -> curl "
+                                    f"{p.returncode} {p.stdout} {p.stderr}\n{headers}\n"
+                                    f"{body.read_text(errors='replace')[:2000]}")
+                loc = urljoin(loc, new_loc)
+            r = client.put(with_query(loc, digest=blob.digest), headers={"Content-Length": "0"})
+            if r.status_code != 201:
+                raise self.fail("final chunked PUT", describe(r))
+
+    def pull_one(self, i: int, replica: int, blob: BlobFile, repo: str) -> None:
+        url = f"{self.replicas[replica].url}/v2/{repo}/blobs/{blob.digest}"
+        p = subprocess.run(["curl", "-sS", "-L", "-o", "/dev/null", "-w",
+                            "%{http_code} %{size_download}", url],
+                           capture_output=True, text=True, check=False)
+        status, got = (p.stdout.split() + ["", ""])[:2]
+        if p.returncode != 0 or status != "200" or got != str(blob.size):
+            raise self.fail("blob GET", f"GET {url} -> curl {p.returncode} {p.stdout} "
+                            f"{p.stderr} (want 200, {blob.size} bytes)")
+
+    def parallel(self, fn, blobs: list[BlobFile], replica_of, repo: str) -> list[Transfer]:
+        """Run ``fn`` for every client at once (threads released by a barrier)."""
+        barrier = threading.Barrier(len(blobs))
+        out: list[Transfer | None] = [None] * len(blobs)
+        errors: list[BaseException] = []
+
+        def run(i: int) -> None:
+            barrier.wait()
+            t0 = time.perf_counter()
+            try:
+                fn(i, replica_of(i), blobs[i], f"{repo}-{i}")
+            except BaseException as exc:  # reported by the main thread
+                errors.append(exc)
+                return
+            out[i] = Transfer(i, replica_of(i), t0, time.perf_counter(), blobs[i].size)
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(len(blobs))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            raise errors[0]
+        return [t for t in out if t is not None]
+
+    def verify_pull(self, replica: int, repo: str, blob: BlobFile) -> None:
+        """One untimed pull that checks the bytes."""
+        h = hashlib.sha256()
+        url = f"{self.replicas[replica].url}/v2/{repo}/blobs/{blob.digest}"
+        with httpx.Client(timeout=600) as client, client.stream(
+                "GET", url, follow_redirects=True) as r:
+            if r.status_code != 200:
+                raise self.fail("verify GET", describe(r))
+            for buf in r.iter_bytes(16 * MiB):
+                h.update(buf)
+        if f"sha256:{h.hexdigest()}" != blob.digest:
+            raise self.fail("verify GET", f"GET {url}: body hashes to sha256:{h.hexdigest()}")
+
+
+def aggregate_mbps(transfers: list[Transfer]) -> tuple[float, float]:
+    wall = max(t.end for t in transfers) - min(t.start for t in transfers)
+    return sum(t.nbytes for t in transfers) / wall / MB, wall
+
+
+def ratios(one: list[float], two: list[float]) -> dict:
+    return {"ratio_of_medians": median(two) / median(one),
+            "median_paired_ratio": median([b / a for a, b in zip(one, two, strict=True)])}
+
+
+# ------------------------------------------------------------------------------ main
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: 1 repetition, 16 MiB per client, wrk 2 s")
+    ap.add_argument("--repeats", type=int, default=None, help="default 5 (1 with --quick)")
+    ap.add_argument("--clients", type=int, default=4, help="parallel push/pull clients (4)")
+    ap.add_argument("--size-mib", type=int, default=None,
+                    help="blob per client, MiB (default 64; 16 with --quick)")
+    ap.add_argument("--chunk-mib", type=int, default=16, help="PATCH chunk size, MiB (16)")
+    ap.add_argument("--connections", type=int, default=32,
+                    help="total wrk connections, split over two wrk processes (32)")
+    ap.add_argument("--wrk-seconds", type=int, default=None, help="default 5 (2 with --quick)")
+    args = ap.parse_args(argv)
+    repeats = args.repeats or (1 if args.quick else 5)
+    size = (args.size_mib or (16 if args.quick else 64)) * MiB
+    chunk = args.chunk_mib * MiB
+    wrk_s = args.wrk_seconds or (2 if args.quick else 5)
+    conns = max(2, args.connections // 2 * 2)
+    for tool in ("wrk", "curl"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is not installed (apt-get install {tool})")
+
+    facts = machine_facts()
+    facts.pop("distribution", None)
+    facts["loadavg_start"] = os.getloadavg()
+    facts["dirty_files"] = sh(["git", "-C", str(REPO_ROOT), "status", "--short",
+                               "--untracked-files=no"]).splitlines()
+    print("# assay: 2 replicas vs 1 (same PostgreSQL, same S3)\n")
+    for k, v in facts.items():
+        if k != "dirty_files":
+            print(f"- {k}: {v}")
+    print(f"- {machine_note()}")
+    print(f"- {repeats} repetitions (median); manifest GET: 2 x wrk -t1 -c{conns // 2} "
+          f"-d{wrk_s}s; push/pull: {args.clients} clients x {size // MiB} MiB, PATCH chunks "
+          f"of {chunk // MiB} MiB\n")
+
+    work = pick_workdir()
+    pg: PostgresServer | None = None
+    s3: S3Server | None = None
+    topo: Topology | None = None
+    results: dict = {"machine": facts, "note": machine_note(), "workdir": str(work),
+                     "repeats": repeats, "clients": args.clients, "blob_bytes": size,
+                     "chunk_bytes": chunk, "wrk_seconds": wrk_s, "wrk_connections": conns,
+                     "env": DEPLOY_ENV}
+    try:
+        t0 = time.perf_counter()
+        pg = start_postgres()
+        s3 = start_s3(work)
+        topo = start_topology(work / "topology", pg, s3, registries=2, workers=0,
+                              env=DEPLOY_ENV)
+        print(f"PostgreSQL :{pg.port}, moto S3 {s3.endpoint_url} (pid {s3.process.pid}), "
+              f"replicas {[f'{r.url} (pid {r.pid})' for r in topo.registries]}, "
+              f"up in {time.perf_counter() - t0:.1f}s")
+        bench = Bench(topo, work)
+        pg_pid = postmaster_pid(pg)
+        meter = CpuMeter({
+            "replica 0": [topo.registries[0].pid],
+            "replica 1": [topo.registries[1].pid],
+            "postgres": (lambda: tree_pids(pg_pid)) if pg_pid else [],
+            "moto S3": [s3.process.pid],
+        })
+
+        t0 = time.perf_counter()
+        blobs = []
+        for i in range(args.clients):
+            b = BlobFile(work / f"blob{i}.bin", size, chunk)
+            b.generate()
+            blobs.append(b)
+        print(f"generated {args.clients} payloads in {time.perf_counter() - t0:.1f}s")
+        mdigest = bench.put_manifest()
+        print(f"manifest {MANIFEST_REPO}:latest = {mdigest}, served by both replicas")
+
+        # Untimed warm-up through both replicas: connection pools, S3 clients, first-call
+        # imports; otherwise whichever configuration runs first pays for them.
+        bench.wrk([0, 1], conns // 2, 1)
+        bench.parallel(bench.push_one, blobs, lambda i: i % 2, "bench/warmup")
+        bench.parallel(bench.pull_one, blobs, lambda i: (i + 1) % 2, "bench/warmup")
+        print("warm-up done (1 s of wrk, one push and pull through both replicas)\n")
+
+        samples: dict = {f: {n: [] for n in CONFIGS} for f in ("manifest", "push", "pull")}
+        detail: dict = {f: {n: [] for n in CONFIGS} for f in ("manifest", "push", "pull")}
+        last_repo = ""
+        for rep in range(repeats):
+            order = CONFIGS if rep % 2 == 0 else CONFIGS[::-1]
+            # 1. manifest GETs: two wrk processes, both on replica 0 or one per replica
+            for n in order:
+                targets = [0, 0] if n == 1 else [0, 1]
+                a = meter.sample()
+                w = bench.wrk(targets, conns // 2, wrk_s)
+                cpu = CpuMeter.delta(a, meter.sample())
+                samples["manifest"][n].append(w["rps"])
+                detail["manifest"][n].append({**w, "cpu_s": cpu})
+                split = " + ".join(f"{r['rps']:.0f}" for r in w["runs"])
+                print(f"  manifest GET #{rep} {n} replica(s) {w['rps']:8.0f} req/s "
+                      f"({split}); machine busy "
+                      f"{cpu['machine_busy_pct']:.0f}%")
+            # 2. push: new content for every client, then all at once
+            pushed = {}
+            for n in order:
+                for b in blobs:
+                    b.restamp()
+                os.sync()  # untimed: no writeback of the previous step lands in this one
+                repo = f"bench/push-r{rep}-n{n}"
+                a = meter.sample()
+                tr = bench.parallel(bench.push_one, blobs, lambda i, n=n: i % n, repo)
+                cpu = CpuMeter.delta(a, meter.sample())
+                mbps, wall = aggregate_mbps(tr)
+                samples["push"][n].append(mbps)
+                detail["push"][n].append({"mbps": mbps, "wall_s": wall, "cpu_s": cpu,
+                                          "per_client_s": [round(t.end - t.start, 3)
+                                                           for t in tr]})
+                pushed[n] = repo
+                last_repo = repo
+                print(f"  push         #{rep} {n} replica(s) {mbps:8.1f} MB/s "
+                      f"({args.clients} x {size // MiB} MiB in {wall:.2f}s); machine busy "
+                      f"{cpu['machine_busy_pct']:.0f}%")
+            if rep == 0:  # the bytes come back intact through either replica (untimed)
+                for i, b in enumerate(blobs):
+                    bench.verify_pull((i + 1) % 2, f"{last_repo}-{i}", b)
+            # 3. pull: the blobs just pushed (the last configuration's), in parallel
+            for n in order:
+                os.sync()
+                a = meter.sample()
+                tr = bench.parallel(bench.pull_one, blobs, lambda i, n=n: (i + 1) % n,
+                                    last_repo)
+                cpu = CpuMeter.delta(a, meter.sample())
+                mbps, wall = aggregate_mbps(tr)
+                samples["pull"][n].append(mbps)
+                detail["pull"][n].append({"mbps": mbps, "wall_s": wall, "cpu_s": cpu,
+                                          "per_client_s": [round(t.end - t.start, 3)
+                                                           for t in tr]})
+                print(f"  pull         #{rep} {n} replica(s) {mbps:8.1f} MB/s "
+                      f"({args.clients} x {size // MiB} MiB in {wall:.2f}s); machine busy "
+                      f"{cpu['machine_busy_pct']:.0f}%")
+
+        facts["loadavg_end"] = os.getloadavg()
+
+        # ---- report
+        labels = {"manifest": ("manifest GET by tag", "req/s"),
+                  "push": (f"push, {args.clients} clients x {size // MiB} MiB chunked", "MB/s"),
+                  "pull": (f"pull, {args.clients} clients x {size // MiB} MiB", "MB/s")}
+        figs: dict = {}
+        for key, (label, unit) in labels.items():
+            one, two = samples[key][1], samples[key][2]
+            cpu_med = {n: {k: median([d["cpu_s"][k] for d in detail[key][n]])
+                           for k in detail[key][n][0]["cpu_s"]} for n in CONFIGS}
+            figs[key] = {"label": label, "unit": unit,
+                         "one_replica": median(one), "two_replicas": median(two),
+                         "one_replica_samples": [round(x, 2) for x in one],
+                         "two_replicas_samples": [round(x, 2) for x in two],
+                         **ratios(one, two), "cpu_s_median": cpu_med,
+                         "detail": {str(n): detail[key][n] for n in CONFIGS}}
+        results["figures"] = figs
+
+        print("\n| figure | 1 replica | 2 replicas | 2 / 1 (ratio of medians) "
+              "| 2 / 1 (median paired) | machine busy, 1 -> 2 |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for f in figs.values():
+            busy = f["cpu_s_median"]
+            print(f"| {f['label']} | {f['one_replica']:,.0f} {f['unit']} | "
+                  f"{f['two_replicas']:,.0f} {f['unit']} | {f['ratio_of_medians']:.2f}x | "
+                  f"{f['median_paired_ratio']:.2f}x | {busy[1]['machine_busy_pct']:.0f}% -> "
+                  f"{busy[2]['machine_busy_pct']:.0f}% |")
+        comps = [k for k in next(iter(figs.values()))["cpu_s_median"][1]
+                 if k not in ("wall_s", "machine_busy_pct")]
+        print("\nCPU seconds per measurement (median), 1 replica / 2 replicas:\n")
+        print("| figure | " + " | ".join(comps) + " |")
+        print("|---|" + "---:|" * len(comps))
+        for f in figs.values():
+            c = f["cpu_s_median"]
+            print(f"| {f['label']} | " + " | ".join(f"{c[1][k]:.1f} / {c[2][k]:.1f}"
+                                                    for k in comps) + " |")
+        print(f"\n- {machine_note()}")
+        print(f"- load average at start {facts['loadavg_start']}, at end "
+              f"{facts['loadavg_end']} (other work on the machine shows here)")
+
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        stamp = dt.date.today().isoformat() + ("-quick" if args.quick else "")
+        out = RESULTS_DIR / f"replicas-{stamp}.json"
+        out.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"\nresults written to {out.relative_to(REPO_ROOT)}")
+        return 0
+    finally:
+        for stop in ((topo.close if topo else None), (s3.process.stop if s3 else None),
+                     (pg.stop if pg else None)):
+            if stop is None:
+                continue
+            try:
+                stop()
+            except Exception as exc:  # keep stopping the others
+                print(f"could not stop {stop}: {exc}", file=sys.stderr)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as exc:
+        print(f"\nBENCHMARK FAILED: {exc}", file=sys.stderr)
+        sys.exit(1)
