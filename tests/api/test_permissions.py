@@ -248,6 +248,13 @@ ROWS = [
         _json({"anonymous_pull": False})),
     Row("PUT", A + "/namespaces/{namespace}", A + "/namespaces/other", OTHER_NS,
         _json({"anonymous_pull": False})),
+    Row("PUT", A + "/namespaces/{namespace}", A + "/namespaces/team", ADMIN_TEAM,
+        _json({"keep_tags": 10, "untagged_days": 30})),
+    # A namespace admin may not lift their own quota (everyone administers their own).
+    Row("PUT", A + "/namespaces/{namespace}", A + "/namespaces/team", SITE,
+        _json({"quota_bytes": 10**12})),
+    Row("PUT", A + "/namespaces/{namespace}", A + "/namespaces/otto", SITE,
+        _json({"quota_bytes": None})),
     Row("PUT", A + "/namespaces/{namespace}/members/{user}",
         A + "/namespaces/team/members/victim-{who}", ADMIN_TEAM, _json({"role": "read"})),
     Row("PUT", A + "/namespaces/{namespace}/members/{user}",

@@ -8,7 +8,7 @@ from datetime import timedelta
 from sqlalchemy import select, update
 
 from registry import retention
-from registry.db.tables import manifests, utcnow
+from registry.db.tables import deliveries, manifests, utcnow
 from registry.gc import collect
 from tests.api.oci import (
     OCI_INDEX,
@@ -64,6 +64,7 @@ def test_keeps_the_newest_n_tags_of_each_repository(client, service):
     push_image(client, "team/b", "x1")
     push_image(client, "other/c", "old")
     push_image(client, "other/c", "new")
+    service.events.create("https://hooks.example/assay", "s3cret")
     policy(client, "team", keep_tags=2)
     # v2 is pushed again: the newest now, so it is kept and v3 goes.
     push_image(client, "team/a", "v2")
@@ -76,6 +77,13 @@ def test_keeps_the_newest_n_tags_of_each_repository(client, service):
     assert has(client, "team/a", digests["v1"])  # only the tag went (no untagged_days)
     entries = client.get("/api/v1/audit", params={"action": "delete"}).json()["entries"]
     assert sorted(e["target"] for e in entries) == ["team/a:v1", "team/a:v3"]
+    # Webhooks hear of them as of any DELETE: one "delete" event each, in the outbox.
+    with service.db.read() as conn:
+        events = [json.loads(r.body) for r in conn.execute(
+            select(deliveries.c.body).where(deliveries.c.action == "delete"))]
+    targets = [event["target"] for body in events for event in body["events"]]
+    assert sorted((t["repository"], t["tag"]) for t in targets) == [
+        ("team/a", "v1"), ("team/a", "v3")]
     assert retention.apply(service).deleted == []  # nothing more to do
 
 

@@ -15,7 +15,8 @@
     GET    /api/v1/namespaces/<ns>                     (namespace admin) members, switch,
                                                        quota and usage, retention
     PUT    /api/v1/namespaces/<ns>  {"anonymous_pull"?, "quota_bytes"?, "keep_tags"?,
-                                     "untagged_days"?}   (null clears the last three)
+                                     "untagged_days"?}   (null clears the last three;
+                                                       quota_bytes: site admin only)
     PUT    /api/v1/namespaces/<ns>/members/<user>  {"role": "read"|"write"|"admin"}
     DELETE /api/v1/namespaces/<ns>/members/<user>
     GET    /api/v1/audit?actor=&action=&before=<id>&n=  (site admin) newest first
@@ -32,7 +33,7 @@ from starlette.responses import JSONResponse
 from registry.api.access import caller, credential_cache
 from registry.api.oci.base import service
 from registry.api.rest.manifests import json_body
-from registry.errors import Conflict, RequestInvalid
+from registry.errors import Conflict, Denied, RequestInvalid
 from registry.services.access import check_namespace
 
 
@@ -164,6 +165,11 @@ async def put_namespace(request: Request) -> JSONResponse:
     if unknown:
         raise RequestInvalid(f"unknown field(s): {', '.join(unknown)[:200]}")
     ns = check_namespace(request.path_params["namespace"])
+    identity = caller(request)
+    if "quota_bytes" in changes and identity is not None and not identity.site_admin():
+        # Everyone administers their personal namespace: a quota they could lift
+        # themselves would limit nothing.
+        raise Denied("only a site admin may set a namespace's storage quota")
     access = service(request).access
     await run_in_threadpool(lambda: access.configure_namespace(ns, **changes))
     if "anonymous_pull" in changes:

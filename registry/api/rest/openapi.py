@@ -983,7 +983,7 @@ def access_paths() -> dict:
                     "responses": {**ok(ref("Namespace")), **problems(400, 404)}},
             "put": {"operationId": "putNamespace", "tags": ["access"],
                     "summary": "Set a namespace's anonymous-pull switch, storage quota or "
-                               "retention (namespace admin)",
+                               "retention (namespace admin; the quota: site admin)",
                     "parameters": [namespace],
                     "requestBody": json_body(ref("NamespaceRequest"), required=True),
                     "responses": {**ok(ref("Namespace")), **problems(400, 404, 413)}},
