@@ -229,7 +229,8 @@ class Denied(RegistryError):
 
 class QuotaExceeded(Denied):
     """A blob would take its namespace over its storage quota (registry.services.quotas).
-    DENIED, as Harbor answers: docker, oras and containerd print the message with it."""
+    DENIED, as Harbor answers (goharbor/harbor#8797): docker then stops instead of
+    retrying the push, and prints ``denied: <message>``."""
 
     default_message = "the namespace is over its storage quota"
 

@@ -322,8 +322,7 @@ class UploadService(Service):
         token, size = self._claim(name, session, None)
         try:
             if quota:
-                with self.db.read() as conn:
-                    quotas.check(conn, name, digest, size)
+                self._check_quota(name, digest, size)
             actual = self._digest_of(session, size, algorithm)
             if actual != digest:
                 self._discard(session)
@@ -384,6 +383,8 @@ class UploadService(Service):
         if length is not None and length > cap:
             raise UploadTooLarge(f"a blob of {length} bytes exceeds the upload limit of "
                                  f"{cap} bytes", {"limit": cap})
+        if length is not None:  # fail fast, before a byte is sent (commit re-checks)
+            await anyio.to_thread.run_sync(self._check_quota, name, digest, length)
         session = await anyio.to_thread.run_sync(self.start, name, owner)
         try:
             await self.append(name, session, body, Chunk(length=length))
@@ -392,6 +393,10 @@ class UploadService(Service):
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self._discard_quietly, session)
             raise
+
+    def _check_quota(self, name: str, digest: str, size: int) -> None:
+        with self.db.read() as conn:
+            quotas.check(conn, name, digest, size)
 
     def _discard_quietly(self, session: str) -> None:
         # Best effort: GC removes expired sessions anyway.
