@@ -141,8 +141,8 @@ def _plan_repository(conn, rid: int, name: str, policy, now: datetime) -> list[D
     for parent_id, child in conn.execute(
             select(manifest_references.c.manifest_id, manifest_references.c.digest)
             .join(manifests, manifests.c.id == manifest_references.c.manifest_id)
-            .where(manifests.c.repository_id == rid,
-                   manifest_references.c.kind == "manifest")):
+            # Any kind: a child listed as a blob too is recorded once, as a blob.
+            .where(manifests.c.repository_id == rid)):
         if child in by_digest:
             needs[parent_id].append(by_digest[child].id)
             parents[by_digest[child].id].append(parent_id)
@@ -162,11 +162,14 @@ def _plan_repository(conn, rid: int, name: str, policy, now: datetime) -> list[D
 
     by_id = {m.id: m for m in rows}
     doomed = {m.id for m in rows if m.id not in kept}
-    after = {mid: tuple(sorted(
-        set(parents.get(mid, []))
-        | ({by_digest[by_id[mid].subject_digest].id}
-           if by_id[mid].subject_digest in by_digest else set())))
-        for mid in doomed}
+    # What must be deleted before a doomed manifest: the indexes listing it and its
+    # subject (all doomed too, or it would have been kept).
+    after: dict[int, tuple[int, ...]] = {}
+    for mid in doomed:
+        first = set(parents.get(mid, []))
+        if by_id[mid].subject_digest in by_digest:
+            first.add(by_digest[by_id[mid].subject_digest].id)
+        after[mid] = tuple(sorted(first))
     ordered: list[int] = []
     seen: set[int] = set()
 
