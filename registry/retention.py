@@ -25,7 +25,6 @@ refers to any more, so run ``assay retention`` first and ``assay gc`` after it.
 
 from __future__ import annotations
 
-import copy
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -235,30 +234,6 @@ def _unchanged(conn, rid: int, item: Deletion, planned: set[int]) -> None:
         raise _Changed
 
 
-def _guarded(svc: RegistryService, check):
-    """``svc.manifests`` whose ``delete`` calls ``check(conn, rid)`` first, inside its own
-    transaction. The hook is ``_event_target``, which ``delete`` calls under the write
-    lock before deleting anything when an event service is set (there always is one
-    here); tests/api/test_retention.py fails if that ever stops being so."""
-    guarded = copy.copy(svc.manifests)
-    if guarded.events is None:
-        guarded.events = _NoEvents()
-    original = type(svc.manifests)._event_target
-
-    def event_target(conn, rid, reference):
-        check(conn, rid)
-        return original(conn, rid, reference)
-
-    guarded._event_target = event_target
-    return guarded
-
-
-class _NoEvents:
-    @staticmethod
-    def emit(conn, action, name, target) -> None:
-        pass
-
-
 def execute(svc: RegistryService, planned: list[Deletion], *,
             dry_run: bool = False) -> RetentionReport:
     """Delete the items of ``plan`` in order, each re-checked as it is deleted."""
@@ -273,10 +248,9 @@ def execute(svc: RegistryService, planned: list[Deletion], *,
             report.skipped.append(item)  # what it goes with was kept: so is it
             kept.add(item.manifest_id)
             continue
-        manifests_svc = _guarded(
-            svc, lambda conn, rid, item=item: _unchanged(conn, rid, item, planned_ids))
         try:
-            manifests_svc.delete(item.repository, item.reference)
+            svc.manifests.delete(item.repository, item.reference, guard=lambda conn, rid,
+                                 item=item: _unchanged(conn, rid, item, planned_ids))
         except (_Changed, ManifestUnknown, NameUnknown):
             report.skipped.append(item)
             if item.kind == "manifest":

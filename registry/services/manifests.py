@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import Connection, bindparam, delete, select
 
 from registry.db.tables import (
     manifest_references,
@@ -231,10 +232,18 @@ class ManifestService(Service):
                 manifests.c.repository_id == rid, manifests.c.digest.in_(child_refs))).scalars())
         return [d for d in blob_refs + child_refs if d not in have]
 
-    def delete(self, name: str, reference: str) -> None:
-        """Delete a manifest by digest (with its tags), or only a tag by tag name."""
+    def delete(self, name: str, reference: str, *,
+               guard: Callable[[Connection, int], None] | None = None) -> None:
+        """Delete a manifest by digest (with its tags), or only a tag by tag name.
+
+        ``guard(conn, repository_id)`` runs first inside the deleting transaction, under
+        the write lock: raising aborts the delete with nothing changed (retention uses it
+        to re-check that nothing was pushed or tagged since it made its list).
+        """
         with self.db.write() as conn:
             rid = require_repo(conn, name)
+            if guard is not None:
+                guard(conn, rid)
             deleted = (self._event_target(conn, rid, reference) if self.events is not None
                        else None)
             if is_digest(reference):
