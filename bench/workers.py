@@ -24,7 +24,9 @@ about 0.7 s of S3 server CPU (the registry makes five ranged GETs of the GGUF wh
 reads the model card, and moto spends ~0.15 s on each, whatever the range), which then
 competes with the workers for the same cores. models/min = K / clock * 60. Each
 worker materialises the GGUF from S3 into its own model cache on its first job (a real
-cost of a fresh worker, included).
+cost of a fresh worker, included). Also reported: the rate once every worker has finished
+its first model, (K - workers) / (last ready - the workers-th ready) * 60, i.e. without the
+start-up (imports, first materialisation), which weighs heavily with K = 6.
 ``--threads`` lists the ``ASSAY_VERIFY_THREADS`` settings to run (``auto``: unset, i.e.
 every core); for each, 1 worker and 2 workers run ``--repeats`` times (default 2), which
 goes first alternating. Figures are medians; the 2-vs-1 ratio is the ratio of the medians
@@ -236,6 +238,11 @@ def run_config(pg: PostgresServer, s3: S3Server, root: Path, gguf: Path, workers
                         ready[tag] = time.perf_counter() - start
                 time.sleep(POLL_S)
         elapsed = max(ready.values())
+        # Once every worker has started and finished its first model, the pool drains at
+        # (models left) / (time left): start-up, imports and materialisation excluded.
+        times = sorted(ready.values())
+        steady = ((models - workers) / (times[-1] - times[workers - 1]) * 60
+                  if models > workers and times[-1] > times[workers - 1] else None)
         b = meter.sample()
         b_children = sum(children_cpu(p) for w in topo.workers for p in tree_pids(w.pid))
         cpu = CpuMeter.delta(a, b)
@@ -256,12 +263,17 @@ def run_config(pg: PostgresServer, s3: S3Server, root: Path, gguf: Path, workers
                                    if m["worker"] and ":" in m["worker"]})
         return {"workers": workers, "threads": threads, "models": models,
                 "elapsed_s": elapsed, "models_per_min": models / elapsed * 60,
+                "steady_models_per_min": steady,
                 "push_all_s": max(pushed.values()), "first_ready_s": min(ready.values()),
                 "deployment_up_s": up_s, "gguf_upload_s": upload_s,
                 "worker_pids_that_verified": distinct_workers,
                 "cpu_s": cpu, "per_model": per_model}
     finally:
         topo.close()
+
+
+def fmt_rate(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1f}"
 
 
 def children_cpu(pid: int) -> float:
@@ -349,7 +361,9 @@ def main(argv: list[str] | None = None) -> int:
                               f"worker {m['worker']}  load {f['load_s']:.2f}s "
                               f"gen {f['generation_tps']:.1f} tok/s")
                     print(f"   {models} models in {run['elapsed_s']:.1f}s = "
-                          f"{run['models_per_min']:.1f} models/min (verified by worker pids "
+                          f"{run['models_per_min']:.1f} models/min, "
+                          f"{fmt_rate(run['steady_models_per_min'])} after each worker's first "
+                          f"(verified by worker pids "
                           f"{run['worker_pids_that_verified']}); machine busy "
                           f"{run['cpu_s']['machine_busy_pct']:.0f}%\n")
                 step += 1
@@ -359,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
         for threads in thread_settings:
             mine = [r for r in runs if r["threads"] == threads]
             rate = {w: [r["models_per_min"] for r in mine if r["workers"] == w] for w in (1, 2)}
+            steady = {w: [r["steady_models_per_min"] for r in mine if r["workers"] == w
+                          and r["steady_models_per_min"]] for w in (1, 2)}
             gen = {w: median([m["figures"]["generation_tps"] for r in mine
                               if r["workers"] == w for m in r["per_model"]]) for w in (1, 2)}
             busy = {w: median([r["cpu_s"]["machine_busy_pct"] for r in mine
@@ -372,13 +388,15 @@ def main(argv: list[str] | None = None) -> int:
                 "ratio_of_medians": median(rate[2]) / median(rate[1]),
                 "median_paired_ratio": median([b / a for a, b in zip(rate[1], rate[2],
                                                                      strict=True)]),
+                "steady_models_per_min_median": {
+                    w: median(v) if v else None for w, v in steady.items()},
                 "generation_tps_median": gen, "machine_busy_pct_median": busy})
         results["figures"] = table
         print(f"models/min, median of {repeats} run(s) (the runs in brackets):\n")
         print("| ASSAY_VERIFY_THREADS | 1 worker | 2 workers | 2 / 1 (ratio of medians) "
-              "| 2 / 1 (median paired) | generation tok/s per verifier, 1 -> 2 "
-              "| machine busy, 1 -> 2 |")
-        print("|---|---:|---:|---:|---:|---:|---:|")
+              "| 2 / 1 (median paired) | after each worker's first model, 1 -> 2 "
+              "| generation tok/s per verifier, 1 -> 2 | machine busy, 1 -> 2 |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
         for row in table:
             label = "unset (every core)" if row["threads"] == "auto" else row["threads"]
             one = ", ".join(f"{x:.1f}" for x in row["one_worker_samples"])
@@ -386,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {label} | {row['one_worker_models_per_min']:.1f} ({one}) | "
                   f"{row['two_workers_models_per_min']:.1f} ({two}) | "
                   f"{row['ratio_of_medians']:.2f}x | {row['median_paired_ratio']:.2f}x | "
+                  f"{fmt_rate(row['steady_models_per_min_median'][1])} -> "
+                  f"{fmt_rate(row['steady_models_per_min_median'][2])} | "
                   f"{row['generation_tps_median'][1]:.0f} -> "
                   f"{row['generation_tps_median'][2]:.0f} | "
                   f"{row['machine_busy_pct_median'][1]:.0f}% -> "
