@@ -14,8 +14,9 @@ replica 0; replica 1 runs but gets nothing, and its CPU time is recorded to show
 2. push: ``--clients`` parallel clients, each pushing its own blob of ``--size-mib`` as
    chunked ``PATCH`` uploads (curl, ``Content-Range``) and an empty final ``PUT ?digest=``;
    client i uses replica i mod N. MB/s = all bytes / (first start -> last finish);
-3. pull: the same clients GET those blobs in parallel (curl, body to /dev/null), client i
-   from replica (i + 1) mod N, i.e. with 2 replicas from the one it did not push to.
+3. pull: the same clients GET those blobs in parallel, each its own ``--pull-rounds`` (4)
+   times in a row (curl, body to /dev/null, size checked), client i from replica
+   (i + 1) mod N, i.e. with 2 replicas from the one it did not push to.
 
 The configurations alternate within each repetition (order reversed every other one);
 each figure is the median of ``--repeats``, the 2-vs-1 ratio is given as the ratio of the
@@ -190,9 +191,10 @@ def describe(r: httpx.Response) -> str:
 
 
 class Bench:
-    def __init__(self, topo: Topology, work: Path):
+    def __init__(self, topo: Topology, work: Path, pull_rounds: int = 1):
         self.topo = topo
         self.work = work
+        self.pull_rounds = pull_rounds  # GETs of its blob per client and pull measurement
 
     @property
     def replicas(self) -> list[ServerProcess]:
@@ -270,7 +272,7 @@ class Bench:
 
     # -- 2. push, 3. pull
 
-    def push_one(self, i: int, replica: int, blob: BlobFile, repo: str) -> None:
+    def push_one(self, i: int, replica: int, blob: BlobFile, repo: str) -> int:
         base = self.replicas[replica].url
         hdr, body = self.work / f"c{i}-headers.txt", self.work / f"c{i}-body.txt"
         with httpx.Client(timeout=600) as client:
@@ -295,16 +297,20 @@ class Bench:
             r = client.put(with_query(loc, digest=blob.digest), headers={"Content-Length": "0"})
             if r.status_code != 201:
                 raise self.fail("final chunked PUT", describe(r))
+        return blob.size
 
-    def pull_one(self, i: int, replica: int, blob: BlobFile, repo: str) -> None:
+    def pull_one(self, i: int, replica: int, blob: BlobFile, repo: str) -> int:
+        """GET the blob ``pull_rounds`` times in a row; the bytes received."""
         url = f"{self.replicas[replica].url}/v2/{repo}/blobs/{blob.digest}"
-        p = subprocess.run(["curl", "-sS", "-L", "-o", "/dev/null", "-w",
-                            "%{http_code} %{size_download}", url],
-                           capture_output=True, text=True, check=False)
-        status, got = (p.stdout.split() + ["", ""])[:2]
-        if p.returncode != 0 or status != "200" or got != str(blob.size):
-            raise self.fail("blob GET", f"GET {url} -> curl {p.returncode} {p.stdout} "
-                            f"{p.stderr} (want 200, {blob.size} bytes)")
+        for _ in range(self.pull_rounds):
+            p = subprocess.run(["curl", "-sS", "-L", "-o", "/dev/null", "-w",
+                                "%{http_code} %{size_download}", url],
+                               capture_output=True, text=True, check=False)
+            status, got = (p.stdout.split() + ["", ""])[:2]
+            if p.returncode != 0 or status != "200" or got != str(blob.size):
+                raise self.fail("blob GET", f"GET {url} -> curl {p.returncode} {p.stdout} "
+                                f"{p.stderr} (want 200, {blob.size} bytes)")
+        return blob.size * self.pull_rounds
 
     def parallel(self, fn, blobs: list[BlobFile], replica_of, repo: str) -> list[Transfer]:
         """Run ``fn`` for every client at once (threads released by a barrier)."""
@@ -316,11 +322,11 @@ class Bench:
             barrier.wait()
             t0 = time.perf_counter()
             try:
-                fn(i, replica_of(i), blobs[i], f"{repo}-{i}")
+                nbytes = fn(i, replica_of(i), blobs[i], f"{repo}-{i}")
             except BaseException as exc:  # reported by the main thread
                 errors.append(exc)
                 return
-            out[i] = Transfer(i, replica_of(i), t0, time.perf_counter(), blobs[i].size)
+            out[i] = Transfer(i, replica_of(i), t0, time.perf_counter(), nbytes)
 
         threads = [threading.Thread(target=run, args=(i,)) for i in range(len(blobs))]
         for t in threads:
@@ -367,6 +373,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size-mib", type=int, default=None,
                     help="blob per client, MiB (default 64; 16 with --quick)")
     ap.add_argument("--chunk-mib", type=int, default=16, help="PATCH chunk size, MiB (16)")
+    ap.add_argument("--pull-rounds", type=int, default=4,
+                    help="GETs of its blob per client in one pull measurement (4): a single "
+                         "GET of 64 MiB is over in a fraction of a second")
     ap.add_argument("--connections", type=int, default=32,
                     help="total wrk connections, split over two wrk processes (32)")
     ap.add_argument("--wrk-seconds", type=int, default=None, help="default 5 (2 with --quick)")
@@ -400,7 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     topo: Topology | None = None
     results: dict = {"machine": facts, "note": machine_note(), "workdir": str(work),
                      "repeats": repeats, "clients": args.clients, "blob_bytes": size,
-                     "chunk_bytes": chunk, "wrk_seconds": wrk_s, "wrk_connections": conns,
+                     "chunk_bytes": chunk, "pull_rounds": args.pull_rounds,
+                     "wrk_seconds": wrk_s, "wrk_connections": conns,
                      "env": DEPLOY_ENV}
     try:
         t0 = time.perf_counter()
@@ -411,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"PostgreSQL :{pg.port}, moto S3 {s3.endpoint_url} (pid {s3.process.pid}), "
               f"replicas {[f'{r.url} (pid {r.pid})' for r in topo.registries]}, "
               f"up in {time.perf_counter() - t0:.1f}s")
-        bench = Bench(topo, work)
+        bench = Bench(topo, work, args.pull_rounds)
         pg_pid = postmaster_pid(pg)
         meter = CpuMeter({
             "replica 0": [topo.registries[0].pid],
@@ -490,7 +500,8 @@ def main(argv: list[str] | None = None) -> int:
                                           "per_client_s": [round(t.end - t.start, 3)
                                                            for t in tr]})
                 print(f"  pull         #{rep} {n} replica(s) {mbps:8.1f} MB/s "
-                      f"({args.clients} x {size // MiB} MiB in {wall:.2f}s); machine busy "
+                      f"({args.clients} x {args.pull_rounds} x {size // MiB} MiB in "
+                      f"{wall:.2f}s); machine busy "
                       f"{cpu['machine_busy_pct']:.0f}%")
 
         facts["loadavg_end"] = os.getloadavg()
@@ -498,7 +509,8 @@ def main(argv: list[str] | None = None) -> int:
         # ---- report
         labels = {"manifest": ("manifest GET by tag", "req/s"),
                   "push": (f"push, {args.clients} clients x {size // MiB} MiB chunked", "MB/s"),
-                  "pull": (f"pull, {args.clients} clients x {size // MiB} MiB", "MB/s")}
+                  "pull": (f"pull, {args.clients} clients x {args.pull_rounds} x "
+                           f"{size // MiB} MiB", "MB/s")}
         figs: dict = {}
         for key, (label, unit) in labels.items():
             one, two = samples[key][1], samples[key][2]
