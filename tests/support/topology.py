@@ -78,10 +78,11 @@ class Topology:
             raise RuntimeError(f"assay migrate failed:\n{proc.stdout}\n{proc.stderr}")
 
     def add_registry(self, env: dict | None = None) -> ServerProcess:
-        """One more ``assay serve`` replica (``ASSAY_WORKERS=0``: workers run apart)."""
+        """One more ``assay serve`` replica (``ASSAY_WORKERS=0``: workers run apart), with
+        the readiness gate on, as in compose (``start_assay`` alone turns it off)."""
         data = self.root / f"registry-{len(self.registries)}"
-        server = start_assay(data, env={**self.settings_env(), "ASSAY_WORKERS": "0",
-                                        **(env or {})})
+        server = start_assay(data, env={"ASSAY_GATE": "true", **self.settings_env(),
+                                        "ASSAY_WORKERS": "0", **(env or {})})
         self.registries.append(server)
         return server
 
