@@ -95,12 +95,59 @@ def route_template(app, scope) -> str:
     return find(routes, path_scope, "") or partial or UNMATCHED
 
 
+# Request methods get their own label value; anything else is "other", so a client
+# sending made-up methods cannot create time series without end.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def route_templates(app) -> dict[int, str]:
+    """``{id(route): full path template}`` for every route of ``app``, Mounts included."""
+    found: dict[int, str] = {}
+
+    def walk(routes, prefix: str) -> None:
+        for r in routes:
+            if isinstance(r, Mount):
+                walk(r.routes, prefix + r.path)
+            else:
+                found[id(r)] = prefix + r.path
+
+    walk(getattr(app, "routes", None) or [], "")
+    return found
+
+
 class MetricsMiddleware:
-    """Counts requests, durations and body bytes by (method, route template, status)."""
+    """Counts requests, durations and body bytes by (method, route template, status).
+
+    Runs on every request, blob bytes included, so it keeps its per-request work small:
+    the route is the one Starlette's router put in ``scope["route"]`` (no second match),
+    and each label set's metric children are looked up once and then cached.
+    """
 
     def __init__(self, app, metrics: Metrics):
         self.app = app
         self.metrics = metrics
+        self._templates: dict[int, str] | None = None
+        self._children: dict[tuple[str, str, int], tuple] = {}
+
+    def _template(self, scope) -> str:
+        route = scope.get("route")
+        if route is None:
+            return route_template(scope.get("app"), scope)  # unmatched (or a raw ASGI app)
+        if self._templates is None:
+            self._templates = route_templates(scope.get("app"))
+        template = self._templates.get(id(route))
+        return template if template is not None else route_template(scope.get("app"), scope)
+
+    def _series(self, method: str, route: str, status: int) -> tuple:
+        key = (method, route, status)
+        series = self._children.get(key)
+        if series is None:
+            m = self.metrics
+            series = (m.requests.labels(method, route, str(status)),
+                      m.duration.labels(method, route),
+                      m.bytes_in.labels(method, route), m.bytes_out.labels(method, route))
+            self._children[key] = series
+        return series
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -129,12 +176,14 @@ class MetricsMiddleware:
             await self.app(scope, counting_receive, counting_send)
         finally:
             method = scope.get("method", "")
-            route = route_template(scope.get("app"), scope)
-            m = self.metrics
-            m.requests.labels(method, route, str(status)).inc()
-            m.duration.labels(method, route).observe(time.perf_counter() - start)
-            m.bytes_in.labels(method, route).inc(bytes_in)
-            m.bytes_out.labels(method, route).inc(bytes_out)
+            requests, duration, b_in, b_out = self._series(
+                method if method in METHODS else "other", self._template(scope), status)
+            requests.inc()
+            duration.observe(time.perf_counter() - start)
+            if bytes_in:
+                b_in.inc(bytes_in)
+            if bytes_out:
+                b_out.inc(bytes_out)
 
 
 class DatabaseCollector:

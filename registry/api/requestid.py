@@ -18,10 +18,10 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import os
 import re
 import sys
 import time
-import uuid
 from datetime import UTC, datetime
 
 HEADER = "x-request-id"
@@ -42,7 +42,7 @@ def sane(value: str | None) -> bool:
 
 
 def new_id() -> str:
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # as unique as uuid4, without building a UUID object
 
 
 class RequestIdFilter(logging.Filter):

@@ -44,6 +44,8 @@ def test_requests_counted_by_route_template_status_and_bytes(client):
     assert r.status_code == 200 and len(r.content) == len(layer)
     assert client.get("/v2/team/app/manifests/nope").status_code == 404
     assert client.get("/no/such/path").status_code == 404
+    assert client.get("/api/v1/repositories").status_code == 200  # under a Mount
+    assert client.request("BREW", "/v2/").status_code == 405
     after = scrape(client)
 
     def added(name, **labels):
@@ -57,6 +59,9 @@ def test_requests_counted_by_route_template_status_and_bytes(client):
     assert added(total, method="POST", route="/v2/{name:path}/blobs/uploads/",
                  status="201") == 2  # config and layer, monolithic
     assert added(total, method="GET", route="unmatched", status="404") == 1
+    assert added(total, method="GET", route="/api/v1/repositories", status="200") == 1
+    # A made-up method is "other": clients cannot make label values without end.
+    assert added(total, method="other", route="/v2/", status="405") == 1
     # Never the raw path as a label.
     assert not any("team/app" in dict(labels).get("route", "")
                    for labels in labelled(after, total))
