@@ -252,12 +252,29 @@ def _stop_with_parent(stop: threading.Event, parent: int) -> None:
         stop.set()
 
 
+def default_threads(concurrency: int) -> int:
+    """Compute threads per verification when ``verify_threads`` is unset: the cores this
+    process may run on, split evenly among ``concurrency`` verifiers (at least one)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        cores = os.cpu_count() or 1
+    return max(1, cores // concurrency)
+
+
 class Pool:
     """N supervised worker processes."""
 
     def __init__(self, settings: Settings, concurrency: int, name: str = "worker"):
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if settings.verify_threads is None:
+            # Unset: share this machine's cores among the pool's verifiers. Each using
+            # every core made two concurrent verifications on 2 cores decode at 10
+            # tokens/s instead of 65 (llama.cpp threads spin-wait on each other;
+            # bench/workers.py), which slowed the queue and skewed every measurement.
+            settings = settings.model_copy(
+                update={"verify_threads": default_threads(concurrency)})
         self.settings = settings
         self.concurrency = concurrency
         self.name = name
