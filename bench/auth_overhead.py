@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import datetime as dt
 import hashlib
 import json
 import os
@@ -63,6 +62,7 @@ from bench.registry_vs_distribution import (  # noqa: E402
     sh,
     with_query,
 )
+from bench.runner import run, stop_all, write_results  # noqa: E402
 from tests.support.processes import ServerProcess, assay_command, start_assay  # noqa: E402
 
 REPEATS = 5
@@ -71,7 +71,6 @@ PASSWORD = "bench-password-0123"
 NAMESPACE = "team"
 MANIFEST_REPO = f"{NAMESPACE}/manifest"
 TOKEN_SEQ = 10  # repeated /auth/token requests per repetition (after the first)
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 VARIANTS = ("off", "basic", "bearer", "pat")
 VARIANT_LABELS = {
     "off": "auth off",
@@ -478,24 +477,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"- load average before {facts['loadavg_before']}, "
               f"after {facts['loadavg_after']}")
 
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        stamp = dt.date.today().isoformat() + ("-quick" if args.quick else "")
-        out = RESULTS_DIR / f"auth_overhead-{stamp}.json"
-        out.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"\nresults written to {out.relative_to(REPO_ROOT)}")
+        write_results("auth_overhead", results, "quick" if args.quick else "")
         return 0
     finally:
-        for s in servers:
-            try:
-                s.stop()
-            except Exception as exc:  # keep stopping the others
-                print(f"could not stop pid {s.pid}: {exc}", file=sys.stderr)
+        stop_all(s.stop for s in servers)
         shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"\nBENCHMARK FAILED: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run(main)

@@ -19,7 +19,6 @@ to ``bench/results/cli_vs_peers-<date>.json``.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import hashlib
 import json
 import os
@@ -39,10 +38,11 @@ from bench.registry_vs_distribution import (  # noqa: E402
     median,
     pick_workdir,
 )
+from bench.runner import run as run_bench  # noqa: E402
+from bench.runner import write_results  # noqa: E402
 from tests.support.models import gemma_gguf_path  # noqa: E402
 from tests.support.processes import assay_command, start_assay  # noqa: E402
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
@@ -225,10 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| push of the 253 MB GGUF (time) | {f['assay_s']:.2f} s | skopeo "
               f"{f['skopeo_s']:.2f} s | {push_ratio:.2f}x | {push_paired:.2f}x | "
               f"<= 1.0x {'met' if f['met'] else '**MISSED**'} |")
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        out = RESULTS_DIR / f"cli_vs_peers-{dt.date.today().isoformat()}.json"
-        out.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"\nresults written to {out.relative_to(REPO_ROOT)}")
+        write_results("cli_vs_peers", results)
         return 0
     finally:
         if server is not None:
@@ -237,8 +234,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"\nBENCHMARK FAILED: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run_bench(main)

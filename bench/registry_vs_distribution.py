@@ -45,6 +45,7 @@ if str(REPO_ROOT) not in sys.path:
 
 import httpx  # noqa: E402
 
+from bench.runner import BenchError, run, stop_all, write_results  # noqa: E402
 from tests.support.processes import (  # noqa: E402
     ServerProcess,
     start_assay,
@@ -60,7 +61,6 @@ STORAGE_REPOS = 10
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 NOTES = [
     "Each repetition pushes new content (the first 16 bytes of the file are restamped), "
     "so neither registry can skip work because the blob already exists; every push goes "
@@ -73,10 +73,6 @@ NOTES = [
     "assay fsyncs blob data before committing it by default (ASSAY_FSYNC); Distribution's "
     "filesystem driver does not fsync.",
 ]
-
-
-class BenchError(RuntimeError):
-    """A request did not get the answer the benchmark needs."""
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -581,25 +577,13 @@ def main(argv: list[str] | None = None) -> int:
         for n in NOTES:
             print(f"- {n}")
 
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        stamp = dt.date.today().isoformat() + ("-quick" if args.quick else "") + (
-            "-selftest" if args.self_test else "")
-        out = RESULTS_DIR / f"registry_vs_distribution-{stamp}.json"
-        out.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"\nresults written to {out.relative_to(REPO_ROOT)}")
+        write_results("registry_vs_distribution", results, "quick" if args.quick else "",
+                      "selftest" if args.self_test else "")
         return 0
     finally:
-        for s in servers:
-            try:
-                s.stop()
-            except Exception as exc:  # keep stopping the others
-                print(f"could not stop pid {s.pid}: {exc}", file=sys.stderr)
+        stop_all(s.stop for s in servers)
         shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"\nBENCHMARK FAILED: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run(main)

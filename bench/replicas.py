@@ -29,7 +29,6 @@ as a Markdown table and written to ``bench/results/replicas-<date>[-quick].json`
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import hashlib
 import json
 import os
@@ -65,12 +64,12 @@ from bench.registry_vs_distribution import (  # noqa: E402
     sh,
     with_query,
 )
+from bench.runner import run, stop_all, write_results  # noqa: E402
 from tests.support.postgres import PostgresServer, start_postgres  # noqa: E402
 from tests.support.processes import ServerProcess  # noqa: E402
 from tests.support.s3 import S3Server, start_s3  # noqa: E402
 from tests.support.topology import Topology, start_topology  # noqa: E402
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 CONFIGS = (1, 2)  # replicas taking requests
 MANIFEST_REPO = "bench/manifest"
 # The deployment's settings for every assay process: gate on (compose's default); access
@@ -546,27 +545,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"- load average at start {facts['loadavg_start']}, at end "
               f"{facts['loadavg_end']} (other work on the machine shows here)")
 
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        stamp = dt.date.today().isoformat() + ("-quick" if args.quick else "")
-        out = RESULTS_DIR / f"replicas-{stamp}.json"
-        out.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"\nresults written to {out.relative_to(REPO_ROOT)}")
+        write_results("replicas", results, "quick" if args.quick else "")
         return 0
     finally:
-        for stop in ((topo.close if topo else None), (s3.process.stop if s3 else None),
-                     (pg.stop if pg else None)):
-            if stop is None:
-                continue
-            try:
-                stop()
-            except Exception as exc:  # keep stopping the others
-                print(f"could not stop {stop}: {exc}", file=sys.stderr)
+        stop_all([topo.close if topo else None, s3.process.stop if s3 else None,
+                  pg.stop if pg else None])
         shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"\nBENCHMARK FAILED: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run(main)

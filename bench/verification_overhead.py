@@ -32,7 +32,8 @@ if str(REPO_ROOT) not in sys.path:
 import httpx  # noqa: E402
 
 from bench.cli_vs_peers import restamp  # noqa: E402
-from bench.registry_vs_distribution import BenchError, machine_facts, median, pick_workdir  # noqa: E402
+from bench.registry_vs_distribution import machine_facts, median, pick_workdir  # noqa: E402
+from bench.runner import BenchError  # noqa: E402
 from registry.client.layouts import build_layout  # noqa: E402
 from registry.client.locations import BlobLocations  # noqa: E402
 from registry.client.progress import silent  # noqa: E402

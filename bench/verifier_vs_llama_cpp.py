@@ -23,9 +23,7 @@ go to ``bench/results/verifier_vs_llama_cpp-<date>.json``.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import hashlib
-import json
 import os
 import sys
 import time
@@ -35,11 +33,15 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.registry_vs_distribution import BenchError, machine_facts, median  # noqa: E402
+from bench.registry_vs_distribution import machine_facts, median  # noqa: E402
+from bench.runner import (  # noqa: E402
+    BenchError,  # noqa: E402
+    run,
+    write_results,
+)
 from tests.support.models import gemma_gguf_path  # noqa: E402
 from verifier import DEFAULT_PROMPT, Spec, verify  # noqa: E402
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TARGET = (0.9, 1.1)
 NOTES = [
     "The verifier side includes everything the verifier does per token (reading the last "
@@ -176,16 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     if own:
         print(f"\nllama.cpp's own decode counter for the direct runs: {median(own):.1f} tokens/s "
               f"(median); identical greedy output on both sides: yes")
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"verifier_vs_llama_cpp-{dt.date.today().isoformat()}.json"
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nresults written to {out.relative_to(REPO_ROOT)}")
+    write_results("verifier_vs_llama_cpp", results)
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"\nBENCHMARK FAILED: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run(main)

@@ -39,7 +39,6 @@ verified it, and the load average at start and end.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import hashlib
 import json
 import os
@@ -64,6 +63,7 @@ from bench.registry_vs_distribution import (  # noqa: E402
     with_query,
 )
 from bench.replicas import CpuMeter, postmaster_pid, tree_pids  # noqa: E402
+from bench.runner import run, stop_all, write_results  # noqa: E402
 from tests.clients.ollama_replay import (  # noqa: E402
     DOCKER_CONFIG_V1,
     DOCKER_MANIFEST_V2,
@@ -79,7 +79,6 @@ from tests.support.postgres import PostgresServer, start_postgres  # noqa: E402
 from tests.support.s3 import S3Server, start_s3  # noqa: E402
 from tests.support.topology import Topology, start_topology  # noqa: E402
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REPO = "bench/gemma3"
 POLL_S = 0.2
 CLOCKS = {"queued": "the models are queued first (untimed); from spawning the workers to the "
@@ -414,27 +413,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"- load average at start {facts['loadavg_start']}, at end "
               f"{facts['loadavg_end']} (other work on the machine shows here)")
 
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        stamp = dt.date.today().isoformat() + ("-quick" if args.quick else "") + (
-            "-push" if args.clock == "push" else "")
-        out = RESULTS_DIR / f"workers-{stamp}.json"
-        out.write_text(json.dumps(results, indent=2) + "\n")
-        print(f"\nresults written to {out.relative_to(REPO_ROOT)}")
+        write_results("workers", results, "quick" if args.quick else "",
+                      "push" if args.clock == "push" else "")
         return 0
     finally:
-        for stop in ((s3.process.stop if s3 else None), (pg.stop if pg else None)):
-            if stop is None:
-                continue
-            try:
-                stop()
-            except Exception as exc:  # keep stopping the others
-                print(f"could not stop {stop}: {exc}", file=sys.stderr)
+        stop_all([s3.process.stop if s3 else None, pg.stop if pg else None])
         shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"\nBENCHMARK FAILED: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run(main)
