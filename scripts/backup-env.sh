@@ -29,7 +29,12 @@ if [ "${ASSAY_STORAGE:-filesystem}" = s3 ]; then
         export RCLONE_CA_CERT="$AWS_CA_BUNDLE"
         unset AWS_CA_BUNDLE
     fi
-    BLOBS=":s3:${ASSAY_S3_BUCKET:-assay}/${ASSAY_S3_PREFIX:-}blobs"
+    # The key prefix as the registry uses it: slashes trimmed, then one "/" (storage/s3.py).
+    prefix=${ASSAY_S3_PREFIX:-}
+    while [ "${prefix#/}" != "$prefix" ]; do prefix=${prefix#/}; done
+    while [ "${prefix%/}" != "$prefix" ]; do prefix=${prefix%/}; done
+    [ -z "$prefix" ] || prefix="$prefix/"
+    BLOBS=":s3:${ASSAY_S3_BUCKET:-assay}/${prefix}blobs"
 else
     BLOBS="${ASSAY_STORAGE_DIR:-$data_dir/storage}/blobs"
 fi

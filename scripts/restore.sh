@@ -20,8 +20,8 @@ if [ -n "$PG_URL" ]; then
 else
     [ -f "$src/assay.db" ] || { echo "restore: $src has no assay.db" >&2; exit 1; }
     mkdir -p "$(dirname "$SQLITE_DB")"
-    rm -f "$SQLITE_DB-wal" "$SQLITE_DB-shm"
     cp "$src/assay.db" "$SQLITE_DB.restoring"
+    rm -f "$SQLITE_DB-wal" "$SQLITE_DB-shm"  # the old file's journal must not be replayed
     mv "$SQLITE_DB.restoring" "$SQLITE_DB"
 fi
 rclone copy --quiet --checksum "$src/blobs" "$BLOBS"

@@ -57,6 +57,11 @@ def snapshot(url: str, layers: list[bytes]) -> dict:
     return {"tags": sorted(tags), "manifests": manifests, "blobs": blobs}
 
 
+def s3_keys(s3, bucket: str) -> list[str]:
+    pages = s3.client().get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+
+
 def script(name: str, arg, env: dict) -> subprocess.CompletedProcess:
     proc = subprocess.run(["sh", str(REPO_ROOT / "scripts" / name), str(arg)],
                           env={**os.environ, **env}, capture_output=True, text=True,
@@ -67,7 +72,10 @@ def script(name: str, arg, env: dict) -> subprocess.CompletedProcess:
 
 
 def test_backup_and_restore_postgres_and_s3(postgres_server, s3_server, tmp_path):
-    topo = start_topology(tmp_path / "topo", postgres_server, s3_server, registries=1)
+    # A key prefix, as a shared bucket needs: given without the trailing "/" the registry
+    # adds, so the scripts must find the blobs under the same keys.
+    topo = start_topology(tmp_path / "topo", postgres_server, s3_server, registries=1,
+                          env={"ASSAY_S3_PREFIX": "prod"})
     try:
         url = topo.registries[0].url
         layers = [os.urandom(300_000), b"shared layer", os.urandom(2_000_000)]
@@ -78,14 +86,26 @@ def test_backup_and_restore_postgres_and_s3(postgres_server, s3_server, tmp_path
         # Online: the registry keeps serving while the backup runs.
         out = script("backup.sh", tmp_path / "backup", topo.settings_env())
         assert "5 blob(s)" in out.stdout, out.stdout  # 3 layers + 2 configs
+        assert all(k.startswith("prod/") for k in s3_keys(s3_server, topo.bucket))
         push(url, "after-backup", [b"not in the backup"])
+
+        # A backup that fails half-way (here: the bucket is wrong) leaves the previous
+        # one as it was, and says why.
+        dump = (tmp_path / "backup" / "assay.pgdump").read_bytes()
+        failed = subprocess.run(
+            ["sh", str(REPO_ROOT / "scripts" / "backup.sh"), str(tmp_path / "backup")],
+            env={**os.environ, **topo.settings_env(), "ASSAY_S3_BUCKET": "no-such-bucket",
+                 "RCLONE_RETRIES": "1", "RCLONE_LOW_LEVEL_RETRIES": "1"},
+            capture_output=True, text=True, timeout=300)
+        assert failed.returncode != 0
+        assert (tmp_path / "backup" / "assay.pgdump").read_bytes() == dump
         topo.close()
 
         # Disaster: an empty database of the same name and an empty bucket.
         postgres_server.create_database(topo.database_url.rsplit("/", 1)[1])
         client = s3_server.client()
-        for obj in client.list_objects_v2(Bucket=topo.bucket).get("Contents", []):
-            client.delete_object(Bucket=topo.bucket, Key=obj["Key"])
+        for key in s3_keys(s3_server, topo.bucket):
+            client.delete_object(Bucket=topo.bucket, Key=key)
 
         script("restore.sh", tmp_path / "backup", topo.settings_env())
         restored = topo.add_registry()
