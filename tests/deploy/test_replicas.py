@@ -1,5 +1,6 @@
 """The team deployment, as real processes: two ``assay serve`` replicas and two ``assay
-worker`` processes on one PostgreSQL server and one S3 server (moto), all on loopback.
+worker`` processes on one PostgreSQL server and one S3 server (moto), all on loopback
+(the workers join for the verification test).
 
 What scaling out must not break:
 
@@ -121,7 +122,7 @@ def s3_keys(topo: Topology, prefix: str) -> list[str]:
 def topo(postgres_server, s3_server, tmp_path_factory, request):
     """Two replicas and two workers on one PostgreSQL database and one bucket."""
     t = start_topology(tmp_path_factory.mktemp("topology"), postgres_server, s3_server,
-                       registries=2, workers=2, env=ENV)
+                       registries=2, env=ENV)  # the worker test starts the workers
     try:
         yield t
     finally:
@@ -221,7 +222,8 @@ def test_same_blob_through_both_replicas_concurrently_is_stored_once(topo):
 
 def test_each_job_is_claimed_by_exactly_one_worker(topo, gemma_gguf):
     """Models pushed through both replicas are each verified once, by one worker; the
-    two workers share the queue."""
+    two workers share the queue. The models are queued before the workers start, so
+    both find work waiting whatever the speed of a push against a verification."""
     a, b = topo.registries[:2]
     count = 4
     pushed = {}
@@ -231,6 +233,10 @@ def test_each_job_is_claimed_by_exactly_one_worker(topo, gemma_gguf):
         config = ollama_config(model_type=f"268.10M-{i}")  # a distinct manifest per model
         pushed[name] = ollama_push(server.url, name, "latest", [(MEDIA_MODEL, gemma_gguf)],
                                    config)
+    assert sql(topo, "SELECT count(*) FROM jobs WHERE kind = 'verify' AND status = 'queued'"
+               )[0][0] == count
+    for _ in range(2):
+        topo.add_worker()
     for name in pushed:
         state = wait_status(b, name, "latest", ("ready",), timeout=300)
         assert state["digest"] == pushed[name]
