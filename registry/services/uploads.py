@@ -283,9 +283,11 @@ class UploadService(Service):
                     await asyncio.gather(*pending)
                     pending = flush(buf)
                     buf, buf_len = [], 0
-                    if time.monotonic() - renewed > self._lease.total_seconds() / 4:
-                        await anyio.to_thread.run_sync(renew)
-                        renewed = time.monotonic()
+                # On every part, not every batch: a slow client may take longer than the
+                # lease to fill one batch.
+                if time.monotonic() - renewed > self._lease.total_seconds() / 4:
+                    await anyio.to_thread.run_sync(renew)
+                    renewed = time.monotonic()
             await asyncio.gather(*pending)
             pending = flush(buf) if buf else []
             await asyncio.gather(*pending)

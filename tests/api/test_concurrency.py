@@ -116,3 +116,38 @@ def test_gc_racing_mounts_and_manifests_never_leaves_a_dangling_blob(client, ser
     finally:
         service.store.delete = real_delete
         settings.gc_grace_seconds = 0
+
+
+def test_slow_chunk_keeps_its_lease_past_the_lease_time(live_url, settings):
+    """A client trickling a chunk (far less than a write batch per lease) still holds the
+    session when the lease time has passed: the lease is renewed as data flows, so a
+    second writer is refused instead of taking the upload over."""
+    settings.upload_lease_seconds = 1.0
+    parts = [os.urandom(1024) for _ in range(30)]
+
+    def trickle():
+        for part in parts:
+            yield part
+            time.sleep(0.1)
+
+    with httpx.Client(base_url=live_url, timeout=30) as http:
+        location = http.post(f"/v2/{NAME}/blobs/uploads/").headers["Location"]
+        results: dict = {}
+        slow = threading.Thread(target=run, args=(lambda: http.patch(
+            location, content=trickle(), headers={"Content-Type": "application/octet-stream"}),
+            results, "slow"))
+        slow.start()
+        time.sleep(2.0)  # twice the lease, well inside the 3 s the chunk takes
+        other = http.patch(location, content=b"x", headers={
+            "Content-Type": "application/octet-stream", "Content-Range": "0-0"})
+        slow.join(30)
+        assert other.status_code == 416, other.text
+        assert "another request is writing" in other.json()["errors"][0]["message"]
+        total = sum(map(len, parts))
+        assert results["slow"].status_code == 202, results["slow"].text
+        assert results["slow"].headers["Range"] == f"0-{total - 1}"
+        digest = sha256(b"".join(parts))
+        done = http.put(f"{results['slow'].headers['Location']}&digest={digest}"
+                        if "?" in results["slow"].headers["Location"]
+                        else f"{results['slow'].headers['Location']}?digest={digest}")
+        assert done.status_code == 201, done.text
