@@ -141,7 +141,8 @@ def gc(data_dir, grace_seconds, dry_run) -> None:
     report = collect(build_service(settings), dry_run=dry_run)
     verb = "would delete" if dry_run else "deleted"
     click.echo(f"{verb} {report.blobs} blob(s), {report.bytes} bytes; "
-               f"{report.orphans} orphaned object(s); {report.uploads} expired upload(s)")
+               f"{report.orphans} orphaned object(s); {report.uploads} expired upload(s); "
+               f"{report.links} unused repository link(s)")
 
 
 def _age(ctx, param, value):

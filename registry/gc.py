@@ -10,6 +10,14 @@ candidates: they live under ``uploads/`` until committed.
 Also removed: objects under ``blobs/`` with no SQL row that are older than the grace
 period (left by a crash between storing and recording), and expired upload sessions.
 
+Stale links go too: a blob stays readable from a repository (``repository_blobs``) after
+the last manifest there that used it is deleted, and it counts in that namespace's quota.
+A link no manifest of its repository refers to is removed once both the link and the
+blob's last use anywhere are older than the grace period, under the blob's row lock like
+a blob deletion: a manifest PUT locks the same row first (``touch_blobs``), so it either
+commits before (and the link is kept) or runs after and finds the link gone
+(MANIFEST_BLOB_UNKNOWN, and the client uploads the blob again).
+
 Expired upload sessions (``upload_expiry_seconds`` after their last chunk) already
 answer BLOB_UPLOAD_UNKNOWN; ``sweep_uploads`` deletes their rows and data, and data
 under ``uploads/`` whose row is gone. It runs within ``collect`` (``assay gc``) and
@@ -27,7 +35,14 @@ from datetime import timedelta
 import anyio
 from sqlalchemy import delete, exists, or_, select
 
-from registry.db.tables import blobs, manifest_references, uploads, utcnow
+from registry.db.tables import (
+    blobs,
+    manifest_references,
+    manifests,
+    repository_blobs,
+    uploads,
+    utcnow,
+)
 from registry.services import RegistryService
 
 log = logging.getLogger("assay.gc")
@@ -39,6 +54,42 @@ class GCReport:
     bytes: int = 0
     orphans: int = 0
     uploads: int = 0
+    links: int = 0
+
+
+def _unused_link(cutoff):
+    """Links older than ``cutoff`` that no manifest of their repository refers to."""
+    used = (select(manifest_references.c.digest)
+            .join(manifests, manifests.c.id == manifest_references.c.manifest_id)
+            .where(manifests.c.repository_id == repository_blobs.c.repository_id,
+                   manifest_references.c.digest == repository_blobs.c.digest))
+    return (repository_blobs.c.created_at < cutoff) & ~exists(used)
+
+
+def unlink_stale(svc: RegistryService, cutoff, *, dry_run: bool = False) -> int:
+    """Remove links no manifest of their repository uses (see the module docstring);
+    returns how many went (or would go)."""
+    db = svc.db
+    with db.read() as conn:
+        candidates = conn.execute(
+            select(repository_blobs.c.repository_id, repository_blobs.c.digest)
+            .join(blobs, blobs.c.digest == repository_blobs.c.digest)
+            .where(_unused_link(cutoff), blobs.c.last_linked_at < cutoff)).all()
+    if dry_run:
+        return len(candidates)
+    count = 0
+    for row in candidates:
+        with db.write() as conn:
+            # The blob's row lock first, re-checked: a manifest PUT using it now holds it.
+            if conn.execute(select(blobs.c.digest).where(
+                    blobs.c.digest == row.digest, blobs.c.last_linked_at < cutoff)
+                    .with_for_update()).first() is None:
+                continue
+            gone = conn.execute(delete(repository_blobs).where(
+                repository_blobs.c.repository_id == row.repository_id,
+                repository_blobs.c.digest == row.digest, _unused_link(cutoff)))
+            count += gone.rowcount
+    return count
 
 
 def _unreferenced(cutoff):
@@ -84,6 +135,7 @@ def collect(svc: RegistryService, *, dry_run: bool = False, batch: int = 100) ->
                         store.delete(digest)
                     report.orphans += 1
 
+    report.links = unlink_stale(svc, cutoff, dry_run=dry_run)
     report.uploads = sweep_uploads(svc, dry_run=dry_run)
     log.info("gc: %s", report)
     return report

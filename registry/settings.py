@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     verify_max_tokens: int = 32
     verify_timeout_seconds: float = 600.0
     verify_memory_bytes: int = 8 * 1024 * MiB
-    verify_threads: int | None = None  # None: every core
+    verify_threads: int | None = None  # None: the cores split among a pool's workers
     verify_network_isolation: bool = True  # verifier child in its own network namespace
     # A running job whose worker stopped heartbeating this long ago is re-queued.
     job_lease_seconds: float = 60.0

@@ -71,7 +71,7 @@ class BlobService(Service):
             # Imported here: issue 7's edits of this module's header ran in parallel.
             from registry.services import quotas
 
-            quotas.check(conn, name, digest, alive[digest])
+            quotas.check(conn, name, digest, alive[digest], lock=True)
             rid = ensure_repo(self.db, conn, name)
             conn.execute(self.db.insert_ignore(repository_blobs, repository_id=rid,
                                                digest=digest, created_at=utcnow()))

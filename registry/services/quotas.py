@@ -7,11 +7,10 @@ Manifests (kept in the database) and upload sessions in progress do not count.
 
 The check runs when a blob is linked to a repository of the namespace: at upload commit
 (``UploadService.commit``) and at cross-repository mount (``BlobService.mount``), inside
-the write transaction that links it. It is per commit: two commits of different blobs
-in the same namespace running at the same time (PostgreSQL lets them) each see the usage
-without the other, so concurrent commits can overshoot the quota by at most one blob
-each. Nothing already stored is ever removed by a quota; lowering it below the usage
-only refuses new blobs.
+the write transaction that links it, holding the namespace's row lock, so concurrent
+commits in a namespace with a quota are checked one after the other and cannot pass it
+together. Namespaces without a quota take no lock. Nothing already stored is ever
+removed by a quota; lowering it below the usage only refuses new blobs.
 """
 
 from __future__ import annotations
@@ -68,18 +67,24 @@ def usage(conn: Connection, ns: str) -> int:
     return int(total)
 
 
-def quota(conn: Connection, ns: str) -> int | None:
-    """The quota of ``ns`` in bytes; None: unlimited (also when it has no row)."""
-    return conn.execute(select(namespaces.c.quota_bytes)
-                        .where(namespaces.c.name == ns)).scalar()
+def quota(conn: Connection, ns: str, *, lock: bool = False) -> int | None:
+    """The quota of ``ns`` in bytes; None: unlimited (also when it has no row). With
+    ``lock``, the namespace's row stays locked until the transaction ends."""
+    q = select(namespaces.c.quota_bytes).where(namespaces.c.name == ns)
+    return conn.execute(q.with_for_update() if lock else q).scalar()
 
 
-def check(conn: Connection, repository: str, digest: str, size: int) -> None:
+def check(conn: Connection, repository: str, digest: str, size: int, *,
+          lock: bool = False) -> None:
     """Raise QuotaExceeded if linking blob ``digest`` (``size`` bytes) to ``repository``
     would take its namespace over its quota. A blob already linked anywhere in the
-    namespace costs nothing. Call it inside the write transaction that links the blob."""
+    namespace costs nothing. Call it with ``lock`` inside the write transaction that
+    links the blob: a namespace with a quota then takes its commits one at a time (on
+    PostgreSQL; SQLite has one writer anyway), so parallel layer uploads cannot each
+    see the usage without the others and pass the quota together. Without ``lock`` it
+    is an early, advisory check."""
     ns = namespace_of(repository)
-    limit = quota(conn, ns)
+    limit = quota(conn, ns, lock=lock)
     if limit is None:
         return
     linked = conn.execute(select(exists().where(

@@ -338,7 +338,7 @@ class UploadService(Service):
                 if row is None:
                     raise BlobUploadUnknown(f"upload {session} was cancelled meanwhile")
                 if quota:
-                    quotas.check(conn, name, digest, size)
+                    quotas.check(conn, name, digest, size, lock=True)
                 link_blob(self.db, conn, row.repository_id, digest, size)
                 conn.execute(delete(uploads).where(uploads.c.id == session))
                 # Inside the transaction: the blob row is locked until the bytes are in

@@ -124,3 +124,31 @@ def test_gc_concurrent_with_pushes(client, service, settings):
     for name, layer, digest, body in pushed:
         assert client.get(f"/v2/{name}/manifests/{digest}").content == body
         assert client.get(f"/v2/{name}/blobs/{sha256(layer)}").content == layer
+
+
+def test_unused_links_go_so_usage_and_reads_follow_the_manifests(client, service, settings):
+    """A layer shared with another namespace stays stored, but the namespace whose last
+    manifest using it was deleted no longer reads it or pays for it in its quota."""
+    shared = b"layer both namespaces use"
+    digest, _ = push_image(client, "team/app", "v1", layers=[shared])
+    push_image(client, "other/app", "v1", layers=[shared])
+    usage = client.get("/api/v1/namespaces/team").json()["usage_bytes"]
+    assert usage >= len(shared)
+
+    settings.gc_grace_seconds = 3600  # young links are kept, used or not
+    client.delete(f"/v2/team/app/manifests/{digest}")
+    assert collect(service).links == 0
+    assert client.get(f"/v2/team/app/blobs/{sha256(shared)}").status_code == 200
+
+    settings.gc_grace_seconds = 0
+    assert collect(service, dry_run=True).links >= 1
+    report = collect(service)
+    assert report.links >= 2  # the layer and the config
+    assert client.get("/api/v1/namespaces/team").json()["usage_bytes"] == 0
+    assert client.get(f"/v2/team/app/blobs/{sha256(shared)}").status_code == 404
+    # Still stored and readable where a manifest uses it.
+    assert client.get(f"/v2/other/app/blobs/{sha256(shared)}").content == shared
+    assert sha256(shared) in stored_digests(service)
+    # Pushing it again to team makes it readable (and counted) there again.
+    push_image(client, "team/app", "v2", layers=[shared])
+    assert client.get(f"/v2/team/app/blobs/{sha256(shared)}").content == shared

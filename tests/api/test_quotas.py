@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 
+import httpx
 import pytest
 from sqlalchemy import func, insert, select
 
@@ -182,3 +185,33 @@ def test_usage_query_is_cheap_on_thousands_of_rows(client, service):
     set_quota(client, "big", expected_big)
     refused(client.post(f"/v2/big/r0/blobs/uploads/?digest={sha256(b'new')}",
                         content=b"new"), ns="big")
+
+
+def test_parallel_commits_cannot_pass_the_quota_together(live_url, client, service):
+    """Six uploads into one namespace commit at the same moment (as docker's parallel
+    layer pushes do), with room for two: exactly two get in, on PostgreSQL too."""
+    set_quota(client, "team", 2 * 1000 + 500)
+    blobs_ = [os.urandom(1000) for _ in range(6)]
+    ready = threading.Barrier(len(blobs_), timeout=30)
+    results: list = [None] * len(blobs_)
+
+    def push(i: int) -> None:
+        with httpx.Client(base_url=live_url, timeout=30) as http:
+            location = http.post(f"/v2/team/p{i}/blobs/uploads/").headers["Location"]
+            r = http.patch(location, content=blobs_[i],
+                           headers={"Content-Type": "application/octet-stream"})
+            location = r.headers["Location"]
+            ready.wait()
+            sep = "&" if "?" in location else "?"
+            results[i] = http.put(f"{location}{sep}digest={sha256(blobs_[i])}")
+
+    threads = [threading.Thread(target=push, args=(i,)) for i in range(len(blobs_))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    codes = sorted(r.status_code for r in results)
+    assert codes == [201, 201, 403, 403, 403, 403], [r.text for r in results]
+    assert all(error_code(r) == "DENIED" for r in results if r.status_code == 403)
+    assert usage(client, "team") == 2000
+    assert no_uploads_left(service)
