@@ -15,38 +15,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.e2e.support import WorkerProcess, start_worker
 from tests.support.postgres import PostgresServer
 from tests.support.processes import ServerProcess, assay_command, start_assay
 from tests.support.s3 import S3Server
-
-
-@dataclass
-class Worker:
-    """``assay worker -c N``: its process and log."""
-
-    proc: subprocess.Popen
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM (a job in progress is handed back), then SIGKILL if it lingers."""
-        if self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
 
 
 @dataclass
@@ -60,7 +32,7 @@ class Topology:
     bucket: str
     env: dict[str, str] = field(default_factory=dict)
     registries: list[ServerProcess] = field(default_factory=list)
-    workers: list[Worker] = field(default_factory=list)
+    workers: list[WorkerProcess] = field(default_factory=list)
 
     def settings_env(self) -> dict[str, str]:
         """The ``ASSAY_*`` variables every process of the deployment gets."""
@@ -86,17 +58,11 @@ class Topology:
         self.registries.append(server)
         return server
 
-    def add_worker(self, concurrency: int = 1, env: dict | None = None) -> Worker:
-        """One more ``assay worker -c concurrency`` process."""
+    def add_worker(self, env: dict | None = None) -> WorkerProcess:
+        """One more ``assay worker -c 1`` process."""
         data = self.root / f"worker-{len(self.workers)}"
         data.mkdir(parents=True, exist_ok=True)
-        log_path = data / "worker.log"
-        with open(log_path, "ab") as log:
-            proc = subprocess.Popen(
-                [*assay_command(), "worker", "-c", str(concurrency), "--data-dir", str(data)],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, **self.settings_env(), **(env or {})})
-        worker = Worker(proc, log_path)
+        worker = start_worker(data, data / "worker.log", {**self.settings_env(), **(env or {})})
         self.workers.append(worker)
         return worker
 
