@@ -16,10 +16,20 @@ import click
 
 
 def _settings(**overrides):
+    """The settings, or a one-line ``error:`` naming the variable that is wrong."""
     # Imported here: pydantic-settings costs ~0.1 s, which client commands never need.
+    from pydantic import ValidationError
+
     from registry.settings import Settings
 
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "ASSAY_" + "_".join(map(str, first["loc"])).upper()
+        message = first["msg"].removeprefix("Value error, ")
+        raise click.ClickException(message if message.startswith(name)
+                                   else f"{name}: {message}") from None
 
 
 class _Group(click.Group):

@@ -25,10 +25,10 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON."
 
 def _service(data_dir):
     from registry.app import build_service
+    from registry.cli import _settings
     from registry.services.audit import Actor, current_actor
-    from registry.settings import Settings
 
-    settings = Settings(**({"data_dir": data_dir} if data_dir else {}))
+    settings = _settings(data_dir=data_dir)
     current_actor.set(Actor(f"local:{getpass.getuser()}"[:64]))
     return build_service(settings)
 

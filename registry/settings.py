@@ -10,7 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from registry.client.outbound import OutboundPolicy, parse_allowlist
 
 MiB = 1024 * 1024
 
@@ -116,6 +119,13 @@ class Settings(BaseSettings):
     webhook_backoff_seconds: float = 10.0
     webhook_backoff_max_seconds: float = 3600.0
 
+    # ---- outgoing requests (registry/client/outbound.py) --------------------------------
+    # Remote validation (and the registries, realms and redirects it is sent to) reaches
+    # only globally routable addresses, webhooks anything but loopback, link-local and
+    # cloud metadata. Comma-separated entries that open more for both: NAME[:PORT],
+    # IP[:PORT], [IPv6][:PORT] or a CIDR network, e.g. "registry.internal:5000,10.0.0.0/8".
+    outbound_allow: str | None = None
+
     # ---- webhooks in: POST /api/v1/hooks/validate (registry/api/rest/hooks.py) ----------
     # A caller proves itself with "Authorization: Bearer <hook_token>" (what a Distribution
     # registry can send: static headers) or "X-Assay-Signature: sha256=<hex HMAC-SHA256
@@ -148,6 +158,22 @@ class Settings(BaseSettings):
     # Wrong passwords or tokens per client IP per minute before that IP gets 429 for
     # the rest of the minute (0: no limit).
     auth_max_failures_per_minute: int = 20
+
+    @field_validator("outbound_allow")
+    @classmethod
+    def _check_outbound_allow(cls, value: str | None) -> str | None:
+        parse_allowlist(value)  # a typo must stop the process, not open or close silently
+        return value
+
+    @property
+    def caller_policy(self) -> OutboundPolicy:
+        """Where requests to addresses a caller named may go."""
+        return OutboundPolicy.for_callers(self.outbound_allow)
+
+    @property
+    def webhook_policy(self) -> OutboundPolicy:
+        """Where webhook deliveries may go."""
+        return OutboundPolicy.for_webhooks(self.outbound_allow)
 
     @property
     def sqlalchemy_url(self) -> str:

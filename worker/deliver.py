@@ -18,7 +18,10 @@ Every worker process runs one ``Deliverer`` in a thread next to its verification
                                        the row "dead"
 
 A request is bounded by ``webhook_timeout_seconds`` (per connect/read/write), well under
-the job lease, so a delivery needs no heartbeat. Redirects are not followed.
+the job lease, so a delivery needs no heartbeat. Redirects are not followed. It connects
+only where ``settings.webhook_policy`` allows (no loopback, link-local or cloud metadata
+address unless ``ASSAY_OUTBOUND_ALLOW`` opens it): a refused address is a failed attempt
+whose error says so, visible to site admins in the delivery log.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from datetime import datetime
 
 import httpx
 
+from registry.client.transport import StdlibTransport
 from registry.db.tables import utcnow
 from registry.services.events import (
     ACTION_HEADER,
@@ -77,8 +81,12 @@ class Deliverer:
                                        backoff_max=settings.webhook_backoff_max_seconds)
         self.worker_id = worker_id or new_worker_id("deliver")
         self.clock = clock
+        # Subscriber URLs reach only what the webhook policy allows, judged on the
+        # addresses their names resolve to when the delivery connects.
         self.http = httpx.Client(timeout=settings.webhook_timeout_seconds,
-                                 follow_redirects=False, transport=transport,
+                                 follow_redirects=False,
+                                 transport=transport or StdlibTransport(
+                                     policy=settings.webhook_policy),
                                  headers={"User-Agent": USER_AGENT})
 
     def close(self) -> None:

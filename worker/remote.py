@@ -15,16 +15,24 @@
       -> ``RemoteService.finish``: the verification row (``remote_model_id``), the status and
          the job's completion in one transaction
 
+Where it connects: only where the outbound policy for caller-named addresses allows
+(``settings.caller_policy``, ``ASSAY_OUTBOUND_ALLOW``), checked on the resolved addresses of
+the registry, of every redirect hop (blob downloads follow redirects) and of token realms.
+
 Credentials for the remote registry: the client's own sources
-(``registry.client.credentials.lookup``), read in the worker process: ``ASSAY_TOKEN`` or
-``ASSAY_USERNAME``/``ASSAY_PASSWORD`` in its environment (they apply to every remote
-registry), else the entry ``assay login HOST[:PORT]`` stored for the worker's OS user
-(``$ASSAY_CONFIG_DIR/auth.json``, default ``~/.config/assay/``), else Docker's
-``~/.docker/config.json`` ``auths``. They are sent only when the remote registry asks (a
-``401`` challenge: Docker token auth or Basic), so public registries need none.
+(``registry.client.credentials.lookup``, not ambient), read in the worker process, each
+bound to the registry it was given for (scheme, host and port): the entry ``assay login
+HOST[:PORT]`` stored for the worker's OS user (``$ASSAY_CONFIG_DIR/auth.json``, default
+``~/.config/assay/``), Docker's ``~/.docker/config.json`` ``auths``, or ``ASSAY_TOKEN``
+(or ``ASSAY_USERNAME``/``ASSAY_PASSWORD``) for the one registry ``ASSAY_REGISTRY`` names.
+They are sent only when the remote registry asks (a ``401`` challenge: Docker token auth
+or Basic), so public registries need none, and never to another origin.
 
-Failures:
+Failures (what is recorded is what signed-in users read: connection details stay in the
+worker's log):
 
+- the outbound policy refuses the registry or a redirect: failed "cannot pull: ... not
+  reachable from this registry", not retried;
 - the remote registry is unreachable, answers 5xx/429, or sends bytes that do not match
   their digest: infrastructure, the job is retried with backoff; out of attempts the model
   fails with "verification could not run: ...";
@@ -63,6 +71,7 @@ PARTIAL_DIR = "remote-partial"
 STALE_PARTIAL_SECONDS = 24 * 3600
 # Answers that mean the model cannot be pulled, whatever we retry.
 PERMANENT_STATUSES = (400, 401, 403, 404, 405, 410)
+UNREACHABLE = "the registry could not be reached"
 
 
 class _Cancelled(Exception):
@@ -173,7 +182,13 @@ class _Lease:
 def run_remote_job(worker, job) -> str:
     """Run one claimed ``verify_remote`` job on ``worker`` (a ``worker.pool.Worker``);
     returns what became of it (for logs and tests)."""
-    from registry.client.errors import BadReference, ClientError, RegistryResponseError
+    from registry.client.errors import (
+        BadReference,
+        ClientError,
+        ConnectionFailed,
+        RegistryResponseError,
+    )
+    from registry.client.outbound import OutboundDenied
     from verifier import BackendUnavailable, Cancelled
 
     svc = worker.svc.remote
@@ -205,12 +220,21 @@ def run_remote_job(worker, job) -> str:
         except (_Permanent, BadReference) as exc:
             reason = f"cannot verify: {exc}"
             return _finish(worker, job, target, reason=reason, label="failed")
+        except OutboundDenied as exc:
+            log.warning("job %s: %s", job.id, exc)
+            return _finish(worker, job, target, label="failed",
+                           reason=f"cannot pull: {UNREACHABLE} (refused by the outbound "
+                                  "policy; the worker's log says where)")
         except RegistryResponseError as exc:
             if exc.status in PERMANENT_STATUSES:
                 return _finish(worker, job, target, reason=f"cannot pull: {exc}",
                                label="failed")
-            return _retry(worker, job, target, str(exc))
-        except ClientError as exc:  # unreachable, digest mismatch: try again later
+            log.warning("job %s: %s", job.id, exc)
+            return _retry(worker, job, target, UNREACHABLE)
+        except ConnectionFailed as exc:  # try again later; the detail is for the log
+            log.warning("job %s: %s", job.id, exc)
+            return _retry(worker, job, target, UNREACHABLE)
+        except ClientError as exc:  # a digest mismatch, say: try again later
             return _retry(worker, job, target, str(exc))
         except BackendUnavailable as exc:
             return _retry(worker, job, target, f"verifier backend unavailable: {exc}")
@@ -223,9 +247,9 @@ def _verify(worker, job, target, lease: _Lease) -> str | None:
     from registry.client.credentials import lookup
     from registry.client.download import Downloader
     from registry.client.progress import silent
-    from registry.client.ref import Registry
+    from registry.client.ref import Registry, default_scheme
     from registry.client.registry_client import RegistryClient
-    from registry.services.remote import NOT_A_MODEL, classify_manifest, default_scheme
+    from registry.services.remote import NOT_A_MODEL, classify_manifest
     from verifier import Report, Spec, verify
 
     settings = worker.settings
@@ -235,7 +259,8 @@ def _verify(worker, job, target, lease: _Lease) -> str | None:
     if scheme not in ("http", "https"):
         scheme = default_scheme(target.registry)
     with RegistryClient(Registry(target.registry, scheme),
-                        credentials=lookup(target.registry)) as client:
+                        credentials=lookup(target.registry, scheme, ambient=False),
+                        policy=settings.caller_policy) as client:
         content, media_type = target.content, target.media_type
         if content is None:
             manifest = client.get_manifest(target.repository, target.digest)

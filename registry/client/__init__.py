@@ -7,6 +7,8 @@ Modules, from the bottom up:
   ``error: ...`` line on stderr.
 - ``registry_client``: the OCI HTTP client (httpx + tenacity retries): manifests, tags,
   catalog, blob push (skip, mount, monolithic or chunked upload), assay's REST API.
+- ``outbound``: where a process may connect when someone else named the address (the
+  policy remote validation and webhook deliveries connect through).
 - ``credentials``, ``auth``: where credentials come from (environment, ``assay login``'s
   file, Docker's config) and the ``httpx.Auth`` that answers challenges (Docker token
   auth, Basic) with a per-scope token cache; ``account``: ``login``, ``logout``, ``key``,

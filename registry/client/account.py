@@ -65,7 +65,7 @@ def run_login(location: str, username: str | None, password_stdin: bool,
         if isinstance(me, dict) and me.get("auth") is False and not challenged:
             click.echo(f"note: {registry.host} does not check credentials (authentication "
                        "is off); storing them anyway", err=True)
-        path = store.save(registry.host, creds)
+        path = store.save(registry.host, creds, registry.scheme)
         who = me.get("name") if isinstance(me, dict) and me.get("name") else user
         click.echo(f"logged in to {registry.host} as {who} (credentials in {path})")
         if store.from_env() is not None:

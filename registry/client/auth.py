@@ -27,8 +27,8 @@ Outcomes, as ``AuthError`` (a ``RegistryResponseError`` with status 401, one lin
   assay login <host>``.
 
 A ``403`` with credentials is passed on: ``errors.response_error`` makes it ``denied:
-<the registry's message>``. Credentials go to a realm only over HTTPS or on the
-registry's own host.
+<the registry's message>``. Credentials go to a realm only at the registry's own origin
+(scheme, host and port) or over HTTPS to the registry's host name.
 """
 
 from __future__ import annotations
@@ -204,7 +204,12 @@ class RegistryAuth(httpx.Auth):
             return self._key_locks.setdefault(key, threading.Lock())
 
     def _may_send_credentials(self, realm: httpx.URL) -> bool:
-        return realm.scheme == "https" or realm.host == self.origin.host
+        """Credentials go to the registry's own origin (scheme, host and port), or over
+        HTTPS to the registry's host name: never to another host, nor in clear text to
+        another port of it (which anyone on that machine may be listening on)."""
+        if self._same_origin(realm):
+            return True
+        return realm.scheme == "https" and realm.host == self.origin.host
 
     def _token(self, realm: tuple[str, str], scopes: tuple[str, ...],
                request: httpx.Request, subject: str):

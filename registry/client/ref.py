@@ -35,6 +35,12 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def default_scheme(host: str) -> str:
+    """How to speak to ``HOST[:PORT]`` when nothing named a scheme: plain HTTP on
+    loopback, else HTTPS."""
+    return "http" if is_loopback(Registry(host, "https").hostname) else "https"
+
+
 @dataclass(frozen=True)
 class Registry:
     """Where a registry lives: ``host`` may carry ``:port``; ``scheme`` is http or https."""
@@ -52,6 +58,13 @@ class Registry:
         if host.startswith("["):
             return host[1:host.index("]")]
         return host.rsplit(":", 1)[0] if ":" in host else host
+
+    @property
+    def port(self) -> int:
+        """The TCP port: the one written after the host, else the scheme's."""
+        rest = self.host.rpartition("]")[2] if self.host.startswith("[") else self.host
+        _, colon, port = rest.rpartition(":")
+        return int(port) if colon and port else (443 if self.scheme == "https" else 80)
 
 
 @dataclass(frozen=True)

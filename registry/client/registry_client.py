@@ -17,6 +17,9 @@ Credentials: ``auth.RegistryAuth`` answers the registry's challenges (Docker tok
 (``ASSAY_TOKEN``, ``ASSAY_USERNAME``/``ASSAY_PASSWORD``, ``assay login``'s file, Docker's
 config) unless the caller passes ``credentials`` (None: anonymous). A push declares its
 repository (``intend_push``) so one ``pull,push`` token serves all its requests.
+
+``policy`` (an ``outbound.OutboundPolicy``) limits where it connects, redirects and token
+realms included: for registries that someone other than this process's user named.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from registry.client.errors import (
 )
 from registry.client.locations import BlobLocations
 from registry.client.mediatypes import MANIFEST_ACCEPT
+from registry.client.outbound import OutboundPolicy
 from registry.client.progress import Task
 from registry.client.ref import Registry
 from registry.client.transport import FileRegion, StdlibTransport
@@ -127,17 +131,18 @@ class RegistryClient:
                  attempts: int | None = None, backoff: float = 0.5, timeout: float = 120.0,
                  max_connections: int = 16, chunk_size: int = DEFAULT_CHUNK_SIZE,
                  locations: BlobLocations | None = None,
-                 credentials: Credentials | None | object = LOOKUP):
+                 credentials: Credentials | None | object = LOOKUP,
+                 policy: OutboundPolicy | None = None):
         self.registry = registry
         if credentials is LOOKUP:
-            credentials = lookup(registry.host)
+            credentials = lookup(registry.host, registry.scheme)
         self.auth = RegistryAuth(registry.host, registry.base_url, credentials)
         self.attempts = attempts or default_attempts()
         self.backoff = backoff
         self.chunk_size = chunk_size
         self.locations = locations if locations is not None else BlobLocations()
         self.http = httpx.Client(
-            base_url=registry.base_url, transport=transport or StdlibTransport(),
+            base_url=registry.base_url, transport=transport or StdlibTransport(policy=policy),
             timeout=httpx.Timeout(timeout, connect=15.0),
             limits=httpx.Limits(max_connections=max_connections,
                                 max_keepalive_connections=max_connections),

@@ -9,7 +9,9 @@ copy itself, and on a 2-core machine that CPU is taken from the registry serving
   the response came from another transport (tests wrap or replace transports);
 - a request whose stream is a ``FileRegion`` goes out with ``socket.sendfile`` (zero copy
   on plain HTTP; TLS sockets fall back to ``send`` inside the standard library);
-- connections are kept alive in a small per-origin pool.
+- connections are kept alive in a small per-origin pool;
+- with an ``OutboundPolicy`` every connection, redirect hops and token realms included,
+  goes only to addresses the policy allows, checked on the resolved addresses.
 
 Errors are raised as httpx's exceptions (``ConnectError``, ``ReadTimeout``,
 ``RemoteProtocolError`` ...), with the original ``OSError`` chained, so the client's retry
@@ -31,6 +33,7 @@ from collections.abc import Callable, Iterator
 import httpx
 
 from registry.client.errors import InputError
+from registry.client.outbound import OutboundPolicy
 
 BLOCK = 1024 * 1024
 POOL_PER_ORIGIN = 16
@@ -129,8 +132,10 @@ class _Body(httpx.SyncByteStream):
 class StdlibTransport(httpx.BaseTransport):
     """HTTP/1.1 over ``http.client`` with keep-alive; see the module docstring."""
 
-    def __init__(self, ssl_context: ssl.SSLContext | None = None):
+    def __init__(self, ssl_context: ssl.SSLContext | None = None,
+                 policy: OutboundPolicy | None = None):
         self._ssl = ssl_context
+        self.policy = policy
         self._idle: dict[tuple, list[http.client.HTTPConnection]] = {}
         self._lock = threading.Lock()
 
@@ -156,6 +161,10 @@ class StdlibTransport(httpx.BaseTransport):
                                                context=self._context(), blocksize=BLOCK)
         else:
             conn = http.client.HTTPConnection(host, port, timeout=timeout, blocksize=BLOCK)
+        if self.policy is not None:
+            # http.client connects through this attribute (TLS wraps the socket after,
+            # still verifying the host name): the policy resolves, judges and connects.
+            conn._create_connection = self.policy.create_connection
         return conn, False
 
     def _release(self, origin: tuple, conn) -> None:

@@ -48,6 +48,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import delete, func, select, update
 
+from registry.client.outbound import OutboundDenied, OutboundPolicy
 from registry.db.tables import deliveries, manifests, repositories, tags, utcnow, webhooks
 from registry.errors import NotFound, RequestInvalid
 from registry.services.common import Service
@@ -127,7 +128,7 @@ class EventService(Service):
     def create(self, url, secret, events=None, repository=None) -> dict:
         """Subscribe ``url``; ``events`` [] or None means every action; ``repository`` is
         an fnmatch glob over repository names (``team/*``; ``*`` also matches ``/``)."""
-        url, secret = _check_url(url), _check_secret(secret)
+        url, secret = _check_url(url, self.settings.webhook_policy), _check_secret(secret)
         events = _check_events(events)
         repository = _check_pattern(repository)
         now = utcnow()
@@ -383,7 +384,7 @@ def delivery_json(row, body: bool = False) -> dict:
     return out
 
 
-def _check_url(url) -> str:
+def _check_url(url, policy: OutboundPolicy) -> str:
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         shown = url[:200] if isinstance(url, str) else url
         raise RequestInvalid(f'"url" must be an http:// or https:// URL, not {shown!r}')
@@ -397,6 +398,11 @@ def _check_url(url) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise RequestInvalid(f'"url" must be an http:// or https:// URL with a host, '
                              f'not {url[:200]!r}')
+    try:  # an address written in the URL is judged now; a name when a delivery resolves it
+        policy.precheck(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+    except OutboundDenied as exc:
+        raise RequestInvalid(f'"url": {exc}; webhooks are not delivered there unless '
+                             "ASSAY_OUTBOUND_ALLOW allows it") from None
     return url
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +41,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import select, update
 
+from registry.client.ref import default_scheme
 from registry.db.tables import remote_models, utcnow, verifications
 from registry.digests import check_name, check_tag, parse_digest
 from registry.errors import (
@@ -64,6 +66,7 @@ from registry.services.verification import Policy, repair_statuses, verification
 REMOTE_JOB = "verify_remote"
 QUEUED, VERIFYING, READY, FAILED = "queued", "verifying", "ready", "failed"
 DISTRIBUTION, CLOUDEVENTS, PLAIN = "distribution", "cloudevents", "plain"
+log = logging.getLogger("assay.remote")
 NOT_A_MODEL = "not a model"
 # Manifests that can be a model; indexes never are (their manifests are pushed on their own).
 MODEL_MANIFEST_TYPES = IMAGE_TYPES | {OCI_ARTIFACT}
@@ -445,6 +448,7 @@ class RemoteService(Service):
 
     def _remote(self, ref: ModelRef, item: Item) -> dict:
         content = media_type = None
+        self._allowed(ref)
         if ref.digest is None:
             ref, content, media_type = self._resolve(ref)
             model = classify_manifest(content, media_type)
@@ -476,21 +480,46 @@ class RemoteService(Service):
                 "registry": ref.host, "repository": ref.name, "tag": ref.tag,
                 "digest": ref.digest, "job": job}
 
+    def _allowed(self, ref: ModelRef) -> None:
+        """Refuse a registry written as an address the outbound policy refuses, before
+        anything is queued (names are judged when a worker connects); the caller learns
+        only that it cannot be reached (see ``unreachable``)."""
+        from registry.client.outbound import OutboundDenied
+        from registry.client.ref import Registry
+
+        registry = Registry(ref.host, ref.scheme or default_scheme(ref.host))
+        try:
+            self.settings.caller_policy.precheck(registry.hostname, registry.port)
+        except OutboundDenied as exc:
+            raise unreachable(ref, exc) from None
+
     def _resolve(self, ref: ModelRef) -> tuple[ModelRef, bytes, str]:
-        """A remote tag's digest and manifest (GET, so the digest is the bytes' own)."""
-        from registry.client.errors import ClientError, NotFoundError
+        """A remote tag's digest and manifest (GET, so the digest is the bytes' own).
+
+        Only the remote registry's refusals (401, 403) and 404 reach the caller as they
+        are; any other failure is the one generic ``unreachable`` answer, so that a
+        caller cannot tell a closed port from a refused address or an odd answer."""
+        from registry.client.credentials import lookup
+        from registry.client.errors import ClientError, NotFoundError, RegistryResponseError
         from registry.client.ref import Registry
         from registry.client.registry_client import RegistryClient
 
         registry = Registry(ref.host, ref.scheme or default_scheme(ref.host))
         try:
             with RegistryClient(registry, attempts=2, backoff=0.2,
-                                timeout=self.settings.hook_resolve_timeout_seconds) as client:
+                                timeout=self.settings.hook_resolve_timeout_seconds,
+                                credentials=lookup(registry.host, registry.scheme,
+                                                   ambient=False),
+                                policy=self.settings.caller_policy) as client:
                 manifest = client.get_manifest(ref.name, ref.reference)
         except NotFoundError as exc:
             raise NotFound(f"{ref}: {exc}") from None
+        except RegistryResponseError as exc:
+            if exc.status in (401, 403):
+                raise RemoteUnavailable(f"cannot resolve {ref}: {exc}") from None
+            raise unreachable(ref, exc) from None
         except ClientError as exc:
-            raise RemoteUnavailable(f"cannot resolve {ref}: {exc}") from None
+            raise unreachable(ref, exc) from None
         if len(manifest.content) > self.settings.max_manifest_bytes:
             raise RequestInvalid(f"{ref}: the manifest is larger than "
                                  f"{self.settings.max_manifest_bytes} bytes")
@@ -688,12 +717,13 @@ class RemoteService(Service):
                 "verifications": [verification_json(r) for r in runs]}
 
 
-def default_scheme(host: str) -> str:
-    """How to speak to a registry no URL named a scheme for: plain HTTP on loopback (as the
-    ``assay`` client does), else HTTPS."""
-    from registry.client.ref import Registry, is_loopback
-
-    return "http" if is_loopback(Registry(host, "https").hostname) else "https"
+def unreachable(ref: ModelRef, cause: BaseException) -> RemoteUnavailable:
+    """The one answer a caller gets for a registry that cannot be used, whatever the
+    cause (refused by the outbound policy, connection refused or reset, a redirect, a
+    5xx): the cause goes to the server's log only."""
+    log.warning("remote registry of %s: %s", ref, cause)
+    return RemoteUnavailable(f"cannot reach the registry of {ref} (the registry's log says "
+                             "why; an operator may allow it with ASSAY_OUTBOUND_ALLOW)")
 
 
 def classify_manifest(content: bytes, media_type: str | None):

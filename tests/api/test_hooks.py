@@ -47,6 +47,9 @@ def hook_credentials(settings):
     settings, which the endpoint reads per request)."""
     settings.hook_token = TOKEN
     settings.hook_secret = SECRET
+    # The "remote" registries here are this one and closed ports, on loopback: opened
+    # as an operator would (tests/api/test_outbound.py covers the default policy).
+    settings.outbound_allow = "127.0.0.1"
 
 
 @cache

@@ -341,6 +341,9 @@ def matched_route(app, method: str, path: str) -> str | None:
     return find(app.routes, scope, "")
 
 
+SUBSCRIBER = "127.0.0.1:9"
+
+
 @pytest.fixture(scope="module")
 def bare_app():
     """The app without its lifespan: enough to read its routes."""
@@ -506,7 +509,9 @@ def stack_settings(stack: str, request, tmp_path) -> Settings:
 @pytest.fixture(scope="module", params=STACKS)
 def stack(request, tmp_path_factory) -> Iterator[Stack]:
     settings = stack_settings(request.param, request, tmp_path_factory.mktemp("perm"))
-    settings = settings.model_copy(update={"auth": True, "auth_cache_seconds": 3600})
+    # The subscribers are a closed loopback port, which webhooks reach only if allowed.
+    settings = settings.model_copy(update={"auth": True, "auth_cache_seconds": 3600,
+                                           "outbound_allow": SUBSCRIBER})
     app = create_app(settings, run_migrations=False)
     with TestClient(app, base_url=BASE, raise_server_exceptions=False) as client:
         yield populate(client, auth=True)
@@ -644,7 +649,8 @@ def test_the_other_namespace_is_invisible_and_denied_to_the_team(stack):
 @pytest.fixture
 def open_stack(settings) -> Iterator[Stack]:
     """The default: auth off (``make run``), same data as the matrix."""
-    settings = settings.model_copy(update={"hook_secret": HOOK_SECRET})
+    settings = settings.model_copy(update={"hook_secret": HOOK_SECRET,
+                                           "outbound_allow": SUBSCRIBER})
     assert settings.auth is False
     app = create_app(settings, run_migrations=False)
     with TestClient(app, base_url=BASE, raise_server_exceptions=False) as client:

@@ -45,6 +45,13 @@ class Clock:
         self.offset += timedelta(seconds=seconds)
 
 
+@pytest.fixture(autouse=True)
+def loopback_subscribers(settings):
+    """The receivers here listen on loopback, which webhooks may not reach by default:
+    opened as an operator whose CI server shares the registry's machine would."""
+    settings.outbound_allow = "127.0.0.1"
+
+
 @pytest.fixture
 def receiver():
     r = Receiver().start()

@@ -18,7 +18,7 @@ import pytest
 from tests.clients.ollama_replay import MEDIA_MODEL, ollama_config, ollama_push
 from tests.e2e.support import digest_from_push, wait_until
 from tests.support.models import GEMMA_DIGEST
-from tests.support.processes import ServerProcess, start_distribution
+from tests.support.processes import ServerProcess, free_port, start_distribution
 
 TOKEN = "e2e-hook-token-7f3a"
 
@@ -26,11 +26,16 @@ TOKEN = "e2e-hook-token-7f3a"
 @pytest.fixture
 def peers(harness, tmp_path) -> Iterator[tuple[ServerProcess, ServerProcess]]:
     """(assay with one worker and a hook token, Distribution notifying it)."""
-    assay = harness.server({"ASSAY_WORKERS": "1", "ASSAY_HOOK_TOKEN": TOKEN})
+    port = free_port()
+    # Distribution listens on loopback, which assay does not reach unless the operator
+    # allows it: this one address and port, nothing else of the machine.
+    assay = harness.server({"ASSAY_WORKERS": "1", "ASSAY_HOOK_TOKEN": TOKEN,
+                            "ASSAY_OUTBOUND_ALLOW": f"127.0.0.1:{port}"})
     endpoint = {"name": "assay", "url": f"{assay.url}/api/v1/hooks/validate",
                 "headers": {"Authorization": [f"Bearer {TOKEN}"]},
                 "timeout": "10s", "threshold": 3, "backoff": "1s"}
-    distribution = start_distribution(tmp_path / "distribution", notifications=[endpoint])
+    distribution = start_distribution(tmp_path / "distribution", port=port,
+                                      notifications=[endpoint])
     try:
         yield assay, distribution
     finally:

@@ -237,7 +237,14 @@ def test_403_becomes_denied():
     assert str(err.value) == "denied: bob may not push a/b"
 
 
-def test_credentials_go_to_a_foreign_realm_only_over_https():
+@pytest.mark.parametrize(("realm", "sent"), [
+    ("http://reg.test:5000/token", True),     # the registry's own origin
+    ("https://reg.test/token", True),         # HTTPS to the registry's host name
+    ("http://reg.test:5001/token", False),    # another port in clear text: anyone's
+    ("https://evil.test/token", False),       # another host
+    ("http://evil.test:5000/token", False),
+])
+def test_credentials_go_to_a_realm_only_at_the_registrys_origin(realm, sent):
     seen = {}
 
     def handler(request):
@@ -246,13 +253,33 @@ def test_credentials_go_to_a_foreign_realm_only_over_https():
             return httpx.Response(200, json={"token": "t"})
         if request.headers.get("authorization") == "Bearer t":
             return httpx.Response(200, json={})
-        return httpx.Response(401, headers={"WWW-Authenticate":
-                                            'Bearer realm="http://evil.test/token"'})
+        return httpx.Response(401, headers={"WWW-Authenticate": f'Bearer realm="{realm}"'})
 
-    with RegistryClient(Registry("reg.test", "https"), transport=httpx.MockTransport(handler),
-                        credentials=ALICE, attempts=1) as c:
+    with RegistryClient(Registry("reg.test:5000", "http"),
+                        transport=httpx.MockTransport(handler), credentials=ALICE,
+                        attempts=1) as c:
         c.get_manifest("a/b", "v1")
-    assert seen["authorization"] is None
+    assert (seen["authorization"] is not None) == sent
+
+
+@pytest.mark.parametrize("target", ["http://reg.test:5001/blob", "http://cdn.test/blob",
+                                    "http://reg.test:5000/blob"])
+def test_a_redirect_carries_credentials_only_to_the_same_origin(target):
+    seen = {}
+
+    def handler(request):
+        if request.url.path == "/blob":
+            seen["authorization"] = request.headers.get("authorization")
+            return httpx.Response(200, content=b"x")
+        if request.headers.get("authorization") is None:
+            return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="r"'})
+        return httpx.Response(307, headers={"Location": target})
+
+    with RegistryClient(Registry("reg.test:5000", "http"),
+                        transport=httpx.MockTransport(handler), credentials=ALICE,
+                        attempts=1) as c:
+        c.send("GET", "/v2/a/b/blobs/sha256:x", follow_redirects=True)
+    assert (seen["authorization"] is not None) == target.startswith("http://reg.test:5000")
 
 
 # ---------------------------------------------------------------------------- basic
@@ -279,7 +306,7 @@ def test_rest_without_credentials_is_none():
 
 @pytest.fixture
 def config(tmp_path, monkeypatch):
-    for var in ("ASSAY_TOKEN", "ASSAY_USERNAME", "ASSAY_PASSWORD"):
+    for var in ("ASSAY_TOKEN", "ASSAY_USERNAME", "ASSAY_PASSWORD", "ASSAY_REGISTRY"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("ASSAY_CONFIG_DIR", str(tmp_path / "assay"))
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
@@ -322,6 +349,53 @@ def test_docker_config_is_the_fallback(config):
     assert store.lookup("other.test").username == "dan"
     store.save("reg.test:5000", Credentials("alice", "pw"))
     assert store.lookup("reg.test:5000").username == "alice"  # ours first
+
+
+def test_stored_credentials_are_bound_to_scheme_host_and_port(config):
+    store.save("reg.test:5000", Credentials("alice", "pw"), "https")
+    store.save("127.0.0.1:5000", Credentials("bob", "pw"))  # loopback: plain HTTP
+    assert store.lookup("reg.test:5000", "https").username == "alice"
+    assert store.lookup("reg.test:5000") is not None  # no scheme named: HTTPS by default
+    assert store.lookup("reg.test:5000", "http") is None  # never in clear text
+    assert store.lookup("reg.test:5001", "https") is None
+    assert store.lookup("127.0.0.1:5000", "http").username == "bob"
+    assert store.lookup("127.0.0.1:5000", "https") is None
+    # An entry written before schemes were recorded: the client's default for the host.
+    path = store.auth_file()
+    doc = json.loads(path.read_text())
+    del doc["auths"]["reg.test:5000"]["scheme"]
+    path.write_text(json.dumps(doc))
+    assert store.lookup("reg.test:5000", "https").username == "alice"
+    assert store.lookup("reg.test:5000", "http") is None
+
+
+def test_docker_keys_bind_their_scheme(config):
+    docker = config / "docker"
+    docker.mkdir()
+    (docker / "config.json").write_text(json.dumps({"auths": {
+        "https://reg.test:5000": {"username": "carol", "password": "cpw"},
+        "http://lan.test:5000": {"username": "dan", "password": "dpw"}}}))
+    assert store.lookup("reg.test:5000", "https").username == "carol"
+    assert store.lookup("reg.test:5000", "http") is None
+    assert store.lookup("lan.test:5000", "http").username == "dan"
+    assert store.lookup("lan.test:5000", "https") is None
+
+
+def test_environment_credentials_follow_assay_registry(config, monkeypatch):
+    monkeypatch.setenv("ASSAY_TOKEN", "assay_pat_x")
+    # The CLI (ambient): whatever registry the command names.
+    assert store.lookup("anything.test:1").secret == "assay_pat_x"
+    # A worker or the registry fetching what a caller named: nowhere by default ...
+    assert store.lookup("anything.test:1", ambient=False) is None
+    # ... and to $ASSAY_REGISTRY alone once it names one, for both.
+    monkeypatch.setenv("ASSAY_REGISTRY", "https://reg.test:5000")
+    for ambient in (True, False):
+        assert store.lookup("reg.test:5000", "https", ambient=ambient).secret == "assay_pat_x"
+        assert store.lookup("reg.test:5000", "http", ambient=ambient) is None
+        assert store.lookup("reg.test:5001", "https", ambient=ambient) is None
+        assert store.lookup("anything.test:1", ambient=ambient) is None
+    monkeypatch.setenv("ASSAY_REGISTRY", "127.0.0.1:5000")
+    assert store.lookup("127.0.0.1:5000", "http", ambient=False).secret == "assay_pat_x"
 
 
 def test_unreadable_docker_config_is_ignored(config):
