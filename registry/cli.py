@@ -72,6 +72,7 @@ def serve(host, port, data_dir, log_level, workers, auth) -> None:
     unless --workers 0, verify pushed models in background worker processes."""
     import uvicorn
 
+    from registry.api.headerlimit import HttpToolsProtocol
     from registry.api.requestid import configure_logging
     from registry.app import create_app
 
@@ -85,7 +86,8 @@ def serve(host, port, data_dir, log_level, workers, auth) -> None:
     extra = {"log_config": None} if json_logs else {}
     uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                 access_log=settings.log_level == "debug" and not json_logs, loop="uvloop",
-                http="httptools", server_header=False, date_header=False,
+                http=HttpToolsProtocol, h11_max_incomplete_event_size=settings.max_header_bytes,
+                server_header=False, date_header=False,
                 # Only a configured proxy's X-Forwarded-* are believed (rightmost untrusted
                 # address wins); without one they are ignored.
                 proxy_headers=settings.forwarded_allow_ips is not None,

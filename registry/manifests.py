@@ -7,9 +7,9 @@ annotations. Unknown media types are accepted as opaque content with no referenc
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
+from registry import jsontext
 from registry.digests import parse_digest
 from registry.errors import DigestInvalid, ManifestInvalid
 
@@ -75,16 +75,17 @@ def parse_manifest(content: bytes, content_type: str | None) -> ParsedManifest:
     """Validate ``content`` as a manifest of ``content_type`` and extract its references.
 
     The media type is the Content-Type, or the document's ``mediaType`` when the header is
-    absent. Raises ManifestInvalid for malformed JSON, a mediaType that contradicts the
+    absent. Raises ManifestInvalid for malformed JSON (or JSON that ``registry.jsontext``
+    refuses: deep nesting, lone surrogates), a mediaType that contradicts the
     Content-Type, or bad descriptors in a known manifest type.
     """
     content_type = (content_type or "").split(";")[0].strip() or None
     try:
-        doc = json.loads(content)
-    except (ValueError, UnicodeDecodeError):
+        doc = jsontext.loads(content)
+    except ValueError as exc:
         if content_type and content_type not in KNOWN_TYPES:
             return ParsedManifest(content_type)  # opaque content of a type we don't know
-        raise ManifestInvalid("manifest is not valid JSON") from None
+        raise ManifestInvalid(f"manifest is not valid JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise ManifestInvalid("manifest is not a JSON object")
 

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     forwarded_allow_ips: str | None = None
 
     max_manifest_bytes: int = 4 * MiB
+    # A request line and headers larger than this are refused (431) before any handler or
+    # authentication runs (registry/api/headerlimit.py).
+    max_header_bytes: int = 64 * 1024
     upload_expiry_seconds: int = 24 * 3600
     # A request writing an upload holds its write lease this long, renewed every quarter
     # of it while data flows. If the replica dies mid-request, the client can resume the

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, BinaryIO
 
+from registry import jsontext
 from registry.models.gguf_header import GGUFHeader, GGUFHeaderError, read_gguf_header
 
 MAX_SAFETENSORS_HEADER = 100 << 20
@@ -216,7 +217,7 @@ def read_safetensors_header(f: BinaryIO, size: int) -> list[SafetensorsTensor]:
     if len(text) < n:
         raise SafetensorsHeaderError("truncated: the file ends inside the header")
     try:
-        doc = json.loads(text)
+        doc = jsontext.loads(text, allow_inf_nan=True)  # a model file: untrusted
     except (ValueError, UnicodeDecodeError):
         raise SafetensorsHeaderError("the header is not valid JSON") from None
     if not isinstance(doc, dict):
@@ -262,7 +263,7 @@ def _read_json(source: FileSource, path: str) -> dict:
     with source.open() as f:
         data = _read_exactly(f, source.size)
     try:
-        doc = json.loads(data)
+        doc = jsontext.loads(data, allow_inf_nan=True)  # a model file: untrusted
     except (ValueError, UnicodeDecodeError):
         raise SafetensorsHeaderError(f"{path} is not valid JSON") from None
     if not isinstance(doc, dict):

@@ -49,6 +49,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql import ColumnElement
 
+from registry import jsontext
 from registry.db.tables import (
     as_utc,
     blobs,
@@ -133,7 +134,7 @@ def decode_cursor(cursor: str, endpoint: str, sort: Sort, kinds: list[str]) -> l
         raise bad
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        data = json.loads(raw, parse_constant=_reject_constant)
+        data = jsontext.loads(raw)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise bad from None
     if not isinstance(data, dict) or data.get("e") != endpoint:
@@ -148,10 +149,6 @@ def decode_cursor(cursor: str, endpoint: str, sort: Sort, kinds: list[str]) -> l
         return [_typed(v, kind) for v, kind in zip(values, kinds, strict=True)]
     except (TypeError, ValueError):
         raise bad from None
-
-
-def _reject_constant(name: str):
-    raise ValueError(name)
 
 
 def _jsonable(value: Any) -> Any:

@@ -41,6 +41,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import select, update
 
+from registry import jsontext
 from registry.client.ref import default_scheme
 from registry.db.tables import remote_models, utcnow, verifications
 from registry.digests import check_name, check_tag, parse_digest
@@ -344,7 +345,7 @@ def _cloudevent(event: dict, *, strict: bool, index: int = 0) -> list[Item]:
             return _bad_event(strict, event_id, "data_base64 is not base64 of UTF-8 text")
     if isinstance(data, str) and data.strip().startswith(("{", "[")):
         try:
-            data = json.loads(data)
+            data = jsontext.loads(data)
         except ValueError:
             return _bad_event(strict, event_id, "data is not valid JSON")
     if data is None and isinstance(event.get("subject"), str):

@@ -15,6 +15,7 @@ import base64
 import hashlib
 import hmac
 import json
+import socket
 from datetime import UTC, datetime
 from functools import cache
 
@@ -36,6 +37,7 @@ DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 EVENTS_TYPE = "application/vnd.docker.distribution.events.v1+json"
 DIGEST = "sha256:" + "ab" * 32
+DEEP_JSON = b'{"a":' + b"[" * 5000
 OTHER = "sha256:" + "cd" * 32
 REMOTE = "peer.example.com:5000"
 WORKER = "hooks-test-worker@here:1:0"
@@ -157,6 +159,31 @@ def test_token_and_signature_each_authenticate(client, service):
     r = post(client, None, {"Authorization": "", "X-Assay-Signature": signature},
              raw=raw.replace(b": ", b":"))
     problem(r, 401)
+
+
+def _status_line_of_unfinished_request(url: str, headers: bytes, body_start: bytes) -> bytes:
+    """Send a hook request's headers and the start of a body that never ends; the status
+    line that comes back within 5 s."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(b"POST " + HOOK.encode() + b" HTTP/1.1\r\nHost: peer\r\n" + headers
+                  + b"\r\n" + body_start)
+        return s.recv(4096).split(b"\r\n", 1)[0]
+
+
+@pytest.mark.parametrize("credentials", [
+    b"", b"Authorization: Bearer wrong-token\r\n", f"Authorization: Basic {TOKEN}\r\n".encode(),
+])
+@pytest.mark.parametrize("framing,body_start", [
+    (b"Content-Length: 1000\r\n", b'{"reference": '),
+    (b"Transfer-Encoding: chunked\r\n", b'e\r\n{"reference": \r\n'),
+])
+def test_credentials_are_refused_before_the_body_is_read(live_url, credentials, framing,
+                                                          body_start):
+    """Only a signature needs the body: without one, a wrong or missing credential is a
+    401 while the body is still on its way."""
+    line = _status_line_of_unfinished_request(live_url, credentials + framing, body_start)
+    assert line == b"HTTP/1.1 401 Unauthorized"
 
 
 def test_only_the_configured_credential_is_accepted(client):
@@ -410,9 +437,22 @@ def test_plain_remote_errors(client, service, live_url):
     b"not json", b'"a string"', b"{}", b'{"events": "x"}', b'{"reference": 5}',
     b'{"reference": "Peer.example.com:5000/Team/X"}', b'{"reference": "team/x:bad tag"}',
     b'{"reference": "peer.example.com:99999/team/x"}', b"\xff\xfe",
+    DEEP_JSON, b'{"reference": "peer.example.com/team/x:a\\ud800"}',
 ])
 def test_malformed_bodies_are_400(client, service, raw):
     problem(post(client, None, raw=raw), 400)
+    assert remote_rows(service) == []
+
+
+@pytest.mark.parametrize("data", ["[" * 3000, '{"reference": "peer.example.com/x:a\\udc00"}'])
+def test_hostile_json_in_cloudevent_data_is_400(client, service, data):
+    """JSON text inside an event (structured or binary mode) is parsed as strictly as
+    the body: deep nesting and lone surrogates are a 400, never a 500."""
+    body = problem(post(client, cloudevent(data)), 400)
+    assert "not valid JSON" in body["detail"], body
+    binary = {"ce-specversion": "1.0", "ce-id": "b-1", "ce-source": "/ci", "ce-type": "t"}
+    body = problem(post(client, None, binary, raw=data.encode()), 400)
+    assert "not valid JSON" in body["detail"], body
     assert remote_rows(service) == []
 
 

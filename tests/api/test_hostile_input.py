@@ -2,13 +2,21 @@
 and session ids, malformed and oversized manifests, manifests naming blobs that are
 missing or only in another repository, mounts, digest mismatches and bogus
 Content-Range values. Each hostile request must get the right OCI error and leave no
-trace: no blob row, no session change, no stray file or object, other data intact."""
+trace: no blob row, no session change, no stray file or object, other data intact.
+Hostile JSON (deep nesting, lone surrogates) on every route that parses a body, and
+oversized request heads, against a real ``assay serve`` too: a 4xx, never a 500, and the
+connection stays usable."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 import os
+import re
+import socket
 
+import httpx
 import pytest
 from sqlalchemy import select
 
@@ -22,6 +30,7 @@ from tests.api.oci import (
     push_image,
     sha256,
 )
+from tests.support.processes import start_assay
 
 ZERO = "sha256:" + "0" * 64
 
@@ -269,3 +278,144 @@ def test_bogus_content_length(client, baseline, length):
 def test_layer_media_type_is_data_only(client):
     """Sanity: the helper module's layer type (keeps the imports honest)."""
     assert LAYER.endswith(".tar")
+
+
+# ---- hostile JSON --------------------------------------------------------------------------
+
+DEEP_JSON = b'{"a":' + b"[" * 5000
+# JSON text escaping a lone surrogate: valid by the grammar, but no UTF-8 string holds it.
+LONE_SURROGATES = [b'{"a": "a\\ud800"}', b'["\\udc00"]', b'{"\\udc00\\ud800": 1}']
+HOSTILE_JSON = [DEEP_JSON, *LONE_SURROGATES]
+HOOK_TOKEN = "hostile-input-hook-token"
+
+
+@pytest.mark.parametrize("body", [
+    DEEP_JSON,
+    image_manifest(b"cfg", [b"precious layer"], annotations={"a": "\ud800"}),
+    image_manifest(b"cfg", [b"precious layer"], annotations={"\udc00": "b"}),
+])
+def test_hostile_json_manifests_are_manifest_invalid(client, baseline, body):
+    """Refused when parsed (deep nesting, lone surrogates), never a 500 or a stored
+    string that cannot be encoded."""
+    push_blob(client, "good/repo", b"cfg")
+    r = client.put("/v2/good/repo/manifests/hostile", content=body,
+                   headers={"Content-Type": OCI_MANIFEST})
+    assert r.status_code == 400 and error_code(r) == "MANIFEST_INVALID", r.text
+    assert "not valid JSON" in r.json()["errors"][0]["message"]
+    assert client.get("/v2/good/repo/manifests/hostile").status_code == 404
+
+
+def json_operations(client) -> list[tuple[str, str]]:
+    """Every documented REST operation that takes a JSON body, its path filled in."""
+    filled = {"{name}": "good/repo", "{reference}": ZERO, "{namespace}": "good",
+              "{user}": "bob", "{id}": "1"}
+    ops = []
+    for path, item in client.get("/api/v1/openapi.json").json()["paths"].items():
+        for method, op in item.items():
+            if "application/json" in (op.get("requestBody") or {}).get("content", {}):
+                for param, value in filled.items():
+                    path = path.replace(param, value)
+                ops.append((method.upper(), path))
+    return ops
+
+
+def test_hostile_json_bodies_are_400_on_every_rest_operation(client):
+    client.app.state.settings.hook_token = HOOK_TOKEN
+    ops = json_operations(client)
+    assert ("POST", "/api/v1/hooks/validate") in ops and len(ops) >= 10
+    for method, path in ops:
+        for body in HOSTILE_JSON:
+            r = client.request(method, path, content=body,
+                               headers={"Content-Type": "application/json",
+                                        "Authorization": f"Bearer {HOOK_TOKEN}"})
+            if (method, path) == ("POST", "/api/v1/tokens"):  # auth off: refused unread
+                assert r.status_code == 409, r.text
+                continue
+            assert r.status_code == 400, (method, path, body[:20], r.text)
+            assert r.headers["content-type"] == "application/problem+json"
+            assert "not JSON" in r.json()["detail"], (method, path, r.text)
+
+
+@pytest.mark.parametrize("text", [b"[" * 3000, json.dumps(
+    {"e": "repositories", "s": "name", "k": ["\ud800"]}).encode()])
+def test_hostile_json_in_a_cursor_is_400(client, text):
+    cursor = base64.urlsafe_b64encode(text).decode().rstrip("=")
+    r = client.get("/api/v1/repositories", params={"cursor": cursor})
+    assert r.status_code == 400 and "invalid cursor" in r.json()["detail"], r.text
+
+
+# ---- a real server: the connection survives, the head is bounded ---------------------------
+
+MAX_HEADER_BYTES = 16 * 1024
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """``assay serve`` with webhooks in and a small header cap (ASSAY_MAX_HEADER_BYTES)."""
+    proc = start_assay(tmp_path_factory.mktemp("hostile") / "data",
+                       env={"ASSAY_HOOK_TOKEN": HOOK_TOKEN,
+                            "ASSAY_MAX_HEADER_BYTES": str(MAX_HEADER_BYTES)})
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def _local_port(response) -> int:
+    return response.extensions["network_stream"].get_extra_info("client_addr")[1]
+
+
+def test_hostile_json_keeps_the_connection_and_logs_no_error(server):
+    requests = [("PUT", "/v2/good/repo/manifests/x", OCI_MANIFEST, "MANIFEST_INVALID"),
+                ("POST", "/api/v1/hooks/validate", "application/json", "UNSUPPORTED"),
+                ("PUT", "/api/v1/policies/good", "application/json", "UNSUPPORTED"),
+                ("POST", "/api/v1/webhooks", "application/json", "UNSUPPORTED")]
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        port = _local_port(http.get("/v2/"))
+        for method, path, content_type, code in requests:
+            for body in HOSTILE_JSON:
+                r = http.request(method, path, content=body,
+                                 headers={"Content-Type": content_type,
+                                          "Authorization": f"Bearer {HOOK_TOKEN}"})
+                assert r.status_code == 400, (path, body[:20], r.text)
+                got = (r.json()["errors"][0]["code"] if path.startswith("/v2/")
+                       else r.json()["code"])
+                assert got == code, (path, r.text)
+                assert r.headers.get("connection") != "close"
+                after = http.get("/v2/")  # the same keep-alive connection still answers
+                assert after.status_code == 200 and _local_port(after) == port
+    log = server.log()
+    assert "Traceback" not in log and "unhandled error" not in log, log[-3000:]
+
+
+def _raw_request(server, header_bytes: int) -> bytes:
+    """The status line a GET with one header of about ``header_bytes`` gets (b"" if the
+    connection closed without one)."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        with contextlib.suppress(OSError):  # refused mid-send: the answer is still there
+            s.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * header_bytes
+                      + b"\r\n\r\n")
+        try:
+            return s.recv(4096).split(b"\r\n", 1)[0]
+        except ConnectionResetError:
+            return b""
+
+
+def test_request_headers_over_the_cap_are_431(server):
+    """Refused before any handler (or authentication) runs; a head that never ends is cut
+    off as it arrives (16 MiB)."""
+    assert _raw_request(server, MAX_HEADER_BYTES - 200) == b"HTTP/1.1 200 OK"
+    for size in (MAX_HEADER_BYTES + 1, 4 * MAX_HEADER_BYTES, 16 * 1024 * 1024):
+        assert _raw_request(server, size) == b"HTTP/1.1 431 Request Header Fields Too Large"
+    # Pipelined behind a good request: that one is answered first, then the 431.
+    good = b"GET /v2/ HTTP/1.1\r\nHost: x\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(good + b"GET /v2/ HTTP/1.1\r\nX-Big: " + b"a" * MAX_HEADER_BYTES
+                  + b"\r\n\r\n")
+        answers = b"".join(iter(lambda: s.recv(65536), b""))  # until the server closes
+    assert re.findall(rb"HTTP/1\.1 \d+", answers) == [b"HTTP/1.1 200", b"HTTP/1.1 431"]
+    # Several headers count together; the connection after a refusal is a new one.
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        many = {f"x-h{i}": "v" * 1000 for i in range(MAX_HEADER_BYTES // 1000 + 1)}
+        assert http.get("/v2/", headers=many).status_code == 431
+        assert http.get("/v2/", headers={"x-ok": "v" * 1000}).status_code == 200

@@ -197,6 +197,8 @@ def raw_safetensors(header: dict | bytes, data: bytes = b"", length: int | None 
     (raw_safetensors(b"{}", length=1 << 40), "exceeds the limit of 100 MiB"),
     (raw_safetensors(b"{}", length=500), "truncated: the header ends at byte 508"),
     (raw_safetensors(b"not json"), "not valid JSON"),
+    (raw_safetensors(b'{"a":' + b"[" * 5000 + b"]" * 5000 + b"}"), "not valid JSON"),
+    (raw_safetensors(b'{"a\\ud800": 1}'), "not valid JSON"),
     (raw_safetensors({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}, b"\0" * 8),
      "truncated: tensor 'w' ends at byte"),
     (raw_safetensors({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 8]}}, b"\0" * 8),
@@ -214,8 +216,9 @@ def test_bad_safetensors_give_an_error_card(tmp_path, content, message):
 def test_model_without_weights_or_with_bad_config(tmp_path):
     assert "no .safetensors file" in read_safetensors_card({}).error
     model = write_model(tmp_path / "c", {"w": np.zeros(2, np.float32)})
-    (model / "config.json").write_text("{broken")
-    assert read_safetensors_card(directory(model)).error == "config.json is not valid JSON"
+    for hostile in ("{broken", '{"a":' + "[" * 5000 + "]" * 5000 + "}", '{"x": "\\udc00"}'):
+        (model / "config.json").write_text(hostile)
+        assert read_safetensors_card(directory(model)).error == "config.json is not valid JSON"
 
 
 def test_real_mlx_models(mlx_model_dir, mlx_model_dir_quantized):

@@ -17,7 +17,8 @@ Authentication, checked in constant time, either of:
   ASSAY_HOOK_SECRET>``.
 
 With neither configured every request is refused (403, saying how to configure); a missing
-or wrong credential is a 401. The answer is 202 ``{"format", "queued": [...], "ignored":
+or wrong credential is a 401, sent before the body is read unless a signature has to be
+checked against it. The answer is 202 ``{"format", "queued": [...], "ignored":
 [...]}``: each queued item names its job (and, for another registry's model, its
 ``remote_model`` and canonical ``reference``); each ignored one says why (a pull, a blob, an
 index, not a model ...). A malformed body is a 400.
@@ -27,12 +28,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from registry import jsontext
 from registry.api.oci.base import read_limited, service
 from registry.errors import (
     BodyTooLarge,
@@ -53,9 +54,11 @@ def check_configured(settings) -> None:
         raise HooksDisabled(f"webhook validation is disabled on this registry: {HOW}")
 
 
-def authenticate(settings, headers, body: bytes) -> str:
-    """Which credential verified (``"token"`` or ``"signature"``), else ``Unauthorized``.
-    Comparisons are constant-time (``hmac.compare_digest``)."""
+def authenticate(settings, headers) -> str:
+    """What the headers alone can settle, before any of the body is read: ``"token"`` when
+    the bearer token matches, ``"signature"`` when only ``check_signature`` on the body can
+    tell (a signature is sent and a secret configured), else ``Unauthorized`` (or
+    ``HooksDisabled``). Comparisons are constant-time (``hmac.compare_digest``)."""
     check_configured(settings)
     scheme, _, token = (headers.get("authorization") or "").strip().partition(" ")
     signature = (headers.get(SIGNATURE_HEADER) or "").strip()
@@ -65,12 +68,22 @@ def authenticate(settings, headers, body: bytes) -> str:
             token.strip().encode(), settings.hook_token.encode()):
         return "token"
     if signature and settings.hook_secret:
-        expected = "sha256=" + hmac.new(settings.hook_secret.encode(), body,
-                                        hashlib.sha256).hexdigest()
-        if hmac.compare_digest(signature.lower().encode(), expected.encode()):
-            return "signature"
-    raise Unauthorized("invalid credentials: the bearer token or the X-Assay-Signature "
-                       "does not match this registry's ASSAY_HOOK_TOKEN / ASSAY_HOOK_SECRET")
+        return "signature"
+    raise _invalid_credentials()
+
+
+def check_signature(settings, headers, body: bytes) -> None:
+    """``Unauthorized`` unless ``X-Assay-Signature`` is the HMAC of exactly ``body``."""
+    signature = (headers.get(SIGNATURE_HEADER) or "").strip()
+    expected = "sha256=" + hmac.new(settings.hook_secret.encode(), body,
+                                    hashlib.sha256).hexdigest()
+    if not hmac.compare_digest(signature.lower().encode(), expected.encode()):
+        raise _invalid_credentials()
+
+
+def _invalid_credentials() -> Unauthorized:
+    return Unauthorized("invalid credentials: the bearer token or the X-Assay-Signature "
+                        "does not match this registry's ASSAY_HOOK_TOKEN / ASSAY_HOOK_SECRET")
 
 
 def _too_large(_declared: int | None) -> BodyTooLarge:
@@ -79,14 +92,16 @@ def _too_large(_declared: int | None) -> BodyTooLarge:
 
 async def validate(request: Request) -> JSONResponse:
     settings = request.app.state.settings
-    check_configured(settings)  # before reading anything
+    # Only a signature needs the body: anyone else is refused before it is read.
+    credential = authenticate(settings, request.headers)
     body = await read_limited(request, MAX_BODY, _too_large)
-    authenticate(settings, request.headers, body)
+    if credential == "signature":
+        check_signature(settings, request.headers, body)
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        doc = jsontext.loads(body)
+    except ValueError as exc:
         if "ce-specversion" not in request.headers:
-            raise RequestInvalid("the body is not JSON") from None
+            raise RequestInvalid(f"the body is not JSON: {exc}") from None
         try:  # a binary-mode CloudEvent may carry its data as text: the reference
             doc = body.decode()
         except UnicodeDecodeError:

@@ -25,12 +25,11 @@ that is not ready through the readiness gate (recorded).
 
 from __future__ import annotations
 
-import json
-
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from registry import jsontext
 from registry.api.access import caller
 from registry.api.oci.base import absolute, read_limited, repo_name, service
 from registry.digests import is_digest
@@ -123,11 +122,13 @@ def _too_large(declared: int | None) -> BodyTooLarge:
 
 
 async def json_body(request: Request) -> dict:
-    """The request's JSON object (``{}`` when empty), read up to ``MAX_JSON_BODY``."""
+    """The request's JSON object (``{}`` when empty), read up to ``MAX_JSON_BODY`` and
+    parsed by ``registry.jsontext.loads``; anything else is ``RequestInvalid``."""
+    raw = await read_limited(request, MAX_JSON_BODY, _too_large)
     try:
-        body = json.loads(await read_limited(request, MAX_JSON_BODY, _too_large) or b"{}")
-    except ValueError:
-        raise RequestInvalid("the request body is not JSON") from None
+        body = jsontext.loads(raw or b"{}")
+    except ValueError as exc:
+        raise RequestInvalid(f"the request body is not JSON: {exc}") from None
     if not isinstance(body, dict):
         raise RequestInvalid("the request body must be a JSON object")
     return body
