@@ -156,8 +156,14 @@ class Settings(BaseSettings):
     # in the database, so every replica shares it. Set it to rotate (old tokens die).
     auth_secret: str | None = None
     # A verified password or token is remembered this long, so a chunked upload does not
-    # pay argon2 on every request. Revoking a token takes effect within this time.
+    # pay argon2 on every request. Revoking a token, removing an Ollama key or deleting a
+    # user (and so the bearer tokens issued for them) takes effect on the replica that
+    # did it at once, on the others within this time.
     auth_cache_seconds: float = 30.0
+    # Who may read the verification records of models in other registries (GET
+    # /api/v1/verifications?reference=HOST/...: statuses, reasons, pull errors). None: any
+    # signed-in user; a namespace name: those who may pull from that namespace.
+    remote_verifications_namespace: str | None = None
     # Wrong passwords or tokens per client IP per minute before that IP gets 429 for
     # the rest of the minute (0: no limit).
     auth_max_failures_per_minute: int = 20

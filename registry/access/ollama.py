@@ -19,24 +19,35 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 _EMPTY_BODY = base64.b64encode(hashlib.sha256(b"").hexdigest().encode()).decode()
 
 
+# The comment after the key data is stored with the key (a varchar of this size).
+MAX_COMMENT_LENGTH = 255
+
+
 class KeyInvalid(ValueError):
     pass
 
 
 def parse_public_key(text: str) -> tuple[str, str | None]:
     """``ssh-ed25519 AAAA... [comment]`` (or just the base64 part) as ``(base64 wire
-    form, comment)``; raises KeyInvalid unless it is a well-formed ed25519 key."""
+    form, comment)``; raises KeyInvalid unless it is a well-formed ed25519 key with a
+    comment of at most ``MAX_COMMENT_LENGTH`` printable characters."""
     parts = text.strip().split(None, 2)
     if not parts:
         raise KeyInvalid("empty public key")
     if parts[0] == "ssh-ed25519":
         parts = parts[1:]
     elif parts[0].startswith("ssh-") or parts[0].startswith("ecdsa-"):
-        raise KeyInvalid(f"unsupported key type {parts[0]!r}: Ollama keys are ssh-ed25519")
+        raise KeyInvalid(f"unsupported key type {parts[0][:32]!r}: Ollama keys are "
+                         "ssh-ed25519")
     if not parts:
         raise KeyInvalid("the public key has no key data")
     _raw_key(parts[0])
-    return parts[0], (parts[1] if len(parts) > 1 else None)
+    comment = parts[1] if len(parts) > 1 else None
+    if comment is not None and (len(comment) > MAX_COMMENT_LENGTH
+                                or not comment.isprintable()):
+        raise KeyInvalid(f"the key's comment must be at most {MAX_COMMENT_LENGTH} "
+                         "printable characters")
+    return parts[0], comment
 
 
 def fingerprint(wire_b64: str) -> str:

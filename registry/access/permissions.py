@@ -73,6 +73,9 @@ class Identity:
     grants: dict[str, frozenset[str]] | None = None
     via: str = "anonymous"  # anonymous | password | token | bearer | key | signed-url
     expires_at: float | None = None  # epoch seconds: when the credential itself expires
+    # The personal access token or Ollama key signed in with (``token:<id>``,
+    # ``key:<id>``): a bearer token issued for it carries it, and dies with it.
+    credential: str | None = None
 
     @property
     def anonymous(self) -> bool:

@@ -5,7 +5,7 @@
   (``access`` claim, as Distribution's token format), the audience being the service
   name, and short-lived (``auth_token_seconds``).
 - **Personal access tokens**: ``assay_pat_`` + 32 random base62 characters; only their
-  sha256 is stored.
+  sha256 is stored. Sent as Basic, the user name must be the owner's or ``token``.
 - **Signed blob URLs**: ``?expires=<unix>&signature=<hex HMAC-SHA256>`` over the
   repository and digest, for clients that fetch blob parts without credentials
   (Ollama's ranged downloads).
@@ -22,6 +22,13 @@ import uuid
 import jwt
 
 PAT_PREFIX = "assay_pat_"
+# The user name a client may send with a personal access token when it knows no other
+# (what the assay client sends without ASSAY_USERNAME); any other must be the owner's.
+PAT_USER = "token"
+# Bounds on what GET /auth/token is asked for: Docker clients send one scope per
+# repository a command touches; a repository name is at most 255 characters.
+MAX_SCOPES = 100
+MAX_SCOPE_LENGTH = 512
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 
@@ -53,15 +60,20 @@ def parse_scope(scope: str) -> tuple[str, str, set[str]] | None:
 
 
 def issue(key: str, *, subject: str | None, service: str, issuer: str,
-          access: list[dict], ttl: int, limits: list[str] | None = None) -> tuple[str, int]:
+          access: list[dict], ttl: int, limits: list[str] | None = None,
+          credential: str | None = None) -> tuple[str, int]:
     """A signed bearer token and its lifetime in seconds. ``limits``: the scopes of the
     personal access token it was asked for with (``assay_scopes`` claim), so that the
-    registry can tell "ask for a wider token" from "you may never do this"."""
+    registry can tell "ask for a wider token" from "you may never do this".
+    ``credential``: that token or Ollama key (``assay_credential`` claim, ``token:<id>``
+    or ``key:<id>``), so the bearer token is refused once it is revoked or removed."""
     now = int(time.time())
     claims = {"iss": issuer, "sub": subject or "", "aud": service, "iat": now,
               "nbf": now - 5, "exp": now + ttl, "jti": uuid.uuid4().hex, "access": access}
     if limits is not None:
         claims["assay_scopes"] = limits
+    if credential is not None:
+        claims["assay_credential"] = credential
     return jwt.encode(claims, key, algorithm="HS256"), ttl
 
 

@@ -18,10 +18,12 @@ matrix. ``need`` is one of:
                          document, webhooks in, which check their own credentials)
 
 Credentials, in ``Authorization``: ``Basic user:password``, ``Basic user:<personal
-access token>``, ``Bearer <personal access token>``, or ``Bearer <token from GET
-/auth/token>`` (Docker token auth; the token carries the actions it was granted). A
-blob GET may instead carry a signed URL's ``expires`` and ``signature`` (Ollama fetches
-blob parts from the ``Location`` without credentials).
+access token>`` (``user`` being the token's owner or ``token``), ``Bearer <personal
+access token>``, or ``Bearer <token from GET /auth/token>`` (Docker token auth; the token
+carries the actions it was granted, and dies with its user and with the personal access
+token or Ollama key it was asked for with). A blob GET may instead carry a signed URL's
+``expires`` and ``signature`` (Ollama fetches blob parts from the ``Location`` without
+credentials).
 
 A caller without credentials who may not do something gets 401 and a challenge (on /v2/
 ``Bearer realm=...,service=...,scope=...`` so Docker, skopeo, oras and Ollama fetch a
@@ -91,7 +93,10 @@ def challenge(request: Request, scope: str | None = None) -> str:
 class CredentialCache:
     """Verified credentials by the sha256 of their ``Authorization`` header, for
     ``auth_cache_seconds``: argon2 costs ~50 ms, and a chunked upload sends the same
-    header with every PATCH. Failures are not cached."""
+    header with every PATCH. Failures are not cached. This is also how long another
+    replica goes on accepting a credential revoked or a user deleted on this one: a
+    bearer token is checked against its user and the token or key it came from each
+    time it is verified."""
 
     def __init__(self, ttl: float, size: int = 4096):
         self.ttl, self.size = ttl, size
@@ -183,7 +188,11 @@ def verify_credentials(access, header: str, settings) -> Identity | None:
     if basic is not None:
         user, secret = basic
         if tokens.is_pat(secret):
-            return access.by_token(secret)
+            identity = access.by_token(secret)
+            # Another user's name with this token is someone confused or impersonating.
+            if identity is not None and user not in (identity.name, tokens.PAT_USER):
+                return None
+            return identity
         return access.by_password(user, secret)
     scheme, _, value = header.partition(" ")
     value = value.strip()
@@ -200,7 +209,9 @@ def verify_credentials(access, header: str, settings) -> Identity | None:
         return Identity(name=None, grants=grants, via="bearer", expires_at=claims["exp"],
                         anonymous_namespaces=access.anonymous_namespaces(),
                         anonymous_pull=settings.anonymous_pull)
-    identity = access.by_name(claims["sub"], via="bearer", grants=grants)
+    credential = claims.get("assay_credential")
+    identity = access.by_subject(claims["sub"], issued_at=claims.get("iat"), grants=grants,
+                                 credential=credential if isinstance(credential, str) else None)
     if identity is None:
         return None
     limits = claims.get("assay_scopes")

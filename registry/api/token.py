@@ -3,9 +3,13 @@
     GET /auth/token?service=assay&scope=repository:team/gemma3:pull,push[&scope=...]
 
 Credentials: ``Basic user:password`` or ``Basic user:<personal access token>`` (skopeo,
-oras, docker, containerd), ``Bearer <personal access token>``, Ollama's ``<public
-key>:<signature>`` with ``ts`` and ``nonce`` in the query (see ``registry.access.ollama``),
-or none (an anonymous token: only what anonymous callers may pull).
+oras, docker, containerd; ``user`` is the token's owner or ``token``), ``Bearer <personal
+access token>``, Ollama's ``<public key>:<signature>`` with ``ts`` and ``nonce`` in the
+query (see ``registry.access.ollama``), or none (an anonymous token: only what anonymous
+callers may pull).
+
+At most ``tokens.MAX_SCOPES`` scopes of at most ``tokens.MAX_SCOPE_LENGTH`` characters
+each, else 400 with OCI error JSON.
 
 Answer: ``{"token", "access_token", "expires_in", "issued_at"}``. The token is granted
 the requested actions the caller may do, and no others (Distribution's semantics: a
@@ -39,9 +43,17 @@ from registry.errors import NameInvalid, RequestInvalid, Unauthorized
 
 
 def _requested(request: Request) -> list[str]:
+    """The scopes asked for (repeated and space-separated alike); raises RequestInvalid
+    past the bounds, before any is looked at."""
     scopes = []
     for value in request.query_params.getlist("scope"):
         scopes.extend(value.split())
+        if len(scopes) > tokens.MAX_SCOPES:
+            raise RequestInvalid(f"too many scopes: at most {tokens.MAX_SCOPES} per token")
+    for scope in scopes:
+        if len(scope) > tokens.MAX_SCOPE_LENGTH:
+            raise RequestInvalid(f"scope {scope[:64]!r}... is too long: at most "
+                                 f"{tokens.MAX_SCOPE_LENGTH} characters")
     return scopes
 
 
@@ -77,7 +89,9 @@ def _issue_sync(request: Request, header: str | None) -> dict:
     access = request.app.state.registry.access
     service = request.query_params.get("service") or settings.auth_service
     if service != settings.auth_service:
-        raise RequestInvalid(f"unknown service {service!r}: this is {settings.auth_service!r}")
+        raise RequestInvalid(f"unknown service {service[:64]!r}: this is "
+                             f"{settings.auth_service!r}")
+    requested = _requested(request)
     if not settings.auth:
         # Nothing asks for credentials: a token is never needed, but one is harmless.
         identity = Identity(name=None, is_admin=True, via="anonymous")
@@ -97,7 +111,7 @@ def _issue_sync(request: Request, header: str | None) -> dict:
                                "token that is unknown, revoked or expired",
                                challenge='Basic realm="assay"')
     granted, short = [], False
-    for scope in _requested(request):
+    for scope in requested:
         parsed = tokens.parse_scope(scope)
         if parsed is None:
             raise RequestInvalid(f"invalid scope {scope!r}: expected "
@@ -122,7 +136,8 @@ def _issue_sync(request: Request, header: str | None) -> dict:
                            "what was asked", challenge='Basic realm="assay"')
     token, ttl = tokens.issue(access.signing_key(), subject=identity.name, service=service,
                               issuer=base_url(request), access=granted,
-                              ttl=settings.auth_token_seconds, limits=scope_strings(identity))
+                              ttl=settings.auth_token_seconds, limits=scope_strings(identity),
+                              credential=identity.credential)
     return {"token": token, "access_token": token, "expires_in": ttl,
             "issued_at": datetime.now(UTC).isoformat()}
 

@@ -37,6 +37,13 @@ from registry.services.common import Service
 _USER_RE = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*")
 _NS_RE = _USER_RE
 DEFAULT_SCOPES = ["pull", "push"]
+# A token's scopes: one per action and namespace glob is plenty; the longest useful one
+# is "delete:" and a namespace (at most 255 characters).
+MAX_TOKEN_SCOPES = 32
+MAX_TOKEN_SCOPE_LENGTH = 7 + 255
+MAX_TOKEN_NAME_LENGTH = 128
+# How far a bearer token's ``iat`` may trail the creation of its subject's user row.
+_CLOCK_SKEW = 5.0
 # Namespace settings: type and, for integers, the allowed range (None clears them).
 # Zero tags or zero days would delete what a push in progress is still building.
 _NS_FIELDS = {
@@ -47,16 +54,21 @@ _NS_FIELDS = {
 }
 
 
+def _valid_user_name(name: str) -> bool:
+    return len(name) <= 64 and _USER_RE.fullmatch(name) is not None
+
+
 def check_user_name(name: str) -> str:
-    if len(name) > 64 or not _USER_RE.fullmatch(name):
-        raise RequestInvalid(f"invalid user name {name!r}: lowercase letters, digits and "
+    if not _valid_user_name(name):
+        raise RequestInvalid(f"invalid user name {name[:64]!r}: lowercase letters, digits and "
                              "single separators (. _ -), at most 64 characters")
     return name
 
 
 def check_namespace(name: str) -> str:
     if len(name) > 255 or not _NS_RE.fullmatch(name):
-        raise RequestInvalid(f"invalid namespace {name!r}: one repository name component")
+        raise RequestInvalid(f"invalid namespace {name[:64]!r}: one repository name "
+                             "component of at most 255 characters")
     return name
 
 
@@ -100,9 +112,11 @@ class AccessService(Service):
 
     # ---- users --------------------------------------------------------------------------
     def _user(self, conn, name: str):
-        row = conn.execute(select(users).where(users.c.name == name)).first()
+        # A name no user can have is not looked up: PostgreSQL refuses NUL bytes (a 500).
+        row = conn.execute(select(users).where(users.c.name == name)).first() \
+            if _valid_user_name(name) else None
         if row is None:
-            raise NotFound(f"no user {name!r}")
+            raise NotFound(f"no user {name[:64]!r}")
         return row
 
     def add_user(self, name: str, password: str | None, *, admin: bool = False,
@@ -169,7 +183,7 @@ class AccessService(Service):
     def grant(self, namespace: str, user: str, role: str) -> None:
         check_namespace(namespace)
         if role not in ROLES:
-            raise RequestInvalid(f"invalid role {role!r}: one of {', '.join(ROLES)}")
+            raise RequestInvalid(f"invalid role {role[:20]!r}: one of {', '.join(ROLES)}")
         now = utcnow()
         with self.db.write() as conn:
             row = self._user(conn, user)
@@ -180,6 +194,8 @@ class AccessService(Service):
             record(conn, "namespace.grant", namespace, user=user, role=role)
 
     def revoke(self, namespace: str, user: str) -> None:
+        if not _NS_RE.fullmatch(namespace):
+            raise NotFound(f"{user[:64]!r} has no role in namespace {namespace[:64]!r}")
         with self.db.write() as conn:
             row = self._user(conn, user)
             gone = conn.execute(delete(namespace_members).where(
@@ -264,12 +280,18 @@ class AccessService(Service):
                      expires_in_days: float | None = None) -> tuple[dict, str]:
         """A new token for ``user``: its record and its secret (shown once)."""
         scopes = list(scopes) if scopes else list(DEFAULT_SCOPES)
+        if len(scopes) > MAX_TOKEN_SCOPES or any(len(s) > MAX_TOKEN_SCOPE_LENGTH
+                                                 for s in scopes):
+            raise RequestInvalid(f"a token has at most {MAX_TOKEN_SCOPES} scopes of at most "
+                                 f"{MAX_TOKEN_SCOPE_LENGTH} characters each")
         try:
             parse_scopes(scopes)
         except ValueError as exc:
             raise RequestInvalid(str(exc)) from exc
-        if not name or len(name) > 128:
-            raise RequestInvalid("a token needs a name of at most 128 characters")
+        # Printable: PostgreSQL refuses NUL bytes in text (a 500 instead of a 400).
+        if not name or len(name) > MAX_TOKEN_NAME_LENGTH or not name.isprintable():
+            raise RequestInvalid(f"a token needs a name of at most {MAX_TOKEN_NAME_LENGTH} "
+                                 "printable characters")
         if expires_in_days is not None and not 0 < expires_in_days <= 3650:
             raise RequestInvalid("expiry must be between 0 and 3650 days")
         secret = tokens.new_pat()
@@ -367,7 +389,8 @@ class AccessService(Service):
     def by_password(self, name: str, password: str) -> Identity | None:
         """The user if ``password`` is theirs (argon2: ~50 ms, cache the result)."""
         with self.db.read() as conn:
-            row = conn.execute(select(users).where(users.c.name == name)).first()
+            row = conn.execute(select(users).where(users.c.name == name)).first() \
+                if _valid_user_name(name) else None
             if row is None or row.disabled_at is not None:
                 passwords.check_password(None, password)
                 return None
@@ -388,7 +411,9 @@ class AccessService(Service):
             if row.disabled_at is not None:
                 return None
             scopes = tuple(parse_scopes(json.loads(tok.scopes)))
-            identity = self._identity(conn, row, via="token", scopes=scopes)
+            identity = dataclasses.replace(
+                self._identity(conn, row, via="token", scopes=scopes),
+                credential=f"token:{tok.id}")
             if tok.expires_at is not None:
                 identity = dataclasses.replace(
                     identity, expires_at=_aware(tok.expires_at).timestamp())
@@ -401,19 +426,48 @@ class AccessService(Service):
     def by_key(self, wire_b64: str) -> Identity | None:
         """The user who registered this Ollama public key."""
         with self.db.read() as conn:
-            row = conn.execute(select(users).join(user_keys, user_keys.c.user_id == users.c.id)
+            row = conn.execute(select(users, user_keys.c.id.label("key_id"))
+                               .join(user_keys, user_keys.c.user_id == users.c.id)
                                .where(user_keys.c.public_key == wire_b64)).first()
             if row is None or row.disabled_at is not None:
                 return None
-            return self._identity(conn, row, via="key")
+            return dataclasses.replace(self._identity(conn, row, via="key"),
+                                       credential=f"key:{row.key_id}")
 
-    def by_name(self, name: str, *, via: str, grants=None) -> Identity | None:
-        """A user by name (a bearer token's subject); None if gone or disabled."""
+    def by_subject(self, name: str, *, issued_at: float | None, credential: str | None,
+                   grants) -> Identity | None:
+        """The user a bearer token was issued to (``sub``, ``iat`` and the
+        ``assay_credential`` it was asked for with). None if the user is gone or
+        disabled, if the name now belongs to a user made after the token (a deleted
+        user's name reused), or if that personal access token is revoked or expired or
+        that Ollama key removed."""
         with self.db.read() as conn:
             row = conn.execute(select(users).where(users.c.name == name)).first()
             if row is None or row.disabled_at is not None:
                 return None
-            return self._identity(conn, row, via=via, grants=grants)
+            # iat is whole seconds, possibly from another replica's clock: allow for both.
+            if issued_at is not None and \
+                    _aware(row.created_at).timestamp() > issued_at + _CLOCK_SKEW:
+                return None
+            if credential is not None and not self._credential_live(conn, row, credential):
+                return None
+            return self._identity(conn, row, via="bearer", grants=grants)
+
+    def _credential_live(self, conn, user_row, credential: str) -> bool:
+        kind, _, ident = credential.partition(":")
+        if not ident.isdecimal() or int(ident) >= 2**63:
+            return False
+        if kind == "token":
+            tok = conn.execute(select(access_tokens).where(
+                access_tokens.c.id == int(ident),
+                access_tokens.c.user_id == user_row.id)).first()
+            return tok is not None and tok.revoked_at is None and (
+                tok.expires_at is None or _aware(tok.expires_at) > utcnow())
+        if kind == "key":
+            return conn.execute(select(user_keys.c.id).where(
+                user_keys.c.id == int(ident),
+                user_keys.c.user_id == user_row.id)).first() is not None
+        return False
 
     def use_nonce(self, nonce: str, max_age_seconds: float) -> bool:
         """Record a signed request's nonce; False if it was seen already (a replay).

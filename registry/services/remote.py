@@ -669,14 +669,19 @@ class RemoteService(Service):
         self.events.emit(conn, action, row.repository, target, verification=verification)
 
     # ---- people and scripts ----------------------------------------------------------------
-    def lookup(self, text: str, request_host: str | None) -> dict:
+    def lookup(self, text: str, request_host: str | None, visible=None) -> dict:
         """``GET /api/v1/verifications?reference=``: the model's status and every
-        verification of it, newest first. 404 for a reference nothing is known about."""
+        verification of it, newest first. 404 for a reference nothing is known about.
+
+        ``visible(repository, local)``, if given, is asked before anything is read: when
+        it answers False the 404 is the same whether or not the model is known, so a
+        caller learns nothing about what it may not see."""
         ref = parse_ref(text)
-        if ref.host is None or _norm_host(ref.host) in local_hosts(self.settings.public_url,
-                                                                   request_host):
-            return self._lookup_local(ref)
-        return self._lookup_remote(ref)
+        local = ref.host is None or _norm_host(ref.host) in local_hosts(
+            self.settings.public_url, request_host)
+        if visible is not None and not visible(ref.name, local):
+            raise NotFound(f"nothing is known about {text!r}")
+        return self._lookup_local(ref) if local else self._lookup_remote(ref)
 
     def _lookup_local(self, ref: ModelRef) -> dict:
         with self.db.read() as conn:

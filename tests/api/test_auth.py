@@ -1,7 +1,10 @@
 """Access control over HTTP (``ASSAY_AUTH=1``), on both stacks: challenges, Basic auth,
 Docker token auth with scope reduction, personal access tokens (scopes, expiry,
-revocation), robots, anonymous pull, signed blob URLs, listings filtered by role,
-cross-namespace mounts, Ollama's ed25519-signed token requests and the audit log."""
+revocation, the user name sent with them), bearer tokens dying with what they were
+issued for (on every replica), bounds on what is asked for, robots, anonymous pull,
+signed blob URLs, listings filtered by role, cross-namespace mounts, Ollama's
+ed25519-signed token requests, who may read remote verification records and the audit
+log."""
 
 from __future__ import annotations
 
@@ -11,13 +14,15 @@ import time
 from datetime import timedelta
 from urllib.parse import urlsplit
 
+import jwt
 import pytest
 from sqlalchemy import update
 from starlette.testclient import TestClient
 
 from registry.access import tokens
 from registry.app import create_app
-from registry.db.tables import access_tokens, utcnow
+from registry.db.tables import access_tokens, users, utcnow
+from registry.services.remote import parse_payload
 from tests.api.oci import error_code, push_image, sha256
 from tests.support.ollama_keys import OllamaKey, token_url
 
@@ -202,7 +207,7 @@ def test_personal_access_tokens_scopes_revocation_and_expiry(reg):
         assert reg.get("/v2/team/model/manifests/v1", **how).status_code == 200
         assert reg.post("/v2/team/model/blobs/uploads/", **how).status_code == 403
     # The token endpoint accepts it too, and never grants more than its scopes.
-    body = _token(reg, "repository:team/model:pull,push", headers=basic("x", secret))
+    body = _token(reg, "repository:team/model:pull,push", headers=basic("token", secret))
     assert _claims(reg, body["token"])["access"][0]["actions"] == ["pull"]
     # A wider bearer token could not be had with this PAT: 403, not insufficient_scope.
     r = reg.post("/v2/team/model/blobs/uploads/", headers=bearer(body["token"]))
@@ -412,3 +417,205 @@ def test_audit_filters_refuse_unprintable_text(reg):
     r = reg.get("/api/v1/audit", params={"action": "push\x00"})
     assert r.status_code == 400 and r.json()["code"] == "UNSUPPORTED"
     assert reg.get("/api/v1/audit", params={"action": "push"}).status_code == 200
+
+
+def test_basic_auth_with_a_personal_access_token_needs_the_owners_name_or_token(reg):
+    """The user name sent with a token is its owner's, or ``token`` (what the assay
+    client sends without ASSAY_USERNAME); any other name is refused, not ignored."""
+    _, secret = reg.app.state.registry.access.create_token("wanda", "laptop")
+    reg.auth = as_("wanda")
+    push_image(reg, "team/model", "v1")
+    reg.auth = None
+    url, scope = "/v2/team/model/manifests/v1", {"scope": "repository:team/model:pull"}
+    for user in ("wanda", "token"):
+        assert reg.get(url, headers=basic(user, secret)).status_code == 200
+        assert reg.get("/auth/token", params=scope,
+                       headers=basic(user, secret)).status_code == 200
+    for user in ("rita", "root", "anyone", ""):
+        r = reg.get(url, headers=basic(user, secret))
+        assert r.status_code == 401 and error_code(r) == "UNAUTHORIZED", user
+        r = reg.get("/auth/token", params=scope, headers=basic(user, secret))
+        assert r.status_code == 401 and error_code(r) == "UNAUTHORIZED", user
+    assert reg.get("/v2/team/app/tags/list", headers=basic("ci", reg.ci)).status_code == 404
+
+
+def _ollama_token(reg, key: OllamaKey, scope: str) -> str:
+    url = token_url(f"{BASE}/auth/token", "assay", scope)
+    r = reg.get(url, headers={"Authorization": key.sign(url)})
+    assert r.status_code == 200, r.text
+    return r.json()["token"]
+
+
+def test_a_bearer_token_dies_with_the_token_or_key_it_was_issued_for(reg):
+    reg.auth = as_("wanda")
+    push_image(reg, "team/model", "v1")
+    key = OllamaKey()
+    key_id = reg.post("/api/v1/keys", json={"public_key": key.public_line()}).json()["id"]
+    reg.auth = None
+    record, pat = reg.app.state.registry.access.create_token("wanda", "laptop")
+    scope = "repository:team/model:pull"
+    from_pat = _token(reg, scope, headers=basic("wanda", pat))["token"]
+    from_key = _ollama_token(reg, key, scope)
+    from_password = _token(reg, scope, auth=as_("wanda"))["token"]
+    assert _claims(reg, from_pat)["assay_credential"] == f"token:{record['id']}"
+    url = "/v2/team/model/manifests/v1"
+    for token in (from_pat, from_key, from_password):
+        assert reg.get(url, headers=bearer(token)).status_code == 200
+    reg.auth = as_("wanda")
+    assert reg.delete(f"/api/v1/tokens/{record['id']}").status_code == 200
+    assert reg.delete(f"/api/v1/keys/{key_id}").status_code == 200
+    reg.auth = None
+    for token in (from_pat, from_key):
+        r = reg.get(url, headers=bearer(token))
+        assert r.status_code == 401 and error_code(r) == "UNAUTHORIZED"
+    assert reg.get(url, headers=bearer(from_password)).status_code == 200
+
+
+CACHE = 2.0  # auth_cache_seconds of the two replicas below
+
+
+@pytest.fixture
+def replicas(settings):
+    """Two replicas of an auth-on registry on one database and store, each with its own
+    credential cache (``CACHE`` seconds); the users of ``reg``, made an hour ago."""
+    settings = settings.model_copy(update={"auth": True, "auth_cache_seconds": CACHE})
+    apps = [create_app(settings.model_copy(), run_migrations=False) for _ in range(2)]
+    with TestClient(apps[0], base_url=BASE) as a, TestClient(apps[1], base_url=BASE) as b:
+        access = a.app.state.registry.access
+        access.add_user("root", PASSWORDS["root"], admin=True)
+        for name in ("wanda", "rita", "otto"):
+            access.add_user(name, PASSWORDS[name])
+        with access.db.write() as conn:
+            conn.execute(update(users).values(created_at=utcnow() - timedelta(hours=1)))
+        yield a, b
+
+
+def test_other_replicas_refuse_bearer_tokens_of_a_revoked_token_or_deleted_user(replicas):
+    """The replica that revokes a token or deletes a user refuses the bearer tokens
+    issued for them at once, the others within auth_cache_seconds; a deleted user's
+    name taken again does not revive tokens issued before."""
+    a, b = replicas
+    access = a.app.state.registry.access
+    record, pat = access.create_token("wanda", "laptop")
+    scope = "repository:team/model:pull"
+    from_pat = _token(a, scope, headers=basic("wanda", pat))["token"]
+    from_otto = _token(a, scope, auth=as_("otto"))["token"]
+    claims = _claims(a, _token(a, scope, auth=as_("rita"))["token"])
+    claims["iat"] -= 60  # issued a minute before rita's name is taken again below
+    from_old_rita = jwt.encode(claims, access.signing_key(), algorithm="HS256")
+    tokens_ = (from_pat, from_otto, from_old_rita)
+    for replica in (a, b):  # both have them verified and cached
+        for token in tokens_:
+            assert replica.get("/v2/", headers=bearer(token)).status_code == 200
+    cached_until = time.monotonic() + CACHE
+    assert a.delete(f"/api/v1/tokens/{record['id']}", auth=as_("wanda")).status_code == 200
+    for name in ("otto", "rita"):
+        assert a.delete(f"/api/v1/users/{name}", auth=as_("root")).status_code == 200
+    access.add_user("rita", "a-new-rita-password")
+    for token in tokens_:
+        assert a.get("/v2/", headers=bearer(token)).status_code == 401
+    time.sleep(max(0.0, cached_until - time.monotonic()) + 0.1)
+    for token in tokens_:
+        r = b.get("/v2/", headers=bearer(token))
+        assert r.status_code == 401 and error_code(r) == "UNAUTHORIZED"
+    # The new rita signs in as herself.
+    assert b.get("/v2/", auth=("rita", "a-new-rita-password")).status_code == 200
+
+
+def test_token_endpoint_bounds_the_scopes_asked_for(reg):
+    """Over the bounds: 400 with OCI error JSON, the message not echoing the request."""
+    many = [f"repository:team/m{i}:pull" for i in range(tokens.MAX_SCOPES + 1)]
+    long = "repository:team/" + "m" * tokens.MAX_SCOPE_LENGTH + ":pull"
+    for params in ([("scope", s) for s in many], {"scope": " ".join(many)},
+                   {"scope": long}):
+        for auth in (as_("wanda"), None):
+            r = reg.get("/auth/token", params=params, auth=auth)
+            assert r.status_code == 400 and error_code(r) == "UNSUPPORTED", r.text
+            assert len(r.text) < 500
+    r = reg.get("/auth/token", params={"service": "s" * 10_000}, auth=as_("wanda"))
+    assert r.status_code == 400 and len(r.text) < 500
+    # At the bounds, a token.
+    body = _token(reg, many[:-1], auth=as_("wanda"))
+    assert len(_claims(reg, body["token"])["access"]) == tokens.MAX_SCOPES
+
+
+def test_names_and_scopes_of_tokens_and_keys_are_bounded(reg):
+    """Over the bounds: 400 problem JSON (never a 500 from the database), the message
+    not echoing the request."""
+
+    def refused(r):
+        assert r.status_code == 400, r.text
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["code"] == "UNSUPPORTED" and len(r.text) < 500
+
+    reg.auth = as_("wanda")
+    line = OllamaKey().public_line()
+    refused(reg.post("/api/v1/tokens", json={"name": "n" * 129}))
+    refused(reg.post("/api/v1/tokens", json={"name": "nul\x00byte"}))
+    refused(reg.post("/api/v1/tokens", json={"name": "t", "scopes": ["pull"] * 33}))
+    refused(reg.post("/api/v1/tokens", json={"name": "t", "scopes": ["pull:" + "t" * 300]}))
+    refused(reg.post("/api/v1/tokens", json={"name": "t", "scopes": ["x" * 100_000]}))
+    refused(reg.post("/api/v1/keys", json={"public_key": f"{line} {'c' * 256}"}))
+    refused(reg.post("/api/v1/keys", json={"public_key": f"{line} nul\x00byte"}))
+    refused(reg.post("/api/v1/keys", json={"public_key": "ssh-" + "r" * 100_000}))
+    reg.auth = as_("root")
+    refused(reg.post("/api/v1/users/ci/tokens", json={"name": "t", "scopes": ["pull"] * 33}))
+    refused(reg.post("/api/v1/users", json={"name": "u" * 100_000, "robot": True}))
+    refused(reg.put("/api/v1/namespaces/team/members/rita", json={"role": "r" * 100_000}))
+    refused(reg.get("/api/v1/namespaces/" + "n" * 10_000))
+    # A user name nobody can have is unknown: never a database error (PostgreSQL refuses
+    # NUL bytes), never echoed in full.
+    for method, path in (("GET", "/api/v1/users/a%00b"), ("DELETE", "/api/v1/users/" + "u" * 5000),
+                         ("POST", "/api/v1/users/a%00b/tokens"),
+                         ("DELETE", "/api/v1/namespaces/team/members/a%00b"),
+                         ("DELETE", "/api/v1/namespaces/te%00am/members/rita")):
+        r = reg.request(method, path, json={"name": "t"} if method == "POST" else None)
+        assert r.status_code == 404 and len(r.text) < 500, (method, path, r.text[:200])
+    reg.auth = None
+    r = reg.get("/v2/", headers=basic("nul\x00name", "some-password"))
+    assert r.status_code == 401 and error_code(r) == "UNAUTHORIZED"
+    # At the bounds.
+    reg.auth = as_("wanda")
+    scopes = ["pull:" + "t" * 255] + ["push:team"] * 31
+    r = reg.post("/api/v1/tokens", json={"name": "n" * 128, "scopes": scopes})
+    assert r.status_code == 201, r.text
+    r = reg.post("/api/v1/keys", json={"public_key": f"{line} {'c' * 255}"})
+    assert r.status_code == 201, r.text
+
+
+PEER = "peer.example.com:5000"
+
+
+def _lookup(reg, reference: str, auth=None):
+    return reg.get("/api/v1/verifications", params={"reference": reference}, auth=auth)
+
+
+def test_remote_verification_records_are_for_signed_in_callers_or_a_namespace(reg):
+    """Remote records (other registries' names, this network's pull errors) are hidden
+    from whoever may not see them exactly as a local model is: 404 "nothing is known",
+    whether or not anything is."""
+    known = f"{PEER}/team/gemma@sha256:" + "ab" * 32
+    reg.app.state.registry.remote.submit(parse_payload({"reference": known}), None)
+
+    def hidden(reference: str, auth=None):
+        r = _lookup(reg, reference, auth)
+        assert r.status_code == 404, r.text
+        assert r.json()["detail"] == f"nothing is known about {reference!r}"
+
+    unknown = f"{PEER}/team/other@sha256:" + "cd" * 32
+    for reference in (known, unknown, "team/model:v1"):
+        hidden(reference)
+    # Unset: any signed-in user.
+    for who in ("otto", "rita", "root"):
+        r = _lookup(reg, known, as_(who))
+        assert r.status_code == 200 and r.json()["job"]["status"] == "queued", r.text
+    # Set: whoever may pull from that namespace (and nobody else, known or not).
+    reg.app.state.settings.remote_verifications_namespace = "team"
+    for who in ("rita", "root"):
+        assert _lookup(reg, known, as_(who)).status_code == 200
+    for reference in (known, unknown):
+        hidden(reference)
+        hidden(reference, as_("otto"))
+    # The namespace's anonymous pull opens them as it opens its models.
+    reg.app.state.registry.access.set_anonymous_pull("team", True)
+    assert _lookup(reg, known).status_code == 200

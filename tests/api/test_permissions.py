@@ -16,7 +16,8 @@ The expectations follow from the documented rules (``registry.access.permissions
     writer without a personal namespace; a pull-scoped token = its owner's pulls only;
     anonymous = 401 with a challenge, except public endpoints (the OpenAPI document, the
     token endpoint, webhooks in) and listings (200, filtered; but ``GET /v2/`` is 401 so
-    clients log in; ``/api/v1/verifications`` hides what the caller cannot pull: 404).
+    clients log in; ``/api/v1/verifications`` hides what the caller cannot pull, and
+    another registry's models from anonymous callers: 404).
 
 Outcomes: ``ok`` = anything but 401/403 (the request got past access control; the
 handler may still refuse for its own reasons, e.g. 404 once another caller deleted the
@@ -49,6 +50,7 @@ from starlette.testclient import TestClient
 
 from registry.app import create_app
 from registry.db import migrate
+from registry.services.remote import parse_payload
 from registry.settings import Settings
 from tests.api.conftest import STACKS
 from tests.api.oci import push_blob, push_image, sha256
@@ -95,6 +97,9 @@ ROBOT_NS = SITE  # a robot has no namespace of its own
 # GET /api/v1/verifications is open, but a local model the caller cannot pull is unknown.
 LOOKUP_TEAM = outcomes("404 200  200    200    200  200   404    200")
 LOOKUP_OTHER = outcomes("404 404 404    404    200  404   404    404")
+# Another registry's model (remote_verifications_namespace unset): anyone signed in.
+LOOKUP_REMOTE = outcomes("404 200 200   200    200  200   200    200")
+REMOTE_REF = "peer.example.com:5000/team/gemma@sha256:" + "ab" * 32
 
 Body = Callable[[dict], dict]  # the placeholders -> request keyword arguments
 
@@ -225,6 +230,8 @@ ROWS = [
         LOOKUP_TEAM),
     Row("GET", A + "/verifications", A + "/verifications?reference=other/model:v1",
         LOOKUP_OTHER),
+    Row("GET", A + "/verifications", A + f"/verifications?reference={REMOTE_REF}",
+        LOOKUP_REMOTE),
     # ---- REST: identities, roles, audit -------------------------------------------------
     Row("GET", A + "/me", A + "/me", SIGNED_IN),
     Row("GET", A + "/users", A + "/users", SITE),
@@ -460,6 +467,7 @@ def populate(client: TestClient, *, auth: bool) -> Stack:
         sessions[f"session_{use}"] = r.headers["Docker-Upload-UUID"]
     as_("olga")
     push_safetensors(client, "other/model", "v1")
+    client.app.state.registry.remote.submit(parse_payload({"reference": REMOTE_REF}), None)
     as_("otto")
     push_image(client, "otto/mine", "v1")
     as_("root")

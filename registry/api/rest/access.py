@@ -141,6 +141,7 @@ async def add_key(request: Request) -> JSONResponse:
 async def remove_key(request: Request) -> JSONResponse:
     await run_in_threadpool(service(request).access.remove_key, _me(request),
                             request.path_params["id"])
+    credential_cache(request).clear()  # bearer tokens issued with it die here at once
     return JSONResponse({"deleted": request.path_params["id"]})
 
 

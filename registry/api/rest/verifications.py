@@ -12,6 +12,10 @@ registry, just ``NAME[:TAG|@DIGEST]``. Body::
 A remote model also has ``registry``, ``mediaType``, ``source`` (how it was asked for) and
 ``updated_at``; a remote tag names the model most recently notified under it. 404 when
 nothing is known about the reference, 400 when it is malformed.
+
+With auth on, the caller sees a local model's records if it may pull the repository, and
+a remote model's if it is signed in (``remote_verifications_namespace`` unset) or may
+pull from that namespace; anything else is answered 404 as if unknown.
 """
 
 from __future__ import annotations
@@ -21,9 +25,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from registry.access.permissions import PULL
-from registry.api.access import may
+from registry.api.access import caller, may
 from registry.api.oci.base import service
-from registry.errors import NotFound, RequestInvalid
+from registry.errors import RequestInvalid
 
 
 async def by_reference(request: Request) -> JSONResponse:
@@ -31,10 +35,17 @@ async def by_reference(request: Request) -> JSONResponse:
     if not reference:
         raise RequestInvalid("name the model: ?reference=HOST[:PORT]/NAME[:TAG|@DIGEST] "
                              "(or NAME[:TAG|@DIGEST] on this registry)")
+    # The guard let in anyone: what they may see is decided here, before the lookup.
+    def visible(repository: str, local: bool) -> bool:
+        if local:
+            return may(request, PULL, repository)
+        # Remote records hold other registries' names and our network's errors.
+        namespace = request.app.state.settings.remote_verifications_namespace
+        if namespace:
+            return may(request, PULL, namespace.strip("/"))
+        identity = caller(request)
+        return identity is None or not identity.anonymous
+
     body = await run_in_threadpool(service(request).remote.lookup, reference,
-                                   request.headers.get("host"))
-    # The guard let in anyone; a local model's records need pull on its repository
-    # (answered as if unknown, so names are not revealed).
-    if body.get("location") == "local" and not may(request, PULL, body["repository"]):
-        raise NotFound(f"nothing is known about {reference!r}")
+                                   request.headers.get("host"), visible)
     return JSONResponse(body)
