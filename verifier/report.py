@@ -3,7 +3,8 @@
 A report is the verdict on a model, passed or failed; it is never an exception. A failed
 report has ``passed=False``, a ``failure`` code and a one-line human ``reason``; the figures
 measured before the failure are kept (``None`` when not reached). ``log_tail`` holds the
-last bytes (about 4 KiB) of the backend's own log, for passed and failed runs alike.
+last lines (about 4 KiB) of the backend's own log, for passed and failed runs alike, without
+its routine per-tensor and per-layer detail (errors, warnings and the load summary stay).
 
 Failure codes (``FAILURES``), all of them the model's fault:
 

@@ -28,7 +28,8 @@ How the child runs (``python -P -m verifier.child``, see ``verifier.child``):
   ``spec.threads`` and ``HF_HUB_OFFLINE=1`` so nothing is fetched;
 - the spec as JSON on stdin, progress events on a dedicated pipe, stdout and stderr merged
   into one log pipe of which the first 64 KiB and the last 256 KiB are kept (bounded memory
-  however much a backend logs); the report carries the last ``LOG_TAIL_BYTES`` of it.
+  however much a backend logs); the report carries the last ``LOG_TAIL_BYTES`` of it,
+  without the lines the backend calls routine detail (``is_detail``).
 
 Limits:
 
@@ -56,6 +57,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -274,18 +276,33 @@ def _last_error_line(log: str) -> str | None:
     return None
 
 
-def log_tail(log: str, size: int = LOG_TAIL_BYTES) -> str:
-    """The last ``size`` characters of ``log`` on whole lines, overlong lines shortened."""
-    lines = []
-    for line in log[-16 * size:].splitlines():
+def log_tail(log: str, size: int = LOG_TAIL_BYTES,
+             detail: Callable[[str], bool] | None = None) -> str:
+    """The last ``size`` characters of ``log`` on whole lines, overlong lines shortened.
+
+    ``detail`` (a backend's ``is_detail``) picks lines to leave out, so that what a person
+    needs (errors, warnings, the load summary) is not pushed out by per-tensor noise; when
+    it left any out, the tail starts with a line saying how many."""
+    kept: list[tuple[str, int]] = []  # newest first, with the lines left out after each
+    used = left_out = 0
+    source = log if detail is not None else log[-16 * size:]
+    for line in reversed(source.splitlines()):
+        if detail is not None and detail(line):
+            left_out += 1
+            continue
         if len(line) > LOG_LINE_MAX:
             line = f"{line[:LOG_LINE_MAX]} [... {len(line) - LOG_LINE_MAX} more characters]"
-        lines.append(line)
-    text = "\n".join(lines)
-    if len(text) > size:
-        text = text[-size:]
-        text = text.split("\n", 1)[1] if "\n" in text else text
-    return text
+        if used + len(line) > size:
+            break
+        kept.append((line, left_out))
+        used += len(line) + 1
+    note = ""
+    while kept and kept[-1][1]:
+        note = f"[{kept[-1][1]} lines of backend detail left out]"
+        if used + len(note) <= size:
+            break
+        used -= len(kept.pop()[0]) + 1
+    return "\n".join(([note] if note else []) + [line for line, _ in reversed(kept)])
 
 
 def _judge(spec: Spec, backend: str, run: _Run, base: dict) -> Report:
@@ -306,7 +323,7 @@ def _judge(spec: Spec, backend: str, run: _Run, base: dict) -> Report:
                     backend_version=events.get("ready", {}).get("backend_version"),
                     load_s=events.get("loaded", {}).get("load_s"),
                     peak_rss_bytes=run.peak_rss_bytes or None,
-                    log_tail=log_tail(run.log))
+                    log_tail=log_tail(run.log, detail=backend_module(backend).is_detail))
     gen = events.get("done", {}).get("generation")
     if gen:
         _fill_figures(report, gen)

@@ -77,6 +77,7 @@ def test_crash_by_signal_is_a_failed_report(gemma_gguf):
     assert (r.passed, r.failure) == (False, "crash")
     assert r.reason.startswith("crashed while ")
     assert "killed by SIGSEGV" in r.reason
+    assert "Fatal Python error: Segmentation fault" in r.log_tail
     assert verifier_children() == []
 
 

@@ -30,6 +30,17 @@ def test_gemma_passes_with_plausible_figures(gemma_report):
     assert "llama" in r.log_tail and len(r.log_tail.encode()) <= 4096 + 64
 
 
+def test_log_tail_keeps_the_load_summary_not_per_tensor_lines(gemma_report):
+    tail = gemma_report.log_tail
+    for wanted in ("print_info: file size", "print_info: model type", "print_info: model params",
+                   "print_info: n_ctx_train", "llama_context: n_ctx ", "compute buffer size"):
+        assert wanted in tail, wanted
+    for noise in ("create_tensor: loading tensor", "llama_graph_n_input_tensors",
+                  "llama_model_loader: - kv", "load_tensors: layer "):
+        assert noise not in tail, noise
+    assert tail.startswith("[") and "lines of backend detail left out]" in tail.splitlines()[0]
+
+
 def test_report_carries_the_hardware(gemma_report):
     hw = gemma_report.hardware
     assert hw["cpu_model"]
@@ -61,6 +72,8 @@ def test_truncated_gguf_fails_to_load(truncated_gguf):
     assert r.backend == "llama.cpp" and r.backend_version
     assert r.tokens_generated is None and r.output is None
     assert "failed to load model" in r.log_tail
+    assert ("llama_model_load: error loading model: tensor 'token_embd.weight' data is not "
+            "within the file bounds") in r.log_tail
 
 
 def test_tensor_of_unknown_type_fails_to_load(bogus_type_gguf):
@@ -68,12 +81,15 @@ def test_tensor_of_unknown_type_fails_to_load(bogus_type_gguf):
     assert (r.passed, r.failure) == (False, "load")
     assert r.reason.startswith(
         "did not load: tensor 'blk.0.attn_q.weight' has invalid ggml type 99")
+    assert "gguf_init_from_reader: tensor 'blk.0.attn_q.weight' has invalid ggml type 99" \
+        in r.log_tail
 
 
 def test_tensor_with_wrong_shape_fails_to_load(bogus_shape_gguf):
     r = verify(Spec(model_path=bogus_shape_gguf))
     assert (r.passed, r.failure) == (False, "load")
     assert r.reason.startswith("did not load: tensor 'blk.0.attn_q.weight' has wrong shape")
+    assert "has wrong shape" in r.log_tail
 
 
 def test_a_file_that_is_not_a_model(tmp_path):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import re
+from pathlib import Path
 
 import pytest
 
 from verifier import FAILURES, Report, Spec, verify
 from verifier.backends import llama_cpp
-from verifier.run import log_tail
+from verifier.run import LOG_TAIL_BYTES, log_tail
 from verifier.spec import resolve_backend
 
 
@@ -68,6 +70,61 @@ def test_log_tail_is_bounded_and_starts_on_a_line():
     assert tail.endswith("last line")
     assert "[... 9600 more characters]" in tail
     assert tail.startswith("line ")
+
+
+# A real llama.cpp log (Gemma 3 270M loaded verbosely, then the child killed by SIGSEGV while
+# generating), its per-tensor runs shortened to 40 and 60 lines and its paths shortened.
+CRASH_LOG = Path(__file__).with_name("llama_cpp_crash.log")
+
+
+def test_log_tail_leaves_out_llama_cpp_detail_and_keeps_what_explains_a_failure():
+    log = CRASH_LOG.read_text()
+    tail = log_tail(log, detail=llama_cpp.is_detail)
+    assert len(tail) <= LOG_TAIL_BYTES
+    lines = tail.splitlines()
+    assert re.fullmatch(r"\[\d+ lines of backend detail left out\]", lines[0])
+    for wanted in ("print_info: file size   = 235.16 MiB", "print_info: arch ",
+                   "print_info: model type            = 270M",
+                   "print_info: model params          = 268.10 M",
+                   "print_info: n_ctx_train           = 32768",
+                   "llama_context: n_ctx                 = 1280",
+                   "n_ctx_seq (1280) < n_ctx_train (32768)",  # a warning
+                   "sched_reserve:        CPU compute buffer size =   514.50 MiB",
+                   "Fatal Python error: Segmentation fault",
+                   'llama_cpp.py", line 98 in generate'):
+        assert any(wanted in line for line in lines), wanted
+    for noise in ("create_tensor: loading tensor", "llama_graph_n_input_tensors:",
+                  "llama_model_loader: - kv", "load_tensors: layer", "llama_kv_cache: layer",
+                  "repack: repack tensor", "graph_reserve:", "print_info: n_embd ",
+                  "Model metadata: {"):
+        assert not any(noise in line for line in lines), noise
+    # Without the filter the same budget holds little but graph debug lines.
+    assert "model params" not in log_tail(log)
+
+
+def test_llama_cpp_detail_never_swallows_an_error_line():
+    for line in ("gguf_init_from_reader: tensor 'blk.0.attn_q.weight' has invalid ggml type "
+                 "99. should be in [0, 43)",
+                 "llama_model_load: error loading model: tensor 'token_embd.weight' data is "
+                 "not within the file bounds, model is corrupted or incomplete",
+                 "llama_model_load_from_file_impl: failed to load model",
+                 "/src/ggml.c:1234: GGML_ASSERT(ne % 2 == 0) failed",
+                 "llama_context: n_ctx_seq (1024) < n_ctx_train (32768) -- the full capacity "
+                 "of the model will not be utilized"):
+        assert not llama_cpp.is_detail(line), line
+    # A metadata key that reads like an error is still metadata.
+    assert llama_cpp.is_detail("llama_model_loader: - kv  40: tokenizer.ggml.unknown_token_id "
+                               "u32 = 3")
+
+
+def test_log_tail_counts_what_it_left_out_within_its_budget():
+    log = "\n".join(f"keep {i}\nnoise\nnoise" for i in range(300))
+    tail = log_tail(log, 256, detail=lambda line: line == "noise")
+    lines = tail.splitlines()
+    assert len(tail) <= 256 and lines[-1] == "keep 299" and "noise" not in lines
+    # The note counts the lines left out between the first line shown and the end.
+    first = int(lines[1].split()[1])
+    assert lines[0] == f"[{2 * (300 - first)} lines of backend detail left out]"
 
 
 def test_load_failure_reason_skips_metadata_that_looks_like_errors():

@@ -9,7 +9,9 @@ importing a backend module is cheap and never fails::
     generate(model, spec) -> Generation       # greedy, timed; may raise anything on a crash
 
 plus, for the parent, ``load_failure_reason(error, log) -> str``: the most telling line for
-a load failure, which for llama.cpp is in its log rather than in the Python exception.
+a load failure, which for llama.cpp is in its log rather than in the Python exception; and
+``is_detail(line) -> bool``: whether a line of the backend's log is routine detail (per
+tensor, per layer, ...) that the report's log tail leaves out.
 
 Timing rules (shared so that figures compare across backends): the clock starts before
 tokenization; ``prompt_s`` is the prompt evaluation that yields the first token's logits;

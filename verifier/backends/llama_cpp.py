@@ -26,6 +26,22 @@ _ERROR_WORDS = re.compile(
     r"error|invalid|corrupt|not within|wrong|unsupported|missing|failed|mismatch", re.IGNORECASE
 )
 _PREFIX = re.compile(r"^(?:[a-z_][a-z0-9_]*: )+")
+# What ``verbose=True`` logs per tensor, per layer, per metadata key, per token and per
+# graph node, its progress dots, and the configuration dumps around the load summary:
+# over a thousand lines for a healthy model, which would push the lines that tell why a
+# model failed out of the log tail. Error and warning lines never start like these.
+_DETAIL = re.compile(
+    r"^(?:\.+$|\.*(?:create_tensor: loading tensor |llama_graph_n_input_tensors: |repack: "
+    r"|graph_reserve: |resolve_fused_ops: |set_abort_callback: |Model metadata: \{"
+    r"|llama_model_loader: (?:- kv |- type |Dumping metadata)"
+    r"|load_tensors: layer |llama_kv_cache: (?:layer |attn_rot_)"
+    r"|load: (?:control|printing all EOG|  - |special tokens|token to piece)"
+    r"|llama_context: (?:enumerating|backend_ptrs|(?!n_ctx\s)\w+\s+= )"
+    r"|sched_reserve: (?!.*buffer size)))"
+)
+# The load summary kept from print_info's ~80 lines: what the model is and how big.
+_SUMMARY = re.compile(r"^print_info: (?:file format|file type|file size|arch|model type"
+                      r"|model params|general\.name|n_ctx_train|vocab type|n_vocab)\s+=")
 
 
 def _clean(line: str) -> str:
@@ -114,6 +130,17 @@ def generate(llm, spec: Spec) -> Generation:
         stop=stop,
         non_finite_step=non_finite_step,
     )
+
+
+def is_detail(line: str) -> bool:
+    """True for a line of llama.cpp's verbose log that the report's log tail leaves out:
+    per-tensor, per-layer, per-key and per-token lines, graph reservation debug output and
+    configuration dumps. Kept: errors, warnings, the load summary (file format, type and
+    size, architecture, model type and parameters, training context), the context size,
+    buffer sizes, and anything this function does not know."""
+    if line.startswith("print_info: "):
+        return not _SUMMARY.match(line)
+    return bool(_DETAIL.match(line))
 
 
 def load_failure_reason(error: str, log: str) -> str:

@@ -81,3 +81,8 @@ def generate(loaded, spec: Spec) -> Generation:
 def load_failure_reason(error: str, log: str) -> str:
     """mlx-lm's exception says why; its log adds nothing more specific."""
     return error
+
+
+def is_detail(line: str) -> bool:
+    """mlx-lm logs little (no per-tensor lines): the log tail keeps every line."""
+    return False
