@@ -409,6 +409,9 @@ def verification_json(row) -> dict:
         "backend_version": row.backend_version,
         "hardware": report.get("hardware"),
         "figures": {k: report.get(k) for k in FIGURES},
+        # The verifier's sandbox; null for runs recorded before reports carried it.
+        "network_isolated": report.get("network_isolated"),
+        "sandbox": report.get("sandbox"),
         "log_tail": row.log_tail,
         "referrer": row.referrer_digest,
         "worker": row.worker,

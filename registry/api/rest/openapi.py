@@ -222,8 +222,8 @@ SCHEMAS: dict[str, dict] = {
     "Verification": {
         "type": "object",
         "required": ["id", "verdict", "reason", "backend", "backend_version", "hardware",
-                     "figures", "log_tail", "referrer", "worker", "started_at",
-                     "finished_at"],
+                     "figures", "network_isolated", "sandbox", "log_tail", "referrer",
+                     "worker", "started_at", "finished_at"],
         "properties": {
             "id": _INT, "verdict": {"type": "string", "enum": ["passed", "failed"]},
             "reason": nullable(_STRING), "backend": nullable(_STRING),
@@ -234,7 +234,18 @@ SCHEMAS: dict[str, dict] = {
                 "ttft_s": nullable(_NUMBER), "tokens_generated": nullable(_INT),
                 "peak_rss_bytes": nullable(_INT), "output": nullable(_STRING),
                 "output_sha256": nullable(_STRING), "wall_s": nullable(_NUMBER)}},
-            "log_tail": nullable(_STRING),
+            "network_isolated": nullable({
+                "type": "boolean",
+                "description": "Whether the model ran without network access (a network "
+                               "namespace of its own); null: recorded before this was."}),
+            "sandbox": nullable({
+                "type": "string",
+                "description": "How the model was isolated, or why it could not be "
+                               "(\"not isolated: ...\"); null: recorded before this was."}),
+            "log_tail": nullable({
+                "type": "string",
+                "description": "The end of the backend's log (about 4 KiB): errors, warnings "
+                               "and the load summary, without per-tensor detail."}),
             "referrer": nullable({"type": "string",
                                   "description": "Digest of the OCI artifact carrying it."}),
             "worker": nullable(_STRING), "started_at": nullable(_TIME),
