@@ -14,6 +14,7 @@ from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from registry.client.outbound import OutboundPolicy, parse_allowlist
+from registry.secretbox import parse_keys
 
 MiB = 1024 * 1024
 
@@ -122,6 +123,16 @@ class Settings(BaseSettings):
     webhook_backoff_seconds: float = 10.0
     webhook_backoff_max_seconds: float = 3600.0
 
+    # ---- secrets at rest (registry/secretbox.py) ----------------------------------------
+    # Key sealing the secrets the registry keeps in its database and must read back
+    # (webhook secrets): 32 random bytes in base64 (`openssl rand -base64 32`); "NEW,OLD"
+    # rotates (the first seals, each one opens).
+    # Unset (or empty): a key generated once into secrets_key_file (default
+    # data_dir/secrets.key, mode 0600), never into the database. Processes that share a
+    # database from several machines or containers must share the key.
+    secrets_key: str | None = None
+    secrets_key_file: Path | None = None
+
     # ---- outgoing requests (registry/client/outbound.py) --------------------------------
     # Remote validation (and the registries, realms and redirects it is sent to) reaches
     # only globally routable addresses, webhooks anything but loopback, link-local and
@@ -172,6 +183,14 @@ class Settings(BaseSettings):
     @classmethod
     def _check_outbound_allow(cls, value: str | None) -> str | None:
         parse_allowlist(value)  # a typo must stop the process, not open or close silently
+        return value
+
+    @field_validator("secrets_key")
+    @classmethod
+    def _check_secrets_key(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        parse_keys(value)  # a bad key must stop the process, not the first delivery
         return value
 
     @property

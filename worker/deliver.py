@@ -5,6 +5,8 @@ Every worker process runs one ``Deliverer`` in a thread next to its verification
 
     claim a "deliver" job (only that kind, under the deliverer's own worker id)
       -> the delivery row and its subscription (gone: the job is done, nothing sent)
+      -> the subscription's secret, opened (it is sealed at rest, ``registry.secretbox``):
+         a key that does not open it fails the attempt, saying so; nothing is sent
       -> POST the row's body exactly as stored, with
            Content-Type: application/vnd.docker.distribution.events.v1+json
            X-Assay-Signature: sha256=<hex HMAC-SHA256(secret, body)>
@@ -36,6 +38,7 @@ import httpx
 
 from registry.client.transport import StdlibTransport
 from registry.db.tables import utcnow
+from registry.secretbox import SecretUnreadable
 from registry.services.events import (
     ACTION_HEADER,
     DEAD,
@@ -47,7 +50,6 @@ from registry.services.events import (
     PENDING,
     SIGNATURE_HEADER,
     dedupe_key,
-    sign,
 )
 from worker.queue import FAILED, JobQueue, new_worker_id
 
@@ -95,6 +97,13 @@ class Deliverer:
     def run(self) -> None:
         """Deliver until ``stop`` is set; an idle loop polls every ``job_poll_seconds``."""
         log.info("webhook deliverer %s started", self.worker_id)
+        try:  # secrets stored before they were sealed, or sealed under an older key
+            if sealed := self.events.reseal_secrets():
+                log.info("sealed %s webhook secrets with the current key", sealed)
+        except SecretUnreadable as exc:
+            log.error("webhook secrets left as they are: %s", exc)
+        except Exception:
+            log.exception("sealing the stored webhook secrets failed")
         next_reconcile = 0.0
         try:
             while not self.stop.is_set():
@@ -141,11 +150,15 @@ class Deliverer:
             self.queue.complete(job.id, self.worker_id, {"skipped": "the delivery is gone"})
             return "skipped"
         body = out.body.encode()
-        headers = {"Content-Type": EVENTS_MEDIA_TYPE, SIGNATURE_HEADER: sign(out.secret, body),
-                   EVENT_HEADER: out.event_id, DELIVERY_HEADER: str(out.id),
-                   ACTION_HEADER: out.action}
         code, error = None, None
         try:
+            # The secret is sealed: a process whose key does not open it records a failed
+            # attempt that says so (retried, maybe by a process that has the key), and
+            # never sends the event unsigned.
+            headers = {"Content-Type": EVENTS_MEDIA_TYPE,
+                       SIGNATURE_HEADER: self.events.signature(out, body),
+                       EVENT_HEADER: out.event_id, DELIVERY_HEADER: str(out.id),
+                       ACTION_HEADER: out.action}
             with self.http.stream("POST", out.url, content=body, headers=headers) as resp:
                 code = resp.status_code
                 if not 200 <= code < 300:
@@ -153,6 +166,8 @@ class Deliverer:
                     text = _head(resp)
                     if text:
                         error += f": {text}"
+        except SecretUnreadable as exc:
+            error = str(exc)
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         except Exception as exc:  # a URL httpx refuses outright, say: retried all the same

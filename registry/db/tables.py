@@ -296,7 +296,8 @@ class Webhook(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     url: Mapped[str] = mapped_column(Text)
-    secret: Mapped[str] = mapped_column(String(255))
+    # Sealed (registry.secretbox): a sealed secret of 255 characters outgrows 255.
+    secret: Mapped[str] = mapped_column(Text)
     events: Mapped[str] = mapped_column(Text)  # JSON list of actions; [] means every event
     repository_pattern: Mapped[str | None] = mapped_column(String(255))  # fnmatch glob
     active: Mapped[bool] = mapped_column(Boolean, default=True)

@@ -14,6 +14,11 @@ An event's life::
 
 Delivery is at least once: a receiver deduplicates on the event id (``X-Assay-Event``).
 
+A subscription's secret is stored sealed (``registry.secretbox``, key ``ASSAY_SECRETS_KEY``):
+``create`` seals it, the delivery loop opens it to sign (a process whose key does not open
+it fails the attempt with an error that says so, and sends nothing unsigned), and
+``reseal_secrets`` seals the secrets stored before sealing existed.
+
 The body is CNCF Distribution's notification envelope (one event per envelope, as
 Distribution sends them), with a ``verification`` object on verification events::
 
@@ -36,6 +41,7 @@ moved to, a manifest; ``delete`` a manifest (by digest) or a tag.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import hmac
 import json
@@ -51,6 +57,7 @@ from sqlalchemy import delete, func, select, update
 from registry.client.outbound import OutboundDenied, OutboundPolicy
 from registry.db.tables import deliveries, manifests, repositories, tags, utcnow, webhooks
 from registry.errors import NotFound, RequestInvalid
+from registry.secretbox import SecretBox, SecretUnreadable
 from registry.services.common import Service
 
 DELIVER_JOB = "deliver"
@@ -110,7 +117,7 @@ class Outgoing:
     id: int
     webhook_id: int
     url: str
-    secret: str
+    secret: str  # as stored: sealed; ``EventService.signature`` opens it
     event_id: str
     action: str
     body: str
@@ -124,6 +131,11 @@ class EventService(Service):
         self.instance_id = str(uuid.uuid4())  # Distribution's source.instanceID
         self.source_addr = f"{socket.gethostname()}:{settings.port}"
 
+    @functools.cached_property
+    def box(self) -> SecretBox:
+        # Built on first use: the key file (when no key is set) is made only when needed.
+        return SecretBox.from_settings(self.settings)
+
     # ---- subscriptions -----------------------------------------------------------------
     def create(self, url, secret, events=None, repository=None) -> dict:
         """Subscribe ``url``; ``events`` [] or None means every action; ``repository`` is
@@ -134,7 +146,7 @@ class EventService(Service):
         now = utcnow()
         with self.db.write() as conn:
             wid = conn.execute(webhooks.insert().values(
-                url=url, secret=secret, events=json.dumps(events),
+                url=url, secret=self.box.seal(secret), events=json.dumps(events),
                 repository_pattern=repository, active=True, created_at=now,
             ).returning(webhooks.c.id)).scalar_one()
             return self._describe(conn, self._row(conn, wid))
@@ -143,7 +155,7 @@ class EventService(Service):
         with self.db.read() as conn:
             rows = conn.execute(select(webhooks).order_by(webhooks.c.id)).all()
             counts = self._counts(conn, None)
-        return [_webhook_json(r, counts.get(r.id, {})) for r in rows]
+        return [_webhook_json(r, counts.get(r.id, {}), self._masked(r.secret)) for r in rows]
 
     def get(self, webhook_id: int) -> dict:
         with self.db.read() as conn:
@@ -165,7 +177,14 @@ class EventService(Service):
         return row
 
     def _describe(self, conn, row) -> dict:
-        return _webhook_json(row, self._counts(conn, row.id).get(row.id, {}))
+        return _webhook_json(row, self._counts(conn, row.id).get(row.id, {}),
+                             self._masked(row.secret))
+
+    def _masked(self, stored: str) -> str:
+        try:
+            return mask(self.box.open(stored))
+        except SecretUnreadable:  # listing must work on a process with the wrong key too
+            return "****"
 
     @staticmethod
     def _counts(conn, webhook_id: int | None) -> dict[int, dict[str, int]]:
@@ -308,6 +327,38 @@ class EventService(Service):
         return Outgoing(row.id, row.webhook_id, row.url, row.secret, row.event_id, row.action,
                         row.body, row.status)
 
+    def signature(self, out: Outgoing, body: bytes) -> str:
+        """``sign(secret, body)`` with ``out``'s subscription secret. Raises
+        ``SecretUnreadable`` when this process's key does not open it."""
+        try:
+            return sign(self.box.open(out.secret), body)
+        except SecretUnreadable as exc:
+            raise SecretUnreadable(f"webhook {out.webhook_id}: {exc}") from None
+
+    def reseal_secrets(self) -> int:
+        """Seal the secrets stored before sealing existed, and move those sealed under an
+        older key (a later one in ``ASSAY_SECRETS_KEY``) to the first. Returns how many
+        changed. Raises ``SecretUnreadable``, changing nothing, when a stored secret does
+        not open: this process's key is not the one in use, and sealing the rest with it
+        would lock out the processes that have the right one."""
+        with self.db.read() as conn:
+            rows = conn.execute(select(webhooks.c.id, webhooks.c.secret)
+                                .order_by(webhooks.c.id)).all()
+        changes = []
+        for row in rows:
+            try:
+                new = self.box.reseal(row.secret)
+            except SecretUnreadable as exc:
+                raise SecretUnreadable(f"webhook {row.id}: {exc}") from None
+            if new is not None:
+                changes.append((row.id, row.secret, new))
+        changed = 0
+        for wid, old, new in changes:
+            with self.db.write() as conn:  # unless another process got there first
+                changed += conn.execute(update(webhooks).where(
+                    webhooks.c.id == wid, webhooks.c.secret == old).values(secret=new)).rowcount
+        return changed
+
     def reconcile(self, limit: int = 500) -> int:
         """Deliveries still "pending" whose job ended "failed" without saying so (its
         worker died during the last attempt): dead-letter them. Returns how many."""
@@ -356,14 +407,14 @@ def _matches(sub, action: str, repository: str) -> bool:
     return not pattern or fnmatch.fnmatchcase(repository, pattern)
 
 
-def _webhook_json(row, counts: dict[str, int]) -> dict:
+def _webhook_json(row, counts: dict[str, int], masked: str) -> dict:
     try:
         events = json.loads(row.events or "[]")
     except ValueError:
         events = []
     return {"id": row.id, "url": row.url, "events": events,
             "repository": row.repository_pattern, "active": bool(row.active),
-            "secret": mask(row.secret), "created_at": _iso(row.created_at),
+            "secret": masked, "created_at": _iso(row.created_at),
             "deliveries": {s: counts.get(s, 0) for s in (PENDING, DELIVERED, DEAD)}}
 
 

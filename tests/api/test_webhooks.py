@@ -15,11 +15,16 @@ import re
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select
+from cryptography.fernet import Fernet
+from pydantic import ValidationError
+from sqlalchemy import func, select, update
 from starlette.testclient import TestClient
 
 from registry.app import create_app
-from registry.db.tables import deliveries, jobs, manifests, utcnow
+from registry.db.tables import deliveries, jobs, manifests, secrets, utcnow, webhooks
+from registry.secretbox import SecretUnreadable
+from registry.services import RegistryService
+from registry.settings import Settings
 from tests.api.oci import OCI_MANIFEST, image_manifest, push_blob, push_image
 from tests.api.test_verification import FakeWorker, assert_problem, push_model, report
 from tests.support.processes import free_port
@@ -505,6 +510,120 @@ def test_abandoned_verification_is_a_failed_event(client, service, receiver, del
     assert event["verification"] == {
         "status": "failed", "verdict": None, "figures": None,
         "reason": "verification could not run: blob store unreachable"}
+
+
+# ---------------------------------------------------------------- secrets at rest
+
+
+def stored_secret(service, webhook_id: int) -> str:
+    with service.db.read() as conn:
+        return conn.execute(select(webhooks.c.secret)
+                            .where(webhooks.c.id == webhook_id)).scalar_one()
+
+
+def with_key(service, key: str) -> RegistryService:
+    """Another process on the same database and store, with ``ASSAY_SECRETS_KEY=key``."""
+    settings = service.settings.model_copy(update={"secrets_key": key})
+    return RegistryService(service.db, service.store, settings)
+
+
+def test_secret_is_sealed_at_rest_and_deliveries_still_signed(client, service, settings,
+                                                             receiver, deliverer):
+    hook = subscribe(client, receiver.url, events=["push"])
+    stored = stored_secret(service, hook["id"])
+    assert SECRET not in stored and stored.startswith("sealed:v1:")
+    # No key configured: one generated into the data directory, readable by its owner only.
+    key_file = settings.data_dir / "secrets.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    with service.db.read() as conn:  # and not into the database
+        assert key_file.read_text().strip() not in json.dumps(
+            [list(map(str, r)) for r in conn.execute(select(secrets)).all()])
+    assert client.get(f"/api/v1/webhooks/{hook['id']}").json()["secret"] == "****" + SECRET[-4:]
+
+    push_image(client, "team/app", "v1")
+    assert deliverer.drain() == ["delivered"]
+    (got,) = receiver.received
+    assert got.signature_ok(SECRET)
+
+
+def test_a_process_with_another_key_fails_the_delivery_clearly(client, service, receiver,
+                                                              deliverer, clock):
+    hook = subscribe(client, receiver.url, events=["push"])
+    push_image(client, "team/app", "v1")
+    stranger = make_deliverer(with_key(service, Fernet.generate_key().decode()), clock)
+    try:
+        assert stranger.drain() == ["pending"]  # a failed attempt, retried with backoff
+        assert stranger.drain() == []
+    finally:
+        stranger.close()
+    assert receiver.received == []  # nothing sent, above all not unsigned
+    (entry,) = log(client, hook["id"])
+    assert entry["status"] == "pending" and entry["last_status_code"] is None
+    assert entry["last_error"].startswith(f"webhook {hook['id']}: a stored secret does not "
+                                          "open with ASSAY_SECRETS_KEY"), entry["last_error"]
+    assert "same ASSAY_SECRETS_KEY" in entry["last_error"]
+    # Listing still works there, without the secret's tail; a process with the key delivers.
+    other = TestClient(create_app(service.settings.model_copy(
+        update={"secrets_key": Fernet.generate_key().decode()}), run_migrations=False))
+    with other:
+        assert other.get(f"/api/v1/webhooks/{hook['id']}").json()["secret"] == "****"
+    clock.advance(1.1)
+    assert deliverer.drain() == ["delivered"]
+    assert receiver.received[0].signature_ok(SECRET)
+
+
+def test_a_bad_key_stops_the_process_at_start(settings):
+    for bad in ("not-a-key", Fernet.generate_key().decode() + ",short"):
+        with pytest.raises(ValidationError, match="openssl rand -base64 32"):
+            Settings(data_dir=settings.data_dir, secrets_key=bad)
+    assert Settings(data_dir=settings.data_dir, secrets_key="").secrets_key is None
+
+
+def test_a_secret_stored_before_sealing_works_and_gets_sealed(client, service, receiver,
+                                                              deliverer):
+    hook = subscribe(client, receiver.url, events=["push"])
+    with service.db.write() as conn:  # as the code before sealing stored it
+        conn.execute(update(webhooks).where(webhooks.c.id == hook["id"]).values(secret=SECRET))
+    assert client.get(f"/api/v1/webhooks/{hook['id']}").json()["secret"] == "****" + SECRET[-4:]
+    push_image(client, "team/app", "v1")
+    assert deliverer.drain() == ["delivered"]
+    assert receiver.received[-1].signature_ok(SECRET)
+
+    # The delivery loop seals such secrets when it starts.
+    deliverer.stop.set()
+    deliverer.run()
+    stored = stored_secret(service, hook["id"])
+    assert stored.startswith("sealed:v1:") and SECRET not in stored
+    assert service.events.reseal_secrets() == 0
+    push_image(client, "team/app", "v2")
+    fresh = make_deliverer(service, Clock())
+    try:
+        assert fresh.drain() == ["delivered"]
+    finally:
+        fresh.close()
+    assert receiver.received[-1].signature_ok(SECRET)
+
+
+def test_key_rotation_reseals_and_a_wrong_key_reseals_nothing(client, service, receiver):
+    hook = subscribe(client, receiver.url)
+    sealed = stored_secret(service, hook["id"])
+    old = (service.settings.data_dir / "secrets.key").read_text().strip()
+    new = Fernet.generate_key().decode()
+    # A stranger's key opens nothing, so it seals nothing either.
+    legacy = subscribe(client, receiver.url + "/legacy")
+    with service.db.write() as conn:
+        conn.execute(update(webhooks).where(webhooks.c.id == legacy["id"])
+                     .values(secret=SECRET))
+    with pytest.raises(SecretUnreadable, match=f"webhook {hook['id']}: "):
+        with_key(service, new).events.reseal_secrets()
+    assert stored_secret(service, legacy["id"]) == SECRET
+    # "NEW,OLD": the first seals, both open; every secret moves to the new key.
+    rotated = with_key(service, f"{new},{old}")
+    assert rotated.events.reseal_secrets() == 2
+    assert stored_secret(service, hook["id"]) != sealed
+    only_new = with_key(service, new).events
+    for wid in (hook["id"], legacy["id"]):
+        assert only_new.box.open(stored_secret(service, wid)) == SECRET
 
 
 # ------------------------------------------------------------------------------ CLI

@@ -9,6 +9,7 @@ in ``close()``. Used by ``tests/deploy/test_replicas.py`` and ``bench/replicas.p
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import uuid
@@ -33,11 +34,13 @@ class Topology:
     env: dict[str, str] = field(default_factory=dict)
     registries: list[ServerProcess] = field(default_factory=list)
     workers: list[WorkerProcess] = field(default_factory=list)
+    # One key sealing webhook secrets for every process, as compose passes it from .env.
+    secrets_key: str = field(default_factory=lambda: base64.b64encode(os.urandom(32)).decode())
 
     def settings_env(self) -> dict[str, str]:
         """The ``ASSAY_*`` variables every process of the deployment gets."""
         return {"ASSAY_DATABASE_URL": self.database_url, **self.s3.settings_env(self.bucket),
-                **self.env}
+                "ASSAY_SECRETS_KEY": self.secrets_key, **self.env}
 
     def migrate(self) -> None:
         """``assay migrate`` once, as compose's one-shot ``migrate`` service does."""
