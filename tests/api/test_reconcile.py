@@ -41,6 +41,7 @@ def test_a_delivery_whose_job_died_on_its_last_attempt_is_dead_lettered(client, 
 
     from registry.db.tables import deliveries
 
+    service.settings.outbound_allow = "127.0.0.1:9"  # a subscriber on loopback: allowed
     service.events.create("http://127.0.0.1:9/hook", "s" * 16, ["push"])
     push_model(client, "team/tiny", "v1")
     job = service.queue.claim(WORKER, ["deliver"])
