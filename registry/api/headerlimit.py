@@ -30,7 +30,6 @@ class HttpToolsProtocol(httptools_impl.HttpToolsProtocol):
         self.max_head_bytes = config.h11_max_incomplete_event_size or DEFAULT_MAX_HEAD_BYTES
         self.in_head = False  # a request has begun and its headers are not complete
         self.head_read = 0  # bytes read while the current head was incomplete
-        self.head_size = 0  # the current head as parsed: URL and header lines
         self.refused = False
         self.refused_answered = False
 
@@ -45,26 +44,21 @@ class HttpToolsProtocol(httptools_impl.HttpToolsProtocol):
             self._answer_431()
 
     # Parser callbacks: once refused, the rest of what was read is parsed but ignored.
+    # on_url and on_header are left to uvicorn (they run per header, on every request):
+    # the head is measured once, from what they collected, when it is complete.
     def on_message_begin(self) -> None:
         if not self.refused:
-            self.in_head, self.head_read, self.head_size = True, 0, 0
+            self.in_head, self.head_read = True, 0
             super().on_message_begin()
-
-    def on_url(self, url: bytes) -> None:
-        if not self.refused:
-            self.head_size += len(url)
-            super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if not self.refused:
-            self.head_size += len(name) + len(value) + 4  # ": " and CRLF
-            super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
         if self.refused:
             return
         self.in_head = False
-        if self.head_size > self.max_head_bytes:
+        # The URL and header lines as parsed (": " and CRLF are 4 bytes a header).
+        size = len(self.url) + 4 * len(self.headers) + sum(
+            len(name) + len(value) for name, value in self.headers)
+        if size > self.max_head_bytes:
             self.refused = True  # answered when the parser returns to data_received
             return
         super().on_headers_complete()
