@@ -167,6 +167,20 @@ def test_unknown_manifest_and_repository(client):
     assert r.status_code == 404 and error_code(r) == "NAME_UNKNOWN"
 
 
+def test_a_reference_that_is_no_tag_is_an_unknown_manifest(client):
+    """As CNCF Distribution answers and the OCI conformance suite expects: 404, not 400."""
+    push_image(client, NAME, "v1")
+    for ref in (".INVALID_MANIFEST_NAME", "-x", "a" * 129):
+        for method in ("GET", "HEAD"):
+            r = client.request(method, f"/v2/{NAME}/manifests/{ref}")
+            assert r.status_code == 404, (method, ref, r.status_code)
+            if method == "GET":
+                assert error_code(r) == "MANIFEST_UNKNOWN"
+    r = client.put(f"/v2/{NAME}/manifests/.INVALID_MANIFEST_NAME", content=b"{}",
+                   headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+    assert r.status_code == 400 and error_code(r) == "MANIFEST_INVALID"  # never stored
+
+
 def test_tag_moves(client):
     d1, _ = push_image(client, NAME, "latest", layers=[b"one"])
     d2, body2 = push_image(client, NAME, "latest", layers=[b"two"])

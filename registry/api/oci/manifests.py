@@ -14,12 +14,21 @@ from registry.api.oci.base import (
     repo_name,
     service,
 )
-from registry.errors import ManifestTooLarge
+from registry.errors import ManifestTooLarge, ManifestUnknown, TagInvalid
 
 
 async def get_manifest(request: Request) -> Response:
-    """Serve the stored bytes whatever the Accept header says (Ollama parses any type)."""
-    name, reference = repo_name(request), request.path_params["reference"]
+    """Serve the stored bytes whatever the Accept header says (Ollama parses any type).
+
+    A reference that cannot be a tag names no manifest: 404 MANIFEST_UNKNOWN, as CNCF
+    Distribution answers and the OCI conformance tests expect (a PUT to it stays a 400)."""
+    reference = request.path_params["reference"]
+    try:
+        name = repo_name(request)
+    except TagInvalid:
+        raise ManifestUnknown(f"manifest {reference[:200]!r} is not in repository "
+                              f"{request.path_params['name'][:255]!r}: it is not a valid "
+                              "tag or digest", {"reference": reference[:200]}) from None
     m = await quick_read(request, service(request).manifests.get, name, reference,
                          absolute(request, "/"))
     headers = {"Content-Type": m.media_type, "Docker-Content-Digest": m.digest,
