@@ -119,8 +119,7 @@ def test_references_to_internal_addresses_never_connect(client, service, canary)
     for ref in refs:
         r = validate(client, {"reference": ref})
         assert r.status_code == 502, (ref, r.text)
-        shown = ref.removeprefix("http://").replace(":v1", ":v1")
-        details.add(detail_without(r.json(), shown))
+        details.add(detail_without(r.json(), ref.removeprefix("http://")))
     assert len(details) == 1, details  # one answer whatever the address
     assert "ASSAY_OUTBOUND_ALLOW" in details.pop()
 
