@@ -100,11 +100,11 @@ def oci_layout(directory: Path, gguf: Path, digest: str) -> None:
 def engine_pull(host: str, digest: str, size: int, dest: Path) -> float:
     """Seconds for ``Downloader.fetch`` of the blob in this process (what ``assay pull``
     does after start-up: ranged parts, hashing as bytes land, rename into place)."""
-    from registry.client.download import Downloader
-    from registry.client.locations import BlobLocations
-    from registry.client.progress import silent
-    from registry.client.ref import parse_reference
-    from registry.client.registry_client import RegistryClient
+    from client.download import Downloader
+    from client.locations import BlobLocations
+    from client.progress import silent
+    from client.ref import parse_reference
+    from client.registry_client import RegistryClient
 
     ref = parse_reference(f"{host}/bench/pull:v1")
     with RegistryClient(ref.registry, locations=BlobLocations(dest.parent / "loc.json")) \

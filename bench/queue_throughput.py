@@ -50,6 +50,7 @@ from bench.registry_vs_distribution import (  # noqa: E402
     sh,
 )
 from registry.db import Database, migrate  # noqa: E402
+from registry.db.queue import JobQueue, new_worker_id  # noqa: E402
 from tests.support.postgres import (  # noqa: E402
     PG_BINDIR,
     PostgresServer,
@@ -58,7 +59,6 @@ from tests.support.postgres import (  # noqa: E402
     _stop,
 )
 from tests.support.processes import free_port  # noqa: E402
-from worker.queue import JobQueue, new_worker_id  # noqa: E402
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 RUN_TIMEOUT = 300.0  # seconds for one drain; the run fails beyond it

@@ -34,11 +34,11 @@ import httpx  # noqa: E402
 from bench.cli_vs_peers import restamp  # noqa: E402
 from bench.registry_vs_distribution import machine_facts, median, pick_workdir  # noqa: E402
 from bench.runner import BenchError  # noqa: E402
-from registry.client.layouts import build_layout  # noqa: E402
-from registry.client.locations import BlobLocations  # noqa: E402
-from registry.client.progress import silent  # noqa: E402
-from registry.client.ref import parse_reference  # noqa: E402
-from registry.client.registry_client import RegistryClient  # noqa: E402
+from client.layouts import build_layout  # noqa: E402
+from client.locations import BlobLocations  # noqa: E402
+from client.progress import silent  # noqa: E402
+from client.ref import parse_reference  # noqa: E402
+from client.registry_client import RegistryClient  # noqa: E402
 from tests.support.models import gemma_gguf_path  # noqa: E402
 from tests.support.processes import start_assay  # noqa: E402
 

@@ -23,9 +23,9 @@ from registry.api.ratelimit import RateLimitMiddleware
 from registry.api.requestid import RequestIdMiddleware
 from registry.api.rest import routes as rest_routes
 from registry.api.timeouts import IdleTimeoutMiddleware
-from registry.api.token import token as token_endpoint
+from registry.api.token_endpoint import token as token_endpoint
 from registry.db import Database, migrate
-from registry.gc import upload_sweeper
+from registry.maintenance.gc import upload_sweeper
 from registry.services import RegistryService
 from registry.settings import Settings
 from registry.storage import open_store

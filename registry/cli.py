@@ -1,6 +1,6 @@
 """The ``assay`` command line: ``serve``, ``gc``, ``migrate`` (the registry), and the client
 commands ``push``, ``pull``, ``ls``, ``inspect``, ``rm``, ``login``, ``logout``, ``key``,
-``token`` (see ``registry.client``).
+``token`` (see ``client``).
 
 Every server option can also be set with its ``ASSAY_*`` environment variable; a flag given
 on the command line wins.
@@ -147,7 +147,7 @@ def migrate(data_dir) -> None:
 def gc(data_dir, grace_seconds, dry_run) -> None:
     """Delete blobs no manifest refers to, and abandoned uploads; safe while serving."""
     from registry.app import build_service
-    from registry.gc import collect
+    from registry.maintenance.gc import collect
 
     settings = _settings(data_dir=data_dir, gc_grace_seconds=grace_seconds)
     report = collect(build_service(settings), dry_run=dry_run)
@@ -189,10 +189,10 @@ def scrub(data_dir, quarantine, limit, older_than, as_json, quiet) -> None:
     import json
     import time
 
+    from client.progress import Transfers
     from registry.app import build_service
-    from registry.client.progress import Transfers
     from registry.errors import RegistryError
-    from registry.scrub import scrub as run_scrub
+    from registry.maintenance.scrub import scrub as run_scrub
 
     settings = _settings(data_dir=data_dir)
     bars = Transfers(quiet=quiet)
@@ -257,7 +257,7 @@ quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress bar
 def push(path, ref, fmt, insecure, quiet) -> None:
     """Push PATH (a .gguf file, an Ollama Modelfile, or a safetensors/MLX model directory)
     to REF. Blobs the registry already has are skipped or mounted."""
-    from registry.client.commands import run_push
+    from client.commands import run_push
 
     run_push(path, ref, fmt, insecure, quiet)
 
@@ -275,7 +275,7 @@ def push(path, ref, fmt, insecure, quiet) -> None:
 def pull(ref, output, parallel, insecure, quiet) -> None:
     """Pull REF and write the model as files (.gguf plus Modelfile, or a model directory).
     Parallel ranged downloads; an interrupted pull resumes; every digest is verified."""
-    from registry.client.commands import run_pull
+    from client.commands import run_pull
 
     run_pull(ref, output, insecure, quiet, parallel)
 
@@ -288,7 +288,7 @@ def ls_command(location, insecure) -> None:
     """List the repositories of a registry, or the tags of REPO (on assay with the model's
     format, architecture, quantization and size). The registry defaults to $ASSAY_REGISTRY,
     else 127.0.0.1:5000."""
-    from registry.client.commands import run_ls
+    from client.commands import run_ls
 
     run_ls(location, insecure)
 
@@ -299,7 +299,7 @@ def ls_command(location, insecure) -> None:
 @insecure_option
 def inspect(ref, as_json, insecure) -> None:
     """Show a manifest, its model card, logical vs. stored size, status and verification."""
-    from registry.client.commands import run_inspect
+    from client.commands import run_inspect
 
     run_inspect(ref, insecure, as_json)
 
@@ -315,7 +315,7 @@ def inspect(ref, as_json, insecure) -> None:
 def status(ref, wait, timeout, as_json, insecure, quiet) -> None:
     """Show a model's verification status and figures. With --wait, exit 0 once it is
     ready, 1 if it failed (the reason is printed), 2 on timeout."""
-    from registry.client.commands import run_status
+    from client.commands import run_status
 
     run_status(ref, wait, timeout, as_json, insecure, quiet)
 
@@ -328,7 +328,7 @@ def status(ref, wait, timeout, as_json, insecure, quiet) -> None:
 @quiet_option
 def verify(ref, wait, timeout, insecure, quiet) -> None:
     """Run verification of a model again (on assay registries)."""
-    from registry.client.commands import run_verify
+    from client.commands import run_verify
 
     run_verify(ref, wait, timeout, insecure, quiet)
 
@@ -338,7 +338,7 @@ def verify(ref, wait, timeout, insecure, quiet) -> None:
 @insecure_option
 def rm(ref, insecure) -> None:
     """Delete a tag (REF with :TAG) or a manifest (REF with @DIGEST)."""
-    from registry.client.commands import run_rm
+    from client.commands import run_rm
 
     run_rm(ref, insecure)
 
@@ -373,7 +373,7 @@ def webhook() -> None:
 @json_option
 def webhook_add(url, registry, secret, events, repository, insecure, as_json) -> None:
     """Subscribe URL to the registry's events."""
-    from registry.client.webhooks import run_add
+    from client.webhooks import run_add
 
     run_add(url, registry, secret, events, repository, insecure, as_json)
 
@@ -384,7 +384,7 @@ def webhook_add(url, registry, secret, events, repository, insecure, as_json) ->
 @json_option
 def webhook_ls(registry, insecure, as_json) -> None:
     """List the subscriptions, with counts of their deliveries."""
-    from registry.client.webhooks import run_ls
+    from client.webhooks import run_ls
 
     run_ls(registry, insecure, as_json)
 
@@ -395,7 +395,7 @@ def webhook_ls(registry, insecure, as_json) -> None:
 @insecure_option
 def webhook_rm(webhook_id, registry, insecure) -> None:
     """Remove subscription ID (and its delivery log)."""
-    from registry.client.webhooks import run_rm
+    from client.webhooks import run_rm
 
     run_rm(webhook_id, registry, insecure)
 
@@ -409,7 +409,7 @@ def webhook_rm(webhook_id, registry, insecure) -> None:
 @json_option
 def webhook_deliveries(webhook_id, registry, limit, insecure, as_json) -> None:
     """Show the delivery log of subscription ID: status, attempts, HTTP codes."""
-    from registry.client.webhooks import run_deliveries
+    from client.webhooks import run_deliveries
 
     run_deliveries(webhook_id, registry, limit, insecure, as_json)
 
@@ -421,7 +421,7 @@ def webhook_deliveries(webhook_id, registry, limit, insecure, as_json) -> None:
 @insecure_option
 def webhook_redeliver(webhook_id, delivery_id, registry, insecure) -> None:
     """Send delivery DELIVERY of subscription ID again."""
-    from registry.client.webhooks import run_redeliver
+    from client.webhooks import run_redeliver
 
     run_redeliver(webhook_id, delivery_id, registry, insecure)
 
@@ -444,7 +444,7 @@ def login(registry, username, password_stdin, insecure) -> None:
     127.0.0.1:5000) and store them for later commands (~/.config/assay/auth.json, mode
     0600; $ASSAY_CONFIG_DIR moves it). ASSAY_TOKEN, or ASSAY_USERNAME and ASSAY_PASSWORD,
     override the stored credentials; Docker's ~/.docker/config.json is the fallback."""
-    from registry.client.account import run_login
+    from client.account import run_login
 
     run_login(registry, username, password_stdin, insecure)
 
@@ -454,7 +454,7 @@ def login(registry, username, password_stdin, insecure) -> None:
 @insecure_option
 def logout(registry, insecure) -> None:
     """Forget the credentials stored for REGISTRY."""
-    from registry.client.account import run_logout
+    from client.account import run_logout
 
     run_logout(registry, insecure)
 
@@ -472,7 +472,7 @@ def key() -> None:
 @json_option
 def key_add(pubkey_file, registry, insecure, as_json) -> None:
     """Register PUBKEY_FILE (default ~/.ollama/id_ed25519.pub) for the logged-in user."""
-    from registry.client.account import run_key_add
+    from client.account import run_key_add
 
     run_key_add(pubkey_file, registry, insecure, as_json)
 
@@ -483,7 +483,7 @@ def key_add(pubkey_file, registry, insecure, as_json) -> None:
 @json_option
 def key_ls(registry, insecure, as_json) -> None:
     """List your registered keys."""
-    from registry.client.account import run_key_ls
+    from client.account import run_key_ls
 
     run_key_ls(registry, insecure, as_json)
 
@@ -494,7 +494,7 @@ def key_ls(registry, insecure, as_json) -> None:
 @insecure_option
 def key_rm(key_id, registry, insecure) -> None:
     """Remove key ID."""
-    from registry.client.account import run_key_rm
+    from client.account import run_key_rm
 
     run_key_rm(key_id, registry, insecure)
 
@@ -532,7 +532,7 @@ def token_create(ctx, name, scopes, expires_days, registry, insecure, as_json,
         ctx.invoke(on_server, user_name=name, token_name=server_token_name, scopes=scopes,
                    expires_days=expires_days, data_dir=data_dir)
         return
-    from registry.client.account import run_token_create
+    from client.account import run_token_create
 
     run_token_create(name, scopes, expires_days, registry, insecure, as_json)
 
@@ -543,7 +543,7 @@ def token_create(ctx, name, scopes, expires_days, registry, insecure, as_json,
 @json_option
 def token_ls(registry, insecure, as_json) -> None:
     """List your tokens (never their secrets)."""
-    from registry.client.account import run_token_ls
+    from client.account import run_token_ls
 
     run_token_ls(registry, insecure, as_json)
 
@@ -554,7 +554,7 @@ def token_ls(registry, insecure, as_json) -> None:
 @insecure_option
 def token_revoke(token_id, registry, insecure) -> None:
     """Revoke your token ID."""
-    from registry.client.account import run_token_revoke
+    from client.account import run_token_revoke
 
     run_token_revoke(token_id, registry, insecure)
 

@@ -6,7 +6,7 @@ SQLite file in ``--data-dir``), before the registry is first started too: that i
 first admin is made. Every change is in the audit log, as ``local:<os user>``.
 
 Any user's tokens are ``assay user token create|ls|revoke USER``; ``assay token`` is the
-client command for the signed-in user's own tokens (over REST, ``registry.client.account``).
+client command for the signed-in user's own tokens (over REST, ``client.account``).
 """
 
 from __future__ import annotations
@@ -344,7 +344,7 @@ def retention(dry_run, data_dir, as_json) -> None:
     audit log); anything pushed or tagged meanwhile is kept. Their blobs are freed by
     `assay gc`: run it after this command.
     """
-    from registry import retention as policy
+    from registry.maintenance import retention as policy
 
     report = _run(policy.apply, _service(data_dir), dry_run=dry_run)
     verb = "would delete" if dry_run else "deleted"

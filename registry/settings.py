@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from registry.client.outbound import OutboundPolicy, parse_allowlist
+from client.outbound import OutboundPolicy, parse_allowlist
 from registry.secretbox import parse_keys
 
 MiB = 1024 * 1024
@@ -133,7 +133,7 @@ class Settings(BaseSettings):
     secrets_key: str | None = None
     secrets_key_file: Path | None = None
 
-    # ---- outgoing requests (registry/client/outbound.py) --------------------------------
+    # ---- outgoing requests (client/outbound.py) --------------------------------
     # Remote validation (and the registries, realms and redirects it is sent to) reaches
     # only globally routable addresses, webhooks anything but loopback, link-local and
     # cloud metadata. Comma-separated entries that open more for both: NAME[:PORT],
@@ -150,7 +150,7 @@ class Settings(BaseSettings):
     # at most; remote models are then pulled by workers into model_cache_dir.
     hook_resolve_timeout_seconds: float = 15.0
 
-    # ---- access control (registry/access/, registry/api/access.py) ---------------------
+    # ---- access control (registry/access/, registry/api/guard.py) ---------------------
     # Off by default (`make run` on loopback); `assay serve --auth` or ASSAY_AUTH=1.
     auth: bool = False
     # Registry-wide anonymous pull; namespaces can also allow it one by one.

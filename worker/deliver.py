@@ -36,7 +36,8 @@ from datetime import datetime
 
 import httpx
 
-from registry.client.transport import StdlibTransport
+from client.transport import StdlibTransport
+from registry.db.queue import FAILED, JobQueue, new_worker_id
 from registry.db.tables import utcnow
 from registry.secretbox import SecretUnreadable
 from registry.services.events import (
@@ -51,7 +52,6 @@ from registry.services.events import (
     SIGNATURE_HEADER,
     dedupe_key,
 )
-from worker.queue import FAILED, JobQueue, new_worker_id
 
 RECONCILE_SECONDS = 60.0
 

@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from registry.models.formats import GGUF, ModelFile, ModelFormat
+from registry.formats.classify import GGUF, ModelFile, ModelFormat
 from registry.storage import BlobStore
 from registry.storage.filesystem import FilesystemBlobStore
 

@@ -54,10 +54,10 @@ class Worker:
     def __init__(self, settings: Settings, stop: threading.Event | None = None,
                  name: str = "worker"):
         from registry.db import Database
+        from registry.db.queue import new_worker_id
         from registry.services import RegistryService
         from registry.storage import open_store
         from worker.materialize import Materializer
-        from worker.queue import new_worker_id
 
         self.settings = settings
         self.stop = stop or threading.Event()

@@ -6,7 +6,7 @@
     the remote_models row -> "verifying"
       -> its manifest: kept from submit time (a tag resolved then), else GET by digest
          (the client checks the bytes against the digest); stored on the row
-      -> classify (registry.models.formats): not a model -> failed "not a model"
+      -> classify (registry.formats.classify): not a model -> failed "not a model"
       -> its files pulled read-only with assay's own client library (``RegistryClient``,
          ``Downloader``: retries, ranged parts, digest check, resumable) into the model
          cache, laid out as for a local model (``worker.materialize``: a GGUF file, or an
@@ -20,7 +20,7 @@ Where it connects: only where the outbound policy for caller-named addresses all
 the registry, of every redirect hop (blob downloads follow redirects) and of token realms.
 
 Credentials for the remote registry: the client's own sources
-(``registry.client.credentials.lookup``, not ambient), read in the worker process, each
+(``client.credentials.lookup``, not ambient), read in the worker process, each
 bound to the registry it was given for (scheme, host and port): the entry ``assay login
 HOST[:PORT]`` stored for the worker's OS user (``$ASSAY_CONFIG_DIR/auth.json``, default
 ``~/.config/assay/``), Docker's ``~/.docker/config.json`` ``auths``, or ``ASSAY_TOKEN``
@@ -61,7 +61,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from registry.models.formats import GGUF, ModelFormat
+from registry.formats.classify import GGUF, ModelFormat
 from worker.materialize import LayoutUnsupported, Materializer
 
 log = logging.getLogger("assay.worker")
@@ -182,13 +182,13 @@ class _Lease:
 def run_remote_job(worker, job) -> str:
     """Run one claimed ``verify_remote`` job on ``worker`` (a ``worker.pool.Worker``);
     returns what became of it (for logs and tests)."""
-    from registry.client.errors import (
+    from client.errors import (
         BadReference,
         ClientError,
         ConnectionFailed,
         RegistryResponseError,
     )
-    from registry.client.outbound import OutboundDenied
+    from client.outbound import OutboundDenied
     from verifier import BackendUnavailable, Cancelled
 
     svc = worker.svc.remote
@@ -244,11 +244,11 @@ def run_remote_job(worker, job) -> str:
 
 
 def _verify(worker, job, target, lease: _Lease) -> str | None:
-    from registry.client.credentials import lookup
-    from registry.client.download import Downloader
-    from registry.client.progress import silent
-    from registry.client.ref import Registry, default_scheme
-    from registry.client.registry_client import RegistryClient
+    from client.credentials import lookup
+    from client.download import Downloader
+    from client.progress import silent
+    from client.ref import Registry, default_scheme
+    from client.registry_client import RegistryClient
     from registry.services.remote import NOT_A_MODEL, classify_manifest
     from verifier import Report, Spec, verify
 

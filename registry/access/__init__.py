@@ -2,6 +2,6 @@
 password hashing (``passwords``), bearer tokens, personal access tokens and signed blob
 URLs (``tokens``), and Ollama's ed25519 signed token requests (``ollama``).
 
-The HTTP side is ``registry.api.access``; identities are stored by
-``registry.services.access``.
+The HTTP side is ``registry.api.guard``; identities are stored by
+``registry.services.identities``.
 """

@@ -23,7 +23,7 @@ from sqlalchemy import text
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from registry.api.access import PUBLIC, guard
+from registry.api.guard import PUBLIC, guard
 
 log = logging.getLogger("assay.health")
 

@@ -45,7 +45,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match, Mount
 
-from registry.api.access import PUBLIC, guard
+from registry.api.guard import PUBLIC, guard
 from registry.db.tables import blobs, jobs, manifests, verifications
 
 log = logging.getLogger("assay.metrics")

@@ -1,5 +1,5 @@
 """Absolute URLs as the client sees this registry (no other imports: used by the OCI
-handlers and by ``registry.api.access`` alike, without an import cycle)."""
+handlers and by ``registry.api.guard`` alike, without an import cycle)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@
   at push (``card`` holds it in full as JSON; the columns are there to query by), or why
   it could not be read (``error``).
 - ``jobs``: the work queue (verification runs, later webhook deliveries). Only
-  ``worker.queue.JobQueue`` reads or writes it.
+  ``registry.db.queue.JobQueue`` reads or writes it.
 - ``verifications``: one row per verification run of a model manifest (figures, verdict,
   reason, log tail) and the digest of the referrer artifact that carries it.
 - ``namespace_policies``: per-namespace readiness gate switch and minimum generation

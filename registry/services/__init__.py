@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from registry.db import Database
-from registry.services.access import AccessService
 from registry.services.audit import AuditService
 from registry.services.blobs import BlobService
 from registry.services.catalog import CatalogService
 from registry.services.events import EventService
+from registry.services.identities import AccessService
 from registry.services.manifests import ManifestService
 from registry.services.models import ModelService
 from registry.services.remote import RemoteService
@@ -32,7 +32,7 @@ class RegistryService:
     def __post_init__(self):
         self.blobs = BlobService(self.db, self.store, self.settings)
         self.uploads = UploadService(self.db, self.store, self.settings)
-        from worker.queue import JobQueue
+        from registry.db.queue import JobQueue
 
         self.queue = JobQueue(self.db, lease_seconds=self.settings.job_lease_seconds)
         # Outgoing webhooks: changes write their events into the outbox (same transaction).
@@ -48,6 +48,6 @@ class RegistryService:
         self.remote = RemoteService(self.db, self.store, self.settings, self.queue,
                                     self.verification, events=getattr(self, "events", None))
         self.manifests.events = self.verification.events = self.events
-        # Identities, roles and the audit log (registry.api.access guards every route).
+        # Identities, roles and the audit log (registry.api.guard guards every route).
         self.access = AccessService(self.db, self.store, self.settings)
         self.audit = AuditService(self.db, self.store, self.settings)

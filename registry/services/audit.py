@@ -2,7 +2,7 @@
 
 Entries are written in the transaction of the change they describe, so the log never
 names a change that did not happen. The caller is taken from ``current_actor``, a
-context variable the HTTP layer sets for each request (``registry.api.access``) and the
+context variable the HTTP layer sets for each request (``registry.api.guard``) and the
 CLI sets for commands run on the server; context variables follow the request into the
 worker threads that run the services.
 """

@@ -61,7 +61,7 @@ from registry.db.tables import (
     verifications,
 )
 from registry.errors import NameUnknown, RequestInvalid
-from registry.models.formats import GGUF, SAFETENSORS
+from registry.formats.classify import GGUF, SAFETENSORS
 from registry.services.common import Service, in_namespaces
 
 DEFAULT_PAGE = 50

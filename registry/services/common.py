@@ -46,7 +46,7 @@ def link_blob(db: Database, conn: Connection, rid: int, digest: str, size: int) 
 
     Bumping ``last_linked_at`` takes the blob's row lock, which is what keeps GC from
     deleting a blob that is being linked at this very moment. It also ends a quarantine
-    (``registry.scrub``): the quarantined bytes were moved out of ``blobs/``, so the
+    (``registry.maintenance.scrub``): the quarantined bytes were moved out of ``blobs/``, so the
     caller's ``commit_upload`` stores the verified bytes being linked.
     """
     now = utcnow()

@@ -5,7 +5,7 @@ An event's life::
     a change (manifest PUT or DELETE, a worker starting or finishing a verification)
       -> ``emit(conn, ...)`` inside the change's own write transaction: one
          ``deliveries`` row per matching active subscription, each with a ``deliver``
-         job (worker.queue). They commit with the change or not at all, so nothing is
+         job (registry.db.queue). They commit with the change or not at all, so nothing is
          lost on a restart and nothing is sent for a change that was rolled back.
       -> ``worker.deliver``: claim the job, POST the row's body, signed, and record the
          attempt on the row: 2xx -> "delivered"; anything else -> the job is retried
@@ -54,7 +54,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import delete, func, select, update
 
-from registry.client.outbound import OutboundDenied, OutboundPolicy
+from client.outbound import OutboundDenied, OutboundPolicy
 from registry.db.tables import deliveries, manifests, repositories, tags, utcnow, webhooks
 from registry.errors import NotFound, RequestInvalid
 from registry.secretbox import SecretBox, SecretUnreadable
@@ -127,7 +127,7 @@ class Outgoing:
 class EventService(Service):
     def __init__(self, db, store, settings, queue):
         super().__init__(db, store, settings)
-        self.queue = queue  # worker.queue.JobQueue: every delivery row gets a deliver job
+        self.queue = queue  # registry.db.queue.JobQueue: every delivery row gets a deliver job
         self.instance_id = str(uuid.uuid4())  # Distribution's source.instanceID
         self.source_addr = f"{socket.gethostname()}:{settings.port}"
 

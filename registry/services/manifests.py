@@ -26,8 +26,8 @@ from registry.errors import (
     ModelNotReady,
     NameUnknown,
 )
+from registry.formats.classify import classify
 from registry.manifests import OCI_INDEX, parse_manifest
-from registry.models.formats import classify
 from registry.services import audit
 from registry.services.common import Service, ensure_repo, repo_id, require_repo, touch_blobs
 from registry.services.models import ModelService
@@ -79,7 +79,7 @@ class ManifestService(Service):
                  queue=None, policy=None):
         super().__init__(db, store, settings)
         self.models = models or ModelService(db, store, settings)
-        self.queue = queue  # worker.queue.JobQueue: model PUTs enqueue a verification
+        self.queue = queue  # registry.db.queue.JobQueue: model PUTs enqueue a verification
         # name -> Policy (registry.services.verification); None: the settings' gate
         self.policy = policy
 

@@ -1,7 +1,7 @@
 """Model cards at push, and the size queries behind the REST API.
 
 ``record`` runs after a manifest's transaction has committed, for newly stored
-manifests only: it classifies the manifest (``registry.models.formats``), reads the
+manifests only: it classifies the manifest (``registry.formats.classify``), reads the
 weights' headers from the blob store through ranged reads (``registry.storage.ranged``;
 never the weights themselves) and stores the card in ``models``. It never raises: an
 unreadable model gets a card whose ``error`` says why, and any failure here is logged
@@ -32,9 +32,8 @@ from registry.db.tables import (
 )
 from registry.digests import check_tag, is_digest, parse_digest
 from registry.errors import ManifestUnknown, NameUnknown
-from registry.manifests import ParsedManifest
-from registry.models.archives import tar_member
-from registry.models.cards import (
+from registry.formats.archives import tar_member
+from registry.formats.cards import (
     CHAT_TEMPLATE_FILES,
     FileSource,
     ModelCard,
@@ -42,7 +41,8 @@ from registry.models.cards import (
     read_gguf_files,
     read_safetensors_card,
 )
-from registry.models.formats import CONFIG_JSON, GGUF, ModelFile, ModelFormat, classify
+from registry.formats.classify import CONFIG_JSON, GGUF, ModelFile, ModelFormat, classify
+from registry.manifests import ParsedManifest
 from registry.services.common import Service, repo_id
 from registry.storage.ranged import open_blob
 

@@ -41,8 +41,8 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import select, update
 
+from client.ref import default_scheme
 from registry import jsontext
-from registry.client.ref import default_scheme
 from registry.db.tables import remote_models, utcnow, verifications
 from registry.digests import check_name, check_tag, parse_digest
 from registry.errors import (
@@ -53,6 +53,7 @@ from registry.errors import (
     RemoteUnavailable,
     RequestInvalid,
 )
+from registry.formats.classify import classify
 from registry.manifests import (
     IMAGE_TYPES,
     INDEX_TYPES,
@@ -60,7 +61,6 @@ from registry.manifests import (
     OCI_ARTIFACT,
     parse_manifest,
 )
-from registry.models.formats import classify
 from registry.services.common import Service
 from registry.services.verification import Policy, repair_statuses, verification_json
 
@@ -121,8 +121,8 @@ def _looks_like_host(segment: str) -> bool:
 def parse_ref(text, *, default_tag: bool = True) -> ModelRef:
     """``HOST[:PORT]/NAME[:TAG|@DIGEST]`` or a local ``NAME[:TAG|@DIGEST]``; raises a 400
     (``RequestInvalid``, ``NameInvalid``, ``TagInvalid``, ``DigestInvalid``)."""
-    from registry.client.errors import BadReference
-    from registry.client.ref import parse_reference
+    from client.errors import BadReference
+    from client.ref import parse_reference
 
     if not isinstance(text, str) or not text.strip():
         raise RequestInvalid("a reference must be a non-empty string "
@@ -485,8 +485,8 @@ class RemoteService(Service):
         """Refuse a registry written as an address the outbound policy refuses, before
         anything is queued (names are judged when a worker connects); the caller learns
         only that it cannot be reached (see ``unreachable``)."""
-        from registry.client.outbound import OutboundDenied
-        from registry.client.ref import Registry
+        from client.outbound import OutboundDenied
+        from client.ref import Registry
 
         registry = Registry(ref.host, ref.scheme or default_scheme(ref.host))
         try:
@@ -500,10 +500,10 @@ class RemoteService(Service):
         Only the remote registry's refusals (401, 403) and 404 reach the caller as they
         are; any other failure is the one generic ``unreachable`` answer, so that a
         caller cannot tell a closed port from a refused address or an odd answer."""
-        from registry.client.credentials import lookup
-        from registry.client.errors import ClientError, NotFoundError, RegistryResponseError
-        from registry.client.ref import Registry
-        from registry.client.registry_client import RegistryClient
+        from client.credentials import lookup
+        from client.errors import ClientError, NotFoundError, RegistryResponseError
+        from client.ref import Registry
+        from client.registry_client import RegistryClient
 
         registry = Registry(ref.host, ref.scheme or default_scheme(ref.host))
         try:

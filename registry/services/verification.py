@@ -36,8 +36,8 @@ from registry.db.tables import (
 )
 from registry.digests import check_name, check_tag, is_digest, parse_digest
 from registry.errors import ManifestUnknown, NameUnknown, NotAModel, RequestInvalid
+from registry.formats.classify import ModelFormat, classify
 from registry.manifests import OCI_MANIFEST, parse_manifest
-from registry.models.formats import ModelFormat, classify
 from registry.services import audit
 from registry.services.common import Service, repo_id
 from registry.services.events import verification_object

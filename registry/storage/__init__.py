@@ -99,7 +99,7 @@ class BlobStore(ABC):
         Afterwards the blob is not stored as far as every other method is concerned
         (``stat`` gives None, ``open`` raises BlobUnknown, ``commit_upload`` stores new
         bytes). Returns False, storing nothing, when the blob is not stored. The caller
-        (``registry.scrub``) holds the blob's row lock, so no commit races the move.
+        (``registry.maintenance.scrub``) holds the blob's row lock, so no commit races the move.
         """
 
     @abstractmethod

@@ -11,7 +11,7 @@ import httpx
 from sqlalchemy import update
 
 from registry.db.tables import blobs, utcnow
-from registry.gc import collect
+from registry.maintenance.gc import collect
 from tests.api.oci import OCI_MANIFEST, error_code, image_manifest, push_blob, sha256
 
 NAME = "team/race"

@@ -9,7 +9,7 @@ from datetime import timedelta
 from sqlalchemy import update
 
 from registry.db.tables import blobs, uploads, utcnow
-from registry.gc import collect
+from registry.maintenance.gc import collect
 from tests.api.oci import push_blob, push_image, sha256
 
 NAME = "team/gc"

@@ -15,7 +15,7 @@ from sqlalchemy import select, update
 
 from registry.app import create_app
 from registry.db.tables import blobs, uploads, utcnow
-from registry.gc import collect, sweep_uploads
+from registry.maintenance.gc import collect, sweep_uploads
 from tests.api.oci import error_code, push_image, sha256
 
 

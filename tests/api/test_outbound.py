@@ -2,7 +2,7 @@
 
 Remote validation (``POST /api/v1/hooks/validate`` and the worker's pull), webhook
 deliveries and the redirects and token realms they meet go only where the outbound
-policy allows (``registry.client.outbound``): by default no loopback, private,
+policy allows (``client.outbound``): by default no loopback, private,
 link-local or metadata address for what a caller names, no loopback, link-local or
 metadata address for webhooks. Each ``Listener`` counts every connection it accepts, so
 "nothing left for a denied address" is asserted, not assumed. Credentials go only to
@@ -270,8 +270,8 @@ def test_webhook_urls_at_internal_addresses_are_refused(client):
 def test_webhook_deliveries_never_reach_a_name_that_resolves_inside(client, service, settings,
                                                                     canary,
                                                                     resolve_to_loopback):
+    from registry.db.queue import JobQueue
     from worker.deliver import Deliverer
-    from worker.queue import JobQueue
 
     offset = [timedelta(0)]
 

@@ -9,7 +9,7 @@ Callers (``CALLERS``): ``anonymous`` (no credentials), ``reader`` (read in ``tea
 second namespace ``other`` belongs to ``olga``, who is none of the callers.
 
 The expectations follow from the documented rules (``registry.access.permissions`` and
-``registry.api.access``), not from what the server answers:
+``registry.api.guard``), not from what the server answers:
 
     reader = pull; writer = pull + push; namespace admin = + delete and the namespace's
     policy/members; site admin = everything; outsider = its own namespace only; robot =

@@ -7,9 +7,9 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from registry import retention
 from registry.db.tables import deliveries, manifests, utcnow
-from registry.gc import collect
+from registry.maintenance import retention
+from registry.maintenance.gc import collect
 from tests.api.oci import (
     OCI_INDEX,
     OCI_MANIFEST,

@@ -18,8 +18,8 @@ import pytest
 from sqlalchemy import select, update
 
 from registry.db.tables import blobs, utcnow
-from registry.gc import collect
-from registry.scrub import CORRUPT, MISSING, scrub
+from registry.maintenance.gc import collect
+from registry.maintenance.scrub import CORRUPT, MISSING, scrub
 from registry.storage import blob_key, quarantine_key
 from tests.api.oci import OCI_MANIFEST, error_code, image_manifest, push_blob, push_image, sha256
 from tests.api.test_metrics import scrape, value

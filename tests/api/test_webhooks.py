@@ -21,6 +21,7 @@ from sqlalchemy import func, select, update
 from starlette.testclient import TestClient
 
 from registry.app import create_app
+from registry.db.queue import JobQueue
 from registry.db.tables import deliveries, jobs, manifests, secrets, utcnow, webhooks
 from registry.secretbox import SecretUnreadable
 from registry.services import RegistryService
@@ -30,7 +31,6 @@ from tests.api.test_verification import FakeWorker, assert_problem, push_model, 
 from tests.support.processes import free_port
 from tests.support.receiver import Receiver
 from worker.deliver import Deliverer
-from worker.queue import JobQueue
 
 SECRET = "s3cret-0123456789abcdef"
 EVENTS_TYPE = "application/vnd.docker.distribution.events.v1+json"

@@ -1,7 +1,7 @@
 """The ``assay`` client CLI (push, pull, ls, inspect, rm) against a real ``assay serve``.
 
 End-to-end tests run ``.venv/bin/assay`` as a subprocess, with the real Gemma 3 270M GGUF;
-the resume, range and skip tests drive ``registry.client`` in-process through an httpx
+the resume, range and skip tests drive ``client`` in-process through an httpx
 transport that records (and can break) requests. The Ollama client is the exact replay of
 ``tests/clients/ollama_replay.py``; oras is the real oras-py client.
 """
@@ -20,18 +20,18 @@ import httpx
 import numpy as np
 import pytest
 
-from registry.client import mediatypes as mt
-from registry.client.blobs import Blob
-from registry.client.download import Downloader
-from registry.client.errors import IntegrityError
-from registry.client.locations import BlobLocations
-from registry.client.modelfile import parse_modelfile
-from registry.client.progress import silent
-from registry.client.pull import pull
-from registry.client.push import push
-from registry.client.ref import parse_reference
-from registry.client.registry_client import RegistryClient
-from registry.client.transport import StdlibTransport
+from client import mediatypes as mt
+from client.blobs import Blob
+from client.download import Downloader
+from client.errors import IntegrityError
+from client.locations import BlobLocations
+from client.modelfile import parse_modelfile
+from client.progress import silent
+from client.pull import pull
+from client.push import push
+from client.ref import parse_reference
+from client.registry_client import RegistryClient
+from client.transport import StdlibTransport
 from tests.clients.ollama_replay import (
     GEMMA3_TEMPLATE,
     MEDIA_MODEL,

@@ -18,14 +18,14 @@ import httpx
 import numpy as np
 import pytest
 
-from registry.client.credentials import Credentials
-from registry.client.download import Downloader
-from registry.client.locations import BlobLocations
-from registry.client.progress import Transfers, silent
-from registry.client.push import push
-from registry.client.ref import parse_reference
-from registry.client.registry_client import RegistryClient
-from registry.client.transport import StdlibTransport
+from client.credentials import Credentials
+from client.download import Downloader
+from client.locations import BlobLocations
+from client.progress import Transfers, silent
+from client.push import push
+from client.ref import parse_reference
+from client.registry_client import RegistryClient
+from client.transport import StdlibTransport
 from tests.clients.conftest import ASSAY
 from tests.support.gguf_files import write_gguf
 from tests.support.ollama_keys import OllamaKey
@@ -332,7 +332,7 @@ def test_cli_commands_seconds_apart(cli, short_tokens, model, env, tmp_path):
 
 def test_library_lookup_as_the_worker_does(server, model, run, monkeypatch, tmp_path):
     """worker/remote.py pulls with ``credentials=lookup(host)``: the worker's environment."""
-    from registry.client.credentials import lookup
+    from client.credentials import lookup
 
     ref = parse_reference(f"{server.host_port}/team/remote:v1")
     run("push", model, str(ref), "-q", ASSAY_USERNAME="wanda",

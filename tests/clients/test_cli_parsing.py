@@ -7,12 +7,12 @@ import click
 import httpx
 import pytest
 
-from registry.client import mediatypes as mt
-from registry.client.errors import BadReference, ClientError, InputError, reported, response_error
-from registry.client.locations import BlobLocations
-from registry.client.modelfile import parse_modelfile, quote, render_modelfile
-from registry.client.pull import plan_files, safe_target
-from registry.client.ref import parse_location, parse_reference
+from client import mediatypes as mt
+from client.errors import BadReference, ClientError, InputError, reported, response_error
+from client.locations import BlobLocations
+from client.modelfile import parse_modelfile, quote, render_modelfile
+from client.pull import plan_files, safe_target
+from client.ref import parse_location, parse_reference
 
 pytestmark = pytest.mark.clients
 
@@ -282,7 +282,7 @@ class FakeRegistry:
 
 
 def fake_client(fake: FakeRegistry, **kw):
-    from registry.client.registry_client import RegistryClient
+    from client.registry_client import RegistryClient
 
     return RegistryClient(parse_reference("reg.test/a/b").registry,
                           transport=httpx.MockTransport(fake), backoff=0.001,
@@ -290,7 +290,7 @@ def fake_client(fake: FakeRegistry, **kw):
 
 
 def test_relative_locations_monolithic_and_chunked(tmp_path):
-    from registry.client.blobs import Blob
+    from client.blobs import Blob
 
     fake = FakeRegistry()
     small = Blob.from_bytes("application/octet-stream", b"x" * 100)
@@ -327,7 +327,7 @@ def test_transient_failures_are_retried(tmp_path):
 
 
 def test_safe_target_creates_nothing_through_a_symlink(tmp_path):
-    from registry.client.pull import safe_target
+    from client.pull import safe_target
 
     root, outside = tmp_path / "out", tmp_path / "elsewhere"
     root.mkdir()

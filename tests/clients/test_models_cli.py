@@ -18,9 +18,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from registry.client import mediatypes as mt
-from registry.client.modelfile import parse_modelfile
-from registry.client.show import human_size
+from client import mediatypes as mt
+from client.modelfile import parse_modelfile
+from client.show import human_size
 from tests.support.models import GEMMA_SHA256, GEMMA_SIZE, sha256_file
 
 pytestmark = pytest.mark.clients

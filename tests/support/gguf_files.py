@@ -163,7 +163,7 @@ def hostile_file(name: str, size: int = 4096) -> bytes:
 
 def _header_layout(path: Path) -> tuple[bytes, int, int]:
     """The header bytes (up to the end of the tensor table), the data offset, alignment."""
-    from registry.models.gguf_header import read_gguf_header
+    from registry.formats.gguf_header import read_gguf_header
 
     with open(path, "rb") as f:
         h = read_gguf_header(f, path.stat().st_size)

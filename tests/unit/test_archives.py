@@ -1,4 +1,4 @@
-"""registry.models.archives: locating a file inside a tar layer from its headers."""
+"""registry.formats.archives: locating a file inside a tar layer from its headers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 
-from registry.models.archives import ArchiveError, tar_member
+from registry.formats.archives import ArchiveError, tar_member
 
 
 def make_tar(files: dict[str, bytes], fmt=tarfile.PAX_FORMAT) -> bytes:

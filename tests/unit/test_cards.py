@@ -1,4 +1,4 @@
-"""registry.models.cards: model cards from GGUF and safetensors headers, never raising."""
+"""registry.formats.cards: model cards from GGUF and safetensors headers, never raising."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from registry.models.cards import (
+from registry.formats.cards import (
     FileSource,
     ModelCard,
     parameter_label,

@@ -1,5 +1,5 @@
-"""The client's auth flow (``registry.client.auth``) and credential sources
-(``registry.client.credentials``) against a scripted registry (``httpx.MockTransport``):
+"""The client's auth flow (``client.auth``) and credential sources
+(``client.credentials``) against a scripted registry (``httpx.MockTransport``):
 challenge parsing, token caching and renewal, Basic on ``/api/``, the one-line errors.
 The CLI against a real auth-on server is ``tests/clients/test_cli_auth.py``."""
 
@@ -13,14 +13,14 @@ import stat
 import httpx
 import pytest
 
-from registry.client import auth as auth_module
-from registry.client import credentials as store
-from registry.client.auth import AuthError, merge_scopes, parse_challenge
-from registry.client.blobs import Blob
-from registry.client.credentials import Credentials
-from registry.client.errors import RegistryResponseError
-from registry.client.ref import Registry
-from registry.client.registry_client import RegistryClient
+from client import auth as auth_module
+from client import credentials as store
+from client.auth import AuthError, merge_scopes, parse_challenge
+from client.blobs import Blob
+from client.credentials import Credentials
+from client.errors import RegistryResponseError
+from client.ref import Registry
+from client.registry_client import RegistryClient
 
 REALM = "https://reg.test/auth/token"
 ALICE = Credentials("alice", "s3cret", "test")

@@ -1,4 +1,4 @@
-"""The client's persistent cache of file digests (``registry.client.filedigests``)."""
+"""The client's persistent cache of file digests (``client.filedigests``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from registry.client import blobs, filedigests
+from client import blobs, filedigests
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""registry.models.formats: which manifests are models, and where their weights are."""
+"""registry.formats.classify: which manifests are models, and where their weights are."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
+from registry.formats.classify import classify
 from registry.manifests import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, parse_manifest
-from registry.models.formats import classify
 
 
 def digest(n: int) -> str:

@@ -1,4 +1,4 @@
-"""registry.models.gguf_header: a streaming, bounded reader of GGUF headers."""
+"""registry.formats.gguf_header: a streaming, bounded reader of GGUF headers."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import gguf
 import numpy as np
 import pytest
 
-from registry.models.cards import read_gguf_card
-from registry.models.gguf_header import (
+from registry.formats.cards import read_gguf_card
+from registry.formats.gguf_header import (
     MAX_ARRAY,
     MAX_KEPT,
     MAX_KV,

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from registry.formats.classify import ModelFormat, classify
 from registry.manifests import OCI_MANIFEST, parse_manifest
-from registry.models.formats import ModelFormat, classify
 from registry.storage import BlobStore
 from registry.storage.filesystem import FilesystemBlobStore
 from registry.storage.s3 import S3BlobStore

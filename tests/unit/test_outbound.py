@@ -1,4 +1,4 @@
-"""The outbound policy's judgments and its allowlist grammar (registry.client.outbound)."""
+"""The outbound policy's judgments and its allowlist grammar (client.outbound)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import socket
 import pytest
 from pydantic import ValidationError
 
-from registry.client.outbound import OutboundDenied, OutboundPolicy, Rule, parse_allowlist
+from client.outbound import OutboundDenied, OutboundPolicy, Rule, parse_allowlist
 from registry.settings import Settings
 
 CALLERS, WEBHOOKS = OutboundPolicy.for_callers(), OutboundPolicy.for_webhooks()

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
+from client.errors import BadReference
+from client.ref import parse_reference
 from registry.api.oci.blobs import parse_range
-from registry.client.errors import BadReference
-from registry.client.ref import parse_reference
 from registry.digests import check_name, check_tag, digest_bytes, parse_digest
 from registry.errors import (
     BlobUploadInvalid,

@@ -1,4 +1,4 @@
-"""worker.queue.JobQueue on SQLite and on a real PostgreSQL: enqueue in the caller's
+"""registry.db.queue.JobQueue on SQLite and on a real PostgreSQL: enqueue in the caller's
 transaction, dedupe, claim order, leases and heartbeats, stalled-job recovery, retries
 with backoff, release, and several OS processes claiming from one queue."""
 
@@ -16,8 +16,8 @@ import pytest
 from sqlalchemy import delete, text
 
 from registry.db import Database, migrate
+from registry.db.queue import Job, JobQueue, new_worker_id
 from registry.db.tables import jobs
-from worker.queue import Job, JobQueue, new_worker_id
 
 LEASE = 30.0
 

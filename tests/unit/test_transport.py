@@ -10,8 +10,8 @@ import threading
 import httpx
 import pytest
 
-from registry.client.errors import InputError
-from registry.client.transport import FileRegion, StdlibTransport, body_reader
+from client.errors import InputError
+from client.transport import FileRegion, StdlibTransport, body_reader
 from tests.support.processes import free_port
 
 BODY = bytes(range(256)) * 8192  # 2 MiB

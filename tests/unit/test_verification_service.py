@@ -13,12 +13,12 @@ import pytest
 from sqlalchemy import create_engine, select, text
 
 from registry.db import Database, migrate
+from registry.db.queue import JobQueue
 from registry.db.tables import jobs, manifests, tag_history
 from registry.errors import ModelNotReady, RequestInvalid
 from registry.services import RegistryService
 from registry.settings import Settings
 from registry.storage.filesystem import FilesystemBlobStore
-from worker.queue import JobQueue
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 OLLAMA_CONFIG = "application/vnd.docker.container.image.v1+json"

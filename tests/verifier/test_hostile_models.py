@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from registry.models.cards import read_gguf_card
+from registry.formats.cards import read_gguf_card
 from tests.support.gguf_files import with_string_metadata
 from tests.verifier.procs import verifier_children
 from verifier import Spec, verify

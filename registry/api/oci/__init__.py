@@ -2,13 +2,13 @@
 
 Repository names contain slashes, so ``{name:path}`` is greedy and every route ends in
 a fixed resource segment; upload routes come before blob routes. Each handler is wrapped
-by ``guard`` with what it requires when auth is on (``registry.api.access``).
+by ``guard`` with what it requires when auth is on (``registry.api.guard``).
 """
 
 from starlette.routing import Route
 
 from registry.access.permissions import DELETE, PULL, PUSH
-from registry.api.access import ANYONE, guard
+from registry.api.guard import ANYONE, guard
 from registry.api.oci import base, blobs, catalog, manifests, referrers, tags, uploads
 
 pull, push, delete = guard(("repo", PULL)), guard(("repo", PUSH)), guard(("repo", DELETE))

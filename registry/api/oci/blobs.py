@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from registry.api.access import blob_location
+from registry.api.guard import blob_location
 from registry.api.oci.base import empty, quick_read, repo_name, service
 from registry.errors import RangeNotSatisfiable
 

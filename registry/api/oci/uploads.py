@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from registry.access.permissions import PULL
-from registry.api.access import may
+from registry.api.guard import may
 from registry.api.oci.base import absolute, empty, quick_read, repo_name, service
 from registry.api.ratelimit import client_ip
 from registry.digests import EMPTY_SHA256, parse_digest

@@ -16,18 +16,18 @@ One module per resource, handlers thin. Errors are RFC 9457 problem details
     GET /api/v1/openapi.json                            the OpenAPI document of all this
     POST|GET /api/v1/webhooks, GET|DELETE /api/v1/webhooks/<id>    outgoing webhooks
     GET /api/v1/webhooks/<id>/deliveries[/<d>], POST .../<d>/redeliver   delivery log
-    /api/v1/{me,users,tokens,keys,namespaces,audit}      access control (rest/access.py)
+    /api/v1/{me,users,tokens,keys,namespaces,audit}      access control (rest/accounts.py)
 
 Each handler is wrapped by ``guard`` with what it requires when auth is on
-(``registry.api.access``).
+(``registry.api.guard``).
 """
 
 from starlette.routing import Mount, Route
 
 from registry.access.permissions import ADMIN, PULL, PUSH
-from registry.api.access import ACCOUNT, ANYONE, PUBLIC, SITE_ADMIN, USER, guard
+from registry.api.guard import ACCOUNT, ANYONE, PUBLIC, SITE_ADMIN, USER, guard
 from registry.api.rest import (
-    access,
+    accounts,
     browse,
     hooks,
     manifests,
@@ -66,21 +66,21 @@ routes = [
         # check their own credentials (ASSAY_HOOK_TOKEN / ASSAY_HOOK_SECRET).
         Route("/hooks/validate", public(hooks.validate), methods=["POST"]),
         Route("/verifications", anyone(verifications.by_reference), methods=["GET"]),
-        # Identities, roles and the audit log (registry.api.rest.access).
-        Route("/me", user(access.me), methods=["GET"]),
-        route("/users", GET=site_admin(access.list_users), POST=site_admin(access.create_user)),
-        route("/users/{user}", GET=site_admin(access.get_user),
-              DELETE=site_admin(access.delete_user)),
-        Route("/users/{user}/tokens", site_admin(access.create_user_token), methods=["POST"]),
-        route("/tokens", GET=user(access.list_tokens), POST=account(access.create_token)),
-        Route("/tokens/{id:int}", account(access.revoke_token), methods=["DELETE"]),
-        route("/keys", GET=user(access.list_keys), POST=account(access.add_key)),
-        Route("/keys/{id:int}", account(access.remove_key), methods=["DELETE"]),
-        route("/namespaces/{namespace}", GET=ns_admin(access.get_namespace),
-              PUT=ns_admin(access.put_namespace)),
-        route("/namespaces/{namespace}/members/{user}", PUT=ns_admin(access.put_member),
-              DELETE=ns_admin(access.delete_member)),
-        Route("/audit", site_admin(access.audit), methods=["GET"]),
+        # Identities, roles and the audit log (registry.api.rest.accounts).
+        Route("/me", user(accounts.me), methods=["GET"]),
+        route("/users", GET=site_admin(accounts.list_users), POST=site_admin(accounts.create_user)),
+        route("/users/{user}", GET=site_admin(accounts.get_user),
+              DELETE=site_admin(accounts.delete_user)),
+        Route("/users/{user}/tokens", site_admin(accounts.create_user_token), methods=["POST"]),
+        route("/tokens", GET=user(accounts.list_tokens), POST=account(accounts.create_token)),
+        Route("/tokens/{id:int}", account(accounts.revoke_token), methods=["DELETE"]),
+        route("/keys", GET=user(accounts.list_keys), POST=account(accounts.add_key)),
+        Route("/keys/{id:int}", account(accounts.remove_key), methods=["DELETE"]),
+        route("/namespaces/{namespace}", GET=ns_admin(accounts.get_namespace),
+              PUT=ns_admin(accounts.put_namespace)),
+        route("/namespaces/{namespace}/members/{user}", PUT=ns_admin(accounts.put_member),
+              DELETE=ns_admin(accounts.delete_member)),
+        Route("/audit", site_admin(accounts.audit), methods=["GET"]),
         # The longer paths first: {name:path} would otherwise swallow "/tags/x".
         Route(R + "/tags/{reference}/verify", push(manifests.verify_tag), methods=["POST"]),
         Route(R + "/manifests/{reference}/verify", push(manifests.verify_digest),

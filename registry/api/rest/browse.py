@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from registry.api.access import readable
+from registry.api.guard import readable
 from registry.api.oci.base import repo_name, service
 from registry.errors import RequestInvalid
 from registry.services.browse import (

@@ -30,7 +30,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from registry import jsontext
-from registry.api.access import caller
+from registry.api.guard import caller
 from registry.api.oci.base import absolute, read_limited, repo_name, service
 from registry.digests import is_digest
 from registry.errors import (

@@ -39,7 +39,7 @@ ACTIONS = ("push", "delete", "tag", "verification.started", "verification.succee
 NAME_PATTERN = (r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
                 r"(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$")
 # A user name, and a namespace in /api/v1/namespaces: one such component
-# (registry.services.access).
+# (registry.services.identities).
 COMPONENT_PATTERN = r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$"
 USER_PATTERN = COMPONENT_PATTERN
 SCOPE_PATTERN = r"^(?:pull|push|delete|admin)(?::[\s\S]+)?$"
@@ -413,7 +413,7 @@ SCHEMAS: dict[str, dict] = {
             "stored_bytes": {"type": "integer", "description": "Every stored blob, once."},
             "blobs": _INT, "manifests": _INT},
     },
-    # ---- access control (registry.api.rest.access, registry.services.access) -----------
+    # ---- access control (registry.api.rest.accounts, registry.services.identities) -----------
     "Me": {
         "type": "object", "required": ["name", "auth"],
         "description": "With auth off: {\"name\": null, \"auth\": false} and nothing else.",
@@ -900,7 +900,7 @@ def hook_paths() -> dict:
 
 
 def access_paths() -> dict:
-    """``registry.api.rest.access``: users, tokens, keys, namespace roles, the audit log."""
+    """``registry.api.rest.accounts``: users, tokens, keys, namespace roles, the audit log."""
     user = _path("user", {"type": "string", "pattern": USER_PATTERN, "maxLength": 64},
                  "A user or robot name.", "alice")
     namespace = _path("namespace", {"type": "string", "pattern": COMPONENT_PATTERN,

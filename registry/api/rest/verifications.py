@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from registry.access.permissions import PULL
-from registry.api.access import caller, may
+from registry.api.guard import caller, may
 from registry.api.oci.base import service
 from registry.errors import RequestInvalid
 

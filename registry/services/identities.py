@@ -217,7 +217,7 @@ class AccessService(Service):
 
     def configure_namespace(self, namespace: str, **changes) -> None:
         """Set any of ``anonymous_pull`` (bool), ``quota_bytes`` (bytes), ``keep_tags``
-        and ``untagged_days`` (see ``registry.retention``) in one transaction; None
+        and ``untagged_days`` (see ``registry.maintenance.retention``) in one transaction; None
         clears the last three (unlimited, keep everything). Every value is checked
         before anything is written (RequestInvalid names the first bad one), and each
         change is audited: namespace.anonymous_pull, namespace.quota, namespace.retention.

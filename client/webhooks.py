@@ -11,10 +11,10 @@ import secrets
 
 import click
 
-from registry.client.errors import reported
-from registry.client.registry_client import RegistryClient
-from registry.client.rest import JSON, registry_of, response_json
-from registry.client.show import render_table
+from client.errors import reported
+from client.registry_client import RegistryClient
+from client.rest import JSON, registry_of, response_json
+from client.show import render_table
 
 
 def _events(hook: dict) -> str:

@@ -32,12 +32,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from registry.client import mediatypes as mt
-from registry.client.blobs import Blob, canonical_json, prefetch_hash
-from registry.client.errors import InputError
-from registry.client.modelfile import Modelfile, load_modelfile
-from registry.client.progress import Transfers, silent
-from registry.models.cards import FileSource, ModelCard, read_gguf_card, read_safetensors_card
+from client import mediatypes as mt
+from client.blobs import Blob, canonical_json, prefetch_hash
+from client.errors import InputError
+from client.modelfile import Modelfile, load_modelfile
+from client.progress import Transfers, silent
+from registry.formats.cards import FileSource, ModelCard, read_gguf_card, read_safetensors_card
 
 FORMATS = {"gguf": ("ollama", "docker", "modelpack"), "modelfile": ("ollama",),
            "directory": ("modelpack", "docker")}

@@ -13,7 +13,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from registry.client.errors import BadReference
+from client.errors import BadReference
 
 DEFAULT_TAG = "latest"
 

@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse
 
 from registry.access import ollama, tokens
 from registry.access.permissions import ACTIONS, Identity, scope_strings
-from registry.api.access import (
+from registry.api.guard import (
     PUBLIC,
     base_url,
     credential_cache,

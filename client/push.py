@@ -12,12 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from registry.client.blobs import Blob
-from registry.client.errors import BadReference
-from registry.client.layouts import Layout, build_layout
-from registry.client.progress import Transfers
-from registry.client.ref import Reference
-from registry.client.registry_client import RegistryClient
+from client.blobs import Blob
+from client.errors import BadReference
+from client.layouts import Layout, build_layout
+from client.progress import Transfers
+from client.ref import Reference
+from client.registry_client import RegistryClient
 
 PARALLEL_BLOBS = 4
 

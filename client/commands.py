@@ -9,12 +9,12 @@ from pathlib import Path
 
 import click
 
-from registry.client.errors import ClientError, NotFoundError, reported
-from registry.client.progress import Transfers
-from registry.client.pull import pull
-from registry.client.ref import parse_location, parse_reference
-from registry.client.registry_client import RegistryClient
-from registry.client.show import human_size, inspect, render_inspect, render_table, tag_rows
+from client.errors import ClientError, NotFoundError, reported
+from client.progress import Transfers
+from client.pull import pull
+from client.ref import parse_location, parse_reference
+from client.registry_client import RegistryClient
+from client.show import human_size, inspect, render_inspect, render_table, tag_rows
 
 
 def _client(ref_or_registry) -> RegistryClient:
@@ -23,7 +23,7 @@ def _client(ref_or_registry) -> RegistryClient:
 
 
 def run_push(path: str, ref_text: str, fmt: str | None, insecure: bool, quiet: bool) -> None:
-    from registry.client.push import push  # imports the GGUF reader (and numpy): only here
+    from client.push import push  # imports the GGUF reader (and numpy): only here
 
     with reported():
         ref = parse_reference(ref_text, insecure=insecure)
@@ -95,7 +95,7 @@ def run_rm(ref_text: str, insecure: bool) -> None:
 
 def run_status(ref_text: str, wait: bool, timeout: float, as_json: bool, insecure: bool,
                quiet: bool) -> None:
-    from registry.client.status import fetch_state, report, wait_for
+    from client.status import fetch_state, report, wait_for
 
     with reported():
         ref = parse_reference(ref_text, insecure=insecure)
@@ -110,7 +110,7 @@ def run_status(ref_text: str, wait: bool, timeout: float, as_json: bool, insecur
 
 
 def run_verify(ref_text: str, wait: bool, timeout: float, insecure: bool, quiet: bool) -> None:
-    from registry.client.status import fetch_state, report, request_verification, wait_for
+    from client.status import fetch_state, report, request_verification, wait_for
 
     with reported():
         ref = parse_reference(ref_text, insecure=insecure)

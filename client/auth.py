@@ -40,8 +40,8 @@ from collections import Counter
 
 import httpx
 
-from registry.client.credentials import Credentials
-from registry.client.errors import (
+from client.credentials import Credentials
+from client.errors import (
     RegistryResponseError,
     TransientError,
     oci_error_text,

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import click
 
-from registry.client import credentials as store
-from registry.client.auth import AuthError
-from registry.client.errors import ClientError, InputError, reported
-from registry.client.registry_client import RegistryClient
-from registry.client.rest import JSON, registry_of, response_json
-from registry.client.show import render_table
+from client import credentials as store
+from client.auth import AuthError
+from client.errors import ClientError, InputError, reported
+from client.registry_client import RegistryClient
+from client.rest import JSON, registry_of, response_json
+from client.show import render_table
 
 DEFAULT_OLLAMA_KEY = "~/.ollama/id_ed25519.pub"
 

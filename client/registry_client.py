@@ -40,22 +40,22 @@ from urllib.parse import urljoin
 
 import httpx
 
-from registry.client.auth import AuthError, RegistryAuth
-from registry.client.blobs import Blob
-from registry.client.credentials import Credentials, lookup
-from registry.client.errors import (
+from client.auth import AuthError, RegistryAuth
+from client.blobs import Blob
+from client.credentials import Credentials, lookup
+from client.errors import (
     ClientError,
     ConnectionFailed,
     IntegrityError,
     TransientError,
     response_error,
 )
-from registry.client.locations import BlobLocations
-from registry.client.mediatypes import MANIFEST_ACCEPT
-from registry.client.outbound import OutboundPolicy
-from registry.client.progress import Task
-from registry.client.ref import Registry
-from registry.client.transport import FileRegion, StdlibTransport
+from client.locations import BlobLocations
+from client.mediatypes import MANIFEST_ACCEPT
+from client.outbound import OutboundPolicy
+from client.progress import Task
+from client.ref import Registry
+from client.transport import FileRegion, StdlibTransport
 
 if TYPE_CHECKING:
     import tenacity

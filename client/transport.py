@@ -32,8 +32,8 @@ from collections.abc import Callable, Iterator
 
 import httpx
 
-from registry.client.errors import InputError
-from registry.client.outbound import OutboundPolicy
+from client.errors import InputError
+from client.outbound import OutboundPolicy
 
 BLOCK = 1024 * 1024
 POOL_PER_ORIGIN = 16

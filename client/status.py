@@ -14,9 +14,9 @@ import time
 
 import click
 
-from registry.client.errors import ClientError
-from registry.client.ref import Reference
-from registry.client.registry_client import RegistryClient
+from client.errors import ClientError
+from client.ref import Reference
+from client.registry_client import RegistryClient
 
 TERMINAL = ("ready", "failed")
 POLL_SECONDS = 1.0

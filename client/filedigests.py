@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from registry.client.locations import cache_dir
+from client.locations import cache_dir
 
 MAX_ENTRIES = 10_000
 RACY_SECONDS = 2.0

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import httpx
 
-from registry.client.errors import IntegrityError, response_error
-from registry.client.progress import Task, Transfers
-from registry.client.registry_client import RegistryClient
-from registry.client.transport import body_reader
+from client.errors import IntegrityError, response_error
+from client.progress import Task, Transfers
+from client.registry_client import RegistryClient
+from client.transport import body_reader
 
 MiB = 1024 * 1024
 PART_SIZE = 32 * MiB
@@ -42,7 +42,7 @@ def default_workers(hostname: str) -> int:
     long or throttled path; on loopback there is no such path, and extra streams only
     take CPU from the hashing (and from the registry, on the same machine): one stream
     pulls the 253 MB Gemma ~10% faster there (0.36 vs 0.40 s, `assay pull -j 1` vs `-j 4`)."""
-    from registry.client.ref import is_loopback
+    from client.ref import is_loopback
 
     return 1 if is_loopback(hostname) else WORKERS
 READ_BLOCK = MiB

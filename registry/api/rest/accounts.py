@@ -30,11 +30,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from registry.api.access import caller, credential_cache
+from registry.api.guard import caller, credential_cache
 from registry.api.oci.base import service
 from registry.api.rest.manifests import json_body
 from registry.errors import Conflict, Denied, RequestInvalid
-from registry.services.access import check_namespace
+from registry.services.identities import check_namespace
 
 
 def _me(request: Request) -> str:

@@ -15,7 +15,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from registry.client.errors import InputError
+from client.errors import InputError
 
 BLOCK = 1024 * 1024
 
@@ -76,7 +76,7 @@ def prefetch_hash(path: Path) -> None:
 def _cached_or_read(path: Path, on_bytes: Callable[[int], None] | None) -> tuple[str, int]:
     """From the persistent digest cache when the file is unchanged, else read and hash it
     (and remember the result; see ``filedigests``)."""
-    from registry.client import filedigests
+    from client import filedigests
 
     try:
         before = path.stat()
@@ -147,7 +147,7 @@ class Blob:
         """A request body for ``[offset, offset+length)``: a ``FileRegion`` for a file (sent
         with ``sendfile``), else an iterator of blocks."""
         if self.path is not None and self.data is None:
-            from registry.client.transport import FileRegion
+            from client.transport import FileRegion
 
             length = self.size - offset if length is None else length
             return FileRegion(self.path, offset, length, on_bytes)

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, BinaryIO
 
 from registry import jsontext
-from registry.models.gguf_header import GGUFHeader, GGUFHeaderError, read_gguf_header
+from registry.formats.gguf_header import GGUFHeader, GGUFHeaderError, read_gguf_header
 
 MAX_SAFETENSORS_HEADER = 100 << 20
 MAX_JSON_FILE = 16 << 20       # config.json, tokenizer_config.json

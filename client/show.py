@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from registry.client import mediatypes as mt
-from registry.client.errors import ClientError
-from registry.client.pull import fetch_small, plan_files
-from registry.client.ref import Reference
-from registry.client.registry_client import RegistryClient
+from client import mediatypes as mt
+from client.errors import ClientError
+from client.pull import fetch_small, plan_files
+from client.ref import Reference
+from client.registry_client import RegistryClient
 
 
 def human_size(n: int | None) -> str:
@@ -148,7 +148,7 @@ def render_inspect(info: dict[str, Any]) -> str:
     elif info["kind"] == "oci":
         lines.append("  model          (not a model)")
     if info.get("status"):
-        from registry.client.status import details
+        from client.status import details
 
         lines.append(f"  {'status':<14} {info['status']}")
         lines += ["  " + line for line in details(info)]

@@ -42,8 +42,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from registry.client.errors import ClientError
-from registry.client.ref import default_scheme
+from client.errors import ClientError
+from client.ref import default_scheme
 
 AUTH_FILE = "auth.json"
 

@@ -23,7 +23,7 @@ Modules, from the bottom up:
   (``registry.cli`` declares the click commands).
 - ``progress``: ``rich.progress`` bars, only on a terminal.
 
-Nothing here imports the server side except ``registry.models.cards`` (the GGUF and
+Nothing here imports the server side except ``registry.formats.cards`` (the GGUF and
 safetensors header readers, shared with the registry).
 """
 

@@ -29,13 +29,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from registry.client import mediatypes as mt
-from registry.client.download import PART_SIZE, Downloader
-from registry.client.errors import ClientError, IntegrityError
-from registry.client.modelfile import render_modelfile
-from registry.client.progress import Transfers
-from registry.client.ref import Reference
-from registry.client.registry_client import RegistryClient
+from client import mediatypes as mt
+from client.download import PART_SIZE, Downloader
+from client.errors import ClientError, IntegrityError
+from client.modelfile import render_modelfile
+from client.progress import Transfers
+from client.ref import Reference
+from client.registry_client import RegistryClient
 
 SMALL_LAYER_LIMIT = 16 * 1024 * 1024  # template/system/params/messages/license
 ORAS_UNPACK = "io.deis.oras.content.unpack"

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from registry.client.errors import ClientError
-from registry.client.ref import Registry, parse_location
+from client.errors import ClientError
+from client.ref import Registry, parse_location
 
 JSON = {"Accept": "application/json"}
 

@@ -36,7 +36,7 @@ import socket
 from dataclasses import dataclass
 from typing import Literal
 
-from registry.client.errors import ClientError
+from client.errors import ClientError
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
