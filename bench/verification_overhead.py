@@ -39,6 +39,7 @@ from client.locations import BlobLocations  # noqa: E402
 from client.progress import silent  # noqa: E402
 from client.ref import parse_reference  # noqa: E402
 from client.registry_client import RegistryClient  # noqa: E402
+from registry.formats.cards import LocalCards  # noqa: E402
 from tests.support.models import gemma_gguf_path  # noqa: E402
 from tests.support.processes import start_assay  # noqa: E402
 
@@ -56,7 +57,7 @@ def backend_seconds(figures: dict) -> float:
 def one(server, work: Path, gguf: Path, i: int, timeout: float = 300) -> dict:
     restamp(gguf, 9000 + i)
     ref = parse_reference(f"{server.host_port}/bench/overhead-{i}:v1")
-    layout = build_layout(gguf, None, silent())
+    layout = build_layout(gguf, LocalCards(), None, silent())
     with RegistryClient(ref.registry, locations=BlobLocations(work / f"cache-{i}.json")) \
             as client:
         for blob in layout.blobs():

@@ -23,8 +23,9 @@ Modules, from the bottom up:
   (``registry.cli`` declares the click commands).
 - ``progress``: ``rich.progress`` bars, only on a terminal.
 
-Nothing here imports the server side except ``registry.formats.cards`` (the GGUF and
-safetensors header readers, shared with the registry).
+Nothing here imports the server (``registry``): the server and the CLI import the client.
+Reading a model's header for a push is the one thing both sides do; the caller hands the
+registry's readers in (``layouts.CardReader``).
 """
 
 import sys as _sys

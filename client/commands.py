@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -16,19 +17,23 @@ from client.ref import parse_location, parse_reference
 from client.registry_client import RegistryClient
 from client.show import human_size, inspect, render_inspect, render_table, tag_rows
 
+if TYPE_CHECKING:
+    from client.layouts import CardReader
+
 
 def _client(ref_or_registry) -> RegistryClient:
     registry = getattr(ref_or_registry, "registry", ref_or_registry)
     return RegistryClient(registry)
 
 
-def run_push(path: str, ref_text: str, fmt: str | None, insecure: bool, quiet: bool) -> None:
-    from client.push import push  # imports the GGUF reader (and numpy): only here
+def run_push(path: str, ref_text: str, fmt: str | None, insecure: bool, quiet: bool,
+             cards: CardReader) -> None:
+    from client.push import push
 
     with reported():
         ref = parse_reference(ref_text, insecure=insecure)
         with _client(ref) as client, Transfers(quiet=quiet) as transfers:
-            result = push(Path(path), ref, client, transfers, fmt=fmt)
+            result = push(Path(path), ref, client, transfers, cards=cards, fmt=fmt)
         counts = ", ".join(f"{n} {what}" for what, n in sorted(result.outcomes.items()))
         layout = result.layout
         size = sum(b.size for b in layout.blobs())

@@ -31,13 +31,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 from client import mediatypes as mt
 from client.blobs import Blob, canonical_json, prefetch_hash
 from client.errors import InputError
 from client.modelfile import Modelfile, load_modelfile
 from client.progress import Transfers, silent
-from registry.formats.cards import FileSource, ModelCard, read_gguf_card, read_safetensors_card
 
 FORMATS = {"gguf": ("ollama", "docker", "modelpack"), "modelfile": ("ollama",),
            "directory": ("modelpack", "docker")}
@@ -47,6 +47,36 @@ CONFIG_FILES = ("config.json", "generation_config.json", "tokenizer.json",
 DOC_PREFIXES = ("readme", "license", "licence", "notice", "copying", "use_policy")
 
 
+class Card(Protocol):
+    """What a layout records of a model's header (``registry.formats.cards.Card`` is
+    one). Every field but ``format`` may be None; ``error`` says why a header is unreadable."""
+
+    format: str
+    architecture: str | None
+    parameter_label: str | None
+    quantization: str | None
+    quantization_bits: int | None
+    context_length: int | None
+    dtypes: list[str] | None
+    error: str | None
+
+
+class CardReader(Protocol):
+    """Reads the card of local model files; may raise ``OSError``.
+
+    The client parses no model headers itself: its caller (the CLI) hands in the registry's
+    readers (``registry.formats.cards.LocalCards``), so a push describes a model with the
+    same code the registry uses for what is pushed to it, and the client imports nothing
+    from the server.
+    """
+
+    def gguf(self, path: Path) -> Card:
+        """The card of one GGUF file."""
+
+    def directory(self, files: list[tuple[str, Path]]) -> Card:
+        """The card of a safetensors / MLX directory, given as (relative path, file)."""
+
+
 @dataclass
 class Layout:
     kind: str  # ollama | docker | modelpack
@@ -54,7 +84,7 @@ class Layout:
     config: Blob
     layers: list[Blob]
     artifact_type: str | None = None
-    card: ModelCard | None = None
+    card: Card | None = None
     source: str = ""  # what was pushed, for messages
     annotations: dict[str, str] = field(default_factory=dict)
 
@@ -149,9 +179,10 @@ def _looks_like_modelfile(head: bytes) -> bool:
     return False
 
 
-def build_layout(path: Path, fmt: str | None = None, transfers: Transfers | None = None
-                 ) -> Layout:
-    """The layout of ``path`` in format ``fmt`` (None: the default for that input)."""
+def build_layout(path: Path, cards: CardReader, fmt: str | None = None,
+                 transfers: Transfers | None = None) -> Layout:
+    """The layout of ``path`` in format ``fmt`` (None: the default for that input); ``cards``
+    reads the model's header."""
     transfers = transfers or silent()
     kind = detect(path)
     allowed = FORMATS[kind]
@@ -161,17 +192,17 @@ def build_layout(path: Path, fmt: str | None = None, transfers: Transfers | None
                 "directory": "a model directory"}[kind]
         raise InputError(f"--format {fmt} does not apply to {what} (use {' or '.join(allowed)})")
     if kind == "modelfile":
-        return ollama_layout_from_modelfile(load_modelfile(path), transfers)
+        return ollama_layout_from_modelfile(load_modelfile(path), cards, transfers)
     if kind == "gguf":
-        prefetch_hash(path)  # the weights hash while the header is read (and gguf imported)
-        card = gguf_card(path)
+        prefetch_hash(path)  # the weights hash while the header is read
+        card = gguf_card(path, cards)
         if fmt == "ollama":
             return ollama_layout(path, card, None, transfers)
         if fmt == "docker":
             return docker_gguf_layout(path, card, transfers)
         return modelpack_gguf_layout(path, card, transfers)
     files = model_directory_files(path)
-    card = directory_card(path, files)
+    card = directory_card(path, files, cards)
     if fmt == "docker":
         return docker_directory_layout(path, files, card, transfers)
     return modelpack_directory_layout(path, files, card, transfers)
@@ -180,12 +211,10 @@ def build_layout(path: Path, fmt: str | None = None, transfers: Transfers | None
 # ---------------------------------------------------------------------------- GGUF
 
 
-def gguf_card(path: Path) -> ModelCard:
+def gguf_card(path: Path, cards: CardReader) -> Card:
     """The GGUF header's card; a file whose header cannot be read is refused."""
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            card = read_gguf_card(f, size)
+        card = cards.gguf(path)
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
     if card.error:
@@ -193,7 +222,7 @@ def gguf_card(path: Path) -> ModelCard:
     return card
 
 
-def ollama_config(card: ModelCard, diff_ids: list[str], extras: dict | None = None) -> bytes:
+def ollama_config(card: Card, diff_ids: list[str], extras: dict | None = None) -> bytes:
     """The config ``ollama create`` writes (ConfigV2 field order)."""
     config: dict = {"model_format": "gguf"}
     if card.architecture:
@@ -212,7 +241,7 @@ def ollama_config(card: ModelCard, diff_ids: list[str], extras: dict | None = No
     return canonical_json(config)
 
 
-def ollama_layout(gguf: Path, card: ModelCard, modelfile: Modelfile | None,
+def ollama_layout(gguf: Path, card: Card, modelfile: Modelfile | None,
                   transfers: Transfers) -> Layout:
     files = [(mt.OLLAMA_MODEL, gguf, {})]
     if modelfile:
@@ -247,7 +276,8 @@ def ollama_layout(gguf: Path, card: ModelCard, modelfile: Modelfile | None,
                   source=str(modelfile.source if modelfile else gguf))
 
 
-def ollama_layout_from_modelfile(modelfile: Modelfile, transfers: Transfers) -> Layout:
+def ollama_layout_from_modelfile(modelfile: Modelfile, cards: CardReader,
+                                 transfers: Transfers) -> Layout:
     model = modelfile.resolve(modelfile.model or "")
     line = modelfile.lines.get("FROM", 0)
     if not model.exists():
@@ -257,14 +287,14 @@ def ollama_layout_from_modelfile(modelfile: Modelfile, transfers: Transfers) -> 
         raise InputError(f"{modelfile.source} line {line}: FROM {modelfile.model} is not a "
                          ".gguf file")
     prefetch_hash(model)
-    return ollama_layout(model, gguf_card(model), modelfile, transfers)
+    return ollama_layout(model, gguf_card(model, cards), modelfile, transfers)
 
 
 def _file_annotations(relpath: str) -> dict[str, str]:
     return {mt.FILEPATH: relpath, mt.TITLE: relpath.rsplit("/", 1)[-1]}
 
 
-def docker_config(card: ModelCard, fmt: str, diff_ids: list[str], size: int,
+def docker_config(card: Card, fmt: str, diff_ids: list[str], size: int,
                   created: str) -> bytes:
     """Docker Model Runner's config (``types.ConfigFile``)."""
     inner: dict = {"format": fmt}
@@ -279,14 +309,14 @@ def docker_config(card: ModelCard, fmt: str, diff_ids: list[str], size: int,
                            "rootfs": {"type": "rootfs", "diff_ids": diff_ids}})
 
 
-def docker_gguf_layout(gguf: Path, card: ModelCard, transfers: Transfers) -> Layout:
+def docker_gguf_layout(gguf: Path, card: Card, transfers: Transfers) -> Layout:
     layers = _hash_files([(mt.DOCKER_AI_GGUF, gguf, _file_annotations(gguf.name))], transfers)
     config = Blob.from_bytes(mt.DOCKER_AI_CONFIG, docker_config(
         card, "gguf", [b.digest for b in layers], layers[0].size, _mtime_iso([gguf])), "config")
     return Layout("docker", mt.OCI_MANIFEST, config, layers, card=card, source=str(gguf))
 
 
-def modelpack_config(card: ModelCard, fmt: str, name: str, diff_ids: list[str],
+def modelpack_config(card: Card, fmt: str, name: str, diff_ids: list[str],
                      created: str) -> bytes:
     inner: dict = {}
     if card.architecture:
@@ -306,7 +336,7 @@ def modelpack_config(card: ModelCard, fmt: str, name: str, diff_ids: list[str],
     })
 
 
-def _precision(card: ModelCard) -> str | None:
+def _precision(card: Card) -> str | None:
     names = {"BF16": "bf16", "F16": "fp16", "F32": "fp32", "F64": "fp64", "F8_E4M3": "fp8",
              "F8_E5M2": "fp8"}
     if card.format != "safetensors":
@@ -319,7 +349,7 @@ def _precision(card: ModelCard) -> str | None:
     return None
 
 
-def modelpack_gguf_layout(gguf: Path, card: ModelCard, transfers: Transfers) -> Layout:
+def modelpack_gguf_layout(gguf: Path, card: Card, transfers: Transfers) -> Layout:
     layers = _hash_files([(mt.MODELPACK_WEIGHT, gguf, _file_annotations(gguf.name))], transfers)
     config = Blob.from_bytes(mt.MODELPACK_CONFIG, modelpack_config(
         card, "gguf", gguf.stem, [b.digest for b in layers], _mtime_iso([gguf])), "config")
@@ -346,12 +376,9 @@ def model_directory_files(root: Path) -> list[tuple[str, Path]]:
     return files
 
 
-def directory_card(root: Path, files: list[tuple[str, Path]]) -> ModelCard:
-    sources = {rel: FileSource(open=lambda p=path: open(p, "rb"),  # noqa: SIM115
-                               size=path.stat().st_size)
-               for rel, path in files}
+def directory_card(root: Path, files: list[tuple[str, Path]], cards: CardReader) -> Card:
     try:
-        card = read_safetensors_card(sources)
+        card = cards.directory(files)
     except OSError as exc:
         raise InputError(f"cannot read {root}: {exc.strerror or exc}") from None
     if card.error:
@@ -368,7 +395,7 @@ def modelpack_media_type(relpath: str) -> str:
     return mt.MODELPACK_WEIGHT_CONFIG
 
 
-def modelpack_directory_layout(root: Path, files: list[tuple[str, Path]], card: ModelCard,
+def modelpack_directory_layout(root: Path, files: list[tuple[str, Path]], card: Card,
                                transfers: Transfers) -> Layout:
     layers = _hash_files([(modelpack_media_type(rel), path, _file_annotations(rel))
                           for rel, path in files], transfers)
@@ -379,7 +406,7 @@ def modelpack_directory_layout(root: Path, files: list[tuple[str, Path]], card: 
                   card=card, source=str(root))
 
 
-def docker_directory_layout(root: Path, files: list[tuple[str, Path]], card: ModelCard,
+def docker_directory_layout(root: Path, files: list[tuple[str, Path]], card: Card,
                             transfers: Transfers) -> Layout:
     items = [(mt.DOCKER_AI_SAFETENSORS if rel.lower().endswith(".safetensors")
               else mt.DOCKER_AI_FILE, path, _file_annotations(rel)) for rel, path in files]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from client.blobs import Blob
 from client.errors import BadReference
-from client.layouts import Layout, build_layout
+from client.layouts import CardReader, Layout, build_layout
 from client.progress import Transfers
 from client.ref import Reference
 from client.registry_client import RegistryClient
@@ -31,10 +31,11 @@ class PushResult:
 
 
 def push(path: Path, ref: Reference, client: RegistryClient, transfers: Transfers, *,
-         fmt: str | None = None) -> PushResult:
+         cards: CardReader, fmt: str | None = None) -> PushResult:
+    """Push the model at ``path`` to ``ref`` (a tag); ``cards`` reads its header."""
     if ref.digest:
         raise BadReference(f"push to a tag, not a digest: {ref}")
-    layout = build_layout(path, fmt, transfers)
+    layout = build_layout(path, cards, fmt, transfers)
     blobs = layout.blobs()
     client.intend_push(ref.name)  # one pull,push token from the first blob HEAD on
 

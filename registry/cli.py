@@ -258,8 +258,9 @@ def push(path, ref, fmt, insecure, quiet) -> None:
     """Push PATH (a .gguf file, an Ollama Modelfile, or a safetensors/MLX model directory)
     to REF. Blobs the registry already has are skipped or mounted."""
     from client.commands import run_push
+    from registry.formats.cards import LocalCards  # the GGUF reader (and numpy): only here
 
-    run_push(path, ref, fmt, insecure, quiet)
+    run_push(path, ref, fmt, insecure, quiet, LocalCards())
 
 
 @main.command(epilog=REF_HELP)

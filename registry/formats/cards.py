@@ -19,6 +19,7 @@ import math
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from registry import jsontext
@@ -396,3 +397,18 @@ def read_safetensors_card(files: Mapping[str, FileSource]) -> ModelCard:
         quantization_bits=bits,
         quantization_group_size=group,
     )
+
+
+class LocalCards:
+    """The cards of model files on this machine: the ``client.layouts.CardReader`` that
+    ``assay push`` hands to the client. Raises ``OSError`` when a file cannot be read."""
+
+    def gguf(self, path: Path) -> ModelCard:
+        with open(path, "rb") as f:
+            return read_gguf_card(f, path.stat().st_size)
+
+    def directory(self, files: Sequence[tuple[str, Path]]) -> ModelCard:
+        return read_safetensors_card({
+            rel: FileSource(open=lambda p=path: open(p, "rb"),  # noqa: SIM115 (caller closes)
+                            size=path.stat().st_size)
+            for rel, path in files})

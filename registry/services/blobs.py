@@ -9,7 +9,7 @@ from sqlalchemy import bindparam, delete, select
 from registry.db.tables import blobs, repositories, repository_blobs, utcnow
 from registry.digests import check_name, parse_digest
 from registry.errors import BlobUnknown, DigestInvalid, NameInvalid
-from registry.services import audit
+from registry.services import audit, quotas
 from registry.services.common import Service, ensure_repo, require_repo, touch_blobs
 
 _BLOB_SIZE = (
@@ -68,9 +68,6 @@ class BlobService(Service):
                 return False
             if conn.execute(_BLOB_SIZE, {"name": source or name, "d": digest}).first() is None:
                 return False
-            # Imported here: issue 7's edits of this module's header ran in parallel.
-            from registry.services import quotas
-
             quotas.check(conn, name, digest, alive[digest], lock=True)
             rid = ensure_repo(self.db, conn, name)
             conn.execute(self.db.insert_ignore(repository_blobs, repository_id=rid,

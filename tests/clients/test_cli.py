@@ -32,6 +32,7 @@ from client.push import push
 from client.ref import parse_reference
 from client.registry_client import RegistryClient
 from client.transport import StdlibTransport
+from registry.formats.cards import LocalCards
 from tests.clients.ollama_replay import (
     GEMMA3_TEMPLATE,
     MEDIA_MODEL,
@@ -535,7 +536,8 @@ def test_second_push_skips_and_mounts(gemma_pushed, gemma_gguf, tmp_path):
     host = server.host_port
     first = Recorder()
     with client_for(server, first, tmp_path, chunk_size=32 * MiB) as client:
-        result = push(gemma_gguf, parse_reference(f"{host}/skip/gemma3:v1"), client, silent())
+        result = push(gemma_gguf, parse_reference(f"{host}/skip/gemma3:v1"), client, silent(),
+                      cards=LocalCards())
     # Both blobs are stored for team/gemma3 but this client's cache does not know it: the
     # blind mount (no from=) no longer links a blob the target repository does not have
     # (it would leak blobs across namespaces), so it opens the session they go up in.
@@ -544,14 +546,16 @@ def test_second_push_skips_and_mounts(gemma_pushed, gemma_gguf, tmp_path):
 
     second = Recorder()
     with client_for(server, second, tmp_path) as client:
-        result = push(gemma_gguf, parse_reference(f"{host}/skip/gemma3:v1"), client, silent())
+        result = push(gemma_gguf, parse_reference(f"{host}/skip/gemma3:v1"), client, silent(),
+                      cards=LocalCards())
     assert result.outcomes == {"already present": 2}
     assert not second.find("POST") and not second.find("PATCH")
     assert [r[1] for r in second.find("PUT")] == [f"{server.url}/v2/skip/gemma3/manifests/v1"]
 
     third = Recorder()
     with client_for(server, third, tmp_path) as client:
-        result = push(gemma_gguf, parse_reference(f"{host}/skip2/gemma3:v1"), client, silent())
+        result = push(gemma_gguf, parse_reference(f"{host}/skip2/gemma3:v1"), client, silent(),
+                      cards=LocalCards())
     assert result.outcomes == {"mounted": 2}
     posts = third.find("POST")
     assert posts and all("from=skip%2Fgemma3" in url for _, url, _ in posts), posts

@@ -26,6 +26,7 @@ from client.push import push
 from client.ref import parse_reference
 from client.registry_client import RegistryClient
 from client.transport import StdlibTransport
+from registry.formats.cards import LocalCards
 from tests.clients.conftest import ASSAY
 from tests.support.gguf_files import write_gguf
 from tests.support.ollama_keys import OllamaKey
@@ -307,7 +308,7 @@ def test_expired_token_is_renewed_transparently(short_tokens, model, tmp_path):
                         credentials=Credentials("wanda", PASSWORDS["wanda"]),
                         locations=BlobLocations(tmp_path / "loc.json")) as client, \
             Transfers(quiet=True) as transfers:
-        result = push(model, ref, client, transfers)
+        result = push(model, ref, client, transfers, cards=LocalCards())
         fetched = client.auth.stats["token fetched"]
     assert result.digest.startswith("sha256:")
     assert fetched == 2  # the first token, and a fresh one for the manifest
