@@ -39,7 +39,7 @@ class Settings(BaseSettings):
         "`<data dir>/assay.db`.")
 
     storage: Literal["filesystem", "s3"] = Field(
-        "filesystem", description="Blob store: `filesystem` (under `storage_dir`) or `s3`.")
+        "filesystem", description="Blob store: `filesystem` (under `ASSAY_STORAGE_DIR`) or `s3`.")
     storage_dir: Path | None = Field(
         None, description="Root of the filesystem blob store. Unset: `<data dir>/storage`.")
     s3_bucket: str = Field("assay", description="S3 bucket holding blobs and upload chunks.")
@@ -62,7 +62,8 @@ class Settings(BaseSettings):
     public_url: str | None = Field(
         None,
         description="Absolute base URL clients use (behind a proxy), for `Location` "
-        "headers and webhook `target.url`s. Unset: taken from the request.")
+        "headers and webhook `target.url`s; a hook reference with this host is a local "
+        "model. Unset: taken from the request.")
     forwarded_allow_ips: str | None = Field(
         None,
         description="Proxies whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed: "
@@ -129,9 +130,9 @@ class Settings(BaseSettings):
     rate_limit_per_second: float = Field(
         0,
         description="Requests per second per client IP, per process (a token bucket of "
-        "`rate_limit_burst`); over it: 429 `TOOMANYREQUESTS` with `Retry-After`. 0: off.")
+        "`ASSAY_RATE_LIMIT_BURST`); over it: 429 `TOOMANYREQUESTS` with `Retry-After`. 0: off.")
     rate_limit_burst: int = Field(
-        100, description="Size of the per-client token bucket of `rate_limit_per_second`.")
+        100, description="Size of the per-client token bucket of `ASSAY_RATE_LIMIT_PER_SECOND`.")
     request_idle_timeout_seconds: float = Field(
         60.0,
         description="A request body that sends nothing for this long is aborted (400 "
@@ -193,7 +194,7 @@ class Settings(BaseSettings):
     webhook_backoff_seconds: float = Field(
         10.0,
         description="First wait between two delivery attempts; it doubles up to "
-        "`webhook_backoff_max_seconds`.")
+        "`ASSAY_WEBHOOK_BACKOFF_MAX_SECONDS`.")
     webhook_backoff_max_seconds: float = Field(
         3600.0, description="Longest wait between two delivery attempts.")
 
@@ -203,11 +204,11 @@ class Settings(BaseSettings):
         description="Key sealing the secrets the registry keeps in its database and must read "
         "back (webhook secrets): 32 random bytes in base64 (`openssl rand -base64 32`); "
         "`NEW,OLD` rotates (the first seals, each one opens). Never stored in the database. "
-        "Unset or empty: the key in `secrets_key_file`. Processes sharing a database from "
+        "Unset or empty: the key in `ASSAY_SECRETS_KEY_FILE`. Processes sharing a database from "
         "several machines or containers must share the key.")
     secrets_key_file: Path | None = Field(
         None,
-        description="Used when `secrets_key` is unset; generated (mode 0600) if missing. "
+        description="Used when `ASSAY_SECRETS_KEY` is unset; generated (mode 0600) if missing. "
         "Unset: `<data dir>/secrets.key`.")
 
     # ---- outgoing requests (client/outbound.py) --------------------------------
@@ -224,7 +225,7 @@ class Settings(BaseSettings):
         None,
         description="`Authorization: Bearer` token `POST /api/v1/hooks/validate` accepts "
         "(what a Distribution registry can send: static headers). With neither this nor "
-        "`hook_secret` set the endpoint refuses (403).")
+        "`ASSAY_HOOK_SECRET` set the endpoint refuses (403).")
     hook_secret: str | None = Field(
         None,
         description="HMAC-SHA256 key for `X-Assay-Signature: sha256=<hex>` over the body of "

@@ -31,7 +31,7 @@ END = "<!-- END GENERATED -->"
 DOC_PATH = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 
 _TYPE_NAMES = {str: "string", int: "integer", float: "number", bool: "boolean", Path: "path"}
-_UNITS = (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024))
+_UNITS = (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024))
 
 
 def _type_name(annotation: object) -> str:
