@@ -1,4 +1,4 @@
-"""Media types and annotation keys the client writes and reads (see shared/CLIENTS.md)."""
+"""Media types and annotation keys the client writes and reads (see docs/clients.md)."""
 
 from __future__ import annotations
 

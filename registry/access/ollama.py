@@ -1,4 +1,4 @@
-"""Ollama's signed token request (see CLIENTS.md, "Auth").
+"""Ollama's signed token request (see docs/clients.md, Ollama, "Auth").
 
 The client sends ``GET <realm>?service=..&scope=..&ts=<unix>&nonce=<b64>`` with
 ``Authorization: <public key>:<signature>``: the base64 SSH wire form of its ed25519

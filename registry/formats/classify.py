@@ -1,6 +1,6 @@
 """Which manifests are models, and where their weights are (pure: descriptors in, facts out).
 
-Recognised layouts (see CLIENTS.md), in order of precedence:
+Recognised layouts (see docs/clients.md), in order of precedence:
 
 - ``ollama``: a layer ``application/vnd.ollama.image.model`` (the GGUF). Projector and
   adapter layers are GGUF too, but not the model's weights.

@@ -4,7 +4,7 @@ Ollama cannot be installed here, so this module sends the requests ``ollama push
 HOST:PORT/NAMESPACE/MODEL:TAG`` sends, in the same order, with the same headers and the same
 tolerance (or lack of it) for the answers. Read from ollama/ollama ``server/images.go``
 (``makeRequest``, ``PushModel``, ``PullModel``), ``server/upload.go`` and ``server/download.go``;
-see ../shared/CLIENTS.md. Deliberate points of fidelity:
+see docs/clients.md. Deliberate points of fidelity:
 
 * Every request carries only the headers Go would send (``User-Agent: ollama/...`` from
   ``makeRequest``, ``Go-http-client/1.1`` for part downloads; Go's transport adds

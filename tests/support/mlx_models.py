@@ -1,7 +1,7 @@
 """Tiny generated MLX model directories for tests (pytest plugin).
 
 ``make_mlx_model(directory)`` writes a small random Llama-architecture model in the layout of
-CLIENTS.md "MLX model directories": ``config.json``, ``model.safetensors`` (or
+docs/clients.md "MLX model directories": ``config.json``, ``model.safetensors`` (or
 ``model-0000i-of-0000N.safetensors`` plus ``model.safetensors.index.json``), a real byte-level
 BPE ``tokenizer.json`` trained with the ``tokenizers`` package, ``tokenizer_config.json`` (with a
 chat template), ``special_tokens_map.json`` and ``generation_config.json``. ``mlx_lm.load(dir)``
