@@ -34,36 +34,26 @@ import json
 import os
 import re
 import shutil
-import statistics
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urljoin
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+import httpx
 
-import httpx  # noqa: E402
-
-from bench.registry_vs_distribution import (  # noqa: E402
-    MB,
-    OCI_CONFIG,
-    OCI_LAYER,
-    OCI_MANIFEST,
-    BenchError,
+from bench import common
+from bench.common import (
     BlobFile,
-    MiB,
+    describe,
     header,
     machine_facts,
+    median,
     pick_workdir,
     sh,
     with_query,
 )
-from bench.runner import run, stop_all, write_results  # noqa: E402
-from tests.support.processes import ServerProcess, assay_command, start_assay  # noqa: E402
+from tests.support.processes import ServerProcess, assay_command, start_assay
 
 REPEATS = 5
 USER = "benchuser"
@@ -97,9 +87,9 @@ def basic(user: str, secret: str) -> str:
 def cli(args: list[str], data_dir: Path, stdin: str | None = None) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASSAY_")}
     p = subprocess.run([*assay_command(), *args, "--data-dir", str(data_dir)], input=stdin,
-                       capture_output=True, text=True, env=env, cwd=REPO_ROOT, check=False)
+                       capture_output=True, text=True, env=env, cwd=common.REPO_ROOT, check=False)
     if p.returncode != 0:
-        raise BenchError(f"assay {' '.join(args)} -> exit {p.returncode}\n{p.stdout}\n"
+        raise common.BenchError(f"assay {' '.join(args)} -> exit {p.returncode}\n{p.stdout}\n"
                          f"{p.stderr}")
     return p.stdout
 
@@ -113,7 +103,7 @@ def make_pat(data_dir: Path, name: str) -> str:
     out = cli(["user", "token", "create", name, "--name", "bench"], data_dir)
     m = re.search(r"assay_pat_\S+", out)
     if not m:
-        raise BenchError(f"no token in the output of `assay user token create`:\n{out}")
+        raise common.BenchError(f"no token in the output of `assay user token create`:\n{out}")
     return m.group(0)
 
 
@@ -129,9 +119,9 @@ class Side:
     def base(self) -> str:
         return self.server.url
 
-    def fail(self, what: str, detail: str) -> BenchError:
+    def fail(self, what: str, detail: str) -> common.BenchError:
         log = self.server.log()[-3000:]
-        return BenchError(f"[auth {self.name}] {what}\n{detail}\n--- server log tail ---\n"
+        return common.BenchError(f"[auth {self.name}] {what}\n{detail}\n--- server log tail ---\n"
                           f"{log}")
 
     def headers(self, **more: str) -> dict:
@@ -185,13 +175,8 @@ class Side:
         return elapsed
 
 
-def describe(r: httpx.Response) -> str:
-    heads = "\n".join(f"{k}: {v}" for k, v in r.headers.items())
-    return f"{r.request.method} {r.request.url} -> {r.status_code}\n{heads}\n\n{r.text[:2000]}"
-
-
 def run_wrk(side: Side, url: str, seconds: int, auth: str | None, conns: int = 32,
-            accept: str | None = OCI_MANIFEST) -> dict:
+            accept: str | None = common.OCI_MANIFEST) -> dict:
     cmd = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency"]
     if accept:
         cmd += ["-H", f"Accept: {accept}"]
@@ -212,10 +197,6 @@ def run_wrk(side: Side, url: str, seconds: int, auth: str | None, conns: int = 3
     lat = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", out, re.M))
     return {"rps": float(m.group(1)), "requests": int(total.group(1)),
             "latency": {f"p{k}": v for k, v in lat.items()}, "raw": out}
-
-
-def median(xs: list[float]) -> float:
-    return statistics.median(xs)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -251,8 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wrk-seconds", type=int, default=None, help="default 5 (2 with --quick)")
     args = ap.parse_args(argv)
     repeats = args.repeats or (2 if args.quick else REPEATS)
-    size = (args.size_mib or (64 if args.quick else 256)) * MiB
-    chunk = args.chunk_mib * MiB
+    size = (args.size_mib or (64 if args.quick else 256)) * common.MiB
+    chunk = args.chunk_mib * common.MiB
     wrk_s = args.wrk_seconds or (2 if args.quick else 5)
     for tool in ("wrk", "curl"):
         if shutil.which(tool) is None:
@@ -267,8 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     work = pick_workdir()
     df_line = sh(["df", "-hT", str(work)]).splitlines()[-1]
     print(f"- workdir: {work} ({df_line})")
-    print(f"- {repeats} repetitions (median), wrk -t1 -c32 -d{wrk_s}s, blob {size // MiB} MiB "
-          f"in {chunk // MiB} MiB PATCHes\n")
+    print(f"- {repeats} repetitions (median), wrk -t1 -c32 -d{wrk_s}s, "
+          f"blob {size // common.MiB} MiB in {chunk // common.MiB} MiB PATCHes\n")
 
     servers: list[ServerProcess] = []
     base_env = {"ASSAY_LOG_LEVEL": "warning"}
@@ -324,20 +305,20 @@ def main(argv: list[str] | None = None) -> int:
                 cd = side.put_small_blob(client, MANIFEST_REPO, config)
                 ld = side.put_small_blob(client, MANIFEST_REPO, layer)
                 manifest = json.dumps({
-                    "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                    "config": {"mediaType": OCI_CONFIG, "digest": cd, "size": len(config)},
-                    "layers": [{"mediaType": OCI_LAYER, "digest": ld, "size": len(layer)}],
+                    "schemaVersion": 2, "mediaType": common.OCI_MANIFEST,
+                    "config": {"mediaType": common.OCI_CONFIG, "digest": cd, "size": len(config)},
+                    "layers": [{"mediaType": common.OCI_LAYER, "digest": ld, "size": len(layer)}],
                 }, separators=(",", ":")).encode()
                 url = f"{side.base}/v2/{MANIFEST_REPO}/manifests/latest"
                 r = client.put(url, content=manifest,
-                               headers=side.headers(**{"Content-Type": OCI_MANIFEST}))
+                               headers=side.headers(**{"Content-Type": common.OCI_MANIFEST}))
                 if r.status_code != 201:
                     raise side.fail("manifest PUT", describe(r))
                 manifest_url[side.name] = url
                 mdigest = "sha256:" + hashlib.sha256(manifest).hexdigest()
 
             def check_get(side: Side, auth: str | None) -> None:
-                h = {"Accept": OCI_MANIFEST}
+                h = {"Accept": common.OCI_MANIFEST}
                 if auth:
                     h["Authorization"] = auth
                 r = client.get(manifest_url[side.name], headers=h)
@@ -375,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
                     s = side.push_chunked(client, f"{NAMESPACE}/push-{i}", blob)
                     push[side.name].append(s)
                     print(f"  push chunked #{i} auth {side.name:3s} {s:6.2f}s "
-                          f"{size / s / MB:7.1f} MB/s")
+                          f"{size / s / common.MB:7.1f} MB/s")
 
                 # 3. the token endpoint and the first request of a user (argon2).
                 probe = basic(probes[i], PASSWORD)
@@ -389,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
                 # The probe user's first /v2/ request: its Authorization header is new to
                 # the credential cache (the token endpoint does not fill it).
                 v2 = f"{on.url}/v2/{MANIFEST_REPO}/manifests/latest"
-                acc = {"Accept": OCI_MANIFEST}
+                acc = {"Accept": common.OCI_MANIFEST}
                 s, _ = timed_get(client, v2, probe, s_on, acc)
                 tok["v2_first_s"].append(s)
                 tok["v2_repeat_s"].append(median(
@@ -425,9 +406,9 @@ def main(argv: list[str] | None = None) -> int:
                 f["cpu_us_extra_median_paired"] = median(
                     [a - b for a, b in zip(cpu[v], cpu["off"], strict=True)])
             figs[f"manifest_get_{v}"] = f
-        mbps = {k: [size / s / MB for s in v] for k, v in push.items()}
+        mbps = {k: [size / s / common.MB for s in v] for k, v in push.items()}
         figs["push_chunked"] = {
-            "label": f"push chunked, {size // MiB} MiB in {chunk // MiB} MiB PATCHes",
+            "label": f"push chunked, {size // common.MiB} MiB in {chunk // common.MiB} MiB PATCHes",
             "off_mbps": median(mbps["off"]), "on_mbps": median(mbps["on"]),
             "off_samples_s": [round(x, 4) for x in push["off"]],
             "on_samples_s": [round(x, 4) for x in push["on"]],
@@ -477,12 +458,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"- load average before {facts['loadavg_before']}, "
               f"after {facts['loadavg_after']}")
 
-        write_results("auth_overhead", results, "quick" if args.quick else "")
+        common.write_results("auth_overhead", results, "quick" if args.quick else "")
         return 0
     finally:
-        stop_all(s.stop for s in servers)
+        common.stop_all(s.stop for s in servers)
         shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    run(main)
+    common.run(main)

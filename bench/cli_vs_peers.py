@@ -24,26 +24,21 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from bench.registry_vs_distribution import (  # noqa: E402
+from bench.common import (
+    OCI_MANIFEST,
     BenchError,
     machine_facts,
     median,
     pick_workdir,
+    restamp,
+    write_results,
 )
-from bench.runner import run as run_bench  # noqa: E402
-from bench.runner import write_results  # noqa: E402
-from tests.support.models import gemma_gguf_path  # noqa: E402
-from tests.support.processes import assay_command, start_assay  # noqa: E402
-
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+from bench.common import run as run_bench
+from tests.support.models import gemma_gguf_path
+from tests.support.processes import assay_command, start_assay
 
 
 def run(cmd: list[str], env: dict | None = None) -> float:
@@ -62,13 +57,6 @@ def sha256_file(path: Path) -> str:
         while buf := f.read(16 << 20):
             h.update(buf)
     return "sha256:" + h.hexdigest()
-
-
-def restamp(path: Path, stamp: int) -> None:
-    """New content, same size and header: overwrite the last 16 bytes (tensor data)."""
-    with open(path, "r+b") as f:
-        f.seek(-16, os.SEEK_END)
-        f.write(f"assay-bench-{stamp:04d}".encode()[:16].ljust(16, b"\0"))
 
 
 def oci_layout(directory: Path, gguf: Path, digest: str) -> None:

@@ -23,44 +23,39 @@ when both reach it. Results are printed as a Markdown table and written to
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import hashlib
 import json
 import os
-import platform
 import re
 import shutil
-import statistics
 import subprocess
-import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+import httpx
 
-import httpx  # noqa: E402
-
-from bench.runner import BenchError, run, stop_all, write_results  # noqa: E402
-from tests.support.processes import (  # noqa: E402
+from bench import common
+from bench.common import (
+    BlobFile,
+    describe,
+    header,
+    machine_facts,
+    median,
+    pick_workdir,
+    sh,
+    with_query,
+)
+from tests.support.processes import (
     ServerProcess,
     start_assay,
     start_distribution,
 )
 
-MiB = 1024 * 1024
-MB = 1000 * 1000
-PIECE = 16 * MiB
 REPEATS = 5
 PULL_REPEATS = 9
 STORAGE_REPOS = 10
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 NOTES = [
     "Each repetition pushes new content (the first 16 bytes of the file are restamped), "
     "so neither registry can skip work because the blob already exists; every push goes "
@@ -78,135 +73,9 @@ NOTES = [
 # ----------------------------------------------------------------------------- helpers
 
 
-def sh(cmd: list[str]) -> str:
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, check=False).stdout.strip()
-    except OSError:
-        return ""
-
-
-def machine_facts() -> dict:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_kib = 0
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem_kib = int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return {
-        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "nproc": sh(["nproc"]),
-        "cpu_model": cpu,
-        "mem_total_mib": mem_kib // 1024,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "curl": sh(["curl", "--version"]).splitlines()[0] if shutil.which("curl") else "",
-        "wrk": (sh(["wrk", "-v"]) or "").splitlines()[0] if shutil.which("wrk") else "",
-        "distribution": sh(["docker-registry", "--version"]),
-        "assay_git": sh(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"])
-        or "(no commit)",
-    }
-
-
-def pick_workdir() -> Path:
-    """A temp dir on the repository's own filesystem, never tmpfs."""
-    repo_dev = os.stat(REPO_ROOT).st_dev
-    for base in (Path("/var/tmp"), REPO_ROOT.parent):
-        if not base.is_dir() or os.stat(base).st_dev != repo_dev:
-            continue
-        fstype = sh(["df", "--output=fstype", str(base)]).splitlines()[-1:]
-        if fstype and fstype[0].strip() in ("tmpfs", "ramfs"):
-            continue
-        return Path(tempfile.mkdtemp(prefix="assay-bench-", dir=base))
-    raise BenchError(f"no non-tmpfs temp location on the filesystem of {REPO_ROOT}")
-
-
-def with_query(url: str, **params: str) -> str:
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
-def header(headers_text: str, name: str) -> str | None:
-    """Last value of ``name`` in a curl ``-D`` dump (the final response wins)."""
-    value = None
-    for line in headers_text.splitlines():
-        key, sep, rest = line.partition(":")
-        if sep and key.strip().lower() == name.lower():
-            value = rest.strip()
-    return value
-
-
 def du_bytes(path: Path) -> int:
     out = sh(["du", "-sb", "--exclude=*.log", "--exclude=config.yml", str(path)])
     return int(out.split()[0])
-
-
-def median(xs: list[float]) -> float:
-    return statistics.median(xs)
-
-
-# ----------------------------------------------------------------------------- blob file
-
-
-class BlobFile:
-    """The random payload (and its chunk files), restamped to new content on demand."""
-
-    def __init__(self, path: Path, size: int, chunk_size: int):
-        self.path = path
-        self.size = size
-        self.chunk_size = chunk_size
-        self.chunks: list[tuple[Path, int, int]] = []  # (file, start, end inclusive)
-        self.digest = ""
-        self.stamp = 0
-
-    def generate(self) -> None:
-        with open(self.path, "wb") as f:
-            left = self.size
-            while left:
-                n = min(PIECE, left)
-                f.write(os.urandom(n))
-                left -= n
-        start, i = 0, 0
-        while start < self.size:
-            end = min(start + self.chunk_size, self.size) - 1
-            cpath = self.path.with_name(f"{self.path.name}.chunk{i:03d}")
-            self.chunks.append((cpath, start, end))
-            start, i = end + 1, i + 1
-        with open(self.path, "rb") as src:
-            for cpath, start, end in self.chunks:
-                src.seek(start)
-                with open(cpath, "wb") as dst:
-                    left = end - start + 1
-                    while left:
-                        buf = src.read(min(PIECE, left))
-                        dst.write(buf)
-                        left -= len(buf)
-        self.restamp()
-
-    def restamp(self) -> str:
-        """Give the file (and chunk 0) new content; return the new digest."""
-        self.stamp += 1
-        mark = f"assay-bench-{self.stamp:04d}".encode()[:16].ljust(16, b"\0")
-        mark = mark[: min(16, self.size)]
-        with open(self.path, "r+b") as f:
-            f.write(mark)
-        with open(self.chunks[0][0], "r+b") as f:
-            f.write(mark)
-        h = hashlib.sha256()
-        with open(self.path, "rb") as f:
-            while buf := f.read(PIECE):
-                h.update(buf)
-        self.digest = f"sha256:{h.hexdigest()}"
-        return self.digest
 
 
 # ----------------------------------------------------------------------------- registry client
@@ -222,9 +91,9 @@ class Target:
     def base(self) -> str:
         return self.server.url
 
-    def fail(self, what: str, detail: str) -> BenchError:
+    def fail(self, what: str, detail: str) -> common.BenchError:
         log = self.server.log()[-3000:]
-        return BenchError(f"[{self.name}] {what}\n{detail}\n--- server log tail ---\n{log}")
+        return common.BenchError(f"[{self.name}] {what}\n{detail}\n--- server log tail ---\n{log}")
 
     # -- small requests via httpx
 
@@ -324,32 +193,22 @@ class Target:
         with client.stream("GET", url, follow_redirects=True) as r:
             if r.status_code != 200:
                 raise self.fail("verify GET", describe(r))
-            for buf in r.iter_bytes(PIECE):
+            for buf in r.iter_bytes(common.PIECE):
                 h.update(buf)
         if f"sha256:{h.hexdigest()}" != digest:
             raise self.fail("verify GET", f"GET {url}: body hashes to sha256:{h.hexdigest()}")
-
-
-def describe(r: httpx.Response) -> str:
-    req = r.request
-    heads = "\n".join(f"{k}: {v}" for k, v in r.headers.items())
-    try:
-        body = r.text[:2000]
-    except httpx.ResponseNotRead:
-        body = "(streamed)"
-    return f"{req.method} {req.url} -> {r.status_code}\n{heads}\n\n{body}"
 
 
 # ----------------------------------------------------------------------------- figures
 
 
 def mbps(size: int, seconds: float) -> float:
-    return size / seconds / MB
+    return size / seconds / common.MB
 
 
 def run_wrk(target: Target, url: str, seconds: int) -> dict:
-    cmd = ["wrk", "-t1", "-c32", f"-d{seconds}s", "--latency", "-H", f"Accept: {OCI_MANIFEST}",
-           url]
+    cmd = ["wrk", "-t1", "-c32", f"-d{seconds}s", "--latency",
+           "-H", f"Accept: {common.OCI_MANIFEST}", url]
     p = subprocess.run(cmd, capture_output=True, text=True, check=False,
                        timeout=seconds + 60)
     out = p.stdout + p.stderr
@@ -384,8 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--self-test", action="store_true",
                     help="run a second Distribution in assay's place (harness check, noise floor)")
     args = ap.parse_args(argv)
-    size = (args.size_mib or (64 if args.quick else 1024)) * MiB
-    chunk = (args.chunk_mb or (16 if args.quick else 100)) * MB
+    size = (args.size_mib or (64 if args.quick else 1024)) * common.MiB
+    chunk = (args.chunk_mb or (16 if args.quick else 100)) * common.MB
     wrk_s = args.wrk_seconds or (3 if args.quick else 10)
     repeats = args.repeats
     pull_repeats = max(repeats, PULL_REPEATS)
@@ -402,10 +261,11 @@ def main(argv: list[str] | None = None) -> int:
     df_line = sh(["df", "-hT", str(work)]).splitlines()[-1]
     print(f"- workdir: {work} ({df_line})")
     free = shutil.disk_usage(work).free
-    need = size * (2 + 2 * 2 * repeats + 2 * STORAGE_REPOS) + 2 * 1024 * MiB
+    need = size * (2 + 2 * 2 * repeats + 2 * STORAGE_REPOS) + 2 * 1024 * common.MiB
     if free < need:
-        raise SystemExit(f"need ~{need // MiB} MiB free in {work}, have {free // MiB} MiB")
-    print(f"- blob: {size // MiB} MiB, PATCH chunks of {chunk // MB} MB "
+        raise SystemExit(f"need ~{need // common.MiB} MiB free in {work}, "
+                         f"have {free // common.MiB} MiB")
+    print(f"- blob: {size // common.MiB} MiB, PATCH chunks of {chunk // common.MB} MB "
           f"({-(-size // chunk)} chunks), {repeats} push / {pull_repeats} pull repetitions "
           f"(median), wrk {wrk_s}s\n")
 
@@ -478,16 +338,16 @@ def main(argv: list[str] | None = None) -> int:
                 cd = t.put_small_blob(client, repo, config)
                 ld = t.put_small_blob(client, repo, layer)
                 manifest = json.dumps({
-                    "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                    "config": {"mediaType": OCI_CONFIG, "digest": cd, "size": len(config)},
-                    "layers": [{"mediaType": OCI_LAYER, "digest": ld, "size": len(layer)}],
+                    "schemaVersion": 2, "mediaType": common.OCI_MANIFEST,
+                    "config": {"mediaType": common.OCI_CONFIG, "digest": cd, "size": len(config)},
+                    "layers": [{"mediaType": common.OCI_LAYER, "digest": ld, "size": len(layer)}],
                 }, separators=(",", ":")).encode()
                 mdigest = "sha256:" + hashlib.sha256(manifest).hexdigest()
                 url = f"{t.base}/v2/{repo}/manifests/latest"
-                r = client.put(url, content=manifest, headers={"Content-Type": OCI_MANIFEST})
+                r = client.put(url, content=manifest, headers={"Content-Type": common.OCI_MANIFEST})
                 if r.status_code != 201:
                     raise t.fail("manifest PUT", describe(r))
-                r = client.get(url, headers={"Accept": OCI_MANIFEST})
+                r = client.get(url, headers={"Accept": common.OCI_MANIFEST})
                 if (r.status_code != 200 or r.content != manifest
                         or r.headers.get("docker-content-digest") != mdigest):
                     raise t.fail("manifest GET check", describe(r))
@@ -524,8 +384,8 @@ def main(argv: list[str] | None = None) -> int:
                     if r.status_code != 200:
                         raise t.fail("HEAD after storage push", describe(r))
                 disk[name] = du_bytes(path)
-                print(f"  storage     {name:12s} {disk[name] / MiB:10.1f} MiB after "
-                      f"{STORAGE_REPOS} pushes of {size // MiB} MiB")
+                print(f"  storage     {name:12s} {disk[name] / common.MiB:10.1f} MiB after "
+                      f"{STORAGE_REPOS} pushes of {size // common.MiB} MiB")
         for s in servers:
             s.stop()
         servers.clear()
@@ -545,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
             figs[key]["label"] = label
         figs["manifest_get"] = {n: wrk_res[n]["rps"] for n in wrk_res}
         figs["manifest_get"].update(unit="req/s", label="manifest GET by tag, 32 conns")
-        figs["disk"] = {n: disk[n] / MiB for n in disk}
+        figs["disk"] = {n: disk[n] / common.MiB for n in disk}
         figs["disk"].update(unit="MiB", label=f"disk after {STORAGE_REPOS} repos x 1 blob")
         results["wrk"] = {n: {k: v for k, v in w.items()} for n, w in wrk_res.items()}
 
@@ -554,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
                         "pull": ("ratio", 1.0, ">= 1x"),
                         "manifest_get": ("ratio", 2.0, ">= 2x"),
                         "disk": ("copies", 1.1, "one copy stored")}
-        blob_mib = size / MiB
+        blob_mib = size / common.MiB
         print("\n| figure | assay | distribution | ratio | paired ratio | target |")
         print("|---|---:|---:|---:|---:|---|")
         for key, f in figs.items():
@@ -577,13 +437,13 @@ def main(argv: list[str] | None = None) -> int:
         for n in NOTES:
             print(f"- {n}")
 
-        write_results("registry_vs_distribution", results, "quick" if args.quick else "",
+        common.write_results("registry_vs_distribution", results, "quick" if args.quick else "",
                       "selftest" if args.self_test else "")
         return 0
     finally:
-        stop_all(s.stop for s in servers)
+        common.stop_all(s.stop for s in servers)
         shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    run(main)
+    common.run(main)

@@ -33,42 +33,34 @@ import hashlib
 import json
 import os
 import re
-import resource
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+import httpx
 
-import httpx  # noqa: E402
-
-from bench.registry_vs_distribution import (  # noqa: E402
-    MB,
-    OCI_CONFIG,
-    OCI_LAYER,
-    OCI_MANIFEST,
-    BenchError,
+from bench import common
+from bench.common import (
     BlobFile,
-    MiB,
+    CpuMeter,
+    describe,
     header,
     machine_facts,
     median,
     pick_workdir,
+    postmaster_pid,
     sh,
+    tree_pids,
     with_query,
 )
-from bench.runner import run, stop_all, write_results  # noqa: E402
-from tests.support.postgres import PostgresServer, start_postgres  # noqa: E402
-from tests.support.processes import ServerProcess  # noqa: E402
-from tests.support.s3 import S3Server, start_s3  # noqa: E402
-from tests.support.topology import Topology, start_topology  # noqa: E402
+from tests.support.postgres import PostgresServer, start_postgres
+from tests.support.processes import ServerProcess
+from tests.support.s3 import S3Server, start_s3
+from tests.support.topology import Topology, start_topology
 
 CONFIGS = (1, 2)  # replicas taking requests
 MANIFEST_REPO = "bench/manifest"
@@ -85,93 +77,6 @@ def machine_note() -> str:
             "assay. On a real deployment each replica gets its own cores.")
 
 
-# ------------------------------------------------------------------------- CPU accounting
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads) so far; 0 once it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def tree_pids(pid: int) -> list[int]:
-    """``pid`` and its live descendants (for PostgreSQL: the postmaster and its backends)."""
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            parents.setdefault(ppid, []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        found.append(p)
-        todo.extend(parents.get(p, []))
-    return found
-
-
-def machine_busy() -> tuple[float, float]:
-    """(busy, total) jiffies of all CPUs from /proc/stat (idle and iowait are not busy)."""
-    values = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    total = sum(values[:8])  # guest time is already in user
-    return total - values[3] - values[4], total
-
-
-def postmaster_pid(pg: PostgresServer) -> int | None:
-    try:
-        return int((pg.datadir / "postmaster.pid").read_text().split("\n", 1)[0])
-    except (OSError, ValueError):
-        return None
-
-
-class CpuMeter:
-    """CPU seconds spent by each component of the deployment between ``start`` and ``stop``.
-
-    PostgreSQL backends that exit in between are not counted (the replicas keep pooled
-    connections, so few do); load generators (curl, wrk) are this process's waited-for
-    children (``RUSAGE_CHILDREN``), this script itself is ``RUSAGE_SELF``."""
-
-    def __init__(self, components: dict[str, list[int] | callable]):
-        self.components = components  # name -> pids, or a function returning pids
-
-    def _pids(self, name: str) -> list[int]:
-        c = self.components[name]
-        return c() if callable(c) else c
-
-    def sample(self) -> dict:
-        snap: dict = {}
-        for name in self.components:
-            snap[name] = {pid: cpu_seconds(pid) for pid in self._pids(name)}
-        ch = resource.getrusage(resource.RUSAGE_CHILDREN)
-        me = resource.getrusage(resource.RUSAGE_SELF)
-        snap["_children"] = ch.ru_utime + ch.ru_stime
-        snap["_self"] = me.ru_utime + me.ru_stime
-        snap["_machine"] = machine_busy()
-        snap["_t"] = time.perf_counter()
-        return snap
-
-    @staticmethod
-    def delta(a: dict, b: dict) -> dict:
-        out: dict = {}
-        for name, pids in b.items():
-            if name.startswith("_"):
-                continue
-            # a pid present at the end but not at the start started in between: all counts
-            out[name] = round(sum(v - a[name].get(pid, 0.0) for pid, v in pids.items()), 3)
-        out["load generators (curl, wrk)"] = round(b["_children"] - a["_children"], 3)
-        out["bench script"] = round(b["_self"] - a["_self"], 3)
-        wall = b["_t"] - a["_t"]
-        busy = (b["_machine"][0] - a["_machine"][0]) / max(1, b["_machine"][1] - a["_machine"][1])
-        out["wall_s"] = round(wall, 3)
-        out["machine_busy_pct"] = round(100 * busy, 1)
-        return out
-
-
 # ------------------------------------------------------------------------------ load
 
 
@@ -184,11 +89,6 @@ class Transfer:
     nbytes: int
 
 
-def describe(r: httpx.Response) -> str:
-    heads = "\n".join(f"{k}: {v}" for k, v in r.headers.items())
-    return f"{r.request.method} {r.request.url} -> {r.status_code}\n{heads}\n\n{r.text[:2000]}"
-
-
 class Bench:
     def __init__(self, topo: Topology, work: Path, pull_rounds: int = 1):
         self.topo = topo
@@ -199,9 +99,9 @@ class Bench:
     def replicas(self) -> list[ServerProcess]:
         return self.topo.registries
 
-    def fail(self, what: str, detail: str) -> BenchError:
+    def fail(self, what: str, detail: str) -> common.BenchError:
         logs = "\n".join(f"--- {name} ---\n{text[-2000:]}" for name, text in self.topo.logs())
-        return BenchError(f"{what}\n{detail}\n{logs}")
+        return common.BenchError(f"{what}\n{detail}\n{logs}")
 
     # -- setup
 
@@ -227,18 +127,18 @@ class Bench:
             cd = self.put_small_blob(client, base, MANIFEST_REPO, config)
             ld = self.put_small_blob(client, base, MANIFEST_REPO, layer)
             manifest = json.dumps({
-                "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                "config": {"mediaType": OCI_CONFIG, "digest": cd, "size": len(config)},
-                "layers": [{"mediaType": OCI_LAYER, "digest": ld, "size": len(layer)}],
+                "schemaVersion": 2, "mediaType": common.OCI_MANIFEST,
+                "config": {"mediaType": common.OCI_CONFIG, "digest": cd, "size": len(config)},
+                "layers": [{"mediaType": common.OCI_LAYER, "digest": ld, "size": len(layer)}],
             }, separators=(",", ":")).encode()
             r = client.put(f"{base}/v2/{MANIFEST_REPO}/manifests/latest", content=manifest,
-                           headers={"Content-Type": OCI_MANIFEST})
+                           headers={"Content-Type": common.OCI_MANIFEST})
             if r.status_code != 201:
                 raise self.fail("manifest PUT", describe(r))
             digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
             for s in self.replicas:
                 r = client.get(f"{s.url}/v2/{MANIFEST_REPO}/manifests/latest",
-                               headers={"Accept": OCI_MANIFEST})
+                               headers={"Accept": common.OCI_MANIFEST})
                 if r.status_code != 200 or r.headers.get("docker-content-digest") != digest:
                     raise self.fail(f"manifest GET check on {s.url}", describe(r))
         return digest
@@ -251,7 +151,7 @@ class Bench:
         for i in targets:
             url = f"{self.replicas[i].url}/v2/{MANIFEST_REPO}/manifests/latest"
             cmd = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency",
-                   "-H", f"Accept: {OCI_MANIFEST}", url]
+                   "-H", f"Accept: {common.OCI_MANIFEST}", url]
             procs.append((i, url, subprocess.Popen(cmd, stdout=subprocess.PIPE,
                                                    stderr=subprocess.STDOUT, text=True)))
         runs = []
@@ -344,7 +244,7 @@ class Bench:
                 "GET", url, follow_redirects=True) as r:
             if r.status_code != 200:
                 raise self.fail("verify GET", describe(r))
-            for buf in r.iter_bytes(16 * MiB):
+            for buf in r.iter_bytes(16 * common.MiB):
                 h.update(buf)
         if f"sha256:{h.hexdigest()}" != blob.digest:
             raise self.fail("verify GET", f"GET {url}: body hashes to sha256:{h.hexdigest()}")
@@ -352,7 +252,7 @@ class Bench:
 
 def aggregate_mbps(transfers: list[Transfer]) -> tuple[float, float]:
     wall = max(t.end for t in transfers) - min(t.start for t in transfers)
-    return sum(t.nbytes for t in transfers) / wall / MB, wall
+    return sum(t.nbytes for t in transfers) / wall / common.MB, wall
 
 
 def ratios(one: list[float], two: list[float]) -> dict:
@@ -380,8 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wrk-seconds", type=int, default=None, help="default 5 (2 with --quick)")
     args = ap.parse_args(argv)
     repeats = args.repeats or (1 if args.quick else 5)
-    size = (args.size_mib or (16 if args.quick else 64)) * MiB
-    chunk = args.chunk_mib * MiB
+    size = (args.size_mib or (16 if args.quick else 64)) * common.MiB
+    chunk = args.chunk_mib * common.MiB
     wrk_s = args.wrk_seconds or (2 if args.quick else 5)
     conns = max(2, args.connections // 2 * 2)
     for tool in ("wrk", "curl"):
@@ -391,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     facts = machine_facts()
     facts.pop("distribution", None)
     facts["loadavg_start"] = os.getloadavg()
-    facts["dirty_files"] = sh(["git", "-C", str(REPO_ROOT), "status", "--short",
+    facts["dirty_files"] = sh(["git", "-C", str(common.REPO_ROOT), "status", "--short",
                                "--untracked-files=no"]).splitlines()
     print("# assay: 2 replicas vs 1 (same PostgreSQL, same S3)\n")
     for k, v in facts.items():
@@ -399,8 +299,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"- {k}: {v}")
     print(f"- {machine_note()}")
     print(f"- {repeats} repetitions (median); manifest GET: 2 x wrk -t1 -c{conns // 2} "
-          f"-d{wrk_s}s; push/pull: {args.clients} clients x {size // MiB} MiB, PATCH chunks "
-          f"of {chunk // MiB} MiB\n")
+          f"-d{wrk_s}s; push/pull: {args.clients} clients x {size // common.MiB} MiB, PATCH chunks "
+          f"of {chunk // common.MiB} MiB\n")
 
     work = pick_workdir()
     pg: PostgresServer | None = None
@@ -481,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
                 pushed[n] = repo
                 last_repo = repo
                 print(f"  push         #{rep} {n} replica(s) {mbps:8.1f} MB/s "
-                      f"({args.clients} x {size // MiB} MiB in {wall:.2f}s); machine busy "
+                      f"({args.clients} x {size // common.MiB} MiB in {wall:.2f}s); machine busy "
                       f"{cpu['machine_busy_pct']:.0f}%")
             if rep == 0:  # the bytes come back intact through either replica (untimed)
                 for i, b in enumerate(blobs):
@@ -499,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
                                           "per_client_s": [round(t.end - t.start, 3)
                                                            for t in tr]})
                 print(f"  pull         #{rep} {n} replica(s) {mbps:8.1f} MB/s "
-                      f"({args.clients} x {args.pull_rounds} x {size // MiB} MiB in "
+                      f"({args.clients} x {args.pull_rounds} x {size // common.MiB} MiB in "
                       f"{wall:.2f}s); machine busy "
                       f"{cpu['machine_busy_pct']:.0f}%")
 
@@ -507,9 +407,10 @@ def main(argv: list[str] | None = None) -> int:
 
         # ---- report
         labels = {"manifest": ("manifest GET by tag", "req/s"),
-                  "push": (f"push, {args.clients} clients x {size // MiB} MiB chunked", "MB/s"),
+                  "push": (f"push, {args.clients} clients x {size // common.MiB} MiB chunked",
+                           "MB/s"),
                   "pull": (f"pull, {args.clients} clients x {args.pull_rounds} x "
-                           f"{size // MiB} MiB", "MB/s")}
+                           f"{size // common.MiB} MiB", "MB/s")}
         figs: dict = {}
         for key, (label, unit) in labels.items():
             one, two = samples[key][1], samples[key][2]
@@ -545,13 +446,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"- load average at start {facts['loadavg_start']}, at end "
               f"{facts['loadavg_end']} (other work on the machine shows here)")
 
-        write_results("replicas", results, "quick" if args.quick else "")
+        common.write_results("replicas", results, "quick" if args.quick else "")
         return 0
     finally:
-        stop_all([topo.close if topo else None, s3.process.stop if s3 else None,
+        common.stop_all([topo.close if topo else None, s3.process.stop if s3 else None,
                   pg.stop if pg else None])
         shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    run(main)
+    common.run(main)

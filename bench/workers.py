@@ -44,27 +44,23 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+import httpx
 
-import httpx  # noqa: E402
-
-from bench.registry_vs_distribution import (  # noqa: E402
-    BenchError,
+from bench import common
+from bench.common import (
+    CpuMeter,
     machine_facts,
     median,
     pick_workdir,
+    postmaster_pid,
     sh,
+    tree_pids,
     with_query,
 )
-from bench.replicas import CpuMeter, postmaster_pid, tree_pids  # noqa: E402
-from bench.runner import run, stop_all, write_results  # noqa: E402
-from tests.clients.ollama_replay import (  # noqa: E402
+from tests.clients.ollama_replay import (
     DOCKER_CONFIG_V1,
     DOCKER_MANIFEST_V2,
     MEDIA_MODEL,
@@ -74,10 +70,10 @@ from tests.clients.ollama_replay import (  # noqa: E402
     ollama_config,
     ollama_manifest,
 )
-from tests.support.models import GEMMA_DIGEST, GEMMA_SIZE, gemma_gguf_path  # noqa: E402
-from tests.support.postgres import PostgresServer, start_postgres  # noqa: E402
-from tests.support.s3 import S3Server, start_s3  # noqa: E402
-from tests.support.topology import Topology, start_topology  # noqa: E402
+from tests.support.models import GEMMA_DIGEST, GEMMA_SIZE, gemma_gguf_path
+from tests.support.postgres import PostgresServer, start_postgres
+from tests.support.s3 import S3Server, start_s3
+from tests.support.topology import Topology, start_topology
 
 REPO = "bench/gemma3"
 POLL_S = 0.2
@@ -100,9 +96,9 @@ def machine_note() -> str:
             "its own cores.")
 
 
-def fail(topo: Topology, what: str) -> BenchError:
+def fail(topo: Topology, what: str) -> common.BenchError:
     logs = "\n".join(f"--- {name} ---\n{text[-3000:]}" for name, text in topo.logs())
-    return BenchError(f"{what}\n{logs}")
+    return common.BenchError(f"{what}\n{logs}")
 
 
 def upload_gguf(topo: Topology, gguf: Path) -> None:
@@ -190,7 +186,7 @@ def run_config(pg: PostgresServer, s3: S3Server, root: Path, gguf: Path, workers
                 put_blob(topo, client, config_blob.data)
                 manifests[f"m{k}"] = ollama_manifest(config_blob, [gguf_blob])
         if len(set(manifests.values())) != models:
-            raise BenchError("the manifests are not distinct")
+            raise common.BenchError("the manifests are not distinct")
         if clock == "queued":
             pushed, put_s = put_manifests(topo, manifests, time.perf_counter())
             with httpx.Client(timeout=30) as client:
@@ -315,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     for k in ("distribution", "wrk"):
         facts.pop(k, None)
     facts["loadavg_start"] = os.getloadavg()
-    facts["dirty_files"] = sh(["git", "-C", str(REPO_ROOT), "status", "--short",
+    facts["dirty_files"] = sh(["git", "-C", str(common.REPO_ROOT), "status", "--short",
                                "--untracked-files=no"]).splitlines()
     verify_env = {k: v for k, v in os.environ.items() if k.startswith("ASSAY_VERIFY_")}
     print("# assay: verification throughput, 1 worker vs 2\n")
@@ -330,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
 
     gguf = gemma_gguf_path()
     if gguf.stat().st_size != GEMMA_SIZE:
-        raise BenchError(f"{gguf} is not the expected Gemma GGUF")
+        raise common.BenchError(f"{gguf} is not the expected Gemma GGUF")
     work = pick_workdir()
     pg: PostgresServer | None = None
     s3: S3Server | None = None
@@ -413,13 +409,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"- load average at start {facts['loadavg_start']}, at end "
               f"{facts['loadavg_end']} (other work on the machine shows here)")
 
-        write_results("workers", results, "quick" if args.quick else "",
+        common.write_results("workers", results, "quick" if args.quick else "",
                       "push" if args.clock == "push" else "")
         return 0
     finally:
-        stop_all([s3.process.stop if s3 else None, pg.stop if pg else None])
+        common.stop_all([s3.process.stop if s3 else None, pg.stop if pg else None])
         shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    run(main)
+    common.run(main)
