@@ -231,7 +231,7 @@ def fmt(value: float, unit: str) -> str:
     return f"{value:,.0f} {unit}" if value >= 100 else f"{value:,.1f} {unit}"
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-mib", type=int, default=None, help="blob size (default 1024)")
     ap.add_argument("--chunk-mb", type=int, default=None,
@@ -243,11 +243,176 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--self-test", action="store_true",
                     help="run a second Distribution in assay's place (harness check, noise floor)")
     args = ap.parse_args(argv)
-    size = (args.size_mib or (64 if args.quick else 1024)) * common.MiB
-    chunk = (args.chunk_mb or (16 if args.quick else 100)) * common.MB
-    wrk_s = args.wrk_seconds or (3 if args.quick else 10)
-    repeats = args.repeats
-    pull_repeats = max(repeats, PULL_REPEATS)
+    args.size = (args.size_mib or (64 if args.quick else 1024)) * common.MiB
+    args.chunk = (args.chunk_mb or (16 if args.quick else 100)) * common.MB
+    args.wrk_s = args.wrk_seconds or (3 if args.quick else 10)
+    args.pull_repeats = max(args.repeats, PULL_REPEATS)
+    return args
+
+
+def start_subject(path: Path, self_test: bool) -> ServerProcess:
+    """The server measured against Distribution: assay, or a second Distribution."""
+    if self_test:
+        return start_distribution(path)
+    return start_assay(path, env={"ASSAY_LOG_LEVEL": "warning"})
+
+
+def measure_pushes(client: httpx.Client, targets: list[Target], blob: BlobFile, repeats: int,
+                   samples: dict) -> list[tuple[str, str]]:
+    """1. monolithic push, 2. chunked push; returns the (repo, digest) present on both."""
+    pushed: list[tuple[str, str]] = []
+    for key, label, push in (("push_mono", "push mono  ", Target.push_monolithic),
+                             ("push_chunked", "push chunks", Target.push_chunked)):
+        for i in range(repeats):
+            digest = blob.restamp()
+            repo = f"bench/{key}-{i}"
+            for t in targets if i % 2 == 0 else targets[::-1]:
+                os.sync()  # untimed: no writeback left over from the previous step
+                s = push(t, client, repo, blob)
+                samples[t.name][key].append(s)
+                print(f"  {label} #{i} {t.name:12s} {s:7.2f}s "
+                      f"{mbps(blob.size, s):8.1f} MB/s")
+            pushed.append((repo, digest))
+    return pushed
+
+
+def measure_pulls(client: httpx.Client, targets: list[Target], pushed: list[tuple[str, str]],
+                  pull_repeats: int, size: int, samples: dict) -> dict:
+    """3. pull (each repetition a different blob; each verified once, untimed); returns
+    each target's first response."""
+    pull_meta = {}
+    for t in targets:
+        repo, digest = pushed[-1]
+        t.verify_pull(client, repo, digest)
+    for i in range(pull_repeats):
+        repo, digest = pushed[i % len(pushed)]
+        for t in targets if i % 2 == 0 else targets[::-1]:
+            os.sync()  # untimed: no writeback left over from the previous step
+            s, meta = t.pull(repo, digest, size)
+            pull_meta[t.name] = meta
+            samples[t.name]["pull"].append(s)
+            print(f"  pull        #{i} {t.name:12s} {s:7.2f}s {mbps(size, s):8.1f} MB/s"
+                  f"  ({meta['first_status_line']}, redirects {meta['redirects']},"
+                  f" Location {'yes' if meta['location'] else 'no'})")
+    return pull_meta
+
+
+def measure_manifest_get(client: httpx.Client, targets: list[Target], wrk_s: int) -> dict:
+    """4. manifest GET by tag under wrk."""
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+    layer = os.urandom(4096)
+    wrk_res = {}
+    for t in targets:
+        repo = "bench/manifest"
+        cd = t.put_small_blob(client, repo, config)
+        ld = t.put_small_blob(client, repo, layer)
+        manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": common.OCI_MANIFEST,
+            "config": {"mediaType": common.OCI_CONFIG, "digest": cd, "size": len(config)},
+            "layers": [{"mediaType": common.OCI_LAYER, "digest": ld, "size": len(layer)}],
+        }, separators=(",", ":")).encode()
+        mdigest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+        url = f"{t.base}/v2/{repo}/manifests/latest"
+        r = client.put(url, content=manifest, headers={"Content-Type": common.OCI_MANIFEST})
+        if r.status_code != 201:
+            raise t.fail("manifest PUT", describe(r))
+        r = client.get(url, headers={"Accept": common.OCI_MANIFEST})
+        if (r.status_code != 200 or r.content != manifest
+                or r.headers.get("docker-content-digest") != mdigest):
+            raise t.fail("manifest GET check", describe(r))
+        os.sync()
+        wrk_res[t.name] = run_wrk(t, url, wrk_s)
+        print(f"  manifest GET {t.name:12s} {wrk_res[t.name]['rps']:8.0f} req/s "
+              f"({wrk_res[t.name]['requests']} requests, "
+              f"latency {wrk_res[t.name]['latency']})")
+    return wrk_res
+
+
+def measure_storage(work: Path, blob: BlobFile, self_test: bool,
+                    servers: list[ServerProcess]) -> dict:
+    """5. storage: a fresh pair, the same blob pushed to 10 repositories; returns the
+    bytes each stored. The servers are appended to ``servers`` (and stopped here)."""
+    blob.restamp()
+    a2 = start_subject(work / "assay-storage", self_test)
+    servers.append(a2)
+    d2 = start_distribution(work / "distribution-storage")
+    servers.append(d2)
+    stores = {"assay": (Target("assay", a2, work), work / "assay-storage"),
+              "distribution": (Target("distribution", d2, work),
+                               work / "distribution-storage" / "data")}
+    if self_test:
+        stores["assay"] = (stores["assay"][0], work / "assay-storage" / "data")
+    disk = {}
+    with httpx.Client(timeout=600) as client:
+        for name, (t, path) in stores.items():
+            for i in range(STORAGE_REPOS):
+                t.push_monolithic(client, f"bench/store-{i}", blob)
+            for i in range(STORAGE_REPOS):  # every repository can read it back
+                r = client.head(f"{t.base}/v2/bench/store-{i}/blobs/{blob.digest}")
+                if r.status_code != 200:
+                    raise t.fail("HEAD after storage push", describe(r))
+            disk[name] = du_bytes(path)
+            print(f"  storage     {name:12s} {disk[name] / common.MiB:10.1f} MiB after "
+                  f"{STORAGE_REPOS} pushes of {blob.size // common.MiB} MiB")
+    for s in servers:
+        s.stop()
+    servers.clear()
+    return disk
+
+
+def figures(samples: dict, wrk_res: dict, disk: dict, size: int, figs: dict) -> None:
+    """Fill ``figs`` with the medians (MB/s, req/s, MiB) and the paired ratios."""
+    for key, label in (("push_mono", "push monolithic"), ("push_chunked", "push chunked"),
+                       ("pull", "pull")):
+        figs[key] = {n: mbps(size, median(samples[n][key])) for n in samples}
+        # Both registries ran back to back in each repetition: time(d) / time(a).
+        figs[key]["paired_ratio"] = median(
+            [td / ta for ta, td in zip(samples["assay"][key],
+                                       samples["distribution"][key], strict=True)])
+        figs[key]["unit"] = "MB/s"
+        figs[key]["label"] = label
+    figs["manifest_get"] = {n: wrk_res[n]["rps"] for n in wrk_res}
+    figs["manifest_get"].update(unit="req/s", label="manifest GET by tag, 32 conns")
+    figs["disk"] = {n: disk[n] / common.MiB for n in disk}
+    figs["disk"].update(unit="MiB", label=f"disk after {STORAGE_REPOS} repos x 1 blob")
+
+
+def print_table(figs: dict, size: int) -> None:
+    """Print the Markdown table, adding each figure's ratio, target and verdict to it."""
+    targets_spec = {"push_mono": ("ratio", 2.0, ">= 2x"),
+                    "push_chunked": ("ratio", 2.0, ">= 2x"),
+                    "pull": ("ratio", 1.0, ">= 1x"),
+                    "manifest_get": ("ratio", 2.0, ">= 2x"),
+                    "disk": ("copies", 1.1, "one copy stored")}
+    blob_mib = size / common.MiB
+    print("\n| figure | assay | distribution | ratio | paired ratio | target |")
+    print("|---|---:|---:|---:|---:|---|")
+    for key, f in figs.items():
+        ratio = f["assay"] / f["distribution"] if f["distribution"] else float("inf")
+        f["ratio"] = ratio
+        kind, bound, text = targets_spec[key]
+        paired = f.get("paired_ratio")
+        if kind == "ratio":
+            met = ratio >= bound and (paired is None or paired >= bound)
+        else:
+            f["assay_copies"] = f["assay"] / blob_mib
+            met = f["assay"] <= bound * blob_mib
+            text += f" ({f['assay_copies']:.2f} copies)"
+        f["target"], f["met"] = text, met
+        print(f"| {f['label']} | {fmt(f['assay'], f['unit'])} | "
+              f"{fmt(f['distribution'], f['unit'])} | {ratio:.2f}x | "
+              f"{'' if paired is None else f'{paired:.2f}x'} | "
+              f"{text} {'met' if met else '**MISSED**'} |")
+    print()
+    for n in NOTES:
+        print(f"- {n}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    size, chunk, wrk_s = args.size, args.chunk, args.wrk_s
+    repeats, pull_repeats = args.repeats, args.pull_repeats
 
     facts = machine_facts()
     print("# assay vs CNCF Distribution\n")
@@ -270,13 +435,6 @@ def main(argv: list[str] | None = None) -> int:
           f"(median), wrk {wrk_s}s\n")
 
     servers: list[ServerProcess] = []
-    assay_env = {"ASSAY_LOG_LEVEL": "warning"}
-
-    def start_subject(path: Path) -> ServerProcess:
-        if args.self_test:
-            return start_distribution(path)
-        return start_assay(path, env=assay_env)
-
     results: dict = {"machine": facts, "workdir": str(work), "df": df_line,
                      "blob_bytes": size, "chunk_bytes": chunk, "repeats": repeats,
                      "pull_repeats": pull_repeats,
@@ -287,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
         blob.generate()
         print(f"generated payload + chunk files in {time.perf_counter() - t0:.1f}s")
 
-        a = start_subject(work / "assay")
+        a = start_subject(work / "assay", args.self_test)
         servers.append(a)
         d = start_distribution(work / "distribution")
         servers.append(d)
@@ -295,150 +453,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"assay pid {a.pid} at {a.url}; distribution pid {d.pid} at {d.url}\n")
         samples: dict = {t.name: {"push_mono": [], "push_chunked": [], "pull": []}
                          for t in targets}
-        pushed: list[tuple[str, str]] = []  # (repo, digest) present on both
-
         with httpx.Client(timeout=600) as client:
-            # 1. monolithic push, 2. chunked push
-            for key, label, push in (("push_mono", "push mono  ", Target.push_monolithic),
-                                     ("push_chunked", "push chunks", Target.push_chunked)):
-                for i in range(repeats):
-                    digest = blob.restamp()
-                    repo = f"bench/{key}-{i}"
-                    for t in targets if i % 2 == 0 else targets[::-1]:
-                        os.sync()  # untimed: no writeback left over from the previous step
-                        s = push(t, client, repo, blob)
-                        samples[t.name][key].append(s)
-                        print(f"  {label} #{i} {t.name:12s} {s:7.2f}s "
-                              f"{mbps(size, s):8.1f} MB/s")
-                    pushed.append((repo, digest))
-            # 3. pull (each repetition a different blob; each verified once, untimed)
-            pull_meta = {}
-            for t in targets:
-                repo, digest = pushed[-1]
-                t.verify_pull(client, repo, digest)
-            for i in range(pull_repeats):
-                repo, digest = pushed[i % len(pushed)]
-                for t in targets if i % 2 == 0 else targets[::-1]:
-                    os.sync()  # untimed: no writeback left over from the previous step
-                    s, meta = t.pull(repo, digest, size)
-                    pull_meta[t.name] = meta
-                    samples[t.name]["pull"].append(s)
-                    print(f"  pull        #{i} {t.name:12s} {s:7.2f}s {mbps(size, s):8.1f} MB/s"
-                          f"  ({meta['first_status_line']}, redirects {meta['redirects']},"
-                          f" Location {'yes' if meta['location'] else 'no'})")
-            results["pull_first_response"] = pull_meta
-
-            # 4. manifest GET by tag under wrk
-            config = json.dumps({"architecture": "amd64", "os": "linux",
-                                 "rootfs": {"type": "layers", "diff_ids": []}}).encode()
-            layer = os.urandom(4096)
-            wrk_res = {}
-            for t in targets:
-                repo = "bench/manifest"
-                cd = t.put_small_blob(client, repo, config)
-                ld = t.put_small_blob(client, repo, layer)
-                manifest = json.dumps({
-                    "schemaVersion": 2, "mediaType": common.OCI_MANIFEST,
-                    "config": {"mediaType": common.OCI_CONFIG, "digest": cd, "size": len(config)},
-                    "layers": [{"mediaType": common.OCI_LAYER, "digest": ld, "size": len(layer)}],
-                }, separators=(",", ":")).encode()
-                mdigest = "sha256:" + hashlib.sha256(manifest).hexdigest()
-                url = f"{t.base}/v2/{repo}/manifests/latest"
-                r = client.put(url, content=manifest, headers={"Content-Type": common.OCI_MANIFEST})
-                if r.status_code != 201:
-                    raise t.fail("manifest PUT", describe(r))
-                r = client.get(url, headers={"Accept": common.OCI_MANIFEST})
-                if (r.status_code != 200 or r.content != manifest
-                        or r.headers.get("docker-content-digest") != mdigest):
-                    raise t.fail("manifest GET check", describe(r))
-                os.sync()
-                wrk_res[t.name] = run_wrk(t, url, wrk_s)
-                print(f"  manifest GET {t.name:12s} {wrk_res[t.name]['rps']:8.0f} req/s "
-                      f"({wrk_res[t.name]['requests']} requests, "
-                      f"latency {wrk_res[t.name]['latency']})")
+            pushed = measure_pushes(client, targets, blob, repeats, samples)
+            results["pull_first_response"] = measure_pulls(client, targets, pushed,
+                                                           pull_repeats, size, samples)
+            wrk_res = measure_manifest_get(client, targets, wrk_s)
 
         for s in servers:
             s.stop()
         servers.clear()
         for t in targets:
             shutil.rmtree(work / t.name, ignore_errors=True)
+        disk = measure_storage(work, blob, args.self_test, servers)
 
-        # 5. storage: a fresh pair, the same blob pushed to 10 repositories
-        blob.restamp()
-        a2 = start_subject(work / "assay-storage")
-        servers.append(a2)
-        d2 = start_distribution(work / "distribution-storage")
-        servers.append(d2)
-        stores = {"assay": (Target("assay", a2, work), work / "assay-storage"),
-                  "distribution": (Target("distribution", d2, work),
-                                   work / "distribution-storage" / "data")}
-        if args.self_test:
-            stores["assay"] = (stores["assay"][0], work / "assay-storage" / "data")
-        disk = {}
-        with httpx.Client(timeout=600) as client:
-            for name, (t, path) in stores.items():
-                for i in range(STORAGE_REPOS):
-                    t.push_monolithic(client, f"bench/store-{i}", blob)
-                for i in range(STORAGE_REPOS):  # every repository can read it back
-                    r = client.head(f"{t.base}/v2/bench/store-{i}/blobs/{blob.digest}")
-                    if r.status_code != 200:
-                        raise t.fail("HEAD after storage push", describe(r))
-                disk[name] = du_bytes(path)
-                print(f"  storage     {name:12s} {disk[name] / common.MiB:10.1f} MiB after "
-                      f"{STORAGE_REPOS} pushes of {size // common.MiB} MiB")
-        for s in servers:
-            s.stop()
-        servers.clear()
-
-        # ---- report
         for name, d_ in samples.items():
             results["samples"][name] = {k: [round(x, 4) for x in v] for k, v in d_.items()}
-        figs = results["figures"]
-        for key, label in (("push_mono", "push monolithic"), ("push_chunked", "push chunked"),
-                           ("pull", "pull")):
-            figs[key] = {n: mbps(size, median(samples[n][key])) for n in samples}
-            # Both registries ran back to back in each repetition: time(d) / time(a).
-            figs[key]["paired_ratio"] = median(
-                [td / ta for ta, td in zip(samples["assay"][key],
-                                           samples["distribution"][key], strict=True)])
-            figs[key]["unit"] = "MB/s"
-            figs[key]["label"] = label
-        figs["manifest_get"] = {n: wrk_res[n]["rps"] for n in wrk_res}
-        figs["manifest_get"].update(unit="req/s", label="manifest GET by tag, 32 conns")
-        figs["disk"] = {n: disk[n] / common.MiB for n in disk}
-        figs["disk"].update(unit="MiB", label=f"disk after {STORAGE_REPOS} repos x 1 blob")
+        figures(samples, wrk_res, disk, size, results["figures"])
         results["wrk"] = {n: {k: v for k, v in w.items()} for n, w in wrk_res.items()}
-
-        targets_spec = {"push_mono": ("ratio", 2.0, ">= 2x"),
-                        "push_chunked": ("ratio", 2.0, ">= 2x"),
-                        "pull": ("ratio", 1.0, ">= 1x"),
-                        "manifest_get": ("ratio", 2.0, ">= 2x"),
-                        "disk": ("copies", 1.1, "one copy stored")}
-        blob_mib = size / common.MiB
-        print("\n| figure | assay | distribution | ratio | paired ratio | target |")
-        print("|---|---:|---:|---:|---:|---|")
-        for key, f in figs.items():
-            ratio = f["assay"] / f["distribution"] if f["distribution"] else float("inf")
-            f["ratio"] = ratio
-            kind, bound, text = targets_spec[key]
-            paired = f.get("paired_ratio")
-            if kind == "ratio":
-                met = ratio >= bound and (paired is None or paired >= bound)
-            else:
-                f["assay_copies"] = f["assay"] / blob_mib
-                met = f["assay"] <= bound * blob_mib
-                text += f" ({f['assay_copies']:.2f} copies)"
-            f["target"], f["met"] = text, met
-            print(f"| {f['label']} | {fmt(f['assay'], f['unit'])} | "
-                  f"{fmt(f['distribution'], f['unit'])} | {ratio:.2f}x | "
-                  f"{'' if paired is None else f'{paired:.2f}x'} | "
-                  f"{text} {'met' if met else '**MISSED**'} |")
-        print()
-        for n in NOTES:
-            print(f"- {n}")
+        print_table(results["figures"], size)
 
         common.write_results("registry_vs_distribution", results, "quick" if args.quick else "",
-                      "selftest" if args.self_test else "")
+                             "selftest" if args.self_test else "")
         return 0
     finally:
         common.stop_all(s.stop for s in servers)

@@ -263,7 +263,7 @@ def ratios(one: list[float], two: list[float]) -> dict:
 # ------------------------------------------------------------------------------ main
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: 1 repetition, 16 MiB per client, wrk 2 s")
@@ -279,11 +279,165 @@ def main(argv: list[str] | None = None) -> int:
                     help="total wrk connections, split over two wrk processes (32)")
     ap.add_argument("--wrk-seconds", type=int, default=None, help="default 5 (2 with --quick)")
     args = ap.parse_args(argv)
-    repeats = args.repeats or (1 if args.quick else 5)
-    size = (args.size_mib or (16 if args.quick else 64)) * common.MiB
-    chunk = args.chunk_mib * common.MiB
-    wrk_s = args.wrk_seconds or (2 if args.quick else 5)
-    conns = max(2, args.connections // 2 * 2)
+    args.repeats = args.repeats or (1 if args.quick else 5)
+    args.size = (args.size_mib or (16 if args.quick else 64)) * common.MiB
+    args.chunk = args.chunk_mib * common.MiB
+    args.wrk_s = args.wrk_seconds or (2 if args.quick else 5)
+    args.conns = max(2, args.connections // 2 * 2)
+    return args
+
+
+def deployment_meter(topo: Topology, pg: PostgresServer, s3: S3Server) -> CpuMeter:
+    pg_pid = postmaster_pid(pg)
+    return CpuMeter({
+        "replica 0": [topo.registries[0].pid],
+        "replica 1": [topo.registries[1].pid],
+        "postgres": (lambda: tree_pids(pg_pid)) if pg_pid else [],
+        "moto S3": [s3.process.pid],
+    })
+
+
+def prepare(bench: Bench, args: argparse.Namespace) -> list[BlobFile]:
+    """Generate one payload per client, put the manifest, and warm both replicas up."""
+    t0 = time.perf_counter()
+    blobs = []
+    for i in range(args.clients):
+        b = BlobFile(bench.work / f"blob{i}.bin", args.size, args.chunk)
+        b.generate()
+        blobs.append(b)
+    print(f"generated {args.clients} payloads in {time.perf_counter() - t0:.1f}s")
+    mdigest = bench.put_manifest()
+    print(f"manifest {MANIFEST_REPO}:latest = {mdigest}, served by both replicas")
+
+    # Untimed warm-up through both replicas: connection pools, S3 clients, first-call
+    # imports; otherwise whichever configuration runs first pays for them.
+    bench.wrk([0, 1], args.conns // 2, 1)
+    bench.parallel(bench.push_one, blobs, lambda i: i % 2, "bench/warmup")
+    bench.parallel(bench.pull_one, blobs, lambda i: (i + 1) % 2, "bench/warmup")
+    print("warm-up done (1 s of wrk, one push and pull through both replicas)\n")
+    return blobs
+
+
+class Rounds:
+    """The measurements of each repetition, 1 and 2 replicas in turn; ``samples`` holds
+    the figure per configuration, ``detail`` everything measured with it."""
+
+    def __init__(self, bench: Bench, meter: CpuMeter, blobs: list[BlobFile],
+                 args: argparse.Namespace):
+        self.bench, self.meter, self.blobs, self.args = bench, meter, blobs, args
+        self.samples: dict = {f: {n: [] for n in CONFIGS} for f in ("manifest", "push", "pull")}
+        self.detail: dict = {f: {n: [] for n in CONFIGS} for f in ("manifest", "push", "pull")}
+
+    def manifest(self, rep: int, order: tuple[int, ...]) -> None:
+        """1. manifest GETs: two wrk processes, both on replica 0 or one per replica."""
+        for n in order:
+            targets = [0, 0] if n == 1 else [0, 1]
+            a = self.meter.sample()
+            w = self.bench.wrk(targets, self.args.conns // 2, self.args.wrk_s)
+            cpu = CpuMeter.delta(a, self.meter.sample())
+            self.samples["manifest"][n].append(w["rps"])
+            self.detail["manifest"][n].append({**w, "cpu_s": cpu})
+            split = " + ".join(f"{r['rps']:.0f}" for r in w["runs"])
+            print(f"  manifest GET #{rep} {n} replica(s) {w['rps']:8.0f} req/s "
+                  f"({split}); machine busy "
+                  f"{cpu['machine_busy_pct']:.0f}%")
+
+    def _transfer(self, key: str, n: int, run, route, repo: str) -> tuple[float, float, dict]:
+        a = self.meter.sample()
+        tr = self.bench.parallel(run, self.blobs, route, repo)
+        cpu = CpuMeter.delta(a, self.meter.sample())
+        mbps, wall = aggregate_mbps(tr)
+        self.samples[key][n].append(mbps)
+        self.detail[key][n].append({"mbps": mbps, "wall_s": wall, "cpu_s": cpu,
+                                    "per_client_s": [round(t.end - t.start, 3) for t in tr]})
+        return mbps, wall, cpu
+
+    def push(self, rep: int, order: tuple[int, ...]) -> str:
+        """2. push: new content for every client, then all at once; returns the
+        repository the last configuration pushed to."""
+        repo = ""
+        for n in order:
+            for b in self.blobs:
+                b.restamp()
+            os.sync()  # untimed: no writeback of the previous step lands in this one
+            repo = f"bench/push-r{rep}-n{n}"
+            mbps, wall, cpu = self._transfer("push", n, self.bench.push_one,
+                                             lambda i, n=n: i % n, repo)
+            print(f"  push         #{rep} {n} replica(s) {mbps:8.1f} MB/s "
+                  f"({self.args.clients} x {self.args.size // common.MiB} MiB in "
+                  f"{wall:.2f}s); machine busy {cpu['machine_busy_pct']:.0f}%")
+        return repo
+
+    def pull(self, rep: int, order: tuple[int, ...], repo: str) -> None:
+        """3. pull: the blobs just pushed (the last configuration's), in parallel."""
+        for n in order:
+            os.sync()
+            mbps, wall, cpu = self._transfer("pull", n, self.bench.pull_one,
+                                             lambda i, n=n: (i + 1) % n, repo)
+            print(f"  pull         #{rep} {n} replica(s) {mbps:8.1f} MB/s "
+                  f"({self.args.clients} x {self.args.pull_rounds} x "
+                  f"{self.args.size // common.MiB} MiB in "
+                  f"{wall:.2f}s); machine busy "
+                  f"{cpu['machine_busy_pct']:.0f}%")
+
+    def run(self, repeats: int) -> None:
+        for rep in range(repeats):
+            order = CONFIGS if rep % 2 == 0 else CONFIGS[::-1]
+            self.manifest(rep, order)
+            last_repo = self.push(rep, order)
+            if rep == 0:  # the bytes come back intact through either replica (untimed)
+                for i, b in enumerate(self.blobs):
+                    self.bench.verify_pull((i + 1) % 2, f"{last_repo}-{i}", b)
+            self.pull(rep, order, last_repo)
+
+
+def figures(rounds: Rounds, args: argparse.Namespace) -> dict:
+    size, samples, detail = args.size, rounds.samples, rounds.detail
+    labels = {"manifest": ("manifest GET by tag", "req/s"),
+              "push": (f"push, {args.clients} clients x {size // common.MiB} MiB chunked",
+                       "MB/s"),
+              "pull": (f"pull, {args.clients} clients x {args.pull_rounds} x "
+                       f"{size // common.MiB} MiB", "MB/s")}
+    figs: dict = {}
+    for key, (label, unit) in labels.items():
+        one, two = samples[key][1], samples[key][2]
+        cpu_med = {n: {k: median([d["cpu_s"][k] for d in detail[key][n]])
+                       for k in detail[key][n][0]["cpu_s"]} for n in CONFIGS}
+        figs[key] = {"label": label, "unit": unit,
+                     "one_replica": median(one), "two_replicas": median(two),
+                     "one_replica_samples": [round(x, 2) for x in one],
+                     "two_replicas_samples": [round(x, 2) for x in two],
+                     **ratios(one, two), "cpu_s_median": cpu_med,
+                     "detail": {str(n): detail[key][n] for n in CONFIGS}}
+    return figs
+
+
+def print_report(figs: dict, facts: dict) -> None:
+    print("\n| figure | 1 replica | 2 replicas | 2 / 1 (ratio of medians) "
+          "| 2 / 1 (median paired) | machine busy, 1 -> 2 |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for f in figs.values():
+        busy = f["cpu_s_median"]
+        print(f"| {f['label']} | {f['one_replica']:,.0f} {f['unit']} | "
+              f"{f['two_replicas']:,.0f} {f['unit']} | {f['ratio_of_medians']:.2f}x | "
+              f"{f['median_paired_ratio']:.2f}x | {busy[1]['machine_busy_pct']:.0f}% -> "
+              f"{busy[2]['machine_busy_pct']:.0f}% |")
+    comps = [k for k in next(iter(figs.values()))["cpu_s_median"][1]
+             if k not in ("wall_s", "machine_busy_pct")]
+    print("\nCPU seconds per measurement (median), 1 replica / 2 replicas:\n")
+    print("| figure | " + " | ".join(comps) + " |")
+    print("|---|" + "---:|" * len(comps))
+    for f in figs.values():
+        c = f["cpu_s_median"]
+        print(f"| {f['label']} | " + " | ".join(f"{c[1][k]:.1f} / {c[2][k]:.1f}"
+                                                for k in comps) + " |")
+    print(f"\n- {machine_note()}")
+    print(f"- load average at start {facts['loadavg_start']}, at end "
+          f"{facts['loadavg_end']} (other work on the machine shows here)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     for tool in ("wrk", "curl"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed (apt-get install {tool})")
@@ -298,19 +452,19 @@ def main(argv: list[str] | None = None) -> int:
         if k != "dirty_files":
             print(f"- {k}: {v}")
     print(f"- {machine_note()}")
-    print(f"- {repeats} repetitions (median); manifest GET: 2 x wrk -t1 -c{conns // 2} "
-          f"-d{wrk_s}s; push/pull: {args.clients} clients x {size // common.MiB} MiB, PATCH chunks "
-          f"of {chunk // common.MiB} MiB\n")
+    print(f"- {args.repeats} repetitions (median); manifest GET: 2 x wrk -t1 "
+          f"-c{args.conns // 2} -d{args.wrk_s}s; push/pull: {args.clients} clients x "
+          f"{args.size // common.MiB} MiB, PATCH chunks of {args.chunk // common.MiB} MiB\n")
 
     work = pick_workdir()
     pg: PostgresServer | None = None
     s3: S3Server | None = None
     topo: Topology | None = None
     results: dict = {"machine": facts, "note": machine_note(), "workdir": str(work),
-                     "repeats": repeats, "clients": args.clients, "blob_bytes": size,
-                     "chunk_bytes": chunk, "pull_rounds": args.pull_rounds,
-                     "wrk_seconds": wrk_s, "wrk_connections": conns,
-                     "env": DEPLOY_ENV}
+                     "repeats": args.repeats, "clients": args.clients,
+                     "blob_bytes": args.size, "chunk_bytes": args.chunk,
+                     "pull_rounds": args.pull_rounds, "wrk_seconds": args.wrk_s,
+                     "wrk_connections": args.conns, "env": DEPLOY_ENV}
     try:
         t0 = time.perf_counter()
         pg = start_postgres()
@@ -321,136 +475,18 @@ def main(argv: list[str] | None = None) -> int:
               f"replicas {[f'{r.url} (pid {r.pid})' for r in topo.registries]}, "
               f"up in {time.perf_counter() - t0:.1f}s")
         bench = Bench(topo, work, args.pull_rounds)
-        pg_pid = postmaster_pid(pg)
-        meter = CpuMeter({
-            "replica 0": [topo.registries[0].pid],
-            "replica 1": [topo.registries[1].pid],
-            "postgres": (lambda: tree_pids(pg_pid)) if pg_pid else [],
-            "moto S3": [s3.process.pid],
-        })
-
-        t0 = time.perf_counter()
-        blobs = []
-        for i in range(args.clients):
-            b = BlobFile(work / f"blob{i}.bin", size, chunk)
-            b.generate()
-            blobs.append(b)
-        print(f"generated {args.clients} payloads in {time.perf_counter() - t0:.1f}s")
-        mdigest = bench.put_manifest()
-        print(f"manifest {MANIFEST_REPO}:latest = {mdigest}, served by both replicas")
-
-        # Untimed warm-up through both replicas: connection pools, S3 clients, first-call
-        # imports; otherwise whichever configuration runs first pays for them.
-        bench.wrk([0, 1], conns // 2, 1)
-        bench.parallel(bench.push_one, blobs, lambda i: i % 2, "bench/warmup")
-        bench.parallel(bench.pull_one, blobs, lambda i: (i + 1) % 2, "bench/warmup")
-        print("warm-up done (1 s of wrk, one push and pull through both replicas)\n")
-
-        samples: dict = {f: {n: [] for n in CONFIGS} for f in ("manifest", "push", "pull")}
-        detail: dict = {f: {n: [] for n in CONFIGS} for f in ("manifest", "push", "pull")}
-        last_repo = ""
-        for rep in range(repeats):
-            order = CONFIGS if rep % 2 == 0 else CONFIGS[::-1]
-            # 1. manifest GETs: two wrk processes, both on replica 0 or one per replica
-            for n in order:
-                targets = [0, 0] if n == 1 else [0, 1]
-                a = meter.sample()
-                w = bench.wrk(targets, conns // 2, wrk_s)
-                cpu = CpuMeter.delta(a, meter.sample())
-                samples["manifest"][n].append(w["rps"])
-                detail["manifest"][n].append({**w, "cpu_s": cpu})
-                split = " + ".join(f"{r['rps']:.0f}" for r in w["runs"])
-                print(f"  manifest GET #{rep} {n} replica(s) {w['rps']:8.0f} req/s "
-                      f"({split}); machine busy "
-                      f"{cpu['machine_busy_pct']:.0f}%")
-            # 2. push: new content for every client, then all at once
-            pushed = {}
-            for n in order:
-                for b in blobs:
-                    b.restamp()
-                os.sync()  # untimed: no writeback of the previous step lands in this one
-                repo = f"bench/push-r{rep}-n{n}"
-                a = meter.sample()
-                tr = bench.parallel(bench.push_one, blobs, lambda i, n=n: i % n, repo)
-                cpu = CpuMeter.delta(a, meter.sample())
-                mbps, wall = aggregate_mbps(tr)
-                samples["push"][n].append(mbps)
-                detail["push"][n].append({"mbps": mbps, "wall_s": wall, "cpu_s": cpu,
-                                          "per_client_s": [round(t.end - t.start, 3)
-                                                           for t in tr]})
-                pushed[n] = repo
-                last_repo = repo
-                print(f"  push         #{rep} {n} replica(s) {mbps:8.1f} MB/s "
-                      f"({args.clients} x {size // common.MiB} MiB in {wall:.2f}s); machine busy "
-                      f"{cpu['machine_busy_pct']:.0f}%")
-            if rep == 0:  # the bytes come back intact through either replica (untimed)
-                for i, b in enumerate(blobs):
-                    bench.verify_pull((i + 1) % 2, f"{last_repo}-{i}", b)
-            # 3. pull: the blobs just pushed (the last configuration's), in parallel
-            for n in order:
-                os.sync()
-                a = meter.sample()
-                tr = bench.parallel(bench.pull_one, blobs, lambda i, n=n: (i + 1) % n,
-                                    last_repo)
-                cpu = CpuMeter.delta(a, meter.sample())
-                mbps, wall = aggregate_mbps(tr)
-                samples["pull"][n].append(mbps)
-                detail["pull"][n].append({"mbps": mbps, "wall_s": wall, "cpu_s": cpu,
-                                          "per_client_s": [round(t.end - t.start, 3)
-                                                           for t in tr]})
-                print(f"  pull         #{rep} {n} replica(s) {mbps:8.1f} MB/s "
-                      f"({args.clients} x {args.pull_rounds} x {size // common.MiB} MiB in "
-                      f"{wall:.2f}s); machine busy "
-                      f"{cpu['machine_busy_pct']:.0f}%")
-
+        meter = deployment_meter(topo, pg, s3)
+        rounds = Rounds(bench, meter, prepare(bench, args), args)
+        rounds.run(args.repeats)
         facts["loadavg_end"] = os.getloadavg()
 
-        # ---- report
-        labels = {"manifest": ("manifest GET by tag", "req/s"),
-                  "push": (f"push, {args.clients} clients x {size // common.MiB} MiB chunked",
-                           "MB/s"),
-                  "pull": (f"pull, {args.clients} clients x {args.pull_rounds} x "
-                           f"{size // common.MiB} MiB", "MB/s")}
-        figs: dict = {}
-        for key, (label, unit) in labels.items():
-            one, two = samples[key][1], samples[key][2]
-            cpu_med = {n: {k: median([d["cpu_s"][k] for d in detail[key][n]])
-                           for k in detail[key][n][0]["cpu_s"]} for n in CONFIGS}
-            figs[key] = {"label": label, "unit": unit,
-                         "one_replica": median(one), "two_replicas": median(two),
-                         "one_replica_samples": [round(x, 2) for x in one],
-                         "two_replicas_samples": [round(x, 2) for x in two],
-                         **ratios(one, two), "cpu_s_median": cpu_med,
-                         "detail": {str(n): detail[key][n] for n in CONFIGS}}
-        results["figures"] = figs
-
-        print("\n| figure | 1 replica | 2 replicas | 2 / 1 (ratio of medians) "
-              "| 2 / 1 (median paired) | machine busy, 1 -> 2 |")
-        print("|---|---:|---:|---:|---:|---:|")
-        for f in figs.values():
-            busy = f["cpu_s_median"]
-            print(f"| {f['label']} | {f['one_replica']:,.0f} {f['unit']} | "
-                  f"{f['two_replicas']:,.0f} {f['unit']} | {f['ratio_of_medians']:.2f}x | "
-                  f"{f['median_paired_ratio']:.2f}x | {busy[1]['machine_busy_pct']:.0f}% -> "
-                  f"{busy[2]['machine_busy_pct']:.0f}% |")
-        comps = [k for k in next(iter(figs.values()))["cpu_s_median"][1]
-                 if k not in ("wall_s", "machine_busy_pct")]
-        print("\nCPU seconds per measurement (median), 1 replica / 2 replicas:\n")
-        print("| figure | " + " | ".join(comps) + " |")
-        print("|---|" + "---:|" * len(comps))
-        for f in figs.values():
-            c = f["cpu_s_median"]
-            print(f"| {f['label']} | " + " | ".join(f"{c[1][k]:.1f} / {c[2][k]:.1f}"
-                                                    for k in comps) + " |")
-        print(f"\n- {machine_note()}")
-        print(f"- load average at start {facts['loadavg_start']}, at end "
-              f"{facts['loadavg_end']} (other work on the machine shows here)")
-
+        results["figures"] = figs = figures(rounds, args)
+        print_report(figs, facts)
         common.write_results("replicas", results, "quick" if args.quick else "")
         return 0
     finally:
         common.stop_all([topo.close if topo else None, s3.process.stop if s3 else None,
-                  pg.stop if pg else None])
+                         pg.stop if pg else None])
         shutil.rmtree(work, ignore_errors=True)
 
 
