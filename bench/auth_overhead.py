@@ -34,36 +34,26 @@ import json
 import os
 import re
 import shutil
-import statistics
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urljoin
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+import httpx
 
-import httpx  # noqa: E402
-
-from bench.registry_vs_distribution import (  # noqa: E402
-    MB,
-    OCI_CONFIG,
-    OCI_LAYER,
-    OCI_MANIFEST,
-    BenchError,
+from bench import common
+from bench.common import (
     BlobFile,
-    MiB,
+    describe,
     header,
     machine_facts,
+    median,
     pick_workdir,
     sh,
     with_query,
 )
-from bench.runner import run, stop_all, write_results  # noqa: E402
-from tests.support.processes import ServerProcess, assay_command, start_assay  # noqa: E402
+from tests.support.processes import ServerProcess, assay_command, start_assay
 
 REPEATS = 5
 USER = "benchuser"
@@ -97,10 +87,10 @@ def basic(user: str, secret: str) -> str:
 def cli(args: list[str], data_dir: Path, stdin: str | None = None) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASSAY_")}
     p = subprocess.run([*assay_command(), *args, "--data-dir", str(data_dir)], input=stdin,
-                       capture_output=True, text=True, env=env, cwd=REPO_ROOT, check=False)
+                       capture_output=True, text=True, env=env, cwd=common.REPO_ROOT, check=False)
     if p.returncode != 0:
-        raise BenchError(f"assay {' '.join(args)} -> exit {p.returncode}\n{p.stdout}\n"
-                         f"{p.stderr}")
+        raise common.BenchError(f"assay {' '.join(args)} -> exit {p.returncode}\n"
+                                f"{p.stdout}\n{p.stderr}")
     return p.stdout
 
 
@@ -113,7 +103,7 @@ def make_pat(data_dir: Path, name: str) -> str:
     out = cli(["user", "token", "create", name, "--name", "bench"], data_dir)
     m = re.search(r"assay_pat_\S+", out)
     if not m:
-        raise BenchError(f"no token in the output of `assay user token create`:\n{out}")
+        raise common.BenchError(f"no token in the output of `assay user token create`:\n{out}")
     return m.group(0)
 
 
@@ -129,10 +119,10 @@ class Side:
     def base(self) -> str:
         return self.server.url
 
-    def fail(self, what: str, detail: str) -> BenchError:
+    def fail(self, what: str, detail: str) -> common.BenchError:
         log = self.server.log()[-3000:]
-        return BenchError(f"[auth {self.name}] {what}\n{detail}\n--- server log tail ---\n"
-                          f"{log}")
+        return common.BenchError(f"[auth {self.name}] {what}\n{detail}\n"
+                                 f"--- server log tail ---\n{log}")
 
     def headers(self, **more: str) -> dict:
         h = dict(more)
@@ -185,13 +175,8 @@ class Side:
         return elapsed
 
 
-def describe(r: httpx.Response) -> str:
-    heads = "\n".join(f"{k}: {v}" for k, v in r.headers.items())
-    return f"{r.request.method} {r.request.url} -> {r.status_code}\n{heads}\n\n{r.text[:2000]}"
-
-
 def run_wrk(side: Side, url: str, seconds: int, auth: str | None, conns: int = 32,
-            accept: str | None = OCI_MANIFEST) -> dict:
+            accept: str | None = common.OCI_MANIFEST) -> dict:
     cmd = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency"]
     if accept:
         cmd += ["-H", f"Accept: {accept}"]
@@ -212,10 +197,6 @@ def run_wrk(side: Side, url: str, seconds: int, auth: str | None, conns: int = 3
     lat = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)", out, re.M))
     return {"rps": float(m.group(1)), "requests": int(total.group(1)),
             "latency": {f"p{k}": v for k, v in lat.items()}, "raw": out}
-
-
-def median(xs: list[float]) -> float:
-    return statistics.median(xs)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -240,7 +221,34 @@ def get_token(client: httpx.Client, side: Side, auth: str, scope: str) -> tuple[
     return s, r.json()["token"]
 
 
-def main(argv: list[str] | None = None) -> int:
+TOKEN_FIGURES = ("token_first_s", "token_repeat_s", "token_pat_s", "v2_first_s",
+                 "v2_repeat_s")
+
+
+@dataclass
+class Samples:
+    """Every measurement of one run."""
+
+    rps: dict = field(default_factory=lambda: {v: [] for v in VARIANTS})
+    lat: dict = field(default_factory=lambda: {v: [] for v in VARIANTS})
+    cpu: dict = field(default_factory=lambda: {v: [] for v in VARIANTS})  # server us/request
+    push: dict = field(default_factory=lambda: {"off": [], "on": []})
+    tok: dict = field(default_factory=lambda: {k: [] for k in TOKEN_FIGURES})
+    wrk_tok: dict = field(default_factory=dict)
+
+
+@dataclass
+class Setup:
+    """The two servers and what the auth-on one was given before it started."""
+
+    off: Side
+    on: Side
+    pat: str
+    probes: list[str]  # one cold-cache user per repetition
+    scope: str = f"repository:{MANIFEST_REPO}:pull"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=None,
                     help=f"repetitions (default {REPEATS}; 2 with --quick)")
@@ -250,10 +258,221 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chunk-mib", type=int, default=16, help="PATCH chunk size (default 16)")
     ap.add_argument("--wrk-seconds", type=int, default=None, help="default 5 (2 with --quick)")
     args = ap.parse_args(argv)
-    repeats = args.repeats or (2 if args.quick else REPEATS)
-    size = (args.size_mib or (64 if args.quick else 256)) * MiB
-    chunk = args.chunk_mib * MiB
-    wrk_s = args.wrk_seconds or (2 if args.quick else 5)
+    args.repeats = args.repeats or (2 if args.quick else REPEATS)
+    args.size = (args.size_mib or (64 if args.quick else 256)) * common.MiB
+    args.chunk = args.chunk_mib * common.MiB
+    args.wrk_s = args.wrk_seconds or (2 if args.quick else 5)
+    return args
+
+
+def start_servers(work: Path, repeats: int, servers: list[ServerProcess]) -> Setup:
+    """Make the users and the token in the auth-on data dir, then start both servers
+    (appended to ``servers`` as they start, for the caller to stop)."""
+    base_env = {"ASSAY_LOG_LEVEL": "warning"}
+    on_dir = work / "auth-on"
+    on_dir.mkdir()
+    t0 = time.perf_counter()
+    make_user(on_dir, USER, "write")
+    pat = make_pat(on_dir, USER)
+    probes = [f"probe{i}" for i in range(repeats)]
+    for p in probes:
+        make_user(on_dir, p, "read")
+    print(f"made {1 + len(probes)} users and a token in {time.perf_counter() - t0:.1f}s")
+
+    off = start_assay(work / "auth-off", env=base_env)
+    servers.append(off)
+    on = start_assay(on_dir, env={**base_env, "ASSAY_AUTH": "1",
+                                  "ASSAY_AUTH_CACHE_SECONDS": "30"})
+    servers.append(on)
+    print(f"auth off: pid {off.pid} at {off.url}; auth on: pid {on.pid} at {on.url}\n")
+    return Setup(Side("off", off, work), Side("on", on, work, auth=basic(USER, PASSWORD)),
+                 pat, probes)
+
+
+def put_manifests(client: httpx.Client, setup: Setup) -> tuple[dict[str, str], str]:
+    """Check that auth is on (and off on the other one), then put the same manifest on
+    both servers; return ``({side: manifest URL}, manifest digest)``."""
+    r = client.get(f"{setup.on.base}/v2/{MANIFEST_REPO}/tags/list")
+    if r.status_code != 401:
+        raise setup.on.fail("anonymous GET must be refused", describe(r))
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+    layer = os.urandom(4096)
+    manifest_url = {}
+    for side in (setup.off, setup.on):
+        cd = side.put_small_blob(client, MANIFEST_REPO, config)
+        ld = side.put_small_blob(client, MANIFEST_REPO, layer)
+        manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": common.OCI_MANIFEST,
+            "config": {"mediaType": common.OCI_CONFIG, "digest": cd, "size": len(config)},
+            "layers": [{"mediaType": common.OCI_LAYER, "digest": ld, "size": len(layer)}],
+        }, separators=(",", ":")).encode()
+        url = f"{side.base}/v2/{MANIFEST_REPO}/manifests/latest"
+        r = client.put(url, content=manifest,
+                       headers=side.headers(**{"Content-Type": common.OCI_MANIFEST}))
+        if r.status_code != 201:
+            raise side.fail("manifest PUT", describe(r))
+        manifest_url[side.name] = url
+        mdigest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+    return manifest_url, mdigest
+
+
+def variant_auth(client: httpx.Client, setup: Setup, variant: str) -> str | None:
+    """The Authorization header of a manifest GET variant."""
+    if variant == "off":
+        return None
+    if variant == "basic":
+        return basic(USER, PASSWORD)
+    if variant == "pat":
+        return f"Bearer {setup.pat}"
+    # a fresh token each time: they live ASSAY_AUTH_TOKEN_SECONDS
+    return "Bearer " + get_token(client, setup.on, basic(USER, PASSWORD), setup.scope)[1]
+
+
+def measure_gets(client: httpx.Client, setup: Setup, manifests: tuple[dict[str, str], str],
+                 i: int, wrk_s: int, out: Samples) -> None:
+    """1. manifest GET under wrk; the four variants alternate."""
+    manifest_url, mdigest = manifests
+    for v in VARIANTS if i % 2 == 0 else VARIANTS[::-1]:
+        side = setup.off if v == "off" else setup.on
+        auth = variant_auth(client, setup, v)
+        # untimed: checks the answer and warms the credential cache
+        h = {"Accept": common.OCI_MANIFEST}
+        if auth:
+            h["Authorization"] = auth
+        r = client.get(manifest_url[side.name], headers=h)
+        if r.status_code != 200 or r.headers.get("docker-content-digest") != mdigest:
+            raise side.fail("manifest GET check", describe(r))
+        cpu0 = cpu_seconds(side.server.pid)
+        w = run_wrk(side, manifest_url[side.name], wrk_s, auth)
+        cpu_us = (cpu_seconds(side.server.pid) - cpu0) / w["requests"] * 1e6
+        out.rps[v].append(w["rps"])
+        out.cpu[v].append(cpu_us)
+        out.lat[v].append(w["latency"])
+        print(f"  manifest GET #{i} {VARIANT_LABELS[v]:32s} {w['rps']:8.0f} req/s"
+              f"  server CPU {cpu_us:4.0f} us/request  latency {w['latency']}")
+
+
+def measure_push(client: httpx.Client, setup: Setup, blob: BlobFile, i: int,
+                 out: Samples) -> None:
+    """2. chunked push, Basic password vs auth off."""
+    blob.restamp()
+    for side in (setup.off, setup.on) if i % 2 == 0 else (setup.on, setup.off):
+        os.sync()
+        s = side.push_chunked(client, f"{NAMESPACE}/push-{i}", blob)
+        out.push[side.name].append(s)
+        print(f"  push chunked #{i} auth {side.name:3s} {s:6.2f}s "
+              f"{blob.size / s / common.MB:7.1f} MB/s")
+
+
+def measure_tokens(client: httpx.Client, setup: Setup, i: int, out: Samples) -> None:
+    """3. the token endpoint and the first request of a user (argon2)."""
+    s_on, scope, tok = setup.on, setup.scope, out.tok
+    probe = basic(setup.probes[i], PASSWORD)
+    s, _ = get_token(client, s_on, probe, scope)
+    tok["token_first_s"].append(s)
+    rep = [get_token(client, s_on, probe, scope)[0] for _ in range(TOKEN_SEQ)]
+    tok["token_repeat_s"].append(median(rep))
+    pat_rep = [get_token(client, s_on, basic(USER, setup.pat), scope)[0]
+               for _ in range(TOKEN_SEQ)]
+    tok["token_pat_s"].append(median(pat_rep))
+    # The probe user's first /v2/ request: its Authorization header is new to
+    # the credential cache (the token endpoint does not fill it).
+    v2 = f"{s_on.base}/v2/{MANIFEST_REPO}/manifests/latest"
+    acc = {"Accept": common.OCI_MANIFEST}
+    s, _ = timed_get(client, v2, probe, s_on, acc)
+    tok["v2_first_s"].append(s)
+    tok["v2_repeat_s"].append(median(
+        [timed_get(client, v2, probe, s_on, acc)[0] for _ in range(TOKEN_SEQ)]))
+    print(f"  token #{i} first {tok['token_first_s'][-1] * 1e3:6.1f} ms, repeated "
+          f"{tok['token_repeat_s'][-1] * 1e3:6.1f} ms, with PAT "
+          f"{tok['token_pat_s'][-1] * 1e3:5.1f} ms; /v2 first "
+          f"{tok['v2_first_s'][-1] * 1e3:6.1f} ms, cached "
+          f"{tok['v2_repeat_s'][-1] * 1e3:5.1f} ms")
+
+
+def measure_token_wrk(setup: Setup, wrk_s: int, out: Samples) -> None:
+    """Token endpoint throughput (once; both credentials)."""
+    token_url = f"{setup.on.base}/auth/token?service=assay&scope={setup.scope}"
+    for key, auth in (("password", basic(USER, PASSWORD)), ("pat", basic(USER, setup.pat))):
+        out.wrk_tok[key] = run_wrk(setup.on, token_url, wrk_s, auth, conns=4, accept=None)
+        print(f"  /auth/token under wrk -c4, Basic {key:8s} "
+              f"{out.wrk_tok[key]['rps']:8.1f} req/s  latency {out.wrk_tok[key]['latency']}")
+
+
+def figures(m: Samples, size: int, chunk: int) -> dict:
+    figs: dict = {}
+    off_rps = m.rps["off"]
+    for v in VARIANTS:
+        f = {"label": VARIANT_LABELS[v], "rps_median": median(m.rps[v]),
+             "rps_samples": [round(x, 1) for x in m.rps[v]], "latency": m.lat[v],
+             "cpu_us_per_request_median": median(m.cpu[v]),
+             "cpu_us_per_request_samples": [round(x, 1) for x in m.cpu[v]]}
+        if v != "off":
+            f["ratio_of_medians"] = f["rps_median"] / median(off_rps)
+            f["median_paired_ratio"] = median(
+                [a / b for a, b in zip(m.rps[v], off_rps, strict=True)])
+            f["cpu_us_extra_median_paired"] = median(
+                [a - b for a, b in zip(m.cpu[v], m.cpu["off"], strict=True)])
+        figs[f"manifest_get_{v}"] = f
+    mbps = {k: [size / s / common.MB for s in v] for k, v in m.push.items()}
+    figs["push_chunked"] = {
+        "label": f"push chunked, {size // common.MiB} MiB in {chunk // common.MiB} MiB PATCHes",
+        "off_mbps": median(mbps["off"]), "on_mbps": median(mbps["on"]),
+        "off_samples_s": [round(x, 4) for x in m.push["off"]],
+        "on_samples_s": [round(x, 4) for x in m.push["on"]],
+        "ratio_of_medians": median(mbps["on"]) / median(mbps["off"]),
+        "median_paired_ratio": median([a / b for a, b in zip(mbps["on"], mbps["off"],
+                                                             strict=True)])}
+    figs["token"] = {k: {"median_ms": median(v) * 1e3,
+                         "samples_ms": [round(x * 1e3, 2) for x in v]}
+                     for k, v in m.tok.items()}
+    figs["token_wrk"] = {k: {"rps": w["rps"], "latency": w["latency"], "raw": w["raw"]}
+                         for k, w in m.wrk_tok.items()}
+    return figs
+
+
+def print_report(figs: dict, m: Samples, facts: dict, wrk_s: int) -> None:
+    print("\n| figure | auth off | auth on | on / off (ratio of medians) "
+          "| on / off (median paired) | server CPU per request, off -> on |")
+    print("|---|---:|---:|---:|---:|---:|")
+    cpu_off = median(m.cpu["off"])
+    for v in VARIANTS[1:]:
+        f = figs[f"manifest_get_{v}"]
+        print(f"| manifest GET by tag, 32 conns, {f['label']} | "
+              f"{median(m.rps['off']):,.0f} req/s | {f['rps_median']:,.0f} req/s | "
+              f"{f['ratio_of_medians']:.3f} | {f['median_paired_ratio']:.3f} | "
+              f"{cpu_off:.0f} -> {f['cpu_us_per_request_median']:.0f} us "
+              f"(paired +{f['cpu_us_extra_median_paired']:.0f}) |")
+    f = figs["push_chunked"]
+    print(f"| {f['label']}, Basic password | {f['off_mbps']:,.0f} MB/s | "
+          f"{f['on_mbps']:,.0f} MB/s | {f['ratio_of_medians']:.3f} | "
+          f"{f['median_paired_ratio']:.3f} | |")
+    t = figs["token"]
+    print("\n| auth on: latency | median |")
+    print("|---|---:|")
+    for key, label in (
+            ("token_first_s", "GET /auth/token, Basic password, a user's first request"),
+            ("token_repeat_s", f"GET /auth/token, Basic password, the next {TOKEN_SEQ}"),
+            ("token_pat_s", "GET /auth/token, Basic user:<personal access token>"),
+            ("v2_first_s", "manifest GET, Basic password, first (argon2, cache miss)"),
+            ("v2_repeat_s", f"manifest GET, Basic password, the next {TOKEN_SEQ} "
+                            "(cached)")):
+        print(f"| {label} | {t[key]['median_ms']:.1f} ms |")
+    for key, w in m.wrk_tok.items():
+        who = "password" if key == "password" else "user:<personal access token>"
+        print(f"| GET /auth/token under wrk -t1 -c4 -d{wrk_s}s, Basic {who} | "
+              f"p50 {w['latency'].get('p50', '?')} ({w['rps']:,.1f} req/s) |")
+    print()
+    for n in NOTES:
+        print(f"- {n}")
+    print(f"- load average before {facts['loadavg_before']}, "
+          f"after {facts['loadavg_after']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    repeats, size, chunk, wrk_s = args.repeats, args.size, args.chunk, args.wrk_s
     for tool in ("wrk", "curl"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed (apt-get install {tool})")
@@ -267,11 +486,10 @@ def main(argv: list[str] | None = None) -> int:
     work = pick_workdir()
     df_line = sh(["df", "-hT", str(work)]).splitlines()[-1]
     print(f"- workdir: {work} ({df_line})")
-    print(f"- {repeats} repetitions (median), wrk -t1 -c32 -d{wrk_s}s, blob {size // MiB} MiB "
-          f"in {chunk // MiB} MiB PATCHes\n")
+    print(f"- {repeats} repetitions (median), wrk -t1 -c32 -d{wrk_s}s, "
+          f"blob {size // common.MiB} MiB in {chunk // common.MiB} MiB PATCHes\n")
 
     servers: list[ServerProcess] = []
-    base_env = {"ASSAY_LOG_LEVEL": "warning"}
     results: dict = {"machine": facts, "workdir": str(work), "df": df_line,
                      "repeats": repeats, "wrk_seconds": wrk_s, "blob_bytes": size,
                      "chunk_bytes": chunk, "notes": NOTES}
@@ -280,209 +498,25 @@ def main(argv: list[str] | None = None) -> int:
         blob = BlobFile(work / "blob.bin", size, chunk)
         blob.generate()
         print(f"generated payload + chunk files in {time.perf_counter() - t0:.1f}s")
-
-        # The auth-on data dir: users and the token are made before the server starts.
-        on_dir = work / "auth-on"
-        on_dir.mkdir()
-        t0 = time.perf_counter()
-        make_user(on_dir, USER, "write")
-        pat = make_pat(on_dir, USER)
-        probes = [f"probe{i}" for i in range(repeats)]  # one cold-cache user per repetition
-        for p in probes:
-            make_user(on_dir, p, "read")
-        print(f"made {1 + len(probes)} users and a token in {time.perf_counter() - t0:.1f}s")
-
-        off = start_assay(work / "auth-off", env=base_env)
-        servers.append(off)
-        on = start_assay(on_dir, env={**base_env, "ASSAY_AUTH": "1",
-                                      "ASSAY_AUTH_CACHE_SECONDS": "30"})
-        servers.append(on)
-        s_off = Side("off", off, work)
-        s_on = Side("on", on, work, auth=basic(USER, PASSWORD))
-        print(f"auth off: pid {off.pid} at {off.url}; auth on: pid {on.pid} at {on.url}\n")
-
-        scope = f"repository:{MANIFEST_REPO}:pull"
-        samples: dict = {v: [] for v in VARIANTS}
-        lat: dict = {v: [] for v in VARIANTS}
-        cpu: dict = {v: [] for v in VARIANTS}  # server CPU time per request, us
-        push: dict = {"off": [], "on": []}
-        tok: dict = {"token_first_s": [], "token_repeat_s": [], "token_pat_s": [],
-                     "v2_first_s": [], "v2_repeat_s": []}
-
+        setup = start_servers(work, repeats, servers)
+        m = Samples()
         with httpx.Client(timeout=600) as client:
-            # Sanity: auth really is on, and off on the other one.
-            r = client.get(f"{on.url}/v2/{MANIFEST_REPO}/tags/list")
-            if r.status_code != 401:
-                raise s_on.fail("anonymous GET must be refused", describe(r))
-
-            # A manifest to GET on both servers (the same bytes).
-            config = json.dumps({"architecture": "amd64", "os": "linux",
-                                 "rootfs": {"type": "layers", "diff_ids": []}}).encode()
-            layer = os.urandom(4096)
-            manifest_url = {}
-            for side in (s_off, s_on):
-                cd = side.put_small_blob(client, MANIFEST_REPO, config)
-                ld = side.put_small_blob(client, MANIFEST_REPO, layer)
-                manifest = json.dumps({
-                    "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                    "config": {"mediaType": OCI_CONFIG, "digest": cd, "size": len(config)},
-                    "layers": [{"mediaType": OCI_LAYER, "digest": ld, "size": len(layer)}],
-                }, separators=(",", ":")).encode()
-                url = f"{side.base}/v2/{MANIFEST_REPO}/manifests/latest"
-                r = client.put(url, content=manifest,
-                               headers=side.headers(**{"Content-Type": OCI_MANIFEST}))
-                if r.status_code != 201:
-                    raise side.fail("manifest PUT", describe(r))
-                manifest_url[side.name] = url
-                mdigest = "sha256:" + hashlib.sha256(manifest).hexdigest()
-
-            def check_get(side: Side, auth: str | None) -> None:
-                h = {"Accept": OCI_MANIFEST}
-                if auth:
-                    h["Authorization"] = auth
-                r = client.get(manifest_url[side.name], headers=h)
-                if r.status_code != 200 or r.headers.get("docker-content-digest") != mdigest:
-                    raise side.fail("manifest GET check", describe(r))
-
+            manifests = put_manifests(client, setup)
             for i in range(repeats):
-                # 1. manifest GET under wrk; the four variants alternate.
-                order = VARIANTS if i % 2 == 0 else VARIANTS[::-1]
-                for v in order:
-                    side = s_off if v == "off" else s_on
-                    if v == "off":
-                        auth = None
-                    elif v == "basic":
-                        auth = basic(USER, PASSWORD)
-                    elif v == "pat":
-                        auth = f"Bearer {pat}"
-                    else:  # a fresh token each time: they live ASSAY_AUTH_TOKEN_SECONDS
-                        auth = "Bearer " + get_token(client, s_on, basic(USER, PASSWORD),
-                                                     scope)[1]
-                    check_get(side, auth)  # untimed: warms the credential cache
-                    cpu0 = cpu_seconds(side.server.pid)
-                    w = run_wrk(side, manifest_url[side.name], wrk_s, auth)
-                    cpu_us = (cpu_seconds(side.server.pid) - cpu0) / w["requests"] * 1e6
-                    samples[v].append(w["rps"])
-                    cpu[v].append(cpu_us)
-                    lat[v].append(w["latency"])
-                    print(f"  manifest GET #{i} {VARIANT_LABELS[v]:32s} {w['rps']:8.0f} req/s"
-                          f"  server CPU {cpu_us:4.0f} us/request  latency {w['latency']}")
-
-                # 2. chunked push, Basic password vs auth off.
-                blob.restamp()
-                for side in (s_off, s_on) if i % 2 == 0 else (s_on, s_off):
-                    os.sync()
-                    s = side.push_chunked(client, f"{NAMESPACE}/push-{i}", blob)
-                    push[side.name].append(s)
-                    print(f"  push chunked #{i} auth {side.name:3s} {s:6.2f}s "
-                          f"{size / s / MB:7.1f} MB/s")
-
-                # 3. the token endpoint and the first request of a user (argon2).
-                probe = basic(probes[i], PASSWORD)
-                s, _ = get_token(client, s_on, probe, scope)
-                tok["token_first_s"].append(s)
-                rep = [get_token(client, s_on, probe, scope)[0] for _ in range(TOKEN_SEQ)]
-                tok["token_repeat_s"].append(median(rep))
-                pat_rep = [get_token(client, s_on, basic(USER, pat), scope)[0]
-                           for _ in range(TOKEN_SEQ)]
-                tok["token_pat_s"].append(median(pat_rep))
-                # The probe user's first /v2/ request: its Authorization header is new to
-                # the credential cache (the token endpoint does not fill it).
-                v2 = f"{on.url}/v2/{MANIFEST_REPO}/manifests/latest"
-                acc = {"Accept": OCI_MANIFEST}
-                s, _ = timed_get(client, v2, probe, s_on, acc)
-                tok["v2_first_s"].append(s)
-                tok["v2_repeat_s"].append(median(
-                    [timed_get(client, v2, probe, s_on, acc)[0] for _ in range(TOKEN_SEQ)]))
-                print(f"  token #{i} first {tok['token_first_s'][-1] * 1e3:6.1f} ms, repeated "
-                      f"{tok['token_repeat_s'][-1] * 1e3:6.1f} ms, with PAT "
-                      f"{tok['token_pat_s'][-1] * 1e3:5.1f} ms; /v2 first "
-                      f"{tok['v2_first_s'][-1] * 1e3:6.1f} ms, cached "
-                      f"{tok['v2_repeat_s'][-1] * 1e3:5.1f} ms")
-
-            # Token endpoint throughput (once; both credentials).
-            token_url = f"{on.url}/auth/token?service=assay&scope={scope}"
-            wrk_tok = {}
-            for key, auth in (("password", basic(USER, PASSWORD)), ("pat", basic(USER, pat))):
-                wrk_tok[key] = run_wrk(s_on, token_url, wrk_s, auth, conns=4, accept=None)
-                print(f"  /auth/token under wrk -c4, Basic {key:8s} "
-                      f"{wrk_tok[key]['rps']:8.1f} req/s  latency {wrk_tok[key]['latency']}")
-
+                measure_gets(client, setup, manifests, i, wrk_s, m)
+                measure_push(client, setup, blob, i, m)
+                measure_tokens(client, setup, i, m)
+            measure_token_wrk(setup, wrk_s, m)
         facts["loadavg_after"] = os.getloadavg()
 
-        # ---- report
-        figs: dict = {}
-        off_rps = samples["off"]
-        for v in VARIANTS:
-            f = {"label": VARIANT_LABELS[v], "rps_median": median(samples[v]),
-                 "rps_samples": [round(x, 1) for x in samples[v]], "latency": lat[v],
-                 "cpu_us_per_request_median": median(cpu[v]),
-                 "cpu_us_per_request_samples": [round(x, 1) for x in cpu[v]]}
-            if v != "off":
-                f["ratio_of_medians"] = f["rps_median"] / median(off_rps)
-                f["median_paired_ratio"] = median(
-                    [a / b for a, b in zip(samples[v], off_rps, strict=True)])
-                f["cpu_us_extra_median_paired"] = median(
-                    [a - b for a, b in zip(cpu[v], cpu["off"], strict=True)])
-            figs[f"manifest_get_{v}"] = f
-        mbps = {k: [size / s / MB for s in v] for k, v in push.items()}
-        figs["push_chunked"] = {
-            "label": f"push chunked, {size // MiB} MiB in {chunk // MiB} MiB PATCHes",
-            "off_mbps": median(mbps["off"]), "on_mbps": median(mbps["on"]),
-            "off_samples_s": [round(x, 4) for x in push["off"]],
-            "on_samples_s": [round(x, 4) for x in push["on"]],
-            "ratio_of_medians": median(mbps["on"]) / median(mbps["off"]),
-            "median_paired_ratio": median([a / b for a, b in zip(mbps["on"], mbps["off"],
-                                                                 strict=True)])}
-        figs["token"] = {k: {"median_ms": median(v) * 1e3,
-                             "samples_ms": [round(x * 1e3, 2) for x in v]}
-                         for k, v in tok.items()}
-        figs["token_wrk"] = {k: {"rps": w["rps"], "latency": w["latency"], "raw": w["raw"]}
-                             for k, w in wrk_tok.items()}
-        results["figures"] = figs
-
-        print("\n| figure | auth off | auth on | on / off (ratio of medians) "
-              "| on / off (median paired) | server CPU per request, off -> on |")
-        print("|---|---:|---:|---:|---:|---:|")
-        cpu_off = median(cpu["off"])
-        for v in VARIANTS[1:]:
-            f = figs[f"manifest_get_{v}"]
-            print(f"| manifest GET by tag, 32 conns, {f['label']} | "
-                  f"{median(off_rps):,.0f} req/s | {f['rps_median']:,.0f} req/s | "
-                  f"{f['ratio_of_medians']:.3f} | {f['median_paired_ratio']:.3f} | "
-                  f"{cpu_off:.0f} -> {f['cpu_us_per_request_median']:.0f} us "
-                  f"(paired +{f['cpu_us_extra_median_paired']:.0f}) |")
-        f = figs["push_chunked"]
-        print(f"| {f['label']}, Basic password | {f['off_mbps']:,.0f} MB/s | "
-              f"{f['on_mbps']:,.0f} MB/s | {f['ratio_of_medians']:.3f} | "
-              f"{f['median_paired_ratio']:.3f} | |")
-        t = figs["token"]
-        print("\n| auth on: latency | median |")
-        print("|---|---:|")
-        for key, label in (
-                ("token_first_s", "GET /auth/token, Basic password, a user's first request"),
-                ("token_repeat_s", f"GET /auth/token, Basic password, the next {TOKEN_SEQ}"),
-                ("token_pat_s", "GET /auth/token, Basic user:<personal access token>"),
-                ("v2_first_s", "manifest GET, Basic password, first (argon2, cache miss)"),
-                ("v2_repeat_s", f"manifest GET, Basic password, the next {TOKEN_SEQ} "
-                                "(cached)")):
-            print(f"| {label} | {t[key]['median_ms']:.1f} ms |")
-        for key, w in wrk_tok.items():
-            who = "password" if key == "password" else "user:<personal access token>"
-            print(f"| GET /auth/token under wrk -t1 -c4 -d{wrk_s}s, Basic {who} | "
-                  f"p50 {w['latency'].get('p50', '?')} ({w['rps']:,.1f} req/s) |")
-        print()
-        for n in NOTES:
-            print(f"- {n}")
-        print(f"- load average before {facts['loadavg_before']}, "
-              f"after {facts['loadavg_after']}")
-
-        write_results("auth_overhead", results, "quick" if args.quick else "")
+        results["figures"] = figs = figures(m, size, chunk)
+        print_report(figs, m, facts, wrk_s)
+        common.write_results("auth_overhead", results, "quick" if args.quick else "")
         return 0
     finally:
-        stop_all(s.stop for s in servers)
+        common.stop_all(s.stop for s in servers)
         shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    run(main)
+    common.run(main)

@@ -36,8 +36,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.registry_vs_distribution import BenchError, machine_facts
-from bench.runner import run, stop_all, write_results
+from bench.common import BenchError, machine_facts, run, stop_all, write_results
 from tests.support.processes import free_port, wait_for_http
 
 MODES = ("httptools", "capped", "h11")

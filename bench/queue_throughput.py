@@ -38,29 +38,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from bench.registry_vs_distribution import (  # noqa: E402
-    BenchError,
-    machine_facts,
-    median,
-    pick_workdir,
-    sh,
-)
-from registry.db import Database, migrate  # noqa: E402
-from registry.db.queue import JobQueue, new_worker_id  # noqa: E402
-from tests.support.postgres import (  # noqa: E402
+from bench.common import REPO_ROOT, RESULTS_DIR, BenchError, machine_facts, median, pick_workdir, sh
+from registry.db import Database, migrate
+from registry.db.queue import JobQueue, new_worker_id
+from tests.support.postgres import (
     PG_BINDIR,
     PostgresServer,
     _as_postgres,
     _run,
     _stop,
 )
-from tests.support.processes import free_port  # noqa: E402
+from tests.support.processes import free_port
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 RUN_TIMEOUT = 300.0  # seconds for one drain; the run fails beyond it
 NOTES = [
     "Jobs are trivial (claim, then complete with a tiny result): this measures the queue's "

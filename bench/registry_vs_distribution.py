@@ -23,44 +23,39 @@ when both reach it. Results are printed as a Markdown table and written to
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import hashlib
 import json
 import os
-import platform
 import re
 import shutil
-import statistics
 import subprocess
-import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+import httpx
 
-import httpx  # noqa: E402
-
-from bench.runner import BenchError, run, stop_all, write_results  # noqa: E402
-from tests.support.processes import (  # noqa: E402
+from bench import common
+from bench.common import (
+    BlobFile,
+    describe,
+    header,
+    machine_facts,
+    median,
+    pick_workdir,
+    sh,
+    with_query,
+)
+from tests.support.processes import (
     ServerProcess,
     start_assay,
     start_distribution,
 )
 
-MiB = 1024 * 1024
-MB = 1000 * 1000
-PIECE = 16 * MiB
 REPEATS = 5
 PULL_REPEATS = 9
 STORAGE_REPOS = 10
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
 NOTES = [
     "Each repetition pushes new content (the first 16 bytes of the file are restamped), "
     "so neither registry can skip work because the blob already exists; every push goes "
@@ -78,135 +73,9 @@ NOTES = [
 # ----------------------------------------------------------------------------- helpers
 
 
-def sh(cmd: list[str]) -> str:
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, check=False).stdout.strip()
-    except OSError:
-        return ""
-
-
-def machine_facts() -> dict:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_kib = 0
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem_kib = int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return {
-        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "nproc": sh(["nproc"]),
-        "cpu_model": cpu,
-        "mem_total_mib": mem_kib // 1024,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "curl": sh(["curl", "--version"]).splitlines()[0] if shutil.which("curl") else "",
-        "wrk": (sh(["wrk", "-v"]) or "").splitlines()[0] if shutil.which("wrk") else "",
-        "distribution": sh(["docker-registry", "--version"]),
-        "assay_git": sh(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"])
-        or "(no commit)",
-    }
-
-
-def pick_workdir() -> Path:
-    """A temp dir on the repository's own filesystem, never tmpfs."""
-    repo_dev = os.stat(REPO_ROOT).st_dev
-    for base in (Path("/var/tmp"), REPO_ROOT.parent):
-        if not base.is_dir() or os.stat(base).st_dev != repo_dev:
-            continue
-        fstype = sh(["df", "--output=fstype", str(base)]).splitlines()[-1:]
-        if fstype and fstype[0].strip() in ("tmpfs", "ramfs"):
-            continue
-        return Path(tempfile.mkdtemp(prefix="assay-bench-", dir=base))
-    raise BenchError(f"no non-tmpfs temp location on the filesystem of {REPO_ROOT}")
-
-
-def with_query(url: str, **params: str) -> str:
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
-def header(headers_text: str, name: str) -> str | None:
-    """Last value of ``name`` in a curl ``-D`` dump (the final response wins)."""
-    value = None
-    for line in headers_text.splitlines():
-        key, sep, rest = line.partition(":")
-        if sep and key.strip().lower() == name.lower():
-            value = rest.strip()
-    return value
-
-
 def du_bytes(path: Path) -> int:
     out = sh(["du", "-sb", "--exclude=*.log", "--exclude=config.yml", str(path)])
     return int(out.split()[0])
-
-
-def median(xs: list[float]) -> float:
-    return statistics.median(xs)
-
-
-# ----------------------------------------------------------------------------- blob file
-
-
-class BlobFile:
-    """The random payload (and its chunk files), restamped to new content on demand."""
-
-    def __init__(self, path: Path, size: int, chunk_size: int):
-        self.path = path
-        self.size = size
-        self.chunk_size = chunk_size
-        self.chunks: list[tuple[Path, int, int]] = []  # (file, start, end inclusive)
-        self.digest = ""
-        self.stamp = 0
-
-    def generate(self) -> None:
-        with open(self.path, "wb") as f:
-            left = self.size
-            while left:
-                n = min(PIECE, left)
-                f.write(os.urandom(n))
-                left -= n
-        start, i = 0, 0
-        while start < self.size:
-            end = min(start + self.chunk_size, self.size) - 1
-            cpath = self.path.with_name(f"{self.path.name}.chunk{i:03d}")
-            self.chunks.append((cpath, start, end))
-            start, i = end + 1, i + 1
-        with open(self.path, "rb") as src:
-            for cpath, start, end in self.chunks:
-                src.seek(start)
-                with open(cpath, "wb") as dst:
-                    left = end - start + 1
-                    while left:
-                        buf = src.read(min(PIECE, left))
-                        dst.write(buf)
-                        left -= len(buf)
-        self.restamp()
-
-    def restamp(self) -> str:
-        """Give the file (and chunk 0) new content; return the new digest."""
-        self.stamp += 1
-        mark = f"assay-bench-{self.stamp:04d}".encode()[:16].ljust(16, b"\0")
-        mark = mark[: min(16, self.size)]
-        with open(self.path, "r+b") as f:
-            f.write(mark)
-        with open(self.chunks[0][0], "r+b") as f:
-            f.write(mark)
-        h = hashlib.sha256()
-        with open(self.path, "rb") as f:
-            while buf := f.read(PIECE):
-                h.update(buf)
-        self.digest = f"sha256:{h.hexdigest()}"
-        return self.digest
 
 
 # ----------------------------------------------------------------------------- registry client
@@ -222,9 +91,9 @@ class Target:
     def base(self) -> str:
         return self.server.url
 
-    def fail(self, what: str, detail: str) -> BenchError:
+    def fail(self, what: str, detail: str) -> common.BenchError:
         log = self.server.log()[-3000:]
-        return BenchError(f"[{self.name}] {what}\n{detail}\n--- server log tail ---\n{log}")
+        return common.BenchError(f"[{self.name}] {what}\n{detail}\n--- server log tail ---\n{log}")
 
     # -- small requests via httpx
 
@@ -324,32 +193,22 @@ class Target:
         with client.stream("GET", url, follow_redirects=True) as r:
             if r.status_code != 200:
                 raise self.fail("verify GET", describe(r))
-            for buf in r.iter_bytes(PIECE):
+            for buf in r.iter_bytes(common.PIECE):
                 h.update(buf)
         if f"sha256:{h.hexdigest()}" != digest:
             raise self.fail("verify GET", f"GET {url}: body hashes to sha256:{h.hexdigest()}")
-
-
-def describe(r: httpx.Response) -> str:
-    req = r.request
-    heads = "\n".join(f"{k}: {v}" for k, v in r.headers.items())
-    try:
-        body = r.text[:2000]
-    except httpx.ResponseNotRead:
-        body = "(streamed)"
-    return f"{req.method} {req.url} -> {r.status_code}\n{heads}\n\n{body}"
 
 
 # ----------------------------------------------------------------------------- figures
 
 
 def mbps(size: int, seconds: float) -> float:
-    return size / seconds / MB
+    return size / seconds / common.MB
 
 
 def run_wrk(target: Target, url: str, seconds: int) -> dict:
-    cmd = ["wrk", "-t1", "-c32", f"-d{seconds}s", "--latency", "-H", f"Accept: {OCI_MANIFEST}",
-           url]
+    cmd = ["wrk", "-t1", "-c32", f"-d{seconds}s", "--latency",
+           "-H", f"Accept: {common.OCI_MANIFEST}", url]
     p = subprocess.run(cmd, capture_output=True, text=True, check=False,
                        timeout=seconds + 60)
     out = p.stdout + p.stderr
@@ -372,7 +231,7 @@ def fmt(value: float, unit: str) -> str:
     return f"{value:,.0f} {unit}" if value >= 100 else f"{value:,.1f} {unit}"
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--size-mib", type=int, default=None, help="blob size (default 1024)")
     ap.add_argument("--chunk-mb", type=int, default=None,
@@ -384,11 +243,176 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--self-test", action="store_true",
                     help="run a second Distribution in assay's place (harness check, noise floor)")
     args = ap.parse_args(argv)
-    size = (args.size_mib or (64 if args.quick else 1024)) * MiB
-    chunk = (args.chunk_mb or (16 if args.quick else 100)) * MB
-    wrk_s = args.wrk_seconds or (3 if args.quick else 10)
-    repeats = args.repeats
-    pull_repeats = max(repeats, PULL_REPEATS)
+    args.size = (args.size_mib or (64 if args.quick else 1024)) * common.MiB
+    args.chunk = (args.chunk_mb or (16 if args.quick else 100)) * common.MB
+    args.wrk_s = args.wrk_seconds or (3 if args.quick else 10)
+    args.pull_repeats = max(args.repeats, PULL_REPEATS)
+    return args
+
+
+def start_subject(path: Path, self_test: bool) -> ServerProcess:
+    """The server measured against Distribution: assay, or a second Distribution."""
+    if self_test:
+        return start_distribution(path)
+    return start_assay(path, env={"ASSAY_LOG_LEVEL": "warning"})
+
+
+def measure_pushes(client: httpx.Client, targets: list[Target], blob: BlobFile, repeats: int,
+                   samples: dict) -> list[tuple[str, str]]:
+    """1. monolithic push, 2. chunked push; returns the (repo, digest) present on both."""
+    pushed: list[tuple[str, str]] = []
+    for key, label, push in (("push_mono", "push mono  ", Target.push_monolithic),
+                             ("push_chunked", "push chunks", Target.push_chunked)):
+        for i in range(repeats):
+            digest = blob.restamp()
+            repo = f"bench/{key}-{i}"
+            for t in targets if i % 2 == 0 else targets[::-1]:
+                os.sync()  # untimed: no writeback left over from the previous step
+                s = push(t, client, repo, blob)
+                samples[t.name][key].append(s)
+                print(f"  {label} #{i} {t.name:12s} {s:7.2f}s "
+                      f"{mbps(blob.size, s):8.1f} MB/s")
+            pushed.append((repo, digest))
+    return pushed
+
+
+def measure_pulls(client: httpx.Client, targets: list[Target], pushed: list[tuple[str, str]],
+                  pull_repeats: int, size: int, samples: dict) -> dict:
+    """3. pull (each repetition a different blob; each verified once, untimed); returns
+    each target's first response."""
+    pull_meta = {}
+    for t in targets:
+        repo, digest = pushed[-1]
+        t.verify_pull(client, repo, digest)
+    for i in range(pull_repeats):
+        repo, digest = pushed[i % len(pushed)]
+        for t in targets if i % 2 == 0 else targets[::-1]:
+            os.sync()  # untimed: no writeback left over from the previous step
+            s, meta = t.pull(repo, digest, size)
+            pull_meta[t.name] = meta
+            samples[t.name]["pull"].append(s)
+            print(f"  pull        #{i} {t.name:12s} {s:7.2f}s {mbps(size, s):8.1f} MB/s"
+                  f"  ({meta['first_status_line']}, redirects {meta['redirects']},"
+                  f" Location {'yes' if meta['location'] else 'no'})")
+    return pull_meta
+
+
+def measure_manifest_get(client: httpx.Client, targets: list[Target], wrk_s: int) -> dict:
+    """4. manifest GET by tag under wrk."""
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+    layer = os.urandom(4096)
+    wrk_res = {}
+    for t in targets:
+        repo = "bench/manifest"
+        cd = t.put_small_blob(client, repo, config)
+        ld = t.put_small_blob(client, repo, layer)
+        manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": common.OCI_MANIFEST,
+            "config": {"mediaType": common.OCI_CONFIG, "digest": cd, "size": len(config)},
+            "layers": [{"mediaType": common.OCI_LAYER, "digest": ld, "size": len(layer)}],
+        }, separators=(",", ":")).encode()
+        mdigest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+        url = f"{t.base}/v2/{repo}/manifests/latest"
+        r = client.put(url, content=manifest, headers={"Content-Type": common.OCI_MANIFEST})
+        if r.status_code != 201:
+            raise t.fail("manifest PUT", describe(r))
+        r = client.get(url, headers={"Accept": common.OCI_MANIFEST})
+        if (r.status_code != 200 or r.content != manifest
+                or r.headers.get("docker-content-digest") != mdigest):
+            raise t.fail("manifest GET check", describe(r))
+        os.sync()
+        wrk_res[t.name] = run_wrk(t, url, wrk_s)
+        print(f"  manifest GET {t.name:12s} {wrk_res[t.name]['rps']:8.0f} req/s "
+              f"({wrk_res[t.name]['requests']} requests, "
+              f"latency {wrk_res[t.name]['latency']})")
+    return wrk_res
+
+
+def measure_storage(work: Path, blob: BlobFile, self_test: bool,
+                    servers: list[ServerProcess]) -> dict:
+    """5. storage: a fresh pair, the same blob pushed to 10 repositories; returns the
+    bytes each stored. The servers are appended to ``servers`` (and stopped here)."""
+    blob.restamp()
+    a2 = start_subject(work / "assay-storage", self_test)
+    servers.append(a2)
+    d2 = start_distribution(work / "distribution-storage")
+    servers.append(d2)
+    stores = {"assay": (Target("assay", a2, work), work / "assay-storage"),
+              "distribution": (Target("distribution", d2, work),
+                               work / "distribution-storage" / "data")}
+    if self_test:
+        stores["assay"] = (stores["assay"][0], work / "assay-storage" / "data")
+    disk = {}
+    with httpx.Client(timeout=600) as client:
+        for name, (t, path) in stores.items():
+            for i in range(STORAGE_REPOS):
+                t.push_monolithic(client, f"bench/store-{i}", blob)
+            for i in range(STORAGE_REPOS):  # every repository can read it back
+                r = client.head(f"{t.base}/v2/bench/store-{i}/blobs/{blob.digest}")
+                if r.status_code != 200:
+                    raise t.fail("HEAD after storage push", describe(r))
+            disk[name] = du_bytes(path)
+            print(f"  storage     {name:12s} {disk[name] / common.MiB:10.1f} MiB after "
+                  f"{STORAGE_REPOS} pushes of {blob.size // common.MiB} MiB")
+    for s in servers:
+        s.stop()
+    servers.clear()
+    return disk
+
+
+def figures(samples: dict, wrk_res: dict, disk: dict, size: int, figs: dict) -> None:
+    """Fill ``figs`` with the medians (MB/s, req/s, MiB) and the paired ratios."""
+    for key, label in (("push_mono", "push monolithic"), ("push_chunked", "push chunked"),
+                       ("pull", "pull")):
+        figs[key] = {n: mbps(size, median(samples[n][key])) for n in samples}
+        # Both registries ran back to back in each repetition: time(d) / time(a).
+        figs[key]["paired_ratio"] = median(
+            [td / ta for ta, td in zip(samples["assay"][key],
+                                       samples["distribution"][key], strict=True)])
+        figs[key]["unit"] = "MB/s"
+        figs[key]["label"] = label
+    figs["manifest_get"] = {n: wrk_res[n]["rps"] for n in wrk_res}
+    figs["manifest_get"].update(unit="req/s", label="manifest GET by tag, 32 conns")
+    figs["disk"] = {n: disk[n] / common.MiB for n in disk}
+    figs["disk"].update(unit="MiB", label=f"disk after {STORAGE_REPOS} repos x 1 blob")
+
+
+def print_table(figs: dict, size: int) -> None:
+    """Print the Markdown table, adding each figure's ratio, target and verdict to it."""
+    targets_spec = {"push_mono": ("ratio", 2.0, ">= 2x"),
+                    "push_chunked": ("ratio", 2.0, ">= 2x"),
+                    "pull": ("ratio", 1.0, ">= 1x"),
+                    "manifest_get": ("ratio", 2.0, ">= 2x"),
+                    "disk": ("copies", 1.1, "one copy stored")}
+    blob_mib = size / common.MiB
+    print("\n| figure | assay | distribution | ratio | paired ratio | target |")
+    print("|---|---:|---:|---:|---:|---|")
+    for key, f in figs.items():
+        ratio = f["assay"] / f["distribution"] if f["distribution"] else float("inf")
+        f["ratio"] = ratio
+        kind, bound, text = targets_spec[key]
+        paired = f.get("paired_ratio")
+        if kind == "ratio":
+            met = ratio >= bound and (paired is None or paired >= bound)
+        else:
+            f["assay_copies"] = f["assay"] / blob_mib
+            met = f["assay"] <= bound * blob_mib
+            text += f" ({f['assay_copies']:.2f} copies)"
+        f["target"], f["met"] = text, met
+        print(f"| {f['label']} | {fmt(f['assay'], f['unit'])} | "
+              f"{fmt(f['distribution'], f['unit'])} | {ratio:.2f}x | "
+              f"{'' if paired is None else f'{paired:.2f}x'} | "
+              f"{text} {'met' if met else '**MISSED**'} |")
+    print()
+    for n in NOTES:
+        print(f"- {n}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    size, chunk, wrk_s = args.size, args.chunk, args.wrk_s
+    repeats, pull_repeats = args.repeats, args.pull_repeats
 
     facts = machine_facts()
     print("# assay vs CNCF Distribution\n")
@@ -402,21 +426,15 @@ def main(argv: list[str] | None = None) -> int:
     df_line = sh(["df", "-hT", str(work)]).splitlines()[-1]
     print(f"- workdir: {work} ({df_line})")
     free = shutil.disk_usage(work).free
-    need = size * (2 + 2 * 2 * repeats + 2 * STORAGE_REPOS) + 2 * 1024 * MiB
+    need = size * (2 + 2 * 2 * repeats + 2 * STORAGE_REPOS) + 2 * 1024 * common.MiB
     if free < need:
-        raise SystemExit(f"need ~{need // MiB} MiB free in {work}, have {free // MiB} MiB")
-    print(f"- blob: {size // MiB} MiB, PATCH chunks of {chunk // MB} MB "
+        raise SystemExit(f"need ~{need // common.MiB} MiB free in {work}, "
+                         f"have {free // common.MiB} MiB")
+    print(f"- blob: {size // common.MiB} MiB, PATCH chunks of {chunk // common.MB} MB "
           f"({-(-size // chunk)} chunks), {repeats} push / {pull_repeats} pull repetitions "
           f"(median), wrk {wrk_s}s\n")
 
     servers: list[ServerProcess] = []
-    assay_env = {"ASSAY_LOG_LEVEL": "warning"}
-
-    def start_subject(path: Path) -> ServerProcess:
-        if args.self_test:
-            return start_distribution(path)
-        return start_assay(path, env=assay_env)
-
     results: dict = {"machine": facts, "workdir": str(work), "df": df_line,
                      "blob_bytes": size, "chunk_bytes": chunk, "repeats": repeats,
                      "pull_repeats": pull_repeats,
@@ -427,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
         blob.generate()
         print(f"generated payload + chunk files in {time.perf_counter() - t0:.1f}s")
 
-        a = start_subject(work / "assay")
+        a = start_subject(work / "assay", args.self_test)
         servers.append(a)
         d = start_distribution(work / "distribution")
         servers.append(d)
@@ -435,155 +453,32 @@ def main(argv: list[str] | None = None) -> int:
         print(f"assay pid {a.pid} at {a.url}; distribution pid {d.pid} at {d.url}\n")
         samples: dict = {t.name: {"push_mono": [], "push_chunked": [], "pull": []}
                          for t in targets}
-        pushed: list[tuple[str, str]] = []  # (repo, digest) present on both
-
         with httpx.Client(timeout=600) as client:
-            # 1. monolithic push, 2. chunked push
-            for key, label, push in (("push_mono", "push mono  ", Target.push_monolithic),
-                                     ("push_chunked", "push chunks", Target.push_chunked)):
-                for i in range(repeats):
-                    digest = blob.restamp()
-                    repo = f"bench/{key}-{i}"
-                    for t in targets if i % 2 == 0 else targets[::-1]:
-                        os.sync()  # untimed: no writeback left over from the previous step
-                        s = push(t, client, repo, blob)
-                        samples[t.name][key].append(s)
-                        print(f"  {label} #{i} {t.name:12s} {s:7.2f}s "
-                              f"{mbps(size, s):8.1f} MB/s")
-                    pushed.append((repo, digest))
-            # 3. pull (each repetition a different blob; each verified once, untimed)
-            pull_meta = {}
-            for t in targets:
-                repo, digest = pushed[-1]
-                t.verify_pull(client, repo, digest)
-            for i in range(pull_repeats):
-                repo, digest = pushed[i % len(pushed)]
-                for t in targets if i % 2 == 0 else targets[::-1]:
-                    os.sync()  # untimed: no writeback left over from the previous step
-                    s, meta = t.pull(repo, digest, size)
-                    pull_meta[t.name] = meta
-                    samples[t.name]["pull"].append(s)
-                    print(f"  pull        #{i} {t.name:12s} {s:7.2f}s {mbps(size, s):8.1f} MB/s"
-                          f"  ({meta['first_status_line']}, redirects {meta['redirects']},"
-                          f" Location {'yes' if meta['location'] else 'no'})")
-            results["pull_first_response"] = pull_meta
-
-            # 4. manifest GET by tag under wrk
-            config = json.dumps({"architecture": "amd64", "os": "linux",
-                                 "rootfs": {"type": "layers", "diff_ids": []}}).encode()
-            layer = os.urandom(4096)
-            wrk_res = {}
-            for t in targets:
-                repo = "bench/manifest"
-                cd = t.put_small_blob(client, repo, config)
-                ld = t.put_small_blob(client, repo, layer)
-                manifest = json.dumps({
-                    "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                    "config": {"mediaType": OCI_CONFIG, "digest": cd, "size": len(config)},
-                    "layers": [{"mediaType": OCI_LAYER, "digest": ld, "size": len(layer)}],
-                }, separators=(",", ":")).encode()
-                mdigest = "sha256:" + hashlib.sha256(manifest).hexdigest()
-                url = f"{t.base}/v2/{repo}/manifests/latest"
-                r = client.put(url, content=manifest, headers={"Content-Type": OCI_MANIFEST})
-                if r.status_code != 201:
-                    raise t.fail("manifest PUT", describe(r))
-                r = client.get(url, headers={"Accept": OCI_MANIFEST})
-                if (r.status_code != 200 or r.content != manifest
-                        or r.headers.get("docker-content-digest") != mdigest):
-                    raise t.fail("manifest GET check", describe(r))
-                os.sync()
-                wrk_res[t.name] = run_wrk(t, url, wrk_s)
-                print(f"  manifest GET {t.name:12s} {wrk_res[t.name]['rps']:8.0f} req/s "
-                      f"({wrk_res[t.name]['requests']} requests, "
-                      f"latency {wrk_res[t.name]['latency']})")
+            pushed = measure_pushes(client, targets, blob, repeats, samples)
+            results["pull_first_response"] = measure_pulls(client, targets, pushed,
+                                                           pull_repeats, size, samples)
+            wrk_res = measure_manifest_get(client, targets, wrk_s)
 
         for s in servers:
             s.stop()
         servers.clear()
         for t in targets:
             shutil.rmtree(work / t.name, ignore_errors=True)
+        disk = measure_storage(work, blob, args.self_test, servers)
 
-        # 5. storage: a fresh pair, the same blob pushed to 10 repositories
-        blob.restamp()
-        a2 = start_subject(work / "assay-storage")
-        servers.append(a2)
-        d2 = start_distribution(work / "distribution-storage")
-        servers.append(d2)
-        stores = {"assay": (Target("assay", a2, work), work / "assay-storage"),
-                  "distribution": (Target("distribution", d2, work),
-                                   work / "distribution-storage" / "data")}
-        if args.self_test:
-            stores["assay"] = (stores["assay"][0], work / "assay-storage" / "data")
-        disk = {}
-        with httpx.Client(timeout=600) as client:
-            for name, (t, path) in stores.items():
-                for i in range(STORAGE_REPOS):
-                    t.push_monolithic(client, f"bench/store-{i}", blob)
-                for i in range(STORAGE_REPOS):  # every repository can read it back
-                    r = client.head(f"{t.base}/v2/bench/store-{i}/blobs/{blob.digest}")
-                    if r.status_code != 200:
-                        raise t.fail("HEAD after storage push", describe(r))
-                disk[name] = du_bytes(path)
-                print(f"  storage     {name:12s} {disk[name] / MiB:10.1f} MiB after "
-                      f"{STORAGE_REPOS} pushes of {size // MiB} MiB")
-        for s in servers:
-            s.stop()
-        servers.clear()
-
-        # ---- report
         for name, d_ in samples.items():
             results["samples"][name] = {k: [round(x, 4) for x in v] for k, v in d_.items()}
-        figs = results["figures"]
-        for key, label in (("push_mono", "push monolithic"), ("push_chunked", "push chunked"),
-                           ("pull", "pull")):
-            figs[key] = {n: mbps(size, median(samples[n][key])) for n in samples}
-            # Both registries ran back to back in each repetition: time(d) / time(a).
-            figs[key]["paired_ratio"] = median(
-                [td / ta for ta, td in zip(samples["assay"][key],
-                                           samples["distribution"][key], strict=True)])
-            figs[key]["unit"] = "MB/s"
-            figs[key]["label"] = label
-        figs["manifest_get"] = {n: wrk_res[n]["rps"] for n in wrk_res}
-        figs["manifest_get"].update(unit="req/s", label="manifest GET by tag, 32 conns")
-        figs["disk"] = {n: disk[n] / MiB for n in disk}
-        figs["disk"].update(unit="MiB", label=f"disk after {STORAGE_REPOS} repos x 1 blob")
+        figures(samples, wrk_res, disk, size, results["figures"])
         results["wrk"] = {n: {k: v for k, v in w.items()} for n, w in wrk_res.items()}
+        print_table(results["figures"], size)
 
-        targets_spec = {"push_mono": ("ratio", 2.0, ">= 2x"),
-                        "push_chunked": ("ratio", 2.0, ">= 2x"),
-                        "pull": ("ratio", 1.0, ">= 1x"),
-                        "manifest_get": ("ratio", 2.0, ">= 2x"),
-                        "disk": ("copies", 1.1, "one copy stored")}
-        blob_mib = size / MiB
-        print("\n| figure | assay | distribution | ratio | paired ratio | target |")
-        print("|---|---:|---:|---:|---:|---|")
-        for key, f in figs.items():
-            ratio = f["assay"] / f["distribution"] if f["distribution"] else float("inf")
-            f["ratio"] = ratio
-            kind, bound, text = targets_spec[key]
-            paired = f.get("paired_ratio")
-            if kind == "ratio":
-                met = ratio >= bound and (paired is None or paired >= bound)
-            else:
-                f["assay_copies"] = f["assay"] / blob_mib
-                met = f["assay"] <= bound * blob_mib
-                text += f" ({f['assay_copies']:.2f} copies)"
-            f["target"], f["met"] = text, met
-            print(f"| {f['label']} | {fmt(f['assay'], f['unit'])} | "
-                  f"{fmt(f['distribution'], f['unit'])} | {ratio:.2f}x | "
-                  f"{'' if paired is None else f'{paired:.2f}x'} | "
-                  f"{text} {'met' if met else '**MISSED**'} |")
-        print()
-        for n in NOTES:
-            print(f"- {n}")
-
-        write_results("registry_vs_distribution", results, "quick" if args.quick else "",
-                      "selftest" if args.self_test else "")
+        common.write_results("registry_vs_distribution", results, "quick" if args.quick else "",
+                             "selftest" if args.self_test else "")
         return 0
     finally:
-        stop_all(s.stop for s in servers)
+        common.stop_all(s.stop for s in servers)
         shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    run(main)
+    common.run(main)

@@ -33,42 +33,34 @@ import hashlib
 import json
 import os
 import re
-import resource
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+import httpx
 
-import httpx  # noqa: E402
-
-from bench.registry_vs_distribution import (  # noqa: E402
-    MB,
-    OCI_CONFIG,
-    OCI_LAYER,
-    OCI_MANIFEST,
-    BenchError,
+from bench import common
+from bench.common import (
     BlobFile,
-    MiB,
+    CpuMeter,
+    describe,
     header,
     machine_facts,
     median,
     pick_workdir,
+    postmaster_pid,
     sh,
+    tree_pids,
     with_query,
 )
-from bench.runner import run, stop_all, write_results  # noqa: E402
-from tests.support.postgres import PostgresServer, start_postgres  # noqa: E402
-from tests.support.processes import ServerProcess  # noqa: E402
-from tests.support.s3 import S3Server, start_s3  # noqa: E402
-from tests.support.topology import Topology, start_topology  # noqa: E402
+from tests.support.postgres import PostgresServer, start_postgres
+from tests.support.processes import ServerProcess
+from tests.support.s3 import S3Server, start_s3
+from tests.support.topology import Topology, start_topology
 
 CONFIGS = (1, 2)  # replicas taking requests
 MANIFEST_REPO = "bench/manifest"
@@ -85,93 +77,6 @@ def machine_note() -> str:
             "assay. On a real deployment each replica gets its own cores.")
 
 
-# ------------------------------------------------------------------------- CPU accounting
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (all its threads) so far; 0 once it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def tree_pids(pid: int) -> list[int]:
-    """``pid`` and its live descendants (for PostgreSQL: the postmaster and its backends)."""
-    parents: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            parents.setdefault(ppid, []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        found.append(p)
-        todo.extend(parents.get(p, []))
-    return found
-
-
-def machine_busy() -> tuple[float, float]:
-    """(busy, total) jiffies of all CPUs from /proc/stat (idle and iowait are not busy)."""
-    values = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    total = sum(values[:8])  # guest time is already in user
-    return total - values[3] - values[4], total
-
-
-def postmaster_pid(pg: PostgresServer) -> int | None:
-    try:
-        return int((pg.datadir / "postmaster.pid").read_text().split("\n", 1)[0])
-    except (OSError, ValueError):
-        return None
-
-
-class CpuMeter:
-    """CPU seconds spent by each component of the deployment between ``start`` and ``stop``.
-
-    PostgreSQL backends that exit in between are not counted (the replicas keep pooled
-    connections, so few do); load generators (curl, wrk) are this process's waited-for
-    children (``RUSAGE_CHILDREN``), this script itself is ``RUSAGE_SELF``."""
-
-    def __init__(self, components: dict[str, list[int] | callable]):
-        self.components = components  # name -> pids, or a function returning pids
-
-    def _pids(self, name: str) -> list[int]:
-        c = self.components[name]
-        return c() if callable(c) else c
-
-    def sample(self) -> dict:
-        snap: dict = {}
-        for name in self.components:
-            snap[name] = {pid: cpu_seconds(pid) for pid in self._pids(name)}
-        ch = resource.getrusage(resource.RUSAGE_CHILDREN)
-        me = resource.getrusage(resource.RUSAGE_SELF)
-        snap["_children"] = ch.ru_utime + ch.ru_stime
-        snap["_self"] = me.ru_utime + me.ru_stime
-        snap["_machine"] = machine_busy()
-        snap["_t"] = time.perf_counter()
-        return snap
-
-    @staticmethod
-    def delta(a: dict, b: dict) -> dict:
-        out: dict = {}
-        for name, pids in b.items():
-            if name.startswith("_"):
-                continue
-            # a pid present at the end but not at the start started in between: all counts
-            out[name] = round(sum(v - a[name].get(pid, 0.0) for pid, v in pids.items()), 3)
-        out["load generators (curl, wrk)"] = round(b["_children"] - a["_children"], 3)
-        out["bench script"] = round(b["_self"] - a["_self"], 3)
-        wall = b["_t"] - a["_t"]
-        busy = (b["_machine"][0] - a["_machine"][0]) / max(1, b["_machine"][1] - a["_machine"][1])
-        out["wall_s"] = round(wall, 3)
-        out["machine_busy_pct"] = round(100 * busy, 1)
-        return out
-
-
 # ------------------------------------------------------------------------------ load
 
 
@@ -184,11 +89,6 @@ class Transfer:
     nbytes: int
 
 
-def describe(r: httpx.Response) -> str:
-    heads = "\n".join(f"{k}: {v}" for k, v in r.headers.items())
-    return f"{r.request.method} {r.request.url} -> {r.status_code}\n{heads}\n\n{r.text[:2000]}"
-
-
 class Bench:
     def __init__(self, topo: Topology, work: Path, pull_rounds: int = 1):
         self.topo = topo
@@ -199,9 +99,9 @@ class Bench:
     def replicas(self) -> list[ServerProcess]:
         return self.topo.registries
 
-    def fail(self, what: str, detail: str) -> BenchError:
+    def fail(self, what: str, detail: str) -> common.BenchError:
         logs = "\n".join(f"--- {name} ---\n{text[-2000:]}" for name, text in self.topo.logs())
-        return BenchError(f"{what}\n{detail}\n{logs}")
+        return common.BenchError(f"{what}\n{detail}\n{logs}")
 
     # -- setup
 
@@ -227,18 +127,18 @@ class Bench:
             cd = self.put_small_blob(client, base, MANIFEST_REPO, config)
             ld = self.put_small_blob(client, base, MANIFEST_REPO, layer)
             manifest = json.dumps({
-                "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-                "config": {"mediaType": OCI_CONFIG, "digest": cd, "size": len(config)},
-                "layers": [{"mediaType": OCI_LAYER, "digest": ld, "size": len(layer)}],
+                "schemaVersion": 2, "mediaType": common.OCI_MANIFEST,
+                "config": {"mediaType": common.OCI_CONFIG, "digest": cd, "size": len(config)},
+                "layers": [{"mediaType": common.OCI_LAYER, "digest": ld, "size": len(layer)}],
             }, separators=(",", ":")).encode()
             r = client.put(f"{base}/v2/{MANIFEST_REPO}/manifests/latest", content=manifest,
-                           headers={"Content-Type": OCI_MANIFEST})
+                           headers={"Content-Type": common.OCI_MANIFEST})
             if r.status_code != 201:
                 raise self.fail("manifest PUT", describe(r))
             digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
             for s in self.replicas:
                 r = client.get(f"{s.url}/v2/{MANIFEST_REPO}/manifests/latest",
-                               headers={"Accept": OCI_MANIFEST})
+                               headers={"Accept": common.OCI_MANIFEST})
                 if r.status_code != 200 or r.headers.get("docker-content-digest") != digest:
                     raise self.fail(f"manifest GET check on {s.url}", describe(r))
         return digest
@@ -251,7 +151,7 @@ class Bench:
         for i in targets:
             url = f"{self.replicas[i].url}/v2/{MANIFEST_REPO}/manifests/latest"
             cmd = ["wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency",
-                   "-H", f"Accept: {OCI_MANIFEST}", url]
+                   "-H", f"Accept: {common.OCI_MANIFEST}", url]
             procs.append((i, url, subprocess.Popen(cmd, stdout=subprocess.PIPE,
                                                    stderr=subprocess.STDOUT, text=True)))
         runs = []
@@ -344,7 +244,7 @@ class Bench:
                 "GET", url, follow_redirects=True) as r:
             if r.status_code != 200:
                 raise self.fail("verify GET", describe(r))
-            for buf in r.iter_bytes(16 * MiB):
+            for buf in r.iter_bytes(16 * common.MiB):
                 h.update(buf)
         if f"sha256:{h.hexdigest()}" != blob.digest:
             raise self.fail("verify GET", f"GET {url}: body hashes to sha256:{h.hexdigest()}")
@@ -352,7 +252,7 @@ class Bench:
 
 def aggregate_mbps(transfers: list[Transfer]) -> tuple[float, float]:
     wall = max(t.end for t in transfers) - min(t.start for t in transfers)
-    return sum(t.nbytes for t in transfers) / wall / MB, wall
+    return sum(t.nbytes for t in transfers) / wall / common.MB, wall
 
 
 def ratios(one: list[float], two: list[float]) -> dict:
@@ -363,7 +263,7 @@ def ratios(one: list[float], two: list[float]) -> dict:
 # ------------------------------------------------------------------------------ main
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: 1 repetition, 16 MiB per client, wrk 2 s")
@@ -379,11 +279,165 @@ def main(argv: list[str] | None = None) -> int:
                     help="total wrk connections, split over two wrk processes (32)")
     ap.add_argument("--wrk-seconds", type=int, default=None, help="default 5 (2 with --quick)")
     args = ap.parse_args(argv)
-    repeats = args.repeats or (1 if args.quick else 5)
-    size = (args.size_mib or (16 if args.quick else 64)) * MiB
-    chunk = args.chunk_mib * MiB
-    wrk_s = args.wrk_seconds or (2 if args.quick else 5)
-    conns = max(2, args.connections // 2 * 2)
+    args.repeats = args.repeats or (1 if args.quick else 5)
+    args.size = (args.size_mib or (16 if args.quick else 64)) * common.MiB
+    args.chunk = args.chunk_mib * common.MiB
+    args.wrk_s = args.wrk_seconds or (2 if args.quick else 5)
+    args.conns = max(2, args.connections // 2 * 2)
+    return args
+
+
+def deployment_meter(topo: Topology, pg: PostgresServer, s3: S3Server) -> CpuMeter:
+    pg_pid = postmaster_pid(pg)
+    return CpuMeter({
+        "replica 0": [topo.registries[0].pid],
+        "replica 1": [topo.registries[1].pid],
+        "postgres": (lambda: tree_pids(pg_pid)) if pg_pid else [],
+        "moto S3": [s3.process.pid],
+    })
+
+
+def prepare(bench: Bench, args: argparse.Namespace) -> list[BlobFile]:
+    """Generate one payload per client, put the manifest, and warm both replicas up."""
+    t0 = time.perf_counter()
+    blobs = []
+    for i in range(args.clients):
+        b = BlobFile(bench.work / f"blob{i}.bin", args.size, args.chunk)
+        b.generate()
+        blobs.append(b)
+    print(f"generated {args.clients} payloads in {time.perf_counter() - t0:.1f}s")
+    mdigest = bench.put_manifest()
+    print(f"manifest {MANIFEST_REPO}:latest = {mdigest}, served by both replicas")
+
+    # Untimed warm-up through both replicas: connection pools, S3 clients, first-call
+    # imports; otherwise whichever configuration runs first pays for them.
+    bench.wrk([0, 1], args.conns // 2, 1)
+    bench.parallel(bench.push_one, blobs, lambda i: i % 2, "bench/warmup")
+    bench.parallel(bench.pull_one, blobs, lambda i: (i + 1) % 2, "bench/warmup")
+    print("warm-up done (1 s of wrk, one push and pull through both replicas)\n")
+    return blobs
+
+
+class Rounds:
+    """The measurements of each repetition, 1 and 2 replicas in turn; ``samples`` holds
+    the figure per configuration, ``detail`` everything measured with it."""
+
+    def __init__(self, bench: Bench, meter: CpuMeter, blobs: list[BlobFile],
+                 args: argparse.Namespace):
+        self.bench, self.meter, self.blobs, self.args = bench, meter, blobs, args
+        self.samples: dict = {f: {n: [] for n in CONFIGS} for f in ("manifest", "push", "pull")}
+        self.detail: dict = {f: {n: [] for n in CONFIGS} for f in ("manifest", "push", "pull")}
+
+    def manifest(self, rep: int, order: tuple[int, ...]) -> None:
+        """1. manifest GETs: two wrk processes, both on replica 0 or one per replica."""
+        for n in order:
+            targets = [0, 0] if n == 1 else [0, 1]
+            a = self.meter.sample()
+            w = self.bench.wrk(targets, self.args.conns // 2, self.args.wrk_s)
+            cpu = CpuMeter.delta(a, self.meter.sample())
+            self.samples["manifest"][n].append(w["rps"])
+            self.detail["manifest"][n].append({**w, "cpu_s": cpu})
+            split = " + ".join(f"{r['rps']:.0f}" for r in w["runs"])
+            print(f"  manifest GET #{rep} {n} replica(s) {w['rps']:8.0f} req/s "
+                  f"({split}); machine busy "
+                  f"{cpu['machine_busy_pct']:.0f}%")
+
+    def _transfer(self, key: str, n: int, run, route, repo: str) -> tuple[float, float, dict]:
+        a = self.meter.sample()
+        tr = self.bench.parallel(run, self.blobs, route, repo)
+        cpu = CpuMeter.delta(a, self.meter.sample())
+        mbps, wall = aggregate_mbps(tr)
+        self.samples[key][n].append(mbps)
+        self.detail[key][n].append({"mbps": mbps, "wall_s": wall, "cpu_s": cpu,
+                                    "per_client_s": [round(t.end - t.start, 3) for t in tr]})
+        return mbps, wall, cpu
+
+    def push(self, rep: int, order: tuple[int, ...]) -> str:
+        """2. push: new content for every client, then all at once; returns the
+        repository the last configuration pushed to."""
+        repo = ""
+        for n in order:
+            for b in self.blobs:
+                b.restamp()
+            os.sync()  # untimed: no writeback of the previous step lands in this one
+            repo = f"bench/push-r{rep}-n{n}"
+            mbps, wall, cpu = self._transfer("push", n, self.bench.push_one,
+                                             lambda i, n=n: i % n, repo)
+            print(f"  push         #{rep} {n} replica(s) {mbps:8.1f} MB/s "
+                  f"({self.args.clients} x {self.args.size // common.MiB} MiB in "
+                  f"{wall:.2f}s); machine busy {cpu['machine_busy_pct']:.0f}%")
+        return repo
+
+    def pull(self, rep: int, order: tuple[int, ...], repo: str) -> None:
+        """3. pull: the blobs just pushed (the last configuration's), in parallel."""
+        for n in order:
+            os.sync()
+            mbps, wall, cpu = self._transfer("pull", n, self.bench.pull_one,
+                                             lambda i, n=n: (i + 1) % n, repo)
+            print(f"  pull         #{rep} {n} replica(s) {mbps:8.1f} MB/s "
+                  f"({self.args.clients} x {self.args.pull_rounds} x "
+                  f"{self.args.size // common.MiB} MiB in "
+                  f"{wall:.2f}s); machine busy "
+                  f"{cpu['machine_busy_pct']:.0f}%")
+
+    def run(self, repeats: int) -> None:
+        for rep in range(repeats):
+            order = CONFIGS if rep % 2 == 0 else CONFIGS[::-1]
+            self.manifest(rep, order)
+            last_repo = self.push(rep, order)
+            if rep == 0:  # the bytes come back intact through either replica (untimed)
+                for i, b in enumerate(self.blobs):
+                    self.bench.verify_pull((i + 1) % 2, f"{last_repo}-{i}", b)
+            self.pull(rep, order, last_repo)
+
+
+def figures(rounds: Rounds, args: argparse.Namespace) -> dict:
+    size, samples, detail = args.size, rounds.samples, rounds.detail
+    labels = {"manifest": ("manifest GET by tag", "req/s"),
+              "push": (f"push, {args.clients} clients x {size // common.MiB} MiB chunked",
+                       "MB/s"),
+              "pull": (f"pull, {args.clients} clients x {args.pull_rounds} x "
+                       f"{size // common.MiB} MiB", "MB/s")}
+    figs: dict = {}
+    for key, (label, unit) in labels.items():
+        one, two = samples[key][1], samples[key][2]
+        cpu_med = {n: {k: median([d["cpu_s"][k] for d in detail[key][n]])
+                       for k in detail[key][n][0]["cpu_s"]} for n in CONFIGS}
+        figs[key] = {"label": label, "unit": unit,
+                     "one_replica": median(one), "two_replicas": median(two),
+                     "one_replica_samples": [round(x, 2) for x in one],
+                     "two_replicas_samples": [round(x, 2) for x in two],
+                     **ratios(one, two), "cpu_s_median": cpu_med,
+                     "detail": {str(n): detail[key][n] for n in CONFIGS}}
+    return figs
+
+
+def print_report(figs: dict, facts: dict) -> None:
+    print("\n| figure | 1 replica | 2 replicas | 2 / 1 (ratio of medians) "
+          "| 2 / 1 (median paired) | machine busy, 1 -> 2 |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for f in figs.values():
+        busy = f["cpu_s_median"]
+        print(f"| {f['label']} | {f['one_replica']:,.0f} {f['unit']} | "
+              f"{f['two_replicas']:,.0f} {f['unit']} | {f['ratio_of_medians']:.2f}x | "
+              f"{f['median_paired_ratio']:.2f}x | {busy[1]['machine_busy_pct']:.0f}% -> "
+              f"{busy[2]['machine_busy_pct']:.0f}% |")
+    comps = [k for k in next(iter(figs.values()))["cpu_s_median"][1]
+             if k not in ("wall_s", "machine_busy_pct")]
+    print("\nCPU seconds per measurement (median), 1 replica / 2 replicas:\n")
+    print("| figure | " + " | ".join(comps) + " |")
+    print("|---|" + "---:|" * len(comps))
+    for f in figs.values():
+        c = f["cpu_s_median"]
+        print(f"| {f['label']} | " + " | ".join(f"{c[1][k]:.1f} / {c[2][k]:.1f}"
+                                                for k in comps) + " |")
+    print(f"\n- {machine_note()}")
+    print(f"- load average at start {facts['loadavg_start']}, at end "
+          f"{facts['loadavg_end']} (other work on the machine shows here)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     for tool in ("wrk", "curl"):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed (apt-get install {tool})")
@@ -391,26 +445,26 @@ def main(argv: list[str] | None = None) -> int:
     facts = machine_facts()
     facts.pop("distribution", None)
     facts["loadavg_start"] = os.getloadavg()
-    facts["dirty_files"] = sh(["git", "-C", str(REPO_ROOT), "status", "--short",
+    facts["dirty_files"] = sh(["git", "-C", str(common.REPO_ROOT), "status", "--short",
                                "--untracked-files=no"]).splitlines()
     print("# assay: 2 replicas vs 1 (same PostgreSQL, same S3)\n")
     for k, v in facts.items():
         if k != "dirty_files":
             print(f"- {k}: {v}")
     print(f"- {machine_note()}")
-    print(f"- {repeats} repetitions (median); manifest GET: 2 x wrk -t1 -c{conns // 2} "
-          f"-d{wrk_s}s; push/pull: {args.clients} clients x {size // MiB} MiB, PATCH chunks "
-          f"of {chunk // MiB} MiB\n")
+    print(f"- {args.repeats} repetitions (median); manifest GET: 2 x wrk -t1 "
+          f"-c{args.conns // 2} -d{args.wrk_s}s; push/pull: {args.clients} clients x "
+          f"{args.size // common.MiB} MiB, PATCH chunks of {args.chunk // common.MiB} MiB\n")
 
     work = pick_workdir()
     pg: PostgresServer | None = None
     s3: S3Server | None = None
     topo: Topology | None = None
     results: dict = {"machine": facts, "note": machine_note(), "workdir": str(work),
-                     "repeats": repeats, "clients": args.clients, "blob_bytes": size,
-                     "chunk_bytes": chunk, "pull_rounds": args.pull_rounds,
-                     "wrk_seconds": wrk_s, "wrk_connections": conns,
-                     "env": DEPLOY_ENV}
+                     "repeats": args.repeats, "clients": args.clients,
+                     "blob_bytes": args.size, "chunk_bytes": args.chunk,
+                     "pull_rounds": args.pull_rounds, "wrk_seconds": args.wrk_s,
+                     "wrk_connections": args.conns, "env": DEPLOY_ENV}
     try:
         t0 = time.perf_counter()
         pg = start_postgres()
@@ -421,137 +475,20 @@ def main(argv: list[str] | None = None) -> int:
               f"replicas {[f'{r.url} (pid {r.pid})' for r in topo.registries]}, "
               f"up in {time.perf_counter() - t0:.1f}s")
         bench = Bench(topo, work, args.pull_rounds)
-        pg_pid = postmaster_pid(pg)
-        meter = CpuMeter({
-            "replica 0": [topo.registries[0].pid],
-            "replica 1": [topo.registries[1].pid],
-            "postgres": (lambda: tree_pids(pg_pid)) if pg_pid else [],
-            "moto S3": [s3.process.pid],
-        })
-
-        t0 = time.perf_counter()
-        blobs = []
-        for i in range(args.clients):
-            b = BlobFile(work / f"blob{i}.bin", size, chunk)
-            b.generate()
-            blobs.append(b)
-        print(f"generated {args.clients} payloads in {time.perf_counter() - t0:.1f}s")
-        mdigest = bench.put_manifest()
-        print(f"manifest {MANIFEST_REPO}:latest = {mdigest}, served by both replicas")
-
-        # Untimed warm-up through both replicas: connection pools, S3 clients, first-call
-        # imports; otherwise whichever configuration runs first pays for them.
-        bench.wrk([0, 1], conns // 2, 1)
-        bench.parallel(bench.push_one, blobs, lambda i: i % 2, "bench/warmup")
-        bench.parallel(bench.pull_one, blobs, lambda i: (i + 1) % 2, "bench/warmup")
-        print("warm-up done (1 s of wrk, one push and pull through both replicas)\n")
-
-        samples: dict = {f: {n: [] for n in CONFIGS} for f in ("manifest", "push", "pull")}
-        detail: dict = {f: {n: [] for n in CONFIGS} for f in ("manifest", "push", "pull")}
-        last_repo = ""
-        for rep in range(repeats):
-            order = CONFIGS if rep % 2 == 0 else CONFIGS[::-1]
-            # 1. manifest GETs: two wrk processes, both on replica 0 or one per replica
-            for n in order:
-                targets = [0, 0] if n == 1 else [0, 1]
-                a = meter.sample()
-                w = bench.wrk(targets, conns // 2, wrk_s)
-                cpu = CpuMeter.delta(a, meter.sample())
-                samples["manifest"][n].append(w["rps"])
-                detail["manifest"][n].append({**w, "cpu_s": cpu})
-                split = " + ".join(f"{r['rps']:.0f}" for r in w["runs"])
-                print(f"  manifest GET #{rep} {n} replica(s) {w['rps']:8.0f} req/s "
-                      f"({split}); machine busy "
-                      f"{cpu['machine_busy_pct']:.0f}%")
-            # 2. push: new content for every client, then all at once
-            pushed = {}
-            for n in order:
-                for b in blobs:
-                    b.restamp()
-                os.sync()  # untimed: no writeback of the previous step lands in this one
-                repo = f"bench/push-r{rep}-n{n}"
-                a = meter.sample()
-                tr = bench.parallel(bench.push_one, blobs, lambda i, n=n: i % n, repo)
-                cpu = CpuMeter.delta(a, meter.sample())
-                mbps, wall = aggregate_mbps(tr)
-                samples["push"][n].append(mbps)
-                detail["push"][n].append({"mbps": mbps, "wall_s": wall, "cpu_s": cpu,
-                                          "per_client_s": [round(t.end - t.start, 3)
-                                                           for t in tr]})
-                pushed[n] = repo
-                last_repo = repo
-                print(f"  push         #{rep} {n} replica(s) {mbps:8.1f} MB/s "
-                      f"({args.clients} x {size // MiB} MiB in {wall:.2f}s); machine busy "
-                      f"{cpu['machine_busy_pct']:.0f}%")
-            if rep == 0:  # the bytes come back intact through either replica (untimed)
-                for i, b in enumerate(blobs):
-                    bench.verify_pull((i + 1) % 2, f"{last_repo}-{i}", b)
-            # 3. pull: the blobs just pushed (the last configuration's), in parallel
-            for n in order:
-                os.sync()
-                a = meter.sample()
-                tr = bench.parallel(bench.pull_one, blobs, lambda i, n=n: (i + 1) % n,
-                                    last_repo)
-                cpu = CpuMeter.delta(a, meter.sample())
-                mbps, wall = aggregate_mbps(tr)
-                samples["pull"][n].append(mbps)
-                detail["pull"][n].append({"mbps": mbps, "wall_s": wall, "cpu_s": cpu,
-                                          "per_client_s": [round(t.end - t.start, 3)
-                                                           for t in tr]})
-                print(f"  pull         #{rep} {n} replica(s) {mbps:8.1f} MB/s "
-                      f"({args.clients} x {args.pull_rounds} x {size // MiB} MiB in "
-                      f"{wall:.2f}s); machine busy "
-                      f"{cpu['machine_busy_pct']:.0f}%")
-
+        meter = deployment_meter(topo, pg, s3)
+        rounds = Rounds(bench, meter, prepare(bench, args), args)
+        rounds.run(args.repeats)
         facts["loadavg_end"] = os.getloadavg()
 
-        # ---- report
-        labels = {"manifest": ("manifest GET by tag", "req/s"),
-                  "push": (f"push, {args.clients} clients x {size // MiB} MiB chunked", "MB/s"),
-                  "pull": (f"pull, {args.clients} clients x {args.pull_rounds} x "
-                           f"{size // MiB} MiB", "MB/s")}
-        figs: dict = {}
-        for key, (label, unit) in labels.items():
-            one, two = samples[key][1], samples[key][2]
-            cpu_med = {n: {k: median([d["cpu_s"][k] for d in detail[key][n]])
-                           for k in detail[key][n][0]["cpu_s"]} for n in CONFIGS}
-            figs[key] = {"label": label, "unit": unit,
-                         "one_replica": median(one), "two_replicas": median(two),
-                         "one_replica_samples": [round(x, 2) for x in one],
-                         "two_replicas_samples": [round(x, 2) for x in two],
-                         **ratios(one, two), "cpu_s_median": cpu_med,
-                         "detail": {str(n): detail[key][n] for n in CONFIGS}}
-        results["figures"] = figs
-
-        print("\n| figure | 1 replica | 2 replicas | 2 / 1 (ratio of medians) "
-              "| 2 / 1 (median paired) | machine busy, 1 -> 2 |")
-        print("|---|---:|---:|---:|---:|---:|")
-        for f in figs.values():
-            busy = f["cpu_s_median"]
-            print(f"| {f['label']} | {f['one_replica']:,.0f} {f['unit']} | "
-                  f"{f['two_replicas']:,.0f} {f['unit']} | {f['ratio_of_medians']:.2f}x | "
-                  f"{f['median_paired_ratio']:.2f}x | {busy[1]['machine_busy_pct']:.0f}% -> "
-                  f"{busy[2]['machine_busy_pct']:.0f}% |")
-        comps = [k for k in next(iter(figs.values()))["cpu_s_median"][1]
-                 if k not in ("wall_s", "machine_busy_pct")]
-        print("\nCPU seconds per measurement (median), 1 replica / 2 replicas:\n")
-        print("| figure | " + " | ".join(comps) + " |")
-        print("|---|" + "---:|" * len(comps))
-        for f in figs.values():
-            c = f["cpu_s_median"]
-            print(f"| {f['label']} | " + " | ".join(f"{c[1][k]:.1f} / {c[2][k]:.1f}"
-                                                    for k in comps) + " |")
-        print(f"\n- {machine_note()}")
-        print(f"- load average at start {facts['loadavg_start']}, at end "
-              f"{facts['loadavg_end']} (other work on the machine shows here)")
-
-        write_results("replicas", results, "quick" if args.quick else "")
+        results["figures"] = figs = figures(rounds, args)
+        print_report(figs, facts)
+        common.write_results("replicas", results, "quick" if args.quick else "")
         return 0
     finally:
-        stop_all([topo.close if topo else None, s3.process.stop if s3 else None,
-                  pg.stop if pg else None])
+        common.stop_all([topo.close if topo else None, s3.process.stop if s3 else None,
+                         pg.stop if pg else None])
         shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    run(main)
+    common.run(main)

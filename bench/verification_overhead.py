@@ -25,25 +25,26 @@ import sys
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+import httpx
 
-import httpx  # noqa: E402
+from bench.common import (
+    REPO_ROOT,
+    RESULTS_DIR,
+    BenchError,
+    machine_facts,
+    median,
+    pick_workdir,
+    restamp,
+)
+from client.layouts import build_layout
+from client.locations import BlobLocations
+from client.progress import silent
+from client.ref import parse_reference
+from client.registry_client import RegistryClient
+from registry.formats.cards import LocalCards
+from tests.support.models import gemma_gguf_path
+from tests.support.processes import start_assay
 
-from bench.cli_vs_peers import restamp  # noqa: E402
-from bench.registry_vs_distribution import machine_facts, median, pick_workdir  # noqa: E402
-from bench.runner import BenchError  # noqa: E402
-from client.layouts import build_layout  # noqa: E402
-from client.locations import BlobLocations  # noqa: E402
-from client.progress import silent  # noqa: E402
-from client.ref import parse_reference  # noqa: E402
-from client.registry_client import RegistryClient  # noqa: E402
-from registry.formats.cards import LocalCards  # noqa: E402
-from tests.support.models import gemma_gguf_path  # noqa: E402
-from tests.support.processes import start_assay  # noqa: E402
-
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TARGET_S = 2.0
 
 

@@ -25,22 +25,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import sys
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from bench.registry_vs_distribution import machine_facts, median  # noqa: E402
-from bench.runner import (  # noqa: E402
-    BenchError,  # noqa: E402
-    run,
-    write_results,
-)
-from tests.support.models import gemma_gguf_path  # noqa: E402
-from verifier import DEFAULT_PROMPT, Spec, verify  # noqa: E402
+from bench.common import BenchError, machine_facts, median, run, write_results
+from tests.support.models import gemma_gguf_path
+from verifier import DEFAULT_PROMPT, Spec, verify
 
 TARGET = (0.9, 1.1)
 NOTES = [

@@ -44,27 +44,23 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
+import httpx
 
-import httpx  # noqa: E402
-
-from bench.registry_vs_distribution import (  # noqa: E402
-    BenchError,
+from bench import common
+from bench.common import (
+    CpuMeter,
     machine_facts,
     median,
     pick_workdir,
+    postmaster_pid,
     sh,
+    tree_pids,
     with_query,
 )
-from bench.replicas import CpuMeter, postmaster_pid, tree_pids  # noqa: E402
-from bench.runner import run, stop_all, write_results  # noqa: E402
-from tests.clients.ollama_replay import (  # noqa: E402
+from tests.clients.ollama_replay import (
     DOCKER_CONFIG_V1,
     DOCKER_MANIFEST_V2,
     MEDIA_MODEL,
@@ -74,10 +70,10 @@ from tests.clients.ollama_replay import (  # noqa: E402
     ollama_config,
     ollama_manifest,
 )
-from tests.support.models import GEMMA_DIGEST, GEMMA_SIZE, gemma_gguf_path  # noqa: E402
-from tests.support.postgres import PostgresServer, start_postgres  # noqa: E402
-from tests.support.s3 import S3Server, start_s3  # noqa: E402
-from tests.support.topology import Topology, start_topology  # noqa: E402
+from tests.support.models import GEMMA_DIGEST, GEMMA_SIZE, gemma_gguf_path
+from tests.support.postgres import PostgresServer, start_postgres
+from tests.support.s3 import S3Server, start_s3
+from tests.support.topology import Topology, start_topology
 
 REPO = "bench/gemma3"
 POLL_S = 0.2
@@ -100,9 +96,9 @@ def machine_note() -> str:
             "its own cores.")
 
 
-def fail(topo: Topology, what: str) -> BenchError:
+def fail(topo: Topology, what: str) -> common.BenchError:
     logs = "\n".join(f"--- {name} ---\n{text[-3000:]}" for name, text in topo.logs())
-    return BenchError(f"{what}\n{logs}")
+    return common.BenchError(f"{what}\n{logs}")
 
 
 def upload_gguf(topo: Topology, gguf: Path) -> None:
@@ -153,6 +149,98 @@ def put_manifests(topo: Topology, manifests: dict[str, bytes], start: float
     return pushed, put_s
 
 
+def pool_meter(topo: Topology, pg: PostgresServer, s3: S3Server) -> CpuMeter:
+    pg_pid = postmaster_pid(pg)
+    return CpuMeter({
+        "replica": [topo.registries[0].pid],
+        # a worker's pool, its worker process(es) and their verifier children
+        "workers": lambda: [p for w in topo.workers for p in tree_pids(w.pid)],
+        "postgres": (lambda: tree_pids(pg_pid)) if pg_pid else [],
+        "moto S3": [s3.process.pid],
+    })
+
+
+def put_configs(topo: Topology, gguf: Path, models: int) -> dict[str, bytes]:
+    """Untimed: every model's config blob (the GGUF is there already); returns the
+    ``models`` distinct manifests by tag, not yet PUT."""
+    gguf_blob = Blob(MEDIA_MODEL, GEMMA_DIGEST, GEMMA_SIZE, path=gguf)
+    manifests: dict[str, bytes] = {}
+    with httpx.Client(timeout=60) as client:
+        for k in range(models):
+            config = ollama_config([GEMMA_DIGEST], model_type=f"bench-{k}")
+            config_blob = describe(DOCKER_CONFIG_V1, go_json(config))
+            put_blob(topo, client, config_blob.data)
+            manifests[f"m{k}"] = ollama_manifest(config_blob, [gguf_blob])
+    if len(set(manifests.values())) != models:
+        raise common.BenchError("the manifests are not distinct")
+    return manifests
+
+
+def check_queued(topo: Topology, tags) -> None:
+    url = f"{topo.registries[0].url}/api/v1/repositories/{REPO}/tags"
+    with httpx.Client(timeout=30) as client:
+        for tag in tags:
+            r = client.get(f"{url}/{tag}")
+            if r.status_code != 200 or r.json()["status"] != "queued":
+                raise fail(topo, f"{tag} should be queued: {r.status_code} "
+                           f"{r.text[:1000]}")
+
+
+def wait_ready(topo: Topology, tags, start: float, timeout: float
+               ) -> tuple[dict[str, float], dict[str, dict]]:
+    """Poll every tag until all are ready: (tag -> seconds since ``start`` when it was
+    seen ready, tag -> its last REST state). A failed model, a worker that exits or
+    ``timeout`` seconds fail the run."""
+    url = f"{topo.registries[0].url}/api/v1/repositories/{REPO}/tags"
+    ready: dict[str, float] = {}
+    states: dict[str, dict] = {}
+    deadline = start + timeout
+    with httpx.Client(timeout=30) as client:
+        while len(ready) < len(tags):
+            if time.perf_counter() > deadline:
+                waiting = {t: states.get(t, {}).get("status") for t in tags if t not in ready}
+                raise fail(topo, f"timed out after {timeout:.0f}s; still {waiting}")
+            for w in topo.workers:
+                if w.proc.poll() is not None:
+                    raise fail(topo, f"worker pid {w.pid} exited ({w.proc.returncode})")
+            for tag in tags:
+                if tag in ready:
+                    continue
+                r = client.get(f"{url}/{tag}")
+                if r.status_code != 200:
+                    raise fail(topo, f"GET tag {tag} -> {r.status_code} {r.text[:500]}")
+                state = r.json()
+                states[tag] = state
+                if state["status"] == "failed":
+                    raise fail(topo, f"{REPO}:{tag} failed verification: "
+                               f"{state.get('reason')}\n{json.dumps(state)[:3000]}")
+                if state["status"] == "ready":
+                    ready[tag] = time.perf_counter() - start
+            time.sleep(POLL_S)
+    return ready, states
+
+
+def per_model(pushed: dict[str, float], put_s: dict[str, float], ready: dict[str, float],
+              states: dict[str, dict]) -> list[dict]:
+    out = []
+    for tag in pushed:
+        v = states[tag].get("verification") or {}
+        fig = v.get("figures") or {}
+        out.append({
+            "tag": tag, "digest": states[tag]["digest"],
+            "pushed_s": round(pushed[tag], 3), "put_s": round(put_s[tag], 3),
+            "ready_s": round(ready[tag], 3),
+            "worker": v.get("worker"), "attempts": (states[tag].get("job") or {}).get(
+                "attempts"),
+            "figures": {k: fig.get(k) for k in ("load_s", "ttft_s", "generation_tps",
+                                                "prompt_tps", "tokens_generated")}})
+    return out
+
+
+def workers_children_cpu(topo: Topology) -> float:
+    return sum(children_cpu(p) for w in topo.workers for p in tree_pids(w.pid))
+
+
 def run_config(pg: PostgresServer, s3: S3Server, root: Path, gguf: Path, workers: int,
                threads: str, models: int, clock: str, timeout: float) -> dict:
     """One fresh deployment with ``workers`` workers and ``models`` models to verify.
@@ -168,41 +256,18 @@ def run_config(pg: PostgresServer, s3: S3Server, root: Path, gguf: Path, workers
                           workers=workers if clock == "push" else 0, env=env)
     try:
         up_s = time.perf_counter() - t0
-        server = topo.registries[0]
         t0 = time.perf_counter()
         upload_gguf(topo, gguf)
         upload_s = time.perf_counter() - t0
-        pg_pid = postmaster_pid(pg)
-        meter = CpuMeter({
-            "replica": [server.pid],
-            # a worker's pool, its worker process(es) and their verifier children
-            "workers": lambda: [p for w in topo.workers for p in tree_pids(w.pid)],
-            "postgres": (lambda: tree_pids(pg_pid)) if pg_pid else [],
-            "moto S3": [s3.process.pid],
-        })
-        # Untimed: every model's config blob (the GGUF is there already), and the manifests.
-        gguf_blob = Blob(MEDIA_MODEL, GEMMA_DIGEST, GEMMA_SIZE, path=gguf)
-        manifests: dict[str, bytes] = {}
-        with httpx.Client(timeout=60) as client:
-            for k in range(models):
-                config = ollama_config([GEMMA_DIGEST], model_type=f"bench-{k}")
-                config_blob = describe(DOCKER_CONFIG_V1, go_json(config))
-                put_blob(topo, client, config_blob.data)
-                manifests[f"m{k}"] = ollama_manifest(config_blob, [gguf_blob])
-        if len(set(manifests.values())) != models:
-            raise BenchError("the manifests are not distinct")
+        meter = pool_meter(topo, pg, s3)
+        manifests = put_configs(topo, gguf, models)
         if clock == "queued":
             pushed, put_s = put_manifests(topo, manifests, time.perf_counter())
-            with httpx.Client(timeout=30) as client:
-                for tag in manifests:
-                    r = client.get(f"{server.url}/api/v1/repositories/{REPO}/tags/{tag}")
-                    if r.status_code != 200 or r.json()["status"] != "queued":
-                        raise fail(topo, f"{tag} should be queued: {r.status_code} "
-                                   f"{r.text[:1000]}")
+            check_queued(topo, manifests)
         # Verifier children come and go within the interval, so their CPU time is read
         # from the worker processes' reaped-children counters (cutime/cstime) too.
         a = meter.sample()
-        a_children = sum(children_cpu(p) for w in topo.workers for p in tree_pids(w.pid))
+        a_children = workers_children_cpu(topo)
         start = time.perf_counter()
         if clock == "queued":
             for _ in range(workers):
@@ -210,32 +275,7 @@ def run_config(pg: PostgresServer, s3: S3Server, root: Path, gguf: Path, workers
             pushed = {tag: 0.0 for tag in manifests}
         else:
             pushed, put_s = put_manifests(topo, manifests, start)
-        ready: dict[str, float] = {}
-        states: dict[str, dict] = {}
-        deadline = start + timeout
-        with httpx.Client(timeout=30) as client:
-            while len(ready) < models:
-                if time.perf_counter() > deadline:
-                    waiting = {t: states.get(t, {}).get("status") for t in pushed
-                               if t not in ready}
-                    raise fail(topo, f"timed out after {timeout:.0f}s; still {waiting}")
-                for w in topo.workers:
-                    if w.proc.poll() is not None:
-                        raise fail(topo, f"worker pid {w.pid} exited ({w.proc.returncode})")
-                for tag in pushed:
-                    if tag in ready:
-                        continue
-                    r = client.get(f"{server.url}/api/v1/repositories/{REPO}/tags/{tag}")
-                    if r.status_code != 200:
-                        raise fail(topo, f"GET tag {tag} -> {r.status_code} {r.text[:500]}")
-                    state = r.json()
-                    states[tag] = state
-                    if state["status"] == "failed":
-                        raise fail(topo, f"{REPO}:{tag} failed verification: "
-                                   f"{state.get('reason')}\n{json.dumps(state)[:3000]}")
-                    if state["status"] == "ready":
-                        ready[tag] = time.perf_counter() - start
-                time.sleep(POLL_S)
+        ready, states = wait_ready(topo, list(pushed), start, timeout)
         elapsed = max(ready.values())
         # Once every worker has started and finished its first model, the pool drains at
         # (models left) / (time left): start-up, imports and materialisation excluded.
@@ -243,22 +283,11 @@ def run_config(pg: PostgresServer, s3: S3Server, root: Path, gguf: Path, workers
         steady = ((models - workers) / (times[-1] - times[workers - 1]) * 60
                   if models > workers and times[-1] > times[workers - 1] else None)
         b = meter.sample()
-        b_children = sum(children_cpu(p) for w in topo.workers for p in tree_pids(w.pid))
+        b_children = workers_children_cpu(topo)
         cpu = CpuMeter.delta(a, b)
         cpu["verifier children (reaped)"] = round(b_children - a_children, 3)
-        per_model = []
-        for tag in pushed:
-            v = states[tag].get("verification") or {}
-            fig = v.get("figures") or {}
-            per_model.append({
-                "tag": tag, "digest": states[tag]["digest"],
-                "pushed_s": round(pushed[tag], 3), "put_s": round(put_s[tag], 3),
-                "ready_s": round(ready[tag], 3),
-                "worker": v.get("worker"), "attempts": (states[tag].get("job") or {}).get(
-                    "attempts"),
-                "figures": {k: fig.get(k) for k in ("load_s", "ttft_s", "generation_tps",
-                                                    "prompt_tps", "tokens_generated")}})
-        distinct_workers = sorted({m["worker"].split(":")[1] for m in per_model
+        models_out = per_model(pushed, put_s, ready, states)
+        distinct_workers = sorted({m["worker"].split(":")[1] for m in models_out
                                    if m["worker"] and ":" in m["worker"]})
         return {"workers": workers, "threads": threads, "models": models,
                 "elapsed_s": elapsed, "models_per_min": models / elapsed * 60,
@@ -266,7 +295,7 @@ def run_config(pg: PostgresServer, s3: S3Server, root: Path, gguf: Path, workers
                 "push_all_s": max(pushed.values()), "first_ready_s": min(ready.values()),
                 "deployment_up_s": up_s, "gguf_upload_s": upload_s,
                 "worker_pids_that_verified": distinct_workers,
-                "cpu_s": cpu, "per_model": per_model}
+                "cpu_s": cpu, "per_model": models_out}
     finally:
         topo.close()
 
@@ -284,7 +313,7 @@ def children_cpu(pid: int) -> float:
     return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", type=int, default=None,
                     help="distinct models pushed per configuration (default 6; 2 with --quick)")
@@ -301,13 +330,103 @@ def main(argv: list[str] | None = None) -> int:
                          "already, the clock runs from the first manifest PUT")
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 models, threads 1")
     args = ap.parse_args(argv)
-    models = args.models or (2 if args.quick else 6)
-    repeats = args.repeats or (1 if args.quick else 2)
-    thread_settings = [t.strip() for t in (args.threads or ("1" if args.quick else "1,auto"))
-                       .split(",") if t.strip()]
-    for t in thread_settings:
+    args.models = args.models or (2 if args.quick else 6)
+    args.repeats = args.repeats or (1 if args.quick else 2)
+    args.thread_settings = [t.strip() for t in
+                            (args.threads or ("1" if args.quick else "1,auto")).split(",")
+                            if t.strip()]
+    for t in args.thread_settings:
         if t != "auto" and not (t.isdigit() and int(t) > 0):
             raise SystemExit(f"--threads: {t!r} is neither a positive integer nor 'auto'")
+    return args
+
+
+def print_run(run: dict, models: int) -> None:
+    for m in run["per_model"]:
+        f = m["figures"]
+        print(f"   {m['tag']}: PUT at {m['pushed_s']:5.2f}s "
+              f"({m['put_s'] * 1e3:.0f} ms), ready at {m['ready_s']:6.2f}s  "
+              f"worker {m['worker']}  load {f['load_s']:.2f}s "
+              f"gen {f['generation_tps']:.1f} tok/s")
+    print(f"   {models} models in {run['elapsed_s']:.1f}s = "
+          f"{run['models_per_min']:.1f} models/min, "
+          f"{fmt_rate(run['steady_models_per_min'])} after each worker's first "
+          f"(verified by worker pids "
+          f"{run['worker_pids_that_verified']}); machine busy "
+          f"{run['cpu_s']['machine_busy_pct']:.0f}%\n")
+
+
+def run_all(pg: PostgresServer, s3: S3Server, work: Path, gguf: Path,
+            args: argparse.Namespace, runs: list[dict]) -> None:
+    """Every configuration ``args.repeats`` times, each run appended to ``runs``."""
+    step = 0
+    for rep in range(args.repeats):
+        for threads in args.thread_settings:
+            # 1 and 2 workers alternate who goes first (the machine's load drifts)
+            for workers in ((1, 2) if step % 2 == 0 else (2, 1)):
+                print(f"-- #{rep} {workers} worker(s), ASSAY_VERIFY_THREADS={threads}")
+                run = run_config(pg, s3, work / f"r{rep}-w{workers}-t{threads}", gguf,
+                                 workers, threads, args.models, args.clock, args.timeout)
+                run["repetition"] = rep
+                runs.append(run)
+                print_run(run, args.models)
+            step += 1
+
+
+def summarise(runs: list[dict], thread_settings: list[str]) -> list[dict]:
+    """One row per ASSAY_VERIFY_THREADS setting: medians and ratios, 1 vs 2 workers."""
+    table = []
+    for threads in thread_settings:
+        mine = [r for r in runs if r["threads"] == threads]
+        rate = {w: [r["models_per_min"] for r in mine if r["workers"] == w] for w in (1, 2)}
+        steady = {w: [r["steady_models_per_min"] for r in mine if r["workers"] == w
+                      and r["steady_models_per_min"]] for w in (1, 2)}
+        gen = {w: median([m["figures"]["generation_tps"] for r in mine
+                          if r["workers"] == w for m in r["per_model"]]) for w in (1, 2)}
+        busy = {w: median([r["cpu_s"]["machine_busy_pct"] for r in mine
+                           if r["workers"] == w]) for w in (1, 2)}
+        table.append({
+            "threads": threads,
+            "one_worker_models_per_min": median(rate[1]),
+            "two_workers_models_per_min": median(rate[2]),
+            "one_worker_samples": [round(x, 2) for x in rate[1]],
+            "two_workers_samples": [round(x, 2) for x in rate[2]],
+            "ratio_of_medians": median(rate[2]) / median(rate[1]),
+            "median_paired_ratio": median([b / a for a, b in zip(rate[1], rate[2],
+                                                                 strict=True)]),
+            "steady_models_per_min_median": {
+                w: median(v) if v else None for w, v in steady.items()},
+            "generation_tps_median": gen, "machine_busy_pct_median": busy})
+    return table
+
+
+def print_table(table: list[dict], repeats: int, facts: dict) -> None:
+    print(f"models/min, median of {repeats} run(s) (the runs in brackets):\n")
+    print("| ASSAY_VERIFY_THREADS | 1 worker | 2 workers | 2 / 1 (ratio of medians) "
+          "| 2 / 1 (median paired) | after each worker's first model, 1 -> 2 "
+          "| generation tok/s per verifier, 1 -> 2 | machine busy, 1 -> 2 |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for row in table:
+        label = "unset (every core)" if row["threads"] == "auto" else row["threads"]
+        one = ", ".join(f"{x:.1f}" for x in row["one_worker_samples"])
+        two = ", ".join(f"{x:.1f}" for x in row["two_workers_samples"])
+        print(f"| {label} | {row['one_worker_models_per_min']:.1f} ({one}) | "
+              f"{row['two_workers_models_per_min']:.1f} ({two}) | "
+              f"{row['ratio_of_medians']:.2f}x | {row['median_paired_ratio']:.2f}x | "
+              f"{fmt_rate(row['steady_models_per_min_median'][1])} -> "
+              f"{fmt_rate(row['steady_models_per_min_median'][2])} | "
+              f"{row['generation_tps_median'][1]:.0f} -> "
+              f"{row['generation_tps_median'][2]:.0f} | "
+              f"{row['machine_busy_pct_median'][1]:.0f}% -> "
+              f"{row['machine_busy_pct_median'][2]:.0f}% |")
+    print(f"\n- {machine_note()}")
+    print(f"- load average at start {facts['loadavg_start']}, at end "
+          f"{facts['loadavg_end']} (other work on the machine shows here)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    models, repeats, thread_settings = args.models, args.repeats, args.thread_settings
     if shutil.which("curl") is None:
         raise SystemExit("curl is not installed (apt-get install curl)")
 
@@ -315,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     for k in ("distribution", "wrk"):
         facts.pop(k, None)
     facts["loadavg_start"] = os.getloadavg()
-    facts["dirty_files"] = sh(["git", "-C", str(REPO_ROOT), "status", "--short",
+    facts["dirty_files"] = sh(["git", "-C", str(common.REPO_ROOT), "status", "--short",
                                "--untracked-files=no"]).splitlines()
     verify_env = {k: v for k, v in os.environ.items() if k.startswith("ASSAY_VERIFY_")}
     print("# assay: verification throughput, 1 worker vs 2\n")
@@ -330,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
 
     gguf = gemma_gguf_path()
     if gguf.stat().st_size != GEMMA_SIZE:
-        raise BenchError(f"{gguf} is not the expected Gemma GGUF")
+        raise common.BenchError(f"{gguf} is not the expected Gemma GGUF")
     work = pick_workdir()
     pg: PostgresServer | None = None
     s3: S3Server | None = None
@@ -342,84 +461,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         pg = start_postgres()
         s3 = start_s3(work)
-        runs = results["runs"]
-        step = 0
-        for rep in range(repeats):
-            for threads in thread_settings:
-                # 1 and 2 workers alternate who goes first (the machine's load drifts)
-                for workers in ((1, 2) if step % 2 == 0 else (2, 1)):
-                    print(f"-- #{rep} {workers} worker(s), ASSAY_VERIFY_THREADS={threads}")
-                    run = run_config(pg, s3, work / f"r{rep}-w{workers}-t{threads}", gguf,
-                                     workers, threads, models, args.clock, args.timeout)
-                    run["repetition"] = rep
-                    runs.append(run)
-                    for m in run["per_model"]:
-                        f = m["figures"]
-                        print(f"   {m['tag']}: PUT at {m['pushed_s']:5.2f}s "
-                              f"({m['put_s'] * 1e3:.0f} ms), ready at {m['ready_s']:6.2f}s  "
-                              f"worker {m['worker']}  load {f['load_s']:.2f}s "
-                              f"gen {f['generation_tps']:.1f} tok/s")
-                    print(f"   {models} models in {run['elapsed_s']:.1f}s = "
-                          f"{run['models_per_min']:.1f} models/min, "
-                          f"{fmt_rate(run['steady_models_per_min'])} after each worker's first "
-                          f"(verified by worker pids "
-                          f"{run['worker_pids_that_verified']}); machine busy "
-                          f"{run['cpu_s']['machine_busy_pct']:.0f}%\n")
-                step += 1
-
+        run_all(pg, s3, work, gguf, args, results["runs"])
         facts["loadavg_end"] = os.getloadavg()
-        table = []
-        for threads in thread_settings:
-            mine = [r for r in runs if r["threads"] == threads]
-            rate = {w: [r["models_per_min"] for r in mine if r["workers"] == w] for w in (1, 2)}
-            steady = {w: [r["steady_models_per_min"] for r in mine if r["workers"] == w
-                          and r["steady_models_per_min"]] for w in (1, 2)}
-            gen = {w: median([m["figures"]["generation_tps"] for r in mine
-                              if r["workers"] == w for m in r["per_model"]]) for w in (1, 2)}
-            busy = {w: median([r["cpu_s"]["machine_busy_pct"] for r in mine
-                               if r["workers"] == w]) for w in (1, 2)}
-            table.append({
-                "threads": threads,
-                "one_worker_models_per_min": median(rate[1]),
-                "two_workers_models_per_min": median(rate[2]),
-                "one_worker_samples": [round(x, 2) for x in rate[1]],
-                "two_workers_samples": [round(x, 2) for x in rate[2]],
-                "ratio_of_medians": median(rate[2]) / median(rate[1]),
-                "median_paired_ratio": median([b / a for a, b in zip(rate[1], rate[2],
-                                                                     strict=True)]),
-                "steady_models_per_min_median": {
-                    w: median(v) if v else None for w, v in steady.items()},
-                "generation_tps_median": gen, "machine_busy_pct_median": busy})
-        results["figures"] = table
-        print(f"models/min, median of {repeats} run(s) (the runs in brackets):\n")
-        print("| ASSAY_VERIFY_THREADS | 1 worker | 2 workers | 2 / 1 (ratio of medians) "
-              "| 2 / 1 (median paired) | after each worker's first model, 1 -> 2 "
-              "| generation tok/s per verifier, 1 -> 2 | machine busy, 1 -> 2 |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|")
-        for row in table:
-            label = "unset (every core)" if row["threads"] == "auto" else row["threads"]
-            one = ", ".join(f"{x:.1f}" for x in row["one_worker_samples"])
-            two = ", ".join(f"{x:.1f}" for x in row["two_workers_samples"])
-            print(f"| {label} | {row['one_worker_models_per_min']:.1f} ({one}) | "
-                  f"{row['two_workers_models_per_min']:.1f} ({two}) | "
-                  f"{row['ratio_of_medians']:.2f}x | {row['median_paired_ratio']:.2f}x | "
-                  f"{fmt_rate(row['steady_models_per_min_median'][1])} -> "
-                  f"{fmt_rate(row['steady_models_per_min_median'][2])} | "
-                  f"{row['generation_tps_median'][1]:.0f} -> "
-                  f"{row['generation_tps_median'][2]:.0f} | "
-                  f"{row['machine_busy_pct_median'][1]:.0f}% -> "
-                  f"{row['machine_busy_pct_median'][2]:.0f}% |")
-        print(f"\n- {machine_note()}")
-        print(f"- load average at start {facts['loadavg_start']}, at end "
-              f"{facts['loadavg_end']} (other work on the machine shows here)")
-
-        write_results("workers", results, "quick" if args.quick else "",
-                      "push" if args.clock == "push" else "")
+        results["figures"] = table = summarise(results["runs"], thread_settings)
+        print_table(table, repeats, facts)
+        common.write_results("workers", results, "quick" if args.quick else "",
+                             "push" if args.clock == "push" else "")
         return 0
     finally:
-        stop_all([s3.process.stop if s3 else None, pg.stop if pg else None])
+        common.stop_all([s3.process.stop if s3 else None, pg.stop if pg else None])
         shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    run(main)
+    common.run(main)

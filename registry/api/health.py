@@ -3,8 +3,9 @@ orchestrators (compose health checks, Kubernetes probes).
 
 - ``/healthz``: the process answers; no I/O, so a slow database never gets a live
   replica restarted. 200 ``{"status": "ok"}``.
-- ``/readyz``: the database answers ``SELECT 1`` and the blob store is reachable
-  (``BlobStore.ping``), checked concurrently, each within ``CHECK_TIMEOUT`` seconds.
+- ``/readyz``: the database answers ``SELECT 1`` (``Database.ping``) and the blob store
+  is reachable (``BlobStore.ping``), checked concurrently, each within ``CHECK_TIMEOUT``
+  seconds.
   200 ``{"status": "ready", "checks": {"database": "ok", "storage": "ok"}}``; otherwise
   503 with ``"status": "unavailable"`` and each failing check's one-line reason in
   ``checks``, so a replica that lost its database stops getting traffic.
@@ -19,7 +20,6 @@ import logging
 from collections.abc import Callable
 
 import anyio
-from sqlalchemy import text
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -38,13 +38,7 @@ def _reason(exc: BaseException) -> str:
 
 
 def _database(request: Request) -> Callable[[], None]:
-    db = request.app.state.registry.db
-
-    def check() -> None:
-        with db.read() as conn:
-            conn.execute(text("SELECT 1")).scalar_one()
-
-    return check
+    return request.app.state.registry.db.ping
 
 
 def _storage(request: Request) -> Callable[[], None]:

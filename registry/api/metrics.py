@@ -12,9 +12,10 @@ so several apps in one process, e.g. the tests, do not mix their figures):
       assay_http_request_bytes_total / assay_http_response_bytes_total   body bytes
 
   These are per process: sum them over replicas in PromQL.
-- ``DatabaseCollector`` reads the shared database at scrape time (a few GROUP BY
-  queries), so every replica reports the same, right, figures for the whole deployment,
-  whichever process did the work (workers are separate processes)::
+- ``DatabaseCollector`` reads the shared database at scrape time
+  (``registry.services.figures``: a few GROUP BY queries), so every replica reports
+  the same, right, figures for the whole deployment, whichever process did the work
+  (workers are separate processes)::
 
       assay_jobs{kind,status}                      jobs in the queue, by kind and status
       assay_model_manifests{status}                model manifests by verification status
@@ -39,14 +40,13 @@ import time
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 from prometheus_client.exposition import generate_latest
-from sqlalchemy import extract, func, select
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Match, Mount
 
 from registry.api.guard import PUBLIC, guard
-from registry.db.tables import blobs, jobs, manifests, verifications
+from registry.services.figures import read_figures
 
 log = logging.getLogger("assay.metrics")
 UNMATCHED = "unmatched"
@@ -205,7 +205,7 @@ class DatabaseCollector:
             yield up
             return
         try:
-            families = self._query(service.db)
+            families = self._query(service)
         except Exception:  # a scrape must answer even with the database down
             log.warning("metrics: database figures unavailable", exc_info=True)
             up.add_metric([], 0)
@@ -216,48 +216,30 @@ class DatabaseCollector:
         yield from families
 
     @staticmethod
-    def _query(db) -> list:
-        if db.is_sqlite:
-            seconds = (func.julianday(verifications.c.finished_at)
-                       - func.julianday(verifications.c.started_at)) * 86400.0
-        else:
-            seconds = extract("epoch", verifications.c.finished_at
-                              - verifications.c.started_at)
-        with db.read() as conn:
-            job_rows = conn.execute(select(jobs.c.kind, jobs.c.status, func.count())
-                                    .group_by(jobs.c.kind, jobs.c.status)).all()
-            status_rows = conn.execute(
-                select(manifests.c.status, func.count())
-                .where(manifests.c.status.is_not(None))
-                .group_by(manifests.c.status)).all()
-            verdict_rows = conn.execute(
-                select(verifications.c.verdict, func.coalesce(verifications.c.backend, ""),
-                       func.count(), func.coalesce(func.sum(seconds), 0.0))
-                .group_by(verifications.c.verdict, verifications.c.backend)).all()
-            quarantined = conn.execute(select(func.count()).select_from(blobs)
-                                       .where(blobs.c.quarantined_at.is_not(None))).scalar()
-
+    def _query(service) -> list:
+        figures = read_figures(service.db, service.queue)
         queue = GaugeMetricFamily("assay_jobs", "Jobs in the queue by kind and status",
                                   labels=["kind", "status"])
-        for kind, status, n in job_rows:
+        for (kind, status), n in figures.jobs.items():
             queue.add_metric([kind, status], n)
         models = GaugeMetricFamily("assay_model_manifests",
                                    "Model manifests by verification status",
                                    labels=["status"])
-        for status, n in status_rows:
+        for status, n in figures.manifest_statuses.items():
             models.add_metric([status], n)
         runs = CounterMetricFamily("assay_verifications", "Verification runs recorded",
                                    labels=["verdict", "backend"])
         durations = SummaryMetricFamily("assay_verification_duration_seconds",
                                         "Verification run durations (finished - started)",
                                         labels=["verdict", "backend"])
-        for verdict, backend, n, total in verdict_rows:
-            runs.add_metric([verdict, backend], n)
-            durations.add_metric([verdict, backend], count_value=n, sum_value=float(total))
+        for v in figures.verifications:
+            runs.add_metric([v.verdict, v.backend], v.runs)
+            durations.add_metric([v.verdict, v.backend], count_value=v.runs,
+                                 sum_value=v.seconds)
         held = GaugeMetricFamily("assay_blobs_quarantined",
                                  "Blobs `assay scrub` found damaged and took out of service "
                                  "until pushed again")
-        held.add_metric([], quarantined)
+        held.add_metric([], figures.quarantined_blobs)
         return [queue, models, runs, durations, held]
 
 

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 
@@ -52,6 +52,12 @@ class Database:
     def write(self) -> Iterator[Connection]:
         with self._writer.begin() as conn:
             yield conn
+
+    def ping(self) -> None:
+        """Run ``SELECT 1`` on a fresh read connection; raises whatever the driver raises
+        when the database cannot be reached or does not answer."""
+        with self.read() as conn:
+            conn.execute(text("SELECT 1")).scalar_one()
 
     def insert_ignore(self, table, **kw):
         """An INSERT that does nothing when the primary/unique key already exists."""

@@ -424,3 +424,13 @@ class JobQueue:
     def _requeue_stalled(self, conn: Connection, now: datetime) -> int:
         cutoff = now - timedelta(seconds=self.lease_seconds)
         return conn.execute(self._sql.sweep, {"t_now": now, "t_cut": cutoff}).rowcount
+
+    # ------------------------------------------------------------------ figures
+
+    def counts(self) -> dict[tuple[str, str], int]:
+        """``{(kind, status): number of jobs}`` for every pair that has at least one job
+        (no zeros), in the database's GROUP BY order."""
+        q = (select(jobs.c.kind, jobs.c.status, func.count())
+             .group_by(jobs.c.kind, jobs.c.status))
+        with self.db.read() as conn:
+            return {(kind, status): n for kind, status, n in conn.execute(q).all()}

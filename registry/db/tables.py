@@ -76,6 +76,12 @@ def as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def isoformat(value: datetime | None) -> str | None:
+    """A stored timestamp as ISO 8601 in UTC (``2024-05-01T12:00:00.123456+00:00``, the
+    microseconds only when non-zero), or None for None: the one format the API answers with."""
+    return None if value is None else as_utc(value).isoformat()
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 

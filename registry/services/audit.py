@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, insert, select
 
-from registry.db.tables import as_utc, audit_log, utcnow
+from registry.db.tables import audit_log, isoformat, utcnow
 from registry.services.common import Service
 
 
@@ -51,7 +51,7 @@ class AuditService(Service):
         if action is not None:
             q = q.where(audit_log.c.action == action)
         with self.db.read() as conn:
-            return [{"id": r.id, "at": as_utc(r.at).isoformat(), "actor": r.actor,
+            return [{"id": r.id, "at": isoformat(r.at), "actor": r.actor,
                      "remote_addr": r.remote_addr, "action": r.action, "target": r.target,
                      "detail": json.loads(r.detail) if r.detail else {}}
                     for r in conn.execute(q)]

@@ -53,6 +53,7 @@ from registry import jsontext
 from registry.db.tables import (
     as_utc,
     blobs,
+    isoformat,
     manifest_references,
     manifests,
     models,
@@ -153,7 +154,7 @@ def decode_cursor(cursor: str, endpoint: str, sort: Sort, kinds: list[str]) -> l
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, datetime):
-        return _utc(value).isoformat()
+        return isoformat(value)
     return value
 
 
@@ -175,13 +176,6 @@ def _typed(value: Any, kind: str) -> Any:
             raise ValueError
         return parsed.astimezone(UTC)
     return value
-
-
-_utc = as_utc
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else _utc(value).isoformat()
 
 
 # ---- keyset pagination ---------------------------------------------------------------------
@@ -405,7 +399,7 @@ def _key_value(value: Any, kind: str) -> Any:
     if kind == "dt":
         if isinstance(value, str):  # SQLite: an expression over timestamps comes back raw
             value = datetime.fromisoformat(value)
-        return _utc(value)
+        return as_utc(value)
     return value
 
 
@@ -414,14 +408,14 @@ def _dt(value) -> datetime | None:
         return None
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
-    return _utc(value)
+    return as_utc(value)
 
 
 def _repository_json(row) -> dict:
     return {"name": row.name, "tag_count": int(row.tags),
             "manifest_count": int(row.manifests), "model_count": int(row.models),
-            "size": int(row.size), "created": _iso(_dt(row.created)),
-            "updated": _iso(_dt(row.updated))}
+            "size": int(row.size), "created": isoformat(_dt(row.created)),
+            "updated": isoformat(_dt(row.updated))}
 
 
 def _tag_json(row) -> dict:
@@ -429,11 +423,11 @@ def _tag_json(row) -> dict:
     return {
         "repository": row.repository, "tag": row.tag, "digest": row.digest,
         "mediaType": row.media_type, "artifactType": row.artifact_type,
-        "status": row.status, "size": int(row.size), "updated": _iso(_dt(row.updated)),
+        "status": row.status, "size": int(row.size), "updated": isoformat(_dt(row.updated)),
         "format": row.format, "architecture": row.architecture,
         "parameter_count": row.parameter_count, "quantization": row.quantization,
         "context_length": row.context_length,
         "verdict": row.verdict, "backend": row.backend, "tokens_per_s": row.tokens_per_s,
         "peak_rss_bytes": None if memory is None else int(memory),
-        "verified_at": _iso(_dt(row.verified_at)),
+        "verified_at": isoformat(_dt(row.verified_at)),
     }

@@ -21,6 +21,7 @@ from registry.db.tables import (
     access_tokens,
     as_utc,
     auth_nonces,
+    isoformat,
     namespace_members,
     namespaces,
     secrets,
@@ -78,17 +79,16 @@ def _aware(value: datetime | None) -> datetime | None:
 
 def _user_json(row) -> dict:
     return {"name": row.name, "admin": row.is_admin, "robot": row.is_robot,
-            "created_at": _aware(row.created_at).isoformat(),
+            "created_at": isoformat(row.created_at),
             "disabled": row.disabled_at is not None}
 
 
 def _token_json(row) -> dict:
     return {"id": row.id, "name": row.name, "prefix": row.prefix,
             "scopes": json.loads(row.scopes),
-            "expires_at": _aware(row.expires_at).isoformat() if row.expires_at else None,
-            "created_at": _aware(row.created_at).isoformat(),
-            "last_used_at": (_aware(row.last_used_at).isoformat()
-                             if row.last_used_at else None),
+            "expires_at": isoformat(row.expires_at),
+            "created_at": isoformat(row.created_at),
+            "last_used_at": isoformat(row.last_used_at),
             "revoked": row.revoked_at is not None}
 
 
@@ -346,7 +346,7 @@ class AccessService(Service):
         with self.db.read() as conn:
             row = self._user(conn, user)
             return [{"id": k.id, "fingerprint": k.fingerprint, "comment": k.comment,
-                     "created_at": _aware(k.created_at).isoformat()}
+                     "created_at": isoformat(k.created_at)}
                     for k in conn.execute(select(user_keys).where(
                         user_keys.c.user_id == row.id).order_by(user_keys.c.id))]
 
