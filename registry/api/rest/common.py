@@ -101,9 +101,16 @@ def problem_line(model: type[BaseModel], exc: ValidationError) -> str:
     if unknown:
         return (f"unknown field(s) {', '.join(map(repr, unknown))[:200]}; the body may "
                 f"have {', '.join(sorted(model.model_fields))}")
-    first = errors[0]
-    where = ".".join(str(part) for part in first["loc"]) or "the body"
-    return f'"{where}": {first["msg"]}'
+    # Bodies are flat: a location is the field and list indices. The other parts name a
+    # union's members (int | float), which fail one after the other: the last is the most
+    # general ("a valid number" rather than "a valid integer").
+    def where(error) -> str:
+        loc = error["loc"]
+        return ".".join(str(p) for p in loc[:1] + tuple(p for p in loc[1:] if isinstance(p, int)))
+
+    first = where(errors[0])
+    last = [e for e in errors if where(e) == first][-1]
+    return f'"{first or "the body"}": {last["msg"]}'
 
 
 def path_id(request: Request, key: str = "id") -> int:
