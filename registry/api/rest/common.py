@@ -96,7 +96,7 @@ def validate(model: type[Model], body: dict) -> Model:
 def problem_line(model: type[BaseModel], exc: ValidationError) -> str:
     """One line for the first error: unknown fields are listed together (with the fields
     the body may have); any other error names its field and says what it must be."""
-    errors = exc.errors(include_url=False, include_input=False)
+    errors = exc.errors(include_url=False)
     unknown = [str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden"]
     if unknown:
         return (f"unknown field(s) {', '.join(map(repr, unknown))[:200]}; the body may "
@@ -110,7 +110,10 @@ def problem_line(model: type[BaseModel], exc: ValidationError) -> str:
 
     first = where(errors[0])
     last = [e for e in errors if where(e) == first][-1]
-    return f'"{first or "the body"}": {last["msg"]}'
+    message = f'"{first or "the body"}": {last["msg"]}'
+    if last["type"] == "literal_error":  # one of a few names: say which one was sent
+        message += f", not {repr(last['input'])[:80]}"
+    return message
 
 
 def path_id(request: Request, key: str = "id") -> int:
