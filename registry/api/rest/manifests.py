@@ -1,21 +1,9 @@
 """``/api/v1/repositories/<name>/{tags/<tag>,manifests/<digest>}``: one manifest, its
 sizes, its model card and its verification.
 
-Body::
-
-    {"repository": "team/gemma3", "tag": "270m",          # "tag" only when asked by tag
-     "digest": "sha256:...", "mediaType": "...", "artifactType": "..." | null,
-     "size": {"logical": <bytes of its blobs>, "unique": <bytes no other manifest uses>},
-     "model": <ModelCard.to_json()> | null,                # null: not a model
-     "status": "queued" | "verifying" | "ready" | "failed" | null,   # null: not a model
-     "reason": <why it failed> | null,
-     "verification": {"verdict", "reason", "backend", "backend_version", "hardware",
-                      "figures": {"generation_tps", "prompt_tps", "ttft_s", "load_s",
-                                  "peak_rss_bytes", "tokens_generated", "output", ...},
-                      "log_tail", "referrer", "finished_at", ...} | null,  # the latest run
-     "job": {"id", "status", "attempts", "max_attempts", "last_error"} | null,
-     "override": {"by", "reason", "at"} | null,
-     "served": "sha256:..." | null}                        # by tag: what a pull gets now
+The answer is ``ManifestDetail`` (below): ``model`` and ``status`` are null when the
+manifest is not a model, ``verification`` is the latest run, ``served`` (by tag) is what a
+pull gets now.
 
 ``POST .../verify`` queues a re-run (202, ``{"job", "digest"}``); ``GET
 .../manifests/<digest>/verifications`` lists every run, newest first; ``POST

@@ -1,7 +1,7 @@
 """``/api/v1/storage``: what deduplication saves.
 
-Body: ``{"logical_bytes": <every manifest's blobs, once per manifest>,
-"stored_bytes": <every stored blob, once>, "blobs": <count>, "manifests": <count>}``.
+The answer is ``StorageSummary``: logical bytes (every manifest's blobs, once per
+manifest) against stored bytes (every stored blob, once).
 """
 
 from __future__ import annotations

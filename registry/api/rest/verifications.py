@@ -1,13 +1,8 @@
 """``GET /api/v1/verifications?reference=<ref>``: a model's verification records.
 
 ``ref`` is ``HOST[:PORT]/NAME[:TAG|@DIGEST]`` (this registry or another one) or, for this
-registry, just ``NAME[:TAG|@DIGEST]``. Body::
-
-    {"reference", "location": "local" | "remote", "repository", "tag", "digest",
-     "status": "queued" | "verifying" | "ready" | "failed" | null, "reason",
-     "job": {"id", "status", "attempts", ...} | null,
-     "verifications": [{"verdict", "reason", "backend", "figures": {"generation_tps",
-                        ...}, "finished_at", ...}, ...]}      # newest first
+registry, just ``NAME[:TAG|@DIGEST]``. The answer is ``ReferenceVerifications``: the
+model's status, its live job and every run, newest first.
 
 A remote model also has ``registry``, ``mediaType``, ``source`` (how it was asked for) and
 ``updated_at``; a remote tag names the model most recently notified under it. 404 when
