@@ -53,9 +53,9 @@ HOW = ("set ASSAY_HOOK_TOKEN (sent as 'Authorization: Bearer <token>') or ASSAY_
        "(sent as 'X-Assay-Signature: sha256=<hex HMAC-SHA256 of the body>')")
 
 
+# Documentation only: ``registry.services.remote.parse_payload`` reads the body.
 class HookPayload(RootModel[dict[str, Any] | list[Any]]):
-    """An envelope, a CloudEvent or a batch of them, or a reference (read by
-    ``registry.services.remote.parse_payload``, not by this model)."""
+    """An envelope, a CloudEvent or a batch of them, or a reference."""
 
 
 class ValidateResult(Answer):
