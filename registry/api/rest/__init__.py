@@ -19,7 +19,10 @@ One module per resource, handlers thin. Errors are RFC 9457 problem details
     /api/v1/{me,users,tokens,keys,namespaces,audit}      access control (rest/accounts.py)
 
 Each handler is wrapped by ``guard`` with what it requires when auth is on
-(``registry.api.guard``).
+(``registry.api.guard``) and declares its ``@operation`` (``registry.api.rest.common``):
+the pydantic models of its body and answer. ``registry.api.rest.openapi`` builds the
+document by walking this table; resources share helpers only through ``common`` and
+``schemas``, never by importing each other.
 """
 
 from starlette.routing import Mount, Route

@@ -26,15 +26,221 @@ With auth off there is no signed-in user: ``/me``, ``/tokens`` and ``/keys`` ans
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from registry.api.guard import caller, credential_cache
 from registry.api.oci.base import service
-from registry.api.rest.manifests import json_body
+from registry.api.rest.common import operation, read_body
+from registry.api.rest.schemas import (
+    COMPONENT_PATTERN,
+    MAX_INT64,
+    MAX_USER_NAME,
+    SCOPE_PATTERN,
+    Answer,
+    Body,
+    Role,
+    absent,
+    integer_id,
+    path_param,
+    query_param,
+)
+from registry.digests import MAX_NAME_LENGTH
 from registry.errors import Conflict, Denied, RequestInvalid
-from registry.services.identities import check_namespace
+from registry.services.identities import MAX_TOKEN_NAME_LENGTH, check_namespace
+from registry.services.quotas import MAX_QUOTA
+
+
+def doc(**constraints) -> dict:
+    """Constraints the service checks (with its own messages): documented, not re-checked."""
+    return {"json_schema_extra": constraints}
+
+
+# ---- request bodies --------------------------------------------------------------------------
+
+class UserRequest(Body):
+    """A person needs a password; a robot must have none."""
+
+    name: str = Field(description="Also the user's personal namespace.",
+                      **doc(pattern=COMPONENT_PATTERN, maxLength=MAX_USER_NAME))
+    password: str | None = Field(None, **doc(minLength=8))
+    admin: bool = Field(False, description="A site admin.")
+    robot: bool = False
+
+
+class TokenRequest(Body):
+    name: str = Field(**doc(minLength=1, maxLength=MAX_TOKEN_NAME_LENGTH))
+    scopes: list[Annotated[str, Field(**doc(pattern=SCOPE_PATTERN))]] | None = Field(
+        None, description="Actions (pull, push, delete, admin), each optionally limited to a "
+                          "namespace glob ('push:team'); absent, null or [] means pull and "
+                          "push. A token never allows more than its owner may do.")
+    expires_in_days: int | float | None = Field(
+        None, description="Absent or null: never expires.",
+        **doc(exclusiveMinimum=0, maximum=3650))
+
+
+class KeyRequest(Body):
+    public_key: str = Field(
+        description="An Ollama public key, `ssh-ed25519 AAAA... [comment]` (the contents of "
+                    "~/.ollama/id_ed25519.pub).", **doc(minLength=1))
+
+
+class NamespaceRequest(Body):
+    """Fields present change, absent ones stay; null clears quota_bytes, keep_tags or
+    untagged_days."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
+
+    anonymous_pull: bool = absent()
+    quota_bytes: Annotated[int, Field(ge=0, le=MAX_QUOTA)] | None = absent()
+    keep_tags: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = absent()
+    untagged_days: Annotated[int, Field(ge=1, le=36500)] | None = absent()
+
+
+class MemberRequest(Body):
+    role: Role
+
+
+# ---- answers ---------------------------------------------------------------------------------
+
+class Me(Answer):
+    """With auth off: {"name": null, "auth": false} and nothing else."""
+
+    name: str | None
+    auth: bool = Field(description="Whether the registry runs with authentication on.")
+    admin: bool = absent("A site admin.")
+    robot: bool = absent()
+    via: Literal["password", "token", "bearer", "key"] = absent(
+        "How the caller authenticated.")
+    roles: dict[str, Role] = absent("Namespace -> role (the personal namespace included).")
+
+
+class User(Answer):
+    name: str
+    admin: bool
+    robot: bool = Field(description="Robots have no password: tokens only.")
+    created_at: datetime
+    disabled: bool
+
+
+class UserDetail(User):
+    roles: dict[str, Role] = Field(description="Namespace -> role (a person is admin of the "
+                                               "namespace named after them).")
+
+
+class UserList(Answer):
+    users: list[User]
+
+
+class UserDeleted(Answer):
+    deleted: str
+
+
+class Token(Answer):
+    """A personal access token (never its secret)."""
+
+    id: int
+    name: str
+    prefix: str = Field(description="Its first characters, to tell tokens apart.")
+    scopes: list[str]
+    expires_at: datetime | None
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked: bool
+
+
+class NewToken(Token):
+    """A personal access token and, this once, its secret."""
+
+    token: str = Field(description="The secret: shown this once. Use it as a Bearer token or "
+                                   "as the password of Basic.")
+
+
+class TokenList(Answer):
+    tokens: list[Token]
+
+
+class TokenRevoked(Answer):
+    revoked: int
+
+
+class KeyAdded(Answer):
+    id: int
+    fingerprint: str = Field(description="SHA256:...")
+    comment: str | None
+
+
+class Key(KeyAdded):
+    created_at: datetime
+
+
+class KeyList(Answer):
+    keys: list[Key]
+
+
+class KeyDeleted(Answer):
+    deleted: int
+
+
+class Member(Answer):
+    user: str
+    role: Role
+
+
+class Namespace(Answer):
+    name: str
+    anonymous_pull: bool = Field(description="Anyone may pull from it without signing in.")
+    quota_bytes: Annotated[int, Field(ge=0)] | None = Field(
+        description="Storage quota in bytes; null: unlimited. A push of a blob that would "
+                    "take usage_bytes past it is refused (403 DENIED).")
+    usage_bytes: int = Field(ge=0, description="Total size of the distinct blobs linked to "
+                                               "the namespace's repositories.")
+    keep_tags: Annotated[int, Field(ge=1)] | None = Field(
+        description="Retention: keep the newest N tags of each repository; null: keep all.")
+    untagged_days: Annotated[int, Field(ge=1)] | None = Field(
+        description="Retention: delete untagged manifests older than D days; null: keep "
+                    "them.")
+    members: list[Member]
+
+
+class AuditEntry(Answer):
+    id: int
+    at: datetime
+    actor: str | None = Field(description="null: anonymous (auth off) or the system.")
+    remote_addr: str | None
+    action: str = Field(description="e.g. user.add, token.create, namespace.grant.")
+    target: str
+    detail: dict[str, Any]
+
+
+class AuditPage(Answer):
+    entries: list[AuditEntry]
+
+
+# ---- parameters ------------------------------------------------------------------------------
+
+NAMESPACE = path_param("namespace", {"type": "string", "pattern": COMPONENT_PATTERN,
+                                     "maxLength": MAX_NAME_LENGTH},
+                       "A namespace: a repository name's first segment.", "team")
+TOKEN_ID, KEY_ID = integer_id("id", "Token id."), integer_id("id", "Key id.")
+AUDIT_QUERY = {
+    "n": query_param("n", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+                     "Page size."),
+    "before": query_param("before", {"type": "integer", "minimum": 0, "maximum": MAX_INT64},
+                          "Entries older than this id."),
+    "actor": query_param("actor", {"type": "string", "maxLength": 64},
+                         "Only this user's entries."),
+    "action": query_param("action", {"type": "string", "maxLength": 64},
+                          "Only this action (e.g. token.create)."),
+}
+OWN = "Yours: the signed-in caller's. With auth off there is no signed-in user: 409."
+GET_USER_LINK = {"getUser": {"operationId": "getUser",
+                             "parameters": {"user": "$response.body#/name"}}}
 
 
 def _me(request: Request) -> str:
@@ -44,20 +250,8 @@ def _me(request: Request) -> str:
     return identity.name  # the guard (USER) let no anonymous caller in
 
 
-def _field(body: dict, name: str, kind, default=None, required=False, nullable=False):
-    """``body[name]`` checked against ``kind``; absent means ``default``, and so does
-    null where the field is ``nullable`` (else null is refused like any wrong type)."""
-    if name not in body or (body[name] is None and nullable):
-        if default is None and not required:
-            return None
-        value = default
-    else:
-        value = body[name]
-    if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
-        raise RequestInvalid(f'"{name}" must be {getattr(kind, "__name__", kind)}')
-    return value
-
-
+@operation("getMe", "access", "Who am I: name, site admin, how signed in, roles per namespace",
+           Me, description='With auth off: 200 {"name": null, "auth": false}.')
 async def me(request: Request) -> JSONResponse:
     identity = caller(request)
     if identity is None:
@@ -67,26 +261,32 @@ async def me(request: Request) -> JSONResponse:
                          "roles": identity.roles})
 
 
+@operation("listUsers", "access", "Every user and robot (site admin)", UserList)
 async def list_users(request: Request) -> JSONResponse:
     return JSONResponse({"users": await run_in_threadpool(service(request).access.list_users)})
 
 
+@operation("createUser", "access",
+           "Add a user (with a password) or a robot (tokens only; site admin)", User,
+           status=201, answer_text="Created", body=UserRequest, links=GET_USER_LINK,
+           problems=(400, 409, 413))
 async def create_user(request: Request) -> JSONResponse:
-    body = await json_body(request)
-    name = _field(body, "name", str, required=True)
-    password = _field(body, "password", str, nullable=True)
-    admin = _field(body, "admin", bool, False)
-    robot = _field(body, "robot", bool, False)
-    user = await run_in_threadpool(service(request).access.add_user, name, password,
-                                   admin=admin, robot=robot)
+    body = await read_body(request, UserRequest)
+    user = await run_in_threadpool(service(request).access.add_user, body.name, body.password,
+                                   admin=body.admin, robot=body.robot)
     return JSONResponse(user, status_code=201)
 
 
+@operation("getUser", "access", "One user and their roles (site admin)", UserDetail,
+           problems=(404,))
 async def get_user(request: Request) -> JSONResponse:
     return JSONResponse(await run_in_threadpool(service(request).access.get_user,
                                                 request.path_params["user"]))
 
 
+@operation("deleteUser", "access",
+           "Remove a user or robot, their tokens, keys and roles (site admin)", UserDeleted,
+           problems=(404,))
 async def delete_user(request: Request) -> JSONResponse:
     name = request.path_params["user"]
     await run_in_threadpool(service(request).access.remove_user, name)
@@ -95,30 +295,36 @@ async def delete_user(request: Request) -> JSONResponse:
 
 
 async def _create_token(request: Request, user: str) -> JSONResponse:
-    body = await json_body(request)
-    name = _field(body, "name", str, required=True)
-    scopes = _field(body, "scopes", list, nullable=True)
-    days = _field(body, "expires_in_days", (int, float), nullable=True)
-    if scopes is not None and not all(isinstance(s, str) for s in scopes):
-        raise RequestInvalid('"scopes" must be a list of strings')
+    body = await read_body(request, TokenRequest)
     record, secret = await run_in_threadpool(service(request).access.create_token, user,
-                                             name, scopes, days)
+                                             body.name, body.scopes, body.expires_in_days)
     return JSONResponse({**record, "token": secret}, status_code=201)
 
 
+@operation("createUserToken", "access",
+           "A personal access token for a user or robot (site admin)", NewToken,
+           description="The secret is in the answer only.", status=201, answer_text="Created",
+           body=TokenRequest, problems=(400, 404, 413))
 async def create_user_token(request: Request) -> JSONResponse:
     return await _create_token(request, request.path_params["user"])
 
 
+@operation("listTokens", "access", "Your personal access tokens (never their secrets)",
+           TokenList, description=OWN, problems=(409,))
 async def list_tokens(request: Request) -> JSONResponse:
     return JSONResponse({"tokens": await run_in_threadpool(
         service(request).access.list_tokens, _me(request))})
 
 
+@operation("createToken", "access", "A new personal access token for yourself", NewToken,
+           description="The secret is in the answer only. " + OWN, status=201,
+           answer_text="Created", body=TokenRequest, problems=(400, 409, 413))
 async def create_token(request: Request) -> JSONResponse:
     return await _create_token(request, _me(request))
 
 
+@operation("revokeToken", "access", "Revoke one of your tokens", TokenRevoked,
+           description=OWN, params={"id": TOKEN_ID}, problems=(404, 409))
 async def revoke_token(request: Request) -> JSONResponse:
     await run_in_threadpool(service(request).access.revoke_token, _me(request),
                             request.path_params["id"])
@@ -126,18 +332,26 @@ async def revoke_token(request: Request) -> JSONResponse:
     return JSONResponse({"revoked": request.path_params["id"]})
 
 
+@operation("listKeys", "access", "Your Ollama public keys", KeyList, description=OWN,
+           problems=(409,))
 async def list_keys(request: Request) -> JSONResponse:
     return JSONResponse({"keys": await run_in_threadpool(service(request).access.list_keys,
                                                          _me(request))})
 
 
+@operation("addKey", "access",
+           "Register an Ollama public key (ollama push/pull sign in with it)", KeyAdded,
+           description=OWN, status=201, answer_text="Created", body=KeyRequest,
+           problems=(400, 409, 413))
 async def add_key(request: Request) -> JSONResponse:
-    body = await json_body(request)
-    key = _field(body, "public_key", str, required=True)
-    added = await run_in_threadpool(service(request).access.add_key, _me(request), key)
+    body = await read_body(request, KeyRequest)
+    added = await run_in_threadpool(service(request).access.add_key, _me(request),
+                                    body.public_key)
     return JSONResponse(added, status_code=201)
 
 
+@operation("removeKey", "access", "Remove one of your keys", KeyDeleted,
+           description=OWN, params={"id": KEY_ID}, problems=(404, 409))
 async def remove_key(request: Request) -> JSONResponse:
     await run_in_threadpool(service(request).access.remove_key, _me(request),
                             request.path_params["id"])
@@ -149,22 +363,24 @@ def _decimal(value: str) -> bool:
     return value.isascii() and value.isdigit()  # isdigit alone takes "²"
 
 
+@operation("getNamespace", "access",
+           "A namespace's members, anonymous-pull switch, quota and usage, retention "
+           "(namespace admin)", Namespace, params={"namespace": NAMESPACE},
+           problems=(400, 404))
 async def get_namespace(request: Request) -> JSONResponse:
     ns = check_namespace(request.path_params["namespace"])
     return JSONResponse(await run_in_threadpool(service(request).access.namespace, ns))
 
 
-_NAMESPACE_SETTINGS = ("anonymous_pull", "quota_bytes", "keep_tags", "untagged_days")
-
-
+@operation("putNamespace", "access",
+           "Set a namespace's anonymous-pull switch, storage quota or retention "
+           "(namespace admin; the quota: site admin)", Namespace, body=NamespaceRequest,
+           params={"namespace": NAMESPACE}, problems=(400, 404, 413))
 async def put_namespace(request: Request) -> JSONResponse:
     """Any of the settings present in the body change (null clears quota and retention);
     absent ones stay. All are checked before any is written."""
-    body = await json_body(request)
-    changes = {k: body[k] for k in _NAMESPACE_SETTINGS if k in body}
-    unknown = sorted(set(body) - set(_NAMESPACE_SETTINGS))
-    if unknown:
-        raise RequestInvalid(f"unknown field(s): {', '.join(unknown)[:200]}")
+    body = await read_body(request, NamespaceRequest)
+    changes = body.model_dump(include=body.model_fields_set)
     ns = check_namespace(request.path_params["namespace"])
     identity = caller(request)
     if "quota_bytes" in changes and identity is not None and not identity.site_admin():
@@ -178,9 +394,12 @@ async def put_namespace(request: Request) -> JSONResponse:
     return JSONResponse(await run_in_threadpool(access.namespace, ns))
 
 
+@operation("putMember", "access", "Give a user a role in a namespace (namespace admin)",
+           Namespace, description="read: pull; write: pull and push; admin: also delete, "
+           "the namespace's policy, overrides and members.", body=MemberRequest,
+           params={"namespace": NAMESPACE}, problems=(400, 404, 413))
 async def put_member(request: Request) -> JSONResponse:
-    body = await json_body(request)
-    role = _field(body, "role", str, required=True)
+    role = (await read_body(request, MemberRequest)).role
     ns, user = request.path_params["namespace"], request.path_params["user"]
     access = service(request).access
     await run_in_threadpool(access.grant, ns, user, role)
@@ -188,6 +407,9 @@ async def put_member(request: Request) -> JSONResponse:
     return JSONResponse(await run_in_threadpool(access.namespace, ns))
 
 
+@operation("deleteMember", "access",
+           "Take a user's role in a namespace away (namespace admin)", Namespace,
+           params={"namespace": NAMESPACE}, problems=(404,))
 async def delete_member(request: Request) -> JSONResponse:
     ns, user = request.path_params["namespace"], request.path_params["user"]
     access = service(request).access
@@ -196,6 +418,10 @@ async def delete_member(request: Request) -> JSONResponse:
     return JSONResponse(await run_in_threadpool(access.namespace, ns))
 
 
+@operation("listAudit", "access", "The audit log, newest first (site admin)", AuditPage,
+           description="Pushes and deletes; user, token, key and namespace-role changes; "
+           "policy changes and gate overrides. Page with before=<the last entry's id>.",
+           params=AUDIT_QUERY, problems=(400,))
 async def audit(request: Request) -> JSONResponse:
     q = request.query_params
     n, before = q.get("n", "100"), q.get("before")

@@ -19,14 +19,18 @@ from __future__ import annotations
 
 import math
 import re
+from datetime import datetime
 from urllib.parse import quote, urlencode
 
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from registry.api.guard import readable
 from registry.api.oci.base import repo_name, service
+from registry.api.rest.common import operation
+from registry.api.rest.schemas import Answer, Format, ModelStatus, Verdict, query_param
 from registry.errors import RequestInvalid
 from registry.services.browse import (
     DEFAULT_PAGE,
@@ -47,6 +51,121 @@ TAG_PARAMS = PAGING | {"q", "status", "format", "backend", "architecture", "quan
                        "min_tokens_per_s", "max_memory_mb"}
 MAX_TEXT = 255
 _N = re.compile(r"[0-9]{1,6}")
+
+
+class Repository(Answer):
+    name: str
+    tag_count: int
+    manifest_count: int
+    model_count: int = Field(description="Manifests that are models.")
+    size: int = Field(description="Bytes of every blob its manifests refer to, once.")
+    created: datetime
+    updated: datetime = Field(description="Its newest tag move or manifest push.")
+    href: str = Field(description="Its tags.")
+
+
+class RepositoryPage(Answer):
+    repositories: list[Repository]
+    next: str | None = Field(description="The next page (as in Link).")
+
+
+class TagRow(Answer):
+    """A tag, the manifest it points at now, its model card's columns and its latest
+    verification's figures (null: unknown or not a model)."""
+
+    repository: str
+    tag: str
+    digest: str
+    mediaType: str  # the OCI field's name
+    artifactType: str | None
+    status: ModelStatus | None
+    size: int = Field(description="Bytes of the manifest's blobs.")
+    updated: datetime = Field(description="When the tag last moved.")
+    format: Format | None
+    architecture: str | None
+    parameter_count: int | None
+    quantization: str | None
+    context_length: int | None
+    verdict: Verdict | None
+    backend: str | None
+    tokens_per_s: float | None = Field(description="Generation tokens/s.")
+    peak_rss_bytes: int | None
+    verified_at: datetime | None
+    href: str = Field(description="Its full model card.")
+
+
+class TagPage(Answer):
+    repository: str
+    tags: list[TagRow]
+    next: str | None
+
+
+class ModelPage(Answer):
+    models: list[TagRow]
+    next: str | None
+
+
+# ---- the query parameters, as documented (parsed below) --------------------------------------
+
+_TEXT = {"type": "string", "maxLength": MAX_TEXT, "pattern": r"^[^\x00-\x1f]*$"}
+_ITEM = {"type": "string", "minLength": 1, "maxLength": MAX_TEXT,
+         "pattern": r"^[^,\x00-\x1f]+$"}
+LINK = {"Link": {"$ref": "#/components/headers/Link"}}
+
+
+def _list_param(name: str, items: dict, description: str) -> dict:
+    return query_param(name, {"type": "array", "items": items, "minItems": 1},
+                       description + " Comma-separated: any of the values matches.",
+                       style="form", explode=False)
+
+
+def _paging_params(sorts: tuple[str, ...]) -> dict[str, dict]:
+    return {
+        "n": query_param("n", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE,
+                               "default": DEFAULT_PAGE}, "Page size."),
+        "cursor": query_param("cursor", {"type": "string", "maxLength": 4096},
+                              "Opaque; from the previous page's Link header (keep the same "
+                              "sort)."),
+        "sort": query_param("sort", {"type": "string",
+                                     "enum": [*sorts, *(f"-{s}" for s in sorts)],
+                                     "default": sorts[0]},
+                            "Sort key; a leading '-' sorts descending. Unknown values sort "
+                            "last."),
+    }
+
+
+def _tag_params(q: str) -> dict[str, dict]:
+    return {
+        "status": _list_param("status", {"type": "string", "enum": list(STATUSES)},
+                              "Model status of the tagged manifest."),
+        "format": _list_param("format", {"type": "string", "enum": list(FORMATS)},
+                              "Weights format."),
+        "backend": _list_param("backend", _ITEM, "Backend of the latest verification "
+                                                 "(llama.cpp, mlx); any case."),
+        "architecture": _list_param("architecture", _ITEM,
+                                    "Model architecture (e.g. llama); any case."),
+        "quantization": _list_param("quantization", _ITEM,
+                                    "Quantization (e.g. Q4_K_M); any case."),
+        "min_tokens_per_s": query_param("min_tokens_per_s", {"type": "number", "minimum": 0},
+                                        "Latest verification generated at least this many "
+                                        "tokens/s."),
+        "max_memory_mb": query_param("max_memory_mb", {"type": "number", "minimum": 0},
+                                     "Latest verification's peak resident memory is at most "
+                                     "this many MiB."),
+        "q": query_param("q", _TEXT, q),
+        **_paging_params(TAG_SORTS),
+    }
+
+
+def _links(name: str, targets: dict[str, str | None]) -> dict:
+    """OpenAPI links from a listing's first row to the operations about it."""
+    links = {}
+    for op, reference in targets.items():
+        params = {"name": f"$response.body#{name}"}
+        if reference is not None:
+            params["reference"] = f"$response.body#{reference}"
+        links[op] = {"operationId": op, "parameters": params}
+    return links
 
 
 def _browse(request: Request) -> BrowseService:
@@ -145,6 +264,13 @@ def _tag_hrefs(items: list[dict]) -> list[dict]:
     return items
 
 
+@operation("listRepositories", "browse", "Repositories, searchable by name", RepositoryPage,
+           params={"q": query_param("q", _TEXT, "Substring of the name (any case)."),
+                   "prefix": query_param("prefix", _TEXT,
+                                         "The name starts with this (e.g. 'team/')."),
+                   **_paging_params(REPOSITORY_SORTS)},
+           headers=LINK, links=_links("/repositories/0/name", {"listTags": None}),
+           problems=(400,))
 async def list_repositories(request: Request) -> JSONResponse:
     _check_params(request, REPOSITORY_PARAMS)
     sort, n, cursor = _paging(request, REPOSITORY_SORTS)
@@ -157,6 +283,14 @@ async def list_repositories(request: Request) -> JSONResponse:
     return _listing(request, "repositories", page)
 
 
+@operation("listTags", "browse",
+           "Tags of a repository with their model card and latest figures", TagPage,
+           params=_tag_params("Substring of the tag (any case)."), headers=LINK,
+           links=_links("/repository", {
+               "getTag": "/tags/0/tag", "getManifest": "/tags/0/digest",
+               "listManifestVerifications": "/tags/0/digest",
+               "verifyManifest": "/tags/0/digest", "overrideManifest": "/tags/0/digest"}),
+           problems=(400, 404))
 async def list_tags(request: Request) -> JSONResponse:
     _check_params(request, TAG_PARAMS)
     name = repo_name(request)
@@ -167,6 +301,13 @@ async def list_tags(request: Request) -> JSONResponse:
     return _listing(request, "tags", page, repository=name)
 
 
+@operation("listModels", "browse", "Tagged models in every repository", ModelPage,
+           description="One row per tag whose manifest is a model; 'name' sorts by "
+                       "repository, then tag.",
+           params=_tag_params("Substring of 'repository:tag' (any case)."), headers=LINK,
+           links=_links("/models/0/repository", {"getTag": "/models/0/tag",
+                                                 "getManifest": "/models/0/digest"}),
+           problems=(400,))
 async def list_models(request: Request) -> JSONResponse:
     _check_params(request, TAG_PARAMS)
     sort, n, cursor = _paging(request, TAG_SORTS)

@@ -28,13 +28,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import Any
 
+from pydantic import Field, RootModel
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from registry import jsontext
 from registry.api.oci.base import read_limited, service
+from registry.api.rest.common import operation
+from registry.api.rest.schemas import Answer
 from registry.errors import (
     BodyTooLarge,
     HooksDisabled,
@@ -47,6 +51,17 @@ MAX_BODY = 1024 * 1024
 SIGNATURE_HEADER = "x-assay-signature"
 HOW = ("set ASSAY_HOOK_TOKEN (sent as 'Authorization: Bearer <token>') or ASSAY_HOOK_SECRET "
        "(sent as 'X-Assay-Signature: sha256=<hex HMAC-SHA256 of the body>')")
+
+
+# Documentation only: ``registry.services.remote.parse_payload`` reads the body.
+class HookPayload(RootModel[dict[str, Any] | list[Any]]):
+    """An envelope, a CloudEvent or a batch of them, or a reference."""
+
+
+class ValidateResult(Answer):
+    format: str = Field(description="How the body was read.")
+    queued: list[dict[str, Any]]
+    ignored: list[dict[str, Any]]
 
 
 def check_configured(settings) -> None:
@@ -90,6 +105,15 @@ def _too_large(_declared: int | None) -> BodyTooLarge:
     return BodyTooLarge(f"a hook body may be at most {MAX_BODY} bytes")
 
 
+@operation(
+    "validateFromWebhook", "validation",
+    "Verify the models a webhook names (here or in another registry)", ValidateResult,
+    status=202, answer_text="Queued", body=HookPayload, problems=(400, 401, 403, 413),
+    description="The body is a CNCF Distribution notification envelope, a CloudEvent, or "
+                "{\"reference\": \"HOST/NAME[:TAG|@DIGEST]\"}. Authenticated with "
+                "'Authorization: Bearer <ASSAY_HOOK_TOKEN>' or 'X-Assay-Signature: "
+                "sha256=<HMAC-SHA256 of the body keyed with ASSAY_HOOK_SECRET>'; 403 when "
+                "neither is configured.")
 async def validate(request: Request) -> JSONResponse:
     settings = request.app.state.settings
     # Only a signature needs the body: anyone else is refused before it is read.

@@ -1,21 +1,9 @@
 """``/api/v1/repositories/<name>/{tags/<tag>,manifests/<digest>}``: one manifest, its
 sizes, its model card and its verification.
 
-Body::
-
-    {"repository": "team/gemma3", "tag": "270m",          # "tag" only when asked by tag
-     "digest": "sha256:...", "mediaType": "...", "artifactType": "..." | null,
-     "size": {"logical": <bytes of its blobs>, "unique": <bytes no other manifest uses>},
-     "model": <ModelCard.to_json()> | null,                # null: not a model
-     "status": "queued" | "verifying" | "ready" | "failed" | null,   # null: not a model
-     "reason": <why it failed> | null,
-     "verification": {"verdict", "reason", "backend", "backend_version", "hardware",
-                      "figures": {"generation_tps", "prompt_tps", "ttft_s", "load_s",
-                                  "peak_rss_bytes", "tokens_generated", "output", ...},
-                      "log_tail", "referrer", "finished_at", ...} | null,  # the latest run
-     "job": {"id", "status", "attempts", "max_attempts", "last_error"} | null,
-     "override": {"by", "reason", "at"} | null,
-     "served": "sha256:..." | null}                        # by tag: what a pull gets now
+The answer is ``ManifestDetail`` (below): ``model`` and ``status`` are null when the
+manifest is not a model, ``verification`` is the latest run, ``served`` (by tag) is what a
+pull gets now.
 
 ``POST .../verify`` queues a re-run (202, ``{"job", "digest"}``); ``GET
 .../manifests/<digest>/verifications`` lists every run, newest first; ``POST
@@ -25,22 +13,98 @@ that is not ready through the readiness gate (recorded).
 
 from __future__ import annotations
 
+from datetime import datetime
+
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from registry import jsontext
 from registry.api.guard import caller
-from registry.api.oci.base import absolute, read_limited, repo_name, service
-from registry.digests import is_digest
-from registry.errors import (
-    BodyTooLarge,
-    DigestInvalid,
-    ModelNotReady,
-    RequestInvalid,
-    TagInvalid,
+from registry.api.oci.base import absolute, repo_name, service
+from registry.api.rest.common import operation, read_body
+from registry.api.rest.schemas import (
+    DIGEST,
+    TAG,
+    Answer,
+    Body,
+    Format,
+    Job,
+    ModelStatus,
+    Verification,
+    absent,
 )
+from registry.digests import is_digest
+from registry.errors import DigestInvalid, ModelNotReady, RequestInvalid, TagInvalid
 from registry.services.models import ManifestInfo
+
+
+class ModelCard(Answer):
+    format: Format
+    architecture: str | None = absent()
+    parameter_count: int | None = absent()
+    parameter_label: str | None = absent()
+    quantization: str | None = absent()
+    context_length: int | None = absent()
+    embedding_length: int | None = absent()
+    chat_template: bool | None = absent()
+    tokenizer_model: str | None = absent()
+    dtypes: list[str] | None = absent()
+    quantization_bits: int | None = absent()
+    quantization_group_size: int | None = absent()
+    error: str | None = absent("Why the weights could not be read.")
+
+
+class Override(Answer):
+    by: str
+    reason: str
+    at: datetime | None
+
+
+class Sizes(Answer):
+    logical: int
+    unique: int = Field(description="Bytes no other manifest refers to.")
+
+
+class ManifestDetail(Answer):
+    """One manifest, its sizes, model card, status and verification."""
+
+    repository: str
+    tag: str = absent("Only when asked by tag.")
+    digest: str
+    mediaType: str  # the OCI field's name
+    artifactType: str | None
+    size: Sizes
+    model: ModelCard | None
+    status: ModelStatus | None
+    reason: str | None
+    status_changed_at: datetime | None
+    override: Override | None
+    verification: Verification | None
+    job: Job | None
+    served: str | None = absent("By tag only: the digest a pull gets now (null: nothing "
+                                "passes the gate).")
+
+
+class VerificationList(Answer):
+    verifications: list[Verification]
+
+
+class VerifyAccepted(Answer):
+    job: int
+    digest: str
+
+
+class OverrideRequest(Body):
+    reason: str = Field(json_schema_extra={"minLength": 1, "pattern": r"\S"})
+    by: str = Field("admin", json_schema_extra={"minLength": 1, "pattern": r"\S"},
+                    description="Who lets it through; with auth on, whoever is signed in.")
+
+
+class OverrideResult(Answer):
+    digest: str
+    by: str
+    reason: str
 
 
 def manifest_json(info: ManifestInfo) -> dict:
@@ -84,64 +148,65 @@ def _digest(request: Request) -> str:
     return digest
 
 
+_READ = dict(tag="manifests", answer=ManifestDetail, problems=(400, 404))
+_VERIFY = dict(tag="verification", answer=VerifyAccepted, status=202, answer_text="Queued",
+               problems=(400, 404, 409))
+
+
+@operation("getTag", summary="A tagged manifest: model card, status, latest verification",
+           params={"reference": TAG}, **_READ)
 async def by_tag(request: Request) -> JSONResponse:
     body = await run_in_threadpool(_describe_sync, service(request), repo_name(request),
                                    _tag(request), absolute(request, "/"))
     return JSONResponse(body)
 
 
+@operation("getManifest", summary="The same, by digest", params={"reference": DIGEST},
+           **_READ)
 async def by_digest(request: Request) -> JSONResponse:
     body = await run_in_threadpool(_describe_sync, service(request), repo_name(request),
                                    _digest(request), absolute(request, "/"))
     return JSONResponse(body)
 
 
+@operation("verifyTag", summary="Queue a (re-)verification of the tagged model",
+           params={"reference": TAG}, **_VERIFY)
 async def verify_tag(request: Request) -> JSONResponse:
     result = await run_in_threadpool(service(request).verification.request,
                                      repo_name(request), _tag(request))
     return JSONResponse(result, status_code=202)
 
 
+@operation("verifyManifest", summary="Queue a (re-)verification of a model by digest",
+           params={"reference": DIGEST}, **_VERIFY)
 async def verify_digest(request: Request) -> JSONResponse:
     result = await run_in_threadpool(service(request).verification.request,
                                      repo_name(request), _digest(request))
     return JSONResponse(result, status_code=202)
 
 
+@operation("listManifestVerifications", "verification",
+           "Every verification run of a manifest, newest first", VerificationList,
+           params={"reference": DIGEST}, problems=(400, 404))
 async def verifications(request: Request) -> JSONResponse:
     runs = await run_in_threadpool(service(request).verification.history,
                                    repo_name(request), _digest(request))
     return JSONResponse({"verifications": runs})
 
 
-MAX_JSON_BODY = 1024 * 1024
-
-
-def _too_large(declared: int | None) -> BodyTooLarge:
-    return BodyTooLarge(f"a JSON request body may be at most {MAX_JSON_BODY} bytes")
-
-
-async def json_body(request: Request) -> dict:
-    """The request's JSON object (``{}`` when empty), read up to ``MAX_JSON_BODY`` and
-    parsed by ``registry.jsontext.loads``; anything else is ``RequestInvalid``."""
-    raw = await read_limited(request, MAX_JSON_BODY, _too_large)
-    try:
-        body = jsontext.loads(raw or b"{}")
-    except ValueError as exc:
-        raise RequestInvalid(f"the request body is not JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise RequestInvalid("the request body must be a JSON object")
-    return body
-
-
+@operation("overrideManifest", "verification",
+           "Let a model that is not ready through the readiness gate (recorded)",
+           OverrideResult, body=OverrideRequest, params={"reference": DIGEST},
+           problems=(400, 404, 409))
 async def override(request: Request) -> JSONResponse:
-    body = await json_body(request)
-    reason, by = body.get("reason"), body.get("by", "admin")
+    body = await read_body(request, OverrideRequest)
+    by = body.by
     identity = caller(request)
     if identity is not None:  # auth on: the override is by whoever is signed in
         by = identity.name or "anonymous"
-    if not isinstance(reason, str) or not isinstance(by, str) or not by.strip():
+    if not by.strip():
         raise RequestInvalid('an override needs {"reason": "<why>", "by": "<who>"}')
     result = await run_in_threadpool(service(request).verification.override,
-                                     repo_name(request), _digest(request), by.strip(), reason)
+                                     repo_name(request), _digest(request), by.strip(),
+                                     body.reason)
     return JSONResponse(result)

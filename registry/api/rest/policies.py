@@ -11,17 +11,44 @@ A namespace applies to the repository of that name and every repository under it
 
 from __future__ import annotations
 
-import math
+from typing import Annotated
 
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from registry.api.oci.base import service
-from registry.api.rest.manifests import json_body
-from registry.digests import check_name
-from registry.errors import NotFound, RequestInvalid
-from registry.services.verification import Policy
+from registry.api.rest.common import operation, read_body
+from registry.api.rest.schemas import NAME_PATTERN, Answer, Body, path_param
+from registry.digests import MAX_NAME_LENGTH, check_name
+from registry.errors import NotFound
+from registry.services.verification import Policy as StoredPolicy
+
+NAMESPACE = path_param("namespace", {"type": "string", "maxLength": MAX_NAME_LENGTH,
+                                     "pattern": f"^(?:_|{NAME_PATTERN[1:-1]})$"},
+                       "A repository name or a /-prefix of names ('_': every repository).",
+                       "team")
+
+
+class Policy(Answer):
+    namespace: str | None = Field(description="null: the defaults.")
+    gate: bool
+    min_generation_tps: float | None
+
+
+class PolicyRequest(Body):
+    gate: bool = True
+    min_generation_tps: Annotated[int, Field(ge=0)] | Annotated[float, Field(ge=0)] | None = None
+
+
+class PolicyList(Answer):
+    policies: list[Policy]
+    default: Policy
+
+
+class PolicyDeleted(Answer):
+    deleted: str
 
 
 def _namespace(request: Request) -> str:
@@ -31,33 +58,35 @@ def _namespace(request: Request) -> str:
     return check_name(ns) if ns else ns  # 400 NAME_INVALID, never a database error
 
 
+@operation("listPolicies", "policies", "Readiness-gate policies per namespace and the defaults",
+           PolicyList)
 async def list_policies(request: Request) -> JSONResponse:
     svc = service(request).verification
     policies = await run_in_threadpool(svc.policies)
-    default = Policy(None, svc.settings.gate, svc.settings.min_generation_tps)
+    default = StoredPolicy(None, svc.settings.gate, svc.settings.min_generation_tps)
     return JSONResponse({"policies": [p.to_json() for p in policies],
                          "default": default.to_json()})
 
 
+@operation("getPolicy", "policies", "The policy that applies to a name", Policy,
+           params={"namespace": NAMESPACE})
 async def get_policy(request: Request) -> JSONResponse:
     policy = await run_in_threadpool(service(request).verification.policy, _namespace(request))
     return JSONResponse(policy.to_json())
 
 
+@operation("putPolicy", "policies", "Set a namespace's policy", Policy,
+           body=PolicyRequest, body_required=False, params={"namespace": NAMESPACE},
+           problems=(400,))
 async def put_policy(request: Request) -> JSONResponse:
-    body = await json_body(request)
-    gate = body.get("gate", True)
-    floor = body.get("min_generation_tps")
-    if not isinstance(gate, bool):
-        raise RequestInvalid('"gate" must be true or false')
-    if floor is not None and (isinstance(floor, bool) or not isinstance(floor, int | float)
-                              or not math.isfinite(floor) or floor < 0):
-        raise RequestInvalid('"min_generation_tps" must be a finite number >= 0, or null')
+    body = await read_body(request, PolicyRequest)
     policy = await run_in_threadpool(service(request).verification.set_policy,
-                                     _namespace(request), gate, floor)
+                                     _namespace(request), body.gate, body.min_generation_tps)
     return JSONResponse(policy.to_json())
 
 
+@operation("deletePolicy", "policies", "Back to the default", PolicyDeleted,
+           params={"namespace": NAMESPACE}, problems=(404,))
 async def delete_policy(request: Request) -> JSONResponse:
     ns = _namespace(request)
     if not await run_in_threadpool(service(request).verification.delete_policy, ns):

@@ -1,0 +1,138 @@
+"""Models and parameters several REST resources share: the name, tag and digest grammars
+as path parameters, and the job, verification and model card objects that more than one
+answer carries.
+
+The grammars are not re-declared: the patterns are the server's own (``registry.digests``,
+``registry.access.permissions``, ``registry.services.identities``), anchored for JSON
+Schema. Answer models document what handlers return (service dicts, unvalidated); request
+models (in each resource) validate bodies.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from registry import digests
+from registry.access.permissions import ACTIONS as SCOPE_ACTIONS
+from registry.access.permissions import ROLES
+from registry.db.queue import STATUSES as JOB_STATUSES
+from registry.services import identities
+from registry.services.browse import FORMATS, STATUSES
+
+NAME_PATTERN = f"^{digests._NAME_RE.pattern}$"
+# One name component: a user's name, which is also their personal namespace.
+COMPONENT_PATTERN = f"^{identities._USER_RE.pattern}$"
+TAG_PATTERN = f"^{digests._TAG_RE.pattern}$"
+DIGEST_PATTERN = "^(?:{})$".format(
+    "|".join(f"{alg}:[a-f0-9]{{{n}}}" for alg, n in digests.ALGORITHMS.items()))
+SCOPE_PATTERN = rf"^(?:{'|'.join(SCOPE_ACTIONS)})(?::[\s\S]+)?$"
+MAX_USER_NAME = 64
+EXAMPLE_DIGEST = "sha256:" + "0" * 64
+MAX_INT64 = 2**63 - 1
+
+Role = Literal[tuple(ROLES)]
+ModelStatus = Literal[STATUSES]
+Format = Literal[FORMATS]
+Verdict = Literal["passed", "failed"]
+
+
+def _drop_default(schema: dict) -> None:
+    schema.pop("default", None)
+
+
+def absent(description: str | None = None) -> Any:
+    """A field an answer may leave out (documented without a default)."""
+    return Field(None, description=description, json_schema_extra=_drop_default)
+
+
+class Answer(BaseModel):
+    """Base of the answer models: documentation of what a handler returns."""
+
+    model_config = ConfigDict(defer_build=True)
+
+
+class Body(BaseModel):
+    """Base of the request-body models: JSON types are not coerced (``"1"`` is not a
+    number, ``1`` is not ``true``), and NaN or infinities are refused."""
+
+    model_config = ConfigDict(strict=True, allow_inf_nan=False, defer_build=True)
+
+
+# ---- parameters ------------------------------------------------------------------------------
+
+def path_param(name: str, schema: dict, description: str, example: str) -> dict:
+    return {"name": name, "in": "path", "required": True, "description": description,
+            "schema": schema, "example": example}
+
+
+def query_param(name: str, schema: dict, description: str, **extra) -> dict:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": schema, **extra}
+
+
+def integer_id(name: str, description: str) -> dict:
+    return path_param(name, {"type": "integer", "minimum": 0, "maximum": MAX_INT64},
+                      description, "1")
+
+
+NAME = path_param("name", {"type": "string", "pattern": NAME_PATTERN,
+                           "maxLength": digests.MAX_NAME_LENGTH},
+                  "Repository name; it may contain '/' (e.g. team/gemma3).", "library/tiny")
+TAG = path_param("reference", {"type": "string", "pattern": TAG_PATTERN}, "A tag.", "latest")
+DIGEST = path_param("reference", {"type": "string", "pattern": DIGEST_PATTERN},
+                    "A manifest digest.", EXAMPLE_DIGEST)
+USER = path_param("user", {"type": "string", "pattern": COMPONENT_PATTERN,
+                           "maxLength": MAX_USER_NAME}, "A user or robot name.", "alice")
+# Path parameters every route that has them shares; an operation overrides one in its
+# ``params`` (``reference`` is a tag or a digest, ``id`` names what it counts).
+PATH = {"name": NAME, "user": USER}
+
+
+# ---- answers several resources share ---------------------------------------------------------
+
+class Job(Answer):
+    id: int
+    status: Literal[JOB_STATUSES]
+    attempts: int
+    max_attempts: int
+    last_error: str | None
+    worker: str | None
+
+
+class Figures(Answer):
+    load_s: float | None = absent()
+    prompt_tokens: int | None = absent()
+    prompt_tps: float | None = absent()
+    generation_tps: float | None = absent()
+    ttft_s: float | None = absent()
+    tokens_generated: int | None = absent()
+    peak_rss_bytes: int | None = absent()
+    output: str | None = absent()
+    output_sha256: str | None = absent()
+    wall_s: float | None = absent()
+
+
+class Verification(Answer):
+    id: int
+    verdict: Verdict
+    reason: str | None
+    backend: str | None
+    backend_version: str | None
+    hardware: dict[str, Any] | None
+    figures: Figures
+    network_isolated: bool | None = Field(
+        description="Whether the model ran without network access (a network namespace of "
+                    "its own); null: recorded before this was.")
+    sandbox: str | None = Field(
+        description="How the model was isolated, or why it could not be (\"not isolated: "
+                    "...\"); null: recorded before this was.")
+    log_tail: str | None = Field(
+        description="The end of the backend's log (about 4 KiB): errors, warnings and the "
+                    "load summary, without per-tensor detail.")
+    referrer: str | None = Field(description="Digest of the OCI artifact carrying it.")
+    worker: str | None
+    started_at: datetime | None
+    finished_at: datetime | None
