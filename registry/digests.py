@@ -16,10 +16,10 @@ from registry.errors import DigestInvalid, NameInvalid, TagInvalid
 ALGORITHMS = {"sha256": 64, "sha512": 128}
 MAX_NAME_LENGTH = 255
 
-_NAME_RE = re.compile(
+NAME_RE = re.compile(
     r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*"
 )
-_TAG_RE = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
+TAG_RE = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
 _DIGEST_RE = re.compile(r"(sha256|sha512):([a-f0-9]+)")
 
 
@@ -38,13 +38,13 @@ def is_digest(value: str) -> bool:
 
 
 def check_name(name: str) -> str:
-    if len(name) > MAX_NAME_LENGTH or not _NAME_RE.fullmatch(name):
+    if len(name) > MAX_NAME_LENGTH or not NAME_RE.fullmatch(name):
         raise NameInvalid(f"invalid repository name {name!r}")
     return name
 
 
 def check_tag(tag: str) -> str:
-    if not _TAG_RE.fullmatch(tag):
+    if not TAG_RE.fullmatch(tag):
         raise TagInvalid(f"invalid tag {tag!r}")
     return tag
 

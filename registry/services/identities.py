@@ -35,8 +35,8 @@ from registry.services.audit import record
 from registry.services.common import Service
 
 # A user's name is also their personal namespace: one repository-name component.
-_USER_RE = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*")
-_NS_RE = _USER_RE
+USER_RE = re.compile(r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*")
+_NS_RE = USER_RE
 DEFAULT_SCOPES = ["pull", "push"]
 # A token's scopes: one per action and namespace glob is plenty; the longest useful one
 # is "delete:" and a namespace (at most 255 characters).
@@ -56,7 +56,7 @@ _NS_FIELDS = {
 
 
 def _valid_user_name(name: str) -> bool:
-    return len(name) <= 64 and _USER_RE.fullmatch(name) is not None
+    return len(name) <= 64 and USER_RE.fullmatch(name) is not None
 
 
 def check_user_name(name: str) -> str:

@@ -22,10 +22,10 @@ from registry.db.queue import STATUSES as JOB_STATUSES
 from registry.services import identities
 from registry.services.browse import FORMATS, STATUSES
 
-NAME_PATTERN = f"^{digests._NAME_RE.pattern}$"
+NAME_PATTERN = f"^{digests.NAME_RE.pattern}$"
 # One name component: a user's name, which is also their personal namespace.
-COMPONENT_PATTERN = f"^{identities._USER_RE.pattern}$"
-TAG_PATTERN = f"^{digests._TAG_RE.pattern}$"
+COMPONENT_PATTERN = f"^{identities.USER_RE.pattern}$"
+TAG_PATTERN = f"^{digests.TAG_RE.pattern}$"
 DIGEST_PATTERN = "^(?:{})$".format(
     "|".join(f"{alg}:[a-f0-9]{{{n}}}" for alg, n in digests.ALGORITHMS.items()))
 SCOPE_PATTERN = rf"^(?:{'|'.join(SCOPE_ACTIONS)})(?::[\s\S]+)?$"
