@@ -13,11 +13,27 @@ import base64
 import binascii
 import re
 
+from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError
+
 from registry import jsontext
 from registry.errors import RegistryError, RequestInvalid
 from registry.services.remote.distribution import read_envelope, read_target
 from registry.services.remote.items import CLOUDEVENTS, Item
 from registry.services.remote.references import parse_ref
+
+
+class CloudEventContext(BaseModel):
+    """The context attributes CloudEvents 1.x requires, each a non-empty string. Optional
+    attributes and extensions are read from the event as they come (binary mode turns
+    every ``ce-*`` header into one)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    specversion: StrictStr = Field(min_length=1)
+    id: StrictStr = Field(min_length=1)
+    source: StrictStr = Field(min_length=1)
+    type: StrictStr = Field(min_length=1)
+
 
 # CloudEvents types whose words say the model was not pushed.
 _NOT_A_PUSH = {"pull", "pulled", "delete", "deleted", "remove", "removed", "mount", "mounted",
@@ -28,21 +44,18 @@ def read_cloudevent(event: dict, *, strict: bool, index: int = 0) -> list[Item]:
     """One CloudEvent (structured or binary mode) as items. ``strict``: a single event
     that is malformed is a 400; in a batch it is ignored with the reason."""
     event_id = event.get("id") if isinstance(event.get("id"), str) else str(index)
-    missing = [k for k in ("specversion", "id", "source", "type")
-               if not isinstance(event.get(k), str) or not event.get(k)]
-    problem = None
-    if missing:
-        problem = f"not a CloudEvent: {', '.join(missing)} missing"
-    elif not event["specversion"].startswith("1."):
-        problem = f"CloudEvents specversion {event['specversion']!r} is not supported (1.0)"
-    if problem:
-        if strict:
-            raise RequestInvalid(problem)
-        return [Item(CLOUDEVENTS, event=event_id, ignored=problem)]
-    words = set(re.split(r"[^a-z0-9]+", event["type"].lower()))
+    try:
+        context = CloudEventContext.model_validate(event)
+    except ValidationError as exc:
+        missing = ", ".join(str(e["loc"][0]) for e in exc.errors())
+        return _malformed(strict, event_id, f"not a CloudEvent: {missing} missing")
+    if not context.specversion.startswith("1."):
+        return _malformed(strict, event_id, f"CloudEvents specversion "
+                          f"{context.specversion!r} is not supported (1.0)")
+    words = set(re.split(r"[^a-z0-9]+", context.type.lower()))
     if words & _NOT_A_PUSH:
         return [Item(CLOUDEVENTS, event=event_id,
-                     ignored=f"event type {event['type']!r} is not a push")]
+                     ignored=f"event type {context.type!r} is not a push")]
     data = event.get("data")
     if "data_base64" in event:
         try:
@@ -77,6 +90,13 @@ def read_cloudevent(event: dict, *, strict: bool, index: int = 0) -> list[Item]:
     return _bad_event(strict, event_id, 'the data carries no reference: expected a '
                       'reference string, {"reference": ...}, or a Distribution-like '
                       '{"target": {"repository", "digest", "url", ...}}')
+
+
+def _malformed(strict: bool, event_id: str, problem: str) -> list[Item]:
+    """An event that is not a usable CloudEvent at all: a 400 when it came alone."""
+    if strict:
+        raise RequestInvalid(problem)
+    return [Item(CLOUDEVENTS, event=event_id, ignored=problem)]
 
 
 def _bad_event(strict: bool, event_id: str, reason: str) -> list[Item]:
