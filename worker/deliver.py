@@ -37,13 +37,12 @@ from datetime import datetime
 import httpx
 
 from client.transport import StdlibTransport
-from registry.db.queue import FAILED, JobQueue, new_worker_id
+from registry.db.queue import FAILED, JobKind, JobQueue, new_worker_id
 from registry.db.tables import utcnow
 from registry.secretbox import SecretUnreadable
 from registry.services.events import (
     ACTION_HEADER,
     DEAD,
-    DELIVER_JOB,
     DELIVERED,
     DELIVERY_HEADER,
     EVENT_HEADER,
@@ -128,7 +127,7 @@ class Deliverer:
     def step(self) -> str | None:
         """Claim one due deliver job and run it: ``None`` (nothing due), or what became of
         the delivery: "delivered", "pending" (to be retried), "dead", or "skipped"."""
-        job = self.queue.claim(self.worker_id, [DELIVER_JOB])
+        job = self.queue.claim(self.worker_id, [JobKind.DELIVER])
         if job is None:
             return None
         return self.deliver(job)

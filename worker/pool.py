@@ -5,7 +5,8 @@ in the background) starts N worker processes (``spawn``: no state shared with th
 and supervises them: a process that dies unexpectedly is replaced (its job, if any, is
 re-queued by the queue's lease once its heartbeats stop).
 
-One worker process loops: claim a ``verify`` job -> mark the model "verifying" ->
+One worker process loops: claim a job of a kind in its dispatch table (``verify`` here;
+``verify_remote``: ``worker.remote``). A ``verify`` job: mark the model "verifying" ->
 materialise its files (``worker.materialize``) -> ``verifier.verify`` with the limits from
 the settings and the namespace's policy -> record the report (SQL row, status, referrer
 artifact) -> complete the job. A heartbeat thread renews the job's lease; a refused
@@ -26,6 +27,7 @@ without counting the attempt, so another worker runs it from scratch.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import multiprocessing
 import os
@@ -33,31 +35,35 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
+from registry.db.queue import Job
 from registry.settings import Settings
+from worker.lease import Cancelled, JobLease
 
 log = logging.getLogger("assay.worker")
 
-VERIFY_JOB = "verify"
-REMOTE_JOB = "verify_remote"  # a model in another registry, verified on request (worker.remote)
 RECONCILE_SECONDS = 15.0
 
 
-class _Cancelled(Exception):
-    pass
-
-
 class Worker:
-    """One claim loop in one process (see the module docstring)."""
+    """One claim loop in one process (see the module docstring).
+
+    ``handlers`` is the dispatch table: the job kinds this loop claims, each with the
+    function that runs one claimed job and says what became of it (for logs and tests).
+    Webhook deliveries are not in it: they run in a thread of their own with their own
+    backoff (``worker.deliver``).
+    """
 
     def __init__(self, settings: Settings, stop: threading.Event | None = None,
                  name: str = "worker"):
         from registry.db import Database
-        from registry.db.queue import new_worker_id
+        from registry.db.queue import JobKind, new_worker_id
         from registry.services import RegistryService
         from registry.storage import open_store
         from worker.materialize import Materializer
+        from worker.remote import run_remote_job
 
         self.settings = settings
         self.stop = stop or threading.Event()
@@ -68,9 +74,17 @@ class Worker:
         self.materializer = Materializer(self.store, settings.model_cache_root,
                                          settings.model_cache_bytes)
         self.worker_id = new_worker_id(name)
+        self.handlers: dict[str, Callable[[Job], str]] = {
+            JobKind.VERIFY: self.run_job,
+            JobKind.VERIFY_REMOTE: functools.partial(run_remote_job, self),
+        }
 
     def close(self) -> None:
         self.db.dispose()
+
+    def lease(self, job: Job) -> JobLease:
+        """The heartbeat and stop watch for one claimed job (``worker.lease``)."""
+        return JobLease(self.queue, job.id, self.worker_id, self.stop)
 
     def run(self) -> None:
         """Claim and run jobs until ``stop`` is set; webhook deliveries (``worker.deliver``)
@@ -83,13 +97,9 @@ class Worker:
         while not self.stop.is_set():
             if time.monotonic() >= next_reconcile:  # jobs that went stale on their last try
                 next_reconcile = time.monotonic() + RECONCILE_SECONDS
-                try:
-                    self.svc.verification.reconcile()
-                    self.svc.remote.reconcile()
-                except Exception:
-                    log.exception("reconciling model statuses failed")
+                self._reconcile()
             try:
-                job = self.queue.claim(self.worker_id, [VERIFY_JOB, REMOTE_JOB])
+                job = self.queue.claim(self.worker_id, list(self.handlers))
             except Exception:
                 log.exception("claiming a job failed; retrying")
                 self.stop.wait(max(self.settings.job_poll_seconds, 1.0))
@@ -97,107 +107,82 @@ class Worker:
             if job is None:
                 self.stop.wait(self.settings.job_poll_seconds)
                 continue
-            if job.kind == REMOTE_JOB:  # a model in another registry (worker/remote.py)
-                from worker.remote import run_remote_job
-
-                run_remote_job(self, job)
-                continue
-            self.run_job(job)
+            self.handlers[job.kind](job)
         deliveries.join(self.settings.webhook_timeout_seconds + 5)
         log.info("worker %s stopped", self.worker_id)
 
-    def run_job(self, job) -> str:
-        """Run one claimed job; returns what became of it (for logs and tests)."""
-        from verifier import BackendUnavailable, Cancelled, Report, Spec, verify
-        from worker.materialize import LayoutUnsupported
-
-        lost = threading.Event()
-        done = threading.Event()
-        cancel = threading.Event()
-
-        def heartbeat() -> None:
-            while not done.wait(self.queue.heartbeat_every):
-                try:
-                    if not self.queue.heartbeat(job.id, self.worker_id):
-                        lost.set()
-                        cancel.set()
-                        return
-                except Exception:
-                    log.exception("heartbeat for job %s failed", job.id)
-            # (done: the job finished or was released)
-
-        def watch_stop() -> None:
-            while not done.is_set():
-                if self.stop.wait(0.2):
-                    cancel.set()
-                    return
-
-        threads = [threading.Thread(target=heartbeat, daemon=True),
-                   threading.Thread(target=watch_stop, daemon=True)]
-        for t in threads:
-            t.start()
-        started = datetime.now(UTC)
-        manifest_id = int(job.payload.get("manifest_id", -1))
-        target = None
+    def _reconcile(self) -> None:
         try:
-            target = self.svc.verification.target(manifest_id, job.payload.get("digest"))
-            if target is None:
-                self.queue.complete(job.id, self.worker_id,
-                                    {"skipped": "the manifest is gone or not a model"})
-                return "skipped"
-            self.svc.verification.start(manifest_id)
-            log.info("verifying %s@%s (job %s, attempt %s)", target.repository, target.digest,
-                     job.id, job.attempts)
-            try:
-                with self.materializer.model(target.model) as path:
-                    spec = Spec(
-                        model_path=path,
-                        max_tokens=self.settings.verify_max_tokens,
-                        timeout_s=self.settings.verify_timeout_seconds,
-                        # The weights are mapped into the child and count as resident
-                        # once touched: the limit is what it may use beyond them.
-                        memory_limit_bytes=self.settings.verify_memory_bytes
-                        + sum(w.descriptor.size for w in target.model.weights),
-                        threads=self.settings.verify_threads or os.cpu_count() or 1,
-                        min_generation_tps=target.policy.min_generation_tps,
-                        network_isolation=self.settings.verify_network_isolation,
-                    )
-                    report = verify(spec, cancel=cancel)
-            except LayoutUnsupported as exc:
-                report = Report(passed=False, failure="load", reason=str(exc))
-            if cancel.is_set():
-                raise _Cancelled()
-            data = report.to_dict()
-            row = self.svc.verification.record(target, data, job_id=job.id,
-                                               worker=self.worker_id, started_at=started)
-            if not self.queue.complete(job.id, self.worker_id,
-                                       {"verdict": "passed" if report.passed else "failed",
-                                        "verification": row.get("id")}):
-                log.warning("job %s was taken over while it ran; its result stands", job.id)
-            log.info("%s@%s: %s%s", target.repository, target.digest,
-                     "ready" if report.passed else "failed",
-                     "" if report.passed else f" ({report.reason})")
-            return "passed" if report.passed else "failed"
-        except (_Cancelled, Cancelled):
-            if lost.is_set():
-                log.warning("job %s: lease lost (re-queued elsewhere); result dropped", job.id)
-                return "lost"
-            if target is not None:
-                self.svc.verification.requeue(target)  # before the job can be claimed again
-            self.queue.release(job.id, self.worker_id)
-            log.info("job %s released (shutting down)", job.id)
-            return "released"
-        except BackendUnavailable as exc:
-            self._retry(job, target, f"verifier backend unavailable: {exc}")
-            return "retry"
-        except Exception as exc:
-            log.exception("job %s failed on infrastructure", job.id)
-            self._retry(job, target, f"{type(exc).__name__}: {exc}")
-            return "retry"
-        finally:
-            done.set()
+            self.svc.verification.reconcile()
+            self.svc.remote.reconcile()
+        except Exception:
+            log.exception("reconciling model statuses failed")
 
-    def _retry(self, job, target, error: str) -> None:
+    def released(self, job: Job, lease: JobLease, requeue: Callable[[], None] | None) -> str:
+        """A job stopped mid-way: dropped if its lease was lost, else (shutting down) its
+        model is put back to "queued" by ``requeue`` *before* the job is released, so no
+        other worker can have started it yet."""
+        if lease.lost.is_set():
+            log.warning("job %s: lease lost (re-queued elsewhere); result dropped", job.id)
+            return "lost"
+        if requeue is not None:
+            requeue()
+        self.queue.release(job.id, self.worker_id)
+        log.info("job %s released (shutting down)", job.id)
+        return "released"
+
+    def run_job(self, job: Job) -> str:
+        """Run one claimed ``verify`` job (a model of this registry); returns what became
+        of it (for logs and tests)."""
+        from verifier import BackendUnavailable
+        from verifier import Cancelled as VerifierCancelled
+
+        verification = self.svc.verification
+        target = None
+        with self.lease(job) as lease:
+            try:
+                manifest_id = int(job.payload.get("manifest_id", -1))
+                target = verification.target(manifest_id, job.payload.get("digest"))
+                if target is None:
+                    self.queue.complete(job.id, self.worker_id,
+                                        {"skipped": "the manifest is gone or not a model"})
+                    return "skipped"
+                verification.start(manifest_id)
+                log.info("verifying %s@%s (job %s, attempt %s)", target.repository,
+                         target.digest, job.id, job.attempts)
+                return self._verify(job, target, lease)
+            except (Cancelled, VerifierCancelled):
+                requeue = None if target is None else functools.partial(
+                    verification.requeue, target)
+                return self.released(job, lease, requeue)
+            except BackendUnavailable as exc:
+                self._retry(job, target, f"verifier backend unavailable: {exc}")
+                return "retry"
+            except Exception as exc:
+                log.exception("job %s failed on infrastructure", job.id)
+                self._retry(job, target, f"{type(exc).__name__}: {exc}")
+                return "retry"
+
+    def _verify(self, job: Job, target, lease: JobLease) -> str:
+        from worker.spec import verify_model
+
+        started = datetime.now(UTC)
+        report = verify_model(self.settings, self.materializer, target.model, target.policy,
+                              lease.cancel)
+        if lease.cancel.is_set():
+            raise Cancelled()
+        row = self.svc.verification.record(target, report.to_dict(), job_id=job.id,
+                                           worker=self.worker_id, started_at=started)
+        if not self.queue.complete(job.id, self.worker_id,
+                                   {"verdict": "passed" if report.passed else "failed",
+                                    "verification": row.get("id")}):
+            log.warning("job %s was taken over while it ran; its result stands", job.id)
+        log.info("%s@%s: %s%s", target.repository, target.digest,
+                 "ready" if report.passed else "failed",
+                 "" if report.passed else f" ({report.reason})")
+        return "passed" if report.passed else "failed"
+
+    def _retry(self, job: Job, target, error: str) -> None:
         try:
             outcome = self.queue.fail(job.id, self.worker_id, error[:2000], retry=True)
             if outcome == "failed" and target is not None:  # out of attempts

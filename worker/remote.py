@@ -11,7 +11,7 @@
          ``Downloader``: retries, ranged parts, digest check, resumable) into the model
          cache, laid out as for a local model (``worker.materialize``: a GGUF file, or an
          MLX directory with files named by their paths)
-      -> ``verifier.verify`` with the local path's limits (Worker.run_job)
+      -> ``verifier.verify`` with the local path's limits (``worker.spec``)
       -> ``RemoteService.finish``: the verification row (``remote_model_id``), the status and
          the job's completion in one transaction
 
@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import threading
@@ -62,20 +63,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from registry.formats.classify import GGUF, ModelFormat
-from worker.materialize import LayoutUnsupported, Materializer
+from worker.lease import Cancelled, JobLease
+from worker.materialize import Materializer
 
 log = logging.getLogger("assay.worker")
 
-REMOTE_JOB = "verify_remote"
 PARTIAL_DIR = "remote-partial"
 STALE_PARTIAL_SECONDS = 24 * 3600
 # Answers that mean the model cannot be pulled, whatever we retry.
 PERMANENT_STATUSES = (400, 401, 403, 404, 405, 410)
 UNREACHABLE = "the registry could not be reached"
-
-
-class _Cancelled(Exception):
-    pass
 
 
 class _Permanent(Exception):
@@ -106,7 +103,7 @@ class RemoteMaterializer(Materializer):
 
     def blob(self, digest: str, size: int) -> Path:
         if self.cancel.is_set():
-            raise _Cancelled()
+            raise Cancelled()
         algorithm, _, hexdigest = digest.partition(":")
         cached = self.root / "blobs" / algorithm / hexdigest
         if _fresh(cached, size):
@@ -143,42 +140,6 @@ def _files(fmt: ModelFormat):
     return fmt.weights if fmt.weight_format == GGUF else (fmt.files or fmt.weights)
 
 
-class _Lease:
-    """Heartbeats for the job while it runs; ``cancel`` is set when the worker is told to
-    stop or the lease was lost (``lost``)."""
-
-    def __init__(self, worker, job):
-        self.worker, self.job = worker, job
-        self.lost, self.cancel, self.done = threading.Event(), threading.Event(), \
-            threading.Event()
-
-    def __enter__(self) -> _Lease:
-        queue = self.worker.queue
-
-        def heartbeat() -> None:
-            while not self.done.wait(queue.heartbeat_every):
-                try:
-                    if not queue.heartbeat(self.job.id, self.worker.worker_id):
-                        self.lost.set()
-                        self.cancel.set()
-                        return
-                except Exception:
-                    log.exception("heartbeat for job %s failed", self.job.id)
-
-        def watch_stop() -> None:
-            while not self.done.is_set():
-                if self.worker.stop.wait(0.2):
-                    self.cancel.set()
-                    return
-
-        for fn in (heartbeat, watch_stop):
-            threading.Thread(target=fn, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.done.set()
-
-
 def run_remote_job(worker, job) -> str:
     """Run one claimed ``verify_remote`` job on ``worker`` (a ``worker.pool.Worker``);
     returns what became of it (for logs and tests)."""
@@ -189,11 +150,12 @@ def run_remote_job(worker, job) -> str:
         RegistryResponseError,
     )
     from client.outbound import OutboundDenied
-    from verifier import BackendUnavailable, Cancelled
+    from verifier import BackendUnavailable
+    from verifier import Cancelled as VerifierCancelled
 
     svc = worker.svc.remote
     target = None
-    with _Lease(worker, job) as lease:
+    with worker.lease(job) as lease:
         try:
             target = svc.target(int(job.payload.get("remote_model_id", -1)))
             if target is None:
@@ -208,15 +170,9 @@ def run_remote_job(worker, job) -> str:
                 log.warning("job %s: lease lost; result dropped", job.id)
                 return "lost"
             return outcome
-        except (_Cancelled, Cancelled):
-            if lease.lost.is_set():
-                log.warning("job %s: lease lost (re-queued elsewhere); result dropped", job.id)
-                return "lost"
-            if target is not None:
-                svc.requeue(target.id)
-            worker.queue.release(job.id, worker.worker_id)
-            log.info("job %s released (shutting down)", job.id)
-            return "released"
+        except (Cancelled, VerifierCancelled):
+            return worker.released(job, lease, None if target is None else
+                                   functools.partial(svc.requeue, target.id))
         except (_Permanent, BadReference) as exc:
             reason = f"cannot verify: {exc}"
             return _finish(worker, job, target, reason=reason, label="failed")
@@ -243,14 +199,14 @@ def run_remote_job(worker, job) -> str:
             return _retry(worker, job, target, f"{type(exc).__name__}: {exc}")
 
 
-def _verify(worker, job, target, lease: _Lease) -> str | None:
+def _verify(worker, job, target, lease: JobLease) -> str | None:
     from client.credentials import lookup
     from client.download import Downloader
     from client.progress import silent
     from client.ref import Registry, default_scheme
     from client.registry_client import RegistryClient
     from registry.services.remote import NOT_A_MODEL, classify_manifest
-    from verifier import Report, Spec, verify
+    from worker.spec import verify_model
 
     settings = worker.settings
     svc = worker.svc.remote
@@ -277,24 +233,9 @@ def _verify(worker, job, target, lease: _Lease) -> str | None:
         materializer = RemoteMaterializer(Downloader(client, silent()), target.repository,
                                           settings.model_cache_root, settings.model_cache_bytes,
                                           lease.cancel)
-        try:
-            with materializer.model(fmt) as path:
-                spec = Spec(
-                    model_path=path,
-                    max_tokens=settings.verify_max_tokens,
-                    timeout_s=settings.verify_timeout_seconds,
-                    # As for a local model: the limit is on top of the mapped weights.
-                    memory_limit_bytes=settings.verify_memory_bytes
-                    + sum(w.descriptor.size for w in fmt.weights),
-                    threads=settings.verify_threads or os.cpu_count() or 1,
-                    min_generation_tps=target.policy.min_generation_tps,
-                    network_isolation=settings.verify_network_isolation,
-                )
-                report = verify(spec, cancel=lease.cancel)
-        except LayoutUnsupported as exc:
-            report = Report(passed=False, failure="load", reason=str(exc))
+        report = verify_model(settings, materializer, fmt, target.policy, lease.cancel)
     if lease.cancel.is_set():
-        raise _Cancelled()
+        raise Cancelled()
     result = svc.finish(target, job_id=job.id, worker=worker.worker_id,
                         report=report.to_dict(), started_at=started)
     if result is None:

@@ -59,6 +59,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -76,6 +77,19 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from registry.db import Database
 from registry.db.tables import jobs, utcnow
+
+
+class JobKind(StrEnum):
+    """Every kind of job the registry enqueues and the worker runs.
+
+    The values are what ``jobs.kind`` stores: renaming one strands the jobs already
+    queued under the old name. The queue itself takes any string (tests use their own).
+    """
+
+    VERIFY = "verify"  # a model manifest of this registry (registry.services.verification)
+    VERIFY_REMOTE = "verify_remote"  # a model in another registry (registry.services.remote)
+    DELIVER = "deliver"  # one outgoing webhook delivery (registry.services.events)
+
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
 STATUSES = (QUEUED, RUNNING, DONE, FAILED)
@@ -267,7 +281,7 @@ class JobQueue:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
         now = self._clock()
-        values = dict(kind=kind, payload=_json(payload), status=QUEUED,
+        values = dict(kind=str(kind), payload=_json(payload), status=QUEUED,
                       dedupe_key=dedupe_key, attempts=0, max_attempts=max_attempts,
                       run_after=now if run_after is None else _utc(run_after),
                       created_at=now)
@@ -298,7 +312,7 @@ class JobQueue:
         now = self._clock()
         params: dict[str, Any] = {"t_now": now, "w_id": worker_id}
         if kinds is not None:
-            params["kinds"] = list(kinds)
+            params["kinds"] = [str(k) for k in kinds]
         by_kind = kinds is not None
         if self.db.is_sqlite and not sweep:
             # Lock-free WAL read first: the write lock below is the whole database's.
@@ -396,7 +410,7 @@ class JobQueue:
         """Number of jobs per status (every status present, zeros included)."""
         q = select(jobs.c.status, func.count()).group_by(jobs.c.status)
         if kinds is not None:
-            q = q.where(jobs.c.kind.in_(list(kinds)))
+            q = q.where(jobs.c.kind.in_([str(k) for k in kinds]))
         with self.db.read() as conn:
             counts = dict(conn.execute(q).all())
         return {s: counts.get(s, 0) for s in STATUSES} | counts

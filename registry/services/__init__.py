@@ -1,7 +1,12 @@
 """The service layer: everything the HTTP handlers (and the CLI) ask of the registry.
 
 ``RegistryService`` groups one service per concern; each takes the database, the blob
-store and the settings, and raises only ``registry.errors`` exceptions.
+store and the settings, plus the services it uses as required constructor arguments,
+and raises only ``registry.errors`` exceptions. They are built in dependency order::
+
+    queue -> events -> policies -> models -> manifests -> verification -> remote
+
+so every service is complete once constructed (nothing is wired in afterwards).
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from registry.db import Database
+from registry.db.queue import JobQueue
 from registry.services.audit import AuditService
 from registry.services.blobs import BlobService
 from registry.services.catalog import CatalogService
@@ -16,6 +22,7 @@ from registry.services.events import EventService
 from registry.services.identities import AccessService
 from registry.services.manifests import ManifestService
 from registry.services.models import ModelService
+from registry.services.policies import PolicyService
 from registry.services.remote import RemoteService
 from registry.services.uploads import UploadService
 from registry.services.verification import VerificationService
@@ -30,24 +37,25 @@ class RegistryService:
     settings: Settings
 
     def __post_init__(self):
-        self.blobs = BlobService(self.db, self.store, self.settings)
-        self.uploads = UploadService(self.db, self.store, self.settings)
-        from registry.db.queue import JobQueue
-
-        self.queue = JobQueue(self.db, lease_seconds=self.settings.job_lease_seconds)
+        db, store, settings = self.db, self.store, self.settings
+        self.blobs = BlobService(db, store, settings)
+        self.uploads = UploadService(db, store, settings)
+        self.queue = JobQueue(db, lease_seconds=settings.job_lease_seconds)
         # Outgoing webhooks: changes write their events into the outbox (same transaction).
-        self.events = EventService(self.db, self.store, self.settings, self.queue)
-        self.models = ModelService(self.db, self.store, self.settings)
-        self.manifests = ManifestService(self.db, self.store, self.settings, self.models,
-                                         self.queue)
-        self.catalog = CatalogService(self.db, self.store, self.settings)
-        self.verification = VerificationService(self.db, self.store, self.settings,
-                                                self.queue, self.uploads, self.manifests)
-        self.manifests.policy = self.verification.policy
+        self.events = EventService(db, store, settings, self.queue)
+        self.policies = PolicyService(db, store, settings)
+        self.models = ModelService(db, store, settings)
+        self.manifests = ManifestService(db, store, settings, models=self.models,
+                                         queue=self.queue, policies=self.policies,
+                                         events=self.events)
+        self.catalog = CatalogService(db, store, settings)
+        self.verification = VerificationService(db, store, settings, queue=self.queue,
+                                                uploads=self.uploads, manifests=self.manifests,
+                                                policies=self.policies, events=self.events)
         # Verification on request (webhooks in), of this registry's models or other ones'.
-        self.remote = RemoteService(self.db, self.store, self.settings, self.queue,
-                                    self.verification, events=getattr(self, "events", None))
-        self.manifests.events = self.verification.events = self.events
+        self.remote = RemoteService(db, store, settings, queue=self.queue,
+                                    verification=self.verification, policies=self.policies,
+                                    events=self.events)
         # Identities, roles and the audit log (registry.api.guard guards every route).
-        self.access = AccessService(self.db, self.store, self.settings)
-        self.audit = AuditService(self.db, self.store, self.settings)
+        self.access = AccessService(db, store, settings)
+        self.audit = AuditService(db, store, settings)

@@ -55,12 +55,15 @@ from urllib.parse import urlsplit
 from sqlalchemy import delete, func, select, update
 
 from client.outbound import OutboundDenied, OutboundPolicy
+from registry.db import Database
+from registry.db.queue import JobKind, JobQueue
 from registry.db.tables import deliveries, manifests, repositories, tags, utcnow, webhooks
 from registry.errors import NotFound, RequestInvalid
 from registry.secretbox import SecretBox, SecretUnreadable
 from registry.services.common import Service
+from registry.settings import Settings
+from registry.storage import BlobStore
 
-DELIVER_JOB = "deliver"
 ACTIONS = ("push", "delete", "tag", "verification.started", "verification.succeeded",
            "verification.failed")
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
@@ -85,7 +88,7 @@ def sign(secret: str, body: bytes) -> str:
 
 def dedupe_key(delivery_id: int, event_id: str) -> str:
     """One live job per delivery row *and* event (SQLite may reuse a deleted row's id)."""
-    return f"deliver:{delivery_id}:{event_id}"
+    return f"{JobKind.DELIVER}:{delivery_id}:{event_id}"
 
 
 def mask(secret: str) -> str:
@@ -125,9 +128,9 @@ class Outgoing:
 
 
 class EventService(Service):
-    def __init__(self, db, store, settings, queue):
+    def __init__(self, db: Database, store: BlobStore, settings: Settings, queue: JobQueue):
         super().__init__(db, store, settings)
-        self.queue = queue  # registry.db.queue.JobQueue: every delivery row gets a deliver job
+        self.queue = queue  # every delivery row gets a deliver job
         self.instance_id = str(uuid.uuid4())  # Distribution's source.instanceID
         self.source_addr = f"{socket.gethostname()}:{settings.port}"
 
@@ -224,7 +227,7 @@ class EventService(Service):
                 webhook_id=sub.id, event_id=event_id, action=action, body=body,
                 status=PENDING, attempts=0, created_at=now,
             ).returning(deliveries.c.id)).scalar_one()
-            self.queue.enqueue(conn, DELIVER_JOB, {"delivery_id": did},
+            self.queue.enqueue(conn, JobKind.DELIVER, {"delivery_id": did},
                                dedupe_key=dedupe_key(did, event_id),
                                max_attempts=max(1, self.settings.webhook_max_attempts))
             ids.append(did)
@@ -304,7 +307,7 @@ class EventService(Service):
         live job it already has). The body, and so the event id, is the same."""
         with self.db.write() as conn:
             row = self._delivery_row(conn, webhook_id, delivery_id)
-            job = self.queue.enqueue(conn, DELIVER_JOB, {"delivery_id": row.id},
+            job = self.queue.enqueue(conn, JobKind.DELIVER, {"delivery_id": row.id},
                                      dedupe_key=dedupe_key(row.id, row.event_id),
                                      max_attempts=max(1, self.settings.webhook_max_attempts))
             conn.execute(update(deliveries).where(deliveries.c.id == row.id)

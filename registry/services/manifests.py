@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 
 from sqlalchemy import Connection, bindparam, delete, select
 
+from registry.db import Database
+from registry.db.queue import JobKind, JobQueue
 from registry.db.tables import (
     manifest_references,
     manifests,
@@ -27,10 +30,15 @@ from registry.errors import (
     NameUnknown,
 )
 from registry.formats.classify import classify
-from registry.manifests import OCI_INDEX, parse_manifest
+from registry.manifests import OCI_INDEX, ParsedManifest, parse_manifest
 from registry.services import audit
 from registry.services.common import Service, ensure_repo, repo_id, require_repo, touch_blobs
+from registry.services.events import EventService
 from registry.services.models import ModelService
+from registry.services.policies import PolicyService
+from registry.services.verification import dedupe_key, job_payload
+from registry.settings import Settings
+from registry.storage import BlobStore
 
 
 @dataclass(slots=True)
@@ -73,18 +81,17 @@ def _servable(row) -> bool:
 
 
 class ManifestService(Service):
-    events = None  # registry.services.events.EventService (set by RegistryService), or None
-
-    def __init__(self, db, store, settings, models: ModelService | None = None,
-                 queue=None, policy=None):
+    def __init__(self, db: Database, store: BlobStore, settings: Settings, *,
+                 models: ModelService, queue: JobQueue, policies: PolicyService,
+                 events: EventService):
         super().__init__(db, store, settings)
-        self.models = models or ModelService(db, store, settings)
-        self.queue = queue  # registry.db.queue.JobQueue: model PUTs enqueue a verification
-        # name -> Policy (registry.services.verification); None: the settings' gate
-        self.policy = policy
+        self.models = models
+        self.queue = queue  # model PUTs enqueue their verification in the same transaction
+        self.policies = policies  # the readiness gate, per namespace
+        self.events = events  # webhooks: in the outbox with the change itself
 
     def gated(self, name: str) -> bool:
-        return self.policy(name).gate if self.policy else self.settings.gate
+        return self.policies.gated(name)
 
     def get(self, name: str, reference: str, base_url: str = "") -> StoredManifest:
         """The manifest ``reference`` (tag or digest) of repository ``name``.
@@ -149,76 +156,80 @@ class ManifestService(Service):
             tag = check_tag(reference)
             digest = digest_bytes(content)
         parsed = parse_manifest(content, content_type)
-
-        blob_refs = sorted({d.digest for d in parsed.blobs if not d.foreign})
-        child_refs = sorted({d.digest for d in parsed.manifests})
         now = utcnow()
         with self.db.write() as conn:
-            rid = ensure_repo(self.db, conn, name)
-            # Lock the blob rows first: GC either deleted a blob already (it is not
-            # alive) or cannot delete it until we commit, and then sees it referenced.
-            alive = touch_blobs(conn, blob_refs)
-            missing = self._missing(conn, rid, blob_refs, child_refs)
-            missing += [d for d in blob_refs if d not in alive and d not in missing]
-            if missing:
-                raise ManifestBlobUnknown(
-                    f"manifest refers to {len(missing)} blob(s) or manifest(s) not in "
-                    f"repository {name!r}: {', '.join(missing[:5])}", {"missing": missing})
-            mid = conn.execute(select(manifests.c.id).where(
-                manifests.c.repository_id == rid, manifests.c.digest == digest)).scalar()
-            created = mid is None
-            if created:
-                # A model is queued for verification in this same transaction: no model
-                # is ever stored without the job that will run it.
-                is_model = self.queue is not None and classify(parsed) is not None
-                mid = conn.execute(manifests.insert().values(
-                    repository_id=rid, digest=digest, media_type=parsed.media_type,
-                    artifact_type=parsed.artifact_type, subject_digest=parsed.subject,
-                    annotations=json.dumps(parsed.annotations) if parsed.annotations else None,
-                    content=content, size=len(content), created_at=now,
-                    status="queued" if is_model else None,
-                    status_changed_at=now if is_model else None,
-                ).returning(manifests.c.id)).scalar_one()
-                if is_model:
-                    from registry.services.verification import (
-                        VERIFY_JOB,
-                        dedupe_key,
-                        job_payload,
-                    )
-
-                    self.queue.enqueue(conn, VERIFY_JOB, job_payload(mid, digest),
-                                       dedupe_key=dedupe_key(mid, digest))
-                refs = [{"manifest_id": mid, "digest": d, "kind": "blob"} for d in blob_refs]
-                refs += [{"manifest_id": mid, "digest": d, "kind": "manifest"}
-                         for d in child_refs if d not in blob_refs]
-                if refs:
-                    conn.execute(manifest_references.insert(), refs)
-            moved = False
-            if tag is not None and self.events is not None:
-                moved = conn.execute(select(tags.c.manifest_id).where(
-                    tags.c.repository_id == rid, tags.c.name == tag)).scalar() != mid
-            if tag is not None:
-                conn.execute(self.db.upsert(
-                    tags, ["repository_id", "name"], {"manifest_id": mid, "updated_at": now},
-                    repository_id=rid, name=tag, manifest_id=mid, updated_at=now))
-                conn.execute(self.db.upsert(
-                    tag_history, ["repository_id", "tag", "manifest_id"], {"pushed_at": now},
-                    repository_id=rid, tag=tag, manifest_id=mid, pushed_at=now))
+            rid, mid, created = self._store(conn, name, digest, content, parsed, now)
+            moved = tag is not None and self._tag(conn, rid, tag, mid, now)
             if created or tag is not None:
                 audit.record(conn, "push", f"{name}:{tag}" if tag else f"{name}@{digest}",
                              digest=digest, media_type=parsed.media_type, new=created)
-            if self.events is not None:  # webhooks: in the outbox with the change itself
-                target = {"mediaType": parsed.media_type, "digest": digest,
-                          "size": len(content), "tag": tag}
-                if created:
-                    self.events.emit(conn, "push", name, target)
-                if moved:
-                    self.events.emit(conn, "tag", name, target)
+            # Webhooks: in the outbox with the change itself.
+            target = {"mediaType": parsed.media_type, "digest": digest,
+                      "size": len(content), "tag": tag}
+            if created:
+                self.events.emit(conn, "push", name, target)
+            if moved:
+                self.events.emit(conn, "tag", name, target)
         if created:
             # After the commit: reading weight headers from storage must not hold the
             # write lock, and must never fail the push.
             self.models.record(mid, digest, parsed)
         return PutResult(digest, parsed.subject)
+
+    def _store(self, conn: Connection, name: str, digest: str, content: bytes,
+               parsed: ParsedManifest, now: datetime) -> tuple[int, int, bool]:
+        """The ids of repository ``name`` (created if need be) and of the manifest's row,
+        and whether that row was created now (with its references and, for a model, its
+        verification job)."""
+        blob_refs = sorted({d.digest for d in parsed.blobs if not d.foreign})
+        child_refs = sorted({d.digest for d in parsed.manifests})
+        rid = ensure_repo(self.db, conn, name)
+        # Lock the blob rows first: GC either deleted a blob already (it is not
+        # alive) or cannot delete it until we commit, and then sees it referenced.
+        alive = touch_blobs(conn, blob_refs)
+        missing = self._missing(conn, rid, blob_refs, child_refs)
+        missing += [d for d in blob_refs if d not in alive and d not in missing]
+        if missing:
+            raise ManifestBlobUnknown(
+                f"manifest refers to {len(missing)} blob(s) or manifest(s) not in "
+                f"repository {name!r}: {', '.join(missing[:5])}", {"missing": missing})
+        mid = conn.execute(select(manifests.c.id).where(
+            manifests.c.repository_id == rid, manifests.c.digest == digest)).scalar()
+        if mid is not None:
+            return rid, mid, False
+        # A model is queued for verification in this same transaction: no model is ever
+        # stored without the job that will run it.
+        is_model = classify(parsed) is not None
+        mid = conn.execute(manifests.insert().values(
+            repository_id=rid, digest=digest, media_type=parsed.media_type,
+            artifact_type=parsed.artifact_type, subject_digest=parsed.subject,
+            annotations=json.dumps(parsed.annotations) if parsed.annotations else None,
+            content=content, size=len(content), created_at=now,
+            status="queued" if is_model else None,
+            status_changed_at=now if is_model else None,
+        ).returning(manifests.c.id)).scalar_one()
+        if is_model:
+            self.queue.enqueue(conn, JobKind.VERIFY, job_payload(mid, digest),
+                               dedupe_key=dedupe_key(mid, digest))
+        refs = [{"manifest_id": mid, "digest": d, "kind": "blob"} for d in blob_refs]
+        refs += [{"manifest_id": mid, "digest": d, "kind": "manifest"}
+                 for d in child_refs if d not in blob_refs]
+        if refs:
+            conn.execute(manifest_references.insert(), refs)
+        return rid, mid, True
+
+    def _tag(self, conn: Connection, rid: int, tag: str, mid: int, now: datetime) -> bool:
+        """Point ``tag`` of repository ``rid`` at manifest ``mid`` and record it in the
+        tag's history; True when the tag pointed elsewhere (or nowhere) before."""
+        moved = conn.execute(select(tags.c.manifest_id).where(
+            tags.c.repository_id == rid, tags.c.name == tag)).scalar() != mid
+        conn.execute(self.db.upsert(
+            tags, ["repository_id", "name"], {"manifest_id": mid, "updated_at": now},
+            repository_id=rid, name=tag, manifest_id=mid, updated_at=now))
+        conn.execute(self.db.upsert(
+            tag_history, ["repository_id", "tag", "manifest_id"], {"pushed_at": now},
+            repository_id=rid, tag=tag, manifest_id=mid, pushed_at=now))
+        return moved
 
     @staticmethod
     def _missing(conn, rid: int, blob_refs: list[str], child_refs: list[str]) -> list[str]:
@@ -244,8 +255,7 @@ class ManifestService(Service):
             rid = require_repo(conn, name)
             if guard is not None:
                 guard(conn, rid)
-            deleted = (self._event_target(conn, rid, reference) if self.events is not None
-                       else None)
+            deleted = self._event_target(conn, rid, reference)
             if is_digest(reference):
                 parse_digest(reference)
                 # Its tags go with it (cascade); so does their history, as when a tag is

@@ -11,38 +11,43 @@ A re-run (``request``) of a ready model leaves it ready (and served) until its n
 arrives. An admin ``override`` lets a failed model through the gate; it is recorded in
 ``override_*`` and never rewrites the verdict.
 
-Policies (``namespace_policies``): the longest namespace that equals the repository name
-or is a ``/``-prefix of it applies (``""`` matches every repository); without one, the
-``gate`` and ``min_generation_tps`` settings do.
+Policies (gate, speed floor) per namespace are ``registry.services.policies``'.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 
+from registry.db import Database
+from registry.db.queue import JobKind, JobQueue
 from registry.db.tables import (
     manifests,
-    namespace_policies,
     repositories,
     tags,
     utcnow,
     verifications,
 )
-from registry.digests import check_name, check_tag, is_digest, parse_digest
+from registry.digests import check_tag, is_digest, parse_digest
 from registry.errors import ManifestUnknown, NameUnknown, NotAModel, RequestInvalid
 from registry.formats.classify import ModelFormat, classify
 from registry.manifests import OCI_MANIFEST, parse_manifest
 from registry.services import audit
 from registry.services.common import Service, repo_id
-from registry.services.events import verification_object
+from registry.services.events import EventService, verification_object
+from registry.services.policies import Policy, PolicyService
+from registry.services.uploads import UploadService
+from registry.settings import Settings
+from registry.storage import BlobStore
 
-VERIFY_JOB = "verify"
+if TYPE_CHECKING:  # manifests.py enqueues with this module's job helpers
+    from registry.services.manifests import ManifestService
+
 VERIFICATION_TYPE = "application/vnd.assay.verification.v1+json"
 EMPTY_TYPE = "application/vnd.oci.empty.v1+json"
 QUEUED, VERIFYING, READY, FAILED = "queued", "verifying", "ready", "failed"
@@ -51,31 +56,14 @@ FIGURES = ("load_s", "prompt_tokens", "prompt_tps", "generation_tps", "ttft_s",
            "tokens_generated", "peak_rss_bytes", "output", "output_sha256", "wall_s")
 
 
-def _namespace(namespace: str) -> str:
-    """A policy's namespace: "" (every repository) or a repository name (prefix)."""
-    namespace = namespace.strip("/")
-    return check_name(namespace) if namespace else namespace
-
-
 def dedupe_key(manifest_id: int, digest: str) -> str:
     """One live verification per manifest row *and* content: SQLite may reuse the id of
     a deleted manifest, and a new model must never share the old one's job."""
-    return f"verify:{manifest_id}:{digest}"
+    return f"{JobKind.VERIFY}:{manifest_id}:{digest}"
 
 
 def job_payload(manifest_id: int, digest: str) -> dict:
     return {"manifest_id": manifest_id, "digest": digest}
-
-
-@dataclass
-class Policy:
-    namespace: str | None  # None: the settings' defaults
-    gate: bool
-    min_generation_tps: float | None
-
-    def to_json(self) -> dict:
-        return {"namespace": self.namespace, "gate": self.gate,
-                "min_generation_tps": self.min_generation_tps}
 
 
 @dataclass
@@ -92,64 +80,28 @@ class Target:
 
 
 class VerificationService(Service):
-    events = None  # registry.services.events.EventService (set by RegistryService), or None
-
-    def __init__(self, db, store, settings, queue, uploads, manifests_service):
+    def __init__(self, db: Database, store: BlobStore, settings: Settings, *, queue: JobQueue,
+                 uploads: UploadService, manifests: ManifestService,
+                 policies: PolicyService, events: EventService):
         super().__init__(db, store, settings)
         self.queue = queue
         self.uploads = uploads
-        self.manifests = manifests_service
+        self.manifests = manifests  # publishes the report artifacts
+        self._policies = policies
+        self.events = events
 
-    # ---- policies ------------------------------------------------------------------
+    # ---- policies (kept here for the REST API; registry.services.policies owns them) ----
     def policy(self, name: str, conn=None) -> Policy:
-        """The policy that applies to repository ``name``."""
-        def find(c) -> Policy:
-            rows = c.execute(select(namespace_policies)).all()
-            best = None
-            for r in rows:
-                ns = r.namespace
-                applies = ns == "" or name == ns or name.startswith(ns + "/")
-                if applies and (best is None or len(ns) > len(best.namespace)):
-                    best = r
-            if best is None:
-                return Policy(None, self.settings.gate, self.settings.min_generation_tps)
-            return Policy(best.namespace, best.gate, best.min_generation_tps)
-
-        if conn is not None:
-            return find(conn)
-        with self.db.read() as c:
-            return find(c)
+        return self._policies.policy(name, conn)
 
     def policies(self) -> list[Policy]:
-        with self.db.read() as conn:
-            rows = conn.execute(select(namespace_policies)
-                                .order_by(namespace_policies.c.namespace)).all()
-        return [Policy(r.namespace, r.gate, r.min_generation_tps) for r in rows]
+        return self._policies.policies()
 
     def set_policy(self, namespace: str, gate: bool, min_generation_tps: float | None) -> Policy:
-        namespace = _namespace(namespace)
-        if min_generation_tps is not None and not (
-                math.isfinite(min_generation_tps) and min_generation_tps >= 0):
-            raise RequestInvalid("min_generation_tps must be a finite number >= 0")
-        now = _now()
-        with self.db.write() as conn:
-            conn.execute(self.db.upsert(
-                namespace_policies, ["namespace"],
-                {"gate": gate, "min_generation_tps": min_generation_tps, "updated_at": now},
-                namespace=namespace, gate=gate, min_generation_tps=min_generation_tps,
-                updated_at=now))
-            audit.record(conn, "policy.set", namespace or "_", gate=gate,
-                         min_generation_tps=min_generation_tps)
-        return Policy(namespace, gate, min_generation_tps)
+        return self._policies.set_policy(namespace, gate, min_generation_tps)
 
     def delete_policy(self, namespace: str) -> bool:
-        namespace = _namespace(namespace)
-        with self.db.write() as conn:
-            gone = conn.execute(delete(namespace_policies).where(
-                namespace_policies.c.namespace == namespace))
-            if gone.rowcount:
-                audit.record(conn, "policy.delete", namespace or "_")
-        return gone.rowcount > 0
+        return self._policies.delete_policy(namespace)
 
     # ---- the worker's side -----------------------------------------------------------
     def target(self, manifest_id: int, digest: str | None = None) -> Target | None:
@@ -177,9 +129,8 @@ class VerificationService(Service):
             conn.execute(update(manifests)
                          .where(manifests.c.id == manifest_id, manifests.c.status != READY)
                          .values(status=VERIFYING, status_changed_at=_now()))
-            if self.events is not None:
-                self.events.emit_manifest(conn, "verification.started", manifest_id,
-                                          verification=verification_object(VERIFYING))
+            self.events.emit_manifest(conn, "verification.started", manifest_id,
+                                      verification=verification_object(VERIFYING))
 
     def record(self, target: Target, report: dict, *, job_id: int | None,
                worker: str | None, started_at: datetime) -> dict:
@@ -207,11 +158,10 @@ class VerificationService(Service):
                          .values(status=READY if passed else FAILED, status_reason=reason,
                                  status_changed_at=finished))
             row = conn.execute(select(verifications).where(verifications.c.id == vid)).one()
-            if self.events is not None:
-                self.events.emit_manifest(
-                    conn, "verification.succeeded" if passed else "verification.failed",
-                    target.manifest_id, verification=verification_object(
-                        READY if passed else FAILED, verification_json(row)))
+            self.events.emit_manifest(
+                conn, "verification.succeeded" if passed else "verification.failed",
+                target.manifest_id, verification=verification_object(
+                    READY if passed else FAILED, verification_json(row)))
         return verification_json(row)
 
     def _still_there(self, target: Target, conn=None) -> bool:
@@ -266,7 +216,7 @@ class VerificationService(Service):
             manifests.c.id == manifest_id, manifests.c.digest == digest,
             manifests.c.status.in_((QUEUED, VERIFYING))).values(
             status=FAILED, status_changed_at=_now(), status_reason=reason))
-        if done.rowcount and self.events is not None:
+        if done.rowcount:
             self.events.emit_manifest(conn, "verification.failed", manifest_id,
                                       verification=verification_object(FAILED, reason=reason))
         return done.rowcount
@@ -323,7 +273,7 @@ class VerificationService(Service):
             if row.status is None:
                 raise NotAModel(f"{name}@{row.digest} is not a model; only models are "
                                   "verified")
-            job_id = self.queue.enqueue(conn, VERIFY_JOB, job_payload(row.id, row.digest),
+            job_id = self.queue.enqueue(conn, JobKind.VERIFY, job_payload(row.id, row.digest),
                                         dedupe_key=dedupe_key(row.id, row.digest))
             if row.status == FAILED:
                 conn.execute(update(manifests).where(manifests.c.id == row.id)
@@ -353,7 +303,7 @@ class VerificationService(Service):
         job = None
         if row.status is not None:  # (migration 0003 queued jobs under the older key)
             job = self.queue.latest(dedupe_key(manifest_id, row.digest)) or \
-                self.queue.latest(f"verify:{manifest_id}")
+                self.queue.latest(f"{JobKind.VERIFY}:{manifest_id}")
         return {
             "status": row.status,
             "reason": row.status_reason,

@@ -60,8 +60,9 @@ def test_a_delivery_whose_job_died_on_its_last_attempt_is_dead_lettered(client, 
 
 def remote_model(service, status: str) -> tuple[int, str]:
     """A model in another registry, its job claimed by a worker (as worker/remote.py)."""
+    from registry.db.queue import JobKind
     from registry.db.tables import remote_models, utcnow
-    from registry.services.remote import REMOTE_JOB, dedupe_key
+    from registry.services.remote import dedupe_key
 
     digest = "sha256:" + "ab" * 32
     now = utcnow()
@@ -70,9 +71,9 @@ def remote_model(service, status: str) -> tuple[int, str]:
             reference=f"elsewhere:5000/team/m@{digest}", registry="elsewhere:5000",
             repository="team/m", digest=digest, status=status, created_at=now,
             updated_at=now).returning(remote_models.c.id)).scalar_one()
-        service.queue.enqueue(conn, REMOTE_JOB, {"remote_model_id": rid},
+        service.queue.enqueue(conn, JobKind.VERIFY_REMOTE, {"remote_model_id": rid},
                               dedupe_key=dedupe_key(rid, digest))
-    job = service.queue.claim(WORKER, [REMOTE_JOB])
+    job = service.queue.claim(WORKER, [JobKind.VERIFY_REMOTE])
     assert job is not None
     return rid, job.id
 
