@@ -58,7 +58,7 @@ import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -76,7 +76,11 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 
 from registry.db import Database
-from registry.db.tables import jobs, utcnow
+from registry.db.tables import as_utc, jobs, utcnow
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    return None if value is None else as_utc(value)
 
 
 class JobKind(StrEnum):
@@ -129,19 +133,14 @@ class Job:
         return cls(
             id=m["id"], kind=m["kind"], payload=json.loads(m["payload"]), status=m["status"],
             dedupe_key=m["dedupe_key"], attempts=m["attempts"],
-            max_attempts=m["max_attempts"], run_after=_utc(m["run_after"]),
-            locked_by=m["locked_by"], locked_at=_utc(m["locked_at"]),
-            heartbeat_at=_utc(m["heartbeat_at"]), last_error=m["last_error"],
+            max_attempts=m["max_attempts"], run_after=_as_utc(m["run_after"]),
+            locked_by=m["locked_by"], locked_at=_as_utc(m["locked_at"]),
+            heartbeat_at=_as_utc(m["heartbeat_at"]), last_error=m["last_error"],
             result=None if m["result"] is None else json.loads(m["result"]),
-            created_at=_utc(m["created_at"]), finished_at=_utc(m["finished_at"]),
+            created_at=_as_utc(m["created_at"]), finished_at=_as_utc(m["finished_at"]),
         )
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    # SQLite hands DateTime columns back naive; they were written in UTC.
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _json(value: dict | None) -> str | None:
@@ -283,7 +282,7 @@ class JobQueue:
         now = self._clock()
         values = dict(kind=str(kind), payload=_json(payload), status=QUEUED,
                       dedupe_key=dedupe_key, attempts=0, max_attempts=max_attempts,
-                      run_after=now if run_after is None else _utc(run_after),
+                      run_after=now if run_after is None else _as_utc(run_after),
                       created_at=now)
         if dedupe_key is None:
             return conn.execute(self._sql.insert, values).scalar_one()

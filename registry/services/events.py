@@ -57,7 +57,15 @@ from sqlalchemy import delete, func, select, update
 from client.outbound import OutboundDenied, OutboundPolicy
 from registry.db import Database
 from registry.db.queue import JobKind, JobQueue
-from registry.db.tables import deliveries, manifests, repositories, tags, utcnow, webhooks
+from registry.db.tables import (
+    deliveries,
+    isoformat,
+    manifests,
+    repositories,
+    tags,
+    utcnow,
+    webhooks,
+)
 from registry.errors import NotFound, RequestInvalid
 from registry.secretbox import SecretBox, SecretUnreadable
 from registry.services.common import Service
@@ -96,12 +104,6 @@ def mask(secret: str) -> str:
     return "****" + secret[-4:] if len(secret) >= 16 else "****"
 
 
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:  # SQLite hands timestamps back naive; they are stored in UTC
-        value = value.replace(tzinfo=UTC)
-    return value.isoformat()
 
 
 def _timestamp(value: datetime) -> str:
@@ -417,7 +419,7 @@ def _webhook_json(row, counts: dict[str, int], masked: str) -> dict:
         events = []
     return {"id": row.id, "url": row.url, "events": events,
             "repository": row.repository_pattern, "active": bool(row.active),
-            "secret": masked, "created_at": _iso(row.created_at),
+            "secret": masked, "created_at": isoformat(row.created_at),
             "deliveries": {s: counts.get(s, 0) for s in (PENDING, DELIVERED, DEAD)}}
 
 
@@ -425,8 +427,8 @@ def delivery_json(row, body: bool = False) -> dict:
     out = {"id": row.id, "webhook": row.webhook_id, "event_id": row.event_id,
            "action": row.action, "status": row.status, "attempts": row.attempts,
            "last_status_code": row.last_status_code, "last_error": row.last_error,
-           "last_attempt_at": _iso(row.last_attempt_at),
-           "delivered_at": _iso(row.delivered_at), "created_at": _iso(row.created_at)}
+           "last_attempt_at": isoformat(row.last_attempt_at),
+           "delivered_at": isoformat(row.delivered_at), "created_at": isoformat(row.created_at)}
     try:
         event = json.loads(row.body)["events"][0]
         target = event.get("target") or {}

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
@@ -27,6 +27,7 @@ from sqlalchemy import select, update
 from registry.db import Database
 from registry.db.queue import JobKind, JobQueue
 from registry.db.tables import (
+    isoformat,
     manifests,
     repositories,
     tags,
@@ -307,9 +308,9 @@ class VerificationService(Service):
         return {
             "status": row.status,
             "reason": row.status_reason,
-            "status_changed_at": _iso(row.status_changed_at),
+            "status_changed_at": isoformat(row.status_changed_at),
             "override": ({"by": row.override_by, "reason": row.override_reason,
-                          "at": _iso(row.override_at)} if row.override_at else None),
+                          "at": isoformat(row.override_at)} if row.override_at else None),
             "verification": verification_json(latest) if latest else None,
             "job": ({"id": job.id, "status": job.status, "attempts": job.attempts,
                      "max_attempts": job.max_attempts, "last_error": job.last_error,
@@ -365,8 +366,8 @@ def verification_json(row) -> dict:
         "log_tail": row.log_tail,
         "referrer": row.referrer_digest,
         "worker": row.worker,
-        "started_at": _iso(row.started_at),
-        "finished_at": _iso(row.finished_at),
+        "started_at": isoformat(row.started_at),
+        "finished_at": isoformat(row.finished_at),
     }
 
 
@@ -374,9 +375,3 @@ def _now() -> datetime:
     return utcnow()
 
 
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:  # SQLite hands timestamps back naive; they are stored in UTC
-        value = value.replace(tzinfo=UTC)
-    return value.isoformat()

@@ -30,10 +30,6 @@ ALLOWED: dict[str, frozenset[str]] = {
 COMPOSITION_ROOTS = ("registry.app", "registry.cli", "registry.cli_admin")
 COMPOSITION_ROOT_IMPORTS = frozenset({"worker"})
 
-# The client still reads model cards with the server's format parsers. Delete this constant
-# (and its one use in ``violations``) once that edge is gone.
-CLIENT_SERVER_IMPORTS_PENDING_REMOVAL = ("registry.formats",)
-
 
 def module_name(path: Path) -> str:
     parts = list(path.relative_to(ROOT).with_suffix("").parts)
@@ -78,9 +74,6 @@ def violations(module: str, imports: set[str]) -> list[str]:
         other = name.split(".")[0]
         if other not in PACKAGES or other == own or other in allowed:
             continue
-        if own == "client" and any(_within(name, m)
-                                   for m in CLIENT_SERVER_IMPORTS_PENDING_REMOVAL):
-            continue
         bad.append(f"{module} imports {name}")
     return bad
 
@@ -113,6 +106,7 @@ def test_no_import_crosses_the_layers():
     ("verifier.run", "import client.ref"),
     ("client.layouts", "from registry.services import RegistryService"),
     ("client.layouts", "from registry import errors"),
+    ("client.layouts", "from registry.formats.cards import ModelCard"),
     ("client.download", "import worker"),
 ])
 def test_a_forbidden_import_is_seen(module, source):
@@ -125,7 +119,6 @@ def test_a_forbidden_import_is_seen(module, source):
     ("worker.pool", "from registry.services import RegistryService"),
     ("worker.remote", "from client.ref import Registry\nfrom verifier import Spec"),
     ("registry.services.remote.service", "from client.ref import Registry"),
-    ("client.layouts", "from registry.formats.cards import ModelCard"),
     ("registry.services.remote", "from .service import RemoteService"),
 ])
 def test_an_allowed_import_passes(module, source):

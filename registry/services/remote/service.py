@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import select, update
 
@@ -20,7 +20,7 @@ from client.ref import Registry, default_scheme
 from client.registry_client import RegistryClient
 from registry.db import Database
 from registry.db.queue import JobKind, JobQueue
-from registry.db.tables import remote_models, utcnow, verifications
+from registry.db.tables import isoformat, remote_models, utcnow, verifications
 from registry.errors import (
     ManifestInvalid,
     NotAModel,
@@ -370,7 +370,7 @@ class RemoteService(Service):
         return {"reference": row.reference, "location": "remote", "registry": row.registry,
                 "repository": row.repository, "tag": row.tag, "digest": row.digest,
                 "mediaType": row.media_type, "source": row.source, "status": row.status,
-                "reason": row.status_reason, "updated_at": _iso(row.updated_at),
+                "reason": row.status_reason, "updated_at": isoformat(row.updated_at),
                 "job": ({"id": job.id, "status": job.status, "attempts": job.attempts,
                          "max_attempts": job.max_attempts, "last_error": job.last_error,
                          "worker": job.locked_by} if job else None),
@@ -397,9 +397,3 @@ def classify_manifest(content: bytes, media_type: str | None):
         return None
 
 
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.isoformat()
