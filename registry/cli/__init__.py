@@ -3,7 +3,7 @@
 - ``models``: push, pull, ls, inspect, status, verify, rm (client; any OCI registry)
 - ``account``: login, logout, key, token (client; the signed-in user on assay)
 - ``webhooks``: webhook (client; an assay registry's outgoing webhooks)
-- ``server``: serve, migrate; ``worker``: worker
+- ``server``: serve; ``database``: migrate; ``worker``: worker
 - ``maintenance``: gc, scrub, retention (on the server's database and store)
 - ``users``: user, robot; ``namespaces``: namespace; ``audit``: audit (the same)
 
@@ -53,7 +53,7 @@ COMMANDS = {
                   "Serve the registry (OCI Distribution API under /v2/, REST under /api/v1/) "
                   "and, unless --workers 0, verify pushed models in background worker "
                   "processes."),
-    "migrate": Lazy("registry.cli.server:migrate",
+    "migrate": Lazy("registry.cli.database:migrate",
                     "Create or upgrade the database schema (serve does this at start too)."),
     "worker": Lazy("registry.cli.worker:worker",
                    "Run verification workers against the configured database and blob store "

@@ -1,4 +1,4 @@
-"""``assay serve|migrate``: run the registry, create or upgrade its database schema.
+"""``assay serve``: run the registry (web app and, unless ``--workers 0``, its workers).
 
 Every option can also be set with its ``ASSAY_*`` environment variable; a flag given on
 the command line wins.
@@ -15,8 +15,6 @@ from registry.api.headerlimit import HttpToolsProtocol
 from registry.api.requestid import configure_logging
 from registry.app import create_app
 from registry.cli.config import settings as load_settings
-from registry.cli.options import data_dir_option
-from registry.db import migrate as run_migrations
 
 
 @click.command()
@@ -50,12 +48,3 @@ def serve(host, port, data_dir, log_level, workers, auth) -> None:
                 proxy_headers=settings.forwarded_allow_ips is not None,
                 forwarded_allow_ips=settings.forwarded_allow_ips, **extra)
 
-
-@click.command()
-@data_dir_option("[ASSAY_DATA_DIR]")
-def migrate(data_dir) -> None:
-    """Create or upgrade the database schema (serve does this at start too)."""
-    settings = load_settings(data_dir=data_dir)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    run_migrations(settings.sqlalchemy_url)
-    click.echo("database is at the latest schema")
