@@ -1,10 +1,10 @@
 """The click groups of ``assay``: failures as one ``error:`` line, and a root group that
 imports a command's module only when that command runs.
 
-Invariant: ``assay --help`` imports no command module (it lists the summaries the table
-gives), and ``assay CMD ...`` imports only the module that declares CMD. A command module
-may therefore import at its top whatever its commands need (the server, the client)
-without slowing any other command.
+Invariant: ``assay --help`` imports no command module (it lists the summaries of the
+table, ``registry.cli.COMMANDS``), and ``assay CMD ...`` imports only the module that
+declares CMD. A command module may therefore import at its top whatever its commands
+need (the server, the client) without slowing any other command.
 """
 
 from __future__ import annotations
@@ -81,8 +81,8 @@ class LazyGroup(Group):
 
 def command_at(ctx: click.Context, *path: str) -> click.Command:
     """The command at ``path`` under the root group (``"user", "token", "create"``), loaded
-    on demand: how a client command hands over to a server-side one without importing
-    the server when it does not."""
+    on demand: a client command hands over to a server-side one this way, so that its
+    module need not import the server-side module (and the server with it)."""
     command = ctx.find_root().command
     for name in path:
         command = command.get_command(ctx, name)
