@@ -1,0 +1,137 @@
+"""``assay namespace``: roles, the anonymous-pull switch, storage quota and retention
+policy of a namespace, managed on the server's database (``assay retention`` applies the
+policies; ``registry.cli.maintenance``)."""
+
+from __future__ import annotations
+
+import click
+
+from registry.cli.options import data_dir_option, json_option
+from registry.cli.serverside import call, service, show
+from registry.services.quotas import human, parse_size
+
+namespace_argument = click.argument("ns", metavar="NAMESPACE")
+
+
+@click.group()
+def namespace() -> None:
+    """Roles in a namespace (read, write, admin), its anonymous-pull switch, storage
+    quota and retention policy."""
+
+
+@namespace.command(name="grant")
+@namespace_argument
+@click.argument("user_name", metavar="USER")
+@click.argument("role", type=click.Choice(["read", "write", "admin"]))
+@data_dir_option()
+def namespace_grant(ns, user_name, role, data_dir) -> None:
+    """Give USER a ROLE in NAMESPACE (replacing any role they had)."""
+    call(service(data_dir).access.grant, ns, user_name, role)
+    click.echo(f"{user_name} has {role} in {ns}")
+
+
+@namespace.command(name="revoke")
+@namespace_argument
+@click.argument("user_name", metavar="USER")
+@data_dir_option()
+def namespace_revoke(ns, user_name, data_dir) -> None:
+    """Take USER's role in NAMESPACE away."""
+    call(service(data_dir).access.revoke, ns, user_name)
+    click.echo(f"{user_name} has no role in {ns}")
+
+
+@namespace.command(name="anonymous-pull")
+@namespace_argument
+@click.argument("state", type=click.Choice(["on", "off"]))
+@data_dir_option()
+def namespace_anonymous(ns, state, data_dir) -> None:
+    """Let anyone pull from NAMESPACE without signing in (on), or not (off)."""
+    call(service(data_dir).access.set_anonymous_pull, ns, state == "on")
+    click.echo(f"anonymous pull from {ns} is {state}")
+
+
+def _limit(low: int):
+    """A click callback: an integer of at least ``low``, or "none" (clear the setting);
+    None when the option is not given."""
+
+    def convert(ctx, param, value):
+        if value is None or value.lower() == "none":
+            return value and "none"
+        try:
+            n = int(value)
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is not a whole number, or none") from None
+        if n < low:
+            raise click.BadParameter(f"must be at least {low}, or none")
+        return n
+
+    return convert
+
+
+@namespace.command(name="quota")
+@namespace_argument
+@click.argument("size", metavar="SIZE|none")
+@data_dir_option()
+def namespace_quota(ns, size, data_dir) -> None:
+    """Limit NAMESPACE's storage to SIZE (10GiB, 500MB, 1.5TiB or bytes; none: unlimited).
+
+    Usage counts each distinct blob of its repositories once; a push that would pass
+    the quota is refused (403 DENIED). Nothing stored is removed.
+    """
+    if size.lower() == "none":
+        value = None
+    else:
+        try:
+            value = parse_size(size)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+    svc = service(data_dir)
+    call(svc.access.configure_namespace, ns, quota_bytes=value)
+    used = call(svc.access.namespace, ns)["usage_bytes"]
+    click.echo(f"quota of {ns}: {'none' if value is None else human(value)} "
+               f"({human(used)} used)")
+
+
+@namespace.command(name="retention")
+@namespace_argument
+@click.option("--keep-tags", metavar="N|none", callback=_limit(1),
+              help="Keep the N newest tags of each repository (none: all).")
+@click.option("--untagged-days", metavar="D|none", callback=_limit(1),
+              help="Delete untagged manifests older than D days (none: never).")
+@data_dir_option()
+def namespace_retention(ns, keep_tags, untagged_days, data_dir) -> None:
+    """Set NAMESPACE's retention policy; `assay retention` applies it."""
+    changes = {}
+    if keep_tags is not None:
+        changes["keep_tags"] = None if keep_tags == "none" else keep_tags
+    if untagged_days is not None:
+        changes["untagged_days"] = None if untagged_days == "none" else untagged_days
+    if not changes:
+        raise click.ClickException("give --keep-tags and/or --untagged-days (N or none)")
+    svc = service(data_dir)
+    call(svc.access.configure_namespace, ns, **changes)
+    info = call(svc.access.namespace, ns)
+    click.echo(f"retention of {ns}: {_retention_text(info)}")
+
+
+def _retention_text(info: dict) -> str:
+    keep = info["keep_tags"]
+    days = info["untagged_days"]
+    return (f"keep {'all' if keep is None else f'the newest {keep}'} tags per repository; "
+            + ("keep untagged manifests" if days is None
+               else f"delete untagged manifests after {days} days"))
+
+
+@namespace.command(name="show")
+@namespace_argument
+@data_dir_option()
+@json_option
+def namespace_show(ns, data_dir, as_json) -> None:
+    """Members, anonymous-pull switch, quota and usage, retention of NAMESPACE."""
+    info = call(service(data_dir).access.namespace, ns)
+    quota = info["quota_bytes"]
+    show(info, as_json, [f"anonymous pull: {'on' if info['anonymous_pull'] else 'off'}",
+                         f"storage: {human(info['usage_bytes'])} used of "
+                         f"{'no quota' if quota is None else human(quota)}",
+                         f"retention: {_retention_text(info)}",
+                         *(f"{m['user']:<32} {m['role']}" for m in info["members"])])
