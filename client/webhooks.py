@@ -45,18 +45,28 @@ def run_add(url: str, location: str, secret: str | None, events: tuple[str, ...]
             click.echo(f"secret: {secret}  (shown once: verify X-Assay-Signature with it)")
 
 
+def _listing(location: str, insecure: bool, path: str, what: str, key: str, as_json: bool,
+             empty: str, params: dict | None = None) -> list[dict]:
+    """The ``key`` list of ``GET path``; printed as JSON with ``as_json``, or ``empty``
+    (``{host}`` filled in) on stderr when there is none. Returns what is left to render
+    as a table: nothing in those two cases."""
+    registry = registry_of(location, insecure, " (use --repository for a filter)")
+    with RegistryClient(registry) as client:
+        resp = client.request("GET", path, what=what, headers=JSON, params=params)
+        items = response_json(resp, what).get(key, [])
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+        return []
+    if not items:
+        click.echo(empty.format(host=registry.host), err=True)
+    return items
+
+
 def run_ls(location: str, insecure: bool, as_json: bool) -> None:
     with reported():
-        registry = registry_of(location, insecure, " (use --repository for a filter)")
-        with RegistryClient(registry) as client:
-            resp = client.request("GET", "/api/v1/webhooks", what="list webhooks",
-                                  headers=JSON)
-            hooks = response_json(resp, "list webhooks").get("webhooks", [])
-        if as_json:
-            click.echo(json.dumps(hooks, indent=2))
-            return
+        hooks = _listing(location, insecure, "/api/v1/webhooks", "list webhooks", "webhooks",
+                         as_json, "{host}: no webhooks")
         if not hooks:
-            click.echo(f"{registry.host}: no webhooks", err=True)
             return
         rows = []
         for h in hooks:
@@ -79,17 +89,10 @@ def run_rm(webhook_id: int, location: str, insecure: bool) -> None:
 def run_deliveries(webhook_id: int, location: str, limit: int, insecure: bool,
                    as_json: bool) -> None:
     with reported():
-        registry = registry_of(location, insecure, " (use --repository for a filter)")
-        with RegistryClient(registry) as client:
-            resp = client.request("GET", f"/api/v1/webhooks/{webhook_id}/deliveries",
-                                  what=f"deliveries of webhook {webhook_id}", headers=JSON,
-                                  params={"n": limit})
-            rows = response_json(resp, "deliveries").get("deliveries", [])
-        if as_json:
-            click.echo(json.dumps(rows, indent=2))
-            return
+        rows = _listing(location, insecure, f"/api/v1/webhooks/{webhook_id}/deliveries",
+                        f"deliveries of webhook {webhook_id}", "deliveries", as_json,
+                        f"webhook {webhook_id}: no deliveries", params={"n": limit})
         if not rows:
-            click.echo(f"webhook {webhook_id}: no deliveries", err=True)
             return
         table = []
         for d in rows:
