@@ -27,7 +27,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "verifier": frozenset(),
 }
 # The server's composition roots: they start the worker pool, so they may import it.
-COMPOSITION_ROOTS = ("registry.app", "registry.cli", "registry.cli_admin")
+COMPOSITION_ROOTS = ("registry.app", "registry.cli")
 COMPOSITION_ROOT_IMPORTS = frozenset({"worker"})
 
 
