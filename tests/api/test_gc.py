@@ -10,7 +10,7 @@ from sqlalchemy import update
 
 from registry.db.tables import blobs, uploads, utcnow
 from registry.maintenance.gc import collect
-from tests.api.oci import push_blob, push_image, sha256
+from tests.support.oci import push_blob, push_image, sha256
 
 NAME = "team/gc"
 

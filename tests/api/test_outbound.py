@@ -22,8 +22,8 @@ import pytest
 from sqlalchemy import func, select
 
 from registry.db.tables import deliveries, jobs, remote_models, utcnow
-from tests.api.oci import DOCKER_MANIFEST, push_image, sha256
 from tests.support.hostile import Listener, Seen
+from tests.support.oci import DOCKER_MANIFEST, push_image, sha256
 from tests.support.processes import free_port
 
 TOKEN = "outbound-hook-token-0123"

@@ -52,10 +52,10 @@ from registry.app import create_app
 from registry.db import migrate
 from registry.services.remote import parse_payload
 from registry.settings import Settings
-from tests.api.conftest import STACKS
-from tests.api.oci import push_blob, push_image, sha256
-from tests.api.test_browse import push_safetensors
+from tests.support.model_artifacts import push_safetensors
+from tests.support.oci import push_blob, push_image, sha256
 from tests.support.ollama_keys import OllamaKey
+from tests.support.stacks import STACKS
 
 BASE = "http://registry.test"
 HOOK_SECRET = "permission-matrix-hook-secret"

@@ -26,10 +26,11 @@ from registry.db.tables import deliveries, jobs, manifests, secrets, utcnow, web
 from registry.secretbox import SecretUnreadable
 from registry.services import RegistryService
 from registry.settings import Settings
-from tests.api.oci import OCI_MANIFEST, image_manifest, push_blob, push_image
-from tests.api.test_verification import FakeWorker, assert_problem, push_model, report
+from tests.support.oci import OCI_MANIFEST, image_manifest, push_blob, push_image
 from tests.support.processes import free_port
 from tests.support.receiver import Receiver
+from tests.support.rest import assert_problem
+from tests.support.verification import FakeWorker, push_model, report
 from worker.deliver import Deliverer
 
 SECRET = "s3cret-0123456789abcdef"

@@ -8,7 +8,7 @@ from starlette.testclient import TestClient
 from registry.app import create_app
 from registry.cli import main
 from registry.settings import Settings
-from tests.api.oci import push_blob, push_image, sha256
+from tests.support.oci import push_blob, push_image, sha256
 
 
 def test_settings_from_environment(monkeypatch, tmp_path):

@@ -394,6 +394,7 @@ if hypothesis is not None:
                       st.one_of(st.integers(0, 255), st.integers(0, 1 << 64),
                                 st.sampled_from([0, 1, 1 << 31, 1 << 60, (1 << 64) - 1])))
 
+    @pytest.mark.slow  # hypothesis: hundreds of mutated headers
     @hsettings(max_examples=400, deadline=None,
                suppress_health_check=[HealthCheck.too_slow])
     @given(cut=st.one_of(st.none(), st.integers(0, len(SMALL))),

@@ -18,6 +18,7 @@ from sqlalchemy import delete, text
 from registry.db import Database, migrate
 from registry.db.queue import Job, JobQueue, new_worker_id
 from registry.db.tables import jobs
+from tests.support.stacks import DATABASES
 
 LEASE = 30.0
 
@@ -49,7 +50,7 @@ def postgres_queue_url(postgres_server):
     return url
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=DATABASES)
 def db(request, tmp_path):
     if request.param == "sqlite":
         shutil.copy(request.getfixturevalue("sqlite_template"), tmp_path / "assay.db")
@@ -315,8 +316,9 @@ def _claim_loop(url: str, claims_file: str, start) -> None:
     db.dispose()
 
 
+@pytest.mark.slow  # worker processes racing for jobs
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize("backend", DATABASES)
 def test_processes_claim_every_job_exactly_once(backend, request, tmp_path):
     if backend == "sqlite":
         url = f"sqlite:///{tmp_path / 'assay.db'}"

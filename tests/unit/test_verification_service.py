@@ -19,6 +19,7 @@ from registry.errors import ModelNotReady, RequestInvalid
 from registry.services import RegistryService
 from registry.settings import Settings
 from registry.storage.filesystem import FilesystemBlobStore
+from tests.support.stacks import DATABASES
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 OLLAMA_CONFIG = "application/vnd.docker.container.image.v1+json"
@@ -118,7 +119,7 @@ def test_a_zero_floor_is_kept(sqlite_url, tmp_path):
 # --------------------------------------------------------------- migration 0003 data
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=DATABASES)
 def old_url(request, tmp_path) -> str:
     """An empty database at revision 0002 (before verification)."""
     if request.param == "sqlite":
