@@ -309,6 +309,7 @@ SORTS = ["name", "-name", "updated", "-updated", "size", "-size", "tokens_per_s"
          "-tokens_per_s", "memory", "-memory"]
 
 
+@pytest.mark.slow  # every sort, both ways, paged through the whole zoo
 def test_sorting_and_paging_agree_on_every_sort(client, zoo):
     # Two more tags with the same size and speed as "fast": the name breaks the ties.
     for tag in ("fast2", "fast3"):

@@ -31,6 +31,7 @@ def run(fn, results, key):
     results[key] = fn()
 
 
+@pytest.mark.slow  # threads racing on one upload / on GC
 def test_second_writer_gets_416_and_cannot_damage_the_upload(live_url, service):
     data, other = os.urandom(1 << 20), os.urandom(1 << 20)
     http = httpx.Client(base_url=live_url, timeout=30)
@@ -71,6 +72,7 @@ def test_aborted_writer_releases_the_session(client):
     assert client.put(r.headers["Location"], params={"digest": sha256(b"abc")}).status_code == 201
 
 
+@pytest.mark.slow  # threads racing on one upload / on GC
 def test_gc_racing_mounts_and_manifests_never_leaves_a_dangling_blob(client, service,
                                                                         settings):
     """GC deletes old garbage while other requests link the very same blobs.

@@ -6,6 +6,7 @@ import os
 import threading
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import update
 
 from registry.db.tables import blobs, uploads, utcnow
@@ -84,6 +85,7 @@ def test_gc_removes_orphaned_bytes(client, service):
     assert digest not in stored_digests(service)
 
 
+@pytest.mark.slow  # threads racing GC against pushes
 def test_gc_concurrent_with_pushes(client, service, settings):
     """Pushes racing GC over the very blobs GC is deleting: every pushed image stays whole.
 

@@ -405,6 +405,7 @@ def _raw_request(server, header_bytes: int) -> bytes:
             return b""
 
 
+@pytest.mark.slow  # starts an assay server process
 def test_request_headers_over_the_cap_are_431(server):
     """Refused before any handler (or authentication) runs; a head that never ends is cut
     off as it arrives (16 MiB)."""

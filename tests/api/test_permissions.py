@@ -57,6 +57,9 @@ from tests.support.oci import push_blob, push_image, sha256
 from tests.support.ollama_keys import OllamaKey
 from tests.support.stacks import STACKS
 
+# Slow: argon2-hashed callers of every kind, every route times every caller.
+pytestmark = pytest.mark.slow
+
 BASE = "http://registry.test"
 HOOK_SECRET = "permission-matrix-hook-secret"
 PASSWORDS = {name: f"{name}-password" for name in

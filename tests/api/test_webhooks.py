@@ -381,6 +381,7 @@ def test_retries_with_backoff_then_dead_then_redeliver(client, service, receiver
     assert len({r.headers["x-assay-event"] for r in receiver.received}) == 1
 
 
+@pytest.mark.slow  # waits out the delivery retry backoff
 def test_receiver_down_comes_back_and_gets_every_event_once(client, service, deliverer,
                                                            clock):
     port = free_port()  # nothing listens here yet

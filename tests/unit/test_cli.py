@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from click.testing import CliRunner
 from starlette.testclient import TestClient
 
@@ -34,6 +35,7 @@ def test_serve_help_lists_flags():
         assert flag in out
 
 
+@pytest.mark.slow  # migrates a fresh data directory and runs GC through the CLI
 def test_migrate_and_gc_commands(tmp_path):
     runner = CliRunner()
     r = runner.invoke(main, ["migrate", "--data-dir", str(tmp_path)])

@@ -348,6 +348,7 @@ def test_kept_strings_are_bounded():
         parse(with_data(header(kvs), 0))
 
 
+@pytest.mark.slow  # builds and parses the largest tensor table allowed
 def test_the_largest_tensor_table_allowed_parses_quickly():
     tensors = [tensor(f"t{i}", [8], 0, 32 * i) for i in range(MAX_TENSORS)]
     data = with_data(header(tensors=tensors), 32 * MAX_TENSORS)

@@ -110,6 +110,7 @@ def test_dedupe_is_idempotent_until_the_job_finishes(queue):
     assert put(queue) != put(queue)
 
 
+@pytest.mark.slow  # waits on a writer blocked behind an open transaction
 @pytest.mark.parametrize("first_commits", [True, False])
 def test_concurrent_enqueues_of_one_key(queue, first_commits):
     """A second enqueue of a key waits for the first transaction: it gets the first job's
@@ -134,6 +135,7 @@ def test_concurrent_enqueues_of_one_key(queue, first_commits):
     assert (live.id, live.payload) == (second[0], {"by": "first" if first_commits else "second"})
 
 
+@pytest.mark.slow  # every migration up to the one that queues jobs
 def test_jobs_queued_by_the_migration_are_claimable(queue):
     # Migration 0003 queues existing models with SQL timestamps (CURRENT_TIMESTAMP).
     with queue.db.write() as conn:

@@ -140,6 +140,7 @@ def ollama_manifest(model: bytes = b"GGUF weights") -> bytes:
                        "layers": [desc(OLLAMA_MODEL, model)]}).encode()
 
 
+@pytest.mark.slow  # every migration from revision 0002 up
 def test_migration_queues_models_pushed_before_verification(old_url, tmp_path):
     model = ollama_manifest()
     image = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
