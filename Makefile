@@ -1,11 +1,12 @@
-# assay: `make run` serves the registry, `make test` runs the whole suite.
-# Both set themselves up from nothing on Debian 12 with Python 3.11.
+# assay: `make run` serves the registry, `make test` runs the whole suite,
+# `make test-fast` the tests that need no server process, no PostgreSQL/S3 and no real model.
+# Each sets itself up from nothing on Debian 12 with Python 3.11.
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test setup setup-test system-deps lint bench clean
+.PHONY: run test test-fast setup setup-test system-deps lint bench clean
 
 run: $(VENV)/.installed
 	$(BIN)/assay serve
@@ -13,6 +14,10 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed-test system-deps
 	$(BIN)/ruff check .
 	$(BIN)/pytest -ra $(PYTEST_ARGS)
+
+# Deselects the marks of pyproject.toml's [tool.pytest.ini_options]; in CI a skip still fails.
+test-fast: $(VENV)/.installed-test
+	$(BIN)/pytest -ra -m "not (postgres or s3 or clients or e2e or slow)" $(PYTEST_ARGS)
 
 setup: $(VENV)/.installed
 setup-test: $(VENV)/.installed-test

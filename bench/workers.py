@@ -9,7 +9,7 @@ the readiness gate on, and 1 or 2 ``assay worker -c 1`` processes). Per configur
 
 1. untimed: the real Gemma 3 270M Q4_K_M GGUF (253 MB) is uploaded once to the repository,
    and so is each model's config blob: an Ollama ConfigV2 (``ollama_config`` of
-   ``tests/clients/ollama_replay.py``) with its own ``model_type`` "bench-<k>";
+   ``tests/support/ollama_replay.py``) with its own ``model_type`` "bench-<k>";
 2. the ``--models`` (K) manifests are PUT one after the other, byte for byte what
    ``ollama push`` sends last (Docker manifest v2, the config and the GGUF layer): K
    distinct manifests, K verification jobs;
@@ -60,7 +60,8 @@ from bench.common import (
     tree_pids,
     with_query,
 )
-from tests.clients.ollama_replay import (
+from tests.support.models import GEMMA_DIGEST, GEMMA_SIZE, gemma_gguf_path
+from tests.support.ollama_replay import (
     DOCKER_CONFIG_V1,
     DOCKER_MANIFEST_V2,
     MEDIA_MODEL,
@@ -70,7 +71,6 @@ from tests.clients.ollama_replay import (
     ollama_config,
     ollama_manifest,
 )
-from tests.support.models import GEMMA_DIGEST, GEMMA_SIZE, gemma_gguf_path
 from tests.support.postgres import PostgresServer, start_postgres
 from tests.support.s3 import S3Server, start_s3
 from tests.support.topology import Topology, start_topology

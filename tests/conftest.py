@@ -1,10 +1,19 @@
 """Fixtures shared by every test package live in ``tests/support`` as pytest plugins.
 
+Marks say what a test needs (declared in ``pyproject.toml``): ``postgres`` and ``s3`` a real
+server process, ``clients`` real registry clients, ``e2e`` real models pushed and verified,
+``slow`` seconds of work (real models loaded, server processes, fuzzers). Whole directories and
+the fixtures that start a server or load a real model are marked here, so a new test inherits
+its mark; ``make test-fast`` runs what carries none of them.
+
 In CI (``CI`` set) a skipped test fails the run: the real-model, PostgreSQL, S3 and
 real-client tests must run, never silently fall away.
 """
 
 import os
+from pathlib import Path
+
+import pytest
 
 pytest_plugins = [
     "tests.support.postgres",
@@ -12,7 +21,34 @@ pytest_plugins = [
     "tests.support.models",
     "tests.support.mlx_models",
     "tests.support.assay_server",
+    "tests.support.skopeo",
 ]
+
+TESTS = Path(__file__).parent
+# Every test under these directories (relative to tests/) needs what the mark says.
+DIRECTORY_MARKS = {"clients": "clients", "e2e": "e2e", "deploy": "slow"}
+# A test that uses one of these fixtures, directly or through another fixture, starts a
+# server process or loads a real model.
+FIXTURE_MARKS = {
+    "postgres_server": "postgres",
+    "s3_server": "s3",
+    "gemma_gguf": "slow",
+    "mlx_model_dir": "slow",
+    "mlx_model_dir_quantized": "slow",
+    "mlx_model_dir_sharded": "slow",
+    "assay_server": "slow",
+    "assay_server_module": "slow",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        names = {FIXTURE_MARKS[f] for f in item.fixturenames if f in FIXTURE_MARKS}
+        directory = item.path.relative_to(TESTS).parts[0]
+        if directory in DIRECTORY_MARKS:
+            names.add(DIRECTORY_MARKS[directory])
+        for name in sorted(names):
+            item.add_marker(getattr(pytest.mark, name))
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -21,8 +21,7 @@ from registry.app import create_app
 from registry.db import migrate
 from registry.db.tables import Base
 from registry.settings import Settings
-
-STACKS = ["sqlite-fs", "postgres-s3"]
+from tests.support.stacks import STACKS
 
 
 @pytest.fixture(scope="session")

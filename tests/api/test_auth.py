@@ -23,8 +23,11 @@ from registry.access import tokens
 from registry.app import create_app
 from registry.db.tables import access_tokens, users, utcnow
 from registry.services.remote import parse_payload
-from tests.api.oci import error_code, push_image, sha256
+from tests.support.oci import error_code, push_image, sha256
 from tests.support.ollama_keys import OllamaKey, token_url
+
+# Slow: access control on, every credential check is a deliberately costly argon2 hash.
+pytestmark = pytest.mark.slow
 
 BASE = "http://registry.test"
 PASSWORDS = {"root": "root-password", "wanda": "wanda-password", "rita": "rita-password",

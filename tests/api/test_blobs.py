@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tests.api.oci import error_code, push_blob, sha256
+from tests.support.oci import error_code, push_blob, sha256
 
 NAME = "team/blobs"
 

@@ -16,22 +16,13 @@ import re
 from datetime import UTC, datetime
 from functools import cache
 
-import numpy as np
 import pytest
-from safetensors.numpy import save
 
-from tests.api.oci import push_image
-from tests.api.test_models import (
-    FILEPATH,
-    MODELPACK,
-    MODELPACK_CONFIG,
-    _tar,
-    describe,
-    push_manifest,
-    push_ollama,
-)
-from tests.api.test_verification import assert_problem, manifest_id
 from tests.support.gguf_files import gguf_bytes
+from tests.support.model_artifacts import push_ollama, push_safetensors
+from tests.support.oci import push_image
+from tests.support.rest import assert_problem, describe
+from tests.support.verification import manifest_id
 from verifier.report import Report
 
 GiB = 1024**3
@@ -47,18 +38,6 @@ def llama() -> bytes:
 @cache
 def qwen() -> bytes:
     return gguf_bytes(arch="qwen2", context_length=4096)
-
-
-def push_safetensors(client, name: str, tag: str) -> str:
-    weights = save({"model.embed_tokens.weight": np.zeros((16, 8), np.float16),
-                    "model.norm.weight": np.zeros(8, np.float16)})
-    config = json.dumps({"architectures": ["LlamaForCausalLM"], "hidden_size": 8,
-                         "max_position_embeddings": 128}).encode()
-    return push_manifest(client, name, tag, (MODELPACK_CONFIG, b"{}"), [
-        ("application/vnd.cncf.model.weight.v1.tar", _tar("model.safetensors", weights),
-         {FILEPATH: "model.safetensors"}),
-        ("application/vnd.cncf.model.weight.config.v1.raw", config, {FILEPATH: "config.json"}),
-    ], artifactType=MODELPACK)
 
 
 def record(service, name: str, digest: str, *, passed: bool = True,
@@ -330,6 +309,7 @@ SORTS = ["name", "-name", "updated", "-updated", "size", "-size", "tokens_per_s"
          "-tokens_per_s", "memory", "-memory"]
 
 
+@pytest.mark.slow  # every sort, both ways, paged through the whole zoo
 def test_sorting_and_paging_agree_on_every_sort(client, zoo):
     # Two more tags with the same size and speed as "fast": the name breaks the ties.
     for tag in ("fast2", "fast3"):

@@ -8,11 +8,12 @@ import time
 from datetime import timedelta
 
 import httpx
+import pytest
 from sqlalchemy import update
 
 from registry.db.tables import blobs, utcnow
 from registry.maintenance.gc import collect
-from tests.api.oci import OCI_MANIFEST, error_code, image_manifest, push_blob, sha256
+from tests.support.oci import OCI_MANIFEST, error_code, image_manifest, push_blob, sha256
 
 NAME = "team/race"
 
@@ -30,6 +31,7 @@ def run(fn, results, key):
     results[key] = fn()
 
 
+@pytest.mark.slow  # threads racing on one upload / on GC
 def test_second_writer_gets_416_and_cannot_damage_the_upload(live_url, service):
     data, other = os.urandom(1 << 20), os.urandom(1 << 20)
     http = httpx.Client(base_url=live_url, timeout=30)
@@ -70,6 +72,7 @@ def test_aborted_writer_releases_the_session(client):
     assert client.put(r.headers["Location"], params={"digest": sha256(b"abc")}).status_code == 201
 
 
+@pytest.mark.slow  # threads racing on one upload / on GC
 def test_gc_racing_mounts_and_manifests_never_leaves_a_dangling_blob(client, service,
                                                                         settings):
     """GC deletes old garbage while other requests link the very same blobs.
@@ -118,6 +121,7 @@ def test_gc_racing_mounts_and_manifests_never_leaves_a_dangling_blob(client, ser
         settings.gc_grace_seconds = 0
 
 
+@pytest.mark.slow  # waits past the upload lease time
 def test_slow_chunk_keeps_its_lease_past_the_lease_time(live_url, settings):
     """A client trickling a chunk (far less than a write batch per lease) still holds the
     session when the lease time has passed: the lease is renewed as data flows, so a

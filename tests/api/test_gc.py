@@ -6,11 +6,12 @@ import os
 import threading
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import update
 
 from registry.db.tables import blobs, uploads, utcnow
 from registry.maintenance.gc import collect
-from tests.api.oci import push_blob, push_image, sha256
+from tests.support.oci import push_blob, push_image, sha256
 
 NAME = "team/gc"
 
@@ -84,6 +85,7 @@ def test_gc_removes_orphaned_bytes(client, service):
     assert digest not in stored_digests(service)
 
 
+@pytest.mark.slow  # threads racing GC against pushes
 def test_gc_concurrent_with_pushes(client, service, settings):
     """Pushes racing GC over the very blobs GC is deleting: every pushed image stays whole.
 

@@ -23,11 +23,11 @@ import pytest
 from sqlalchemy import select
 
 from registry.db.tables import deliveries, jobs, remote_models, verifications
-from tests.api.oci import push_image
-from tests.api.test_models import push_ollama
-from tests.api.test_verification import report, verify
 from tests.support.gguf_files import gguf_bytes
+from tests.support.model_artifacts import push_ollama
+from tests.support.oci import push_image
 from tests.support.processes import free_port
+from tests.support.verification import report, verify
 
 TOKEN = "hook-token-0123456789"
 SECRET = "hook-secret-abcdef"
@@ -595,6 +595,7 @@ def test_worker_marks_a_remote_non_model(client, service, live_url, worker):
         "failed", "not a model", [])
 
 
+@pytest.mark.slow  # waits out the worker's retry backoff
 def test_worker_retries_an_unreachable_registry_and_fails_a_missing_model(
         client, service, live_url, worker):
     closed = f"127.0.0.1:{free_port()}"

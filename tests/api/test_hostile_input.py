@@ -21,7 +21,7 @@ import pytest
 from sqlalchemy import select
 
 from registry.db.tables import blobs, repository_blobs, uploads
-from tests.api.oci import (
+from tests.support.oci import (
     LAYER,
     OCI_MANIFEST,
     error_code,
@@ -368,6 +368,7 @@ def _local_port(response) -> int:
     return response.extensions["network_stream"].get_extra_info("client_addr")[1]
 
 
+@pytest.mark.slow  # starts an assay server process
 def test_hostile_json_keeps_the_connection_and_logs_no_error(server):
     requests = [("PUT", "/v2/good/repo/manifests/x", OCI_MANIFEST, "MANIFEST_INVALID"),
                 ("POST", "/api/v1/hooks/validate", "application/json", "UNSUPPORTED"),
@@ -404,6 +405,7 @@ def _raw_request(server, header_bytes: int) -> bytes:
             return b""
 
 
+@pytest.mark.slow  # starts an assay server process
 def test_request_headers_over_the_cap_are_431(server):
     """Refused before any handler (or authentication) runs; a head that never ends is cut
     off as it arrives (16 MiB)."""

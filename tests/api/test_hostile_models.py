@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from tests.api.oci import DOCKER_MANIFEST, push_blob, push_image, sha256
 from tests.support.gguf_files import HOSTILE_HEADERS, gguf_bytes, hostile_file
+from tests.support.oci import DOCKER_MANIFEST, push_blob, push_image, sha256
 
 OLLAMA_CONFIG = "application/vnd.docker.container.image.v1+json"
 OLLAMA_MODEL = "application/vnd.ollama.image.model"
@@ -41,6 +41,7 @@ def model_of(client, name: str, tag: str) -> dict:
     return r.json()["model"]
 
 
+@pytest.mark.slow  # fourteen absurd headers, each pushed and served
 @pytest.mark.parametrize("kind", sorted(HOSTILE_HEADERS))
 def test_absurd_gguf_header_pushes_cleanly_and_the_registry_keeps_serving(client, kind):
     model = hostile_file(kind, 64 * 1024)

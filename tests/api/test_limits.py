@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from registry.app import create_app
 from registry.db.tables import blobs, uploads, utcnow
 from registry.maintenance.gc import collect, sweep_uploads
-from tests.api.oci import error_code, push_image, sha256
+from tests.support.oci import error_code, push_image, sha256
 
 
 @pytest.fixture
@@ -269,6 +269,7 @@ def _raw_request(url: str, head: str, body: bytes, stall: float) -> tuple[bytes,
         return data, time.monotonic() - began
 
 
+@pytest.mark.slow  # waits out the stall timeout
 @limits(request_idle_timeout_seconds=0.5)
 def test_a_stalled_chunk_is_aborted_and_dropped(client, service, live_url):
     loc = start(client)
@@ -284,6 +285,7 @@ def test_a_stalled_chunk_is_aborted_and_dropped(client, service, live_url):
     assert client.put(loc, params={"digest": sha256(b"a" * 10)}).status_code == 201
 
 
+@pytest.mark.slow  # waits out the stall timeout
 @limits(request_idle_timeout_seconds=0.5)
 def test_a_stalled_monolithic_upload_leaves_nothing(client, service, live_url):
     data = os.urandom(1000)

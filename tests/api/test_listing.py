@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.api.oci import error_code, push_image
+from tests.support.oci import error_code, push_image
 
 TAGS = ["v10", "B", "a", "v2", "latest", "1.0", "_x", "Z"]
 

@@ -6,28 +6,15 @@ from __future__ import annotations
 
 from collections import Counter
 
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
 from registry.db.tables import jobs, manifests
-from tests.api.oci import push_image, sha256
-from tests.api.test_verification import push_model, verify
+from tests.support.metrics import scrape, value
+from tests.support.oci import push_image, sha256
+from tests.support.verification import push_model, verify
 
 BLOBS = "/v2/{name:path}/blobs/{digest}"
 MANIFESTS = "/v2/{name:path}/manifests/{reference}"
-
-
-def scrape(client) -> dict[tuple[str, tuple], float]:
-    """{(sample name, sorted label items): value} of one scrape."""
-    r = client.get("/metrics")
-    assert r.status_code == 200, r.text
-    assert r.headers["content-type"].startswith("text/plain")
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(r.text) for s in family.samples}
-
-
-def value(samples, name: str, default: float = 0.0, **labels) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), default)
 
 
 def labelled(samples, name: str) -> dict[tuple, float]:

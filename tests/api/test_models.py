@@ -3,65 +3,28 @@ logical vs. stored sizes. Runs on both stacks (SQLite + filesystem, PostgreSQL +
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 import time
 
 import numpy as np
 import pytest
 from safetensors.numpy import save
 
-from tests.api.oci import DOCKER_MANIFEST, OCI_MANIFEST, push_blob, push_image, sha256
 from tests.support.gguf_files import TINY_PARAMETERS, gguf_bytes
+from tests.support.model_artifacts import (
+    FILEPATH,
+    MODELPACK,
+    MODELPACK_CONFIG,
+    OLLAMA_CONFIG,
+    OLLAMA_MODEL,
+    push_manifest,
+    push_ollama,
+    tar_member,
+)
 from tests.support.models import GEMMA_DIGEST
-
-OLLAMA_CONFIG = "application/vnd.docker.container.image.v1+json"
-OLLAMA_MODEL = "application/vnd.ollama.image.model"
-OLLAMA_SYSTEM = "application/vnd.ollama.image.system"
-MODELPACK = "application/vnd.cncf.model.manifest.v1+json"
-MODELPACK_CONFIG = "application/vnd.cncf.model.config.v1+json"
-FILEPATH = "org.cncf.model.filepath"
-
-
-def push_manifest(client, name: str, tag: str, config: tuple[str, bytes],
-                  layers: list[tuple[str, bytes, dict | None]], media_type=OCI_MANIFEST,
-                  skip: bytes | None = None, **extra) -> str:
-    """Push the blobs (all but ``skip``) and a manifest of ``(media type, bytes,
-    annotations)`` layers."""
-    for blob in [config[1], *(data for _, data, _ in layers)]:
-        if blob != skip:
-            push_blob(client, name, blob)
-
-    def desc(media: str, data: bytes, annotations: dict | None = None) -> dict:
-        d = {"mediaType": media, "digest": sha256(data), "size": len(data)}
-        return {**d, "annotations": annotations} if annotations else d
-
-    doc = {"schemaVersion": 2, "mediaType": media_type, "config": desc(*config),
-           "layers": [desc(*layer) for layer in layers], **extra}
-    r = client.put(f"/v2/{name}/manifests/{tag}", content=json.dumps(doc).encode(),
-                   headers={"Content-Type": media_type})
-    assert r.status_code == 201, r.text
-    return r.headers["Docker-Content-Digest"]
-
-
-def push_ollama(client, name: str, tag: str, model: bytes, system: bytes | None = None,
-                skip: bytes | None = None) -> str:
-    config = json.dumps({"model_format": "gguf", "model_family": "llama",
-                         "system": (system or b"").decode()}).encode()
-    layers = [(OLLAMA_MODEL, model, None)]
-    if system is not None:
-        layers.append((OLLAMA_SYSTEM, system, None))
-    return push_manifest(client, name, tag, (OLLAMA_CONFIG, config), layers, DOCKER_MANIFEST,
-                         skip)
-
-
-def describe(client, name: str, reference: str) -> dict:
-    kind = "manifests" if ":" in reference else "tags"
-    r = client.get(f"/api/v1/repositories/{name}/{kind}/{reference}")
-    assert r.status_code == 200, r.text
-    assert r.headers["content-type"] == "application/json"
-    return r.json()
+from tests.support.oci import DOCKER_MANIFEST, push_blob, push_image, sha256
+from tests.support.rest import describe
+from tests.support.stacks import POSTGRES_S3
 
 
 def test_ollama_model_card_served_by_rest(client):
@@ -117,22 +80,13 @@ def test_missing_weights_blob_gives_an_error_card_not_a_500(client, service):
     assert error.startswith("could not read the weights:")
 
 
-def _tar(name: str, data: bytes) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w") as tar:
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return out.getvalue()
-
-
 def test_modelpack_safetensors_read_through_tar_layers(client):
     weights = save({"model.embed_tokens.weight": np.zeros((16, 8), np.float16),
                     "model.norm.weight": np.zeros(8, np.float16)})
     config = json.dumps({"architectures": ["LlamaForCausalLM"], "hidden_size": 8,
                          "max_position_embeddings": 128}).encode()
     push_manifest(client, "team/mlx", "v1", (MODELPACK_CONFIG, b"{}"), [
-        ("application/vnd.cncf.model.weight.v1.tar", _tar("model.safetensors", weights),
+        ("application/vnd.cncf.model.weight.v1.tar", tar_member("model.safetensors", weights),
          {FILEPATH: "model.safetensors"}),
         ("application/vnd.cncf.model.weight.config.v1.raw", config, {FILEPATH: "config.json"}),
         ("application/vnd.cncf.model.weight.config.v1.raw", b'{"chat_template": "x"}',
@@ -205,7 +159,7 @@ def test_rest_errors_are_problem_json_and_oci_errors_stay(client):
     assert r.status_code == 404 and r.json()["errors"][0]["code"] == "NAME_UNKNOWN"
 
 
-@pytest.mark.parametrize("settings", ["postgres-s3"], indirect=True)
+@pytest.mark.parametrize("settings", [POSTGRES_S3], indirect=True)
 def test_headers_are_read_with_small_ranged_reads(client, service, monkeypatch):
     # ~8 MB of weights behind a small header: only the header may be fetched from S3.
     big = {"blk.0.w": np.zeros((64, 32768), dtype=np.float32)}

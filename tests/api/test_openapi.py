@@ -22,9 +22,9 @@ import schemathesis
 from starlette.routing import Mount, Route
 
 from registry.api.rest import openapi
-from tests.api.oci import push_image
-from tests.api.test_models import push_ollama
-from tests.api.test_verification import manifest_id, model_bytes
+from tests.support.model_artifacts import push_ollama
+from tests.support.oci import push_image
+from tests.support.verification import manifest_id, model_bytes
 from verifier.report import Report
 
 METHODS = {"get", "put", "post", "delete", "patch", "options", "head", "trace"}
@@ -54,6 +54,7 @@ def _refs(node) -> list[str]:
     return []
 
 
+@pytest.mark.slow  # a schemathesis fuzzer, then validation of the whole document
 def test_document_is_valid_openapi_and_consistent(client):
     r = client.get("/api/v1/openapi.json")
     assert r.status_code == 200 and r.headers["content-type"] == "application/json"
@@ -167,6 +168,7 @@ generation.mode = "positive"
 HOOK_TOKEN = "schemathesis-hook-token"
 
 
+@pytest.mark.slow  # a schemathesis fuzzer, then validation of the whole document
 def test_schemathesis_finds_no_server_errors(client, service, settings, live_url, tmp_path):
     """Every phase (examples, coverage, fuzzing, stateful through the document's links),
     valid and invalid requests, every other check; bounded for a 2-core machine. One

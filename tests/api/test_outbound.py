@@ -22,8 +22,8 @@ import pytest
 from sqlalchemy import func, select
 
 from registry.db.tables import deliveries, jobs, remote_models, utcnow
-from tests.api.oci import DOCKER_MANIFEST, push_image, sha256
 from tests.support.hostile import Listener, Seen
+from tests.support.oci import DOCKER_MANIFEST, push_image, sha256
 from tests.support.processes import free_port
 
 TOKEN = "outbound-hook-token-0123"
@@ -161,6 +161,7 @@ def test_names_are_judged_on_the_addresses_they_resolve_to(client, service, work
     assert canary.hits == 0
 
 
+@pytest.mark.slow  # real outbound connections to local listeners, with their timeouts
 def test_failures_read_alike_so_ports_cannot_be_mapped(client, settings):
     """Closed, silent, redirecting and failing ports (allowed here, as an operator would
     allow an internal registry) all give the caller one answer."""
@@ -182,6 +183,7 @@ def test_failures_read_alike_so_ports_cannot_be_mapped(client, settings):
         assert leak not in text
 
 
+@pytest.mark.slow  # real outbound connections to local listeners, with their timeouts
 def test_redirects_are_judged_on_every_hop(client, settings, worker, canary):
     """An allowed registry that redirects a blob download to an internal address: the
     hop is refused before it connects, and the model fails without retries."""
@@ -218,6 +220,7 @@ def challenge(header: str):
     return answer
 
 
+@pytest.mark.slow  # real outbound connections to local listeners, with their timeouts
 def test_environment_credentials_go_only_to_the_registry_they_name(client, settings,
                                                                    monkeypatch):
     monkeypatch.setenv("ASSAY_TOKEN", "assay_pat_worker_secret")

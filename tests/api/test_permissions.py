@@ -52,10 +52,13 @@ from registry.app import create_app
 from registry.db import migrate
 from registry.services.remote import parse_payload
 from registry.settings import Settings
-from tests.api.conftest import STACKS
-from tests.api.oci import push_blob, push_image, sha256
-from tests.api.test_browse import push_safetensors
+from tests.support.model_artifacts import push_safetensors
+from tests.support.oci import push_blob, push_image, sha256
 from tests.support.ollama_keys import OllamaKey
+from tests.support.stacks import STACKS
+
+# Slow: argon2-hashed callers of every kind, every route times every caller.
+pytestmark = pytest.mark.slow
 
 BASE = "http://registry.test"
 HOOK_SECRET = "permission-matrix-hook-secret"

@@ -12,7 +12,7 @@ from sqlalchemy import func, insert, select
 
 from registry.db.tables import blobs, repositories, repository_blobs, uploads, utcnow
 from registry.services import quotas
-from tests.api.oci import error_code, push_blob, push_image, sha256
+from tests.support.oci import error_code, push_blob, push_image, sha256
 
 A, B = b"a" * 100, b"b" * 50
 

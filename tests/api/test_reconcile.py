@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from tests.api.test_verification import WORKER, describe, manifest_id, push_model
+from tests.support.rest import describe
+from tests.support.verification import WORKER, manifest_id, push_model
 
 
 def claim_and_start(service, name: str, digest: str):

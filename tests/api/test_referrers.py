@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.api.oci import OCI_INDEX, OCI_MANIFEST, descriptor, push_blob, push_image, sha256
+from tests.support.oci import OCI_INDEX, OCI_MANIFEST, descriptor, push_blob, push_image, sha256
 
 NAME = "team/model"
 EMPTY = b"{}"

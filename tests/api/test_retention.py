@@ -10,14 +10,7 @@ from sqlalchemy import select, update
 from registry.db.tables import deliveries, manifests, utcnow
 from registry.maintenance import retention
 from registry.maintenance.gc import collect
-from tests.api.oci import (
-    OCI_INDEX,
-    OCI_MANIFEST,
-    image_manifest,
-    push_blob,
-    push_image,
-    sha256,
-)
+from tests.support.oci import OCI_INDEX, OCI_MANIFEST, image_manifest, push_blob, push_image, sha256
 
 
 def policy(client, ns: str, **settings) -> None:

@@ -21,8 +21,15 @@ from registry.db.tables import blobs, utcnow
 from registry.maintenance.gc import collect
 from registry.maintenance.scrub import CORRUPT, MISSING, scrub
 from registry.storage import blob_key, quarantine_key
-from tests.api.oci import OCI_MANIFEST, error_code, image_manifest, push_blob, push_image, sha256
-from tests.api.test_metrics import scrape, value
+from tests.support.metrics import scrape, value
+from tests.support.oci import (
+    OCI_MANIFEST,
+    error_code,
+    image_manifest,
+    push_blob,
+    push_image,
+    sha256,
+)
 
 NAME = "team/scrub"
 
@@ -265,6 +272,7 @@ def push_retrying(http, name: str, tag: str, layer: bytes) -> tuple[str, bytes]:
     raise AssertionError(f"{name}:{tag}: GC took the layer five times in a row")
 
 
+@pytest.mark.slow  # runs the assay CLI as a process / races scrubs with pushes
 def test_scrub_during_pushes_and_gc_finds_nothing_and_loses_nothing(live_url, client,
                                                                      service, settings):
     """Pushers (some pushing the same content), a GC loop collecting aged garbage of that
@@ -338,6 +346,7 @@ def _assay(data_dir: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=env, timeout=60)
 
 
+@pytest.mark.slow  # runs the assay CLI as a process / races scrubs with pushes
 @pytest.mark.parametrize("settings", ["sqlite-fs"], indirect=True)
 def test_cli_exit_status_report_and_quarantine(client, settings, raw):
     layer = os.urandom(4000)
@@ -374,6 +383,7 @@ def test_cli_exit_status_report_and_quarantine(client, settings, raw):
     assert bad.returncode == 2 and bad.stderr.startswith("error: ")
 
 
+@pytest.mark.slow  # runs the assay CLI as a process / races scrubs with pushes
 @pytest.mark.parametrize("settings", ["sqlite-fs"], indirect=True)
 def test_cli_storage_failure_is_exit_2_and_the_run_resumes(client, service, settings):
     first = push_blob(client, NAME, b"aaa")

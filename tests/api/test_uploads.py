@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from tests.api.oci import error_code, push_blob, sha256
+from tests.support.oci import error_code, push_blob, sha256
 
 NAME = "team/model"
 

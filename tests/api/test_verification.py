@@ -11,28 +11,18 @@ policy for ``gated`` (the ``gate`` fixture) and push under ``gated/...``.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
-from functools import cache
 
 import pytest
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
-from registry.db.tables import jobs, manifests, repositories
-from tests.api.oci import DOCKER_MANIFEST, error_code, push_image
-from tests.api.test_models import describe, push_ollama
-from tests.support.gguf_files import gguf_bytes
-from verifier.report import Report
+from registry.db.tables import jobs, manifests
+from tests.support.oci import DOCKER_MANIFEST, error_code, push_image
+from tests.support.rest import assert_problem, describe
+from tests.support.verification import WORKER, FakeWorker, manifest_id, push_model, report, verify
 
 VERIFICATION_TYPE = "application/vnd.assay.verification.v1+json"
 BASE = "http://registry.test"
-WORKER = "test-worker@here:1:0"
-PROBLEM = "application/problem+json"
-
-
-@cache
-def model_bytes() -> bytes:
-    return gguf_bytes()
 
 
 @pytest.fixture
@@ -41,65 +31,10 @@ def gate(service):
     service.verification.set_policy("gated", True, None)
 
 
-def push_model(client, name: str, tag: str, variant: str = "v1") -> str:
-    """A tiny Ollama model; ``variant`` (its system prompt) makes a distinct manifest
-    that shares the GGUF."""
-    return push_ollama(client, name, tag, model_bytes(), variant.encode())
-
-
-def manifest_id(service, name: str, digest: str) -> int:
-    with service.db.read() as conn:
-        return conn.execute(
-            select(manifests.c.id).join(repositories,
-                                        repositories.c.id == manifests.c.repository_id)
-            .where(repositories.c.name == name, manifests.c.digest == digest)).scalar_one()
-
-
 def verify_jobs(service) -> list:
     with service.db.read() as conn:
         return conn.execute(select(jobs).where(jobs.c.kind == "verify")
                             .order_by(jobs.c.id)).all()
-
-
-def report(passed: bool = True, reason: str | None = None, tps: float = 42.5) -> dict:
-    if passed:
-        return Report(
-            passed=True, backend="llama.cpp", backend_version="0.3.16",
-            hardware={"cpu": "Test CPU", "cores": 4, "threads": 4}, prompt="Say hi",
-            load_s=0.25, prompt_tokens=5, prompt_tps=300.0, generation_tps=tps, ttft_s=0.05,
-            tokens_generated=32, peak_rss_bytes=123456789, output="hi there",
-            output_sha256="ab" * 32, log_tail="llama_model_load: done\n", wall_s=1.5,
-        ).to_dict()
-    return Report(passed=False, failure="load", reason=reason, backend="llama.cpp",
-                  backend_version="0.3.16", hardware={"cpu": "Test CPU"},
-                  log_tail="error loading model\n").to_dict()
-
-
-class FakeWorker:
-    """The worker's side of one job, through the service layer (as worker/pool.py does)."""
-
-    def __init__(self, service, name: str, digest: str):
-        self.service, self.name, self.digest = service, name, digest
-        self.mid = manifest_id(service, name, digest)
-        self.started = datetime.now(UTC)
-        self.job = service.queue.claim(WORKER, ["verify"])
-        assert self.job is not None, "no verify job to claim"
-        assert self.job.payload == {"manifest_id": self.mid, "digest": digest}, \
-            (self.job.payload, self.mid)
-        self.target = service.verification.target(self.mid, digest)
-        assert self.target is not None and self.target.digest == digest
-        service.verification.start(self.mid)
-
-    def finish(self, data: dict) -> dict:
-        row = self.service.verification.record(self.target, data, job_id=self.job.id,
-                                               worker=WORKER, started_at=self.started)
-        assert self.service.queue.complete(self.job.id, WORKER, {"verification": row.get("id")})
-        return row
-
-
-def verify(service, name: str, digest: str, passed: bool = True, reason: str | None = None,
-           tps: float = 42.5) -> dict:
-    return FakeWorker(service, name, digest).finish(report(passed, reason, tps))
 
 
 def pull(client, name: str, tag: str, method: str = "GET"):
@@ -110,17 +45,6 @@ def served(client, name: str, tag: str) -> str:
     r = pull(client, name, tag)
     assert r.status_code == 200, r.text
     return r.headers["Docker-Content-Digest"]
-
-
-def assert_problem(r, status: int, code: str | None = None) -> dict:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"] == PROBLEM
-    body = r.json()
-    assert set(body) == {"type", "title", "status", "detail", "code"}
-    assert body["status"] == status
-    if code is not None:
-        assert body["code"] == code
-    return body
 
 
 # ---------------------------------------------------------------- PUT: status and job

@@ -5,8 +5,8 @@ carried them; and the OpenAPI document describing both.
 
 from __future__ import annotations
 
-from tests.api.test_models import describe
-from tests.api.test_verification import FakeWorker, push_model, report
+from tests.support.rest import describe
+from tests.support.verification import FakeWorker, push_model, report
 
 NAME = "team/tiny"
 ISOLATED = "network namespace (unshare CLONE_NEWNET)"

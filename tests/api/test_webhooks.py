@@ -26,10 +26,11 @@ from registry.db.tables import deliveries, jobs, manifests, secrets, utcnow, web
 from registry.secretbox import SecretUnreadable
 from registry.services import RegistryService
 from registry.settings import Settings
-from tests.api.oci import OCI_MANIFEST, image_manifest, push_blob, push_image
-from tests.api.test_verification import FakeWorker, assert_problem, push_model, report
+from tests.support.oci import OCI_MANIFEST, image_manifest, push_blob, push_image
 from tests.support.processes import free_port
 from tests.support.receiver import Receiver
+from tests.support.rest import assert_problem
+from tests.support.verification import FakeWorker, push_model, report
 from worker.deliver import Deliverer
 
 SECRET = "s3cret-0123456789abcdef"
@@ -380,6 +381,7 @@ def test_retries_with_backoff_then_dead_then_redeliver(client, service, receiver
     assert len({r.headers["x-assay-event"] for r in receiver.received}) == 1
 
 
+@pytest.mark.slow  # waits out the delivery retry backoff
 def test_receiver_down_comes_back_and_gets_every_event_once(client, service, deliverer,
                                                            clock):
     port = free_port()  # nothing listens here yet

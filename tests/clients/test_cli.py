@@ -3,7 +3,7 @@
 End-to-end tests run ``.venv/bin/assay`` as a subprocess, with the real Gemma 3 270M GGUF;
 the resume, range and skip tests drive ``client`` in-process through an httpx
 transport that records (and can break) requests. The Ollama client is the exact replay of
-``tests/clients/ollama_replay.py``; oras is the real oras-py client.
+``tests/support/ollama_replay.py``; oras is the real oras-py client.
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ from client.ref import parse_reference
 from client.registry_client import RegistryClient
 from client.transport import StdlibTransport
 from registry.formats.cards import LocalCards
-from tests.clients.ollama_replay import (
+from tests.support.models import GEMMA_DIGEST, GEMMA_SHA256, GEMMA_SIZE, sha256_file
+from tests.support.ollama_replay import (
     GEMMA3_TEMPLATE,
     MEDIA_MODEL,
     MEDIA_PARAMS,
@@ -43,7 +44,7 @@ from tests.clients.ollama_replay import (
     ollama_pull,
     ollama_push,
 )
-from tests.support.models import GEMMA_DIGEST, GEMMA_SHA256, GEMMA_SIZE, sha256_file
+from tests.support.oras_client import oras_client
 from tests.support.processes import free_port, start_distribution
 
 pytestmark = pytest.mark.clients
@@ -411,8 +412,6 @@ def test_assay_pulls_what_ollama_pushed(assay_server_module, gemma_gguf, cli, tm
 
 
 def test_pull_oras_artifact(assay_server_module, cli, tmp_path):
-    from tests.clients.test_oras import oras_client
-
     server = assay_server_module
     src = tmp_path / "src"
     src.mkdir()

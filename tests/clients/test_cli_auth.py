@@ -27,7 +27,7 @@ from client.ref import parse_reference
 from client.registry_client import RegistryClient
 from client.transport import StdlibTransport
 from registry.formats.cards import LocalCards
-from tests.clients.conftest import ASSAY
+from tests.support.auth_registry import ASSAY
 from tests.support.gguf_files import write_gguf
 from tests.support.ollama_keys import OllamaKey
 from tests.support.processes import start_assay

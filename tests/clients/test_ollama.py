@@ -1,4 +1,4 @@
-"""The Ollama client's push and pull, replayed exactly (tests/clients/ollama_replay.py), against a
+"""The Ollama client's push and pull, replayed exactly (tests/support/ollama_replay.py), against a
 real ``assay serve`` with the real Gemma 3 270M Q4_K_M GGUF (253,113,024 bytes)."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from tests.clients.ollama_replay import (
+from tests.support.models import GEMMA_DIGEST, GEMMA_SHA256, GEMMA_SIZE
+from tests.support.ollama_replay import (
     DOCKER_CONFIG_V1,
     DOCKER_MANIFEST_V2,
     GEMMA3_TEMPLATE,
@@ -33,7 +34,6 @@ from tests.clients.ollama_replay import (
     ollama_push,
     ollama_upload_to,
 )
-from tests.support.models import GEMMA_DIGEST, GEMMA_SHA256, GEMMA_SIZE
 from tests.support.processes import start_distribution
 
 pytestmark = pytest.mark.clients

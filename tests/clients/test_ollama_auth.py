@@ -21,8 +21,10 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from tests.clients.conftest import ASSAY
-from tests.clients.ollama_replay import (
+from tests.support.auth_registry import ASSAY
+from tests.support.models import GEMMA_DIGEST, GEMMA_SHA256, GEMMA_SIZE
+from tests.support.ollama_keys import OllamaKey
+from tests.support.ollama_replay import (
     DOCKER_MANIFEST_V2,
     GEMMA3_TEMPLATE,
     MEDIA_MODEL,
@@ -37,8 +39,6 @@ from tests.clients.ollama_replay import (
     ollama_push,
     parse_registry_challenge,
 )
-from tests.support.models import GEMMA_DIGEST, GEMMA_SHA256, GEMMA_SIZE
-from tests.support.ollama_keys import OllamaKey
 from tests.support.processes import free_port, start_assay
 
 pytestmark = pytest.mark.clients

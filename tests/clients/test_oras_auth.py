@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from tests.clients.conftest import start_auth_registry, stop_auth_registry
+from tests.support.auth_registry import start_auth_registry, stop_auth_registry
 
 pytestmark = pytest.mark.clients
 

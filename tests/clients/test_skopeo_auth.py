@@ -15,24 +15,19 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.clients import test_skopeo as plain
-from tests.clients.test_skopeo import OCI_MANIFEST, SKOPEO_TIMEOUT, blob_files
+from tests.support.skopeo import OCI_MANIFEST, SKOPEO_TIMEOUT, blob_files
 
 pytestmark = pytest.mark.clients
-
-# The fixtures of the auth-off skopeo tests, registered here under these names: the skopeo
-# binary, the accept-anything signature policy and the 3-layer OCI image layout.
-skopeo_bin, skopeo_policy, oci_src = plain.skopeo, plain.policy, plain.oci_image
 
 REFUSED = re.compile(r"unauthorized|denied|authentication required", re.IGNORECASE)
 
 @pytest.fixture(scope="module")
-def sk(skopeo_bin, skopeo_policy, tmp_path_factory) -> Skopeo:
+def sk(skopeo, policy, tmp_path_factory) -> Skopeo:
     """skopeo with the accept-anything policy and an empty containers auth file: it uses only
     the credentials on its command line, never a login stored in the real home directory."""
     authfile = tmp_path_factory.mktemp("skopeo-auth") / "auth.json"
     authfile.write_text(json.dumps({"auths": {}}))
-    return Skopeo(skopeo_bin, skopeo_policy, authfile)
+    return Skopeo(skopeo, policy, authfile)
 
 
 @dataclass
@@ -85,65 +80,65 @@ def assert_nothing_stored(registry, repo: str, image: dict) -> None:
         assert r.status_code == 200 and repo not in r.json()["repositories"], r.text
 
 
-def test_writer_pushes_with_password_and_reader_pulls(sk, auth_registry, oci_src, tmp_path):
+def test_writer_pushes_with_password_and_reader_pulls(sk, auth_registry, oci_image, tmp_path):
     reg = auth_registry
-    sk.copy_in(reg, oci_src, "team/image", "--dest-creds", reg.creds("wanda"))
+    sk.copy_in(reg, oci_image, "team/image", "--dest-creds", reg.creds("wanda"))
     r = httpx.get(f"{reg.url}/v2/team/image/manifests/v1", auth=reg.auth("rita"),
                   headers={"Accept": OCI_MANIFEST})
-    assert r.status_code == 200 and r.content == oci_src["manifest"], r.text
+    assert r.status_code == 200 and r.content == oci_image["manifest"], r.text
 
     out = tmp_path / "pulled"
     sk.copy_out(reg, "team/image", out, "--src-creds", reg.creds("rita"))
-    assert blob_files(out) == blob_files(oci_src["layout"]), "byte-identical image"
+    assert blob_files(out) == blob_files(oci_image["layout"]), "byte-identical image"
 
     raw = sk.run("inspect", "--raw", "--tls-verify=false", "--creds", reg.creds("rita"),
                  f"docker://{reg.host_port}/team/image:v1").stdout
-    assert raw.rstrip("\n").encode() == oci_src["manifest"]
+    assert raw.rstrip("\n").encode() == oci_image["manifest"]
 
 
-def test_robot_token_and_personal_token_as_password(sk, auth_registry, oci_src, tmp_path):
+def test_robot_token_and_personal_token_as_password(sk, auth_registry, oci_image, tmp_path):
     reg = auth_registry
-    sk.copy_in(reg, oci_src, "team/robot-image", "--dest-creds", f"ci:{reg.robot_token}")
+    sk.copy_in(reg, oci_image, "team/robot-image", "--dest-creds", f"ci:{reg.robot_token}")
     out = tmp_path / "pulled"
     sk.copy_out(reg, "team/robot-image", out, "--src-creds", f"wanda:{reg.wanda_token}")
-    assert blob_files(out) == blob_files(oci_src["layout"])
+    assert blob_files(out) == blob_files(oci_image["layout"])
     # A pull-only personal token cannot push, although wanda may.
-    proc = sk.copy_in(reg, oci_src, "team/pull-token",
+    proc = sk.copy_in(reg, oci_image, "team/pull-token",
                       "--dest-creds", f"wanda:{reg.wanda_pull_token}", ok=False)
     assert_refused(proc)
-    assert_nothing_stored(reg, "team/pull-token", oci_src)
+    assert_nothing_stored(reg, "team/pull-token", oci_image)
 
 
-def test_push_without_credentials_is_refused(sk, auth_registry, oci_src):
-    proc = sk.copy_in(auth_registry, oci_src, "team/anonymous", ok=False)
+def test_push_without_credentials_is_refused(sk, auth_registry, oci_image):
+    proc = sk.copy_in(auth_registry, oci_image, "team/anonymous", ok=False)
     assert proc.returncode != 0, proc.stderr
-    assert_nothing_stored(auth_registry, "team/anonymous", oci_src)
+    assert_nothing_stored(auth_registry, "team/anonymous", oci_image)
 
 
-def test_push_without_credentials_says_unauthorized(sk, auth_registry, oci_src):
-    proc = sk.copy_in(auth_registry, oci_src, "team/anonymous", ok=False)
+def test_push_without_credentials_says_unauthorized(sk, auth_registry, oci_image):
+    proc = sk.copy_in(auth_registry, oci_image, "team/anonymous", ok=False)
     assert_refused(proc)
 
 
-def test_reader_push_is_denied(sk, auth_registry, oci_src):
-    proc = sk.copy_in(auth_registry, oci_src, "team/rita-image",
+def test_reader_push_is_denied(sk, auth_registry, oci_image):
+    proc = sk.copy_in(auth_registry, oci_image, "team/rita-image",
                       "--dest-creds", auth_registry.creds("rita"), ok=False)
     assert_refused(proc)
     assert re.search(r"denied", proc.stderr, re.IGNORECASE), proc.stderr
-    assert_nothing_stored(auth_registry, "team/rita-image", oci_src)
+    assert_nothing_stored(auth_registry, "team/rita-image", oci_image)
 
 
-def test_wrong_password_is_unauthorized(sk, auth_registry, oci_src):
-    proc = sk.copy_in(auth_registry, oci_src, "team/wrong",
+def test_wrong_password_is_unauthorized(sk, auth_registry, oci_image):
+    proc = sk.copy_in(auth_registry, oci_image, "team/wrong",
                       "--dest-creds", "wanda:not-her-password", ok=False)
     assert_refused(proc)
     assert re.search(r"unauthorized|invalid credentials", proc.stderr, re.IGNORECASE), (
         proc.stderr)
-    assert_nothing_stored(auth_registry, "team/wrong", oci_src)
+    assert_nothing_stored(auth_registry, "team/wrong", oci_image)
 
 
-def test_pull_without_credentials_is_refused(sk, auth_registry, oci_src, tmp_path):
-    sk.copy_in(auth_registry, oci_src, "team/private", "--dest-creds",
+def test_pull_without_credentials_is_refused(sk, auth_registry, oci_image, tmp_path):
+    sk.copy_in(auth_registry, oci_image, "team/private", "--dest-creds",
                auth_registry.creds("wanda"))
     out = tmp_path / "pulled"
     assert_refused(sk.copy_out(auth_registry, "team/private", out, ok=False))

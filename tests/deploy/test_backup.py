@@ -17,7 +17,7 @@ import subprocess
 import httpx
 import pytest
 
-from tests.api.oci import LAYER, OCI_CONFIG, OCI_MANIFEST, descriptor, sha256
+from tests.support.oci import LAYER, OCI_CONFIG, OCI_MANIFEST, descriptor, sha256
 from tests.support.processes import REPO_ROOT, start_assay
 from tests.support.topology import start_topology
 

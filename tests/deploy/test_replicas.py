@@ -28,11 +28,11 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.api.oci import LAYER, OCI_CONFIG, OCI_MANIFEST, descriptor
-from tests.clients.ollama_replay import MEDIA_MODEL, ollama_config, ollama_push
-from tests.e2e.support import wait_status
+from tests.support.oci import LAYER, OCI_CONFIG, OCI_MANIFEST, descriptor
+from tests.support.ollama_replay import MEDIA_MODEL, ollama_config, ollama_push
 from tests.support.processes import assay_command
 from tests.support.topology import Topology, start_topology
+from tests.support.workers import wait_status
 
 MiB = 1 << 20
 # The upload write lease: a replica killed mid-PATCH holds it until it lapses.

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.support import GATE_ON, WorkerProcess, start_worker
 from tests.support.processes import ServerProcess, start_assay
+from tests.support.workers import GATE_ON, WorkerProcess, start_worker
 
 ASSAY = Path(sys.executable).with_name("assay")
 LOG_TAIL_CHARS = 6000

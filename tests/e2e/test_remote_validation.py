@@ -15,10 +15,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.clients.ollama_replay import MEDIA_MODEL, ollama_config, ollama_push
-from tests.e2e.support import digest_from_push, wait_until
 from tests.support.models import GEMMA_DIGEST
+from tests.support.ollama_replay import MEDIA_MODEL, ollama_config, ollama_push
 from tests.support.processes import ServerProcess, free_port, start_distribution
+from tests.support.workers import digest_from_push, wait_until
 
 TOKEN = "e2e-hook-token-7f3a"
 

@@ -12,8 +12,9 @@ import json
 import httpx
 import pytest
 
-from tests.clients.ollama_replay import MEDIA_MODEL, ollama_config, ollama_pull, ollama_push
-from tests.e2e.support import (
+from tests.support.models import GEMMA_DIGEST, GEMMA_SHA256, GEMMA_SIZE, sha256_file
+from tests.support.ollama_replay import MEDIA_MODEL, ollama_config, ollama_pull, ollama_push
+from tests.support.workers import (
     VERIFICATION_TYPE,
     digest_from_push,
     get_manifest,
@@ -24,7 +25,6 @@ from tests.e2e.support import (
     tag_state,
     wait_status,
 )
-from tests.support.models import GEMMA_DIGEST, GEMMA_SHA256, GEMMA_SIZE, sha256_file
 
 
 def referrers(server, name: str, digest: str) -> list[dict]:

@@ -4,8 +4,8 @@ when the real Gemma GGUF is pushed and verified."""
 
 from __future__ import annotations
 
-from tests.e2e.support import digest_from_push
 from tests.support.receiver import Receiver
+from tests.support.workers import digest_from_push
 
 SECRET = "e2e-webhook-secret-0123456789"
 EVENTS = ("push", "verification.started", "verification.succeeded")

@@ -14,8 +14,9 @@ import hashlib
 import time
 from pathlib import Path
 
-from tests.clients.ollama_replay import MEDIA_MODEL, ollama_config, ollama_pull, ollama_push
-from tests.e2e.support import (
+from tests.support.models import GEMMA_SHA256, sha256_file
+from tests.support.ollama_replay import MEDIA_MODEL, ollama_config, ollama_pull, ollama_push
+from tests.support.workers import (
     alive,
     cmdline,
     digest_from_push,
@@ -28,7 +29,6 @@ from tests.e2e.support import (
     wait_status,
     wait_until,
 )
-from tests.support.models import GEMMA_SHA256, sha256_file
 
 NO_WORKERS = {"ASSAY_WORKERS": "0"}
 LEASE = {"ASSAY_JOB_LEASE_SECONDS": "3"}

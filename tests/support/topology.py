@@ -16,10 +16,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.e2e.support import WorkerProcess, start_worker
 from tests.support.postgres import PostgresServer
 from tests.support.processes import ServerProcess, assay_command, start_assay
 from tests.support.s3 import S3Server
+from tests.support.workers import WorkerProcess, start_worker
 
 
 @dataclass

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 from click.testing import CliRunner
 from starlette.testclient import TestClient
 
 from registry.app import create_app
 from registry.cli import main
 from registry.settings import Settings
-from tests.api.oci import push_blob, push_image, sha256
+from tests.support.oci import push_blob, push_image, sha256
 
 
 def test_settings_from_environment(monkeypatch, tmp_path):
@@ -34,6 +35,7 @@ def test_serve_help_lists_flags():
         assert flag in out
 
 
+@pytest.mark.slow  # migrates a fresh data directory and runs GC through the CLI
 def test_migrate_and_gc_commands(tmp_path):
     runner = CliRunner()
     r = runner.invoke(main, ["migrate", "--data-dir", str(tmp_path)])

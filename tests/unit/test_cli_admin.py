@@ -24,6 +24,7 @@ def run(tmp_path):
     return invoke
 
 
+@pytest.mark.slow  # argon2-hashed users made through the CLI
 def test_first_admin_robot_and_roles_before_the_server_ever_started(run):
     r = run("user", "add", "root", "--admin", "--password-stdin", input="long-password\n")
     assert r.exception is None and "added admin user root" in r.output
@@ -48,6 +49,7 @@ def test_first_admin_robot_and_roles_before_the_server_ever_started(run):
     assert all(e["actor"].startswith("local:") for e in json.loads(r.output))
 
 
+@pytest.mark.slow  # argon2-hashed users made through the CLI
 @pytest.mark.parametrize("args, stdin, message", [
     (("user", "add", "bob", "--password-stdin"), "short\n", "at least 8 characters"),
     (("user", "add", "Bob!", "--password-stdin"), "long-password\n", "invalid user name"),
@@ -69,6 +71,7 @@ def test_bad_input_is_one_clear_error(run, args, stdin, message):
     assert message in r.exception.format_message()
 
 
+@pytest.mark.slow  # argon2-hashed users made through the CLI
 def test_duplicate_user_is_refused_and_keeps_the_first(run):
     run("user", "add", "bob", "--password-stdin", input="first-password\n")
     r = run("user", "add", "bob", "--password-stdin", input="second-password\n")
@@ -132,6 +135,7 @@ def _push(svc, name: str, tag: str) -> str:
     return svc.manifests.put(name, tag, body, None).digest
 
 
+@pytest.mark.slow  # a fresh data directory pushed to, then swept by the CLI
 def test_retention_dry_run_then_run(run):
     svc = build_service(Settings(data_dir=run.data_dir))
     for tag in ("v1", "v2", "v3"):

@@ -348,6 +348,7 @@ def test_kept_strings_are_bounded():
         parse(with_data(header(kvs), 0))
 
 
+@pytest.mark.slow  # builds and parses the largest tensor table allowed
 def test_the_largest_tensor_table_allowed_parses_quickly():
     tensors = [tensor(f"t{i}", [8], 0, 32 * i) for i in range(MAX_TENSORS)]
     data = with_data(header(tensors=tensors), 32 * MAX_TENSORS)
@@ -394,6 +395,7 @@ if hypothesis is not None:
                       st.one_of(st.integers(0, 255), st.integers(0, 1 << 64),
                                 st.sampled_from([0, 1, 1 << 31, 1 << 60, (1 << 64) - 1])))
 
+    @pytest.mark.slow  # hypothesis: hundreds of mutated headers
     @hsettings(max_examples=400, deadline=None,
                suppress_health_check=[HealthCheck.too_slow])
     @given(cut=st.one_of(st.none(), st.integers(0, len(SMALL))),

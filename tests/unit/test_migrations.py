@@ -11,6 +11,7 @@ from sqlalchemy import create_engine, inspect
 
 from registry.db import alembic_config, migrate
 from registry.db.tables import Base
+from tests.support.stacks import DATABASES
 
 
 def _diff(url: str) -> list:
@@ -30,13 +31,14 @@ def _tables(url: str) -> set[str]:
         engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=DATABASES)
 def url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'assay.db'}"
     return request.getfixturevalue("postgres_server").create_database("assay_migrations")
 
 
+@pytest.mark.slow  # every migration up and down
 def test_head_matches_the_models_and_downgrades(url):
     migrate(url)
     assert _diff(url) == []

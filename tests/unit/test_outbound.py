@@ -93,6 +93,7 @@ def test_a_bad_allowlist_stops_the_process_with_its_entry(monkeypatch):
     assert Settings().caller_policy.allow == (Rule(name="registry.internal", port=5000),)
 
 
+@pytest.mark.slow  # runs the assay CLI as a process
 def test_the_cli_names_a_bad_allowlist_in_one_line(tmp_path):
     import subprocess
     import sys

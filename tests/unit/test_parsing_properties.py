@@ -28,6 +28,9 @@ from registry.errors import (
 )
 from registry.services.uploads import parse_content_range
 
+# Slow: hypothesis property tests, hundreds of generated inputs each.
+pytestmark = pytest.mark.slow
+
 # The spec's grammar (distribution-spec, "Pulling manifests"), verbatim.
 SPEC_NAME = re.compile(
     r"[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(\/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*")

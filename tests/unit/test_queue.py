@@ -18,6 +18,7 @@ from sqlalchemy import delete, text
 from registry.db import Database, migrate
 from registry.db.queue import Job, JobQueue, new_worker_id
 from registry.db.tables import jobs
+from tests.support.stacks import DATABASES
 
 LEASE = 30.0
 
@@ -49,7 +50,7 @@ def postgres_queue_url(postgres_server):
     return url
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=DATABASES)
 def db(request, tmp_path):
     if request.param == "sqlite":
         shutil.copy(request.getfixturevalue("sqlite_template"), tmp_path / "assay.db")
@@ -109,6 +110,7 @@ def test_dedupe_is_idempotent_until_the_job_finishes(queue):
     assert put(queue) != put(queue)
 
 
+@pytest.mark.slow  # waits on a writer blocked behind an open transaction
 @pytest.mark.parametrize("first_commits", [True, False])
 def test_concurrent_enqueues_of_one_key(queue, first_commits):
     """A second enqueue of a key waits for the first transaction: it gets the first job's
@@ -133,6 +135,7 @@ def test_concurrent_enqueues_of_one_key(queue, first_commits):
     assert (live.id, live.payload) == (second[0], {"by": "first" if first_commits else "second"})
 
 
+@pytest.mark.slow  # every migration up to the one that queues jobs
 def test_jobs_queued_by_the_migration_are_claimable(queue):
     # Migration 0003 queues existing models with SQL timestamps (CURRENT_TIMESTAMP).
     with queue.db.write() as conn:
@@ -315,8 +318,9 @@ def _claim_loop(url: str, claims_file: str, start) -> None:
     db.dispose()
 
 
+@pytest.mark.slow  # worker processes racing for jobs
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize("backend", DATABASES)
 def test_processes_claim_every_job_exactly_once(backend, request, tmp_path):
     if backend == "sqlite":
         url = f"sqlite:///{tmp_path / 'assay.db'}"

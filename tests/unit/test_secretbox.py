@@ -79,6 +79,7 @@ def test_key_file_is_made_once_owner_only_and_shared(tmp_path):
     assert "unset" in SecretBox.from_settings(settings).source
 
 
+@pytest.mark.slow  # processes started together
 def test_processes_starting_together_agree_on_one_key(tmp_path):
     path = tmp_path / "secrets.key"
     code = ("import sys; from pathlib import Path; from registry.secretbox import key_file; "

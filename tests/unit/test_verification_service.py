@@ -19,6 +19,7 @@ from registry.errors import ModelNotReady, RequestInvalid
 from registry.services import RegistryService
 from registry.settings import Settings
 from registry.storage.filesystem import FilesystemBlobStore
+from tests.support.stacks import DATABASES
 
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 OLLAMA_CONFIG = "application/vnd.docker.container.image.v1+json"
@@ -118,7 +119,7 @@ def test_a_zero_floor_is_kept(sqlite_url, tmp_path):
 # --------------------------------------------------------------- migration 0003 data
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=DATABASES)
 def old_url(request, tmp_path) -> str:
     """An empty database at revision 0002 (before verification)."""
     if request.param == "sqlite":
@@ -139,6 +140,7 @@ def ollama_manifest(model: bytes = b"GGUF weights") -> bytes:
                        "layers": [desc(OLLAMA_MODEL, model)]}).encode()
 
 
+@pytest.mark.slow  # every migration from revision 0002 up
 def test_migration_queues_models_pushed_before_verification(old_url, tmp_path):
     model = ollama_manifest()
     image = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST,

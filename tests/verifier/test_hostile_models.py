@@ -28,8 +28,11 @@ import pytest
 
 from registry.formats.cards import read_gguf_card
 from tests.support.gguf_files import with_string_metadata
-from tests.verifier.procs import verifier_children
+from tests.support.procfs import verifier_children
 from verifier import Spec, verify
+
+# Slow: runs the verifier child, which loads a model (real or generated) for real.
+pytestmark = pytest.mark.slow
 
 LOOP = "{% for i in range(10**12) %}{{ i }}{% endfor %}"
 DEEP = "{% if true %}" * 5000 + "x" + "{% endif %}" * 5000

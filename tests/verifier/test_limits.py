@@ -9,8 +9,11 @@ import time
 
 import pytest
 
-from tests.verifier.procs import session_members, verifier_children
+from tests.support.procfs import session_members, verifier_children
 from verifier import Spec, verify
+
+# Slow: runs the verifier child, which loads a model (real or generated) for real.
+pytestmark = pytest.mark.slow
 
 
 def run_in_thread(spec: Spec):

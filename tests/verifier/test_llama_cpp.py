@@ -5,8 +5,13 @@ from __future__ import annotations
 import hashlib
 import json
 
+import pytest
+
 from verifier import Report, Spec, verify
 from verifier.spec import DEFAULT_PROMPT
+
+# Slow: runs the verifier child, which loads a model (real or generated) for real.
+pytestmark = pytest.mark.slow
 
 
 def test_gemma_passes_with_plausible_figures(gemma_report):

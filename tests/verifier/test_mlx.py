@@ -9,6 +9,9 @@ import pytest
 
 from verifier import Spec, verify
 
+# Slow: runs the verifier child, which loads a model (real or generated) for real.
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize("variant", ["mlx_model_dir", "mlx_model_dir_quantized",
                                      "mlx_model_dir_sharded"])

@@ -23,6 +23,9 @@ from verifier import Report, Spec, verify
 from verifier import sandbox as sandbox_mod
 from verifier.run import _child_env
 
+# Slow: runs the verifier child, which loads a model (real or generated) for real.
+pytestmark = pytest.mark.slow
+
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="network namespaces are Linux-only")
 
