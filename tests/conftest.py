@@ -51,6 +51,19 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(getattr(pytest.mark, name))
 
 
+@pytest.fixture(autouse=True)
+def _marks_match_fixtures(request):
+    """Fails a test that reached a marked fixture through ``request.getfixturevalue``
+    (which collection cannot see) without carrying its mark: ``make test-fast`` would
+    otherwise start servers or load models."""
+    yield
+    used = {FIXTURE_MARKS[name] for name in request.fixturenames if name in FIXTURE_MARKS}
+    missing = sorted(used - {mark.name for mark in request.node.iter_markers()})
+    if missing:
+        pytest.fail(f"{request.node.nodeid} needs the mark(s) {', '.join(missing)}: it uses "
+                    "their fixtures through getfixturevalue", pytrace=False)
+
+
 def pytest_sessionfinish(session, exitstatus):
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     skipped = len(reporter.stats.get("skipped", [])) if reporter else 0

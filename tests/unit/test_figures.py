@@ -11,9 +11,10 @@ from registry.db import Database, migrate
 from registry.db.queue import JobQueue
 from registry.db.tables import jobs
 from registry.services.figures import Figures, read_figures
+from tests.support.stacks import DATABASES
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=DATABASES)
 def db(request, tmp_path):
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'assay.db'}"

@@ -39,7 +39,8 @@ def all_tensors(directory: Path) -> dict[str, dict]:
     return tensors
 
 
-@pytest.fixture(params=VARIANTS)
+# Each variant is a marked fixture (tests/conftest.py): the parameters carry its mark.
+@pytest.fixture(params=[pytest.param(name, marks=pytest.mark.slow) for name in VARIANTS])
 def variant(request) -> Path:
     return request.getfixturevalue(request.param)
 
