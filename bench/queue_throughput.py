@@ -15,8 +15,8 @@ end) and each repetition, on a fresh database built by the migrations:
 
 Every claim is logged by the claiming process; a run fails unless every job was claimed
 exactly once, by one worker, at attempt 1, and is ``done``. The figure is the median over
-repetitions; backends alternate in order between repetitions. The issue sets no number:
-the target is "no double claims". Results go to
+repetitions; backends alternate in order between repetitions. There is no target
+figure: the requirement is "no double claims". Results go to
 ``bench/results/queue_throughput-<date>[-quick][-pg-fsync-off].json``.
 """
 

@@ -1,4 +1,4 @@
-"""Hostile GGUF layers pushed through the API (issue 6): the push gets a clean answer fast,
+"""Hostile GGUF layers pushed through the API: the push gets a clean answer fast,
 the card says what is wrong, and the registry keeps serving. Runs on both stacks.
 
 The files come from ``tests.support.gguf_files.HOSTILE_HEADERS`` (lengths and counts of

@@ -1,4 +1,4 @@
-"""Configurable limits (issue 6): upload size per session, open sessions per client,
+"""Configurable limits: upload size per session, open sessions per client,
 upload expiry and the sweep of abandoned sessions, request rate, stalled bodies, page
 size. On both stacks; each test sets the limits it needs through ``overrides``."""
 

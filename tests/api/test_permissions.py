@@ -1,4 +1,4 @@
-"""The permission matrix (issue 6): every route of the app, every kind of caller, on both
+"""The permission matrix: every route of the app, every kind of caller, on both
 stacks, with auth on; and every route open to anonymous callers with auth off.
 
 Callers (``CALLERS``): ``anonymous`` (no credentials), ``reader`` (read in ``team``),

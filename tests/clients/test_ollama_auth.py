@@ -1,4 +1,4 @@
-"""Ollama against a real ``assay serve`` with access control on (``ASSAY_AUTH=1``, issue 6).
+"""Ollama against a real ``assay serve`` with access control on (``ASSAY_AUTH=1``).
 
 The replay (``ollama_replay``) does Ollama's reactive auth exactly: on a 401 it reads the
 quoted ``Bearer realm,service,scope`` challenge, refuses a realm on another host:port, signs

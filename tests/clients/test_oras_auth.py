@@ -1,5 +1,5 @@
-"""The ``oras`` Python client (PyPI ``oras``) with access control on (``ASSAY_AUTH=1``,
-issue 6): ``Registry.login(username, password)`` then push and pull an artifact (with oras's
+"""The ``oras`` Python client (PyPI ``oras``) with access control on (``ASSAY_AUTH=1``):
+``Registry.login(username, password)`` then push and pull an artifact (with oras's
 default token backend and with its basic backend); without
 credentials, or as a reader pushing, oras is refused and nothing is stored. Also the Docker token
 flow itself over real HTTP: challenge, token with Basic, Bearer, and the token's lifetime

@@ -1,4 +1,4 @@
-"""skopeo (Debian, 1.9) with access control on (``ASSAY_AUTH=1``, issue 6): a writer pushes
+"""skopeo (Debian, 1.9) with access control on (``ASSAY_AUTH=1``): a writer pushes
 with ``--dest-creds user:password``, a reader pulls with ``--src-creds``, a robot pushes
 with its token as the password; without credentials, or as a reader pushing, skopeo exits
 non-zero saying unauthorized/denied and the registry stores nothing (checked as the admin).

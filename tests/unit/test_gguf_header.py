@@ -298,7 +298,7 @@ def test_unpatched_sparse_copy_parses(gemma_head, tmp_path):
         assert read_gguf_header(f, GEMMA_SIZE).data_offset == data_offset
 
 
-# ---- hostile headers (issue 6): absurd sizes fail fast, with bounded work ---------------
+# ---- hostile headers: absurd sizes fail fast, with bounded work ---------------
 
 @pytest.mark.parametrize("name", sorted(HOSTILE_HEADERS))
 def test_hostile_headers_fail_fast_with_a_clean_error(name):
