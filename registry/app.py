@@ -55,7 +55,7 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
                  app.state.registry.db.engine.url.render_as_string(hide_password=True),
                  settings.storage, "on" if settings.auth else "off")
         if settings.auth and not await anyio.to_thread.run_sync(
-                app.state.registry.access.count_users):
+                app.state.registry.identities.count_users):
             log.warning("auth is on but there are no users: add one with "
                         "`assay user add NAME --admin --password-stdin`")
         pool = None

@@ -71,8 +71,8 @@ def _settings(request: Request):
     return request.app.state.settings
 
 
-def _access(request: Request):
-    return request.app.state.registry.access
+def _identities(request: Request):
+    return request.app.state.registry.identities
 
 
 def base_url(request: Request) -> str:
@@ -226,7 +226,7 @@ async def identify(request: Request) -> Identity:
     """Who is calling: the anonymous identity without credentials; raises 401
     (with a challenge) for credentials that are wrong, expired or revoked."""
     header = request.headers.get("authorization")
-    access = _access(request)
+    access = _identities(request)
     if not header:
         return await run_in_threadpool(access.anonymous)
     key = hashlib.sha256(header.encode()).hexdigest()
@@ -253,7 +253,7 @@ def _signed_blob(request: Request) -> bool:
     parts = request.url.path.split("/blobs/")
     if len(parts) != 2 or parts[1].startswith("uploads"):
         return False
-    return tokens.check_blob_signature(_access(request).signing_key(),
+    return tokens.check_blob_signature(_identities(request).signing_key(),
                                        request.path_params.get("name", ""),
                                        request.path_params.get("digest", ""),
                                        q.get("expires", ""), q["signature"])
@@ -381,5 +381,5 @@ def blob_location(request: Request, name: str, digest: str) -> str:
     url = f"{base_url(request)}/v2/{name}/blobs/{digest}"
     if not _settings(request).auth:
         return url
-    key = _access(request).signing_key()
+    key = _identities(request).signing_key()
     return f"{url}?{tokens.sign_blob(key, name, digest, _settings(request).signed_url_seconds)}"

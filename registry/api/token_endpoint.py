@@ -86,7 +86,7 @@ def _ollama_identity(request: Request, access, settings, key: str, sig: str) -> 
 
 def _issue_sync(request: Request, header: str | None) -> dict:
     settings = request.app.state.settings
-    access = request.app.state.registry.access
+    access = request.app.state.registry.identities
     service = request.query_params.get("service") or settings.auth_service
     if service != settings.auth_service:
         raise RequestInvalid(f"unknown service {service[:64]!r}: this is "

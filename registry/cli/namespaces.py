@@ -26,7 +26,7 @@ def namespace() -> None:
 @data_dir_option()
 def namespace_grant(ns, user_name, role, data_dir) -> None:
     """Give USER a ROLE in NAMESPACE (replacing any role they had)."""
-    call(service(data_dir).access.grant, ns, user_name, role)
+    call(service(data_dir).identities.grant, ns, user_name, role)
     click.echo(f"{user_name} has {role} in {ns}")
 
 
@@ -36,7 +36,7 @@ def namespace_grant(ns, user_name, role, data_dir) -> None:
 @data_dir_option()
 def namespace_revoke(ns, user_name, data_dir) -> None:
     """Take USER's role in NAMESPACE away."""
-    call(service(data_dir).access.revoke, ns, user_name)
+    call(service(data_dir).identities.revoke, ns, user_name)
     click.echo(f"{user_name} has no role in {ns}")
 
 
@@ -46,7 +46,7 @@ def namespace_revoke(ns, user_name, data_dir) -> None:
 @data_dir_option()
 def namespace_anonymous(ns, state, data_dir) -> None:
     """Let anyone pull from NAMESPACE without signing in (on), or not (off)."""
-    call(service(data_dir).access.set_anonymous_pull, ns, state == "on")
+    call(service(data_dir).identities.set_anonymous_pull, ns, state == "on")
     click.echo(f"anonymous pull from {ns} is {state}")
 
 
@@ -86,8 +86,8 @@ def namespace_quota(ns, size, data_dir) -> None:
         except ValueError as exc:
             raise click.ClickException(str(exc)) from None
     svc = service(data_dir)
-    call(svc.access.configure_namespace, ns, quota_bytes=value)
-    used = call(svc.access.namespace, ns)["usage_bytes"]
+    call(svc.identities.configure_namespace, ns, quota_bytes=value)
+    used = call(svc.identities.namespace, ns)["usage_bytes"]
     click.echo(f"quota of {ns}: {'none' if value is None else human(value)} "
                f"({human(used)} used)")
 
@@ -109,8 +109,8 @@ def namespace_retention(ns, keep_tags, untagged_days, data_dir) -> None:
     if not changes:
         raise click.ClickException("give --keep-tags and/or --untagged-days (N or none)")
     svc = service(data_dir)
-    call(svc.access.configure_namespace, ns, **changes)
-    info = call(svc.access.namespace, ns)
+    call(svc.identities.configure_namespace, ns, **changes)
+    info = call(svc.identities.namespace, ns)
     click.echo(f"retention of {ns}: {_retention_text(info)}")
 
 
@@ -128,7 +128,7 @@ def _retention_text(info: dict) -> str:
 @json_option
 def namespace_show(ns, data_dir, as_json) -> None:
     """Members, anonymous-pull switch, quota and usage, retention of NAMESPACE."""
-    info = call(service(data_dir).access.namespace, ns)
+    info = call(service(data_dir).identities.namespace, ns)
     quota = info["quota_bytes"]
     show(info, as_json, [f"anonymous pull: {'on' if info['anonymous_pull'] else 'off'}",
                          f"storage: {human(info['usage_bytes'])} used of "

@@ -45,7 +45,7 @@ def user_add(name, password_stdin, admin, data_dir) -> None:
     """Add a user; they own the namespace NAME. Works before the server first starts."""
     password = _password(password_stdin)
     svc = service(data_dir)
-    call(svc.access.add_user, name, password, admin=admin)
+    call(svc.identities.add_user, name, password, admin=admin)
     click.echo(f"added {'admin ' if admin else ''}user {name}")
 
 
@@ -56,7 +56,7 @@ def user_add(name, password_stdin, admin, data_dir) -> None:
 def user_passwd(name, password_stdin, data_dir) -> None:
     """Set a user's password."""
     password = _password(password_stdin)
-    call(service(data_dir).access.set_password, name, password)
+    call(service(data_dir).identities.set_password, name, password)
     click.echo(f"password of {name} changed")
 
 
@@ -66,7 +66,7 @@ def user_passwd(name, password_stdin, data_dir) -> None:
 @data_dir_option()
 def user_admin(name, revoke, data_dir) -> None:
     """Make a user a site admin (or, with --revoke, no longer one)."""
-    call(service(data_dir).access.set_admin, name, not revoke)
+    call(service(data_dir).identities.set_admin, name, not revoke)
     click.echo(f"{name} is {'no longer ' if revoke else ''}a site admin")
 
 
@@ -75,7 +75,7 @@ def user_admin(name, revoke, data_dir) -> None:
 @data_dir_option()
 def user_rm(name, data_dir) -> None:
     """Delete a user or robot with their tokens, keys and roles."""
-    call(service(data_dir).access.remove_user, name)
+    call(service(data_dir).identities.remove_user, name)
     click.echo(f"removed {name}")
 
 
@@ -84,7 +84,7 @@ def user_rm(name, data_dir) -> None:
 @json_option
 def user_ls(data_dir, as_json) -> None:
     """List users and robots."""
-    users = call(service(data_dir).access.list_users)
+    users = call(service(data_dir).identities.list_users)
     show(users, as_json, [f"{u['name']:<32} {'robot' if u['robot'] else 'user':<6}"
                           f"{' admin' if u['admin'] else ''}" for u in users])
 
@@ -114,10 +114,10 @@ def robot_add(name, grants, scopes, expires_days, data_dir) -> None:
             raise click.ClickException(f"--namespace {grant!r}: expected NS=ROLE")
         pairs.append((ns, role))
     svc = service(data_dir)
-    call(svc.access.add_user, name, None, robot=True)
+    call(svc.identities.add_user, name, None, robot=True)
     for ns, role in pairs:
-        call(svc.access.grant, ns, name, role)
-    _, secret = call(svc.access.create_token, name, "initial", list(scopes) or None,
+        call(svc.identities.grant, ns, name, role)
+    _, secret = call(svc.identities.create_token, name, "initial", list(scopes) or None,
                      expires_days)
     click.echo(secret)
 
@@ -136,7 +136,7 @@ def token() -> None:
 @data_dir_option()
 def token_create(user_name, token_name, scopes, expires_days, data_dir) -> None:
     """Create a token for USER and print it (shown once)."""
-    _, secret = call(service(data_dir).access.create_token, user_name, token_name,
+    _, secret = call(service(data_dir).identities.create_token, user_name, token_name,
                      list(scopes) or None, expires_days)
     click.echo(secret)
 
@@ -147,7 +147,7 @@ def token_create(user_name, token_name, scopes, expires_days, data_dir) -> None:
 @json_option
 def token_ls(user_name, data_dir, as_json) -> None:
     """List USER's tokens (never their secrets)."""
-    tokens = call(service(data_dir).access.list_tokens, user_name)
+    tokens = call(service(data_dir).identities.list_tokens, user_name)
     show(tokens, as_json, [
         f"{t['id']:>4} {t['name']:<20} {t['prefix']}… {','.join(t['scopes']):<20} "
         f"{'revoked' if t['revoked'] else 'expires ' + (t['expires_at'] or 'never')}"
@@ -160,5 +160,5 @@ def token_ls(user_name, data_dir, as_json) -> None:
 @data_dir_option()
 def token_revoke(user_name, token_id, data_dir) -> None:
     """Revoke one of USER's tokens."""
-    call(service(data_dir).access.revoke_token, user_name, token_id)
+    call(service(data_dir).identities.revoke_token, user_name, token_id)
     click.echo(f"revoked token {token_id} of {user_name}")

@@ -19,7 +19,7 @@ from registry.services.audit import AuditService
 from registry.services.blobs import BlobService
 from registry.services.catalog import CatalogService
 from registry.services.events import EventService
-from registry.services.identities import AccessService
+from registry.services.identities import IdentityService
 from registry.services.manifests import ManifestService
 from registry.services.models import ModelService
 from registry.services.policies import PolicyService
@@ -57,5 +57,5 @@ class RegistryService:
                                     verification=self.verification, policies=self.policies,
                                     events=self.events)
         # Identities, roles and the audit log (registry.api.guard guards every route).
-        self.access = AccessService(db, store, settings)
+        self.identities = IdentityService(db, store, settings)
         self.audit = AuditService(db, store, settings)

@@ -92,7 +92,7 @@ def _token_json(row) -> dict:
             "revoked": row.revoked_at is not None}
 
 
-class AccessService(Service):
+class IdentityService(Service):
     # ---- the shared signing key -------------------------------------------------------
     _key: str | None = None
 

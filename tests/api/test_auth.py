@@ -41,7 +41,7 @@ def reg(settings):
     settings = settings.model_copy(update={"auth": True, "auth_cache_seconds": 0})
     app = create_app(settings, run_migrations=False)
     with TestClient(app, base_url=BASE) as client:
-        access = app.state.registry.access
+        access = app.state.registry.identities
         access.add_user("root", PASSWORDS["root"], admin=True)
         for name in ("wanda", "rita", "otto"):
             access.add_user(name, PASSWORDS[name])
@@ -124,7 +124,7 @@ def _token(reg, scope: str | list[str], auth=None, headers=None) -> dict:
 
 
 def _claims(reg, token: str) -> dict:
-    return tokens.verify(reg.app.state.registry.access.signing_key(), token, service="assay")
+    return tokens.verify(reg.app.state.registry.identities.signing_key(), token, service="assay")
 
 
 def test_token_endpoint_grants_only_what_the_caller_may_do(reg):
@@ -169,7 +169,7 @@ def test_anonymous_tokens_only_for_what_anonymous_callers_may_do(reg):
     # ask is refused (401), so they sign in rather than fail on a bare 403 later.
     r = reg.get("/auth/token", params={"scope": "repository:team/model:pull"})
     assert r.status_code == 401 and error_code(r) == "UNAUTHORIZED"
-    reg.app.state.registry.access.set_anonymous_pull("team", True)
+    reg.app.state.registry.identities.set_anonymous_pull("team", True)
     body = _token(reg, "repository:team/model:pull")
     assert _claims(reg, body["token"])["access"][0]["actions"] == ["pull"]
     assert reg.get("/v2/team/model/manifests/v1",
@@ -184,7 +184,7 @@ def test_anonymous_tokens_only_for_what_anonymous_callers_may_do(reg):
 
 
 def test_bearer_tokens_expire_and_forgeries_are_refused(reg):
-    key = reg.app.state.registry.access.signing_key()
+    key = reg.app.state.registry.identities.signing_key()
     access = [{"type": "repository", "name": "team/model", "actions": ["pull"]}]
     expired, _ = tokens.issue(key, subject="rita", service="assay", issuer=BASE,
                               access=access, ttl=-60)
@@ -200,7 +200,7 @@ def test_bearer_tokens_expire_and_forgeries_are_refused(reg):
 
 
 def test_personal_access_tokens_scopes_revocation_and_expiry(reg):
-    access = reg.app.state.registry.access
+    access = reg.app.state.registry.identities
     record, secret = access.create_token("wanda", "laptop", ["pull"])
     assert secret.startswith("assay_pat_") and record["scopes"] == ["pull"]
     reg.auth = as_("wanda")
@@ -260,7 +260,7 @@ def test_signed_blob_urls_let_ranged_part_requests_in_without_credentials(reg):
     assert reg.get(path[:-4] + "0000").status_code == 401
     other = sha256(b"other")
     assert reg.get(path.replace(digest, other)).status_code == 401
-    key = reg.app.state.registry.access.signing_key()
+    key = reg.app.state.registry.identities.signing_key()
     stale = tokens.sign_blob(key, "team/model", digest, -5)
     assert reg.get(f"{url.path}?{stale}").status_code == 401
     # A signature never opens a manifest or an upload.
@@ -357,7 +357,7 @@ def test_audit_log_names_who_pushed_deleted_granted_and_overrode(reg):
 
 
 def test_namespace_admins_manage_their_namespace_only(reg):
-    access = reg.app.state.registry.access
+    access = reg.app.state.registry.identities
     access.grant("team", "otto", "admin")
     reg.auth = as_("otto")
     assert reg.put("/api/v1/namespaces/team", json={"anonymous_pull": True}).json()[
@@ -385,7 +385,7 @@ def test_password_guessing_is_slowed_to_a_few_tries_a_minute(reg):
 
 
 def test_a_narrowed_token_cannot_mint_a_wider_token_or_add_a_key(reg):
-    access = reg.app.state.registry.access
+    access = reg.app.state.registry.identities
     _, pull_only = access.create_token("wanda", "ci", ["pull"])
     r = reg.post("/api/v1/tokens", json={"name": "wider", "scopes": ["push", "admin"]},
                  headers=bearer(pull_only))
@@ -404,7 +404,7 @@ def test_a_cached_bearer_token_still_dies_at_its_expiry(reg):
     """Verified credentials are cached (auth_cache_seconds), never past their own exp."""
     reg.app.state.settings.auth_cache_seconds = 3600
     reg.app.state.credential_cache = None
-    key = reg.app.state.registry.access.signing_key()
+    key = reg.app.state.registry.identities.signing_key()
     access = [{"type": "repository", "name": "team/model", "actions": ["pull"]}]
     token, _ = tokens.issue(key, subject="rita", service="assay", issuer=BASE,
                             access=access, ttl=-4)  # expired, but inside the 5 s leeway
@@ -425,7 +425,7 @@ def test_audit_filters_refuse_unprintable_text(reg):
 def test_basic_auth_with_a_personal_access_token_needs_the_owners_name_or_token(reg):
     """The user name sent with a token is its owner's, or ``token`` (what the assay
     client sends without ASSAY_USERNAME); any other name is refused, not ignored."""
-    _, secret = reg.app.state.registry.access.create_token("wanda", "laptop")
+    _, secret = reg.app.state.registry.identities.create_token("wanda", "laptop")
     reg.auth = as_("wanda")
     push_image(reg, "team/model", "v1")
     reg.auth = None
@@ -455,7 +455,7 @@ def test_a_bearer_token_dies_with_the_token_or_key_it_was_issued_for(reg):
     key = OllamaKey()
     key_id = reg.post("/api/v1/keys", json={"public_key": key.public_line()}).json()["id"]
     reg.auth = None
-    record, pat = reg.app.state.registry.access.create_token("wanda", "laptop")
+    record, pat = reg.app.state.registry.identities.create_token("wanda", "laptop")
     scope = "repository:team/model:pull"
     from_pat = _token(reg, scope, headers=basic("wanda", pat))["token"]
     from_key = _ollama_token(reg, key, scope)
@@ -484,7 +484,7 @@ def replicas(settings):
     settings = settings.model_copy(update={"auth": True, "auth_cache_seconds": CACHE})
     apps = [create_app(settings.model_copy(), run_migrations=False) for _ in range(2)]
     with TestClient(apps[0], base_url=BASE) as a, TestClient(apps[1], base_url=BASE) as b:
-        access = a.app.state.registry.access
+        access = a.app.state.registry.identities
         access.add_user("root", PASSWORDS["root"], admin=True)
         for name in ("wanda", "rita", "otto"):
             access.add_user(name, PASSWORDS[name])
@@ -498,7 +498,7 @@ def test_other_replicas_refuse_bearer_tokens_of_a_revoked_token_or_deleted_user(
     issued for them at once, the others within auth_cache_seconds; a deleted user's
     name taken again does not revive tokens issued before."""
     a, b = replicas
-    access = a.app.state.registry.access
+    access = a.app.state.registry.identities
     record, pat = access.create_token("wanda", "laptop")
     scope = "repository:team/model:pull"
     from_pat = _token(a, scope, headers=basic("wanda", pat))["token"]
@@ -620,5 +620,5 @@ def test_remote_verification_records_are_for_signed_in_callers_or_a_namespace(re
         hidden(reference)
         hidden(reference, as_("otto"))
     # The namespace's anonymous pull opens them as it opens its models.
-    reg.app.state.registry.access.set_anonymous_pull("team", True)
+    reg.app.state.registry.identities.set_anonymous_pull("team", True)
     assert _lookup(reg, known).status_code == 200

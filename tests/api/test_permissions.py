@@ -425,7 +425,7 @@ class Stack:
 
 def populate(client: TestClient, *, auth: bool) -> Stack:
     """Users, roles, tokens, keys, models, upload sessions, webhooks and a delivery."""
-    access = client.app.state.registry.access
+    access = client.app.state.registry.identities
     access.add_user("root", PASSWORDS["root"], admin=True)
     for name in ("rita", "wanda", "nadia", "otto", "olga"):
         access.add_user(name, PASSWORDS[name])

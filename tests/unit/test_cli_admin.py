@@ -34,11 +34,11 @@ def test_first_admin_robot_and_roles_before_the_server_ever_started(run):
     secret = r.output.strip()
     assert secret.startswith("assay_pat_")
     svc = build_service(Settings(data_dir=run.data_dir))
-    robot = svc.access.by_token(secret)
+    robot = svc.identities.by_token(secret)
     assert robot.name == "ci" and robot.is_robot
     assert robot.can("push", "team/app") and not robot.can("push", "other/app")
-    assert svc.access.by_password("root", "long-password").is_admin
-    assert svc.access.by_password("root", "wrong-password") is None
+    assert svc.identities.by_password("root", "long-password").is_admin
+    assert svc.identities.by_password("root", "wrong-password") is None
     r = run("user", "ls", "--json")
     assert {u["name"] for u in json.loads(r.output)} == {"root", "ci"}
     r = run("namespace", "show", "team", "--json")
@@ -77,7 +77,7 @@ def test_duplicate_user_is_refused_and_keeps_the_first(run):
     r = run("user", "add", "bob", "--password-stdin", input="second-password\n")
     assert "exists already" in r.exception.format_message()
     svc = build_service(Settings(data_dir=run.data_dir))
-    assert svc.access.by_password("bob", "first-password") is not None
+    assert svc.identities.by_password("bob", "first-password") is not None
 
 
 @pytest.mark.parametrize("text, value", [

@@ -263,7 +263,7 @@ async def me(request: Request) -> JSONResponse:
 
 @operation("listUsers", "access", "Every user and robot (site admin)", UserList)
 async def list_users(request: Request) -> JSONResponse:
-    return JSONResponse({"users": await run_in_threadpool(service(request).access.list_users)})
+    return JSONResponse({"users": await run_in_threadpool(service(request).identities.list_users)})
 
 
 @operation("createUser", "access",
@@ -272,7 +272,7 @@ async def list_users(request: Request) -> JSONResponse:
            problems=(400, 409, 413))
 async def create_user(request: Request) -> JSONResponse:
     body = await read_body(request, UserRequest)
-    user = await run_in_threadpool(service(request).access.add_user, body.name, body.password,
+    user = await run_in_threadpool(service(request).identities.add_user, body.name, body.password,
                                    admin=body.admin, robot=body.robot)
     return JSONResponse(user, status_code=201)
 
@@ -280,7 +280,7 @@ async def create_user(request: Request) -> JSONResponse:
 @operation("getUser", "access", "One user and their roles (site admin)", UserDetail,
            problems=(404,))
 async def get_user(request: Request) -> JSONResponse:
-    return JSONResponse(await run_in_threadpool(service(request).access.get_user,
+    return JSONResponse(await run_in_threadpool(service(request).identities.get_user,
                                                 request.path_params["user"]))
 
 
@@ -289,14 +289,14 @@ async def get_user(request: Request) -> JSONResponse:
            problems=(404,))
 async def delete_user(request: Request) -> JSONResponse:
     name = request.path_params["user"]
-    await run_in_threadpool(service(request).access.remove_user, name)
+    await run_in_threadpool(service(request).identities.remove_user, name)
     credential_cache(request).clear()
     return JSONResponse({"deleted": name})
 
 
 async def _create_token(request: Request, user: str) -> JSONResponse:
     body = await read_body(request, TokenRequest)
-    record, secret = await run_in_threadpool(service(request).access.create_token, user,
+    record, secret = await run_in_threadpool(service(request).identities.create_token, user,
                                              body.name, body.scopes, body.expires_in_days)
     return JSONResponse({**record, "token": secret}, status_code=201)
 
@@ -313,7 +313,7 @@ async def create_user_token(request: Request) -> JSONResponse:
            TokenList, description=OWN, problems=(409,))
 async def list_tokens(request: Request) -> JSONResponse:
     return JSONResponse({"tokens": await run_in_threadpool(
-        service(request).access.list_tokens, _me(request))})
+        service(request).identities.list_tokens, _me(request))})
 
 
 @operation("createToken", "access", "A new personal access token for yourself", NewToken,
@@ -326,7 +326,7 @@ async def create_token(request: Request) -> JSONResponse:
 @operation("revokeToken", "access", "Revoke one of your tokens", TokenRevoked,
            description=OWN, params={"id": TOKEN_ID}, problems=(404, 409))
 async def revoke_token(request: Request) -> JSONResponse:
-    await run_in_threadpool(service(request).access.revoke_token, _me(request),
+    await run_in_threadpool(service(request).identities.revoke_token, _me(request),
                             request.path_params["id"])
     credential_cache(request).clear()  # revoked here: refused here at once
     return JSONResponse({"revoked": request.path_params["id"]})
@@ -335,7 +335,7 @@ async def revoke_token(request: Request) -> JSONResponse:
 @operation("listKeys", "access", "Your Ollama public keys", KeyList, description=OWN,
            problems=(409,))
 async def list_keys(request: Request) -> JSONResponse:
-    return JSONResponse({"keys": await run_in_threadpool(service(request).access.list_keys,
+    return JSONResponse({"keys": await run_in_threadpool(service(request).identities.list_keys,
                                                          _me(request))})
 
 
@@ -345,7 +345,7 @@ async def list_keys(request: Request) -> JSONResponse:
            problems=(400, 409, 413))
 async def add_key(request: Request) -> JSONResponse:
     body = await read_body(request, KeyRequest)
-    added = await run_in_threadpool(service(request).access.add_key, _me(request),
+    added = await run_in_threadpool(service(request).identities.add_key, _me(request),
                                     body.public_key)
     return JSONResponse(added, status_code=201)
 
@@ -353,7 +353,7 @@ async def add_key(request: Request) -> JSONResponse:
 @operation("removeKey", "access", "Remove one of your keys", KeyDeleted,
            description=OWN, params={"id": KEY_ID}, problems=(404, 409))
 async def remove_key(request: Request) -> JSONResponse:
-    await run_in_threadpool(service(request).access.remove_key, _me(request),
+    await run_in_threadpool(service(request).identities.remove_key, _me(request),
                             request.path_params["id"])
     credential_cache(request).clear()  # bearer tokens issued with it die here at once
     return JSONResponse({"deleted": request.path_params["id"]})
@@ -369,7 +369,7 @@ def _decimal(value: str) -> bool:
            problems=(400, 404))
 async def get_namespace(request: Request) -> JSONResponse:
     ns = check_namespace(request.path_params["namespace"])
-    return JSONResponse(await run_in_threadpool(service(request).access.namespace, ns))
+    return JSONResponse(await run_in_threadpool(service(request).identities.namespace, ns))
 
 
 @operation("putNamespace", "access",
@@ -387,7 +387,7 @@ async def put_namespace(request: Request) -> JSONResponse:
         # Everyone administers their personal namespace: a quota they could lift
         # themselves would limit nothing.
         raise Denied("only a site admin may set a namespace's storage quota")
-    access = service(request).access
+    access = service(request).identities
     await run_in_threadpool(lambda: access.configure_namespace(ns, **changes))
     if "anonymous_pull" in changes:
         credential_cache(request).clear()
@@ -401,7 +401,7 @@ async def put_namespace(request: Request) -> JSONResponse:
 async def put_member(request: Request) -> JSONResponse:
     role = (await read_body(request, MemberRequest)).role
     ns, user = request.path_params["namespace"], request.path_params["user"]
-    access = service(request).access
+    access = service(request).identities
     await run_in_threadpool(access.grant, ns, user, role)
     credential_cache(request).clear()
     return JSONResponse(await run_in_threadpool(access.namespace, ns))
@@ -412,7 +412,7 @@ async def put_member(request: Request) -> JSONResponse:
            params={"namespace": NAMESPACE}, problems=(404,))
 async def delete_member(request: Request) -> JSONResponse:
     ns, user = request.path_params["namespace"], request.path_params["user"]
-    access = service(request).access
+    access = service(request).identities
     await run_in_threadpool(access.revoke, ns, user)
     credential_cache(request).clear()
     return JSONResponse(await run_in_threadpool(access.namespace, ns))
