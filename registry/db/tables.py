@@ -21,6 +21,8 @@
   reason, log tail) and the digest of the referrer artifact that carries it.
 - ``namespace_policies``: per-namespace readiness gate switch and minimum generation
   speed; the longest matching namespace prefix applies.
+- ``namespace_profiles``: per-namespace verification profile (``registry.profiles``);
+  the longest matching namespace prefix applies, as for policies.
 - ``remote_models``: models in other registries verified on a webhook's request.
 - ``webhooks``, ``deliveries``: outgoing subscriptions and their outbox.
 - ``users``, ``access_tokens``, ``user_keys``: identities (people and robots), their
@@ -341,6 +343,18 @@ class NamespacePolicy(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class NamespaceProfile(Base):
+    """The verification profile of a namespace (``registry.profiles``): its canonical JSON
+    with every default spelled out, and that JSON's sha256 (what results record)."""
+
+    __tablename__ = "namespace_profiles"
+
+    namespace: Mapped[str] = mapped_column(String(255), primary_key=True)
+    document: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(71))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class User(Base):
     """A person (password, argon2id hash) or a robot (no password: tokens only)."""
 
@@ -456,6 +470,7 @@ models = Model.__table__
 jobs = Job.__table__
 verifications = Verification.__table__
 namespace_policies = NamespacePolicy.__table__
+namespace_profiles = NamespaceProfile.__table__
 remote_models = RemoteModel.__table__
 webhooks = Webhook.__table__
 deliveries = Delivery.__table__

@@ -23,6 +23,7 @@ from registry.services.identities import IdentityService
 from registry.services.manifests import ManifestService
 from registry.services.models import ModelService
 from registry.services.policies import PolicyService
+from registry.services.profiles import ProfileService
 from registry.services.remote import RemoteService
 from registry.services.uploads import UploadService
 from registry.services.verification import VerificationService
@@ -44,6 +45,7 @@ class RegistryService:
         # Outgoing webhooks: changes write their events into the outbox (same transaction).
         self.events = EventService(db, store, settings, self.queue)
         self.policies = PolicyService(db, store, settings)
+        self.profiles = ProfileService(db, store, settings)
         self.models = ModelService(db, store, settings)
         self.manifests = ManifestService(db, store, settings, models=self.models,
                                          queue=self.queue, policies=self.policies,

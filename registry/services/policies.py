@@ -31,8 +31,9 @@ class Policy:
                 "min_generation_tps": self.min_generation_tps}
 
 
-def _namespace(namespace: str) -> str:
-    """A policy's namespace: "" (every repository) or a repository name (prefix)."""
+def namespace_key(namespace: str) -> str:
+    """A policy's or profile's namespace: "" (every repository) or a repository name
+    (prefix); ``NameInvalid`` for anything else."""
     namespace = namespace.strip("/")
     return check_name(namespace) if namespace else namespace
 
@@ -68,7 +69,7 @@ class PolicyService(Service):
         return [Policy(r.namespace, r.gate, r.min_generation_tps) for r in rows]
 
     def set_policy(self, namespace: str, gate: bool, min_generation_tps: float | None) -> Policy:
-        namespace = _namespace(namespace)
+        namespace = namespace_key(namespace)
         if min_generation_tps is not None and not (
                 math.isfinite(min_generation_tps) and min_generation_tps >= 0):
             raise RequestInvalid("min_generation_tps must be a finite number >= 0")
@@ -84,7 +85,7 @@ class PolicyService(Service):
         return Policy(namespace, gate, min_generation_tps)
 
     def delete_policy(self, namespace: str) -> bool:
-        namespace = _namespace(namespace)
+        namespace = namespace_key(namespace)
         with self.db.write() as conn:
             gone = conn.execute(delete(namespace_policies).where(
                 namespace_policies.c.namespace == namespace))

@@ -199,7 +199,7 @@ ROWS = [
     Row("GET", "/healthz", "/healthz", PUBLIC),
     Row("GET", "/readyz", "/readyz", PUBLIC),
     Row("GET", "/metrics", "/metrics", PUBLIC),
-    # ---- REST: storage, policies --------------------------------------------------------
+    # ---- REST: storage, policies, profiles ----------------------------------------------
     Row("GET", A + "/storage", A + "/storage", SITE),
     Row("GET", A + "/policies", A + "/policies", SIGNED_IN),
     Row("GET", A + "/policies/{namespace:path}", A + "/policies/team", SIGNED_IN),
@@ -215,6 +215,18 @@ ROWS = [
         _json({"gate": False})),
     Row("DELETE", A + "/policies/{namespace:path}", A + "/policies/team", ADMIN_TEAM),
     Row("DELETE", A + "/policies/{namespace:path}", A + "/policies/_", SITE),
+    Row("GET", A + "/profiles", A + "/profiles", SIGNED_IN),
+    Row("GET", A + "/profiles/{namespace:path}", A + "/profiles/team", SIGNED_IN),
+    Row("PUT", A + "/profiles/{namespace:path}", A + "/profiles/team", ADMIN_TEAM,
+        _json({"name": "matrix"})),
+    Row("PUT", A + "/profiles/{namespace:path}", A + "/profiles/other", OTHER_NS,
+        _json({"name": "matrix"})),
+    Row("PUT", A + "/profiles/{namespace:path}", A + "/profiles/otto", OWN_OTTO,
+        _json({"name": "matrix"})),
+    Row("PUT", A + "/profiles/{namespace:path}", A + "/profiles/_", SITE,
+        _json({"name": "matrix"})),
+    Row("DELETE", A + "/profiles/{namespace:path}", A + "/profiles/team", ADMIN_TEAM),
+    Row("DELETE", A + "/profiles/{namespace:path}", A + "/profiles/_", SITE),
     # ---- REST: outgoing webhooks --------------------------------------------------------
     Row("POST", A + "/webhooks", A + "/webhooks", SITE,
         _json({"url": "http://127.0.0.1:9/{who}", "secret": "matrix-secret-0123"})),

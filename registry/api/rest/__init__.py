@@ -10,6 +10,7 @@ One module per resource, handlers thin. Errors are RFC 9457 problem details
     GET  /api/v1/repositories/<name>/manifests/<digest>/verifications         every run
     POST /api/v1/repositories/<name>/manifests/<digest>/override              let through
     GET|PUT|DELETE /api/v1/policies[/<namespace>]       readiness gate per namespace
+    GET|PUT|DELETE /api/v1/profiles[/<namespace>]       verification profile per namespace
     POST /api/v1/hooks/validate                         verify what a webhook names
     GET /api/v1/verifications?reference=<ref>           a local or remote model's runs
     GET /api/v1/repositories[/<name>/tags], /api/v1/models     browse, filter, page
@@ -36,6 +37,7 @@ from registry.api.rest import (
     manifests,
     openapi,
     policies,
+    profiles,
     storage,
     verifications,
     webhooks,
@@ -54,6 +56,9 @@ routes = [
         Route("/policies", user(policies.list_policies), methods=["GET"]),
         route("/policies/{namespace:path}", GET=user(policies.get_policy),
               PUT=ns_admin(policies.put_policy), DELETE=ns_admin(policies.delete_policy)),
+        Route("/profiles", user(profiles.list_profiles), methods=["GET"]),
+        route("/profiles/{namespace:path}", GET=user(profiles.get_profile),
+              PUT=ns_admin(profiles.put_profile), DELETE=ns_admin(profiles.delete_profile)),
         # Outgoing webhooks and their delivery log (registry.api.rest.webhooks).
         route("/webhooks", POST=site_admin(webhooks.create),
               GET=site_admin(webhooks.list_webhooks)),

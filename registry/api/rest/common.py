@@ -24,6 +24,7 @@ from starlette.requests import Request
 
 from registry import jsontext
 from registry.api.oci.base import read_limited
+from registry.digests import check_name
 from registry.errors import BodyTooLarge, RequestInvalid
 
 MAX_JSON_BODY = 1024 * 1024
@@ -118,3 +119,12 @@ def problem_line(model: type[BaseModel], exc: ValidationError) -> str:
 
 def path_id(request: Request, key: str = "id") -> int:
     return int(request.path_params[key])
+
+
+def namespace_param(request: Request) -> str:
+    """The ``namespace`` path parameter of a per-namespace setting: ``_`` is "" (every
+    repository); anything else must be a repository name (400 NAME_INVALID otherwise)."""
+    ns = request.path_params["namespace"].strip("/")
+    if ns == "_":
+        return ""
+    return check_name(ns) if ns else ns

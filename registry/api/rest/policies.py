@@ -19,16 +19,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from registry.api.oci.base import service
-from registry.api.rest.common import operation, read_body
-from registry.api.rest.schemas import NAME_PATTERN, Answer, Body, path_param
-from registry.digests import MAX_NAME_LENGTH, check_name
+from registry.api.rest.common import namespace_param, operation, read_body
+from registry.api.rest.schemas import NAMESPACE_PARAM, Answer, Body
 from registry.errors import NotFound
 from registry.services.verification import Policy as StoredPolicy
-
-NAMESPACE = path_param("namespace", {"type": "string", "maxLength": MAX_NAME_LENGTH,
-                                     "pattern": f"^(?:_|{NAME_PATTERN[1:-1]})$"},
-                       "A repository name or a /-prefix of names ('_': every repository).",
-                       "team")
 
 
 class Policy(Answer):
@@ -51,13 +45,6 @@ class PolicyDeleted(Answer):
     deleted: str
 
 
-def _namespace(request: Request) -> str:
-    ns = request.path_params["namespace"].strip("/")
-    if ns == "_":
-        return ""
-    return check_name(ns) if ns else ns  # 400 NAME_INVALID, never a database error
-
-
 @operation("listPolicies", "policies", "Readiness-gate policies per namespace and the defaults",
            PolicyList)
 async def list_policies(request: Request) -> JSONResponse:
@@ -69,26 +56,26 @@ async def list_policies(request: Request) -> JSONResponse:
 
 
 @operation("getPolicy", "policies", "The policy that applies to a name", Policy,
-           params={"namespace": NAMESPACE})
+           params={"namespace": NAMESPACE_PARAM})
 async def get_policy(request: Request) -> JSONResponse:
-    policy = await run_in_threadpool(service(request).verification.policy, _namespace(request))
+    policy = await run_in_threadpool(service(request).verification.policy, namespace_param(request))
     return JSONResponse(policy.to_json())
 
 
 @operation("putPolicy", "policies", "Set a namespace's policy", Policy,
-           body=PolicyRequest, body_required=False, params={"namespace": NAMESPACE},
+           body=PolicyRequest, body_required=False, params={"namespace": NAMESPACE_PARAM},
            problems=(400,))
 async def put_policy(request: Request) -> JSONResponse:
     body = await read_body(request, PolicyRequest)
     policy = await run_in_threadpool(service(request).verification.set_policy,
-                                     _namespace(request), body.gate, body.min_generation_tps)
+                                     namespace_param(request), body.gate, body.min_generation_tps)
     return JSONResponse(policy.to_json())
 
 
 @operation("deletePolicy", "policies", "Back to the default", PolicyDeleted,
-           params={"namespace": NAMESPACE}, problems=(404,))
+           params={"namespace": NAMESPACE_PARAM}, problems=(404,))
 async def delete_policy(request: Request) -> JSONResponse:
-    ns = _namespace(request)
+    ns = namespace_param(request)
     if not await run_in_threadpool(service(request).verification.delete_policy, ns):
         raise NotFound(f"no policy for namespace {ns!r}")
     return JSONResponse({"deleted": ns})

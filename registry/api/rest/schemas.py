@@ -136,3 +136,9 @@ class Verification(Answer):
     worker: str | None
     started_at: datetime | None
     finished_at: datetime | None
+
+
+NAMESPACE_PARAM = path_param(
+    "namespace", {"type": "string", "maxLength": digests.MAX_NAME_LENGTH,
+                  "pattern": f"^(?:_|{NAME_PATTERN[1:-1]})$"},
+    "A repository name or a /-prefix of names ('_': every repository).", "team")

@@ -1,0 +1,219 @@
+"""Verification profiles: what a verification measures and the limits a model must meet
+(pure: no web, database or storage imports).
+
+A profile is a YAML or JSON document, validated here with an error that names the bad
+field (``runs[1].kv_cache: Input should be 'f16', 'q8_0' or 'q4_0'``)::
+
+    name: team-default
+    runs:                      # the run matrix: one measurement per configuration
+      - {context: 2048, kv_cache: f16, parallel: 1, prompt_tokens: 128, max_tokens: 32}
+      - {context: 2048, kv_cache: q8_0, parallel: 4, prompt_tokens: 64, max_tokens: 32}
+    quality:
+      perplexity: true         # over the project's fixed English text
+      reference: team/gemma3-f16:v1   # optional: another model here, for a ratio
+      prompts:
+        - {prompt: "The capital of France is", expect: "Paris"}
+        - {prompt: "Say hello.", chat: true, expect: "(?i)hello"}
+    limits:
+      min_generation_tps: 5    # every configuration, per sequence
+      max_peak_memory: 4GiB
+      max_perplexity: 1000     # refuses garbage weights, not small honest models
+      max_perplexity_ratio: 1.5
+      prompts_must_match: true
+    regressions:               # against the tag's previous ready version, same profile
+      generation_tps: 0.10     # a drop of more than 10% ...
+      memory: 0.10             # ... a growth of more than 10% ...
+      perplexity_ratio: 0.05
+      action: warn             # warn (record, show, notify) or fail (keep serving the old)
+
+Every field has a default, so ``{}`` is a valid profile (the built-in default's values).
+A profile is identified by the sha256 of its canonical JSON (``Profile.sha256``): every
+result records the profile and its hash, and two documents that differ only in layout,
+key order or defaults spelled out have the same hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from registry import jsontext
+from registry.errors import RequestInvalid
+
+KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")
+MAX_PROFILE_BYTES = 64 * 1024
+MAX_CONTEXT = 1 << 20
+
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(ge=0, le=10, allow_inf_nan=False)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class RunConfig(_Strict):
+    """One configuration of the run matrix. ``parallel`` sequences are decoded together
+    in one context of ``context`` tokens (as llama.cpp's server batches them), so each
+    needs ``prompt_tokens + max_tokens`` of it."""
+
+    context: int = Field(2048, ge=128, le=MAX_CONTEXT)
+    kv_cache: Literal["f16", "q8_0", "q4_0"] = "f16"
+    parallel: int = Field(1, ge=1, le=64)
+    prompt_tokens: int = Field(128, ge=1)
+    max_tokens: int = Field(32, ge=1, le=4096)
+
+    @model_validator(mode="after")
+    def _fits(self) -> RunConfig:
+        need = self.parallel * (self.prompt_tokens + self.max_tokens)
+        if need > self.context:
+            raise ValueError(f"parallel x (prompt_tokens + max_tokens) = {need} tokens does "
+                             f"not fit in a context of {self.context}")
+        return self
+
+
+class PromptCheck(_Strict):
+    """A prompt whose greedy answer must match ``expect`` (a Python regular expression,
+    searched anywhere in the answer). ``chat``: render the model's own chat template."""
+
+    prompt: str = Field(min_length=1, max_length=4000)
+    expect: str = Field(min_length=1, max_length=500)
+    chat: bool = False
+    max_tokens: int = Field(32, ge=1, le=512)
+
+    @field_validator("expect")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression: {exc}") from None
+        return value
+
+
+class Quality(_Strict):
+    perplexity: bool = True
+    # A model in this registry (``repo:tag`` or ``repo@sha256:...``) scored on the same
+    # text, so that the ratio says how much the quantization costs.
+    reference: str | None = Field(None, min_length=1, max_length=512)
+    prompts: list[PromptCheck] = Field(default_factory=list, max_length=32)
+
+
+class Limits(_Strict):
+    min_generation_tps: Positive | None = None
+    max_peak_memory: ByteSize | None = None
+    max_perplexity: Positive | None = None
+    max_perplexity_ratio: Positive | None = None
+    prompts_must_match: bool = True
+
+
+class Regressions(_Strict):
+    """Relative thresholds against the tag's previous ready version (0.10 = 10%)."""
+
+    generation_tps: Fraction = 0.10
+    memory: Fraction = 0.10
+    perplexity_ratio: Fraction = 0.05
+    action: Literal["warn", "fail"] = "warn"
+
+
+def _default_runs() -> list[RunConfig]:
+    return [RunConfig()]
+
+
+class Profile(_Strict):
+    name: str = Field("default", min_length=1, max_length=64,
+                      pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    runs: list[RunConfig] = Field(default_factory=_default_runs, min_length=1, max_length=16)
+    quality: Quality = Field(default_factory=Quality)
+    limits: Limits = Field(default_factory=Limits)
+    regressions: Regressions = Field(default_factory=Regressions)
+
+    def to_json(self) -> dict[str, Any]:
+        """The profile with every default spelled out (JSON types only)."""
+        return self.model_dump(mode="json")
+
+    @property
+    def sha256(self) -> str:
+        """``sha256:<hex>`` of the canonical JSON: the identity results record."""
+        canonical = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class _ProfileLoader(yaml.SafeLoader):
+    """YAML's safe loader without aliases: ``*name`` repeats a node without copying it, so
+    a few kilobytes of nested aliases would make validation walk billions of nodes."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in a profile",
+                self.peek_event().start_mark)
+        return super().compose_node(parent, index)
+
+
+def validate_profile(document: Any) -> Profile:
+    """``document`` (already parsed) as a ``Profile``; ``RequestInvalid`` naming the first
+    bad field otherwise."""
+    if not isinstance(document, dict):
+        raise RequestInvalid("a profile must be a mapping (a YAML or JSON object)")
+    try:
+        return Profile.model_validate(document)
+    except ValidationError as exc:
+        raise RequestInvalid(f"invalid profile: {error_line(exc)}") from None
+
+
+def parse_profile(text: str | bytes) -> Profile:
+    """A profile from YAML or JSON text (JSON is YAML; it is tried first for its exact
+    number parsing). ``RequestInvalid`` with a one-line reason when it is neither or when
+    a field is wrong."""
+    if len(text) > MAX_PROFILE_BYTES:
+        raise RequestInvalid(f"a profile may be at most {MAX_PROFILE_BYTES} bytes")
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise RequestInvalid("a profile must be UTF-8 text") from None
+    try:
+        document = jsontext.loads(text)
+    except ValueError:
+        try:
+            document = yaml.load(text, Loader=_ProfileLoader)  # noqa: S506 (a safe loader)
+        except RecursionError:
+            raise RequestInvalid("a profile may not nest that deeply") from None
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            problem = getattr(exc, "problem", None) or "cannot be parsed"
+            raise RequestInvalid(f"a profile must be YAML or JSON: {problem}{where}") from None
+    return validate_profile({} if document is None else document)
+
+
+def error_line(exc: ValidationError) -> str:
+    """The first error as ``field.path[index].name: message``."""
+    error = exc.errors(include_url=False)[0]
+    path = ""
+    for part in error["loc"]:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        message = "unknown field"
+    return f"{path or 'the profile'}: {message}"
+
+
+DEFAULT_PROFILE = Profile()

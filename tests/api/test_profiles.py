@@ -1,0 +1,77 @@
+"""Verification profiles per namespace over REST: set, read back with every default spelled
+out and its sha256, the longest namespace prefix applies, delete falls back, every change
+audited, bad documents and names are 400 problems naming what is wrong."""
+
+from __future__ import annotations
+
+from registry.profiles import DEFAULT_PROFILE
+from tests.support.rest import assert_problem
+
+PROFILE = {"name": "team", "runs": [{"context": 4096, "kv_cache": "q8_0", "parallel": 2}],
+           "quality": {"prompts": [{"prompt": "The capital of France is",
+                                    "expect": "Paris"}]},
+           "limits": {"max_peak_memory": "2GiB", "max_perplexity": 500}}
+
+
+def applies(client, name: str) -> dict:
+    r = client.get(f"/api/v1/profiles/{name}")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_profiles_crud_and_longest_prefix(client, service):
+    r = client.get("/api/v1/profiles")
+    assert r.status_code == 200
+    default = {"namespace": None, "sha256": DEFAULT_PROFILE.sha256, "updated_at": None,
+               "profile": DEFAULT_PROFILE.to_json()}
+    assert r.json() == {"profiles": [], "default": default}
+    assert applies(client, "team/gemma3") == default
+
+    r = client.put("/api/v1/profiles/team", json=PROFILE)
+    assert r.status_code == 200, r.text
+    team = r.json()
+    assert team["namespace"] == "team" and team["sha256"].startswith("sha256:")
+    assert team["profile"]["runs"] == [{"context": 4096, "kv_cache": "q8_0", "parallel": 2,
+                                        "prompt_tokens": 128, "max_tokens": 32}]
+    assert team["profile"]["limits"]["max_peak_memory"] == 2 * 1024**3
+    assert team["profile"]["regressions"] == DEFAULT_PROFILE.to_json()["regressions"]
+    # What was stored is what is read back, hash included.
+    assert applies(client, "team") == team
+    assert applies(client, "team/gemma3") == team
+    assert applies(client, "teams/gemma3") == default  # a "/"-prefix, not a string one
+
+    client.put("/api/v1/profiles/_", json={"name": "site"})
+    client.put("/api/v1/profiles/team/sub", json={"name": "sub"})
+    assert [p["namespace"] for p in client.get("/api/v1/profiles").json()["profiles"]] == [
+        "", "team", "team/sub"]
+    assert applies(client, "team/sub/deeper/model")["profile"]["name"] == "sub"
+    assert applies(client, "other/x")["profile"]["name"] == "site"
+
+    # Replacing a profile replaces it whole (no merge with the previous one).
+    r = client.put("/api/v1/profiles/team", json={"name": "team2"})
+    assert r.json()["profile"]["runs"] == DEFAULT_PROFILE.to_json()["runs"]
+
+    assert client.delete("/api/v1/profiles/team/sub").json() == {"deleted": "team/sub"}
+    assert applies(client, "team/sub/model")["profile"]["name"] == "team2"
+    assert_problem(client.delete("/api/v1/profiles/team/sub"), 404)
+    client.delete("/api/v1/profiles/team")
+    client.delete("/api/v1/profiles/_")
+    assert applies(client, "team/gemma3") == default
+
+    actions = [e["action"] for e in service.audit.entries(limit=20)]
+    assert actions.count("profile.set") == 4 and actions.count("profile.delete") == 3
+
+
+def test_bad_profiles_are_400_problems_naming_the_field(client):
+    for body, detail in [
+        ({"runs": [{"kv_cache": "q5"}]},
+         "invalid profile: runs[0].kv_cache: Input should be 'f16', 'q8_0' or 'q4_0'"),
+        ({"limits": {"max_perplexity": "high"}},
+         "invalid profile: limits.max_perplexity: Input should be a valid number"),
+        ({"extra": 1}, "invalid profile: extra: unknown field"),
+    ]:
+        problem = assert_problem(client.put("/api/v1/profiles/team", json=body), 400)
+        assert problem["detail"].startswith(detail), problem["detail"]
+    assert_problem(client.put("/api/v1/profiles/team", content=b"[1]"), 400)
+    assert_problem(client.put("/api/v1/profiles/Team", json={}), 400, "NAME_INVALID")
+    assert client.get("/api/v1/profiles").json()["profiles"] == []
