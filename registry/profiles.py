@@ -177,8 +177,8 @@ def validate_profile(document: Any) -> Profile:
 
 def parse_profile(text: str | bytes) -> Profile:
     """A profile from YAML or JSON text (JSON is YAML; it is tried first for its exact
-    number parsing). ``RequestInvalid`` with a one-line reason when it is neither or when
-    a field is wrong."""
+    number parsing); empty text is the default profile. ``RequestInvalid`` with a one-line
+    reason when it is neither, not a mapping, or when a field is wrong."""
     if len(text) > MAX_PROFILE_BYTES:
         raise RequestInvalid(f"a profile may be at most {MAX_PROFILE_BYTES} bytes")
     if isinstance(text, bytes):
@@ -186,6 +186,8 @@ def parse_profile(text: str | bytes) -> Profile:
             text = text.decode("utf-8")
         except UnicodeDecodeError:
             raise RequestInvalid("a profile must be UTF-8 text") from None
+    if not text.strip():
+        return validate_profile({})
     try:
         document = jsontext.loads(text)
     except ValueError:
@@ -198,7 +200,7 @@ def parse_profile(text: str | bytes) -> Profile:
             where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
             problem = getattr(exc, "problem", None) or "cannot be parsed"
             raise RequestInvalid(f"a profile must be YAML or JSON: {problem}{where}") from None
-    return validate_profile({} if document is None else document)
+    return validate_profile(document)
 
 
 def error_line(exc: ValidationError) -> str:

@@ -3,6 +3,7 @@
 - ``models``: push, pull, ls, inspect, status, verify, rm (client; any OCI registry)
 - ``account``: login, logout, key, token (client; the signed-in user on assay)
 - ``webhooks``: webhook (client; an assay registry's outgoing webhooks)
+- ``profiles``: profile (client; a namespace's verification profile)
 - ``server``: serve; ``database``: migrate; ``worker``: worker
 - ``maintenance``: gc, scrub, retention (on the server's database and store)
 - ``users``: user, robot; ``namespaces``: namespace; ``audit``: audit (the same)
@@ -49,6 +50,9 @@ COMMANDS = {
     "webhook": Lazy("registry.cli.webhooks:webhook",
                     "Outgoing webhooks of an assay registry: signed events (push, tag, "
                     "delete, verification.*) POSTed to a URL."),
+    "profile": Lazy("registry.cli.profiles:profile",
+                    "Verification profiles: what a namespace's models are measured under "
+                    "(run matrix, quality, limits, regression thresholds)."),
     "serve": Lazy("registry.cli.server:serve",
                   "Serve the registry (OCI Distribution API under /v2/, REST under /api/v1/) "
                   "and, unless --workers 0, verify pushed models in background worker "

@@ -4,6 +4,11 @@ audited, bad documents and names are 400 problems naming what is wrong."""
 
 from __future__ import annotations
 
+import json
+
+from click.testing import CliRunner
+
+from registry.cli import main
 from registry.profiles import DEFAULT_PROFILE
 from tests.support.rest import assert_problem
 
@@ -75,3 +80,41 @@ def test_bad_profiles_are_400_problems_naming_the_field(client):
     assert_problem(client.put("/api/v1/profiles/team", content=b"[1]"), 400)
     assert_problem(client.put("/api/v1/profiles/Team", json={}), 400, "NAME_INVALID")
     assert client.get("/api/v1/profiles").json()["profiles"] == []
+
+
+def test_profile_cli_sets_shows_and_removes(live_url, client, tmp_path):
+    host = live_url.removeprefix("http://")
+
+    def assay(*args, code: int = 0) -> str:
+        result = CliRunner().invoke(main, list(args))
+        assert (result.exit_code or result.return_value or 0) == code, \
+            (args, result.output, result.exception)
+        return result.output
+
+    yaml_file = tmp_path / "team.yaml"
+    yaml_file.write_text("name: team\nruns:\n  - {context: 4096, kv_cache: q4_0}\n"
+                         "limits: {max_peak_memory: 2GiB}\n")
+    out = assay("profile", "set", "team", str(yaml_file), host)
+    assert out.startswith("profile team (namespace team), sha256:"), out
+    assert "run: context 4096, kv q4_0, parallel 1" in out
+    assert "limits: max_peak_memory 2147483648" in out
+    shown = json.loads(assay("profile", "show", "team/gemma3", host, "--json"))
+    assert shown["namespace"] == "team" and shown["profile"]["runs"][0]["kv_cache"] == "q4_0"
+
+    json_file = tmp_path / "site.json"
+    json_file.write_text(json.dumps({"name": "site"}))
+    assay("profile", "set", "_", str(json_file), host)
+    assert "profile site (namespace _)" in assay("profile", "show", "other/x", host)
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("runs:\n  - {kv_cache: q5}\n")
+    out = assay("profile", "set", "team", str(bad), host, code=1)
+    assert "runs[0].kv_cache: Input should be 'f16', 'q8_0' or 'q4_0'" in out, out
+    out = assay("profile", "set", "team", str(tmp_path / "missing.yaml"), host, code=1)
+    assert "cannot read" in out and "missing.yaml" in out, out
+
+    assert assay("profile", "rm", "team", host).strip() == "removed the profile of team"
+    assert "profile site (namespace _)" in assay("profile", "show", "team/gemma3", host)
+    assay("profile", "rm", "_", host)
+    assert "the built-in default" in assay("profile", "show", "team", host)
+    assert "error:" in assay("profile", "rm", "team", host, code=1)

@@ -74,6 +74,8 @@ def test_a_bad_field_is_named(text, message):
     ("a: [", "a profile must be YAML or JSON: expected the node content"),
     ("[1, 2]", "a profile must be a mapping"),
     ("just words", "a profile must be a mapping"),
+    ("null", "a profile must be a mapping"),
+    ("# only a comment", "a profile must be a mapping"),
     (b"\xff\xfe", "a profile must be UTF-8 text"),
     ("x" * (64 * 1024 + 1), "a profile may be at most 65536 bytes"),
 ])

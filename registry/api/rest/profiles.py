@@ -2,7 +2,7 @@
 
     GET    /api/v1/profiles               {"profiles": [...], "default": {...}}
     GET    /api/v1/profiles/<namespace>   the profile that applies to that name
-    PUT    /api/v1/profiles/<namespace>   a profile document (JSON; see registry.profiles)
+    PUT    /api/v1/profiles/<namespace>   a profile document, JSON or YAML (registry.profiles)
     DELETE /api/v1/profiles/<namespace>   back to a shorter namespace's, or the default
 
 Each answer carries the profile with every default spelled out and its ``sha256``, the
@@ -19,11 +19,16 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from registry.api.oci.base import service
-from registry.api.rest.common import json_body, namespace_param, operation
+from registry.api.oci.base import read_limited, service
+from registry.api.rest.common import namespace_param, operation
 from registry.api.rest.schemas import NAMESPACE_PARAM, Answer
-from registry.profiles import DEFAULT_PROFILE, Profile, validate_profile
+from registry.errors import BodyTooLarge
+from registry.profiles import DEFAULT_PROFILE, MAX_PROFILE_BYTES, Profile, parse_profile
 from registry.services.profiles import AppliedProfile
+
+
+def _too_large(_declared: int | None) -> BodyTooLarge:
+    return BodyTooLarge(f"a profile may be at most {MAX_PROFILE_BYTES} bytes")
 
 
 class NamespaceProfile(Answer):
@@ -58,12 +63,15 @@ async def get_profile(request: Request) -> JSONResponse:
     return JSONResponse(applied.to_json())
 
 
-@operation("putProfile", "profiles", "Set a namespace's profile", NamespaceProfile,
+@operation("putProfile", "profiles", "Set a namespace's profile (JSON or YAML)", NamespaceProfile,
            body=Profile, body_required=False, params={"namespace": NAMESPACE_PARAM},
            problems=(400,))
 async def put_profile(request: Request) -> JSONResponse:
     namespace = namespace_param(request)
-    profile = validate_profile(await json_body(request))
+    # JSON or YAML, whatever the Content-Type says: `assay profile set` sends the file as
+    # it is, so an error names the field as the author wrote it.
+    raw = await read_limited(request, MAX_PROFILE_BYTES, _too_large)
+    profile = parse_profile(raw or b"{}")
     applied = await run_in_threadpool(service(request).profiles.set, namespace, profile)
     return JSONResponse(applied.to_json())
 
