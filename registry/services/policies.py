@@ -38,17 +38,23 @@ def namespace_key(namespace: str) -> str:
     return check_name(namespace) if namespace else namespace
 
 
+def longest_match(rows, name: str):
+    """Of ``rows`` (each with a ``namespace``), the one whose namespace is the longest that
+    equals ``name`` or is a ``/``-prefix of it (``""`` matches every name); None if none."""
+    best = None
+    for r in rows:
+        ns = r.namespace
+        if (ns == "" or name == ns or name.startswith(ns + "/")) and (
+                best is None or len(ns) > len(best.namespace)):
+            best = r
+    return best
+
+
 class PolicyService(Service):
     def policy(self, name: str, conn=None) -> Policy:
         """The policy that applies to repository ``name`` (read in ``conn`` if given)."""
         def find(c) -> Policy:
-            rows = c.execute(select(namespace_policies)).all()
-            best = None
-            for r in rows:
-                ns = r.namespace
-                applies = ns == "" or name == ns or name.startswith(ns + "/")
-                if applies and (best is None or len(ns) > len(best.namespace)):
-                    best = r
+            best = longest_match(c.execute(select(namespace_policies)).all(), name)
             if best is None:
                 return Policy(None, self.settings.gate, self.settings.min_generation_tps)
             return Policy(best.namespace, best.gate, best.min_generation_tps)

@@ -20,7 +20,7 @@ from registry.errors import NotFound
 from registry.profiles import DEFAULT_PROFILE, Profile, validate_profile
 from registry.services import audit
 from registry.services.common import Service
-from registry.services.policies import namespace_key
+from registry.services.policies import longest_match, namespace_key
 
 
 @dataclass(frozen=True)
@@ -47,13 +47,7 @@ class ProfileService(Service):
     def applies(self, name: str) -> AppliedProfile:
         """The profile that applies to repository ``name``."""
         with self.db.read() as conn:
-            rows = conn.execute(select(namespace_profiles)).all()
-        best = None
-        for r in rows:
-            ns = r.namespace
-            if (ns == "" or name == ns or name.startswith(ns + "/")) and (
-                    best is None or len(ns) > len(best.namespace)):
-                best = r
+            best = longest_match(conn.execute(select(namespace_profiles)).all(), name)
         return AppliedProfile(None, DEFAULT_PROFILE) if best is None else _applied(best)
 
     def profiles(self) -> list[AppliedProfile]:

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 
-from click.testing import CliRunner
-
-from registry.cli import main
 from registry.profiles import DEFAULT_PROFILE
+from tests.support.cli import assay
 from tests.support.rest import assert_problem
 
 PROFILE = {"name": "team", "runs": [{"context": 4096, "kv_cache": "q8_0", "parallel": 2}],
@@ -84,12 +82,6 @@ def test_bad_profiles_are_400_problems_naming_the_field(client):
 
 def test_profile_cli_sets_shows_and_removes(live_url, client, tmp_path):
     host = live_url.removeprefix("http://")
-
-    def assay(*args, code: int = 0) -> str:
-        result = CliRunner().invoke(main, list(args))
-        assert (result.exit_code or result.return_value or 0) == code, \
-            (args, result.output, result.exception)
-        return result.output
 
     yaml_file = tmp_path / "team.yaml"
     yaml_file.write_text("name: team\nruns:\n  - {context: 4096, kv_cache: q4_0}\n"

@@ -26,6 +26,7 @@ from registry.db.tables import deliveries, jobs, manifests, secrets, utcnow, web
 from registry.secretbox import SecretUnreadable
 from registry.services import RegistryService
 from registry.settings import Settings
+from tests.support.cli import assay
 from tests.support.oci import OCI_MANIFEST, image_manifest, push_blob, push_image
 from tests.support.processes import free_port
 from tests.support.receiver import Receiver
@@ -632,18 +633,7 @@ def test_key_rotation_reseals_and_a_wrong_key_reseals_nothing(client, service, r
 
 
 def test_webhook_cli(live_url, client, receiver, deliverer):
-    from click.testing import CliRunner
-
-    from registry.cli import main
-
     host = live_url.removeprefix("http://")
-
-    def assay(*args, code: int = 0) -> str:
-        result = CliRunner().invoke(main, list(args))
-        # `assay` exits with what main() returns (the console script's sys.exit(main())).
-        assert (result.exit_code or result.return_value or 0) == code, \
-            (args, result.output, result.exception)
-        return result.output
 
     out = assay("webhook", "add", receiver.url, host, "--event", "push")
     assert out.startswith(f"webhook 1: {receiver.url} (events: push)"), out
