@@ -9,7 +9,9 @@ the log. Events, in order::
     {"event": "ready", "backend_version": "llama-cpp-python 0.3.36"}
     {"event": "loaded", "load_s": 0.41}
     {"event": "done", "generation": {...}}            # verifier.backends.Generation
-    {"event": "error", "stage": "import" | "load" | "generate", "error": "Type: message"}
+    {"event": "perplexity", "perplexity": {...}}      # verifier.quality.Perplexity, if asked
+    {"event": "error", "stage": "import" | "load" | "generate" | "perplexity",
+     "error": "Type: message"}
 
 Before it opens the model or imports a backend, while it is still single-threaded, the child
 reads its spec and leaves the network (``verifier.sandbox``, unless ``spec.network_isolation``
@@ -111,6 +113,15 @@ def main(argv: list[str] | None = None) -> None:
         emit("error", stage="generate", error=_describe(exc))
         leave()
     emit("done", generation=generation.to_dict())
+
+    if spec.perplexity:
+        try:
+            measured = backend.perplexity(model, spec)
+        except Exception as exc:
+            traceback.print_exc()
+            emit("error", stage="perplexity", error=_describe(exc))
+            leave()
+        emit("perplexity", perplexity=measured.to_dict())
     leave()
 
 

@@ -16,6 +16,8 @@ Failure codes (``FAILURES``), all of them the model's fault:
 - ``non_finite``: the model produced NaN or infinite logits
 - ``no_tokens``: the model produced no token (end of sequence came first)
 - ``throughput``: generation tokens/s below ``Spec.min_generation_tps``
+- ``quality``: perplexity on the project's text above ``Spec.max_perplexity``, or not
+  finite
 
 Figures: ``load_s`` (backend load call), ``prompt_tokens`` and ``prompt_tps`` (prompt
 evaluation, which yields the first token's logits), ``ttft_s`` (tokenization + prompt
@@ -23,7 +25,10 @@ evaluation + first token), ``generation_tps`` ((tokens_generated - 1) / time fro
 to the last token, so decode steps only; ``None`` with fewer than two tokens),
 ``tokens_generated``, ``peak_rss_bytes`` (the child's peak resident set, from ``wait4``),
 ``output`` (greedy text; invalid UTF-8 replaced) and ``output_sha256`` (hex sha256 of
-``output`` encoded as UTF-8), ``wall_s`` (the whole ``verify`` call).
+``output`` encoded as UTF-8), ``wall_s`` (the whole ``verify`` call). With
+``Spec.perplexity``: ``perplexity`` (None when it was not finite), ``perplexity_tokens``
+(tokens scored), ``perplexity_s`` and ``perplexity_text_sha256`` (the text it was measured
+on, ``verifier.quality``).
 
 Sandbox: ``network_isolated`` is true when the child ran without network access (its own
 network namespace, see ``verifier.sandbox``); ``sandbox`` is one line saying how, or why
@@ -39,7 +44,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-FAILURES = ("load", "crash", "timeout", "memory", "non_finite", "no_tokens", "throughput")
+FAILURES = ("load", "crash", "timeout", "memory", "non_finite", "no_tokens", "throughput",
+            "quality")
 
 
 @dataclass
@@ -64,6 +70,10 @@ class Report:
     wall_s: float | None = None
     network_isolated: bool = False
     sandbox: str | None = None
+    perplexity: float | None = None
+    perplexity_tokens: int | None = None
+    perplexity_s: float | None = None
+    perplexity_text_sha256: str | None = None
 
     def __post_init__(self) -> None:
         if self.failure is not None and self.failure not in FAILURES:

@@ -51,6 +51,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -61,7 +62,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from verifier import hardware
+from verifier import hardware, quality
 from verifier.backends import backend_module
 from verifier.report import Report
 from verifier.spec import Spec, resolve_backend
@@ -244,9 +245,10 @@ def _run_child(spec: Spec, cancel: threading.Event | None = None) -> _Run:
 # ----------------------------------------------------------------------------- the verdict
 
 
-def _stage(events: dict) -> str:
+def _stage(events: dict, perplexity: bool) -> str:
     if "done" in events:
-        return "finishing"
+        return "measuring perplexity" if perplexity and "perplexity" not in events \
+            else "finishing"
     if "loaded" in events:
         return "generating"
     if "ready" in events:
@@ -310,7 +312,7 @@ def _judge(spec: Spec, backend: str, run: _Run, base: dict) -> Report:
     for event in run.events:
         events.setdefault(event.get("event", ""), event)
     error = events.get("error")
-    stage = _stage(events)
+    stage = _stage(events, spec.perplexity)
     if error and error.get("stage") == "import" and not run.killed_for:
         raise BackendUnavailable(f"the {backend} backend cannot run here: {error.get('error')}")
 
@@ -327,6 +329,9 @@ def _judge(spec: Spec, backend: str, run: _Run, base: dict) -> Report:
     gen = events.get("done", {}).get("generation")
     if gen:
         _fill_figures(report, gen)
+    measured = events.get("perplexity", {}).get("perplexity")
+    if measured:
+        _fill_perplexity(report, measured)
 
     def fail(code: str, reason: str) -> Report:
         report.passed, report.failure, report.reason = False, code, reason
@@ -342,7 +347,8 @@ def _judge(spec: Spec, backend: str, run: _Run, base: dict) -> Report:
         reason = backend_module(backend).load_failure_reason(error.get("error", ""), run.log)
         return fail("load", f"did not load: {reason}")
     if error:
-        return fail("crash", f"crashed while generating: {error.get('error')}")
+        doing = "measuring perplexity" if error.get("stage") == "perplexity" else "generating"
+        return fail("crash", f"crashed while {doing}: {error.get('error')}")
     if run.returncode != 0 or not gen:
         how = (f"killed by {_signal_name(-run.returncode)}" if run.returncode < 0
                else f"exited with status {run.returncode}")
@@ -359,6 +365,16 @@ def _judge(spec: Spec, backend: str, run: _Run, base: dict) -> Report:
         return fail("non_finite", f"non-finite logits (NaN or infinity) {where}")
     if gen["tokens"] == 0:
         return fail("no_tokens", "generated no tokens: end of sequence came first")
+    if spec.perplexity and not measured:
+        return fail("crash", f"stopped before measuring perplexity: {stage}")
+    if measured and report.perplexity is None:
+        return fail("quality", "perplexity is not finite: non-finite logits on the "
+                               "project's English text")
+    limit_ppl = spec.max_perplexity
+    if limit_ppl is not None and report.perplexity > limit_ppl:
+        return fail("quality", f"perplexity {report.perplexity:.1f} is above the limit "
+                               f"{limit_ppl:g} (over {report.perplexity_tokens} tokens of the "
+                               "project's English text)")
     minimum = spec.min_generation_tps
     if minimum is not None:
         tps = report.generation_tps
@@ -382,3 +398,11 @@ def _fill_figures(report: Report, gen: dict) -> None:
         report.generation_tps = (gen["tokens"] - 1) / span
     report.output = gen["output"]
     report.output_sha256 = hashlib.sha256(gen["output"].encode("utf-8")).hexdigest()
+
+
+def _fill_perplexity(report: Report, measured: dict) -> None:
+    value = measured["value"]
+    report.perplexity = value if math.isfinite(value) else None
+    report.perplexity_tokens = measured["tokens"]
+    report.perplexity_s = measured["seconds"]
+    report.perplexity_text_sha256 = quality.text_sha256()

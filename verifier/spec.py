@@ -47,6 +47,8 @@ class Spec:
     - ``seed``: backend seed (greedy decoding does not depend on it; recorded for replay).
     - ``network_isolation``: run the child in a network namespace of its own where the OS
       allows it (``verifier.sandbox``); the report says whether it was.
+    - ``perplexity``: after generating, measure perplexity on the project's English text
+      (``verifier.quality``); ``max_perplexity``: the quality check (``None``: none).
     """
 
     model_path: Path
@@ -60,6 +62,8 @@ class Spec:
     min_generation_tps: float | None = None
     seed: int = 0
     network_isolation: bool = True
+    perplexity: bool = False
+    max_perplexity: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_path", Path(self.model_path))
@@ -79,6 +83,11 @@ class Spec:
             raise ValueError("memory_limit_bytes must be > 0 or None")
         if self.min_generation_tps is not None and self.min_generation_tps < 0:
             raise ValueError("min_generation_tps must be >= 0 or None")
+        if self.max_perplexity is not None:
+            if not self.max_perplexity > 0:
+                raise ValueError("max_perplexity must be > 0 or None")
+            if not self.perplexity:
+                raise ValueError("max_perplexity needs perplexity=True")
 
     def to_dict(self) -> dict:
         data = asdict(self)

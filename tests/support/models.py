@@ -151,3 +151,47 @@ def truncated_gguf(gemma_gguf, broken_dir) -> Path:
     with open(gemma_gguf, "rb") as src, open(target, "wb") as dst:
         dst.write(src.read(gemma_gguf.stat().st_size // 2))
     return target
+
+
+# The weight tensors ``damaged_gguf`` randomises, and how many bytes at the start of each
+# quantized block hold its scales (kept, so the logits stay finite): Q5_0 and Q8_0 start
+# with one f16 scale; Q4_K with two f16 super-block scales and 12 bytes of sub-block scales.
+DAMAGED_TENSORS = tuple(f"blk.{i}.{w}" for i in range(4)
+                        for w in ("attn_q.weight", "ffn_gate.weight", "ffn_up.weight"))
+_SCALE_BYTES = {"Q5_0": 2, "Q8_0": 2, "Q4_K": 16}
+
+
+def damage_weights(path: Path, names=DAMAGED_TENSORS, seed: int = 0) -> None:
+    """Randomise, in place, every quantized block of the weight tensors ``names`` except
+    its scales: the file still parses, loads and decodes to finite logits, but the layers
+    compute garbage (a model whose weights were corrupted after quantization)."""
+    import gguf
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    reader = gguf.GGUFReader(path, "r+")
+    found = 0
+    for tensor in reader.tensors:
+        if tensor.name not in names:
+            continue
+        keep = _SCALE_BYTES[tensor.tensor_type.name]
+        blocks = tensor.data.reshape(-1, gguf.GGML_QUANT_SIZES[tensor.tensor_type][1])
+        blocks[:, keep:] = rng.integers(0, 256, size=(blocks.shape[0], blocks.shape[1] - keep),
+                                        dtype=np.uint8)
+        found += 1
+    reader.data.flush()
+    del reader
+    assert found == len(names), f"{found} of {len(names)} tensors found"
+
+
+@pytest.fixture(scope="session")
+def damaged_gguf(gemma_gguf, broken_dir) -> Path:
+    """Gemma with the quantized blocks of 12 weight tensors (attention queries and MLP
+    inputs of layers 0-3) randomised, scales kept: the smoke check passes it, perplexity
+    does not."""
+    target = broken_dir / "damaged.gguf"
+    with open(gemma_gguf, "rb") as src, open(target, "wb") as dst:
+        while chunk := src.read(1 << 24):
+            dst.write(chunk)
+    damage_weights(target)
+    return target

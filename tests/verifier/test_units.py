@@ -152,3 +152,32 @@ def test_load_failure_reason_prefers_the_parser_line():
 def test_load_failure_reason_falls_back_to_the_exception():
     assert llama_cpp.load_failure_reason("ValueError: Failed", "nothing useful\n") == (
         "ValueError: Failed")
+
+
+def test_max_perplexity_needs_perplexity_and_a_positive_limit():
+    with pytest.raises(ValueError, match="max_perplexity needs perplexity=True"):
+        Spec(model_path="m.gguf", max_perplexity=100)
+    with pytest.raises(ValueError, match="max_perplexity must be > 0"):
+        Spec(model_path="m.gguf", perplexity=True, max_perplexity=0)
+
+
+def test_perplexity_chunks_start_with_bos_and_score_their_second_half():
+    from verifier import quality
+
+    tokens = list(range(10, 10 + 2 * quality.CHUNK + 7))
+    chunks = quality.chunks(tokens, bos=1)
+    assert len(chunks) == 2 and all(len(c) == quality.CHUNK and c[0] == 1 for c in chunks)
+    assert chunks[1][1:] == tokens[quality.CHUNK + 1:2 * quality.CHUNK]
+    assert quality.first_scored(chunks[0]) == quality.CHUNK // 2
+    assert quality.chunks([5, 6, 7], bos=1) == [[1, 6, 7]]  # shorter than a chunk: one
+
+
+def test_perplexity_of_a_uniform_guess_is_the_vocabulary_size_and_nan_is_infinite():
+    from verifier import quality
+
+    scores = quality.Accumulator()
+    for token in range(4):
+        scores.add([0.0] * 8, token)
+    assert scores.result(1, 0.0).value == pytest.approx(8.0)
+    scores.add([float("nan")] * 8, 0)
+    assert scores.result(1, 0.0).value == float("inf")

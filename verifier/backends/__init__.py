@@ -7,6 +7,7 @@ importing a backend module is cheap and never fails::
     version() -> str                          # imports the package; ImportError if missing
     load(spec) -> model                       # raises LoadError(reason) when it will not load
     generate(model, spec) -> Generation       # greedy, timed; may raise anything on a crash
+    perplexity(model, spec) -> Perplexity     # verifier.quality's text; only if spec asks
 
 plus, for the parent, ``load_failure_reason(error, log) -> str``: the most telling line for
 a load failure, which for llama.cpp is in its log rather than in the Python exception; and

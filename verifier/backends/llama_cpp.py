@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import time
 
+from verifier import quality
 from verifier.backends import Generation, LoadError
 from verifier.spec import Spec
 
@@ -130,6 +131,47 @@ def generate(llm, spec: Spec) -> Generation:
         stop=stop,
         non_finite_step=non_finite_step,
     )
+
+
+def perplexity(llm, spec: Spec) -> quality.Perplexity:
+    """Perplexity on the project's text (``verifier.quality``), in a context of its own
+    (``quality.CHUNK`` tokens, one ``llama_decode`` per chunk with logits only for the
+    scored half) from the loaded model's weights: the generation context is left as is."""
+    import llama_cpp
+    import numpy as np
+
+    started = time.perf_counter()
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    n_vocab = llm.n_vocab()
+    tokens = llm.tokenize(quality.text().encode("utf-8"), add_bos=False, special=False)
+    chunks = quality.chunks(tokens, llama_cpp.llama_vocab_bos(vocab))
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx = params.n_batch = params.n_ubatch = quality.CHUNK
+    params.n_seq_max = 1
+    params.n_threads = params.n_threads_batch = spec.threads
+    ctx = llama_cpp.llama_init_from_model(llm.model, params)
+    if not ctx:
+        raise RuntimeError("llama.cpp could not create a context for the perplexity run")
+    batch = llama_cpp.llama_batch_init(quality.CHUNK, 0, 1)
+    scores = quality.Accumulator()
+    try:
+        for chunk in chunks:
+            first = quality.first_scored(chunk)
+            llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
+            batch.n_tokens = len(chunk)
+            for i, token in enumerate(chunk):
+                batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, i, 1
+                batch.seq_id[i][0] = 0
+                batch.logits[i] = i >= first
+            if llama_cpp.llama_decode(ctx, batch) != 0:
+                raise RuntimeError("llama_decode failed during the perplexity run")
+            for i in range(first, len(chunk) - 1):
+                row = llama_cpp.llama_get_logits_ith(ctx, i)
+                scores.add(np.ctypeslib.as_array(row, shape=(n_vocab,)), chunk[i + 1])
+    finally:
+        llama_cpp.llama_batch_free(batch)
+        llama_cpp.llama_free(ctx)
+    return scores.result(len(chunks), time.perf_counter() - started)
 
 
 def is_detail(line: str) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 
+from verifier import quality
 from verifier.backends import Generation, LoadError
 from verifier.spec import Spec
 
@@ -76,6 +77,27 @@ def generate(loaded, spec: Spec) -> Generation:
         stop=stop,
         non_finite_step=non_finite_step,
     )
+
+
+def perplexity(loaded, spec: Spec) -> quality.Perplexity:
+    """Perplexity on the project's text (``verifier.quality``): one forward pass per chunk
+    from an empty cache; the scored half's logits are read as float32."""
+    import mlx.core as mx
+    import numpy as np
+
+    model, tokenizer = loaded
+    started = time.perf_counter()
+    tokens = tokenizer.encode(quality.text(), add_special_tokens=False)
+    bos = tokenizer.bos_token_id
+    chunks = quality.chunks(tokens, tokens[0] if bos is None else bos)
+    scores = quality.Accumulator()
+    for chunk in chunks:
+        first = quality.first_scored(chunk)
+        logits = model(mx.array(chunk)[None])[0, first:len(chunk) - 1].astype(mx.float32)
+        rows = np.array(logits)
+        for i, row in enumerate(rows):
+            scores.add(row, chunk[first + i + 1])
+    return scores.result(len(chunks), time.perf_counter() - started)
 
 
 def load_failure_reason(error: str, log: str) -> str:
