@@ -56,7 +56,7 @@ async def list_policies(request: Request) -> JSONResponse:
 
 
 @operation("getPolicy", "policies", "The policy that applies to a name", Policy,
-           params={"namespace": NAMESPACE_PARAM})
+           params={"namespace": NAMESPACE_PARAM}, problems=(400, 404))
 async def get_policy(request: Request) -> JSONResponse:
     policy = await run_in_threadpool(service(request).verification.policy, namespace_param(request))
     return JSONResponse(policy.to_json())
@@ -64,7 +64,7 @@ async def get_policy(request: Request) -> JSONResponse:
 
 @operation("putPolicy", "policies", "Set a namespace's policy", Policy,
            body=PolicyRequest, body_required=False, params={"namespace": NAMESPACE_PARAM},
-           problems=(400,))
+           problems=(400, 404))
 async def put_policy(request: Request) -> JSONResponse:
     body = await read_body(request, PolicyRequest)
     policy = await run_in_threadpool(service(request).verification.set_policy,

@@ -3,6 +3,8 @@
     GET    /api/v1/profiles               {"profiles": [...], "default": {...}}
     GET    /api/v1/profiles/<namespace>   the profile that applies to that name
     PUT    /api/v1/profiles/<namespace>   a profile document, JSON or YAML (registry.profiles)
+
+A name the routes cannot match (a control character in it) is 404, as on every route.
     DELETE /api/v1/profiles/<namespace>   back to a shorter namespace's, or the default
 
 Each answer carries the profile with every default spelled out and its ``sha256``, the
@@ -20,10 +22,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from registry.api.oci.base import read_limited, service
-from registry.api.rest.common import namespace_param, operation
+from registry.api.rest.common import json_body, namespace_param, operation
 from registry.api.rest.schemas import NAMESPACE_PARAM, Answer
 from registry.errors import BodyTooLarge
-from registry.profiles import DEFAULT_PROFILE, MAX_PROFILE_BYTES, Profile, parse_profile
+from registry.profiles import (
+    DEFAULT_PROFILE,
+    MAX_PROFILE_BYTES,
+    Profile,
+    parse_profile,
+    validate_profile,
+)
 from registry.services.profiles import AppliedProfile
 
 
@@ -56,7 +64,7 @@ async def list_profiles(request: Request) -> JSONResponse:
 
 
 @operation("getProfile", "profiles", "The profile that applies to a name", NamespaceProfile,
-           params={"namespace": NAMESPACE_PARAM}, problems=(400,))
+           params={"namespace": NAMESPACE_PARAM}, problems=(400, 404))
 async def get_profile(request: Request) -> JSONResponse:
     applied = await run_in_threadpool(service(request).profiles.applies,
                                       namespace_param(request))
@@ -65,13 +73,16 @@ async def get_profile(request: Request) -> JSONResponse:
 
 @operation("putProfile", "profiles", "Set a namespace's profile (JSON or YAML)", NamespaceProfile,
            body=Profile, body_required=False, params={"namespace": NAMESPACE_PARAM},
-           problems=(400,))
+           problems=(400, 404))
 async def put_profile(request: Request) -> JSONResponse:
     namespace = namespace_param(request)
-    # JSON or YAML, whatever the Content-Type says: `assay profile set` sends the file as
-    # it is, so an error names the field as the author wrote it.
-    raw = await read_limited(request, MAX_PROFILE_BYTES, _too_large)
-    profile = parse_profile(raw or b"{}")
+    # A JSON body is read as every JSON body is (registry.jsontext's limits and messages);
+    # anything else as YAML: `assay profile set` sends a YAML file as it is, so an error
+    # names the field as its author wrote it.
+    if request.headers.get("content-type", "").split(";")[0].strip() == "application/json":
+        profile = validate_profile(await json_body(request))
+    else:
+        profile = parse_profile(await read_limited(request, MAX_PROFILE_BYTES, _too_large))
     applied = await run_in_threadpool(service(request).profiles.set, namespace, profile)
     return JSONResponse(applied.to_json())
 
