@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -36,6 +37,23 @@ def wait_for_child(thread: threading.Thread, timeout: float = 60) -> int:
             return children[0]
         time.sleep(0.005)
     pytest.fail("the verifier child never showed up")
+
+
+def wait_until_loaded(pid: int, timeout: float = 60) -> None:
+    """Until the child holds Gemma's weights (resident set over 200 MiB): it has imported
+    its backend and installed Python's fault handler long before."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            pytest.fail("the verifier child went away before it loaded the model")
+        rss_kib = next((int(line.split()[1]) for line in status.splitlines()
+                        if line.startswith("VmRSS:")), 0)
+        if rss_kib > 200 * 1024:
+            return
+        time.sleep(0.01)
+    pytest.fail("the verifier child never loaded the model")
 
 
 def test_timeout_kills_the_child_and_its_group(gemma_gguf):
@@ -74,6 +92,7 @@ def test_crash_by_signal_is_a_failed_report(gemma_gguf):
     spec = Spec(model_path=gemma_gguf, max_tokens=1000, n_ctx=1100, timeout_s=120)
     thread, result = run_in_thread(spec)
     pid = wait_for_child(thread)
+    wait_until_loaded(pid)  # a signal before the fault handler is installed logs nothing
     os.kill(pid, signal.SIGSEGV)
     thread.join(timeout=60)
     r = result["report"]
