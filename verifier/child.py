@@ -106,21 +106,19 @@ def main(argv: list[str] | None = None) -> None:
         leave()
     emit("loaded", load_s=time.perf_counter() - started)
 
-    try:
-        generation = backend.generate(model, spec)
-    except Exception as exc:
-        traceback.print_exc()
-        emit("error", stage="generate", error=_describe(exc))
-        leave()
-    emit("done", generation=generation.to_dict())
-
-    if spec.perplexity:
+    def run(stage: str, call):
+        """``call()``, or the stage's error event and the end of the child."""
         try:
-            measured = backend.perplexity(model, spec)
+            return call()
         except Exception as exc:
             traceback.print_exc()
-            emit("error", stage="perplexity", error=_describe(exc))
+            emit("error", stage=stage, error=_describe(exc))
             leave()
+
+    generation = run("generate", lambda: backend.generate(model, spec))
+    emit("done", generation=generation.to_dict())
+    if spec.perplexity:
+        measured = run("perplexity", lambda: backend.perplexity(model, spec))
         emit("perplexity", perplexity=measured.to_dict())
     leave()
 
