@@ -26,7 +26,9 @@ field (``runs[1].kv_cache: Input should be 'f16', 'q8_0' or 'q4_0'``)::
       perplexity_ratio: 0.05
       action: warn             # warn (record, show, notify) or fail (keep serving the old)
 
-Every field has a default, so ``{}`` is a valid profile (the built-in default's values).
+Every field has a default, the built-in default's, so ``{}`` is the built-in profile
+(``DEFAULT_PROFILE``) and a document says only where it differs. ``runs: []`` with
+``quality: {perplexity: false, prompts: []}`` is the smoke check alone (``SMOKE_PROFILE``).
 A profile is identified by the sha256 of its canonical JSON (``Profile.sha256``): every
 result records the profile and its hash, and two documents that differ only in layout,
 key order or defaults spelled out have the same hash.
@@ -104,18 +106,34 @@ class PromptCheck(_Strict):
         return value
 
 
+# The built-in default (every field's default), sized so that Gemma 3 270M finishes in
+# well under a minute on two cores: after the smoke check, perplexity on the project's text
+# (garbage weights score in the thousands, honest small models in the tens), two prompts
+# (raw, and through the model's chat template), and a run matrix of one user with an f16
+# and a q8_0 K/V cache and four users at once.
+def _default_runs() -> list[RunConfig]:
+    return [RunConfig(context=4096, kv_cache="f16"), RunConfig(context=4096, kv_cache="q8_0"),
+            RunConfig(context=4096, kv_cache="f16", parallel=4)]
+
+
+def _default_prompts() -> list[PromptCheck]:
+    return [PromptCheck(prompt="The capital of France is", expect="(?i)paris"),
+            PromptCheck(prompt="What is the capital of France?", chat=True,
+                        expect="(?i)paris")]
+
+
 class Quality(_Strict):
     perplexity: bool = True
     # A model in this registry (``repo:tag`` or ``repo@sha256:...``) scored on the same
     # text, so that the ratio says how much the quantization costs.
     reference: str | None = Field(None, min_length=1, max_length=512)
-    prompts: list[PromptCheck] = Field(default_factory=list, max_length=32)
+    prompts: list[PromptCheck] = Field(default_factory=_default_prompts, max_length=32)
 
 
 class Limits(_Strict):
     min_generation_tps: Positive | None = None
     max_peak_memory: ByteSize | None = None
-    max_perplexity: Positive | None = None
+    max_perplexity: Positive | None = 1000.0
     max_perplexity_ratio: Positive | None = None
     prompts_must_match: bool = True
 
@@ -129,14 +147,10 @@ class Regressions(_Strict):
     action: Literal["warn", "fail"] = "warn"
 
 
-def _default_runs() -> list[RunConfig]:
-    return [RunConfig()]
-
-
 class Profile(_Strict):
     name: str = Field("default", min_length=1, max_length=64,
                       pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    runs: list[RunConfig] = Field(default_factory=_default_runs, min_length=1, max_length=16)
+    runs: list[RunConfig] = Field(default_factory=_default_runs, max_length=16)
     quality: Quality = Field(default_factory=Quality)
     limits: Limits = Field(default_factory=Limits)
     regressions: Regressions = Field(default_factory=Regressions)
@@ -144,6 +158,10 @@ class Profile(_Strict):
     def to_json(self) -> dict[str, Any]:
         """The profile with every default spelled out (JSON types only)."""
         return self.model_dump(mode="json")
+
+    def recorded(self) -> dict[str, Any]:
+        """What a result records of the profile it was measured under."""
+        return {"name": self.name, "sha256": self.sha256, "document": self.to_json()}
 
     @property
     def sha256(self) -> str:
@@ -219,3 +237,19 @@ def error_line(exc: ValidationError) -> str:
 
 
 DEFAULT_PROFILE = Profile()
+# Today's smoke check alone (load, decode, finite logits): for tests that are not about
+# verification and for operators who want only that.
+SMOKE_PROFILE = Profile.model_validate({"name": "smoke", "runs": [],
+                                        "quality": {"perplexity": False, "prompts": []},
+                                        "limits": {"max_perplexity": None}})
+BUILTIN_PROFILES = {"default": DEFAULT_PROFILE, "smoke": SMOKE_PROFILE}
+
+
+def builtin_or_file(setting: str) -> Profile:
+    """The profile a ``default_profile`` setting names: a built-in name (``default``,
+    ``smoke``) or the path of a YAML/JSON profile file. ``RequestInvalid`` when it is
+    neither or the file is not a valid profile; ``OSError`` when it cannot be read."""
+    if setting in BUILTIN_PROFILES:
+        return BUILTIN_PROFILES[setting]
+    with open(setting, "rb") as f:
+        return parse_profile(f.read(MAX_PROFILE_BYTES + 1))

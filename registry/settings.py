@@ -14,6 +14,8 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from client.outbound import OutboundPolicy, parse_allowlist
+from registry.errors import RegistryError
+from registry.profiles import Profile, builtin_or_file
 from registry.secretbox import parse_keys
 
 MiB = 1024 * 1024
@@ -168,6 +170,11 @@ class Settings(BaseSettings):
         description="Compute threads per verification. Unset: the cores split among the "
         "process's workers (`serve --workers`, `worker --concurrency`); separate worker "
         "processes or containers on one host do not know of each other, so set it for them.")
+    default_profile: str = Field(
+        "default",
+        description="The verification profile for repositories whose namespaces set none: "
+        "`default` (smoke check, perplexity, prompts and a run matrix), `smoke` (load and "
+        "decode only) or the path of a YAML/JSON profile file.")
     verify_network_isolation: bool = Field(
         True,
         description="Run the verification child in its own empty network namespace.")
@@ -281,6 +288,21 @@ class Settings(BaseSettings):
     def _check_outbound_allow(cls, value: str | None) -> str | None:
         parse_allowlist(value)  # a typo must stop the process, not open or close silently
         return value
+
+    @field_validator("default_profile")
+    @classmethod
+    def _check_default_profile(cls, value: str) -> str:
+        try:  # a typo must stop the process, not fail every verification
+            builtin_or_file(value)
+        except (OSError, RegistryError) as exc:
+            raise ValueError(f"not a built-in profile (default, smoke) nor a readable "
+                             f"profile file: {exc}") from None
+        return value
+
+    @property
+    def profile(self) -> Profile:
+        """The ``Profile`` that ``default_profile`` names."""
+        return builtin_or_file(self.default_profile)
 
     @field_validator("secrets_key")
     @classmethod

@@ -8,6 +8,9 @@ its mark; ``make test-fast`` runs what carries none of them.
 
 In CI (``CI`` set) a skipped test fails the run: the real-model, PostgreSQL, S3 and
 real-client tests must run, never silently fall away.
+
+Verification profile: ``ASSAY_DEFAULT_PROFILE=smoke`` unless the environment says otherwise
+(see below).
 """
 
 import os
@@ -25,6 +28,12 @@ pytest_plugins = [
 ]
 
 TESTS = Path(__file__).parent
+# Tests that are not about verification run under the smoke-only profile: the built-in
+# default measures perplexity, prompts and a run matrix, which would multiply the time of
+# every test that waits for a model to become ready. Servers, workers and settings built by
+# the tests inherit it; the verification tests ask for the real default themselves
+# (``default_profile="default"`` or a profile set on their namespace).
+os.environ.setdefault("ASSAY_DEFAULT_PROFILE", "smoke")
 # Every test under these directories (relative to tests/) needs what the mark says.
 DIRECTORY_MARKS = {"clients": "clients", "e2e": "e2e", "deploy": "slow"}
 # A test that uses one of these fixtures, directly or through another fixture, starts a

@@ -10,8 +10,16 @@ the log. Events, in order::
     {"event": "loaded", "load_s": 0.41}
     {"event": "done", "generation": {...}}            # verifier.backends.Generation
     {"event": "perplexity", "perplexity": {...}}      # verifier.quality.Perplexity, if asked
-    {"event": "error", "stage": "import" | "load" | "generate" | "perplexity",
-     "error": "Type: message"}
+    {"event": "prompt", "index": 0, "result": {...}}  # verifier.backends.Answer, per prompt
+    {"event": "run", "index": 0, "result": {...}, "peak_rss_bytes": N}  # RunFigures, per run
+    {"event": "error", "stage": "import" | "load" | "generate" | "perplexity" | "prompt"
+     | "run", "error": "Type: message"}
+
+A prompt or run the backend cannot serve carries ``"unsupported": reason`` instead of
+``result``. The order fails fast: the smoke generation first, and nothing after it when it
+yielded no token or a non-finite logit; then perplexity (nothing after it when it is not
+finite or above ``spec.max_perplexity``); then the prompts (nothing after the first that
+does not match, when they must); then the runs, each with its own peak resident set.
 
 Before it opens the model or imports a backend, while it is still single-threaded, the child
 reads its spec and leaves the network (``verifier.sandbox``, unless ``spec.network_isolation``
@@ -26,15 +34,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
+import re
 import sys
 import time
 import traceback
 from typing import NoReturn
 
-from verifier.backends import LoadError, backend_module
+from verifier.backends import LoadError, Unsupported, backend_module
 from verifier.sandbox import Isolation, isolate_network
-from verifier.spec import Spec
+from verifier.spec import PromptSpec, Spec
 
 
 def _no_core_dumps() -> None:
@@ -117,10 +127,58 @@ def main(argv: list[str] | None = None) -> None:
 
     generation = run("generate", lambda: backend.generate(model, spec))
     emit("done", generation=generation.to_dict())
+    if generation.non_finite_step is not None or generation.tokens == 0:
+        leave()  # the smoke check failed: nothing after it could pass
     if spec.perplexity:
         measured = run("perplexity", lambda: backend.perplexity(model, spec))
         emit("perplexity", perplexity=measured.to_dict())
+        if not _acceptable(measured.value, spec.max_perplexity):
+            leave()
+    for index, prompt in enumerate(spec.prompts):
+        answer = run("prompt", lambda p=prompt: _attempt(lambda: backend.answer(model, spec, p)))
+        emit("prompt", index=index, **answer)
+        if spec.prompts_must_match and not _matches(prompt, answer):
+            leave()
+    for index, config in enumerate(spec.runs):
+        _reset_peak()
+        figures = run("run", lambda c=config: _attempt(lambda: backend.measure(model, spec, c)))
+        emit("run", index=index, peak_rss_bytes=_peak(), **figures)
     leave()
+
+
+def _attempt(call) -> dict:
+    """``{"result": ...}`` from ``call()``, or ``{"unsupported": reason}``."""
+    try:
+        return {"result": call().to_dict()}
+    except Unsupported as exc:
+        return {"unsupported": str(exc) or "not supported by this backend"}
+
+
+def _acceptable(perplexity: float, limit: float | None) -> bool:
+    return math.isfinite(perplexity) and (limit is None or perplexity <= limit)
+
+
+def _matches(prompt: PromptSpec, answer: dict) -> bool:
+    """Unsupported (no chat template) is not a mismatch: the parent reports it."""
+    result = answer.get("result")
+    return result is None or re.search(prompt.expect, result["text"]) is not None
+
+
+def _reset_peak() -> None:
+    """Linux: reset the peak resident set (``VmHWM``) to the current one, so each run's
+    peak is its own; elsewhere the peak stays the process's so far."""
+    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def _peak() -> int | None:
+    """The peak resident set since ``_reset_peak``, in bytes (None without /proc)."""
+    with contextlib.suppress(OSError, ValueError, IndexError), \
+            open("/proc/self/status", "rb") as f:
+        for line in f:
+            if line.startswith(b"VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return None
 
 
 if __name__ == "__main__":

@@ -30,6 +30,16 @@ to the last token, so decode steps only; ``None`` with fewer than two tokens),
 (tokens scored), ``perplexity_s`` and ``perplexity_text_sha256`` (the text it was measured
 on, ``verifier.quality``).
 
+Profile and matrix (see ``verifier.verdict``): ``profile`` is ``Spec.profile`` as given
+(name, hash, document); ``runs`` one object per configuration of ``Spec.runs`` that was
+reached (``context``, ``kv_cache``, ``parallel``, ``prompt_tokens``, ``max_tokens``, then
+``unsupported`` with the backend's reason, or ``prompt_tps``, ``generation_tps`` per
+sequence, ``aggregate_generation_tps``, ``ttft_s``, ``peak_rss_bytes`` of that run,
+``tokens_generated``, ``output_sha256`` of sequence 0's token ids and ``seconds``);
+``quality`` the perplexity figures again with ``text_sha256`` and ``prompts`` (``prompt``,
+``chat``, ``expect``, ``output``, ``matched``, ``template``, ``unsupported``). ``fit`` (the
+memory estimate checked against the runs) and ``regressions`` are added by the registry.
+
 Sandbox: ``network_isolated`` is true when the child ran without network access (its own
 network namespace, see ``verifier.sandbox``); ``sandbox`` is one line saying how, or why
 isolation was not available ("not isolated: ..."). A report stored before these fields
@@ -74,6 +84,11 @@ class Report:
     perplexity_tokens: int | None = None
     perplexity_s: float | None = None
     perplexity_text_sha256: str | None = None
+    profile: dict | None = None
+    runs: list[dict] = field(default_factory=list)
+    quality: dict | None = None
+    fit: dict | None = None
+    regressions: dict | None = None
 
     def __post_init__(self) -> None:
         if self.failure is not None and self.failure not in FAILURES:

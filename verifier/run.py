@@ -48,10 +48,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import logging
-import math
 import os
 import signal
 import subprocess
@@ -62,10 +60,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from verifier import hardware, quality
+from verifier import hardware
 from verifier.backends import backend_module
 from verifier.report import Report
 from verifier.spec import Spec, resolve_backend
+from verifier.verdict import BackendUnavailable, judge
+
+__all__ = ["BackendUnavailable", "Cancelled", "log_tail", "verify"]
 
 POLL_S = 0.02
 LOG_TAIL_BYTES = 4096
@@ -78,10 +79,6 @@ _PASS_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "LC_ALL", "L
 log = logging.getLogger(__name__)
 _THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
-
-
-class BackendUnavailable(RuntimeError):
-    """The backend's package is missing or broken here; says nothing about the model."""
 
 
 class Cancelled(Exception):
@@ -105,7 +102,9 @@ def verify(spec: Spec, cancel: threading.Event | None = None) -> Report:
         run = _run_child(dataclasses.replace(spec, backend=backend), cancel)
         if run.killed_for == "cancelled":
             raise Cancelled(f"verification of {spec.model_path} was cancelled")
-        report = _judge(spec, backend, run, base)
+        module = backend_module(backend)
+        report = judge(spec, backend, run, base, log_tail(run.log, detail=module.is_detail),
+                       module.load_failure_reason)
     report.wall_s = time.perf_counter() - started
     return report
 
@@ -242,40 +241,7 @@ def _run_child(spec: Spec, cancel: threading.Event | None = None) -> _Run:
     return run
 
 
-# ----------------------------------------------------------------------------- the verdict
-
-
-def _stage(events: dict, perplexity: bool) -> str:
-    if "done" in events:
-        return "measuring perplexity" if perplexity and "perplexity" not in events \
-            else "finishing"
-    if "loaded" in events:
-        return "generating"
-    if "ready" in events:
-        return "loading the model"
-    return "starting the backend"
-
-
-def _mib(n: int) -> str:
-    return f"{n / 2**20:,.0f} MiB"
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
-
-
-def _last_error_line(log: str) -> str | None:
-    """The backend's last assertion or error line (faulthandler's own lines excluded)."""
-    for line in reversed(log.splitlines()):
-        line = line.strip()
-        if line.startswith("Fatal Python error"):
-            continue
-        if any(w in line for w in ("GGML_ASSERT", "GGML_ABORT", "error", "Error")):
-            return line[:200]
-    return None
+# ----------------------------------------------------------------------------- the log
 
 
 def log_tail(log: str, size: int = LOG_TAIL_BYTES,
@@ -305,104 +271,3 @@ def log_tail(log: str, size: int = LOG_TAIL_BYTES,
             break
         used -= len(kept.pop()[0]) + 1
     return "\n".join(([note] if note else []) + [line for line, _ in reversed(kept)])
-
-
-def _judge(spec: Spec, backend: str, run: _Run, base: dict) -> Report:
-    events: dict[str, dict] = {}
-    for event in run.events:
-        events.setdefault(event.get("event", ""), event)
-    error = events.get("error")
-    stage = _stage(events, spec.perplexity)
-    if error and error.get("stage") == "import" and not run.killed_for:
-        raise BackendUnavailable(f"the {backend} backend cannot run here: {error.get('error')}")
-
-    sandbox = events.get("sandbox", {})
-    isolated = sandbox.get("network_isolated") is True
-    detail = sandbox.get("detail") or "not isolated: the child stopped before it reported"
-    if not isolated and spec.network_isolation:
-        log.warning("verifying %s without network isolation: %s", spec.model_path, detail)
-    report = Report(passed=True, **base, network_isolated=isolated, sandbox=str(detail)[:300],
-                    backend_version=events.get("ready", {}).get("backend_version"),
-                    load_s=events.get("loaded", {}).get("load_s"),
-                    peak_rss_bytes=run.peak_rss_bytes or None,
-                    log_tail=log_tail(run.log, detail=backend_module(backend).is_detail))
-    gen = events.get("done", {}).get("generation")
-    if gen:
-        _fill_figures(report, gen)
-    measured = events.get("perplexity", {}).get("perplexity")
-    if measured:
-        _fill_perplexity(report, measured)
-
-    def fail(code: str, reason: str) -> Report:
-        report.passed, report.failure, report.reason = False, code, reason
-        return report
-
-    limit = spec.memory_limit_bytes
-    if run.killed_for == "timeout":
-        return fail("timeout", f"timed out after {spec.timeout_s:g} s while {stage}")
-    if run.killed_for == "memory":
-        return fail("memory", f"exceeded the memory limit while {stage}: resident set "
-                              f"{_mib(run.peak_rss_bytes)} > limit {_mib(limit)}")
-    if error and error.get("stage") == "load":
-        reason = backend_module(backend).load_failure_reason(error.get("error", ""), run.log)
-        return fail("load", f"did not load: {reason}")
-    if error:
-        doing = "measuring perplexity" if error.get("stage") == "perplexity" else "generating"
-        return fail("crash", f"crashed while {doing}: {error.get('error')}")
-    if run.returncode != 0 or not gen:
-        how = (f"killed by {_signal_name(-run.returncode)}" if run.returncode < 0
-               else f"exited with status {run.returncode}")
-        if run.returncode == -signal.SIGKILL:
-            how += " (sent from outside, e.g. by the kernel's out-of-memory killer)"
-        detail = _last_error_line(run.log)
-        return fail("crash", f"crashed while {stage}: {how}" + (f": {detail}" if detail else ""))
-    if limit is not None and run.peak_rss_bytes > limit:
-        return fail("memory", f"exceeded the memory limit: peak resident set "
-                              f"{_mib(run.peak_rss_bytes)} > limit {_mib(limit)}")
-    if gen["non_finite_step"] is not None:
-        step = gen["non_finite_step"]
-        where = "for the prompt" if step == 0 else f"at generated token {step + 1}"
-        return fail("non_finite", f"non-finite logits (NaN or infinity) {where}")
-    if gen["tokens"] == 0:
-        return fail("no_tokens", "generated no tokens: end of sequence came first")
-    if spec.perplexity and not measured:
-        return fail("crash", f"stopped before measuring perplexity: {stage}")
-    if measured and report.perplexity is None:
-        return fail("quality", "perplexity is not finite: non-finite logits on the "
-                               "project's English text")
-    limit_ppl = spec.max_perplexity
-    if limit_ppl is not None and report.perplexity > limit_ppl:
-        return fail("quality", f"perplexity {report.perplexity:.1f} is above the limit "
-                               f"{limit_ppl:g} (over {report.perplexity_tokens} tokens of the "
-                               "project's English text)")
-    minimum = spec.min_generation_tps
-    if minimum is not None:
-        tps = report.generation_tps
-        if tps is None:
-            return fail("throughput", f"generation tokens/s not measurable with one token; "
-                                      f"the minimum is {minimum:g} tokens/s")
-        if tps < minimum:
-            return fail("throughput", f"generation {tps:.1f} tokens/s is below the minimum "
-                                      f"{minimum:g} tokens/s")
-    return report
-
-
-def _fill_figures(report: Report, gen: dict) -> None:
-    report.prompt_tokens = gen["prompt_tokens"]
-    if gen["prompt_s"] > 0:
-        report.prompt_tps = gen["prompt_tokens"] / gen["prompt_s"]
-    report.ttft_s = gen["first_s"]
-    report.tokens_generated = gen["tokens"]
-    span = (gen["last_s"] or 0) - (gen["first_s"] or 0)
-    if gen["tokens"] >= 2 and span > 0:
-        report.generation_tps = (gen["tokens"] - 1) / span
-    report.output = gen["output"]
-    report.output_sha256 = hashlib.sha256(gen["output"].encode("utf-8")).hexdigest()
-
-
-def _fill_perplexity(report: Report, measured: dict) -> None:
-    value = measured["value"]
-    report.perplexity = value if math.isfinite(value) else None
-    report.perplexity_tokens = measured["tokens"]
-    report.perplexity_s = measured["seconds"]
-    report.perplexity_text_sha256 = quality.text_sha256()

@@ -23,6 +23,48 @@ BACKENDS = ("llama.cpp", "mlx")
 GGUF_MAGIC = b"GGUF"
 DEFAULT_PROMPT = "The capital of France is"
 GiB = 1024**3
+KV_CACHE_TYPES = ("f16", "q8_0", "q4_0")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One configuration of the run matrix: ``parallel`` sequences of ``prompt_tokens``
+    each, decoded together in one context of ``context`` tokens with a K/V cache of type
+    ``kv_cache``, each generating exactly ``max_tokens`` tokens (end of sequence ignored, as
+    llama-bench does, so figures compare between models)."""
+
+    context: int = 2048
+    kv_cache: str = "f16"
+    parallel: int = 1
+    prompt_tokens: int = 128
+    max_tokens: int = 32
+
+    def __post_init__(self) -> None:
+        if self.kv_cache not in KV_CACHE_TYPES:
+            raise ValueError(f"kv_cache must be one of {', '.join(KV_CACHE_TYPES)}, "
+                             f"not {self.kv_cache!r}")
+        if min(self.context, self.parallel, self.prompt_tokens, self.max_tokens) < 1:
+            raise ValueError("context, parallel, prompt_tokens and max_tokens must be >= 1")
+        if self.parallel * (self.prompt_tokens + self.max_tokens) > self.context:
+            raise ValueError("parallel x (prompt_tokens + max_tokens) must fit in context")
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    """A prompt whose greedy answer (at most ``max_tokens``) must match ``expect``, a
+    regular expression searched anywhere in it; ``chat`` renders the model's own chat
+    template around it."""
+
+    prompt: str
+    expect: str
+    chat: bool = False
+    max_tokens: int = 32
+
+    def __post_init__(self) -> None:
+        if not self.prompt or not self.expect:
+            raise ValueError("a prompt check needs a prompt and an expect pattern")
+        if self.max_tokens < 1:
+            raise ValueError("max_tokens must be >= 1")
 
 
 def _default_threads() -> int:
@@ -49,6 +91,13 @@ class Spec:
       allows it (``verifier.sandbox``); the report says whether it was.
     - ``perplexity``: after generating, measure perplexity on the project's English text
       (``verifier.quality``); ``max_perplexity``: the quality check (``None``: none).
+    - ``runs``: the run matrix, measured after the smoke generation passed; each run must
+      reach ``min_generation_tps`` per sequence too, and stay under
+      ``max_peak_memory_bytes`` (its own peak; ``None``: no limit beyond the hard one).
+    - ``prompts``: prompt checks, answered after the runs; with ``prompts_must_match`` a
+      prompt whose answer does not match fails the model.
+    - ``profile``: the profile this spec was made from (name, hash, document), copied into
+      the report unread.
     """
 
     model_path: Path
@@ -64,9 +113,18 @@ class Spec:
     network_isolation: bool = True
     perplexity: bool = False
     max_perplexity: float | None = None
+    runs: tuple[RunSpec, ...] = ()
+    prompts: tuple[PromptSpec, ...] = ()
+    max_peak_memory_bytes: int | None = None
+    prompts_must_match: bool = True
+    profile: dict | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_path", Path(self.model_path))
+        object.__setattr__(self, "runs", tuple(
+            r if isinstance(r, RunSpec) else RunSpec(**r) for r in self.runs))
+        object.__setattr__(self, "prompts", tuple(
+            p if isinstance(p, PromptSpec) else PromptSpec(**p) for p in self.prompts))
         if self.backend not in ("auto", *BACKENDS):
             raise ValueError(f"backend must be 'auto', 'llama.cpp' or 'mlx', not {self.backend!r}")
         if not self.prompt:
@@ -88,6 +146,8 @@ class Spec:
                 raise ValueError("max_perplexity must be > 0 or None")
             if not self.perplexity:
                 raise ValueError("max_perplexity needs perplexity=True")
+        if self.max_peak_memory_bytes is not None and self.max_peak_memory_bytes <= 0:
+            raise ValueError("max_peak_memory_bytes must be > 0 or None")
 
     def to_dict(self) -> dict:
         data = asdict(self)

@@ -167,8 +167,9 @@ class Worker:
         from worker.spec import verify_model
 
         started = datetime.now(UTC)
+        profile = self.svc.profiles.applies(target.repository).profile
         report = verify_model(self.settings, self.materializer, target.model, target.policy,
-                              lease.cancel)
+                              profile, lease.cancel)
         if lease.cancel.is_set():
             raise Cancelled()
         row = self.svc.verification.record(target, report.to_dict(), job_id=job.id,

@@ -233,7 +233,10 @@ def _verify(worker, job, target, lease: JobLease) -> str | None:
         materializer = RemoteMaterializer(Downloader(client, silent()), target.repository,
                                           settings.model_cache_root, settings.model_cache_bytes,
                                           lease.cancel)
-        report = verify_model(settings, materializer, fmt, target.policy, lease.cancel)
+        # Profiles, like policies, apply to "HOST[:PORT]/NAME".
+        profile = worker.svc.profiles.applies(f"{target.registry}/{target.repository}")
+        report = verify_model(settings, materializer, fmt, target.policy, profile.profile,
+                              lease.cancel)
     if lease.cancel.is_set():
         raise Cancelled()
     result = svc.finish(target, job_id=job.id, worker=worker.worker_id,

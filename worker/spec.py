@@ -1,8 +1,8 @@
 """How the worker runs the verifier on a model it has materialised, local or remote.
 
-One place builds the verifier's ``Spec`` from the settings, the model's layout and the
-namespace's policy, so a model in another registry is held to exactly the limits of one
-pushed here.
+One place builds the verifier's ``Spec`` from the settings, the model's layout, the
+namespace's policy and the verification profile that applies, so a model in another
+registry is held to exactly the limits of one pushed here.
 """
 
 from __future__ import annotations
@@ -12,14 +12,24 @@ import threading
 from pathlib import Path
 
 from registry.formats.classify import ModelFormat
+from registry.profiles import Profile
 from registry.services.policies import Policy
 from registry.settings import Settings
 from verifier import Report, Spec, verify
+from verifier.spec import PromptSpec, RunSpec
 from worker.materialize import LayoutUnsupported, Materializer
 
 
-def build_spec(settings: Settings, path: Path, model: ModelFormat, policy: Policy) -> Spec:
-    """The verifier's limits for ``model`` materialised at ``path``."""
+def _floor(*values: float | None) -> float | None:
+    """The strictest of the speed floors that are set (policy and profile)."""
+    present = [v for v in values if v is not None]
+    return max(present) if present else None
+
+
+def build_spec(settings: Settings, path: Path, model: ModelFormat, policy: Policy,
+               profile: Profile) -> Spec:
+    """The verifier's limits and measurements for ``model`` materialised at ``path``."""
+    limits, quality = profile.limits, profile.quality
     return Spec(
         model_path=path,
         max_tokens=settings.verify_max_tokens,
@@ -29,18 +39,26 @@ def build_spec(settings: Settings, path: Path, model: ModelFormat, policy: Polic
         memory_limit_bytes=settings.verify_memory_bytes
         + sum(w.descriptor.size for w in model.weights),
         threads=settings.verify_threads or os.cpu_count() or 1,
-        min_generation_tps=policy.min_generation_tps,
+        min_generation_tps=_floor(policy.min_generation_tps, limits.min_generation_tps),
         network_isolation=settings.verify_network_isolation,
+        perplexity=quality.perplexity,
+        max_perplexity=limits.max_perplexity if quality.perplexity else None,
+        runs=tuple(RunSpec(**run.model_dump()) for run in profile.runs),
+        prompts=tuple(PromptSpec(**check.model_dump()) for check in quality.prompts),
+        max_peak_memory_bytes=limits.max_peak_memory,
+        prompts_must_match=limits.prompts_must_match,
+        profile=profile.recorded(),
     )
 
 
 def verify_model(settings: Settings, materializer: Materializer, model: ModelFormat,
-                 policy: Policy, cancel: threading.Event) -> Report:
-    """Materialise ``model`` and run the verifier on it. A layout the materialiser cannot
-    lay out is a failed verdict (``load``), as the verifier would give; infrastructure
-    errors and ``verifier.Cancelled`` propagate."""
+                 policy: Policy, profile: Profile, cancel: threading.Event) -> Report:
+    """Materialise ``model`` and run the verifier on it under ``profile``. A layout the
+    materialiser cannot lay out is a failed verdict (``load``), as the verifier would
+    give; infrastructure errors and ``verifier.Cancelled`` propagate."""
     try:
         with materializer.model(model) as path:
-            return verify(build_spec(settings, path, model, policy), cancel=cancel)
+            return verify(build_spec(settings, path, model, policy, profile), cancel=cancel)
     except LayoutUnsupported as exc:
-        return Report(passed=False, failure="load", reason=str(exc))
+        return Report(passed=False, failure="load", reason=str(exc),
+                      profile=profile.recorded())

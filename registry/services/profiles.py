@@ -2,10 +2,10 @@
 are ``registry.profiles``).
 
 The longest namespace that equals the repository name or is a ``/``-prefix of it applies
-(``""`` matches every repository), as for the policies; without one, the built-in
-``DEFAULT_PROFILE`` does. Stored documents are canonical JSON with every default spelled
-out, so what is read back is exactly what results are measured under, and its sha256 is
-the profile's identity.
+(``""`` matches every repository), as for the policies; without one, the profile the
+``default_profile`` setting names does (the built-in ``DEFAULT_PROFILE`` unless set).
+Stored documents are canonical JSON with every default spelled out, so what is read back
+is exactly what results are measured under, and its sha256 is the profile's identity.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from sqlalchemy import delete, select
 
 from registry.db.tables import isoformat, namespace_profiles, utcnow
 from registry.errors import NotFound
-from registry.profiles import DEFAULT_PROFILE, Profile, validate_profile
+from registry.profiles import Profile, validate_profile
 from registry.services import audit
 from registry.services.common import Service
 from registry.services.policies import longest_match, namespace_key
@@ -44,11 +44,15 @@ def _applied(row) -> AppliedProfile:
 
 
 class ProfileService(Service):
+    def default(self) -> AppliedProfile:
+        """The profile for repositories no namespace profile covers (``default_profile``)."""
+        return AppliedProfile(None, self.settings.profile)
+
     def applies(self, name: str) -> AppliedProfile:
         """The profile that applies to repository ``name``."""
         with self.db.read() as conn:
             best = longest_match(conn.execute(select(namespace_profiles)).all(), name)
-        return AppliedProfile(None, DEFAULT_PROFILE) if best is None else _applied(best)
+        return self.default() if best is None else _applied(best)
 
     def profiles(self) -> list[AppliedProfile]:
         """Every namespace's profile, by namespace."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from registry.profiles import DEFAULT_PROFILE
+from registry.profiles import DEFAULT_PROFILE, SMOKE_PROFILE
 from tests.support.cli import assay
 from tests.support.rest import assert_problem
 
@@ -25,8 +25,12 @@ def applies(client, name: str) -> dict:
 def test_profiles_crud_and_longest_prefix(client, service):
     r = client.get("/api/v1/profiles")
     assert r.status_code == 200
-    default = {"namespace": None, "sha256": DEFAULT_PROFILE.sha256, "updated_at": None,
-               "profile": DEFAULT_PROFILE.to_json()}
+    # Without a namespace profile the ``default_profile`` setting's applies (the tests run
+    # under the smoke profile, see tests/conftest.py).
+    fallback = service.settings.profile
+    assert fallback == SMOKE_PROFILE
+    default = {"namespace": None, "sha256": fallback.sha256, "updated_at": None,
+               "profile": fallback.to_json()}
     assert r.json() == {"profiles": [], "default": default}
     assert applies(client, "team/gemma3") == default
 

@@ -8,9 +8,11 @@ import json
 import time
 
 import pytest
+from pydantic import ValidationError
 
 from registry.errors import RequestInvalid
-from registry.profiles import DEFAULT_PROFILE, parse_profile
+from registry.profiles import DEFAULT_PROFILE, SMOKE_PROFILE, parse_profile
+from registry.settings import Settings
 
 FULL = """
 name: team-default
@@ -41,8 +43,11 @@ def test_a_full_profile_in_yaml_and_the_same_in_json_are_one_profile():
 
 def test_defaults_spelled_out_or_not_have_one_hash():
     assert parse_profile("").sha256 == parse_profile("{}").sha256 == DEFAULT_PROFILE.sha256
-    spelled = parse_profile(f"runs: [{{context: {DEFAULT_PROFILE.runs[0].context}}}]")
+    spelled = parse_profile(json.dumps({"runs": [{"context": r.context, "kv_cache": r.kv_cache,
+                                                  "parallel": r.parallel}
+                                                 for r in DEFAULT_PROFILE.runs]}))
     assert spelled.sha256 == DEFAULT_PROFILE.sha256
+    assert parse_profile("runs: []").sha256 != DEFAULT_PROFILE.sha256
     assert parse_profile("name: other").sha256 != DEFAULT_PROFILE.sha256
     assert DEFAULT_PROFILE.sha256.startswith("sha256:") and len(DEFAULT_PROFILE.sha256) == 71
 
@@ -53,7 +58,7 @@ def test_defaults_spelled_out_or_not_have_one_hash():
     ("runs: [{context: 128, parallel: 4, prompt_tokens: 64}]",
      "runs[0]: parallel x (prompt_tokens + max_tokens) = 384 tokens does not fit in a "
      "context of 128"),
-    ("runs: []", "runs: List should have at least 1 item"),
+    ("runs: {context: 4096}", "runs: Input should be a valid list"),
     ("limits: {max_perplexity: -1}", "limits.max_perplexity: Input should be greater than 0"),
     ("limits: {max_perplexity: .nan}", "limits.max_perplexity: Input should be a finite"),
     ("limits: {max_peak_memory: lots}", "limits.max_peak_memory: could not parse"),
@@ -96,3 +101,18 @@ def test_hostile_documents_are_refused_quickly(text):
     with pytest.raises(RequestInvalid):
         parse_profile(text)
     assert time.monotonic() - start < 5
+
+
+def test_the_default_profile_setting_names_a_builtin_or_a_file(tmp_path, monkeypatch):
+    monkeypatch.delenv("ASSAY_DEFAULT_PROFILE", raising=False)
+    assert Settings(data_dir=tmp_path).profile == DEFAULT_PROFILE
+    assert Settings(data_dir=tmp_path, default_profile="smoke").profile == SMOKE_PROFILE
+    assert SMOKE_PROFILE.runs == [] and not SMOKE_PROFILE.quality.perplexity
+    path = tmp_path / "team.yaml"
+    path.write_text("name: team\nruns: []\nquality: {prompts: []}\n")
+    assert Settings(data_dir=tmp_path, default_profile=str(path)).profile.name == "team"
+    with pytest.raises(ValidationError, match="not a built-in profile .* nor a readable"):
+        Settings(data_dir=tmp_path, default_profile="defualt")
+    path.write_text("runs: [{kv_cache: q5}]")
+    with pytest.raises(ValidationError, match=r"runs\[0\]\.kv_cache"):
+        Settings(data_dir=tmp_path, default_profile=str(path))

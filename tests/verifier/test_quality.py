@@ -34,8 +34,8 @@ def test_damaged_weights_pass_the_smoke_check_and_fail_on_quality(damaged_gguf):
     assert not report.passed
     assert report.failure == "quality"
     assert report.perplexity > LIMIT
-    assert report.reason == (f"perplexity {report.perplexity:.1f} is above the limit 1000 "
-                             "(over 1020 tokens of the project's English text)")
+    assert report.reason == (f"perplexity {report.perplexity:.1f} is above the limit "
+                             "max_perplexity 1000 (over 1020 tokens of the project's English text)")
     assert report.output_sha256 == smoke.output_sha256  # the smoke figures are kept
 
 

@@ -8,6 +8,8 @@ importing a backend module is cheap and never fails::
     load(spec) -> model                       # raises LoadError(reason) when it will not load
     generate(model, spec) -> Generation       # greedy, timed; may raise anything on a crash
     perplexity(model, spec) -> Perplexity     # verifier.quality's text; only if spec asks
+    measure(model, spec, run) -> RunFigures    # one configuration of the run matrix
+    answer(model, spec, prompt) -> Answer      # one prompt check, greedy
 
 plus, for the parent, ``load_failure_reason(error, log) -> str``: the most telling line for
 a load failure, which for llama.cpp is in its log rather than in the Python exception; and
@@ -33,6 +35,11 @@ class LoadError(Exception):
     """The backend refused the model; ``str(exc)`` is the reason."""
 
 
+class Unsupported(Exception):
+    """This backend cannot run this configuration (or prompt) for this model; ``str(exc)``
+    is why. Reported next to the configuration, never a failure of the model."""
+
+
 @dataclass
 class Generation:
     prompt_tokens: int
@@ -50,3 +57,44 @@ class Generation:
 
 def backend_module(name: str) -> ModuleType:
     return importlib.import_module(MODULES[name])
+
+
+@dataclass
+class RunFigures:
+    """One configuration of the run matrix, measured (times from before tokenization)."""
+
+    prompt_tokens: int  # per sequence
+    prompt_s: float  # evaluating every sequence's prompt
+    first_s: float  # until every sequence had its first token
+    last_s: float  # until the last token of the last sequence
+    tokens: list[int]  # tokens generated per sequence
+    output_sha256: str  # sha256 of sequence 0's token ids, ",".join(str(id))
+    non_finite: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Answer:
+    """A prompt check's greedy answer; ``template`` says how the prompt was rendered:
+    ``"gguf"``, ``"llama.cpp built-in: NAME"``, ``"tokenizer"``, or ``None`` (raw)."""
+
+    text: str
+    tokens: int
+    template: str | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def run_prompt(text_tokens: list[int], n: int, sequence: int, bos: int | None) -> list[int]:
+    """The prompt of sequence ``sequence`` of a run: ``n`` tokens of the project's text
+    (``text_tokens``, tokenized without BOS) from offset ``sequence * n``, wrapping around,
+    with BOS first when the model has one (then ``n - 1`` text tokens). Each sequence reads
+    a different passage, so no prefix is shared between them."""
+    body = n - 1 if bos is not None else n
+    size = len(text_tokens)
+    start = (sequence * n) % size
+    picked = [text_tokens[(start + i) % size] for i in range(body)]
+    return ([bos] if bos is not None else []) + picked

@@ -26,13 +26,11 @@ from registry.api.rest.common import json_body, namespace_param, operation
 from registry.api.rest.schemas import NAMESPACE_PARAM, Answer
 from registry.errors import BodyTooLarge
 from registry.profiles import (
-    DEFAULT_PROFILE,
     MAX_PROFILE_BYTES,
     Profile,
     parse_profile,
     validate_profile,
 )
-from registry.services.profiles import AppliedProfile
 
 
 def _too_large(_declared: int | None) -> BodyTooLarge:
@@ -58,9 +56,10 @@ class ProfileDeleted(Answer):
 @operation("listProfiles", "profiles", "Verification profiles per namespace and the default",
            ProfileList)
 async def list_profiles(request: Request) -> JSONResponse:
-    profiles = await run_in_threadpool(service(request).profiles.profiles)
-    return JSONResponse({"profiles": [p.to_json() for p in profiles],
-                         "default": AppliedProfile(None, DEFAULT_PROFILE).to_json()})
+    profiles = service(request).profiles
+    listed = await run_in_threadpool(profiles.profiles)
+    return JSONResponse({"profiles": [p.to_json() for p in listed],
+                         "default": profiles.default().to_json()})
 
 
 @operation("getProfile", "profiles", "The profile that applies to a name", NamespaceProfile,
