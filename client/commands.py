@@ -114,6 +114,18 @@ def run_status(ref_text: str, wait: bool, timeout: float, as_json: bool, insecur
         raise click.exceptions.Exit(code)
 
 
+def run_bench(ref_texts: tuple[str, ...], as_json: bool, insecure: bool) -> None:
+    from client.bench import collect, echo
+
+    with reported():
+        models = []
+        for text in ref_texts:
+            ref = parse_reference(text, insecure=insecure)
+            with _client(ref) as client:
+                models.append(collect(client, ref))
+        echo(models, as_json)
+
+
 def run_verify(ref_text: str, wait: bool, timeout: float, insecure: bool, quiet: bool) -> None:
     from client.status import fetch_state, report, request_verification, wait_for
 

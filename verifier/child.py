@@ -10,7 +10,7 @@ the log. Events, in order::
     {"event": "loaded", "load_s": 0.41}
     {"event": "done", "generation": {...}}            # verifier.backends.Generation
     {"event": "perplexity", "perplexity": {...}}      # verifier.quality.Perplexity, if asked
-    {"event": "prompt", "index": 0, "result": {...}}  # verifier.backends.Answer, per prompt
+    {"event": "prompt", "index": 0, "result": {...}, "seconds": 0.4}  # backends.Answer
     {"event": "run", "index": 0, "result": {...}, "peak_rss_bytes": N}  # RunFigures, per run
     {"event": "error", "stage": "import" | "load" | "generate" | "perplexity" | "prompt"
      | "run", "error": "Type: message"}
@@ -135,8 +135,9 @@ def main(argv: list[str] | None = None) -> None:
         if not _acceptable(measured.value, spec.max_perplexity):
             leave()
     for index, prompt in enumerate(spec.prompts):
+        begun = time.perf_counter()
         answer = run("prompt", lambda p=prompt: _attempt(lambda: backend.answer(model, spec, p)))
-        emit("prompt", index=index, **answer)
+        emit("prompt", index=index, seconds=time.perf_counter() - begun, **answer)
         if spec.prompts_must_match and not _matches(prompt, answer):
             leave()
     for index, config in enumerate(spec.runs):

@@ -37,8 +37,9 @@ reached (``context``, ``kv_cache``, ``parallel``, ``prompt_tokens``, ``max_token
 sequence, ``aggregate_generation_tps``, ``ttft_s``, ``peak_rss_bytes`` of that run,
 ``tokens_generated``, ``output_sha256`` of sequence 0's token ids and ``seconds``);
 ``quality`` the perplexity figures again with ``text_sha256`` and ``prompts`` (``prompt``,
-``chat``, ``expect``, ``output``, ``matched``, ``template``, ``unsupported``). ``fit`` (the
-memory estimate checked against the runs) and ``regressions`` are added by the registry.
+``chat``, ``expect``, ``output``, ``matched``, ``template``, ``unsupported``,
+``seconds``). ``fit`` (the memory estimate checked against the runs) and ``regressions``
+are added by the registry.
 
 Sandbox: ``network_isolated`` is true when the child ran without network access (its own
 network namespace, see ``verifier.sandbox``); ``sandbox`` is one line saying how, or why

@@ -250,7 +250,7 @@ def _prompt_json(check: PromptSpec, event: dict) -> dict:
             "matched": (re.search(check.expect, answer["text"]) is not None
                         if answer else None),
             "template": answer["template"] if answer else None,
-            "unsupported": event.get("unsupported")}
+            "unsupported": event.get("unsupported"), "seconds": event.get("seconds")}
 
 
 def _run_json(config: RunSpec, event: dict) -> dict:

@@ -1,6 +1,6 @@
 """The ``assay`` command line (entry point ``registry.cli:main``), one module per group:
 
-- ``models``: push, pull, ls, inspect, status, verify, rm (client; any OCI registry)
+- ``models``: push, pull, ls, inspect, status, bench, verify, rm (client; any OCI registry)
 - ``account``: login, logout, key, token (client; the signed-in user on assay)
 - ``webhooks``: webhook (client; an assay registry's outgoing webhooks)
 - ``profiles``: profile (client; a namespace's verification profile)
@@ -31,6 +31,10 @@ COMMANDS = {
                     "verification."),
     "status": Lazy("registry.cli.models:status",
                    "Show a model's verification status and figures."),
+    "bench": Lazy("registry.cli.models:bench",
+                  "Compare models side by side: for each configuration of the run matrix, "
+                  "each model's tokens/s, time to first token and peak memory, then "
+                  "perplexity and prompts."),
     "verify": Lazy("registry.cli.models:verify",
                    "Run verification of a model again (on assay registries)."),
     "rm": Lazy("registry.cli.models:rm",

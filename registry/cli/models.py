@@ -1,4 +1,4 @@
-"""``assay push|pull|ls|inspect|status|verify|rm``: the client commands on models in a
+"""``assay push|pull|ls|inspect|status|bench|verify|rm``: the client commands on models in a
 registry (any OCI registry; ``status`` and ``verify`` need assay). The work is in
 ``client.commands``; this module declares the options and imports nothing of the server.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 import click
 
 from client.commands import (
+    run_bench,
     run_inspect,
     run_ls,
     run_pull,
@@ -85,6 +86,16 @@ def status(ref, wait, timeout, as_json, insecure, quiet) -> None:
     """Show a model's verification status and figures. With --wait, exit 0 once it is
     ready, 1 if it failed (the reason is printed), 2 on timeout."""
     run_status(ref, wait, timeout, as_json, insecure, quiet)
+
+
+@click.command(epilog=REF_HELP)
+@click.argument("refs", metavar="REF...", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@insecure_option
+def bench(refs, as_json, insecure) -> None:
+    """Compare models side by side: for each configuration of the run matrix, each model's
+    tokens/s, time to first token and peak memory, then perplexity and prompts."""
+    run_bench(refs, as_json, insecure)
 
 
 @click.command(epilog=REF_HELP)

@@ -1,0 +1,109 @@
+"""``assay bench REF [REF...]``: the figures assay measured for models, side by side.
+
+Reads each model's verification from assay's REST API (the status JSON of ``assay
+status``) and prints one table: the configurations of the run matrix as rows (context,
+K/V cache type, parallel sequences), then perplexity and the prompt checks; for each model
+(and the backend it ran on) generation tokens/s per sequence (and in aggregate with
+parallel sequences), time to first token and peak memory. A configuration one model was
+not measured on shows ``-``; one its backend cannot run shows ``unsupported``. This is the
+comparison people make between two engines on the same weights (llama.cpp's GGUF against
+an MLX copy), measured by the registry on every push.
+
+``--json`` prints ``{"models": [...], "rows": [...]}``: per model its reference, digest,
+status, backend, profile, runs and quality as the REST API gives them; per row the
+configuration and, per model, the run (or ``null``).
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from client.ref import Reference
+from client.registry_client import RegistryClient
+from client.status import fetch_state
+
+CONFIG_KEYS = ("context", "kv_cache", "parallel", "prompt_tokens", "max_tokens")
+
+
+def collect(client: RegistryClient, ref: Reference) -> dict:
+    """One model's entry: what its latest verification measured."""
+    state = fetch_state(client, ref)
+    verification = state.get("verification") or {}
+    return {"reference": str(ref), "digest": state.get("digest"),
+            "status": state.get("status"), "backend": verification.get("backend"),
+            "profile": verification.get("profile"), "runs": verification.get("runs") or [],
+            "quality": verification.get("quality"), "fit": verification.get("fit")}
+
+
+def _config(run: dict) -> tuple:
+    return tuple(run.get(k) for k in CONFIG_KEYS)
+
+
+def rows(models: list[dict]) -> list[dict]:
+    """The union of the models' configurations, in the order they first appear."""
+    order: dict[tuple, dict] = {}
+    for model in models:
+        for run in model["runs"]:
+            order.setdefault(_config(run), dict(zip(CONFIG_KEYS, _config(run), strict=True)))
+    return [{**config, "runs": [next((r for r in m["runs"] if _config(r) == key), None)
+                                for m in models]}
+            for key, config in order.items()]
+
+
+def _mib(n: int | None) -> str:
+    return "-" if n is None else f"{n / 2**20:,.0f} MiB"
+
+
+def _cell(run: dict | None) -> str:
+    if run is None:
+        return "-"
+    if run.get("unsupported"):
+        return "unsupported"
+    tps, agg = run.get("generation_tps"), run.get("aggregate_generation_tps")
+    speed = "-" if tps is None else f"{tps:.1f} t/s"
+    if run.get("parallel", 1) > 1 and agg is not None:
+        speed += f" ({agg:.1f} total)"
+    ttft = "-" if run.get("ttft_s") is None else f"{run['ttft_s'] * 1000:.0f} ms"
+    return f"{speed}, TTFT {ttft}, {_mib(run.get('peak_rss_bytes'))}"
+
+
+def _quality_cells(models: list[dict]) -> list[list[str]]:
+    perplexity, prompts = ["perplexity"], ["prompts matched"]
+    for model in models:
+        quality = model["quality"] or {}
+        value = quality.get("perplexity")
+        ratio = quality.get("perplexity_ratio")
+        perplexity.append("-" if value is None else f"{value:.3f}" +
+                          (f" (x{ratio:.3f} of reference)" if ratio is not None else ""))
+        checked = [p for p in quality.get("prompts") or [] if p.get("matched") is not None]
+        prompts.append(f"{sum(bool(p['matched']) for p in checked)}/{len(checked)}"
+                       if checked else "-")
+    return [perplexity, prompts]
+
+
+def table(models: list[dict]) -> list[list[str]]:
+    """The printed table's cells, header first."""
+    header = ["configuration"] + [f"{m['reference']} ({m['backend'] or m['status']})"
+                                  for m in models]
+    body = [[f"ctx {r['context']}, {r['kv_cache']} KV, x{r['parallel']}, "
+             f"{r['prompt_tokens']}+{r['max_tokens']} tok"] + [_cell(run) for run in r["runs"]]
+            for r in rows(models)]
+    return [header, *body, *_quality_cells(models)]
+
+
+def render(models: list[dict], as_json: bool) -> str:
+    if as_json:
+        return json.dumps({"models": models, "rows": rows(models)}, indent=2)
+    cells = table(models)
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+             for row in cells]
+    notes = [f"{m['reference']}: {m['status']}, nothing measured" for m in models
+             if not m["runs"] and not m["quality"]]
+    return "\n".join(lines + notes)
+
+
+def echo(models: list[dict], as_json: bool) -> None:
+    click.echo(render(models, as_json))
