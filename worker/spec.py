@@ -26,10 +26,25 @@ def _floor(*values: float | None) -> float | None:
     return max(present) if present else None
 
 
+def measurements(profile: Profile) -> dict:
+    """The ``Spec`` fields a profile decides: what is measured and the limits on it."""
+    limits, quality = profile.limits, profile.quality
+    return {
+        "perplexity": quality.perplexity,
+        "max_perplexity": limits.max_perplexity if quality.perplexity else None,
+        "runs": tuple(RunSpec(**run.model_dump()) for run in profile.runs),
+        "prompts": tuple(PromptSpec(**check.model_dump()) for check in quality.prompts),
+        "min_generation_tps": limits.min_generation_tps,
+        "max_peak_memory_bytes": limits.max_peak_memory,
+        "prompts_must_match": limits.prompts_must_match,
+        "profile": profile.recorded(),
+    }
+
+
 def build_spec(settings: Settings, path: Path, model: ModelFormat, policy: Policy,
                profile: Profile) -> Spec:
     """The verifier's limits and measurements for ``model`` materialised at ``path``."""
-    limits, quality = profile.limits, profile.quality
+    fields = measurements(profile)
     return Spec(
         model_path=path,
         max_tokens=settings.verify_max_tokens,
@@ -39,15 +54,9 @@ def build_spec(settings: Settings, path: Path, model: ModelFormat, policy: Polic
         memory_limit_bytes=settings.verify_memory_bytes
         + sum(w.descriptor.size for w in model.weights),
         threads=settings.verify_threads or os.cpu_count() or 1,
-        min_generation_tps=_floor(policy.min_generation_tps, limits.min_generation_tps),
         network_isolation=settings.verify_network_isolation,
-        perplexity=quality.perplexity,
-        max_perplexity=limits.max_perplexity if quality.perplexity else None,
-        runs=tuple(RunSpec(**run.model_dump()) for run in profile.runs),
-        prompts=tuple(PromptSpec(**check.model_dump()) for check in quality.prompts),
-        max_peak_memory_bytes=limits.max_peak_memory,
-        prompts_must_match=limits.prompts_must_match,
-        profile=profile.recorded(),
+        **{**fields, "min_generation_tps": _floor(policy.min_generation_tps,
+                                                  fields["min_generation_tps"])},
     )
 
 

@@ -184,14 +184,28 @@ def damage_weights(path: Path, names=DAMAGED_TENSORS, seed: int = 0) -> None:
     assert found == len(names), f"{found} of {len(names)} tensors found"
 
 
+def _copy(source: Path, target: Path) -> Path:
+    with open(source, "rb") as src, open(target, "wb") as dst:
+        while chunk := src.read(1 << 24):
+            dst.write(chunk)
+    return target
+
+
+@pytest.fixture(scope="session")
+def worse_gguf(gemma_gguf, broken_dir) -> Path:
+    """Gemma with one MLP weight (``blk.10.ffn_up``) randomised, scales kept: a worse but
+    working variant (perplexity on the project's text about 63 against 17.7; it still
+    answers in English), for regressions."""
+    target = _copy(gemma_gguf, broken_dir / "worse.gguf")
+    damage_weights(target, names=("blk.10.ffn_up.weight",))
+    return target
+
+
 @pytest.fixture(scope="session")
 def damaged_gguf(gemma_gguf, broken_dir) -> Path:
     """Gemma with the quantized blocks of 12 weight tensors (attention queries and MLP
     inputs of layers 0-3) randomised, scales kept: the smoke check passes it, perplexity
     does not."""
-    target = broken_dir / "damaged.gguf"
-    with open(gemma_gguf, "rb") as src, open(target, "wb") as dst:
-        while chunk := src.read(1 << 24):
-            dst.write(chunk)
+    target = _copy(gemma_gguf, broken_dir / "damaged.gguf")
     damage_weights(target)
     return target

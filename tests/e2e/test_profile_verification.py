@@ -1,0 +1,133 @@
+"""Verification under profiles, end to end on one ``assay serve`` with one worker, the gate
+on and the built-in default profile (``ASSAY_DEFAULT_PROFILE=default``): the real Gemma 3
+270M GGUF becomes ready with a run matrix, perplexity, prompts and a fit table, and its MLX
+copy (derived from the same GGUF) appears next to it in ``assay bench``; a copy with
+garbage weights passes the smoke profile but fails the default on quality; a worse
+re-push of a tag is flagged as a regression, and with ``action: fail`` the previous
+version stays served.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from registry.profiles import DEFAULT_PROFILE, SMOKE_PROFILE
+from tests.e2e.conftest import Harness
+from tests.support.processes import ServerProcess
+from tests.support.workers import digest_from_push, served_digest, tag_state
+
+WAIT = "300"
+# Fast enough for two verifications of Gemma in a test: one run, perplexity, no prompts.
+REGRESSION_PROFILE = """
+name: regressions
+runs: [{context: 2048, kv_cache: f16, parallel: 1, prompt_tokens: 64, max_tokens: 16}]
+quality: {prompts: []}
+regressions: {action: fail}
+"""
+
+
+@pytest.fixture(scope="module")
+def profile_server(tmp_path_factory) -> Iterator[ServerProcess]:
+    h = Harness(tmp_path_factory.mktemp("e2e-profiles"))
+    try:
+        yield h.server({"ASSAY_DEFAULT_PROFILE": "default"})
+    finally:
+        h.close()
+
+
+def _ready(cli, ref: str) -> dict:
+    status = cli("status", ref, "--wait", "--timeout", WAIT, "-q", ok=False)
+    assert status.returncode == 0, status.stdout + status.stderr
+    return json.loads(cli("status", ref, "--json").stdout)
+
+
+def test_gemma_under_the_default_profile_and_its_mlx_copy_side_by_side(
+        profile_server, cli, gemma_gguf, derived_mlx):
+    server = profile_server
+    gguf_ref = f"{server.host_port}/team/gemma3:q4_k_m"
+    mlx_ref = f"{server.host_port}/team/gemma3:mlx"
+    cli("push", gemma_gguf, gguf_ref, "-q")
+    cli("push", derived_mlx, mlx_ref, "-q")
+    for ref in (gguf_ref, mlx_ref):
+        state = _ready(cli, ref)
+        v = state["verification"]
+        assert v["profile"] == {"name": "default", "sha256": DEFAULT_PROFILE.sha256}, v
+        assert len(v["runs"]) == len(DEFAULT_PROFILE.runs), v["runs"]
+        quality = v["quality"]
+        assert 5 < quality["perplexity"] < 60, quality
+        prompts = quality["prompts"]
+        assert [p["matched"] for p in prompts] == [True, True], prompts
+        assert prompts[1]["chat"] and prompts[1]["template"], prompts
+    gguf = tag_state(server, "team/gemma3", "q4_k_m")["verification"]
+    for run in gguf["runs"]:
+        assert run["unsupported"] is None, run
+        assert run["generation_tps"] > 0 and run["ttft_s"] > 0, run
+        assert run["peak_rss_bytes"] > 200 * 2**20, run
+    parallel = gguf["runs"][2]
+    assert parallel["parallel"] == 4
+    assert parallel["aggregate_generation_tps"] == pytest.approx(
+        4 * parallel["generation_tps"])
+    fit = gguf["fit"]
+    assert fit["estimates"] and fit["fits"]["f16"], fit
+    assert [c["run"] for c in fit["checks"]] == [0, 1, 2], fit["checks"]
+    assert all(abs(c["error"]) < 0.10 for c in fit["checks"]), fit["checks"]
+
+    table = cli("bench", gguf_ref, mlx_ref).stdout
+    lines = table.splitlines()
+    assert "(llama.cpp)" in lines[0] and "(mlx)" in lines[0], table
+    assert lines[1].startswith("ctx 4096, f16 KV, x1"), table
+    assert lines[1].count("t/s") == 2, table  # both engines measured the same configuration
+    assert any(line.startswith("perplexity") for line in lines), table
+    data = json.loads(cli("bench", "--json", gguf_ref, mlx_ref).stdout)
+    assert [m["backend"] for m in data["models"]] == ["llama.cpp", "mlx"]
+
+
+def test_garbage_weights_pass_the_smoke_profile_and_fail_the_default(
+        profile_server, cli, damaged_gguf, tmp_path):
+    server = profile_server
+    smoke = tmp_path / "smoke.json"
+    smoke.write_text(json.dumps(SMOKE_PROFILE.to_json()))
+    cli("profile", "set", "smoke", smoke, server.host_port)
+    smoke_ref = f"{server.host_port}/smoke/damaged:v1"
+    cli("push", damaged_gguf, smoke_ref, "-q")
+    state = _ready(cli, smoke_ref)
+    assert state["verification"]["profile"]["name"] == "smoke"
+
+    ref = f"{server.host_port}/team/damaged:v1"
+    digest = digest_from_push(cli("push", damaged_gguf, ref, "-q").stdout)
+    status = cli("status", ref, "--wait", "--timeout", WAIT, "-q", ok=False)
+    assert status.returncode == 1, status.stdout + status.stderr
+    state = tag_state(server, "team/damaged", "v1")
+    assert (state["digest"], state["status"]) == (digest, "failed")
+    assert state["reason"].startswith("perplexity "), state["reason"]
+    assert "above the limit max_perplexity 1000" in state["reason"]
+    assert state["verification"]["quality"]["perplexity"] > 1000
+
+
+def test_a_worse_repush_is_a_regression_and_fail_keeps_the_previous_version(
+        profile_server, cli, gemma_gguf, worse_gguf, tmp_path):
+    server = profile_server
+    profile = tmp_path / "regressions.yaml"
+    profile.write_text(REGRESSION_PROFILE)
+    cli("profile", "set", "reg", profile, server.host_port)
+    ref = f"{server.host_port}/reg/gemma3:v1"
+    good = digest_from_push(cli("push", gemma_gguf, ref, "-q").stdout)
+    first = _ready(cli, ref)["verification"]
+    assert first["regressions"] is None  # nothing before it
+
+    worse = digest_from_push(cli("push", worse_gguf, ref, "-q").stdout)
+    status = cli("status", ref, "--wait", "--timeout", WAIT, "-q", ok=False)
+    assert status.returncode == 1, status.stdout + status.stderr
+    state = tag_state(server, "reg/gemma3", "v1")
+    assert (state["digest"], state["status"]) == (worse, "failed")
+    regressions = state["verification"]["regressions"]
+    assert regressions["previous"]["digest"] == good, regressions
+    metrics = {item["metric"] for item in regressions["items"]}
+    assert "perplexity" in metrics or "perplexity_ratio" in metrics, regressions
+    assert state["reason"].startswith("regressed against"), state["reason"]
+    assert served_digest(server, "reg/gemma3", "v1") == good  # the previous version
+    shown = cli("status", ref, ok=False).stdout
+    assert "regress" in shown, shown
