@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, select
 
+from client.results import describe_regression
 from registry.db.tables import manifests, repositories, tag_history, tags, verifications
 from registry.digests import check_name, check_tag, parse_digest
 from registry.errors import RegistryError
@@ -40,12 +41,12 @@ from registry.services.common import Service
 
 RUN_CONFIG = ("context", "kv_cache", "parallel", "prompt_tokens", "max_tokens")
 DEFAULT_THRESHOLDS = {"generation_tps": 0.10, "memory": 0.10, "perplexity_ratio": 0.05}
-# metric -> (what people call it, which threshold, True when a growth is worse)
+# metric -> (its threshold in the profile's ``regressions``, True when a growth is worse)
 METRICS = {
-    "generation_tps": ("generation tokens/s", "generation_tps", False),
-    "peak_rss_bytes": ("peak memory", "memory", True),
-    "perplexity_ratio": ("perplexity ratio", "perplexity_ratio", True),
-    "perplexity": ("perplexity", "perplexity_ratio", True),
+    "generation_tps": ("generation_tps", False),
+    "peak_rss_bytes": ("memory", True),
+    "perplexity_ratio": ("perplexity_ratio", True),
+    "perplexity": ("perplexity_ratio", True),
 }
 # How far back a lookup reads: a tag's history or a model's results beyond this many
 # rows are not worth comparing with.
@@ -154,7 +155,7 @@ def _item(metric: str, run: int | None, previous, current, limits: dict) -> dict
     if not isinstance(previous, (int, float)) or not isinstance(current, (int, float)) \
             or previous <= 0:
         return None
-    _, key, growth_is_worse = METRICS[metric]
+    key, growth_is_worse = METRICS[metric]
     change = (current - previous) / previous
     worse = change if growth_is_worse else -change
     if worse <= limits[key]:
@@ -190,28 +191,13 @@ def compare(previous: dict, current: dict, limits: dict[str, float]) -> list[dic
     return [i for i in items if i is not None]
 
 
-def _figure(metric: str, value: float) -> str:
-    if metric == "peak_rss_bytes":
-        return f"{value / 2**20:.0f} MiB"
-    return f"{value:.3f}" if metric == "perplexity_ratio" else f"{value:.1f}"
-
-
-def describe(item: dict) -> str:
-    """``run 0 generation tokens/s 20.1 -> 15.0 (-25%, threshold 10%)``."""
-    label = METRICS[item["metric"]][0]
-    where = f"run {item['run']} " if item.get("run") is not None else ""
-    return (f"{where}{label} {_figure(item['metric'], item['previous'])} -> "
-            f"{_figure(item['metric'], item['current'])} ({item['change']:+.0%}, "
-            f"threshold {item['threshold']:.0%})")
-
-
 def regression_reason(regressions: dict) -> str:
     """One line: what regressed, against which version."""
     prev = regressions["previous"]
     items = regressions["items"]
     more = f"; and {len(items) - 1} more" if len(items) > 1 else ""
     return (f"regressed against {prev['tag']} ({prev['digest'][:19]}…): "
-            f"{describe(items[0])}{more}")
+            f"{describe_regression(items[0])}{more}")
 
 
 # ------------------------------------------------------------------------------ lookups
