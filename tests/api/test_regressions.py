@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 
+import jsonschema
 import pytest
 
 from registry.profiles import validate_profile
@@ -282,6 +283,29 @@ def test_reports_stored_before_profiles_still_render(client, service, live_url):
     out = assay("status", f"{live_url.removeprefix('http://')}/team/old@{digest}")
     assert "generation 33.0 tokens/s" in out
     assert "profile" not in out and "regress" not in out
+
+
+def test_answers_with_the_new_fields_match_the_openapi_document(client, service):
+    """The typed answer models document runs, quality, fit and regressions as stored."""
+    doc = client.get("/api/v1/openapi.json").json()
+
+    def check(answer: dict, schema: str) -> None:
+        root = {"components": doc["components"], "$ref": f"#/components/schemas/{schema}"}
+        jsonschema.Draft202012Validator(root).validate(answer)
+
+    prof = profile(quality={"reference": "team/ref:v1"})
+    record(service, client, "team/ref", "v1", profiled(profile(), perplexity=20.0))
+    record(service, client, "team/m", "t", profiled(prof, runs=[run(20.0)]), "v1")
+    digest, _ = record(service, client, "team/m", "t", profiled(
+        prof, runs=[run(10.0), run(unsupported="no", generation_tps=None)],
+        prompts=[{"prompt": "p", "chat": False, "expect": "x", "output": "y",
+                  "matched": False, "template": None, "unsupported": None}],
+        fit={"estimates": [], "fits": {}, "checks": []}), "v2")
+    body = describe(client, "team/m", "t")
+    assert body["verification"]["regressions"]["items"]
+    check(body, "ManifestDetail")
+    r = client.get(f"/api/v1/repositories/team/m/manifests/{digest}/verifications")
+    check(r.json(), "VerificationList")
 
 
 # ----------------------------------------------------------------------- assay status

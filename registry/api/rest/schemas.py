@@ -120,7 +120,7 @@ class ProfileRef(Answer):
     sha256: str | None = Field(description="sha256 of the profile's canonical JSON.")
 
 
-class Run(Answer):
+class RunResult(Answer):
     """One configuration of the run matrix and what it measured (figures null when the
     backend could not run it: ``unsupported`` says why)."""
 
@@ -150,7 +150,7 @@ class PromptResult(Answer):
     unsupported: str | None = absent()
 
 
-class Quality(Answer):
+class QualityResult(Answer):
     perplexity: float | None = absent("On the project's fixed English text.")
     perplexity_tokens: int | None = absent()
     perplexity_s: float | None = absent()
@@ -178,7 +178,7 @@ class PreviousVersion(Answer):
     tag: str
 
 
-class Regressions(Answer):
+class RegressionResult(Answer):
     previous: PreviousVersion | None
     items: list[RegressionItem]
     action: Literal["warn", "fail"]
@@ -201,12 +201,14 @@ class Verification(Answer):
     profile: ProfileRef | None = Field(
         description="The profile the model was measured under; null: recorded before "
                     "profiles.")
-    runs: list[Run] | None = Field(description="The run matrix, one entry per configuration.")
-    quality: Quality | None = Field(description="Perplexity, reference ratio, prompts.")
+    runs: list[RunResult] | None = Field(
+        description="The run matrix, one entry per configuration.")
+    quality: QualityResult | None = Field(
+        description="Perplexity, reference ratio, prompts.")
     fit: dict[str, Any] | None = Field(
         description="Memory estimate per context and KV-cache type, and the measured peaks it "
                     "was checked against.")
-    regressions: Regressions | None = Field(
+    regressions: RegressionResult | None = Field(
         description="Against the tag's previous ready version under the same profile; null "
                     "when there is none.")
     log_tail: str | None = Field(
