@@ -35,7 +35,7 @@ from sqlalchemy import Connection, select
 
 from client.results import describe_regression
 from registry.db.tables import manifests, repositories, tag_history, tags, verifications
-from registry.digests import check_name, check_tag, parse_digest
+from registry.digests import check_name, check_tag, is_digest, parse_digest
 from registry.errors import RegistryError
 from registry.services.common import Service
 
@@ -203,19 +203,38 @@ def regression_reason(regressions: dict) -> str:
 # ------------------------------------------------------------------------------ lookups
 
 
-def _passed_reports(conn: Connection, manifest_id: int):
-    """The reports of a manifest's passed verifications, newest first (a few)."""
-    rows = conn.execute(select(verifications.c.report)
-                        .where(verifications.c.manifest_id == manifest_id,
-                               verifications.c.verdict == "passed")
-                        .order_by(verifications.c.id.desc()).limit(MAX_LOOKBACK)).scalars()
-    for text in rows:
+def _passed_reports(conn: Connection, manifest_id: int, n: int = MAX_LOOKBACK) -> list[dict]:
+    """The reports of a manifest's ``n`` newest passed verifications, newest first."""
+    texts = conn.execute(select(verifications.c.report)
+                         .where(verifications.c.manifest_id == manifest_id,
+                                verifications.c.verdict == "passed")
+                         .order_by(verifications.c.id.desc()).limit(n)).scalars().all()
+    reports = []
+    for text in texts:
         try:
             report = json.loads(text) if text else None
         except ValueError:
             continue
         if isinstance(report, dict):
-            yield report
+            reports.append(report)
+    return reports
+
+
+def _resolve(conn: Connection, name: str, ref: str):
+    """The manifest (id, digest) a reference names: by digest, that one; by tag, the one a
+    pull by tag gets (the newest ready version the tag pointed at), else the tag's own."""
+    base = (select(manifests.c.id, manifests.c.digest)
+            .join(repositories, repositories.c.id == manifests.c.repository_id)
+            .where(repositories.c.name == name))
+    if is_digest(ref):
+        return conn.execute(base.where(manifests.c.digest == ref)).first()
+    served = conn.execute(
+        base.join(tag_history, (tag_history.c.manifest_id == manifests.c.id)
+                  & (tag_history.c.repository_id == repositories.c.id))
+        .where(tag_history.c.tag == ref, manifests.c.status == "ready")
+        .order_by(tag_history.c.pushed_at.desc(), manifests.c.id.desc()).limit(1)).first()
+    return served or conn.execute(base.join(tags, tags.c.manifest_id == manifests.c.id)
+                                  .where(tags.c.name == ref)).first()
 
 
 class RegressionService(Service):
@@ -253,17 +272,10 @@ class RegressionService(Service):
             name, ref = parse_reference(reference)
         except RegistryError:
             return None, f"{reference!r} is not a repo:tag or repo@digest reference"
-        q = (select(manifests.c.id, manifests.c.digest)
-             .join(repositories, repositories.c.id == manifests.c.repository_id)
-             .where(repositories.c.name == name))
-        if "@" in reference:
-            q = q.where(manifests.c.digest == ref)
-        else:
-            q = q.join(tags, tags.c.manifest_id == manifests.c.id).where(tags.c.name == ref)
-        row = conn.execute(q).first()
+        row = _resolve(conn, name, ref)
         if row is None:
             return None, f"the reference {reference} is not in this registry"
-        reports = list(_passed_reports(conn, row.id))
+        reports = _passed_reports(conn, row.id)
         if not reports:
             return None, f"the reference {reference} ({row.digest}) has no passed " \
                          "verification yet"
@@ -295,8 +307,8 @@ class RegressionService(Service):
             for row in rows:
                 if best is not None and (row.pushed_at, tag) <= best[0]:
                     break
-                latest = next(_passed_reports(conn, row.id), None)
-                if latest is not None and profile_of(latest)[0] == sha:
-                    best = ((row.pushed_at, tag), (tag, row.digest, latest))
+                latest = _passed_reports(conn, row.id, 1)
+                if latest and profile_of(latest[0])[0] == sha:
+                    best = ((row.pushed_at, tag), (tag, row.digest, latest[0]))
                     break
         return best[1] if best else None

@@ -106,6 +106,17 @@ def test_reference_ratio_is_computed_and_shown(client, service):
     assert v["runs"][0]["generation_tps"] == 20.0 and v["regressions"] is None
 
 
+def test_a_reference_by_tag_is_the_version_a_pull_gets(client, service):
+    """A newer push to the reference's tag, not verified yet, does not hide the ready one."""
+    ref, _ = record(service, client, "team/ref", "v1", profiled(profile(), perplexity=20.0))
+    model = FakeWorker(service, "team/model", push_model(client, "team/model", "v1"))
+    push_model(client, "team/ref", "v1", "newer")
+    row = model.finish(profiled(profile(quality={"reference": "team/ref:v1"}),
+                                perplexity=30.0))
+    assert (row["quality"]["reference_digest"], row["quality"]["perplexity_ratio"]) == \
+        (ref, 1.5)
+
+
 @pytest.mark.parametrize(("setup", "note"), [
     (None, "is not in this registry"),
     ("unverified", "has no passed verification yet"),
