@@ -17,6 +17,7 @@ import click
 from client.errors import ClientError
 from client.ref import Reference
 from client.registry_client import RegistryClient
+from client.results import result_lines
 
 TERMINAL = ("ready", "failed")
 POLL_SECONDS = 1.0
@@ -103,7 +104,8 @@ def summary(ref: Reference, state: dict) -> list[str]:
 
 
 def details(state: dict) -> list[str]:
-    """The indented lines under a status: reason, override, figures, output."""
+    """The indented lines under a status: reason, override, figures, output, then the
+    profile's results (``client.results``: run matrix, quality, fit, regressions)."""
     status = state.get("status")
     lines: list[str] = []
     if state.get("reason") and status != "ready":
@@ -139,6 +141,7 @@ def details(state: dict) -> list[str]:
         if f.get("output"):
             lines.append(f"  output ({f.get('tokens_generated')} tokens): "
                          f"{json.dumps(f['output'])[:200]}")
+        lines += result_lines(v)
     return lines
 
 

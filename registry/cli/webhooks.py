@@ -32,9 +32,10 @@ def webhook() -> None:
                                "printed once].")
 @click.option("--event", "events", multiple=True, metavar="ACTION",
               type=click.Choice(["push", "delete", "tag", "verification.started",
-                                 "verification.succeeded", "verification.failed"]),
+                                 "verification.succeeded", "verification.failed",
+                                 "verification.regressed"]),
               help="An event to send (repeatable): push, tag, delete, verification."
-                   "{started,succeeded,failed} [default: every event].")
+                   "{started,succeeded,failed,regressed} [default: every event].")
 @click.option("--repository", metavar="GLOB", help="Only repositories matching this glob, "
                                                    "e.g. 'team/*'.")
 @insecure_option

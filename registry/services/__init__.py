@@ -4,7 +4,8 @@
 store and the settings, plus the services it uses as required constructor arguments,
 and raises only ``registry.errors`` exceptions. They are built in dependency order::
 
-    queue -> events -> policies -> models -> manifests -> verification -> remote
+    queue -> events -> policies -> models -> manifests -> regressions -> verification
+      -> remote
 
 so every service is complete once constructed (nothing is wired in afterwards).
 """
@@ -24,6 +25,7 @@ from registry.services.manifests import ManifestService
 from registry.services.models import ModelService
 from registry.services.policies import PolicyService
 from registry.services.profiles import ProfileService
+from registry.services.regressions import RegressionService
 from registry.services.remote import RemoteService
 from registry.services.uploads import UploadService
 from registry.services.verification import VerificationService
@@ -51,9 +53,12 @@ class RegistryService:
                                          queue=self.queue, policies=self.policies,
                                          events=self.events)
         self.catalog = CatalogService(db, store, settings)
+        # A result read against the others: reference ratio, regressions (at record time).
+        self.regressions = RegressionService(db, store, settings)
         self.verification = VerificationService(db, store, settings, queue=self.queue,
                                                 uploads=self.uploads, manifests=self.manifests,
-                                                policies=self.policies, events=self.events)
+                                                policies=self.policies, events=self.events,
+                                                regressions=self.regressions)
         # Verification on request (webhooks in), of this registry's models or other ones'.
         self.remote = RemoteService(db, store, settings, queue=self.queue,
                                     verification=self.verification, policies=self.policies,

@@ -25,7 +25,8 @@ Distribution sends them), with a ``verification`` object on verification events:
     {"events": [{
        "id": "<uuid4>", "timestamp": "2026-01-02T03:04:05.678901Z",
        "action": "push" | "tag" | "delete" | "verification.started"
-                 | "verification.succeeded" | "verification.failed",
+                 | "verification.succeeded" | "verification.failed"
+                 | "verification.regressed",
        "target": {"mediaType", "digest", "size", "length" (= size), "repository",
                   "url": "<base>/v2/<repository>/manifests/<digest>",
                   "tag" (push / tag / delete of a tag), "tags" (verification events:
@@ -35,7 +36,10 @@ Distribution sends them), with a ``verification`` object on verification events:
                         "hardware", "figures": {...}, ...}}]}   # verification.* only
 
 Actions: ``push`` a manifest newly stored in a repository; ``tag`` a tag set to, or
-moved to, a manifest; ``delete`` a manifest (by digest) or a tag.
+moved to, a manifest; ``delete`` a manifest (by digest) or a tag;
+``verification.regressed`` a result worse than the tag's previous version's (sent after
+the result's own ``succeeded`` / ``failed``, with the same ``verification`` object, whose
+``regressions`` say what regressed).
 """
 
 from __future__ import annotations
@@ -73,7 +77,7 @@ from registry.settings import Settings
 from registry.storage import BlobStore
 
 ACTIONS = ("push", "delete", "tag", "verification.started", "verification.succeeded",
-           "verification.failed")
+           "verification.failed", "verification.regressed")
 PENDING, DELIVERED, DEAD = "pending", "delivered", "dead"
 # What Distribution 2.x (Debian's docker-registry) sends its envelopes as.
 EVENTS_MEDIA_TYPE = "application/vnd.docker.distribution.events.v1+json"

@@ -42,6 +42,7 @@ from registry.services import audit
 from registry.services.common import Service, repo_id
 from registry.services.events import EventService, verification_object
 from registry.services.policies import Policy, PolicyService
+from registry.services.regressions import RegressionService
 from registry.services.uploads import UploadService
 from registry.settings import Settings
 from registry.storage import BlobStore
@@ -55,6 +56,8 @@ QUEUED, VERIFYING, READY, FAILED = "queued", "verifying", "ready", "failed"
 # Figures copied from a verifier report into the REST answer (the full report is kept).
 FIGURES = ("load_s", "prompt_tokens", "prompt_tps", "generation_tps", "ttft_s",
            "tokens_generated", "peak_rss_bytes", "output", "output_sha256", "wall_s")
+# The profile's results, copied from the report as they are (null when it has none).
+RESULTS = ("runs", "quality", "fit", "regressions")
 
 
 def dedupe_key(manifest_id: int, digest: str) -> str:
@@ -83,13 +86,15 @@ class Target:
 class VerificationService(Service):
     def __init__(self, db: Database, store: BlobStore, settings: Settings, *, queue: JobQueue,
                  uploads: UploadService, manifests: ManifestService,
-                 policies: PolicyService, events: EventService):
+                 policies: PolicyService, events: EventService,
+                 regressions: RegressionService):
         super().__init__(db, store, settings)
         self.queue = queue
         self.uploads = uploads
         self.manifests = manifests  # publishes the report artifacts
         self._policies = policies
         self.events = events
+        self.regressions = regressions  # reads a report against the registry's other results
 
     # ---- policies (kept here for the REST API; registry.services.policies owns them) ----
     def policy(self, name: str, conn=None) -> Policy:
@@ -136,13 +141,18 @@ class VerificationService(Service):
     def record(self, target: Target, report: dict, *, job_id: int | None,
                worker: str | None, started_at: datetime) -> dict:
         """Store a verifier report (``verifier.Report.to_dict()``): the referrer artifact,
-        the ``verifications`` row and the model's new status. Returns the stored row as
-        JSON. Raises on storage/database failure (the job is then retried)."""
-        passed = bool(report.get("passed"))
-        reason = None if passed else (report.get("reason") or "verification failed")
+        the ``verifications`` row and the model's new status. The report is first judged
+        against the registry's other results (``registry.services.regressions``: the
+        reference ratio and regressions, which may fail it); what is stored, published
+        and sent is the judged report. Returns the stored row as JSON. Raises on
+        storage/database failure (the job is then retried)."""
         finished = _now()
         if not self._still_there(target):  # deleted while it was being verified
             return {}
+        judged = self.regressions.judge(target.manifest_id, report)
+        report = judged.report
+        passed = bool(report.get("passed"))
+        reason = None if passed else (report.get("reason") or "verification failed")
         referrer = self._publish(target, report, passed, finished)
         with self.db.write() as conn:
             if not self._still_there(target, conn):
@@ -159,10 +169,13 @@ class VerificationService(Service):
                          .values(status=READY if passed else FAILED, status_reason=reason,
                                  status_changed_at=finished))
             row = conn.execute(select(verifications).where(verifications.c.id == vid)).one()
+            event = verification_object(READY if passed else FAILED, verification_json(row))
             self.events.emit_manifest(
                 conn, "verification.succeeded" if passed else "verification.failed",
-                target.manifest_id, verification=verification_object(
-                    READY if passed else FAILED, verification_json(row)))
+                target.manifest_id, verification=event)
+            if judged.regressed:
+                self.events.emit_manifest(conn, "verification.regressed", target.manifest_id,
+                                          verification=event)
         return verification_json(row)
 
     def _still_there(self, target: Target, conn=None) -> bool:
@@ -234,6 +247,11 @@ class VerificationService(Service):
             annotations["dev.assay.generation_tps"] = f"{report['generation_tps']:.2f}"
         if report.get("backend"):
             annotations["dev.assay.backend"] = str(report["backend"])
+        profile = report.get("profile") or {}
+        if profile.get("sha256"):
+            annotations["dev.assay.profile"] = f"{profile.get('name')}@{profile['sha256']}"
+        if (report.get("regressions") or {}).get("items"):
+            annotations["dev.assay.regressed"] = "true"
         manifest = json.dumps({
             "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": VERIFICATION_TYPE,
             "config": {"mediaType": EMPTY_TYPE, "digest": empty, "size": 2},
@@ -363,12 +381,23 @@ def verification_json(row) -> dict:
         # The verifier's sandbox; null for runs recorded before reports carried it.
         "network_isolated": report.get("network_isolated"),
         "sandbox": report.get("sandbox"),
+        # What the profile measured (``registry.services.regressions`` adds the reference
+        # ratio and the regressions); null for reports recorded before profiles.
+        "profile": _profile_ref(report.get("profile")),
+        **{k: report.get(k) for k in RESULTS},
         "log_tail": row.log_tail,
         "referrer": row.referrer_digest,
         "worker": row.worker,
         "started_at": isoformat(row.started_at),
         "finished_at": isoformat(row.finished_at),
     }
+
+
+def _profile_ref(profile) -> dict | None:
+    """A report's profile without its document: ``{"name", "sha256"}``."""
+    if not isinstance(profile, dict):
+        return None
+    return {"name": profile.get("name"), "sha256": profile.get("sha256")}
 
 
 def _now() -> datetime:

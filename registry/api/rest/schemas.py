@@ -115,6 +115,75 @@ class Figures(Answer):
     wall_s: float | None = absent()
 
 
+class ProfileRef(Answer):
+    name: str | None
+    sha256: str | None = Field(description="sha256 of the profile's canonical JSON.")
+
+
+class RunResult(Answer):
+    """One configuration of the run matrix and what it measured (figures null when the
+    backend could not run it: ``unsupported`` says why)."""
+
+    context: int | None
+    kv_cache: str | None
+    parallel: int | None
+    prompt_tokens: int | None = absent("Per sequence.")
+    max_tokens: int | None = absent("Generated per sequence.")
+    unsupported: str | None = absent("Why the backend cannot run this configuration.")
+    prompt_tps: float | None = absent()
+    generation_tps: float | None = absent("Per sequence.")
+    aggregate_generation_tps: float | None = absent("Summed over the parallel sequences.")
+    ttft_s: float | None = absent()
+    peak_rss_bytes: int | None = absent()
+    tokens_generated: int | None = absent()
+    output_sha256: str | None = absent()
+    seconds: float | None = absent()
+
+
+class PromptResult(Answer):
+    prompt: str | None = absent()
+    chat: bool | None = absent()
+    expect: str | None = absent()
+    output: str | None = absent()
+    matched: bool | None = absent()
+    template: str | None = absent("The chat template used, if any.")
+    unsupported: str | None = absent()
+
+
+class QualityResult(Answer):
+    perplexity: float | None = absent("On the project's fixed English text.")
+    perplexity_tokens: int | None = absent()
+    perplexity_s: float | None = absent()
+    text_sha256: str | None = absent("sha256 of the text the perplexity was measured on.")
+    reference: str | None = absent("The profile's reference model (repo:tag or repo@digest).")
+    reference_digest: str | None = absent()
+    reference_perplexity: float | None = absent()
+    perplexity_ratio: float | None = absent(
+        "perplexity / reference_perplexity; null without a verified reference.")
+    reference_note: str | None = absent("Why there is no ratio.")
+    prompts: list[PromptResult] | None = absent()
+
+
+class RegressionItem(Answer):
+    metric: Literal["generation_tps", "peak_rss_bytes", "perplexity_ratio", "perplexity"]
+    run: int | None = Field(description="Index of the run; null for quality.")
+    previous: float
+    current: float
+    change: float = Field(description="(current - previous) / previous.")
+    threshold: float
+
+
+class PreviousVersion(Answer):
+    digest: str
+    tag: str
+
+
+class RegressionResult(Answer):
+    previous: PreviousVersion | None
+    items: list[RegressionItem]
+    action: Literal["warn", "fail"]
+
+
 class Verification(Answer):
     id: int
     verdict: Verdict
@@ -129,6 +198,19 @@ class Verification(Answer):
     sandbox: str | None = Field(
         description="How the model was isolated, or why it could not be (\"not isolated: "
                     "...\"); null: recorded before this was.")
+    profile: ProfileRef | None = Field(
+        description="The profile the model was measured under; null: recorded before "
+                    "profiles.")
+    runs: list[RunResult] | None = Field(
+        description="The run matrix, one entry per configuration.")
+    quality: QualityResult | None = Field(
+        description="Perplexity, reference ratio, prompts.")
+    fit: dict[str, Any] | None = Field(
+        description="Memory estimate per context and KV-cache type, and the measured peaks it "
+                    "was checked against.")
+    regressions: RegressionResult | None = Field(
+        description="Against the tag's previous ready version under the same profile; null "
+                    "when there is none.")
     log_tail: str | None = Field(
         description="The end of the backend's log (about 4 KiB): errors, warnings and the "
                     "load summary, without per-tensor detail.")

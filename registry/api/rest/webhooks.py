@@ -12,7 +12,8 @@
     POST   /api/v1/webhooks/<id>/deliveries/<delivery id>/redeliver   -> 202, sent again
 
 ``events`` lists actions (``push``, ``delete``, ``tag``, ``verification.started``,
-``verification.succeeded``, ``verification.failed``); absent or ``[]`` means all of them.
+``verification.succeeded``, ``verification.failed``, ``verification.regressed``); absent or
+``[]`` means all of them.
 ``repository`` is an fnmatch glob over repository names. The envelope and the signature
 are described in ``registry.services.events``, which also checks the values (URL,
 secret, glob); the body's shape is ``WebhookRequest``.
