@@ -17,7 +17,10 @@ Failure codes (``FAILURES``), all of them the model's fault:
 - ``no_tokens``: the model produced no token (end of sequence came first)
 - ``throughput``: generation tokens/s below ``Spec.min_generation_tps``
 - ``quality``: perplexity on the project's text above ``Spec.max_perplexity``, or not
-  finite
+  finite; a prompt check that did not match (or, judged by the registry, a perplexity
+  ratio to the profile's reference above its limit)
+- ``regression``: set by the registry, never the verifier: worse than the tag's previous
+  ready version beyond the profile's thresholds, under ``regressions: {action: fail}``
 
 Figures: ``load_s`` (backend load call), ``prompt_tokens`` and ``prompt_tps`` (prompt
 evaluation, which yields the first token's logits), ``ttft_s`` (tokenization + prompt
@@ -56,7 +59,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 FAILURES = ("load", "crash", "timeout", "memory", "non_finite", "no_tokens", "throughput",
-            "quality")
+            "quality", "regression")
 
 
 @dataclass
