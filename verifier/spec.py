@@ -30,6 +30,25 @@ def _default_threads() -> int:
 
 
 @dataclass(frozen=True)
+class RunSpec:
+    """One configuration of the run matrix."""
+
+    context: int = 2048
+    kv_cache: str = "f16"  # "f16" | "q8_0" | "q4_0"
+    parallel: int = 1
+    prompt_tokens: int = 128  # per sequence
+    max_tokens: int = 32  # per sequence; generated in full, EOS ignored (llama-bench style)
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    prompt: str
+    expect: str  # Python regex, re.search on the answer
+    chat: bool = False
+    max_tokens: int = 32
+
+
+@dataclass(frozen=True)
 class Spec:
     """One verification run.
 
@@ -64,6 +83,11 @@ class Spec:
     network_isolation: bool = True
     perplexity: bool = False
     max_perplexity: float | None = None
+    runs: tuple[RunSpec, ...] = ()
+    prompts: tuple[PromptSpec, ...] = ()
+    max_peak_memory_bytes: int | None = None
+    prompts_must_match: bool = True
+    profile: dict | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model_path", Path(self.model_path))

@@ -33,6 +33,39 @@ class LoadError(Exception):
     """The backend refused the model; ``str(exc)`` is the reason."""
 
 
+class Unsupported(Exception):
+    """This backend cannot run this configuration; str(exc) is why."""
+
+
+@dataclass
+class RunFigures:
+    prompt_tokens: int  # per sequence
+    prompt_s: float  # evaluating every sequence's prompt (all prompt tokens)
+    first_s: float  # from start (before tokenization) until every sequence has its first token
+    last_s: float  # from start until the last token of the last sequence
+    tokens: list[int]  # tokens generated per sequence (== max_tokens unless non-finite)
+    output_sha256: str  # sha256 of sequence 0's generated token ids, ",".join(str(id))
+    non_finite: bool = False
+
+
+@dataclass
+class Answer:
+    text: str
+    tokens: int
+    template: str | None  # "gguf" | "llama.cpp built-in: gemma" | "tokenizer" | None (raw)
+
+
+def run_prompt(text_tokens: list[int], n: int, sequence: int, bos: int | None) -> list[int]:
+    """The deterministic prompt of sequence ``sequence``: ``n`` tokens of the project's text
+    (verifier.quality.text(), tokenized without BOS) starting at offset sequence*n (wrapping),
+    BOS first when the model has one (then n-1 text tokens)."""
+    count = n - 1 if bos is not None else n
+    start = sequence * n
+    size = len(text_tokens)
+    body = [text_tokens[(start + i) % size] for i in range(count)]
+    return [bos, *body] if bos is not None else body
+
+
 @dataclass
 class Generation:
     prompt_tokens: int
