@@ -10,16 +10,26 @@ Generate: the prompt is tokenized with BOS (no chat template) and evaluated in o
 token is the argmax of the last row of logits (what llama.cpp's greedy sampler picks), read
 straight from the context (``llama_get_logits_ith``), and that row must be finite. It stops
 at an end-of-generation token, after ``max_tokens``, or when the context is full.
+
+Measure: one configuration of the run matrix, its sequences decoded together in a context of
+its own, as llama.cpp's server batches requests. Answer: one prompt, raw or through the model's
+chat template (rendered in Jinja's sandbox), answered greedily.
 """
 
 from __future__ import annotations
 
+import ctypes
+import hashlib
 import re
+import resource
+import signal
+import threading
 import time
+from contextlib import contextmanager, suppress
 
 from verifier import quality
-from verifier.backends import Generation, LoadError
-from verifier.spec import Spec
+from verifier.backends import Answer, Generation, LoadError, RunFigures, Unsupported, run_prompt
+from verifier.spec import PromptSpec, RunSpec, Spec
 
 _LOAD_ERROR = "error loading model: "
 _GENERIC = ("failed to load model", "failed to read tensor info")
@@ -204,3 +214,385 @@ def load_failure_reason(error: str, log: str) -> str:
     if specific:
         return specific[0]
     return loader[-1] if loader else error
+
+
+# ---- the run matrix ---------------------------------------------------------------------
+
+# ggml type ids (ggml.h's ``enum ggml_type``) of the KV cache types a run may ask for.
+_KV_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}
+_FLASH_ATTN_AUTO, _FLASH_ATTN_ENABLED = -1, 1  # llama.h's ``llama_flash_attn_type``
+_UBATCH = 512  # llama.cpp's default n_ubatch: the compute buffer grows with it
+_LOG_ERROR = 4  # ggml.h's GGML_LOG_LEVEL_ERROR (llama-cpp-python's _logger says 3: outdated)
+# The ctypes callback llama.cpp was last given; referenced here so that it is never
+# collected while llama.cpp may still call it (that would crash the process).
+_log_callback = None
+
+
+def measure(llm, spec: Spec, run: RunSpec) -> RunFigures:
+    """One configuration of the run matrix, in a context of its own made from the loaded
+    weights (freed before returning): ``run.context`` cells shared by the ``run.parallel``
+    sequences (``n_seq_max``, ``kv_unified``: their tokens must fit together), K and V caches
+    of type ``run.kv_cache``, flash attention on for a quantized V cache (llama.cpp refuses
+    one without it) else llama.cpp's automatic choice (its default), sliding-window layers
+    sized by their window (``swa_full`` off, as llama.cpp's server runs), ``n_batch`` holding
+    every prompt at once, ``n_ubatch`` at most llama.cpp's default.
+
+    Sequence ``s``'s prompt is ``run_prompt(text, run.prompt_tokens, s, bos)``; all prompts go
+    into one ``llama_decode`` (logits for each one's last token), then each step decodes one
+    token per sequence in one batch, greedily, for exactly ``run.max_tokens`` tokens each (end
+    of generation ignored, as llama-bench does); a logits row that is not finite stops the
+    run (``non_finite``). The clock starts once the context is made, before tokenizing.
+
+    Raises ``Unsupported`` for an unknown KV cache type, a context beyond the training
+    context, tokens that do not fit the context, or a context llama.cpp will not create (the
+    reason from its log when it gives one).
+    """
+    import llama_cpp
+
+    _check_run(llm, run)
+    ctx = _run_context(llm.model, spec, run)
+    batch = llama_cpp.llama_batch_init(run.parallel * run.prompt_tokens, 0, 1)
+    try:
+        start = time.perf_counter()
+        text = llm.tokenize(quality.text().encode("utf-8"), add_bos=False, special=False)
+        bos = _bos(llm.model)
+        prompts = [run_prompt(text, run.prompt_tokens, s, bos) for s in range(run.parallel)]
+        return _decode_run(llm, ctx, batch, prompts, run.max_tokens, start)
+    finally:
+        llama_cpp.llama_batch_free(batch)
+        llama_cpp.llama_free(ctx)
+
+
+def _check_run(llm, run: RunSpec) -> None:
+    import llama_cpp
+
+    if run.kv_cache not in _KV_TYPES:
+        raise Unsupported(f"KV cache type {run.kv_cache!r} is not one of {', '.join(_KV_TYPES)}")
+    trained = llama_cpp.llama_model_n_ctx_train(llm.model)
+    if run.context > trained:
+        raise Unsupported(f"context {run.context} is beyond the model's training context "
+                          f"{trained}")
+    needed = run.parallel * (run.prompt_tokens + run.max_tokens)
+    if needed > run.context:
+        raise Unsupported(f"{run.parallel} sequence(s) of {run.prompt_tokens} prompt and "
+                          f"{run.max_tokens} generated tokens need {needed} cells, more than "
+                          f"context {run.context}")
+
+
+def _bos(model) -> int | None:
+    """The BOS token when the model's vocabulary starts its input with one."""
+    import llama_cpp
+
+    vocab = llama_cpp.llama_model_get_vocab(model)
+    bos = llama_cpp.llama_vocab_bos(vocab)
+    return bos if bos >= 0 and llama_cpp.llama_vocab_get_add_bos(vocab) else None
+
+
+def _run_context(model, spec: Spec, run: RunSpec):
+    import llama_cpp
+
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx = run.context
+    params.n_seq_max = run.parallel
+    params.kv_unified = True
+    params.swa_full = False
+    params.n_batch = run.parallel * run.prompt_tokens
+    params.n_ubatch = min(params.n_batch, _UBATCH)
+    params.type_k = params.type_v = _KV_TYPES[run.kv_cache]
+    params.flash_attn_type = _FLASH_ATTN_AUTO if run.kv_cache == "f16" else _FLASH_ATTN_ENABLED
+    params.n_threads = params.n_threads_batch = spec.threads
+    with _llama_log() as log:
+        ctx = llama_cpp.llama_init_from_model(model, params)
+    if not ctx:  # llama.cpp says why in its log only
+        errors = [_clean(text) for level, text in log if level == _LOG_ERROR and text.strip()]
+        raise Unsupported(f"llama.cpp could not create a context of {run.context} tokens with a "
+                          f"{run.kv_cache} KV cache for {run.parallel} sequence(s)"
+                          + (f": {errors[-1]}" if errors else ""))
+    return ctx
+
+
+@contextmanager
+def _llama_log():
+    """llama.cpp's log while the block runs, as a list of ``(level, text)``; every message
+    still goes on to llama-cpp-python's own logger (stderr when verbose), which is put back
+    afterwards."""
+    global _log_callback
+    import llama_cpp
+    from llama_cpp import _logger
+
+    messages: list[tuple[int, str]] = []
+
+    def record(level, text, user_data):
+        messages.append((level, text.decode("utf-8", errors="replace")))
+        _logger.llama_log_callback(level, text, user_data)
+
+    _log_callback = llama_cpp.llama_log_callback(record)
+    llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
+    try:
+        yield messages
+    finally:
+        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
+
+
+def _decode_run(llm, ctx, batch, prompts: list[list[int]], max_tokens: int,
+                start: float) -> RunFigures:
+    eval_start = time.perf_counter()
+    batch.n_tokens = 0
+    rows = []  # each sequence's last prompt token: the row its first logits are in
+    for seq, prompt in enumerate(prompts):
+        for pos, token in enumerate(prompt):
+            row = _add(batch, token, pos, seq, pos == len(prompt) - 1)
+        rows.append(row)
+    positions = [len(prompt) for prompt in prompts]
+    out: list[list[int]] = [[] for _ in prompts]
+    prompt_s = first_s = last_s = None
+    non_finite = False
+    _decode(ctx, batch)
+    while True:
+        step = _next_tokens(llm, ctx, rows)
+        now = time.perf_counter()
+        if prompt_s is None:
+            prompt_s, first_s = now - eval_start, now - start
+        if step is None:
+            non_finite = True
+            break
+        for tokens, token in zip(out, step, strict=True):
+            tokens.append(token)
+        last_s = now - start
+        if len(out[0]) >= max_tokens:
+            break
+        batch.n_tokens = 0
+        rows = [_add(batch, token, positions[seq], seq, True) for seq, token in enumerate(step)]
+        positions = [pos + 1 for pos in positions]
+        _decode(ctx, batch)
+    return RunFigures(
+        prompt_tokens=len(prompts[0]),
+        prompt_s=prompt_s,
+        first_s=first_s,
+        last_s=first_s if last_s is None else last_s,
+        tokens=[len(tokens) for tokens in out],
+        output_sha256=hashlib.sha256(",".join(map(str, out[0])).encode()).hexdigest(),
+        non_finite=non_finite,
+    )
+
+
+def _add(batch, token: int, pos: int, seq: int, logits: bool) -> int:
+    """Appends one token of sequence ``seq`` to ``batch``; returns its row."""
+    i = batch.n_tokens
+    batch.token[i], batch.pos[i], batch.n_seq_id[i] = token, pos, 1
+    batch.seq_id[i][0] = seq
+    batch.logits[i] = logits
+    batch.n_tokens = i + 1
+    return i
+
+
+def _decode(ctx, batch) -> None:
+    import llama_cpp
+
+    status = llama_cpp.llama_decode(ctx, batch)
+    if status != 0:
+        raise RuntimeError(f"llama_decode returned {status} for {batch.n_tokens} tokens")
+
+
+def _next_tokens(llm, ctx, rows: list[int]) -> list[int] | None:
+    """The argmax of each row of logits, or None when a row is not finite."""
+    import llama_cpp
+    import numpy as np
+
+    n_vocab = llm.n_vocab()
+    tokens = []
+    for row in rows:
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, row), shape=(n_vocab,))
+        if not np.isfinite(logits).all():
+            return None
+        tokens.append(int(logits.argmax()))
+    return tokens
+
+
+# ---- prompts ----------------------------------------------------------------------------
+
+# Architectures for which llama.cpp's built-in chat formats hold one that fits every model
+# of the architecture, by the built-in's name: every Gemma generation uses the
+# ``<start_of_turn>`` format llama.cpp calls "gemma". An architecture shared by models with
+# different formats (``llama``: Llama 2, Llama 3, Mistral...; ``phi3``: Phi 3 and Phi 4) has
+# no entry, because a guess would render the wrong format.
+_BUILTIN_TEMPLATE = {"gemma": "gemma", "gemma2": "gemma", "gemma3": "gemma", "gemma3n": "gemma"}
+# Bounds on rendering a chat template, which is untrusted content of the model file: CPU
+# seconds, memory, characters rendered, and the bits of a power.
+# A one-message prompt renders to hundreds of characters, a long system prompt to thousands.
+_RENDER_SECONDS = 2.0
+_RENDER_CHARS = 1 << 20
+_RENDER_MEMORY = 256 << 20
+_INT_BITS = 1 << 16
+
+
+def answer(llm, spec: Spec, prompt: PromptSpec) -> Answer:
+    """The greedy answer to ``prompt`` in the load's context: up to ``prompt.max_tokens``
+    tokens, stopping at an end-of-generation token. Raw: tokenized with BOS, as ``generate``
+    does. Chat: the GGUF's ``tokenizer.chat_template`` (``render_chat_template``), tokenized
+    with special tokens and no BOS added (the template writes its own); without one,
+    llama.cpp's built-in format for the architecture where one fits (``_BUILTIN_TEMPLATE``),
+    BOS added. Raises ``Unsupported`` when the model has no template, its template fails, or
+    the prompt does not fit the context."""
+    import llama_cpp
+
+    template = None
+    if not prompt.chat:
+        tokens = llm.tokenize(prompt.prompt.encode("utf-8"), add_bos=True, special=False)
+    else:
+        vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        source = llama_cpp.llama_model_chat_template(llm.model, None)
+        if source:
+            rendered = render_chat_template(
+                source.decode("utf-8", errors="replace"), prompt.prompt,
+                _token_text(vocab, llama_cpp.llama_vocab_bos(vocab)),
+                _token_text(vocab, llama_cpp.llama_vocab_eos(vocab)))
+            tokens = llm.tokenize(rendered.encode("utf-8"), add_bos=False, special=True)
+            template = "gguf"
+        else:
+            name = _BUILTIN_TEMPLATE.get(llm.metadata.get("general.architecture", ""))
+            if name is None:
+                raise Unsupported("the model has no chat template")
+            rendered = _apply_builtin(name, prompt.prompt)
+            tokens = llm.tokenize(rendered.encode("utf-8"), add_bos=True, special=True)
+            template = f"llama.cpp built-in: {name}"
+    if len(tokens) >= llm.n_ctx():
+        raise Unsupported(f"the prompt's {len(tokens)} tokens do not fit the context of "
+                          f"{llm.n_ctx()}")
+    out = _greedy(llm, tokens, prompt.max_tokens)
+    text = llm.detokenize(out).decode("utf-8", errors="replace") if out else ""
+    return Answer(text=text, tokens=len(out), template=template)
+
+
+def _token_text(vocab, token: int) -> str:
+    import llama_cpp
+
+    text = llama_cpp.llama_vocab_get_text(vocab, token) if token >= 0 else b""
+    return text.decode("utf-8", errors="replace")
+
+
+def _apply_builtin(name: str, message: str) -> str:
+    """One user message and the assistant's turn opened, in llama.cpp's built-in format."""
+    import llama_cpp
+
+    chat = (llama_cpp.llama_chat_message * 1)(
+        llama_cpp.llama_chat_message(b"user", message.encode("utf-8")))
+    needed = llama_cpp.llama_chat_apply_template(name.encode(), chat, 1, True, None, 0)
+    if needed < 0:
+        raise Unsupported(f"llama.cpp's built-in chat template {name!r} failed")
+    buffer = ctypes.create_string_buffer(needed + 1)
+    llama_cpp.llama_chat_apply_template(name.encode(), chat, 1, True, buffer, needed + 1)
+    return buffer.raw[:needed].decode("utf-8", errors="replace")
+
+
+def _greedy(llm, tokens: list[int], max_tokens: int) -> list[int]:
+    """Greedy tokens after ``tokens``, from an empty context, until end of generation,
+    ``max_tokens`` or a full context."""
+    import llama_cpp
+    import numpy as np
+
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+    n_vocab, n_ctx = llm.n_vocab(), llm.n_ctx()
+    llm.reset()
+    llm.eval(tokens)
+    out: list[int] = []
+    while len(out) < max_tokens:
+        logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1),
+                                       shape=(n_vocab,))
+        token = int(logits.argmax())
+        if llama_cpp.llama_vocab_is_eog(vocab, token):
+            break
+        out.append(token)
+        if len(out) >= max_tokens or llm.n_tokens >= n_ctx:
+            break
+        llm.eval([token])
+    return out
+
+
+class _RenderLimit(Exception):
+    """Rendering a chat template went beyond a bound; ``str(exc)`` says which."""
+
+
+def render_chat_template(source: str, message: str, bos_token: str, eos_token: str) -> str:
+    """``source``, a chat template from a model file, rendered for one user ``message`` as
+    Hugging Face's ``apply_chat_template`` renders it (Jinja's ``ImmutableSandboxedEnvironment``,
+    ``trim_blocks``, ``lstrip_blocks``, ``loopcontrols``, ``raise_exception``; ``messages``,
+    ``add_generation_prompt``, ``bos_token``, ``eos_token``); no ``strftime_now``, so templates
+    use their fixed date and render the same every day. The template is untrusted: the sandbox
+    keeps it from Python's internals, ``_bounded`` and ``_RENDER_CHARS`` bound the render's
+    time, memory and size, and ``_sandbox`` the size of a power.
+    Raises ``Unsupported`` with the template's error."""
+    try:
+        with _bounded(_RENDER_SECONDS, _RENDER_MEMORY):
+            template = _sandbox().from_string(source)
+            pieces: list[str] = []
+            size = 0
+            for piece in template.generate(
+                    messages=[{"role": "user", "content": message}], add_generation_prompt=True,
+                    bos_token=bos_token, eos_token=eos_token):
+                size += len(piece)
+                if size > _RENDER_CHARS:
+                    raise _RenderLimit(f"renders more than {_RENDER_CHARS} characters")
+                pieces.append(piece)
+    except _RenderLimit as exc:
+        raise Unsupported(f"the chat template {exc}") from None
+    except MemoryError:
+        raise Unsupported(f"the chat template needs more than {_RENDER_MEMORY >> 20} MiB") \
+            from None
+    except Exception as exc:  # anything a template can raise: it is the model's content
+        why = " ".join(str(exc).split())[:300]
+        raise Unsupported(f"the chat template failed: {type(exc).__name__}: {why}") from None
+    return "".join(pieces)
+
+
+def _sandbox():
+    from jinja2 import ext
+    from jinja2.exceptions import SecurityError, TemplateError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class Sandbox(ImmutableSandboxedEnvironment):
+        # A power of integers is one C call that the CPU deadline cannot interrupt (9 ** 9 ** 9
+        # would run for minutes); a huge repetition is one allocation, refused by RLIMIT_AS.
+        intercepted_binops = frozenset({"**"})
+
+        def call_binop(self, context, operator, left, right):
+            if isinstance(left, int) and isinstance(right, int) \
+                    and left.bit_length() * right > _INT_BITS:
+                raise SecurityError("the power is too large")
+            return super().call_binop(context, operator, left, right)
+
+    def raise_exception(message):
+        raise TemplateError(message)
+
+    env = Sandbox(trim_blocks=True, lstrip_blocks=True, extensions=[ext.loopcontrols])
+    env.globals["raise_exception"] = raise_exception
+    return env
+
+
+@contextmanager
+def _bounded(seconds: float, memory: int):
+    """Raises ``_RenderLimit`` in the block after ``seconds`` of CPU time (``ITIMER_VIRTUAL``:
+    the wall-clock timer stays free for others); allocating more than ``memory`` bytes fails
+    (``RLIMIT_AS``, where ``/proc`` tells the base). Main thread only: it takes the signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum, frame):
+        raise _RenderLimit(f"ran for more than {seconds:g} s of CPU time")
+
+    previous = signal.signal(signal.SIGVTALRM, expire)
+    limits = resource.getrlimit(resource.RLIMIT_AS)
+    with suppress(OSError, ValueError):
+        with open("/proc/self/statm") as statm:
+            soft = int(statm.read().split()[0]) * resource.getpagesize() + memory
+        if limits[0] != resource.RLIM_INFINITY:
+            soft = min(soft, limits[0])
+        resource.setrlimit(resource.RLIMIT_AS, (soft, limits[1]))
+    signal.setitimer(signal.ITIMER_VIRTUAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
+        resource.setrlimit(resource.RLIMIT_AS, limits)
+        signal.signal(signal.SIGVTALRM, previous)

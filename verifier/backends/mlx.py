@@ -10,15 +10,27 @@ of the log-probabilities). Finiteness is checked on the log-probabilities of eve
 checks are evaluated asynchronously and read once at the end, so they add no sync point.
 Stops at one of the tokenizer's EOS ids or after ``max_tokens``. On Linux this is MLX's CPU
 backend; the thread count reaches it only through ``OMP_NUM_THREADS`` and the BLAS variables.
+
+Measure: one configuration of the run matrix with mlx-lm's quantized KV cache (one sequence)
+or its batched generation (several). Answer: one prompt, raw or through the tokenizer's chat
+template, answered greedily.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
+from pathlib import Path
 
 from verifier import quality
-from verifier.backends import Generation, LoadError
-from verifier.spec import Spec
+from verifier.backends import Answer, Generation, LoadError, RunFigures, Unsupported, run_prompt
+from verifier.spec import PromptSpec, RunSpec, Spec
+
+# mlx-lm's KV cache quantization (``generate_step``'s ``kv_bits``) for each KV cache type,
+# in groups of mlx-lm's default size along each head's dimension.
+_KV_BITS = {"f16": None, "q8_0": 8, "q4_0": 4}
+_KV_GROUP = 64
 
 
 def version() -> str:
@@ -98,6 +110,168 @@ def perplexity(loaded, spec: Spec) -> quality.Perplexity:
         for i, row in enumerate(rows):
             scores.add(row, chunk[first + i + 1])
     return scores.result(len(chunks), time.perf_counter() - started)
+
+
+def measure(loaded, spec: Spec, run: RunSpec) -> RunFigures:
+    """One configuration of the run matrix. Sequence ``s``'s prompt is
+    ``run_prompt(text, run.prompt_tokens, s, bos)`` of the project's text; each sequence gets
+    exactly ``run.max_tokens`` greedy tokens (end of sequence ignored); a step whose
+    log-probabilities are not finite ends that sequence (``non_finite``). One sequence:
+    ``generate_step`` (the prompt prefilled, then one token per step), its KV cache quantized
+    from the first token for q8_0 / q4_0 (``kv_bits`` 8 / 4, groups of 64). Several:
+    mlx-lm's ``BatchGenerator``, every prompt prefilled in one batch and one token per
+    sequence per step. The clock starts before the text is tokenized.
+
+    ``run.context`` sizes nothing here (mlx-lm grows its caches as tokens come): it bounds the
+    run, whose sequences' tokens must fit it together as in llama.cpp's shared context, and
+    must not exceed the model's ``max_position_embeddings``. Raises ``Unsupported`` for those,
+    for a quantized KV cache when a head's dimension is not a multiple of the group size, and
+    for a quantized KV cache with several sequences (mlx-lm's batched caches refuse one:
+    "QuantizedKVCache does not yet support batching").
+    """
+    import mlx.core as mx
+
+    model, tokenizer = loaded
+    _check_run(_config(spec.model_path), run)
+    start = time.perf_counter()
+    text = tokenizer.encode(quality.text(), add_special_tokens=False)
+    bos = _bos(tokenizer)
+    prompts = [run_prompt(text, run.prompt_tokens, s, bos) for s in range(run.parallel)]
+    eval_start = time.perf_counter()
+    if run.parallel == 1:
+        tokens, times, checks = _single(model, prompts[0], run)
+    else:
+        tokens, times, checks = _batched(model, prompts, run)
+    non_finite = False
+    for i, sequence in enumerate(checks):  # read once, at the end: no sync point per step
+        bad = next((step for step, check in enumerate(sequence) if not check.item()), None)
+        if bad is not None:
+            tokens[i], non_finite = tokens[i][:bad], True
+    first_s = max(t[0] for t in times) - start  # every sequence has its first token
+    last_s = max(t[len(seq) - 1] if seq else t[0] for t, seq in zip(times, tokens, strict=True))
+    mx.clear_cache()
+    return RunFigures(
+        prompt_tokens=len(prompts[0]),
+        prompt_s=first_s - (eval_start - start),
+        first_s=first_s,
+        last_s=last_s - start,
+        tokens=[len(seq) for seq in tokens],
+        output_sha256=hashlib.sha256(",".join(map(str, tokens[0])).encode()).hexdigest(),
+        non_finite=non_finite,
+    )
+
+
+def _config(model_path) -> dict:
+    """The model's ``config.json``, with a multimodal model's ``text_config`` on top."""
+    config = json.loads((Path(model_path) / "config.json").read_text(encoding="utf-8"))
+    return {**config, **config.get("text_config", {})}
+
+
+def _check_run(config: dict, run: RunSpec) -> None:
+    if run.kv_cache not in _KV_BITS:
+        raise Unsupported(f"KV cache type {run.kv_cache!r} is not one of {', '.join(_KV_BITS)}")
+    trained = config.get("max_position_embeddings")
+    if trained and run.context > trained:
+        raise Unsupported(f"context {run.context} is beyond the model's training context "
+                          f"{trained} (max_position_embeddings)")
+    needed = run.parallel * (run.prompt_tokens + run.max_tokens)
+    if needed > run.context:
+        raise Unsupported(f"{run.parallel} sequence(s) of {run.prompt_tokens} prompt and "
+                          f"{run.max_tokens} generated tokens need {needed} cells, more than "
+                          f"context {run.context}")
+    if _KV_BITS[run.kv_cache] is None:
+        return
+    head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+    if head_dim % _KV_GROUP:
+        raise Unsupported(f"mlx-lm quantizes the KV cache in groups of {_KV_GROUP} values along "
+                          f"each head: head_dim {head_dim} is not a multiple of {_KV_GROUP}")
+    if run.parallel > 1:
+        raise Unsupported("mlx-lm's batched generation does not support a quantized KV cache")
+
+
+def _bos(tokenizer) -> int | None:
+    """The BOS token when the tokenizer starts its input with one."""
+    bos = tokenizer.bos_token_id
+    return bos if bos is not None and tokenizer.encode("a")[:1] == [bos] else None
+
+
+def _single(model, prompt: list[int], run: RunSpec):
+    """One sequence: its tokens, when each was known, and lazy finiteness checks."""
+    import mlx.core as mx
+    from mlx_lm.generate import generate_step
+
+    tokens, times, checks = [], [], []
+    for token, logprobs in generate_step(
+            mx.array(prompt), model, max_tokens=run.max_tokens,
+            kv_bits=_KV_BITS[run.kv_cache], kv_group_size=_KV_GROUP, quantized_kv_start=0):
+        times.append(time.perf_counter())
+        check = mx.isfinite(logprobs).all()
+        mx.async_eval(check)
+        checks.append(check)
+        tokens.append(token)
+    return [tokens], [times], [checks]
+
+
+def _batched(model, prompts: list[list[int]], run: RunSpec):
+    """Every sequence in one batch: per sequence, its tokens, when each was known, and lazy
+    finiteness checks."""
+    import mlx.core as mx
+    from mlx_lm.generate import BatchGenerator
+
+    n = len(prompts)
+    generator = BatchGenerator(model, max_tokens=run.max_tokens, completion_batch_size=n,
+                               prefill_batch_size=n)
+    try:
+        uids = generator.insert(prompts)
+        index = {uid: i for i, uid in enumerate(uids)}
+        tokens, times, checks = ([[] for _ in prompts] for _ in range(3))
+        while responses := generator.next_generated():
+            now = time.perf_counter()
+            for response in responses:
+                i = index[response.uid]
+                check = mx.isfinite(response.logprobs).all()
+                mx.async_eval(check)
+                tokens[i].append(response.token)
+                times[i].append(now)
+                checks[i].append(check)
+    finally:
+        generator.close()
+    return tokens, times, checks
+
+
+def answer(loaded, spec: Spec, prompt: PromptSpec) -> Answer:
+    """The greedy answer to ``prompt``: up to ``prompt.max_tokens`` tokens, stopping at one of
+    the tokenizer's EOS ids. Raw: encoded with the tokenizer's special tokens, as ``generate``
+    does. Chat: the tokenizer's chat template (``apply_chat_template``, which transformers
+    renders in Jinja's sandbox) for one user message with the assistant's turn opened,
+    encoded without adding special tokens (the template writes its own). Raises
+    ``Unsupported`` when the tokenizer has no chat template or its template fails."""
+    import mlx.core as mx
+    from mlx_lm.generate import generate_step
+
+    model, tokenizer = loaded
+    template = None
+    if not prompt.chat:
+        tokens = tokenizer.encode(prompt.prompt)
+    elif not tokenizer.has_chat_template:
+        raise Unsupported("the model has no chat template")
+    else:
+        try:
+            rendered = tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt.prompt}], add_generation_prompt=True,
+                tokenize=False)
+        except Exception as exc:  # anything a template can raise: it is the model's content
+            why = " ".join(str(exc).split())[:300]
+            raise Unsupported(f"the chat template failed: {type(exc).__name__}: {why}") from None
+        tokens = tokenizer.encode(rendered, add_special_tokens=False)
+        template = "tokenizer"
+    eos = set(tokenizer.eos_token_ids)
+    out: list[int] = []
+    for token, _ in generate_step(mx.array(tokens), model, max_tokens=prompt.max_tokens):
+        if token in eos:
+            break
+        out.append(token)
+    return Answer(text=tokenizer.decode(out) if out else "", tokens=len(out), template=template)
 
 
 def load_failure_reason(error: str, log: str) -> str:
