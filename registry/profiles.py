@@ -108,18 +108,20 @@ class PromptCheck(_Strict):
 
 # The built-in default (every field's default), sized so that Gemma 3 270M finishes in
 # well under a minute on two cores: after the smoke check, perplexity on the project's text
-# (garbage weights score in the thousands, honest small models in the tens), two prompts
-# (raw, and through the model's chat template), and a run matrix of one user with an f16
-# and a q8_0 K/V cache and four users at once.
+# (garbage weights score in the thousands, honest small models in the tens), two prompts,
+# and a run matrix of one user with an f16 and a q8_0 K/V cache and four users at once.
 def _default_runs() -> list[RunConfig]:
     return [RunConfig(context=4096, kv_cache="f16"), RunConfig(context=4096, kv_cache="q8_0"),
             RunConfig(context=4096, kv_cache="f16", parallel=4)]
 
 
 def _default_prompts() -> list[PromptCheck]:
-    return [PromptCheck(prompt="The capital of France is", expect="(?i)paris"),
-            PromptCheck(prompt="What is the capital of France?", chat=True,
-                        expect="(?i)paris")]
+    # Raw completions that a base model answers as well as an instruction-tuned one (Gemma 3
+    # 270M completes "The capital of France is" with "the capital of the country of France",
+    # so that prompt would refuse an honest model); chat prompts belong in a team's profile,
+    # for models that carry a chat template.
+    return [PromptCheck(prompt="The Eiffel Tower is in the city of", expect="(?i)paris"),
+            PromptCheck(prompt="Q: What is the capital of France?\nA:", expect="(?i)paris")]
 
 
 class Quality(_Strict):
