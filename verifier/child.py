@@ -19,7 +19,8 @@ A prompt or run the backend cannot serve carries ``"unsupported": reason`` inste
 ``result``. The order fails fast: the smoke generation first, and nothing after it when it
 yielded no token or a non-finite logit; then perplexity (nothing after it when it is not
 finite or above ``spec.max_perplexity``); then the prompts (nothing after the first that
-does not match, when they must); then the runs, each with its own peak resident set.
+does not match, when they must); then the runs, each with its own peak resident set (the
+load's own context freed first).
 
 Before it opens the model or imports a backend, while it is still single-threaded, the child
 reads its spec and leaves the network (``verifier.sandbox``, unless ``spec.network_isolation``
@@ -140,6 +141,8 @@ def main(argv: list[str] | None = None) -> None:
         emit("prompt", index=index, seconds=time.perf_counter() - begun, **answer)
         if spec.prompts_must_match and not _matches(prompt, answer):
             leave()
+    if spec.runs:
+        run("run", lambda: backend.release(model))
     for index, config in enumerate(spec.runs):
         _reset_peak()
         figures = run("run", lambda c=config: _attempt(lambda: backend.measure(model, spec, c)))

@@ -16,6 +16,7 @@ import shutil
 import pytest
 
 from tests.support.gguf_files import with_string_metadata
+from verifier import chat_template
 from verifier.backends import Unsupported
 from verifier.backends import llama_cpp as llama_backend
 from verifier.backends import mlx as mlx_backend
@@ -23,8 +24,8 @@ from verifier.spec import PromptSpec, RunSpec, Spec
 
 QUESTION = "What is the capital of France?"
 RAW = PromptSpec(f"Q: {QUESTION}\nA:", "Paris", max_tokens=8)  # " The capital of France is Paris."
-CHAT = PromptSpec(QUESTION, "", chat=True, max_tokens=8)
-# Hugging Face's Gemma 3 template, text only: what llama.cpp's built-in "gemma" format
+CHAT = PromptSpec(QUESTION, ".", chat=True, max_tokens=8)
+# Hugging Face's Gemma 3 template, text only: the format llama.cpp's built-in "gemma"
 # renders, with BOS written by the template.
 GEMMA_TEMPLATE = (
     "{{ bos_token }}{% for message in messages %}"
@@ -118,10 +119,9 @@ def test_context_beyond_training_is_unsupported(gemma):
         llama_backend.measure(llm, spec, RunSpec(context=65536))
 
 
-def test_tokens_beyond_the_context_are_unsupported(gemma):
-    llm, spec = gemma
-    with pytest.raises(Unsupported, match="need 640 cells, more than context 512"):
-        llama_backend.measure(llm, spec, RunSpec(context=512, parallel=4, prompt_tokens=128))
+def test_tokens_beyond_the_context_are_refused_when_the_run_is_declared():
+    with pytest.raises(ValueError, match="must fit in context"):
+        RunSpec(context=512, parallel=4, prompt_tokens=128)
 
 
 def test_a_context_llama_cpp_refuses_says_why_from_its_log(gemma):
@@ -142,16 +142,14 @@ def test_raw_prompt_is_answered(gemma):
     assert re.search(RAW.expect, answer.text), answer.text
 
 
-def test_chat_without_a_template_uses_llama_cpp_built_in_format(gemma, gemma_with_template):
+def test_chat_renders_the_models_own_template_or_is_unsupported(gemma, gemma_with_template):
     llm, spec = gemma
-    built_in = llama_backend.answer(llm, spec, CHAT)
-    assert built_in.template == "llama.cpp built-in: gemma"
-    assert built_in.tokens > 0
-    # The same turn rendered from a template in the file: the same tokens, the same answer.
+    with pytest.raises(Unsupported, match="the model has no chat template of its own"):
+        llama_backend.answer(llm, spec, CHAT)  # this Gemma GGUF is a base model
     llm, spec = gemma_with_template(GEMMA_TEMPLATE)
     from_file = llama_backend.answer(llm, spec, CHAT)
     assert from_file.template == "gguf"
-    assert from_file.text == built_in.text
+    assert from_file.tokens > 0  # a base model's answer to a chat turn: not judged here
 
 
 def test_a_hostile_template_in_the_file_is_refused(gemma_with_template):
@@ -177,14 +175,13 @@ def test_a_hostile_template_in_the_file_is_refused(gemma_with_template):
      "TemplateError: Conversation roles must alternate"),
 ])
 def test_rendering_a_template_is_bounded(template, reason, monkeypatch):
-    monkeypatch.setattr(llama_backend, "_RENDER_SECONDS", 0.2)
+    monkeypatch.setattr(chat_template, "_RENDER_SECONDS", 0.2)
     with pytest.raises(Unsupported, match=re.escape(reason)):
-        llama_backend.render_chat_template(template, QUESTION, "<bos>", "<eos>")
+        chat_template.render(template, QUESTION, "<bos>", "<eos>")
 
 
 def test_a_template_renders_as_hugging_face_renders_it():
-    rendered = llama_backend.render_chat_template(GEMMA_TEMPLATE, f"  {QUESTION} ", "<bos>",
-                                                  "<eos>")
+    rendered = chat_template.render(GEMMA_TEMPLATE, f"  {QUESTION} ", "<bos>", "<eos>")
     assert rendered == (f"<bos><start_of_turn>user\n{QUESTION}<end_of_turn>\n"
                         "<start_of_turn>model\n")
 
@@ -214,7 +211,7 @@ def test_mlx_context_beyond_training_is_unsupported(tiny_mlx):
 
 def test_mlx_chat_uses_the_tokenizer_template(tiny_mlx):
     model, spec = tiny_mlx
-    answer = mlx_backend.answer(model, spec, PromptSpec("hello", "", chat=True, max_tokens=4))
+    answer = mlx_backend.answer(model, spec, PromptSpec("hello", ".", chat=True, max_tokens=4))
     assert answer.template == "tokenizer"
     assert answer.tokens == 4  # random weights never emit the special tokens
 
@@ -227,5 +224,5 @@ def test_mlx_chat_without_a_template_is_unsupported(mlx_model_dir, tmp_path):
     config_path.write_text(json.dumps(config))
     model, spec = _load(mlx_backend, directory)
     with pytest.raises(Unsupported, match="the model has no chat template"):
-        mlx_backend.answer(model, spec, PromptSpec("hello", "", chat=True))
-    assert mlx_backend.answer(model, spec, PromptSpec("hello", "", max_tokens=4)).tokens == 4
+        mlx_backend.answer(model, spec, PromptSpec("hello", ".", chat=True))
+    assert mlx_backend.answer(model, spec, PromptSpec("hello", ".", max_tokens=4)).tokens == 4

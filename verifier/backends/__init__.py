@@ -10,6 +10,7 @@ importing a backend module is cheap and never fails::
     perplexity(model, spec) -> Perplexity     # verifier.quality's text; only if spec asks
     measure(model, spec, run) -> RunFigures    # one configuration of the run matrix
     answer(model, spec, prompt) -> Answer      # one prompt check, greedy
+    release(model)                             # before the runs: free the load's context
 
 plus, for the parent, ``load_failure_reason(error, log) -> str``: the most telling line for
 a load failure, which for llama.cpp is in its log rather than in the Python exception; and

@@ -21,13 +21,10 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import re
-import resource
-import signal
-import threading
 import time
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 
-from verifier import quality
+from verifier import chat_template, quality
 from verifier.backends import Answer, Generation, LoadError, RunFigures, Unsupported, run_prompt
 from verifier.spec import PromptSpec, RunSpec, Spec
 
@@ -182,6 +179,13 @@ def perplexity(llm, spec: Spec) -> quality.Perplexity:
         llama_cpp.llama_batch_free(batch)
         llama_cpp.llama_free(ctx)
     return scores.result(len(chunks), time.perf_counter() - started)
+
+
+def release(llm) -> None:
+    """Free the load's own context (its K/V cache and compute buffers) once the smoke
+    check, perplexity and prompts are done: each run of the matrix makes its own, and its
+    peak memory must not carry this one. The weights stay loaded for the runs."""
+    llm._ctx.close()  # llama-cpp-python has no public way to free only the context
 
 
 def is_detail(line: str) -> bool:
@@ -416,23 +420,13 @@ def _next_tokens(llm, ctx, rows: list[int]) -> list[int] | None:
 # ``<start_of_turn>`` format llama.cpp calls "gemma". An architecture shared by models with
 # different formats (``llama``: Llama 2, Llama 3, Mistral...; ``phi3``: Phi 3 and Phi 4) has
 # no entry, because a guess would render the wrong format.
-_BUILTIN_TEMPLATE = {"gemma": "gemma", "gemma2": "gemma", "gemma3": "gemma", "gemma3n": "gemma"}
-# Bounds on rendering a chat template, which is untrusted content of the model file: CPU
-# seconds, memory, characters rendered, and the bits of a power.
-# A one-message prompt renders to hundreds of characters, a long system prompt to thousands.
-_RENDER_SECONDS = 2.0
-_RENDER_CHARS = 1 << 20
-_RENDER_MEMORY = 256 << 20
-_INT_BITS = 1 << 16
-
-
 def answer(llm, spec: Spec, prompt: PromptSpec) -> Answer:
     """The greedy answer to ``prompt`` in the load's context: up to ``prompt.max_tokens``
     tokens, stopping at an end-of-generation token. Raw: tokenized with BOS, as ``generate``
-    does. Chat: the GGUF's ``tokenizer.chat_template`` (``render_chat_template``), tokenized
-    with special tokens and no BOS added (the template writes its own); without one,
-    llama.cpp's built-in format for the architecture where one fits (``_BUILTIN_TEMPLATE``),
-    BOS added. Raises ``Unsupported`` when the model has no template, its template fails, or
+    does. Chat: the GGUF's ``tokenizer.chat_template`` (``verifier.chat_template``), tokenized
+    with special tokens and no BOS added (the template writes its own). Only the model's
+    own template counts: a guess by architecture would measure llama.cpp's format, not the
+    model. Raises ``Unsupported`` when the model has no template, its template fails, or
     the prompt does not fit the context."""
     import llama_cpp
 
@@ -442,20 +436,14 @@ def answer(llm, spec: Spec, prompt: PromptSpec) -> Answer:
     else:
         vocab = llama_cpp.llama_model_get_vocab(llm.model)
         source = llama_cpp.llama_model_chat_template(llm.model, None)
-        if source:
-            rendered = render_chat_template(
-                source.decode("utf-8", errors="replace"), prompt.prompt,
-                _token_text(vocab, llama_cpp.llama_vocab_bos(vocab)),
-                _token_text(vocab, llama_cpp.llama_vocab_eos(vocab)))
-            tokens = llm.tokenize(rendered.encode("utf-8"), add_bos=False, special=True)
-            template = "gguf"
-        else:
-            name = _BUILTIN_TEMPLATE.get(llm.metadata.get("general.architecture", ""))
-            if name is None:
-                raise Unsupported("the model has no chat template")
-            rendered = _apply_builtin(name, prompt.prompt)
-            tokens = llm.tokenize(rendered.encode("utf-8"), add_bos=True, special=True)
-            template = f"llama.cpp built-in: {name}"
+        if not source:
+            raise Unsupported("the model has no chat template of its own (a base model?)")
+        rendered = chat_template.render(
+            source.decode("utf-8", errors="replace"), prompt.prompt,
+            _token_text(vocab, llama_cpp.llama_vocab_bos(vocab)),
+            _token_text(vocab, llama_cpp.llama_vocab_eos(vocab)))
+        tokens = llm.tokenize(rendered.encode("utf-8"), add_bos=False, special=True)
+        template = "gguf"
     if len(tokens) >= llm.n_ctx():
         raise Unsupported(f"the prompt's {len(tokens)} tokens do not fit the context of "
                           f"{llm.n_ctx()}")
@@ -469,20 +457,6 @@ def _token_text(vocab, token: int) -> str:
 
     text = llama_cpp.llama_vocab_get_text(vocab, token) if token >= 0 else b""
     return text.decode("utf-8", errors="replace")
-
-
-def _apply_builtin(name: str, message: str) -> str:
-    """One user message and the assistant's turn opened, in llama.cpp's built-in format."""
-    import llama_cpp
-
-    chat = (llama_cpp.llama_chat_message * 1)(
-        llama_cpp.llama_chat_message(b"user", message.encode("utf-8")))
-    needed = llama_cpp.llama_chat_apply_template(name.encode(), chat, 1, True, None, 0)
-    if needed < 0:
-        raise Unsupported(f"llama.cpp's built-in chat template {name!r} failed")
-    buffer = ctypes.create_string_buffer(needed + 1)
-    llama_cpp.llama_chat_apply_template(name.encode(), chat, 1, True, buffer, needed + 1)
-    return buffer.raw[:needed].decode("utf-8", errors="replace")
 
 
 def _greedy(llm, tokens: list[int], max_tokens: int) -> list[int]:
@@ -507,92 +481,3 @@ def _greedy(llm, tokens: list[int], max_tokens: int) -> list[int]:
             break
         llm.eval([token])
     return out
-
-
-class _RenderLimit(Exception):
-    """Rendering a chat template went beyond a bound; ``str(exc)`` says which."""
-
-
-def render_chat_template(source: str, message: str, bos_token: str, eos_token: str) -> str:
-    """``source``, a chat template from a model file, rendered for one user ``message`` as
-    Hugging Face's ``apply_chat_template`` renders it (Jinja's ``ImmutableSandboxedEnvironment``,
-    ``trim_blocks``, ``lstrip_blocks``, ``loopcontrols``, ``raise_exception``; ``messages``,
-    ``add_generation_prompt``, ``bos_token``, ``eos_token``); no ``strftime_now``, so templates
-    use their fixed date and render the same every day. The template is untrusted: the sandbox
-    keeps it from Python's internals, ``_bounded`` and ``_RENDER_CHARS`` bound the render's
-    time, memory and size, and ``_sandbox`` the size of a power.
-    Raises ``Unsupported`` with the template's error."""
-    try:
-        with _bounded(_RENDER_SECONDS, _RENDER_MEMORY):
-            template = _sandbox().from_string(source)
-            pieces: list[str] = []
-            size = 0
-            for piece in template.generate(
-                    messages=[{"role": "user", "content": message}], add_generation_prompt=True,
-                    bos_token=bos_token, eos_token=eos_token):
-                size += len(piece)
-                if size > _RENDER_CHARS:
-                    raise _RenderLimit(f"renders more than {_RENDER_CHARS} characters")
-                pieces.append(piece)
-    except _RenderLimit as exc:
-        raise Unsupported(f"the chat template {exc}") from None
-    except MemoryError:
-        raise Unsupported(f"the chat template needs more than {_RENDER_MEMORY >> 20} MiB") \
-            from None
-    except Exception as exc:  # anything a template can raise: it is the model's content
-        why = " ".join(str(exc).split())[:300]
-        raise Unsupported(f"the chat template failed: {type(exc).__name__}: {why}") from None
-    return "".join(pieces)
-
-
-def _sandbox():
-    from jinja2 import ext
-    from jinja2.exceptions import SecurityError, TemplateError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    class Sandbox(ImmutableSandboxedEnvironment):
-        # A power of integers is one C call that the CPU deadline cannot interrupt (9 ** 9 ** 9
-        # would run for minutes); a huge repetition is one allocation, refused by RLIMIT_AS.
-        intercepted_binops = frozenset({"**"})
-
-        def call_binop(self, context, operator, left, right):
-            if isinstance(left, int) and isinstance(right, int) \
-                    and left.bit_length() * right > _INT_BITS:
-                raise SecurityError("the power is too large")
-            return super().call_binop(context, operator, left, right)
-
-    def raise_exception(message):
-        raise TemplateError(message)
-
-    env = Sandbox(trim_blocks=True, lstrip_blocks=True, extensions=[ext.loopcontrols])
-    env.globals["raise_exception"] = raise_exception
-    return env
-
-
-@contextmanager
-def _bounded(seconds: float, memory: int):
-    """Raises ``_RenderLimit`` in the block after ``seconds`` of CPU time (``ITIMER_VIRTUAL``:
-    the wall-clock timer stays free for others); allocating more than ``memory`` bytes fails
-    (``RLIMIT_AS``, where ``/proc`` tells the base). Main thread only: it takes the signals."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def expire(signum, frame):
-        raise _RenderLimit(f"ran for more than {seconds:g} s of CPU time")
-
-    previous = signal.signal(signal.SIGVTALRM, expire)
-    limits = resource.getrlimit(resource.RLIMIT_AS)
-    with suppress(OSError, ValueError):
-        with open("/proc/self/statm") as statm:
-            soft = int(statm.read().split()[0]) * resource.getpagesize() + memory
-        if limits[0] != resource.RLIM_INFINITY:
-            soft = min(soft, limits[0])
-        resource.setrlimit(resource.RLIMIT_AS, (soft, limits[1]))
-    signal.setitimer(signal.ITIMER_VIRTUAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
-        resource.setrlimit(resource.RLIMIT_AS, limits)
-        signal.signal(signal.SIGVTALRM, previous)

@@ -274,6 +274,13 @@ def answer(loaded, spec: Spec, prompt: PromptSpec) -> Answer:
     return Answer(text=tokenizer.decode(out) if out else "", tokens=len(out), template=template)
 
 
+def release(loaded) -> None:
+    """Return MLX's cached buffers before the runs, so each run's peak is its own."""
+    import mlx.core as mx
+
+    mx.clear_cache()
+
+
 def load_failure_reason(error: str, log: str) -> str:
     """mlx-lm's exception says why; its log adds nothing more specific."""
     return error
