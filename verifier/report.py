@@ -41,8 +41,8 @@ sequence, ``aggregate_generation_tps``, ``ttft_s``, ``peak_rss_bytes`` of that r
 ``tokens_generated``, ``output_sha256`` of sequence 0's token ids and ``seconds``);
 ``quality`` the perplexity figures again with ``text_sha256`` and ``prompts`` (``prompt``,
 ``chat``, ``expect``, ``output``, ``matched``, ``template``, ``unsupported``,
-``seconds``). ``fit`` (the memory estimate checked against the runs) and ``regressions``
-are added by the registry.
+``seconds``). ``fit`` (the memory estimate checked against the runs, ``registry.formats.
+fit``) is added by the worker, ``regressions`` by the registry.
 
 Sandbox: ``network_isolated`` is true when the child ran without network access (its own
 network namespace, see ``verifier.sandbox``); ``sandbox`` is one line saying how, or why

@@ -7,10 +7,12 @@ registry is held to exactly the limits of one pushed here.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from pathlib import Path
 
+from registry.formats import fit
 from registry.formats.classify import ModelFormat
 from registry.profiles import Profile
 from registry.services.policies import Policy
@@ -18,6 +20,8 @@ from registry.settings import Settings
 from verifier import Report, Spec, verify
 from verifier.spec import PromptSpec, RunSpec
 from worker.materialize import LayoutUnsupported, Materializer
+
+log = logging.getLogger(__name__)
 
 
 def _floor(*values: float | None) -> float | None:
@@ -60,6 +64,21 @@ def build_spec(settings: Settings, path: Path, model: ModelFormat, policy: Polic
     )
 
 
+def fit_table(path: Path, report: Report) -> dict:
+    """The memory estimate (``registry.formats.fit``) for the model at ``path`` on the
+    report's backend, per context and K/V type, with every run's measured peak held against
+    it (``checks``). A model whose header or config the estimate cannot read gets
+    ``{"error": why}``: the estimate is information, never a verdict."""
+    try:
+        shape = fit.shape_from_mlx(path) if report.backend == "mlx" else \
+            fit.shape_from_gguf(path)
+        table = fit.table(shape, backend=report.backend)
+        return {**table, "checks": fit.check(table, shape, report.runs, report.backend)}
+    except Exception as exc:  # a model's header is untrusted input: anything may be wrong
+        log.warning("no fit estimate for %s: %s", path, exc)
+        return {"error": f"{type(exc).__name__}: {exc}"[:300]}
+
+
 def verify_model(settings: Settings, materializer: Materializer, model: ModelFormat,
                  policy: Policy, profile: Profile, cancel: threading.Event) -> Report:
     """Materialise ``model`` and run the verifier on it under ``profile``. A layout the
@@ -67,7 +86,10 @@ def verify_model(settings: Settings, materializer: Materializer, model: ModelFor
     give; infrastructure errors and ``verifier.Cancelled`` propagate."""
     try:
         with materializer.model(model) as path:
-            return verify(build_spec(settings, path, model, policy, profile), cancel=cancel)
+            report = verify(build_spec(settings, path, model, policy, profile), cancel=cancel)
+            if report.backend is not None:
+                report.fit = fit_table(path, report)
+            return report
     except LayoutUnsupported as exc:
         return Report(passed=False, failure="load", reason=str(exc),
                       profile=profile.recorded())

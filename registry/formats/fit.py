@@ -264,7 +264,7 @@ def _check_args(context: int, kv_cache: str, parallel: int, backend: str) -> Non
 
 def estimate(shape: ModelShape, context: int, kv_cache: str = "f16", parallel: int = 1,
              backend: str = "llama.cpp", *, prompt_tokens: int | None = None,
-             max_tokens: int = 0, flash_attn: bool = True, swa_full: bool = True) -> Estimate:
+             max_tokens: int = 0, flash_attn: bool = True, swa_full: bool = False) -> Estimate:
     """Peak resident memory of a process serving ``shape`` with a ``context``-token KV cache
     of type ``kv_cache`` shared by ``parallel`` sequences.
 
@@ -272,7 +272,9 @@ def estimate(shape: ModelShape, context: int, kv_cache: str = "f16", parallel: i
     being evaluated. With them: a run that evaluates ``prompt_tokens`` per sequence in one
     batch and generates ``max_tokens`` per sequence. ``flash_attn`` (llama.cpp; what its
     automatic setting picks on CPU, and needed for a quantized V cache) and ``swa_full``
-    (llama.cpp's default, kept by llama-cpp-python) are the context's settings."""
+    (full-size sliding-window caches: llama-cpp-python's ``Llama`` keeps llama.cpp's
+    library default; llama.cpp's server and the verifier's runs turn it off) are the
+    context's settings."""
     _check_args(context, kv_cache, parallel, backend)
     if backend == "mlx":
         return _estimate_mlx(shape, context, kv_cache, parallel, prompt_tokens, max_tokens)
@@ -332,7 +334,8 @@ def _estimate_mlx(shape: ModelShape, context: int, kv_cache: str, parallel: int,
 
 
 def max_context(shape: ModelShape, kv_cache: str, memory_bytes: int,
-                backend: str = "llama.cpp", parallel: int = 1) -> int | None:
+                backend: str = "llama.cpp", parallel: int = 1,
+                swa_full: bool = False) -> int | None:
     """The largest context whose worst-case estimate fits in ``memory_bytes``, at most the
     training context (``MAX_CONTEXT`` when the model states none); None if none fits.
 
@@ -341,7 +344,8 @@ def max_context(shape: ModelShape, kv_cache: str, memory_bytes: int,
     limit = shape.n_ctx_train or MAX_CONTEXT
 
     def fits(context: int) -> bool:
-        return estimate(shape, context, kv_cache, parallel, backend).total_bytes <= memory_bytes
+        return estimate(shape, context, kv_cache, parallel, backend,
+                        swa_full=swa_full).total_bytes <= memory_bytes
 
     if fits(limit):
         return limit
@@ -356,19 +360,23 @@ def max_context(shape: ModelShape, kv_cache: str, memory_bytes: int,
 
 
 def table(shape: ModelShape, contexts=CONTEXTS, kv_types=KV_CACHE_TYPES,
-          memories_gib=MEMORIES_GIB, backend: str = "llama.cpp") -> dict:
+          memories_gib=MEMORIES_GIB, backend: str = "llama.cpp", swa_full: bool = False) -> dict:
     """The fit table (JSON): the worst-case ``estimate`` for each KV type and context, and
     per KV type the largest context that fits in each memory size ("8GiB": 32768 or null).
-    One sequence, the backend's default settings (llama.cpp: flash attention, full-size
-    sliding-window caches)."""
-    estimates = [{"context": c, "kv_cache": kv, **estimate(shape, c, kv, 1, backend).to_dict()}
+    One sequence; llama.cpp with flash attention and, unless ``swa_full``, sliding-window
+    caches sized by their window, as llama.cpp's server allocates them and the verifier's
+    runs do (llama-cpp-python's ``Llama`` allocates them full-size: ``swa_full=True``)."""
+    estimates = [{"context": c, "kv_cache": kv,
+                  **estimate(shape, c, kv, 1, backend, swa_full=swa_full).to_dict()}
                  for kv in kv_types for c in contexts]
-    fits = {kv: {f"{m}GiB": max_context(shape, kv, m * GIB, backend) for m in memories_gib}
+    fits = {kv: {f"{m}GiB": max_context(shape, kv, m * GIB, backend, swa_full=swa_full)
+                 for m in memories_gib}
             for kv in kv_types}
     return {"backend": backend, "estimates": estimates, "fits": fits}
 
 
-def check(fit_table: dict, shape: ModelShape, runs: list[dict], backend: str) -> list[dict]:
+def check(fit_table: dict, shape: ModelShape, runs: list[dict], backend: str,
+          swa_full: bool = False) -> list[dict]:
     """The estimate for each run of a verification report held against its measured peak.
 
     ``runs`` are the report's run dicts (``context``, ``kv_cache``, ``parallel``,
@@ -390,7 +398,8 @@ def check(fit_table: dict, shape: ModelShape, runs: list[dict], backend: str) ->
             try:
                 estimated = estimate(shape, context, kv_cache, parallel, backend,
                                      prompt_tokens=int(run.get("prompt_tokens") or 1),
-                                     max_tokens=int(run.get("max_tokens") or 0)).total_bytes
+                                     max_tokens=int(run.get("max_tokens") or 0),
+                                     swa_full=swa_full).total_bytes
             except ValueError:  # a KV type or size this module does not model
                 estimated = None
         if estimated is None:
