@@ -226,3 +226,20 @@ def test_mlx_chat_without_a_template_is_unsupported(mlx_model_dir, tmp_path):
     with pytest.raises(Unsupported, match="the model has no chat template"):
         mlx_backend.answer(model, spec, PromptSpec("hello", ".", chat=True))
     assert mlx_backend.answer(model, spec, PromptSpec("hello", ".", max_tokens=4)).tokens == 4
+
+
+# ---- through the child -------------------------------------------------------------------
+
+def test_a_run_beyond_the_training_context_is_reported_unsupported_not_failed(gemma_gguf):
+    from verifier import verify
+
+    report = verify(Spec(model_path=gemma_gguf, max_tokens=4, n_ctx=256,
+                         runs=(RunSpec(context=65536, prompt_tokens=16, max_tokens=4),
+                               RunSpec(context=512, kv_cache="q4_0", prompt_tokens=16,
+                                       max_tokens=4))))
+    assert report.passed, report.reason
+    beyond, quantized = report.runs
+    assert beyond["unsupported"] == ("context 65536 is beyond the model's training context "
+                                     "32768"), beyond
+    assert beyond["generation_tps"] is None
+    assert quantized["unsupported"] is None and quantized["generation_tps"] > 0, quantized

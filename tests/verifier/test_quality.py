@@ -7,13 +7,18 @@ from __future__ import annotations
 import pytest
 
 from verifier import Spec, quality, verify
+from verifier.spec import RunSpec
 
 LIMIT = 1000.0  # garbage weights score in the thousands; Gemma 3 270M scores under 60
 
 
 def test_gemma_perplexity_is_sane_and_the_same_twice(gemma_gguf):
+    """Reproducible: the same model on the same machine gives the same greedy output (the
+    smoke check's and a run's, with a quantized cache and two sequences batched) and the
+    same perplexity, twice."""
+    run = RunSpec(context=1024, kv_cache="q8_0", parallel=2, prompt_tokens=64, max_tokens=16)
     spec = Spec(model_path=gemma_gguf, max_tokens=16, n_ctx=256, perplexity=True,
-                max_perplexity=LIMIT)
+                max_perplexity=LIMIT, runs=(run,))
     first, second = verify(spec), verify(spec)
     for report in (first, second):
         assert report.passed, report.reason
@@ -22,6 +27,7 @@ def test_gemma_perplexity_is_sane_and_the_same_twice(gemma_gguf):
         assert report.perplexity_text_sha256 == quality.text_sha256()
     assert second.perplexity == pytest.approx(first.perplexity, abs=1e-3)
     assert second.output_sha256 == first.output_sha256
+    assert second.runs[0]["output_sha256"] == first.runs[0]["output_sha256"] is not None
 
 
 def test_damaged_weights_pass_the_smoke_check_and_fail_on_quality(damaged_gguf):
