@@ -99,3 +99,19 @@ def run_prompt(text_tokens: list[int], n: int, sequence: int, bos: int | None) -
     start = (sequence * n) % size
     picked = [text_tokens[(start + i) % size] for i in range(body)]
     return ([bos] if bos is not None else []) + picked
+
+
+def check_run(run, kv_types, trained: int | None, source: str = "") -> None:
+    """``Unsupported`` for a configuration no backend can run for this model: a K/V type
+    outside ``kv_types``, a context beyond the training context ``trained`` (``source``
+    says where that figure comes from), or sequences that do not fit the context."""
+    if run.kv_cache not in kv_types:
+        raise Unsupported(f"KV cache type {run.kv_cache!r} is not one of {', '.join(kv_types)}")
+    if trained and run.context > trained:
+        raise Unsupported(f"context {run.context} is beyond the model's training context "
+                          f"{trained}{source}")
+    needed = run.parallel * (run.prompt_tokens + run.max_tokens)
+    if needed > run.context:
+        raise Unsupported(f"{run.parallel} sequence(s) of {run.prompt_tokens} prompt and "
+                          f"{run.max_tokens} generated tokens need {needed} cells, more than "
+                          f"context {run.context}")

@@ -25,7 +25,15 @@ import time
 from contextlib import contextmanager
 
 from verifier import chat_template, quality
-from verifier.backends import Answer, Generation, LoadError, RunFigures, Unsupported, run_prompt
+from verifier.backends import (
+    Answer,
+    Generation,
+    LoadError,
+    RunFigures,
+    Unsupported,
+    check_run,
+    run_prompt,
+)
 from verifier.spec import PromptSpec, RunSpec, Spec
 
 _LOAD_ERROR = "error loading model: "
@@ -270,17 +278,7 @@ def measure(llm, spec: Spec, run: RunSpec) -> RunFigures:
 def _check_run(llm, run: RunSpec) -> None:
     import llama_cpp
 
-    if run.kv_cache not in _KV_TYPES:
-        raise Unsupported(f"KV cache type {run.kv_cache!r} is not one of {', '.join(_KV_TYPES)}")
-    trained = llama_cpp.llama_model_n_ctx_train(llm.model)
-    if run.context > trained:
-        raise Unsupported(f"context {run.context} is beyond the model's training context "
-                          f"{trained}")
-    needed = run.parallel * (run.prompt_tokens + run.max_tokens)
-    if needed > run.context:
-        raise Unsupported(f"{run.parallel} sequence(s) of {run.prompt_tokens} prompt and "
-                          f"{run.max_tokens} generated tokens need {needed} cells, more than "
-                          f"context {run.context}")
+    check_run(run, _KV_TYPES, llama_cpp.llama_model_n_ctx_train(llm.model))
 
 
 def _bos(model) -> int | None:

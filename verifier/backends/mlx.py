@@ -24,7 +24,15 @@ import time
 from pathlib import Path
 
 from verifier import quality
-from verifier.backends import Answer, Generation, LoadError, RunFigures, Unsupported, run_prompt
+from verifier.backends import (
+    Answer,
+    Generation,
+    LoadError,
+    RunFigures,
+    Unsupported,
+    check_run,
+    run_prompt,
+)
 from verifier.spec import PromptSpec, RunSpec, Spec
 
 # mlx-lm's KV cache quantization (``generate_step``'s ``kv_bits``) for each KV cache type,
@@ -168,17 +176,8 @@ def _config(model_path) -> dict:
 
 
 def _check_run(config: dict, run: RunSpec) -> None:
-    if run.kv_cache not in _KV_BITS:
-        raise Unsupported(f"KV cache type {run.kv_cache!r} is not one of {', '.join(_KV_BITS)}")
-    trained = config.get("max_position_embeddings")
-    if trained and run.context > trained:
-        raise Unsupported(f"context {run.context} is beyond the model's training context "
-                          f"{trained} (max_position_embeddings)")
-    needed = run.parallel * (run.prompt_tokens + run.max_tokens)
-    if needed > run.context:
-        raise Unsupported(f"{run.parallel} sequence(s) of {run.prompt_tokens} prompt and "
-                          f"{run.max_tokens} generated tokens need {needed} cells, more than "
-                          f"context {run.context}")
+    check_run(run, _KV_BITS, config.get("max_position_embeddings"),
+              " (max_position_embeddings)")
     if _KV_BITS[run.kv_cache] is None:
         return
     head_dim = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
