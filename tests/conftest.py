@@ -23,6 +23,7 @@ pytest_plugins = [
     "tests.support.s3",
     "tests.support.models",
     "tests.support.mlx_models",
+    "tests.support.derived_mlx",
     "tests.support.assay_server",
     "tests.support.skopeo",
 ]
@@ -45,6 +46,7 @@ FIXTURE_MARKS = {
     "mlx_model_dir": "slow",
     "mlx_model_dir_quantized": "slow",
     "mlx_model_dir_sharded": "slow",
+    "derived_mlx": "slow",
     "assay_server": "slow",
     "assay_server_module": "slow",
 }
