@@ -1,6 +1,7 @@
 """The MLX model derived from the real Gemma 3 270M GGUF (``tests.support.derived_mlx``):
 mlx-lm loads it, its tokenizer gives llama.cpp's ids, and the verifier scores it like the
-GGUF it came from, so llama.cpp and MLX can be compared on the same weights."""
+GGUF it came from (its perplexity next to the GGUF's: tests/e2e/test_profile_verification.py),
+so llama.cpp and MLX can be compared on the same weights."""
 
 from __future__ import annotations
 
@@ -17,11 +18,7 @@ pytestmark = pytest.mark.slow
 # The base 270M model continues "The capital of France is" with "the capital of the country
 # of France..." on both engines; in question-and-answer form both answer Paris at once.
 PARIS_PROMPT = "Q: What is the capital of France?\nA:"
-# Measured: the derived bfloat16 copy scores 17.559 where the GGUF scores 17.708 (-0.84%);
-# llama.cpp quantizes activations for its quantized matmuls, MLX multiplies in bfloat16.
-PERPLEXITY_TOLERANCE = 0.02
-# MLX's CPU backend takes about 5 minutes (2 busy cores) for the perplexity's 4 chunks.
-MLX_TIMEOUT_S = 1500
+MLX_TIMEOUT_S = 600
 
 
 @pytest.fixture(scope="module")
@@ -41,8 +38,11 @@ def vocab(gemma_gguf):
 
 @pytest.fixture(scope="module")
 def mlx_report(derived_mlx) -> Report:
+    # Its perplexity against the GGUF's is measured once, side by side with the GGUF, in
+    # tests/e2e/test_profile_verification.py: MLX's CPU backend (a reference BLAS) needs
+    # minutes for it on this machine.
     return verify(Spec(model_path=derived_mlx, prompt=PARIS_PROMPT, max_tokens=12,
-                       perplexity=True, timeout_s=MLX_TIMEOUT_S))
+                       timeout_s=MLX_TIMEOUT_S))
 
 
 def test_the_cache_holds_one_complete_copy(derived_mlx):
@@ -94,17 +94,6 @@ def test_chat_template_is_gemmas_and_tokenizes_as_llama_cpp(loaded, vocab):
                     "<start_of_turn>model\n")
     assert (tokenizer.encode(text, add_special_tokens=False)
             == vocab.tokenize(text.encode(), add_bos=False, special=True))
-
-
-@pytest.mark.timeout(MLX_TIMEOUT_S + 300)
-def test_perplexity_is_the_ggufs(mlx_report, gemma_gguf):
-    gguf = verify(Spec(model_path=gemma_gguf, max_tokens=4, n_ctx=256, perplexity=True))
-    assert mlx_report.passed, f"{mlx_report.reason}\n{mlx_report.log_tail}"
-    assert gguf.passed, gguf.reason
-    assert mlx_report.backend == "mlx"
-    # The same tokenization gives the same chunks: the same 1020 tokens are scored.
-    assert mlx_report.perplexity_tokens == gguf.perplexity_tokens == 1020
-    assert mlx_report.perplexity == pytest.approx(gguf.perplexity, rel=PERPLEXITY_TOLERANCE)
 
 
 @pytest.mark.timeout(MLX_TIMEOUT_S + 300)

@@ -101,7 +101,10 @@ def generate(loaded, spec: Spec) -> Generation:
 
 def perplexity(loaded, spec: Spec) -> quality.Perplexity:
     """Perplexity on the project's text (``verifier.quality``): one forward pass per chunk
-    from an empty cache; the scored half's logits are read as float32."""
+    from an empty cache; the scored half's logits are read as float32. For architectures
+    whose output is the plain (or tied) projection of the last hidden state
+    (``_PLAIN_HEAD``), only the scored half is projected: the vocabulary projection is most
+    of the work for a small model with a large vocabulary."""
     import mlx.core as mx
     import numpy as np
 
@@ -113,11 +116,27 @@ def perplexity(loaded, spec: Spec) -> quality.Perplexity:
     scores = quality.Accumulator()
     for chunk in chunks:
         first = quality.first_scored(chunk)
-        logits = model(mx.array(chunk)[None])[0, first:len(chunk) - 1].astype(mx.float32)
-        rows = np.array(logits)
+        logits = _scored_logits(model, mx.array(chunk)[None], first, len(chunk) - 1)
+        rows = np.array(logits.astype(mx.float32))
         for i, row in enumerate(rows):
             scores.add(row, chunk[first + i + 1])
     return scores.result(len(chunks), time.perf_counter() - started)
+
+
+# mlx-lm model modules whose ``Model.__call__`` is ``self.model(...)`` followed by the tied
+# embedding's ``as_linear`` or ``lm_head``, with nothing after it (no soft-capping).
+_PLAIN_HEAD = {"mlx_lm.models.gemma3_text", "mlx_lm.models.llama", "mlx_lm.models.qwen2",
+               "mlx_lm.models.qwen3"}
+
+
+def _scored_logits(model, inputs, first: int, end: int):
+    """The logits of positions ``first`` to ``end`` (exclusive) of one sequence."""
+    if type(model).__module__ not in _PLAIN_HEAD:
+        return model(inputs)[0, first:end]
+    hidden = model.model(inputs)[:, first:end]
+    if getattr(model, "tie_word_embeddings", False) or not hasattr(model, "lm_head"):
+        return model.model.embed_tokens.as_linear(hidden)[0]
+    return model.lm_head(hidden)[0]
 
 
 def measure(loaded, spec: Spec, run: RunSpec) -> RunFigures:
@@ -135,7 +154,9 @@ def measure(loaded, spec: Spec, run: RunSpec) -> RunFigures:
     must not exceed the model's ``max_position_embeddings``. Raises ``Unsupported`` for those,
     for a quantized KV cache when a head's dimension is not a multiple of the group size, and
     for a quantized KV cache with several sequences (mlx-lm's batched caches refuse one:
-    "QuantizedKVCache does not yet support batching").
+    "QuantizedKVCache does not yet support batching"), and for what mlx-lm has not
+    implemented (``NotImplementedError``: a sliding-window layer's rotating cache cannot be
+    quantized, so Gemma 3 runs no q8_0 / q4_0 cache on MLX).
     """
     import mlx.core as mx
 
@@ -146,10 +167,14 @@ def measure(loaded, spec: Spec, run: RunSpec) -> RunFigures:
     bos = _bos(tokenizer)
     prompts = [run_prompt(text, run.prompt_tokens, s, bos) for s in range(run.parallel)]
     eval_start = time.perf_counter()
-    if run.parallel == 1:
-        tokens, times, checks = _single(model, prompts[0], run)
-    else:
-        tokens, times, checks = _batched(model, prompts, run)
+    try:
+        if run.parallel == 1:
+            tokens, times, checks = _single(model, prompts[0], run)
+        else:
+            tokens, times, checks = _batched(model, prompts, run)
+    except NotImplementedError as exc:  # e.g. "RotatingKVCache Quantization NYI"
+        raise Unsupported(f"mlx-lm cannot run this configuration for this model: {exc}") \
+            from None
     non_finite = False
     for i, sequence in enumerate(checks):  # read once, at the end: no sync point per step
         bad = next((step for step, check in enumerate(sequence) if not check.item()), None)
