@@ -21,6 +21,9 @@ so several apps in one process, e.g. the tests, do not mix their figures):
       assay_model_manifests{status}                model manifests by verification status
       assay_verifications_total{verdict,backend}   verification runs recorded
       assay_verification_duration_seconds{verdict,backend}   summary: _sum and _count
+      assay_verification_regressions_total{verdict}   runs that found regressions against
+                                                   the previous version of a tag
+      assay_model_manifests_regressed              model manifests whose latest run did
       assay_blobs_quarantined                      blobs `assay scrub` took out of service
       assay_metrics_database_up                    0 when the queries above failed
 
@@ -240,7 +243,23 @@ class DatabaseCollector:
                                  "Blobs `assay scrub` found damaged and took out of service "
                                  "until pushed again")
         held.add_metric([], figures.quarantined_blobs)
-        return [queue, models, runs, durations, held]
+        return [queue, models, runs, durations, *_regression_families(figures), held]
+
+
+def _regression_families(figures) -> list:
+    # Counts by outcome only: which model regressed, and on what, is in REST and webhooks
+    # (a series per model would grow without end).
+    found = CounterMetricFamily("assay_verification_regressions",
+                                "Verification runs that found regressions against the "
+                                "previous version of a tag (failed: the profile fails them)",
+                                labels=["verdict"])
+    for verdict, n in figures.regressions.items():
+        found.add_metric([verdict], n)
+    regressed = GaugeMetricFamily("assay_model_manifests_regressed",
+                                  "Model manifests whose latest verification found "
+                                  "regressions")
+    regressed.add_metric([], figures.regressed_models)
+    return [found, regressed]
 
 
 def watch_database(metrics: Metrics, app) -> None:

@@ -271,6 +271,17 @@ class Verification(Base):
     worker: Mapped[str | None] = mapped_column(String(255))
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Figures of ``report`` that listings filter and sort on, copied when it is recorded
+    # (``registry.services.report_columns``, which also says how the fit line is made);
+    # NULL when the report has none.
+    perplexity: Mapped[float | None] = mapped_column(Float)
+    regression_count: Mapped[int | None] = mapped_column(Integer)
+    fit_f16_base_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    fit_f16_bytes_per_token: Mapped[float | None] = mapped_column(Float)
+    fit_q8_0_base_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    fit_q8_0_bytes_per_token: Mapped[float | None] = mapped_column(Float)
+    fit_q4_0_base_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    fit_q4_0_bytes_per_token: Mapped[float | None] = mapped_column(Float)
 
 
 class RemoteModel(Base):

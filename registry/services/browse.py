@@ -7,8 +7,14 @@ Rows:
   manifests refer to, once), created, updated (its newest tag move or manifest push);
 - a tag: the manifest it points at now (digest, media type, status, logical size), the
   card's columns (format, architecture, quantization, ...) and the figures of the latest
-  verification of that manifest (backend, generation tokens/s, peak RSS). ``models`` lists
-  the same rows for every tag in every repository whose manifest is a model.
+  verification of that manifest (backend, generation tokens/s, peak RSS, perplexity, the
+  number of regressions it found). ``models`` lists the same rows for every tag in every
+  repository whose manifest is a model.
+
+The memory filter (``fits_memory`` at a ``context`` and KV-cache type) reads the fit
+estimate of the latest verification, kept as a line in the context per KV type
+(``registry.services.report_columns``: exact past the sliding window, conservative before
+it), and also asks that the model was trained for that context when its card says.
 
 Pagination is keyset ("seek"), never OFFSET: a page is the rows strictly after the last
 row of the previous page in the sort order, and the sort order always ends in a unique
@@ -19,8 +25,8 @@ The cursor is opaque to clients: URL-safe base64 of
 ``{"e": <endpoint>, "s": <sort>, "k": [<the last row's sort key values>]}``, checked on
 the way back in (shape and types) so a forged or stale one is a 400, never a 500.
 
-Sort keys whose value may be unknown (tokens/s, memory) sort those rows last in either
-direction: the key is ``(value IS NULL, COALESCE(value, 0), ...)``.
+Sort keys whose value may be unknown (tokens/s, memory, perplexity) sort those rows last
+in either direction: the key is ``(value IS NULL, COALESCE(value, 0), ...)``.
 """
 
 from __future__ import annotations
@@ -64,13 +70,16 @@ from registry.db.tables import (
 from registry.errors import NameUnknown, RequestInvalid
 from registry.formats.classify import GGUF, SAFETENSORS
 from registry.services.common import Service, in_namespaces
+from registry.services.report_columns import fit_columns, padded
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 500
 STATUSES = ("queued", "verifying", "ready", "failed")
 FORMATS = (GGUF, SAFETENSORS)
 REPOSITORY_SORTS = ("name", "updated", "tags", "size")
-TAG_SORTS = ("name", "updated", "size", "tokens_per_s", "memory")
+TAG_SORTS = ("name", "updated", "size", "tokens_per_s", "memory", "perplexity")
+DEFAULT_CONTEXT = 4096   # tokens, for the memory filter when no context is given
+MAX_CONTEXT = 1 << 24
 MiB = 1024 * 1024
 _INT64 = 2**63
 _FLOAT_MAX = 1.7976931348623157e308
@@ -88,6 +97,13 @@ class TagFilter:
     quantizations: tuple[str, ...] = ()     # case-insensitive
     min_tokens_per_s: float | None = None   # latest verification's generation tokens/s
     max_memory_mb: float | None = None      # latest verification's peak RSS, MiB
+    max_perplexity: float | None = None     # latest verification's perplexity
+    # The latest verification's fit estimate at ``context`` tokens with a ``kv_cache``
+    # KV cache is at most ``fits_memory`` bytes (and the model's training context, when
+    # known, is at least ``context``).
+    fits_memory: int | None = None
+    context: int = DEFAULT_CONTEXT
+    kv_cache: str = "f16"
     q: str | None = None                    # substring of the tag ("repo:tag" for models)
 
 
@@ -293,6 +309,8 @@ class BrowseService(Service):
             "quantization": models.c.quantization, "context_length": models.c.context_length,
             "verdict": verifications.c.verdict, "backend": verifications.c.backend,
             "tokens_per_s": verifications.c.generation_tps, "memory": memory,
+            "perplexity": verifications.c.perplexity,
+            "regressions": verifications.c.regression_count,
             "verified_at": verifications.c.finished_at,
         }
         joined = (tags.join(repositories, repositories.c.id == tags.c.repository_id)
@@ -332,6 +350,10 @@ class BrowseService(Service):
         if f.max_memory_mb is not None:
             limit = f.max_memory_mb * MiB
             where.append(cols["memory"] <= (limit if math.isfinite(limit) else _FLOAT_MAX))
+        if f.max_perplexity is not None:
+            where.append(cols["perplexity"] <= f.max_perplexity)
+        if f.fits_memory is not None:
+            where.append(_fits(f, cols["context_length"]))
         if f.q:
             target = func.lower(cols["tag"])
             if across:
@@ -391,6 +413,16 @@ class BrowseService(Service):
         return Page([to_json(r) for r in rows], next_cursor)
 
 
+def _fits(f: TagFilter, context_length: ColumnElement) -> ColumnElement:
+    """The fit line of ``f.kv_cache`` at ``f.context`` (padded as the backends allocate)
+    is within ``f.fits_memory``; unknown (no fit table) never fits. A model whose card
+    states a shorter training context does not serve ``f.context`` at all."""
+    base, per_token = fit_columns(f.kv_cache)
+    memory = float(min(f.fits_memory, _INT64))  # beyond it: everything fits
+    return and_(base + per_token * padded(f.context) <= memory,
+                or_(context_length.is_(None), context_length >= f.context))
+
+
 def _key_value(value: Any, kind: str) -> Any:
     if kind == "int":
         return int(value)
@@ -429,5 +461,6 @@ def _tag_json(row) -> dict:
         "context_length": row.context_length,
         "verdict": row.verdict, "backend": row.backend, "tokens_per_s": row.tokens_per_s,
         "peak_rss_bytes": None if memory is None else int(memory),
+        "perplexity": row.perplexity, "regressions": row.regressions,
         "verified_at": isoformat(_dt(row.verified_at)),
     }

@@ -1,5 +1,6 @@
 """Deployment-wide figures read from the shared database (the job queue, model manifests,
-verification runs, quarantined blobs), for the Prometheus scrape (``registry.api.metrics``).
+verification runs and the regressions they found, quarantined blobs), for the Prometheus
+scrape (``registry.api.metrics``).
 
 Every replica reads the same rows, so each reports the same figures for the whole
 deployment, whichever process did the work. Each query runs on its own autocommit read
@@ -8,7 +9,7 @@ deployment, whichever process did the work. Each query runs on its own autocommi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import extract, func, select
 
@@ -35,6 +36,9 @@ class Figures:
     manifest_statuses: dict[str, int]         # verification status -> model manifests
     verifications: list[VerificationTotals]
     quarantined_blobs: int
+    # verdict -> verification runs that found regressions against a tag's previous version
+    regressions: dict[str, int] = field(default_factory=dict)
+    regressed_models: int = 0                 # model manifests whose latest run found some
 
 
 def read_figures(db: Database, queue: JobQueue) -> Figures:
@@ -56,9 +60,24 @@ def read_figures(db: Database, queue: JobQueue) -> Figures:
             .group_by(verifications.c.verdict, verifications.c.backend)).all()
         quarantined = conn.execute(select(func.count()).select_from(blobs)
                                    .where(blobs.c.quarantined_at.is_not(None))).scalar()
+        regressions, regressed = _regressions(conn)
     return Figures(
         jobs=job_counts,
         manifest_statuses={status: n for status, n in status_rows},
         verifications=[VerificationTotals(verdict, backend, n, float(total))
                        for verdict, backend, n, total in verdict_rows],
-        quarantined_blobs=quarantined)
+        quarantined_blobs=quarantined, regressions=regressions, regressed_models=regressed)
+
+
+def _regressions(conn) -> tuple[dict[str, int], int]:
+    """Runs that found regressions, by verdict (a regression fails a run only where the
+    profile says so), and the model manifests whose latest run found some."""
+    v = verifications.c
+    found = v.regression_count > 0
+    rows = conn.execute(select(v.verdict, func.count()).where(found)
+                        .group_by(v.verdict)).all()
+    latest = (select(func.max(v.id)).where(v.manifest_id.is_not(None))
+              .group_by(v.manifest_id))
+    regressed = conn.execute(select(func.count()).select_from(verifications)
+                             .where(v.id.in_(latest), found)).scalar()
+    return {verdict: n for verdict, n in rows}, regressed

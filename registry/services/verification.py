@@ -43,6 +43,7 @@ from registry.services.common import Service, repo_id
 from registry.services.events import EventService, verification_object
 from registry.services.policies import Policy, PolicyService
 from registry.services.regressions import RegressionService
+from registry.services.report_columns import report_columns
 from registry.services.uploads import UploadService
 from registry.settings import Settings
 from registry.storage import BlobStore
@@ -161,7 +162,7 @@ class VerificationService(Service):
                 manifest_id=target.manifest_id, job_id=job_id,
                 verdict="passed" if passed else "failed", reason=reason,
                 backend=report.get("backend"), backend_version=report.get("backend_version"),
-                generation_tps=report.get("generation_tps"),
+                generation_tps=report.get("generation_tps"), **report_columns(report),
                 report=json.dumps(report), log_tail=report.get("log_tail"),
                 referrer_digest=referrer, worker=worker, started_at=started_at,
                 finished_at=finished).returning(verifications.c.id)).scalar_one()

@@ -3,8 +3,10 @@ stacks: the rows, every filter, every sort, keyset pagination with ``Link`` head
 while rows are inserted between pages) and 400/404 problems for bad requests.
 
 Verifications are recorded through the service layer (no worker runs), with made-up
-figures: tokens/s and peak RSS differ per model so filters and sorts have something to
-tell apart.
+figures: tokens/s, peak RSS and perplexity differ per model so filters and sorts have
+something to tell apart. The fit tables are the estimate's own (``registry.formats.fit``
+on a made-up model shape, as the worker computes them): the reports are written here, the
+verifier and the estimate are tested elsewhere; what is under test is what browse reads.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from functools import cache
 
 import pytest
 
+from registry.formats import fit
 from tests.support.gguf_files import gguf_bytes
 from tests.support.model_artifacts import push_ollama, push_safetensors
 from tests.support.oci import push_image
@@ -40,14 +43,23 @@ def qwen() -> bytes:
     return gguf_bytes(arch="qwen2", context_length=4096)
 
 
+@cache
+def long_context() -> bytes:
+    return gguf_bytes(context_length=32768)
+
+
 def record(service, name: str, digest: str, *, passed: bool = True,
            backend: str = "llama.cpp", tps: float | None = None,
-           rss: int | None = None) -> None:
-    """A verification result, as a worker would record it."""
+           rss: int | None = None, perplexity: float | None = None,
+           smoke_perplexity: float | None = None, fit_table: dict | None = None) -> None:
+    """A verification result, as a worker would record it: ``perplexity`` the profile's
+    (``quality``), ``smoke_perplexity`` the flat field older reports have alone."""
     target = service.verification.target(manifest_id(service, name, digest), digest)
     if passed:
+        quality = None if perplexity is None else {"perplexity": perplexity}
         report = Report(passed=True, backend=backend, backend_version="1", generation_tps=tps,
-                        peak_rss_bytes=rss, tokens_generated=8, output="hi")
+                        peak_rss_bytes=rss, tokens_generated=8, output="hi",
+                        perplexity=smoke_perplexity, quality=quality, fit=fit_table)
     else:
         report = Report(passed=False, failure="load", reason="bad tensor", backend=backend)
     service.verification.record(target, report.to_dict(), job_id=None, worker="test",
@@ -58,17 +70,19 @@ def record(service, name: str, digest: str, *, passed: bool = True,
 def zoo(client, service) -> dict[str, str]:
     """Three repositories of models in every state, and one of a container image.
 
-    ======================  ===========  ======  ========  =======  =========
-    tag                     format       status  backend   tok/s    peak RSS
-    ======================  ===========  ======  ========  =======  =========
-    library/llama:fast      gguf llama   ready   llama.cpp 80       1 GiB
-    library/llama:slow      gguf llama   ready   llama.cpp 12.5     3 GiB
-    library/llama:broken    gguf llama   failed  llama.cpp -        -
-    library/llama:queued    gguf llama   queued  -         -        -
-    library/qwen:latest     gguf qwen2   ready   llama.cpp 50       1.5 GiB
-    team/mlx:v1             safetensors  ready   mlx       25       2 GiB
-    team/app:v1             (an image)   -       -         -        -
-    ======================  ===========  ======  ========  =======  =========
+    ======================  ===========  ======  ========  =======  =========  ==========
+    tag                     format       status  backend   tok/s    peak RSS   perplexity
+    ======================  ===========  ======  ========  =======  =========  ==========
+    library/llama:fast      gguf llama   ready   llama.cpp 80       1 GiB      30 (*)
+    library/llama:slow      gguf llama   ready   llama.cpp 12.5     3 GiB      12 (smoke)
+    library/llama:broken    gguf llama   failed  llama.cpp -        -          -
+    library/llama:queued    gguf llama   queued  -         -        -          -
+    library/qwen:latest     gguf qwen2   ready   llama.cpp 50       1.5 GiB    20
+    team/mlx:v1             safetensors  ready   mlx       25       2 GiB      -
+    team/app:v1             (an image)   -       -         -        -          -
+    ======================  ===========  ======  ========  =======  =========  ==========
+
+    (*) the profile's 30 where the smoke check's flat figure says 45: the profile's counts.
     """
     d = {}
     # Distinct system prompts of distinct lengths: distinct manifests and sizes.
@@ -78,10 +92,13 @@ def zoo(client, service) -> dict[str, str]:
     d["library/qwen:latest"] = push_ollama(client, "library/qwen", "latest", qwen())
     d["team/mlx:v1"] = push_safetensors(client, "team/mlx", "v1")
     d["team/app:v1"] = push_image(client, "team/app", "v1")[0]
-    record(service, "library/llama", d["library/llama:fast"], tps=80.0, rss=GiB)
-    record(service, "library/llama", d["library/llama:slow"], tps=12.5, rss=3 * GiB)
+    record(service, "library/llama", d["library/llama:fast"], tps=80.0, rss=GiB,
+           perplexity=30.0, smoke_perplexity=45.0)
+    record(service, "library/llama", d["library/llama:slow"], tps=12.5, rss=3 * GiB,
+           smoke_perplexity=12.0)
     record(service, "library/llama", d["library/llama:broken"], passed=False)
-    record(service, "library/qwen", d["library/qwen:latest"], tps=50.0, rss=3 * GiB // 2)
+    record(service, "library/qwen", d["library/qwen:latest"], tps=50.0, rss=3 * GiB // 2,
+           perplexity=20.0)
     record(service, "team/mlx", d["team/mlx:v1"], backend="mlx", tps=25.0, rss=2 * GiB)
     return d
 
@@ -137,8 +154,8 @@ def test_tag_rows_carry_card_status_size_and_latest_figures(client, zoo):
         "format": "gguf", "architecture": "llama",
         "parameter_count": card["model"]["parameter_count"], "quantization": "F32",
         "context_length": 2048, "verdict": "passed", "backend": "llama.cpp",
-        "tokens_per_s": 80.0, "peak_rss_bytes": GiB,
-        "verified_at": card["verification"]["finished_at"],
+        "tokens_per_s": 80.0, "peak_rss_bytes": GiB, "perplexity": 30.0,
+        "regressions": None, "verified_at": card["verification"]["finished_at"],
         "href": "/api/v1/repositories/library/llama/tags/fast",
     }
     assert datetime.fromisoformat(fast["updated"]).tzinfo is not None
@@ -251,6 +268,10 @@ TAG_FILTERS = [
     ({"quantization": "f32"}, ["broken", "fast", "queued", "slow"]),
     ({"quantization": "Q4_K_M"}, []),
     ({"q": "S"}, ["fast", "slow"]),
+    ({"max_perplexity": "30"}, ["fast", "slow"]),
+    ({"max_perplexity": "29.9"}, ["slow"]),              # the profile's 30, not the smoke 45
+    ({"max_perplexity": "0"}, []),
+    ({"max_perplexity": "1e308", "sort": "-perplexity"}, ["fast", "slow"]),
     ({"status": "ready", "min_tokens_per_s": "10", "max_memory_mb": "2048"}, ["fast"]),
 ]
 MODEL_FILTERS = [
@@ -266,6 +287,9 @@ MODEL_FILTERS = [
     ({"q": "qwen:"}, ["library/qwen:latest"]),
     ({"q": "mlx:v"}, ["team/mlx:v1"]),
     ({"status": "verifying"}, []),
+    ({"max_perplexity": "25"}, ["library/llama:slow", "library/qwen:latest"]),
+    ({"max_perplexity": "25", "sort": "perplexity"}, ["library/llama:slow",
+                                                       "library/qwen:latest"]),
 ]
 
 
@@ -274,6 +298,88 @@ def test_filters(client, zoo):
     for url, cases in ((TAGS, TAG_FILTERS), (MODELS, MODEL_FILTERS)):
         for params, expected in cases:
             assert tag_names(client, url, **params) == expected, (url, params)
+
+
+def shape(weights_bytes: int) -> fit.ModelShape:
+    """A llama-shaped model (every layer attends to the whole context) whose KV cache is
+    64 KiB a token in f16: 2 GiB at 32,768 tokens, so the KV type decides what fits."""
+    return fit.ModelShape(
+        architecture="llama", n_layer=16, n_head_kv=8, key_length=128, value_length=128,
+        n_ctx_train=32768, sliding_window=None, swa_layers=[False] * 16, n_embd=1024,
+        n_vocab=32000, weights_bytes=weights_bytes, n_head=16, n_ff=4096)
+
+
+SMALL, BIG = shape(200_000_000), shape(1_200_000_000)
+
+
+@pytest.fixture
+def fitted(client, service) -> dict[str, fit.ModelShape]:
+    """Models with fit tables (the worker's: ``fit.table`` of their shape).
+
+    ==========  ================  =====  ===============================================
+    repository  training context  shape  GiB at 4,096 / 32,768 tokens (f16, q8_0, q4_0)
+    ==========  ================  =====  ===============================================
+    fit/small   32,768            SMALL  0.53 0.41 0.35 / 2.30 1.37 0.87
+    fit/big     32,768            BIG    1.46 1.34 1.28 / 3.24 2.30 1.80
+    fit/short   2,048 (card)      SMALL  as fit/small, but trained for 2,048 tokens
+    fit/none    32,768            -      no estimate (the header could not be read)
+    ==========  ================  =====  ===============================================
+    """
+    for name, gguf, table in (
+            ("fit/small", long_context(), fit.table(SMALL)),
+            ("fit/big", long_context(), fit.table(BIG)),
+            ("fit/short", llama(), fit.table(SMALL)),
+            ("fit/none", long_context(), {"error": "ValueError: no block count"})):
+        digest = push_ollama(client, name, "v1", gguf, name.encode())
+        record(service, name, digest, tps=20.0, rss=GiB, fit_table={**table, "checks": []})
+    return {"fit/small": SMALL, "fit/big": BIG}
+
+
+def fitting(client, url: str = MODELS, **params) -> list[str]:
+    return [n.split(":")[0] for n in tag_names(client, url, q="fit/", **params)]
+
+
+def test_fits_memory_at_a_context_and_kv_cache(client, fitted):
+    # 4,096 tokens and f16 unless asked otherwise; the training context counts.
+    assert fitting(client, fits_memory="1GiB") == ["fit/small"]
+    assert fitting(client, fits_memory="1GiB", context="4096", kv_cache="f16") == \
+        ["fit/small"]
+    assert fitting(client, fits_memory="1GiB", context="2048") == ["fit/short", "fit/small"]
+    assert fitting(client, fits_memory="2GiB") == ["fit/big", "fit/small"]
+    assert fitting(client, fits_memory="1EiB", context="2048") == \
+        ["fit/big", "fit/short", "fit/small"]                    # never fit/none
+    # At 32,768 tokens, 1 GiB holds the small model's KV cache only in q4_0.
+    for kv in ("f16", "q8_0"):
+        assert fitting(client, fits_memory="1GiB", context="32768", kv_cache=kv) == [], kv
+    assert fitting(client, fits_memory="1GiB", context="32768", kv_cache="q4_0") == \
+        ["fit/small"]
+    assert fitting(client, fits_memory="2GiB", context="32768", kv_cache="q8_0") == \
+        ["fit/small"]
+    assert fitting(client, fits_memory="2GiB", context="32768", kv_cache="q4_0") == \
+        ["fit/big", "fit/small"]
+    # Units: bytes, GiB and GB, with or without a space.
+    assert fitting(client, fits_memory=str(2**30)) == fitting(client, fits_memory="1 GiB") \
+        == fitting(client, fits_memory="1.0737GB") == ["fit/small"]
+    # The tags of one repository take the same filter.
+    assert tag_names(client, "/api/v1/repositories/fit/big/tags", fits_memory="2GiB",
+                     context="4096", kv_cache="q8_0") == ["v1"]
+    assert tag_names(client, "/api/v1/repositories/fit/big/tags", fits_memory="1GiB") == []
+
+
+@pytest.mark.parametrize("kv", fit.KV_CACHE_TYPES)
+def test_fits_memory_is_the_estimate_to_the_byte(client, fitted, kv):
+    """At the estimate itself the model fits, a byte less it does not; between two padding
+    steps the context is read as the backends allocate it (rounded up to 256 cells); and a
+    context the table does not list is as exact as one it does."""
+    for context in (4096, 10_000, 32768):
+        need = fit.estimate(SMALL, context, kv).total_bytes
+        first = -(-context // 256) * 256 - 255  # the shortest context in the same 256 cells
+        assert fit.estimate(SMALL, first, kv).total_bytes == need
+        for asked in (context, first):
+            assert fitting(client, fits_memory=str(need), context=str(asked),
+                           kv_cache=kv) == ["fit/small"], (context, asked)
+        assert fitting(client, fits_memory=str(need - 1), context=str(context),
+                       kv_cache=kv) == [], context
 
 
 # -------------------------------------------------------------------------- sorting
@@ -289,7 +395,7 @@ def _expected(rows: list[dict], sort: str, across: bool) -> list[str]:
         return (r["repository"], r["tag"]) if across else (r["tag"],)
 
     field = {"updated": "updated", "size": "size", "tokens_per_s": "tokens_per_s",
-             "memory": "peak_rss_bytes"}.get(key)
+             "memory": "peak_rss_bytes", "perplexity": "perplexity"}.get(key)
 
     def value(r):
         v = r[field]
@@ -306,7 +412,7 @@ def _expected(rows: list[dict], sort: str, across: bool) -> list[str]:
 
 
 SORTS = ["name", "-name", "updated", "-updated", "size", "-size", "tokens_per_s",
-         "-tokens_per_s", "memory", "-memory"]
+         "-tokens_per_s", "memory", "-memory", "perplexity", "-perplexity"]
 
 
 @pytest.mark.slow  # every sort, both ways, paged through the whole zoo
@@ -332,6 +438,10 @@ def test_sort_by_speed_puts_unknown_last_both_ways(client, zoo):
         ["library/llama:fast", "library/qwen:latest", "team/mlx:v1", "library/llama:slow"]
     assert tag_names(client, MODELS, sort="memory")[:4] == \
         ["library/llama:fast", "library/qwen:latest", "team/mlx:v1", "library/llama:slow"]
+    assert tag_names(client, TAGS, sort="perplexity") == ["slow", "fast", "broken", "queued"]
+    assert tag_names(client, TAGS, sort="-perplexity") == ["fast", "slow", "queued", "broken"]
+    assert tag_names(client, MODELS, sort="perplexity")[:3] == \
+        ["library/llama:slow", "library/qwen:latest", "library/llama:fast"]
 
 
 # ----------------------------------------------------------------------- pagination
@@ -427,6 +537,25 @@ BAD = [
     {"q": "a\x01b"}, {"q": "x" * 256},
     {"unknown": "1"}, {"min_tps": "20"},
 ]
+# Each names the parameter it is about in the problem's detail.
+BAD_FIT = [
+    ({"max_perplexity": "-1"}, "max_perplexity"), ({"max_perplexity": "low"}, "max_perplexity"),
+    ({"max_perplexity": "inf"}, "max_perplexity"), ({"max_perplexity": ""}, "max_perplexity"),
+    ({"fits_memory": "lots"}, "fits_memory"), ({"fits_memory": "-1GiB"}, "fits_memory"),
+    ({"fits_memory": "16XB"}, "fits_memory"), ({"fits_memory": ""}, "fits_memory"),
+    ({"fits_memory": "1e9"}, "fits_memory"), ({"fits_memory": " 16GiB"}, "fits_memory"),
+    ({"fits_memory": ["1GiB", "2GiB"]}, "fits_memory"),
+    ({"fits_memory": "1GiB", "context": "0"}, "context"),
+    ({"fits_memory": "1GiB", "context": "4k"}, "context"),
+    ({"fits_memory": "1GiB", "context": "-4096"}, "context"),
+    ({"fits_memory": "1GiB", "context": str(2**24 + 1)}, "context"),
+    ({"fits_memory": "1GiB", "context": ""}, "context"),
+    ({"fits_memory": "1GiB", "kv_cache": "q5_1"}, "kv_cache"),
+    ({"fits_memory": "1GiB", "kv_cache": ""}, "kv_cache"),
+    ({"fits_memory": "1GiB", "kv_cache": "F16"}, "kv_cache"),
+    ({"context": "4096"}, "context"), ({"kv_cache": "q8_0"}, "kv_cache"),
+    ({"sort": "ppl"}, "sort"),
+]
 
 
 def test_bad_parameters_are_400_problems(client):
@@ -442,6 +571,16 @@ def test_bad_parameters_are_400_problems(client):
             r = client.get("/api/v1/repositories", params=repo_params)
             assert r.status_code == 400, (params, r.text)
             assert_problem(r, 400)
+
+
+def test_bad_fit_and_perplexity_values_are_400s_naming_the_parameter(client):
+    push_image(client, "library/llama", "v1")
+    for params, name in BAD_FIT:
+        for url in (TAGS, MODELS):
+            body = assert_problem(client.get(url, params=params), 400, "UNSUPPORTED")
+            assert name in body["detail"], (url, params, body["detail"])
+    # The largest sizes are no error: everything with an estimate fits in them.
+    assert client.get(MODELS, params={"fits_memory": "9" * 30 + "EiB"}).status_code == 200
 
 
 def test_cursors_belong_to_their_listing_and_sort(client, zoo):

@@ -1,6 +1,6 @@
 """GET /metrics on both stacks: request counters by route template and status, body
 byte counters, and the scrape-time figures read from the database (queue depth, model
-statuses, verification outcomes and durations)."""
+statuses, verification outcomes and durations, regressions found)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from collections import Counter
 from sqlalchemy import func, select
 
 from registry.db.tables import jobs, manifests
+from tests.api.test_regressions import profile, profiled, run
+from tests.api.test_regressions import record as record_pushed
 from tests.support.metrics import scrape, value
 from tests.support.oci import push_image, sha256
-from tests.support.verification import push_model, verify
+from tests.support.verification import FakeWorker, push_model, report, verify
 
 BLOBS = "/v2/{name:path}/blobs/{digest}"
 MANIFESTS = "/v2/{name:path}/manifests/{reference}"
@@ -103,3 +105,38 @@ def test_verification_outcomes_and_model_statuses(client, service):
     assert sum(statuses.values()) == 2
     # The verify jobs the pushes queued, now done, are in the queue figures too.
     assert value(samples, "assay_jobs", kind="verify", status="done") == 2
+
+
+def test_regressions_by_verdict_and_models_whose_latest_run_regressed(client, service):
+    """Synthetic reports (the worker played through the service layer, as in
+    tests/api/test_regressions.py): the registry finds the regressions when it records
+    them, and the scrape counts what it found."""
+    samples = scrape(client)
+    assert labelled(samples, "assay_verification_regressions_total") == {}
+    assert value(samples, "assay_model_manifests_regressed", -1) == 0
+
+    warn, fail = profile(name="warn"), profile(name="fail", regressions={"action": "fail"})
+    for name, prof in (("team/warn", warn), ("team/fail", fail), ("team/same", warn)):
+        record_pushed(service, client, name, "v1", profiled(prof, runs=[run(tps=20.0)]), "a")
+    digest, slower = record_pushed(service, client, "team/warn", "v1",
+                                   profiled(warn, runs=[run(tps=10.0)]), "b")
+    _, failed = record_pushed(service, client, "team/fail", "v1",
+                              profiled(fail, runs=[run(tps=10.0)]), "b")
+    _, same = record_pushed(service, client, "team/same", "v1",
+                            profiled(warn, runs=[run(tps=20.0)]), "b")
+    assert (slower["verdict"], len(slower["regressions"]["items"])) == ("passed", 1)
+    assert (failed["verdict"], len(failed["regressions"]["items"])) == ("failed", 1)
+    assert same["regressions"]["items"] == []           # compared, nothing regressed
+
+    samples = scrape(client)
+    assert labelled(samples, "assay_verification_regressions_total") == {
+        (("verdict", "passed"),): 1.0, (("verdict", "failed"),): 1.0}
+    assert value(samples, "assay_model_manifests_regressed", -1) == 2
+
+    # A later run of the slower model without a comparison (a report from before
+    # profiles): its latest run no longer regressed; the runs that did still count.
+    service.verification.request("team/warn", digest)
+    FakeWorker(service, "team/warn", digest).finish(report())
+    samples = scrape(client)
+    assert value(samples, "assay_model_manifests_regressed", -1) == 1
+    assert value(samples, "assay_verification_regressions_total", -1, verdict="passed") == 1

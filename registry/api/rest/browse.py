@@ -3,8 +3,10 @@
     GET /api/v1/repositories                 ?q= &prefix= &sort=name|updated|tags|size
     GET /api/v1/repositories/<name>/tags     ?status= &format= &backend= &architecture=
                                              &quantization= &min_tokens_per_s=
-                                             &max_memory_mb= &q=
+                                             &max_memory_mb= &max_perplexity=
+                                             &fits_memory= [&context=] [&kv_cache=] &q=
                                              &sort=name|updated|size|tokens_per_s|memory
+                                                   |perplexity
     GET /api/v1/models                       the same filters, every repository
 
 Every listing takes ``n`` (page size, 1..500, default 50) and ``cursor``; ``-`` before a
@@ -12,6 +14,9 @@ sort key sorts descending. A page that is not the last carries ``Link: <...>;
 rel="next"`` (and the same URL as ``"next"`` in the body): follow it as is. List filters
 take comma-separated values (``status=ready,failed``) or repeat the parameter. An unknown
 parameter, or a value out of range, is a 400 problem; an unknown repository a 404.
+``fits_memory`` is bytes or a size (``16GiB``, ``16GB``; pydantic's ``ByteSize``);
+``context`` (tokens, default 4096) and ``kv_cache`` (f16 default, q8_0, q4_0) say what
+it is asked at, and only go with it.
 See ``registry.services.browse`` for the rows and the cursor.
 """
 
@@ -22,7 +27,7 @@ import re
 from datetime import datetime
 from urllib.parse import quote, urlencode
 
-from pydantic import Field
+from pydantic import ByteSize, Field, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -32,9 +37,12 @@ from registry.api.oci.base import repo_name, service
 from registry.api.rest.common import operation
 from registry.api.rest.schemas import Answer, Format, ModelStatus, Verdict, query_param
 from registry.errors import RequestInvalid
+from registry.formats.fit import KV_CACHE_TYPES
 from registry.services.browse import (
+    DEFAULT_CONTEXT,
     DEFAULT_PAGE,
     FORMATS,
+    MAX_CONTEXT,
     MAX_PAGE,
     REPOSITORY_SORTS,
     STATUSES,
@@ -48,9 +56,15 @@ from registry.services.browse import (
 PAGING = {"n", "cursor", "sort"}
 REPOSITORY_PARAMS = PAGING | {"q", "prefix"}
 TAG_PARAMS = PAGING | {"q", "status", "format", "backend", "architecture", "quantization",
-                       "min_tokens_per_s", "max_memory_mb"}
+                       "min_tokens_per_s", "max_memory_mb", "max_perplexity",
+                       "fits_memory", "context", "kv_cache"}
 MAX_TEXT = 255
 _N = re.compile(r"[0-9]{1,6}")
+_CONTEXT = re.compile(r"[0-9]{1,9}")
+# A byte count or a size with a unit; pydantic's ByteSize then reads the unit.
+SIZE_PATTERN = r"^[0-9]{1,30}(\.[0-9]{1,30})? ?[A-Za-z]{0,3}$"
+_SIZE = re.compile(SIZE_PATTERN[1:-1])
+_BYTES = TypeAdapter(ByteSize)
 
 
 class Repository(Answer):
@@ -90,6 +104,10 @@ class TagRow(Answer):
     backend: str | None
     tokens_per_s: float | None = Field(description="Generation tokens/s.")
     peak_rss_bytes: int | None
+    perplexity: float | None = Field(description="On the project's English text.")
+    regressions: int | None = Field(description="Regressions found against the previous "
+                                                "version of a tag; null: none to compare "
+                                                "with.")
     verified_at: datetime | None
     href: str = Field(description="Its full model card.")
 
@@ -152,6 +170,20 @@ def _tag_params(q: str) -> dict[str, dict]:
         "max_memory_mb": query_param("max_memory_mb", {"type": "number", "minimum": 0},
                                      "Latest verification's peak resident memory is at most "
                                      "this many MiB."),
+        "max_perplexity": query_param("max_perplexity", {"type": "number", "minimum": 0},
+                                      "Latest verification's perplexity is at most this."),
+        "fits_memory": query_param(
+            "fits_memory", {"type": "string", "pattern": SIZE_PATTERN, "examples": ["16GiB"]},
+            "Latest verification's memory estimate at `context` tokens with a `kv_cache` "
+            "K/V cache is at most this (bytes, or a size: 16GiB, 16GB), and the model was "
+            "trained for that context (when its card says). No estimate: no match."),
+        "context": query_param("context", {"type": "integer", "minimum": 1,
+                                           "maximum": MAX_CONTEXT,
+                                           "default": DEFAULT_CONTEXT},
+                               "Tokens of context for fits_memory (only with it)."),
+        "kv_cache": query_param("kv_cache", {"type": "string", "enum": list(KV_CACHE_TYPES),
+                                             "default": "f16"},
+                                "K/V cache type for fits_memory (only with it)."),
         "q": query_param("q", _TEXT, q),
         **_paging_params(TAG_SORTS),
     }
@@ -220,6 +252,41 @@ def _number(request: Request, name: str) -> float | None:
     return value
 
 
+def _size(request: Request, name: str) -> int | None:
+    raw = _text(request, name)
+    if raw is None:
+        return None
+    try:
+        if not _SIZE.fullmatch(raw):
+            raise ValueError
+        return int(_BYTES.validate_python(raw))
+    except (ValueError, ValidationError):
+        raise RequestInvalid(f"{name} must be a number of bytes or a size such as 16GiB or "
+                             f"16GB, not {raw!r}") from None
+
+
+def _fit(request: Request) -> dict:
+    """``fits_memory`` and what it is asked at; ``context``/``kv_cache`` alone are 400s."""
+    memory = _size(request, "fits_memory")
+    context, kv_cache = _text(request, "context"), _text(request, "kv_cache")
+    if memory is None:
+        for name, value in (("context", context), ("kv_cache", kv_cache)):
+            if value is not None:
+                raise RequestInvalid(f"{name} only goes with fits_memory (the memory to fit "
+                                     "in at that context)")
+        return {}
+    if context is None:
+        context = str(DEFAULT_CONTEXT)
+    if not _CONTEXT.fullmatch(context) or not 1 <= int(context) <= MAX_CONTEXT:
+        raise RequestInvalid(f"context must be an integer from 1 to {MAX_CONTEXT} (tokens), "
+                             f"not {context!r}")
+    kv_cache = "f16" if kv_cache is None else kv_cache
+    if kv_cache not in KV_CACHE_TYPES:
+        raise RequestInvalid(f"kv_cache must be one of {', '.join(KV_CACHE_TYPES)}, "
+                             f"not {kv_cache!r}")
+    return {"fits_memory": memory, "context": int(context), "kv_cache": kv_cache}
+
+
 def _paging(request: Request, sorts: tuple[str, ...]) -> tuple[Sort, int, str | None]:
     raw = _text(request, "n")
     n = DEFAULT_PAGE
@@ -240,7 +307,9 @@ def _filters(request: Request) -> TagFilter:
         quantizations=_list(request, "quantization"),
         min_tokens_per_s=_number(request, "min_tokens_per_s"),
         max_memory_mb=_number(request, "max_memory_mb"),
+        max_perplexity=_number(request, "max_perplexity"),
         q=_text(request, "q") or None,
+        **_fit(request),
     )
 
 

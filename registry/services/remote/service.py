@@ -36,6 +36,7 @@ from registry.services.events import EventService, verification_object
 from registry.services.policies import Policy, PolicyService
 from registry.services.remote.items import PLAIN, Item, Payload
 from registry.services.remote.references import ModelRef, local_hosts, norm_host, parse_ref
+from registry.services.report_columns import report_columns
 from registry.services.verification import (
     VerificationService,
     repair_statuses,
@@ -234,6 +235,7 @@ class RemoteService(Service):
                         backend=report.get("backend"),
                         backend_version=report.get("backend_version"),
                         generation_tps=report.get("generation_tps"), report=json.dumps(report),
+                        **report_columns(report),
                         log_tail=report.get("log_tail"), worker=worker,
                         started_at=started_at or now, finished_at=now,
                     ).returning(verifications.c.id)).scalar_one()
