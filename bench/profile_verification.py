@@ -1,6 +1,6 @@
 """The built-in default profile on Gemma 3 270M: time, overhead, fit, batching, engines.
 
-    .venv/bin/python -m bench.profile_verification [--repeats 2]
+    .venv/bin/python -m bench.profile_verification [--repeats 2] [--mlx-repeats 1]
 
 Runs the verifier (``verifier.verify``, the sandboxed child a worker runs) under the
 built-in default profile, as a worker builds its ``Spec`` (``worker.spec.measurements``),
@@ -28,7 +28,7 @@ import json
 import os
 from pathlib import Path
 
-from bench.common import RESULTS_DIR, machine_facts
+from bench.common import RESULTS_DIR, BenchError, machine_facts, run
 from client.bench import render
 from registry.formats import fit
 from registry.profiles import DEFAULT_PROFILE
@@ -56,7 +56,7 @@ def measure(path: Path, backend: str) -> dict:
     spec = Spec(model_path=path, threads=os.cpu_count() or 1, **measurements(DEFAULT_PROFILE))
     report = verify(spec)
     if not report.passed:
-        raise SystemExit(f"{backend}: {report.reason}\n{report.log_tail}")
+        raise BenchError(f"{backend}: {report.reason}\n{report.log_tail}")
     shape = fit.shape_from_gguf(path) if backend == "llama.cpp" else fit.shape_from_mlx(path)
     table = fit.table(shape, backend=backend)
     checks = fit.check(table, shape, report.runs, backend)
@@ -69,11 +69,14 @@ def measure(path: Path, backend: str) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2, help="llama.cpp verifications")
+    parser.add_argument("--mlx-repeats", type=int, default=1,
+                        help="MLX verifications (minutes each on a CPU without Apple's)")
     args = parser.parse_args(argv)
-    models = {"llama.cpp": gemma_gguf_path(), "mlx": derived_mlx_path()}
-    results = {backend: [measure(path, backend) for _ in range(args.repeats)]
-               for backend, path in models.items()}
+    models = {"llama.cpp": (gemma_gguf_path(), args.repeats),
+              "mlx": (derived_mlx_path(), args.mlx_repeats)}
+    results = {backend: [measure(path, backend) for _ in range(repeats)]
+               for backend, (path, repeats) in models.items()}
     gguf = results["llama.cpp"][0]["report"]
     single, parallel = gguf["runs"][0], gguf["runs"][2]
     summary = {
@@ -89,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     for backend, rs in results.items():
         for r in rs:
-            worst = max(abs(c["error"]) for c in r["fit_checks"]) if r["fit_checks"] else None
+            errors = [abs(c["error"]) for c in r["fit_checks"] if c["error"] is not None]
+            worst = max(errors) if errors else None
             print(f"{backend}: wall {r['wall_s']:.1f} s, overhead {r['overhead_s']:.2f} s, "
                   f"perplexity {r['perplexity']:.4f}, worst fit error "
                   f"{'n/a' if worst is None else f'{worst:.1%}'}")
@@ -107,4 +111,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run(main)

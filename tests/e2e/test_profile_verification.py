@@ -1,10 +1,10 @@
 """Verification under profiles, end to end on one ``assay serve`` with one worker, the gate
 on and the built-in default profile (``ASSAY_DEFAULT_PROFILE=default``): the real Gemma 3
-270M GGUF becomes ready with a run matrix, perplexity, prompts and a fit table, and its MLX
-copy (derived from the same GGUF) appears next to it in ``assay bench``; a copy with
-garbage weights passes the smoke profile but fails the default on quality; a worse
-re-push of a tag is flagged as a regression, and with ``action: fail`` the previous
-version stays served.
+270M GGUF becomes ready under the default with a run matrix, perplexity, prompts and a fit
+table held against every run's peak; the GGUF and its MLX copy (derived from the same GGUF)
+side by side under one small profile, in REST and ``assay bench``; a copy with garbage
+weights passes the smoke profile but fails the default on quality; a worse re-push of a tag
+is flagged as a regression, and with ``action: fail`` the previous version stays served.
 """
 
 from __future__ import annotations
