@@ -37,7 +37,6 @@ import contextlib
 import json
 import math
 import os
-import re
 import sys
 import time
 import traceback
@@ -165,7 +164,7 @@ def _acceptable(perplexity: float, limit: float | None) -> bool:
 def _matches(prompt: PromptSpec, answer: dict) -> bool:
     """Unsupported (no chat template) is not a mismatch: the parent reports it."""
     result = answer.get("result")
-    return result is None or re.search(prompt.expect, result["text"]) is not None
+    return result is None or prompt.matches(result["text"])
 
 
 def _reset_peak() -> None:

@@ -16,6 +16,7 @@ a caller error, never a failed model.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -65,6 +66,10 @@ class PromptSpec:
             raise ValueError("a prompt check needs a prompt and an expect pattern")
         if self.max_tokens < 1:
             raise ValueError("max_tokens must be >= 1")
+
+    def matches(self, answer: str) -> bool:
+        """Whether ``answer`` passes: ``expect`` found anywhere in it."""
+        return re.search(self.expect, answer) is not None
 
 
 def _default_threads() -> int:

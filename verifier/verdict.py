@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import re
 import signal
 
 from verifier import quality
@@ -247,8 +246,7 @@ def _prompt_json(check: PromptSpec, event: dict) -> dict:
     answer = event.get("result")
     return {"prompt": check.prompt, "chat": check.chat, "expect": check.expect,
             "output": answer["text"] if answer else None,
-            "matched": (re.search(check.expect, answer["text"]) is not None
-                        if answer else None),
+            "matched": check.matches(answer["text"]) if answer else None,
             "template": answer["template"] if answer else None,
             "unsupported": event.get("unsupported"), "seconds": event.get("seconds")}
 

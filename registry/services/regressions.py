@@ -37,10 +37,12 @@ from client.results import describe_regression
 from registry.db.tables import manifests, repositories, tag_history, tags, verifications
 from registry.digests import check_name, check_tag, is_digest, parse_digest
 from registry.errors import RegistryError
+from registry.profiles import Regressions
 from registry.services.common import Service
 
 RUN_CONFIG = ("context", "kv_cache", "parallel", "prompt_tokens", "max_tokens")
-DEFAULT_THRESHOLDS = {"generation_tps": 0.10, "memory": 0.10, "perplexity_ratio": 0.05}
+# The profile's own defaults, for documents that leave a threshold out.
+DEFAULT_THRESHOLDS = Regressions().model_dump(exclude={"action"})
 # metric -> (its threshold in the profile's ``regressions``, True when a growth is worse)
 METRICS = {
     "generation_tps": ("generation_tps", False),
