@@ -13,7 +13,7 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed-test system-deps
 	$(BIN)/ruff check .
-	$(BIN)/pytest -ra $(PYTEST_ARGS)
+	$(BIN)/pytest -ra --durations=40 $(PYTEST_ARGS)
 
 # Deselects the marks of pyproject.toml's [tool.pytest.ini_options]; in CI a skip still fails.
 test-fast: $(VENV)/.installed-test
