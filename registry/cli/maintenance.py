@@ -127,13 +127,13 @@ def retention(dry_run, data_dir, as_json) -> None:
 
     Deletes old tags and old untagged manifests as a DELETE request would (events,
     audit log); anything pushed or tagged meanwhile is kept. Their blobs are freed by
-    `assay gc`: run it after this command.
+    `assay gc` once the grace period after their last use has passed: the report says
+    how many and when, and which untagged manifests stay.
     """
     report = call(policy.apply, service(data_dir), dry_run=dry_run)
     verb = "would delete" if dry_run else "deleted"
     show(report.to_json(), as_json, [
         *(f"{verb} {d.target}  ({d.reason})" for d in report.deleted),
         *(f"kept {d.target}  (changed since listed)" for d in report.skipped),
-        report.summary() + ("" if dry_run or not report.deleted
-                            else "; run `assay gc` to free their blobs"),
+        report.summary(), *report.notes(),
     ])
