@@ -55,9 +55,9 @@ log = logging.getLogger("assay.gc")
 
 
 def duration(span: timedelta) -> str:
-    """``1h``, ``45m``, ``2d3h``, ``1h30m``, ``20s``: a span in its two largest non-zero
-    units (the rest dropped)."""
-    seconds = max(0, round(span.total_seconds()))
+    """``1h``, ``45m``, ``2d3h``, ``1h30m``, ``20s``: a span in whole seconds, in its two
+    largest non-zero units (the rest dropped)."""
+    seconds = max(0, int(span.total_seconds()))
     parts = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         n, seconds = divmod(seconds, size)
@@ -95,9 +95,8 @@ class Pending:
         T2 (in 1h)`` or ``from now to T2 (in 1h)``."""
         if self.first is None or self.last <= now:
             return "now"
-        if self.first == self.last:
-            return f"at {moment(self.first, now)}"
-        return f"from {moment(self.first, now)} to {moment(self.last, now)}"
+        first, last = moment(self.first, now), moment(self.last, now)
+        return f"at {last}" if first == last else f"from {first} to {last}"
 
     def to_json(self) -> dict:
         return {"count": self.count, "bytes": self.bytes,
