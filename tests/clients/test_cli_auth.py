@@ -156,18 +156,28 @@ def test_refused_without_login(run, server, model, tmp_path):
 
 
 def test_reader_cannot_push(run, server, model):
+    """The one line names the namespace, the role needed, what rita has, and the fix."""
     login(run, server, "rita")
     line = one_line_error(run("push", model, f"{server.host_port}/team/rita:v1", "-q",
                               ok=False))
-    assert line == "error: denied: rita may not push team/rita"
+    assert line == ("error: denied: rita has no write role in namespace team (pushing "
+                    "team/rita needs write; rita has read); a namespace admin can grant it: "
+                    "assay namespace grant team rita write")
+    line = one_line_error(run("push", model, f"{server.host_port}/other/gemma3:v1", "-q",
+                              ok=False))
+    assert line == ("error: denied: rita has no write role in namespace other (pushing "
+                    "other/gemma3 needs write); a namespace admin can grant it: assay "
+                    "namespace grant other rita write")
 
 
 def test_delete_needs_the_delete_action(run, server, model):
     ref = f"{server.host_port}/team/doomed:v1"
     login(run, server, "wanda")
     run("push", model, ref, "-q")
-    assert one_line_error(run("rm", ref, ok=False)) == \
-        "error: denied: wanda may not delete team/doomed"
+    assert one_line_error(run("rm", ref, ok=False)) == (
+        "error: denied: wanda has no admin role in namespace team (deleting from team/doomed "
+        "needs admin; wanda has write); a namespace admin can grant it: assay namespace "
+        "grant team wanda admin")
     login(run, server, "adam")  # admin in team: replaces wanda's entry
     assert "untagged" in run("rm", ref).stdout
 
@@ -211,7 +221,9 @@ def test_token_create_prints_a_working_token_and_scopes_hold(run, server, model,
     run("pull", ref, "-o", tmp_path / "pulled", "-q", ASSAY_TOKEN=pull_only)
     line = one_line_error(run("push", model, f"{server.host_port}/team/pat:v2", "-q",
                               ok=False, ASSAY_TOKEN=pull_only))
-    assert line.startswith("error: denied: ") and "push team/pat" in line
+    assert line == ("error: denied: the token 'ci-pull' (scope: pull) may not push "
+                    "team/pat; wanda has write there: use a token with the push (or "
+                    "push:team) scope")
 
     login(run, server, "wanda")
     token_id = next(t["id"] for t in listed if t["name"] == "ci-pull")
