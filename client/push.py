@@ -1,5 +1,9 @@
 """``assay push``: build the layout of a local model and send it (blobs, then the manifest).
 
+Before any upload the registry is asked whether the blobs fit its quota
+(``RegistryClient.check_push``), so a push over it stops at once with the namespace, its
+usage, its quota and the push's size.
+
 Blobs go up to four at a time; each is skipped when the registry has it, mounted when the
 local cache saw it in another repository of the same registry, else uploaded (see
 ``registry_client``). The manifest goes last, under the tag.
@@ -38,6 +42,7 @@ def push(path: Path, ref: Reference, client: RegistryClient, transfers: Transfer
     layout = build_layout(path, cards, fmt, transfers)
     blobs = layout.blobs()
     client.intend_push(ref.name)  # one pull,push token from the first blob HEAD on
+    client.check_push(ref.name, blobs)  # over the quota: refused before a byte is sent
 
     def send(blob: Blob) -> str:
         task = transfers.task(f"push {blob.label}", blob.size) if blob.path else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import stat
 import threading
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from client.credentials import Credentials
 from client.download import Downloader
@@ -180,6 +182,38 @@ def test_delete_needs_the_delete_action(run, server, model):
         "grant team wanda admin")
     login(run, server, "adam")  # admin in team: replaces wanda's entry
     assert "untagged" in run("rm", ref).stdout
+
+
+def _upload_requests(server) -> float:
+    """Blob HEADs and upload requests the server has answered (its /metrics)."""
+    text = httpx.get(f"{server.url}/metrics", timeout=30).text
+    return sum(sample.value for family in text_string_to_metric_families(text)
+               if family.name == "assay_http_requests" for sample in family.samples
+               if sample.name == "assay_http_requests_total"
+               and "/blobs/" in sample.labels["route"])
+
+
+def test_push_over_quota_stops_before_any_upload(run, server, model):
+    """``assay push`` declares its blobs first: over the quota it stops with one line
+    naming the namespace, its usage, its quota and the push's size, and the registry
+    answered no blob HEAD and no upload request for it."""
+    root = ("root", PASSWORDS["root"])
+    r = httpx.put(f"{server.url}/api/v1/namespaces/wanda", json={"quota_bytes": 1000},
+                  auth=root, timeout=30)
+    assert r.status_code == 200, r.text
+    try:
+        login(run, server, "wanda")
+        before = _upload_requests(server)
+        line = one_line_error(run("push", model, f"{server.host_port}/wanda/big:v1", "-q",
+                                  ok=False))
+        assert re.fullmatch(r"error: denied: namespace 'wanda' is over its storage quota: "
+                            r"0B used \+ [0-9.]+KiB for this push > 1000B quota", line), line
+        assert _upload_requests(server) == before
+        r = httpx.get(f"{server.url}/api/v1/namespaces/wanda", auth=root, timeout=30)
+        assert r.json()["usage_bytes"] == 0
+    finally:
+        httpx.put(f"{server.url}/api/v1/namespaces/wanda", json={"quota_bytes": None},
+                  auth=root, timeout=30)
 
 
 def test_env_credentials_win_and_wrong_ones_are_one_line(run, server, model):
