@@ -27,8 +27,9 @@ credentials).
 
 A caller without credentials who may not do something gets 401 and a challenge (on /v2/
 ``Bearer realm=...,service=...,scope=...`` so Docker, skopeo, oras and Ollama fetch a
-token; on /api/ ``Basic``); a signed-in caller gets 403 DENIED. With auth off every
-route is open, as before.
+token; on /api/ ``Basic``); a signed-in caller gets 403 DENIED. Either message names the
+namespace, the action, the role it needs and whether the user or the token lacks it
+(``registry.access.refusals``). With auth off every route is open, as before.
 """
 
 from __future__ import annotations
