@@ -23,6 +23,7 @@ import os
 import sys
 import traceback
 from collections.abc import Iterator
+from urllib.parse import unquote
 
 import click
 import httpx
@@ -67,8 +68,14 @@ class TransientError(Exception):
         self.response = response
 
 
+# The registry's message on answers without a body (a HEAD): see registry.api.errors.
+ERROR_HEADER = "X-Error-Message"
+
+
 def oci_error_text(response: httpx.Response) -> tuple[str | None, str]:
-    """``(code, message)`` from an OCI error body, or the status phrase when there is none."""
+    """``(code, message)`` from an OCI error body (or RFC 9457 problem JSON); without
+    one, from the ``X-Error-Message`` header (a ``HEAD`` answer has no body), else the
+    status phrase."""
     try:
         body = json.loads(response.content or b"null")
         errors = body.get("errors") if isinstance(body, dict) else None
@@ -83,7 +90,14 @@ def oci_error_text(response: httpx.Response) -> tuple[str | None, str]:
         message = str(first.get("message") or "").strip()
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         return code, (message or (code or "").lower().replace("_", " ")) + more
+    header = unquote(response.headers.get(ERROR_HEADER, "")).strip()
+    if header:
+        return _STATUS_CODES.get(response.status_code), header
     return None, f"{response.status_code} {response.reason_phrase}".strip()
+
+
+# The OCI code of a bodyless answer whose message came in the header.
+_STATUS_CODES = {401: "UNAUTHORIZED", 403: "DENIED"}
 
 
 def response_error(response: httpx.Response, what: str) -> RegistryResponseError:

@@ -1,5 +1,9 @@
 """``assay push``: build the layout of a local model and send it (blobs, then the manifest).
 
+Before any upload the registry is asked whether the blobs fit its quota
+(``RegistryClient.check_push``), so a push over it stops at once with the namespace, its
+usage, its quota and the push's size.
+
 Blobs go up to four at a time; each is skipped when the registry has it, mounted when the
 local cache saw it in another repository of the same registry (or, for a Modelfile FROM a
 model, when that model is in a repository of it), else uploaded (see ``registry_client``;
@@ -54,6 +58,7 @@ def push(path: Path, ref: Reference, client: RegistryClient, transfers: Transfer
     with BaseModels(client, ollama_models) as bases:  # its clients serve the uploads too
         layout = build_layout(path, cards, fmt, transfers, bases)
         blobs = layout.blobs()
+        client.check_push(ref.name, blobs)  # over the quota: refused before a byte is sent
         with ThreadPoolExecutor(max_workers=min(PARALLEL_BLOBS, len(blobs))) as pool:
             outcomes = Counter(pool.map(send, blobs))
     digest = client.put_manifest(ref.name, ref.tag or "latest", layout.manifest(),

@@ -6,12 +6,13 @@ exponential backoff by ``tenacity``; the unit of retry is one request, or one pa
 transfer whose body is re-created from the file for every attempt. An unknown host is not
 retried. Whatever still fails becomes a one-line ``ClientError`` (see ``errors``).
 
-Pushing a blob: ``HEAD`` (present: skip) -> ``POST ?mount=<d>&from=<repo>`` for the
-repositories the blob names (``Blob.mounts``: a base model's) and those the local cache saw
-it in -> ``POST ?mount=<d>`` -> upload into the session the last POST opened: one
-monolithic ``PUT ?digest=`` up to ``chunk_size``, else ``PATCH`` chunks streamed from the
-file (a failed chunk resumes from the offset the registry reports) and a final
-``PUT ?digest=``. Locations may be absolute or relative.
+Before a push uploads anything, ``check_push`` asks an assay registry whether its blobs
+fit the namespace's quota. Pushing a blob: ``HEAD`` (present: skip) -> ``POST
+?mount=<d>&from=<repo>`` for the repositories the blob names (``Blob.mounts``: a base
+model's) and those the local cache saw it in -> ``POST ?mount=<d>`` -> upload into the
+session the last POST opened: one monolithic ``PUT ?digest=`` up to ``chunk_size``, else
+``PATCH`` chunks streamed from the file (a failed chunk resumes from the offset the registry
+reports) and a final ``PUT ?digest=``. Locations may be absolute or relative.
 
 Credentials: ``auth.RegistryAuth`` answers the registry's challenges (Docker token auth on
 ``/v2/``, Basic on assay's ``/api/``) with what ``credentials.lookup`` finds for the host
@@ -48,6 +49,7 @@ from client.errors import (
     ClientError,
     ConnectionFailed,
     IntegrityError,
+    RegistryResponseError,
     TransientError,
     response_error,
 )
@@ -66,6 +68,7 @@ T = TypeVar("T")
 MiB = 1024 * 1024
 DEFAULT_CHUNK_SIZE = 64 * MiB
 DEFAULT_ATTEMPTS = 4
+MAX_PUSH_CHECK_BLOBS = 1000  # what the registry's push-check takes in one request
 USER_AGENT = "assay-client/0.1"
 LOOKUP = object()  # RegistryClient(credentials=LOOKUP): find them (credentials.lookup)
 
@@ -308,6 +311,34 @@ class RegistryClient:
         except ValueError:
             return None
         return body if isinstance(body, dict) else None
+
+    def check_push(self, name: str, blobs: list[Blob]) -> None:
+        """Before uploading, ask an assay registry whether ``blobs`` fit the quota of
+        ``name``'s namespace (``POST /api/v1/repositories/<name>/push-check``; the
+        registry counts only the blobs the namespace does not hold yet). A refusal (403
+        problem JSON: over the quota, or the caller may not push there, with why) is
+        raised at once, before a byte is sent. Any other answer (another registry, an
+        older assay, no credentials for the REST API) lets the push go on: its uploads
+        are checked by the registry anyway."""
+        sizes = {b.digest: b.size for b in blobs}
+        if not sizes or len(sizes) > MAX_PUSH_CHECK_BLOBS:
+            return
+        body = json.dumps({"blobs": [{"digest": d, "size": n} for d, n in sizes.items()]})
+        what = f"push to {self.registry.host}/{name}"
+
+        def attempt() -> httpx.Response:
+            return self.send("POST", f"/api/v1/repositories/{name}/push-check",
+                             content=body.encode(),
+                             headers={"Content-Type": "application/json",
+                                      "Accept": "application/json"})
+
+        try:
+            resp = self.call(attempt, what)
+        except RegistryResponseError:  # no credentials for /api/, or the server failing
+            return
+        problem = resp.headers.get("Content-Type", "").startswith("application/problem+json")
+        if resp.status_code == 403 and problem:
+            raise response_error(resp, what)
 
     # ------------------------------------------------------------------ blobs: pull side
     def blob_size(self, name: str, digest: str) -> int | None:

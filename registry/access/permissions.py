@@ -76,12 +76,18 @@ class Identity:
     # The personal access token or Ollama key signed in with (``token:<id>``,
     # ``key:<id>``): a bearer token issued for it carries it, and dies with it.
     credential: str | None = None
+    credential_name: str | None = None  # that token's name, for refusals
+    # For a bearer token: repository -> actions asked for but not granted, so that a
+    # later refusal explains the push a client set out to do, not only the pull it
+    # was refused first.
+    wanted: dict[str, frozenset[str]] | None = None
 
     @property
     def anonymous(self) -> bool:
         return self.name is None
 
-    def _by_role(self, action: str, repository: str) -> bool:
+    def role_allows(self, action: str, repository: str) -> bool:
+        """Whether the user's roles (or anonymous pull) allow it, whatever the token."""
         if self.is_admin:
             return True
         ns = namespace_of(repository)
@@ -90,7 +96,8 @@ class Identity:
         role = self.roles.get(ns)
         return role is not None and action in ROLES[role]
 
-    def _by_scope(self, action: str, repository: str) -> bool:
+    def scope_allows(self, action: str, repository: str) -> bool:
+        """Whether the personal access token's scopes allow it (no token: yes)."""
         if self.scopes is None:
             return True
         ns = namespace_of(repository)
@@ -101,7 +108,7 @@ class Identity:
         """May this caller do ``action`` on ``repository``?"""
         if self.grants is not None:
             return action in self.grants.get(repository, ())
-        return self._by_role(action, repository) and self._by_scope(action, repository)
+        return self.role_allows(action, repository) and self.scope_allows(action, repository)
 
     def allowed_actions(self, repository: str, requested: set[str]) -> set[str]:
         """The subset of ``requested`` this caller may do (what a bearer token gets)."""
@@ -120,7 +127,7 @@ class Identity:
                 self.scopes is None or (PULL, None) in self.scopes):
             return None
         return {ns for ns in (*self.roles, *self.anonymous_namespaces)
-                if self._by_role(PULL, ns) and self._by_scope(PULL, ns)}
+                if self.role_allows(PULL, ns) and self.scope_allows(PULL, ns)}
 
 
 ANONYMOUS = Identity(name=None)

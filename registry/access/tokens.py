@@ -61,12 +61,15 @@ def parse_scope(scope: str) -> tuple[str, str, set[str]] | None:
 
 def issue(key: str, *, subject: str | None, service: str, issuer: str,
           access: list[dict], ttl: int, limits: list[str] | None = None,
-          credential: str | None = None) -> tuple[str, int]:
+          credential: str | None = None, wanted: list[dict] | None = None
+          ) -> tuple[str, int]:
     """A signed bearer token and its lifetime in seconds. ``limits``: the scopes of the
     personal access token it was asked for with (``assay_scopes`` claim), so that the
     registry can tell "ask for a wider token" from "you may never do this".
     ``credential``: that token or Ollama key (``assay_credential`` claim, ``token:<id>``
-    or ``key:<id>``), so the bearer token is refused once it is revoked or removed."""
+    or ``key:<id>``), so the bearer token is refused once it is revoked or removed.
+    ``wanted``: the repository actions asked for but not granted (``assay_wanted``
+    claim, entries shaped like ``access``), so a later refusal can say what was missing."""
     now = int(time.time())
     claims = {"iss": issuer, "sub": subject or "", "aud": service, "iat": now,
               "nbf": now - 5, "exp": now + ttl, "jti": uuid.uuid4().hex, "access": access}
@@ -74,6 +77,8 @@ def issue(key: str, *, subject: str | None, service: str, issuer: str,
         claims["assay_scopes"] = limits
     if credential is not None:
         claims["assay_credential"] = credential
+    if wanted:
+        claims["assay_wanted"] = wanted
     return jwt.encode(claims, key, algorithm="HS256"), ttl
 
 
@@ -88,15 +93,23 @@ def verify(key: str, token: str, *, service: str) -> dict:
         raise TokenInvalid(f"invalid bearer token: {exc}") from exc
 
 
-def grants_of(claims: dict) -> dict[str, frozenset[str]]:
-    """repository -> actions from a bearer token's ``access`` claim."""
+def grants_of(claims: dict, claim: str = "access") -> dict[str, frozenset[str]]:
+    """repository -> actions from a bearer token's ``access`` claim (or another claim
+    of the same shape)."""
     grants: dict[str, frozenset[str]] = {}
-    for entry in claims.get("access") or []:
+    entries = claims.get(claim)
+    for entry in entries if isinstance(entries, list) else []:
         if isinstance(entry, dict) and entry.get("type") == "repository":
             name, actions = entry.get("name"), entry.get("actions") or []
             if isinstance(name, str) and isinstance(actions, list):
                 grants[name] = grants.get(name, frozenset()) | frozenset(map(str, actions))
     return grants
+
+
+def wanted_of(claims: dict) -> dict[str, frozenset[str]] | None:
+    """repository -> actions asked for but not granted (``assay_wanted``); None if the
+    token got all it asked for."""
+    return grants_of(claims, "assay_wanted") or None
 
 
 def _blob_mac(key: str, repository: str, digest: str, expires: int) -> str:

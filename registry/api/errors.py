@@ -7,12 +7,19 @@ for unknown routes and any unexpected exception are rendered the same way.
 REST paths (``/api/...``) get RFC 9457 problem details instead, as
 ``application/problem+json``: ``{"type": "about:blank", "title": <HTTP status phrase>,
 "status", "detail": <message>, "code": <the same code as on /v2/>}``.
+
+Every error the registry raises also carries its message in the ``X-Error-Message``
+header (its first ``ERROR_HEADER_MAX`` characters, UTF-8, percent-encoded where not
+printable ASCII; the header Hugging Face's hub uses for the same purpose): the answer to
+a ``HEAD`` has no body, and a refused push's first request is a blob ``HEAD``. The
+``assay`` client shows it when there is no body.
 """
 
 from __future__ import annotations
 
 import logging
 from http import HTTPStatus
+from urllib.parse import quote
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -27,6 +34,11 @@ _HTTP_CODES = {404: "UNSUPPORTED", 405: "UNSUPPORTED", 413: "SIZE_INVALID"}
 
 
 PROBLEM_JSON = "application/problem+json"
+ERROR_HEADER = "X-Error-Message"
+ERROR_HEADER_MAX = 500  # characters of the message (the client shows one line)
+# Printable ASCII stays as it is, so the header reads well in curl -I; "%" and anything
+# else (non-ASCII names, control characters) is percent-encoded.
+_HEADER_SAFE = "".join(chr(c) for c in range(32, 127) if chr(c) != "%")
 
 
 def _is_rest(request: Request) -> bool:
@@ -49,10 +61,16 @@ def oci_error(status: int, code: str, message: str, detail=None, headers=None) -
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def error_header(message: str) -> str:
+    """``message`` as an ``X-Error-Message`` value (``urllib.parse.unquote`` reverses it)."""
+    return quote(message[:ERROR_HEADER_MAX], safe=_HEADER_SAFE)
+
+
 async def registry_error(request: Request, exc: RegistryError) -> JSONResponse:
+    headers = {**exc.headers(), ERROR_HEADER: error_header(exc.message)}
     if _is_rest(request):
-        return problem(exc.status, exc.message, exc.code, exc.headers())
-    return oci_error(exc.status, exc.code, exc.message, exc.detail, exc.headers())
+        return problem(exc.status, exc.message, exc.code, headers)
+    return oci_error(exc.status, exc.code, exc.message, exc.detail, headers)
 
 
 async def http_error(request: Request, exc: HTTPException) -> JSONResponse:

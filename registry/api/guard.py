@@ -27,8 +27,9 @@ credentials).
 
 A caller without credentials who may not do something gets 401 and a challenge (on /v2/
 ``Bearer realm=...,service=...,scope=...`` so Docker, skopeo, oras and Ollama fetch a
-token; on /api/ ``Basic``); a signed-in caller gets 403 DENIED. With auth off every
-route is open, as before.
+token; on /api/ ``Basic``); a signed-in caller gets 403 DENIED. Either message names the
+namespace, the action, the role it needs and whether the user or the token lacks it
+(``registry.access.refusals``). With auth off every route is open, as before.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from registry.access import tokens
+from registry.access import refusals, tokens
 from registry.access.permissions import (
     ADMIN,
     DELETE,
@@ -204,9 +205,10 @@ def verify_credentials(access, header: str, settings) -> Identity | None:
         claims = tokens.verify(access.signing_key(), value, service=settings.auth_service)
     except tokens.TokenInvalid:
         return None
-    grants = tokens.grants_of(claims)
+    grants, wanted = tokens.grants_of(claims), tokens.wanted_of(claims)
     if not claims["sub"]:
-        return Identity(name=None, grants=grants, via="bearer", expires_at=claims["exp"],
+        return Identity(name=None, grants=grants, wanted=wanted, via="bearer",
+                        expires_at=claims["exp"],
                         anonymous_namespaces=access.anonymous_namespaces(),
                         anonymous_pull=settings.anonymous_pull)
     credential = claims.get("assay_credential")
@@ -219,7 +221,8 @@ def verify_credentials(access, header: str, settings) -> Identity | None:
         scopes = tuple(parse_scopes(limits)) if isinstance(limits, list) else None
     except ValueError:
         return None
-    return dataclasses.replace(identity, expires_at=claims["exp"], scopes=scopes)
+    return dataclasses.replace(identity, expires_at=claims["exp"], scopes=scopes,
+                               wanted=wanted)
 
 
 async def identify(request: Request) -> Identity:
@@ -259,20 +262,31 @@ def _signed_blob(request: Request) -> bool:
                                        q.get("expires", ""), q["signature"])
 
 
-def _refuse(request: Request, identity: Identity, what: str, scope: str | None = None,
-            action: str | None = None, repository: str | None = None):
+def _refuse(request: Request, identity: Identity, action: str, name: str,
+            scope: str | None = None, *, namespace: bool = False):
     """401 with a challenge for callers who could do better by signing in (anonymous,
-    or a bearer token that lacks an action its user's role allows: Distribution's
-    ``insufficient_scope``, on which Ollama fetches a wider token); 403 DENIED for
-    callers whose role does not allow it."""
+    or a bearer token that lacks an action its user's role and token allow:
+    Distribution's ``insufficient_scope``, on which Ollama fetches a wider token); 403
+    DENIED for callers whose role or token scope does not allow it. Either way the
+    message says who lacks what (``registry.access.refusals``)."""
+    wanted = (identity.wanted or {}).get(name, frozenset())
+    base = dataclasses.replace(identity, grants=None, wanted=None)
+    if identity.grants is not None and base.can(action, name):
+        error = "" if identity.anonymous else ',error="insufficient_scope"'
+        raise Unauthorized(f"the bearer token does not cover {action} on {name}: ask "
+                           f"{TOKEN_PATH} for scope {scope}",
+                           challenge=challenge(request, scope) + error)
+    why = refusals.explain(base, action, name, also=wanted, namespace=namespace)
     if identity.anonymous:
-        raise Unauthorized(f"authentication required to {what}",
-                           challenge=challenge(request, scope))
-    if identity.grants is not None and action and repository and \
-            dataclasses.replace(identity, grants=None).can(action, repository):
-        raise Unauthorized(f"the bearer token does not cover {what}: ask for scope {scope}",
-                           challenge=challenge(request, scope) + ',error="insufficient_scope"')
-    raise Denied(f"{identity.name} may not {what}")
+        raise Unauthorized(why.message, why.detail, challenge=challenge(request, scope))
+    raise Denied(why.message, why.detail)
+
+
+def _refuse_site(request: Request, identity: Identity) -> None:
+    why = refusals.site_admin(identity, f"{request.method} {request.url.path}")
+    if identity.anonymous:
+        raise Unauthorized(why.message, why.detail, challenge=challenge(request))
+    raise Denied(why.message, why.detail)
 
 
 def _challenge_actions(request: Request, action: str) -> str:
@@ -291,13 +305,12 @@ def check(request: Request, identity: Identity, need) -> None:
                 and identity.grants is None:
             raise Unauthorized("authentication required", challenge=challenge(request))
         return
+    if need in (USER, ACCOUNT) and identity.anonymous:
+        raise Unauthorized(f"anonymous callers may not {request.method} {request.url.path}: "
+                           "sign in", challenge=challenge(request))
     if need == USER:
-        if identity.anonymous:
-            _refuse(request, identity, "do this without signing in")
         return
     if need == ACCOUNT:
-        if identity.anonymous:
-            _refuse(request, identity, "do this without signing in")
         full = identity.via == "password" or (
             identity.via == "token" and (ADMIN, None) in (identity.scopes or ()))
         if not full:
@@ -306,23 +319,22 @@ def check(request: Request, identity: Identity, need) -> None:
         return
     if need == SITE_ADMIN:
         if not identity.site_admin():
-            _refuse(request, identity, "do this: it needs a site admin")
+            _refuse_site(request, identity)
         return
     kind, action = need
     if kind == "repo":
         name = request.path_params["name"]
         if not identity.can(action, name):
-            _refuse(request, identity, f"{action} {name}",
-                    f"repository:{name}:{_challenge_actions(request, action)}", action, name)
+            _refuse(request, identity, action, name,
+                    f"repository:{name}:{_challenge_actions(request, action)}")
         return
     if kind == "namespace":
         ns = request.path_params["namespace"].strip("/")
         if ns in ("", "_"):
             if not identity.site_admin():
-                _refuse(request, identity, "change the registry-wide default: it needs a "
-                        "site admin")
+                _refuse_site(request, identity)
         elif not identity.can(action, namespace_of(ns)):
-            _refuse(request, identity, f"administer namespace {namespace_of(ns)}")
+            _refuse(request, identity, action, namespace_of(ns), namespace=True)
         return
     raise AssertionError(f"unknown requirement {need!r}")
 

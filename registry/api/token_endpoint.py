@@ -14,7 +14,11 @@ each, else 400 with OCI error JSON.
 Answer: ``{"token", "access_token", "expires_in", "issued_at"}``. The token is granted
 the requested actions the caller may do, and no others (Distribution's semantics: a
 reader asking for ``pull,push`` gets a ``pull`` token, and the push is then refused with
-403 DENIED). Wrong credentials: 401 UNAUTHORIZED naming what was wrong.
+403 DENIED). What was asked for but not granted travels in the token (``assay_wanted``),
+so that 403 names the role or token scope that is missing for the whole request (a push
+refused on its first blob ``HEAD`` is explained as a push). Wrong credentials: 401
+UNAUTHORIZED naming what was wrong; an anonymous request for more than anonymous
+callers may do: 401 naming the namespace and the role it needs.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from registry.access import ollama, tokens
+from registry.access import ollama, refusals, tokens
 from registry.access.permissions import ACTIONS, Identity, scope_strings
 from registry.api.guard import (
     PUBLIC,
@@ -110,7 +114,7 @@ def _issue_sync(request: Request, header: str | None) -> dict:
             raise Unauthorized("invalid credentials: wrong user name or password, or a "
                                "token that is unknown, revoked or expired",
                                challenge='Basic realm="assay"')
-    granted, short = [], False
+    granted, wanted = [], []
     for scope in requested:
         parsed = tokens.parse_scope(scope)
         if parsed is None:
@@ -125,19 +129,24 @@ def _issue_sync(request: Request, header: str | None) -> dict:
             check_name(name)
         except NameInvalid:
             continue
-        wanted = set(ACTIONS) if "*" in actions else actions & set(ACTIONS)
-        allowed = identity.allowed_actions(name, wanted)
-        short = short or allowed != wanted
+        asked = set(ACTIONS) if "*" in actions else actions & set(ACTIONS)
+        allowed = identity.allowed_actions(name, asked)
         granted.append({"type": "repository", "name": name, "actions": sorted(allowed)})
-    if identity.anonymous and short:
+        if allowed != asked:
+            wanted.append({"type": "repository", "name": name,
+                           "actions": sorted(asked - allowed)})
+    if identity.anonymous and wanted:
         # Clients (oras, skopeo) try an anonymous token first: refuse one that would
         # not do what they asked, so they sign in instead of failing on a bare 403.
-        raise Unauthorized("authentication required: anonymous callers may not do "
-                           "what was asked", challenge='Basic realm="assay"')
+        first = wanted[0]
+        why = refusals.explain(identity, first["actions"][0], first["name"],
+                               also=first["actions"])
+        raise Unauthorized(f"authentication required: {why.message}", why.detail,
+                           challenge='Basic realm="assay"')
     token, ttl = tokens.issue(access.signing_key(), subject=identity.name, service=service,
                               issuer=base_url(request), access=granted,
                               ttl=settings.auth_token_seconds, limits=scope_strings(identity),
-                              credential=identity.credential)
+                              credential=identity.credential, wanted=wanted)
     return {"token": token, "access_token": token, "expires_in": ttl,
             "issued_at": datetime.now(UTC).isoformat()}
 

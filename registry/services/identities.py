@@ -447,7 +447,7 @@ class IdentityService(Service):
             scopes = tuple(parse_scopes(json.loads(tok.scopes)))
             identity = dataclasses.replace(
                 self._identity(conn, row, via="token", scopes=scopes),
-                credential=f"token:{tok.id}")
+                credential=f"token:{tok.id}", credential_name=tok.name)
             if tok.expires_at is not None:
                 identity = dataclasses.replace(
                     identity, expires_at=_aware(tok.expires_at).timestamp())
@@ -483,25 +483,33 @@ class IdentityService(Service):
             if issued_at is not None and \
                     _aware(row.created_at).timestamp() > issued_at + _CLOCK_SKEW:
                 return None
-            if credential is not None and not self._credential_live(conn, row, credential):
-                return None
-            return self._identity(conn, row, via="bearer", grants=grants)
+            name = None
+            if credential is not None:
+                name = self._live_credential(conn, row, credential)
+                if name is None:
+                    return None
+            return dataclasses.replace(self._identity(conn, row, via="bearer", grants=grants),
+                                       credential_name=name or None)
 
-    def _credential_live(self, conn, user_row, credential: str) -> bool:
+    def _live_credential(self, conn, user_row, credential: str) -> str | None:
+        """The name of a live personal access token (``""`` for a live Ollama key);
+        None when it is revoked, expired, removed or not the user's."""
         kind, _, ident = credential.partition(":")
         if not ident.isdecimal() or int(ident) >= 2**63:
-            return False
+            return None
         if kind == "token":
             tok = conn.execute(select(access_tokens).where(
                 access_tokens.c.id == int(ident),
                 access_tokens.c.user_id == user_row.id)).first()
-            return tok is not None and tok.revoked_at is None and (
+            live = tok is not None and tok.revoked_at is None and (
                 tok.expires_at is None or _aware(tok.expires_at) > utcnow())
+            return tok.name if live else None
         if kind == "key":
-            return conn.execute(select(user_keys.c.id).where(
+            found = conn.execute(select(user_keys.c.id).where(
                 user_keys.c.id == int(ident),
                 user_keys.c.user_id == user_row.id)).first() is not None
-        return False
+            return "" if found else None
+        return None
 
     def use_nonce(self, nonce: str, max_age_seconds: float) -> bool:
         """Record a signed request's nonce; False if it was seen already (a replay).

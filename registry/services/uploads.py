@@ -50,6 +50,8 @@ from registry.services.common import Service, ensure_repo, link_blob
 
 _HASH_CACHE_SIZE = 1024
 _DIGITS = re.compile(r"[0-9]{1,19}")  # offsets are BIGINTs: anything larger is invalid
+# (bytes a request may still send, the error for sending more): see UploadService._limits
+Limit = tuple[int, Callable[[int], Exception]]
 # Retry-After for a client at its max_concurrent_uploads: sessions end when their
 # uploads finish, so a short wait usually frees one.
 SESSIONS_RETRY_AFTER = 30
@@ -186,16 +188,62 @@ class UploadService(Service):
 
     # ---- receiving bytes ----------------------------------------------------
     async def append(self, name: str, session: str, body: AsyncIterator[bytes],
-                     chunk: Chunk) -> int:
+                     chunk: Chunk, digest: str | None = None) -> int:
         """Receive one chunk into a session; returns the new offset.
 
         RangeInvalid (416) if the chunk does not start at the current offset or another
         request is writing the session; SizeInvalid if the body length contradicts
         Content-Range / Content-Length; UploadTooLarge (413) if the session would pass
-        ``max_upload_bytes`` (known up front from the declared length, else while the
-        body streams). On any failure the chunk's bytes are dropped and the session
-        stays at its previous offset.
+        ``max_upload_bytes``; QuotaExceeded (403 DENIED) if the session would pass the
+        room left in the namespace's quota (``digest``: the blob it will be, when the
+        request says so; one the namespace holds already costs nothing). Both limits
+        are checked by the declared length before a byte is read, else as the body
+        streams. On any failure the chunk's bytes are dropped and the session stays at
+        its previous offset; past the quota the session is removed (it cannot commit).
         """
+        expected = self._expected(chunk)
+        cap = self.settings.max_upload_bytes
+        if expected is not None and expected > cap:
+            raise UploadTooLarge(f"a chunk of {expected} bytes exceeds the upload limit of "
+                                 f"{cap} bytes", {"limit": cap})
+
+        token, received = await anyio.to_thread.run_sync(self._claim, name, session,
+                                                         chunk.start)
+        try:
+            limits = await anyio.to_thread.run_sync(self._limits, name, digest, received)
+            for allowed, error in limits:
+                if expected is not None and expected > allowed:
+                    raise error(expected)
+        except BaseException as exc:
+            await anyio.to_thread.run_sync(self._give_up, session, token, exc)
+            raise
+        cached = self._hashes.pop(session, None)
+        hasher = cached[1] if cached and cached[0] == received else None
+        writer = None
+        try:
+            writer = await anyio.to_thread.run_sync(self.store.upload_writer, session, received)
+            n = await self._pump(body, writer, hasher, expected,
+                                 renew=lambda: self._renew(session, token), limits=limits)
+            if expected is not None and n != expected:
+                raise SizeInvalid(f"received {n} bytes, expected {expected}")
+            await anyio.to_thread.run_sync(writer.close)
+            writer = None
+            await anyio.to_thread.run_sync(self._release, session, token, received + n)
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                if writer is not None:
+                    await anyio.to_thread.run_sync(writer.abort)
+                await anyio.to_thread.run_sync(self._give_up, session, token, exc)
+            raise
+        if hasher is not None:
+            self._hashes[session] = (received + n, hasher)
+            self._trim()
+        return received + n
+
+    @staticmethod
+    def _expected(chunk: Chunk) -> int | None:
+        """The chunk's length as the request declares it (Content-Range and
+        Content-Length must agree), or None when it does not say."""
         expected = None
         if chunk.start is not None and chunk.end is not None:
             if chunk.end < chunk.start:
@@ -206,50 +254,45 @@ class UploadService(Service):
                 raise SizeInvalid(f"Content-Length {chunk.length} does not match Content-Range "
                                   f"{chunk.start}-{chunk.end}")
             expected = chunk.length
-        cap = self.settings.max_upload_bytes
-        if expected is not None and expected > cap:
-            raise UploadTooLarge(f"a chunk of {expected} bytes exceeds the upload limit of "
-                                 f"{cap} bytes", {"limit": cap})
+        return expected
 
-        token, received = await anyio.to_thread.run_sync(self._claim, name, session,
-                                                         chunk.start)
-        if expected is not None and received + expected > cap:
-            await anyio.to_thread.run_sync(self._release_quietly, session, token)
-            raise UploadTooLarge(f"the upload stands at {received} bytes; {expected} more "
-                                 f"would exceed the limit of {cap} bytes", {"limit": cap})
-        cached = self._hashes.pop(session, None)
-        hasher = cached[1] if cached and cached[0] == received else None
-        writer = None
-        try:
-            writer = await anyio.to_thread.run_sync(self.store.upload_writer, session, received)
-            n = await self._pump(body, writer, hasher, expected,
-                                 renew=lambda: self._renew(session, token),
-                                 cap=cap - received)
-            if expected is not None and n != expected:
-                raise SizeInvalid(f"received {n} bytes, expected {expected}")
-            await anyio.to_thread.run_sync(writer.close)
-            writer = None
-            await anyio.to_thread.run_sync(self._release, session, token, received + n)
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                if writer is not None:
-                    await anyio.to_thread.run_sync(writer.abort)
-                await anyio.to_thread.run_sync(self._release_quietly, session, token)
-            raise
-        if hasher is not None:
-            self._hashes[session] = (received + n, hasher)
-            self._trim()
-        return received + n
+    def _limits(self, name: str, digest: str | None, received: int) -> list[Limit]:
+        """What a session standing at ``received`` bytes may still take: the upload size
+        limit and, in a namespace with a quota, the room left in it."""
+        cap = self.settings.max_upload_bytes
+
+        def too_large(n: int) -> UploadTooLarge:
+            return UploadTooLarge(f"the upload stands at {received} bytes; {n} more would "
+                                  f"exceed the limit of {cap} bytes", {"limit": cap})
+
+        limits = [(cap - received, too_large)]
+        with self.db.read() as conn:
+            room = quotas.room(conn, name, digest)
+        if room is not None:
+            def over_quota(n: int) -> QuotaExceeded:
+                return room.refusal(received + n, "this upload",
+                                    upload_bytes=received + n)
+
+            limits.append((room.left - received, over_quota))
+        return limits
+
+    def _give_up(self, session: str, token: str, exc: BaseException) -> None:
+        """After a failed chunk: a session past the quota is removed (it could never
+        commit), any other goes back to where it stood."""
+        if isinstance(exc, QuotaExceeded):
+            self._discard_quietly(session)
+        else:
+            self._release_quietly(session, token)
 
     async def _pump(self, body: AsyncIterator[bytes], writer, hasher, limit: int | None,
-                    renew: Callable[[], None], cap: int | None = None) -> int:
+                    renew: Callable[[], None], limits: list[Limit] = ()) -> int:
         """Copy the request body to ``writer`` (and ``hasher``), off the event loop.
 
         Parts are gathered into batches of ``write_batch_bytes``; each batch is written
         and hashed in two worker threads at once (both release the GIL), while the event
         loop receives the next batch. The parts are never joined: no extra copy.
-        ``renew`` keeps the write lease alive during long chunks; more than ``cap``
-        bytes raise UploadTooLarge.
+        ``renew`` keeps the write lease alive during long chunks; past one of ``limits``
+        (bytes allowed, the error for passing it) its error is raised.
         """
         batch_size = self.settings.write_batch_bytes
         total, buf, buf_len = 0, [], 0
@@ -273,10 +316,9 @@ class UploadService(Service):
                 total += len(part)
                 if limit is not None and total > limit:
                     raise SizeInvalid(f"body is longer than the declared {limit} bytes")
-                if cap is not None and total > cap:
-                    raise UploadTooLarge("the upload exceeds the limit of "
-                                         f"{self.settings.max_upload_bytes} bytes",
-                                         {"limit": self.settings.max_upload_bytes})
+                for allowed, error in limits:
+                    if total > allowed:
+                        raise error(total)
                 buf.append(part)
                 buf_len += len(part)
                 if buf_len >= batch_size:
@@ -389,12 +431,18 @@ class UploadService(Service):
             await anyio.to_thread.run_sync(self._check_quota, name, digest, length)
         session = await anyio.to_thread.run_sync(self.start, name, owner)
         try:
-            await self.append(name, session, body, Chunk(length=length))
+            await self.append(name, session, body, Chunk(length=length), digest)
             return await anyio.to_thread.run_sync(self.commit, name, session, digest)
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self._discard_quietly, session)
             raise
+
+    def check_push(self, name: str, blobs: dict[str, int]) -> dict:
+        """Whether blobs (digest -> size) about to be pushed to ``name`` fit its
+        namespace's quota (``quotas.check_push``): QuotaExceeded if not."""
+        with self.db.read() as conn:
+            return quotas.check_push(conn, name, blobs)
 
     def _check_quota(self, name: str, digest: str, size: int) -> None:
         with self.db.read() as conn:

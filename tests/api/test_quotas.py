@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import threading
 import time
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -78,18 +81,137 @@ def test_shared_layer_counts_once_and_relinking_is_free(client, service):
         assert quotas.usage(conn, "teamx") == 500
 
 
-def test_chunked_upload_is_refused_at_commit_and_leaves_nothing(client, service):
+def test_chunked_upload_is_refused_at_the_chunk_that_passes_the_quota(client, service):
     set_quota(client, "team", 10)
     data = b"0123456789ab"
     loc = client.post("/v2/team/app/blobs/uploads/").headers["Location"]
     assert client.patch(loc, content=data[:6], headers={"Content-Range": "0-5"}
                         ).status_code == 202
-    assert client.patch(loc, content=data[6:], headers={"Content-Range": "6-11"}
-                        ).status_code == 202
-    refused(client.put(loc, params={"digest": sha256(data)}))
-    assert no_uploads_left(service)
-    assert client.get(loc).status_code == 404  # the session is gone
+    err = refused(client.patch(loc, content=data[6:], headers={"Content-Range": "6-11"}))
+    assert err["message"] == ("namespace 'team' is over its storage quota: 0B used + 12B "
+                              "for this upload > 10B quota")
+    assert err["detail"] == {"namespace": "team", "quota_bytes": 10, "usage_bytes": 0,
+                             "upload_bytes": 12}
+    assert no_uploads_left(service)  # the session could never commit: it is removed
+    assert client.get(loc).status_code == 404
     assert usage(client, "team") == 0
+
+
+def _send_head_only(live_url: str, method: str, path: str, length: int):
+    """Send a request's line and headers announcing ``length`` body bytes, and none of
+    the body; return the answer (status, headers, body). A registry that waited for the
+    body would never answer (the socket times out instead)."""
+    url = urlsplit(live_url)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    try:
+        conn.putrequest(method, path)
+        conn.putheader("Content-Type", "application/octet-stream")
+        conn.putheader("Content-Length", str(length))
+        conn.endheaders()
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def test_uploads_over_quota_are_refused_before_their_body_is_sent(live_url, client, service):
+    """Monolithic POST, a PATCH and a final PUT that declare their length are answered
+    403 before a byte of their body has been sent."""
+    set_quota(client, "team", 100)
+    push_blob(client, "team/app", b"s" * 60)
+    over = 10 * 2**30
+    status, _, body = _send_head_only(
+        live_url, "POST", f"/v2/team/app/blobs/uploads/?digest={sha256(b'big')}", over)
+    assert status == 403 and json.loads(body)["errors"][0]["message"] == (
+        "namespace 'team' is over its storage quota: 60B used + 10.0GiB for this blob > "
+        "100B quota")
+    loc = urlsplit(client.post("/v2/team/app/blobs/uploads/").headers["Location"]).path
+    status, _, body = _send_head_only(live_url, "PATCH", loc, 41)
+    assert status == 403 and json.loads(body)["errors"][0]["message"] == (
+        "namespace 'team' is over its storage quota: 60B used + 41B for this upload > 100B "
+        "quota")
+    assert client.get(loc).status_code == 404  # removed with nothing written
+    loc = client.post("/v2/team/app/blobs/uploads/").headers["Location"]
+    loc = client.patch(loc, content=b"p" * 30).headers["Location"]
+    path = f"{urlsplit(loc).path}?digest={sha256(b'p' * 41)}"
+    status, _, body = _send_head_only(live_url, "PUT", path, 11)
+    assert status == 403 and "60B used + 41B for this upload > 100B quota" in \
+        json.loads(body)["errors"][0]["message"]
+    assert no_uploads_left(service)
+    assert usage(client, "team") == 60
+    assert client.get(f"/v2/team/app/blobs/{sha256(b's' * 60)}").content == b"s" * 60
+
+
+def test_a_chunk_of_unknown_length_stops_at_the_quota(client, service, monkeypatch):
+    """Without a length, the bytes past the room left are refused as they arrive:
+    nothing beyond it reaches the store."""
+    written = []
+    upload_writer = service.store.upload_writer
+
+    def counting(session, offset):
+        writer = upload_writer(session, offset)
+        writelines = writer.writelines
+
+        def count(parts):
+            written.append(sum(map(len, parts)))
+            writelines(parts)
+
+        writer.writelines = count
+        return writer
+
+    monkeypatch.setattr(service.store, "upload_writer", counting)
+    set_quota(client, "team", 1000)
+    loc = client.post("/v2/team/app/blobs/uploads/").headers["Location"]
+    r = client.patch(loc, content=(b"c" * 500 for _ in range(8)))  # chunked: no length
+    assert "content-length" not in r.request.headers
+    refused(r)
+    assert sum(written) <= 1000
+    assert no_uploads_left(service)
+    # Within the room, the same kind of upload goes through.
+    digest = sha256(b"c" * 1000)
+    loc = client.post("/v2/team/app/blobs/uploads/").headers["Location"]
+    loc = client.patch(loc, content=(b"c" * 500 for _ in range(2))).headers["Location"]
+    assert client.put(loc, params={"digest": digest}).status_code == 201
+    assert usage(client, "team") == 1000
+
+
+def test_a_blob_the_namespace_holds_needs_no_room(client):
+    """A final PUT or monolithic POST names its digest: a blob the namespace holds
+    already (in another repository) is accepted even at the quota."""
+    push_blob(client, "team/one", A)
+    set_quota(client, "team", 100)
+    loc = client.post("/v2/team/two/blobs/uploads/").headers["Location"]
+    assert client.put(loc, params={"digest": sha256(A)}, content=A).status_code == 201
+    r = client.post(f"/v2/team/three/blobs/uploads/?digest={sha256(A)}", content=A)
+    assert r.status_code == 201
+    assert usage(client, "team") == 100
+
+
+def test_push_check_counts_only_blobs_new_to_the_namespace(client, service):
+    """POST /api/v1/repositories/<name>/push-check: what a push would add, refused with
+    the namespace, usage, quota and the push's size when it does not fit."""
+    push_blob(client, "team/app", A)
+    blobs = [{"digest": sha256(A), "size": 100}, {"digest": sha256(B), "size": 50}]
+    r = client.post("/api/v1/repositories/team/new/push-check", json={"blobs": blobs})
+    assert r.status_code == 200, r.text
+    assert r.json() == {"namespace": "team", "quota_bytes": None, "usage_bytes": None,
+                        "push_bytes": 50}
+    set_quota(client, "team", 150)
+    r = client.post("/api/v1/repositories/team/new/push-check", json={"blobs": blobs})
+    assert r.json() == {"namespace": "team", "quota_bytes": 150, "usage_bytes": 100,
+                        "push_bytes": 50}
+    blobs.append({"digest": sha256(b"c"), "size": 1})
+    r = client.post("/api/v1/repositories/team/new/push-check", json={"blobs": blobs})
+    assert r.status_code == 403 and r.json()["code"] == "DENIED"
+    assert r.json()["detail"] == ("namespace 'team' is over its storage quota: 100B used + "
+                                  "51B for this push > 150B quota")
+    for bad in ({}, {"blobs": [{"digest": "sha256:x", "size": 1}]},
+                {"blobs": [{"digest": sha256(A), "size": -1}]},
+                {"blobs": [{"digest": sha256(A), "size": "1"}]},
+                {"blobs": [{"digest": sha256(A), "size": 1}] * 1001}):
+        r = client.post("/api/v1/repositories/team/new/push-check", json=bad)
+        assert r.status_code == 400 and r.json()["code"] == "UNSUPPORTED", (bad, r.text)
+    assert usage(client, "team") == 100  # asking stores nothing
 
 
 def test_monolithic_uploads_are_refused(client, service):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import stat
 import threading
 import time
@@ -17,6 +18,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from client.credentials import Credentials
 from client.download import Downloader
@@ -167,20 +169,62 @@ def test_refused_without_login(run, server, model, tmp_path):
 
 
 def test_reader_cannot_push(run, server, model):
+    """The one line names the namespace, the role needed, what rita has, and the fix."""
     login(run, server, "rita")
     line = one_line_error(run("push", model, f"{server.host_port}/team/rita:v1", "-q",
                               ok=False))
-    assert line == "error: denied: rita may not push team/rita"
+    assert line == ("error: denied: rita has no write role in namespace team (pushing "
+                    "team/rita needs write; rita has read); a namespace admin can grant it: "
+                    "assay namespace grant team rita write")
+    line = one_line_error(run("push", model, f"{server.host_port}/other/gemma3:v1", "-q",
+                              ok=False))
+    assert line == ("error: denied: rita has no write role in namespace other (pushing "
+                    "other/gemma3 needs write); a namespace admin can grant it: assay "
+                    "namespace grant other rita write")
 
 
 def test_delete_needs_the_delete_action(run, server, model):
     ref = f"{server.host_port}/team/doomed:v1"
     login(run, server, "wanda")
     run("push", model, ref, "-q")
-    assert one_line_error(run("rm", ref, ok=False)) == \
-        "error: denied: wanda may not delete team/doomed"
+    assert one_line_error(run("rm", ref, ok=False)) == (
+        "error: denied: wanda has no admin role in namespace team (deleting from team/doomed "
+        "needs admin; wanda has write); a namespace admin can grant it: assay namespace "
+        "grant team wanda admin")
     login(run, server, "adam")  # admin in team: replaces wanda's entry
     assert "untagged" in run("rm", ref).stdout
+
+
+def _upload_requests(server) -> float:
+    """Blob HEADs and upload requests the server has answered (its /metrics)."""
+    text = httpx.get(f"{server.url}/metrics", timeout=30).text
+    return sum(sample.value for family in text_string_to_metric_families(text)
+               if family.name == "assay_http_requests" for sample in family.samples
+               if sample.name == "assay_http_requests_total"
+               and "/blobs/" in sample.labels["route"])
+
+
+def test_push_over_quota_stops_before_any_upload(run, server, model):
+    """``assay push`` declares its blobs first: over the quota it stops with one line
+    naming the namespace, its usage, its quota and the push's size, and the registry
+    answered no blob HEAD and no upload request for it."""
+    root = ("root", PASSWORDS["root"])
+    r = httpx.put(f"{server.url}/api/v1/namespaces/wanda", json={"quota_bytes": 1000},
+                  auth=root, timeout=30)
+    assert r.status_code == 200, r.text
+    try:
+        login(run, server, "wanda")
+        before = _upload_requests(server)
+        line = one_line_error(run("push", model, f"{server.host_port}/wanda/big:v1", "-q",
+                                  ok=False))
+        assert re.fullmatch(r"error: denied: namespace 'wanda' is over its storage quota: "
+                            r"0B used \+ [0-9.]+KiB for this push > 1000B quota", line), line
+        assert _upload_requests(server) == before
+        r = httpx.get(f"{server.url}/api/v1/namespaces/wanda", auth=root, timeout=30)
+        assert r.json()["usage_bytes"] == 0
+    finally:
+        httpx.put(f"{server.url}/api/v1/namespaces/wanda", json={"quota_bytes": None},
+                  auth=root, timeout=30)
 
 
 def test_env_credentials_win_and_wrong_ones_are_one_line(run, server, model):
@@ -222,7 +266,9 @@ def test_token_create_prints_a_working_token_and_scopes_hold(run, server, model,
     run("pull", ref, "-o", tmp_path / "pulled", "-q", ASSAY_TOKEN=pull_only)
     line = one_line_error(run("push", model, f"{server.host_port}/team/pat:v2", "-q",
                               ok=False, ASSAY_TOKEN=pull_only))
-    assert line.startswith("error: denied: ") and "push team/pat" in line
+    assert line == ("error: denied: the token 'ci-pull' (scope: pull) may not push "
+                    "team/pat; wanda has write there: use a token with the push (or "
+                    "push:team) scope")
 
     login(run, server, "wanda")
     token_id = next(t["id"] for t in listed if t["name"] == "ci-pull")
@@ -326,9 +372,11 @@ def test_expired_token_is_renewed_transparently(short_tokens, model, tmp_path):
     bodies = [e for e in transport.log if e[0] in ("PUT", "PATCH")]
     assert bodies and all(status in (201, 202, 204) and authed for _, _, status, authed in bodies)
     refused = [e for e in transport.log if e[2] == 401]
-    # Only the first requests (parallel blob HEADs, no body, before the realm was known)
-    # drew a challenge; the renewal for the manifest happened before it was sent.
-    assert refused and all(m == "HEAD" and not authed for m, _, _, authed in refused)
+    # Only the first requests (the quota check asked of the REST API, and parallel blob
+    # HEADs before the realm was known: none with a large body) drew a challenge; the
+    # renewal for the manifest happened before it was sent.
+    assert refused and all((m == "HEAD" or path.endswith("/push-check")) and not authed
+                           for m, path, _, authed in refused)
 
 
 def test_cli_commands_seconds_apart(cli, short_tokens, model, env, tmp_path):

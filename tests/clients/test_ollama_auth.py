@@ -175,8 +175,9 @@ def test_reader_push_is_refused_with_403_denied(auth_registry, keys, pushed):
         ollama_push(auth_registry.url, "team/rita-notes", "v1", layers, ollama_config(),
                     trace=trace, key_path=keys["rita"])
     message = str(failure.value)
-    assert "403" in message and '"DENIED"' in message and "rita may not push" in message, (
-        message)
+    assert "403" in message and '"DENIED"' in message and (
+        "rita has no write role in namespace team (pushing team/rita-notes needs write; "
+        "rita has read)") in message, message
     assert_ollama_auth(trace, keys["rita"], "repository:team/rita-notes:pull,push")
     # Nothing was stored: the admin sees no such repository and no blob.
     root = auth_registry.auth("root")

@@ -9,6 +9,7 @@ import base64
 import json
 import os
 import stat
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -250,6 +251,32 @@ def test_403_becomes_denied():
             pytest.raises(RegistryResponseError) as err:
         c.put_manifest("a/b", "v1", b"{}", "application/json")
     assert str(err.value) == "denied: bob may not push a/b"
+
+
+def test_a_bodyless_refusal_shows_the_registrys_assay_error_header():
+    """A HEAD answer has no body: the registry's message comes in ``X-Error-Message``
+    (percent-encoded UTF-8), and the one line shows it instead of "403 Forbidden"."""
+    message = ("zoë has no write role in namespace other (pushing other/m needs write); a "
+               "namespace admin can grant it: assay namespace grant other zoë write")
+
+    def handler(request):
+        return httpx.Response(403, headers={"X-Error-Message":
+                                            quote(message, safe=" ();:/,'")})
+
+    with RegistryClient(Registry("reg.test", "https"), transport=httpx.MockTransport(handler),
+                        credentials=ALICE, attempts=1) as c, \
+            pytest.raises(RegistryResponseError) as err:
+        c.blob_size("other/m", "sha256:" + "0" * 64)
+    assert str(err.value) == f"denied: {message}"
+    assert err.value.code == "DENIED"
+
+    def bare(request):  # another registry: no body, no header
+        return httpx.Response(403)
+
+    with RegistryClient(Registry("reg.test", "https"), transport=httpx.MockTransport(bare),
+                        credentials=ALICE, attempts=1) as c, \
+            pytest.raises(RegistryResponseError, match=r"^denied: 403 Forbidden$"):
+        c.blob_size("other/m", "sha256:" + "0" * 64)
 
 
 @pytest.mark.parametrize(("realm", "sent"), [

@@ -11,6 +11,7 @@ One module per resource, handlers thin. Errors are RFC 9457 problem details
     POST /api/v1/repositories/<name>/manifests/<digest>/override              let through
     GET|PUT|DELETE /api/v1/policies[/<namespace>]       readiness gate per namespace
     GET|PUT|DELETE /api/v1/profiles[/<namespace>]       verification profile per namespace
+    POST /api/v1/repositories/<name>/push-check         would a push fit the quota
     POST /api/v1/hooks/validate                         verify what a webhook names
     GET /api/v1/verifications?reference=<ref>           a local or remote model's runs
     GET /api/v1/repositories[/<name>/tags], /api/v1/models     browse, filter, page
@@ -38,6 +39,7 @@ from registry.api.rest import (
     openapi,
     policies,
     profiles,
+    quotas,
     storage,
     verifications,
     webhooks,
@@ -97,6 +99,7 @@ routes = [
               methods=["GET"]),
         Route(R + "/manifests/{reference}/override", repo_admin(manifests.override),
               methods=["POST"]),
+        Route(R + "/push-check", push(quotas.check_push), methods=["POST"]),
         Route(R + "/tags/{reference}", pull(manifests.by_tag), methods=["GET"]),
         Route(R + "/manifests/{reference}", pull(manifests.by_digest), methods=["GET"]),
         # Browsing (registry.api.rest.browse). After the routes above, so that
