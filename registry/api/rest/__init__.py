@@ -13,6 +13,7 @@ One module per resource, handlers thin. Errors are RFC 9457 problem details
     GET|PUT|DELETE /api/v1/profiles[/<namespace>]       verification profile per namespace
     POST /api/v1/hooks/validate                         verify what a webhook names
     GET /api/v1/verifications?reference=<ref>           a local or remote model's runs
+    GET /api/v1/workers                                 verification workers, last seen
     GET /api/v1/repositories[/<name>/tags], /api/v1/models     browse, filter, page
     GET /api/v1/openapi.json                            the OpenAPI document of all this
     POST|GET /api/v1/webhooks, GET|DELETE /api/v1/webhooks/<id>    outgoing webhooks
@@ -41,6 +42,7 @@ from registry.api.rest import (
     storage,
     verifications,
     webhooks,
+    workers,
 )
 from registry.api.rest.routing import route
 
@@ -74,6 +76,7 @@ routes = [
         # check their own credentials (ASSAY_HOOK_TOKEN / ASSAY_HOOK_SECRET).
         Route("/hooks/validate", public(hooks.validate), methods=["POST"]),
         Route("/verifications", anyone(verifications.by_reference), methods=["GET"]),
+        Route("/workers", user(workers.list_workers), methods=["GET"]),
         # Identities, roles and the audit log (registry.api.rest.accounts).
         Route("/me", user(accounts.me), methods=["GET"]),
         route("/users", GET=site_admin(accounts.list_users), POST=site_admin(accounts.create_user)),
