@@ -2,7 +2,7 @@
 
 ``Presence.beat(job_id)`` is called from the claim loop on every poll (idle: None) and from
 the job's lease heartbeats (busy); it writes at most every ``seen_every`` seconds, and at
-once when the job changes, so idle workers add one small write per ~20 s, not one per poll.
+once when the job changes, so idle workers add one small write per ~15 s, not one per poll.
 A failed write is logged and tried again on the next beat: presence never stops a worker.
 """
 
