@@ -15,10 +15,11 @@ from client.progress import Transfers
 from client.pull import pull
 from client.ref import parse_location, parse_reference
 from client.registry_client import RegistryClient
-from client.show import human_size, inspect, render_inspect, render_table, tag_rows
+from client.show import human_size, inspect, render_inspect
 
 if TYPE_CHECKING:
     from client.layouts import CardReader
+    from client.listing import Filters
 
 
 def _client(ref_or_registry) -> RegistryClient:
@@ -54,21 +55,54 @@ def run_pull(ref_text: str, output: str | None, insecure: bool, quiet: bool,
         click.echo(f"pulled {shown} ({result.kind}) -> {names}")
 
 
-def run_ls(location: str, insecure: bool) -> None:
+def run_ls(location: str, insecure: bool, filters: Filters | None = None,
+           as_json: bool = False) -> None:
+    """Repositories (``HOST``), a repository's tags (``HOST/REPO``) or, with filters or a
+    sort and no repository, models across the registry (``client.listing``). An empty
+    listing that is empty only for want of signing in says so on stderr."""
+    from client import listing
+
+    filters = filters or listing.Filters()
     with reported():
         registry, name = parse_location(location, insecure=insecure)
         with _client(registry) as client:
-            if name is None:
-                for repo in client.catalog():
+            if name is None and not filters.any():
+                repos = client.catalog()
+                if as_json:
+                    click.echo(json.dumps(repos, indent=2))
+                for repo in [] if as_json else repos:
                     click.echo(repo)
+                if not repos:
+                    _hidden_hint(client, registry.host)
                 return
-            tags = client.tags(name)
-            if not tags:
+            across = name is None
+            rows = listing.models(client, filters) if across else \
+                listing.tags(client, name, filters)
+            plain = rows is None
+            if plain:
+                rows = listing.plain_tags(client, name, filters)
+            if as_json:
+                click.echo(json.dumps(rows, indent=2))
+            elif rows:
+                click.echo(listing.render_plain(rows) if plain else
+                           listing.render_rows(rows, across))
+            if rows:
+                return
+            if across or filters.any():
+                click.echo(f"{registry.host}{'/' + name if name else ''}: nothing matches",
+                           err=True)
+            else:
                 click.echo(f"{registry.host}/{name}: no tags", err=True)
-                return
-            rows = tag_rows(client, name, tags)
-            header = ["TAG", "DIGEST", "FORMAT", "ARCHITECTURE", "QUANTIZATION", "SIZE"]
-            click.echo(render_table(header, rows))
+            if across:
+                _hidden_hint(client, registry.host)
+
+
+def _hidden_hint(client: RegistryClient, host: str) -> None:
+    from client.listing import anonymous_and_hidden
+
+    if anonymous_and_hidden(client):
+        click.echo(f"nothing visible without signing in: sign in with `assay login {host}` "
+                   "to see more", err=True)
 
 
 def run_inspect(ref_text: str, insecure: bool, as_json: bool) -> None:

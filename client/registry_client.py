@@ -291,6 +291,14 @@ class RegistryClient:
             self.call(lambda: self.send("GET", "/v2/").close(), f"ping {self.registry.host}")
         return self._paged("/v2/_catalog", "repositories", f"catalog of {self.registry.host}")
 
+    def requires_login(self) -> bool:
+        """Whether the registry asks anonymous callers to sign in: its ``/v2/`` answers a
+        request without credentials 401 (the OCI way of saying auth is on)."""
+        def attempt() -> bool:
+            return self.http.get("/v2/", auth=None).status_code == 401
+
+        return self.call(attempt, f"ping {self.registry.host}")
+
     def tags(self, name: str) -> list[str]:
         return self._paged(f"/v2/{name}/tags/list", "tags", f"{self.registry.host}/{name}")
 

@@ -1,8 +1,12 @@
-"""What ``assay inspect`` and ``assay ls`` know about a manifest, and how they print it.
+"""What ``assay inspect`` knows about a manifest, and how it prints it (and the sizes and
+tables the other commands print).
 
 On assay, ``GET /api/v1/repositories/<name>/tags/<tag>`` (or ``.../manifests/<digest>``)
-adds the model card, stored vs. logical size, status and verification. Any other registry
-answers 404 there; then only what the manifest and its config say is shown.
+adds the model card, stored vs. logical size, status and verification, and a tag is
+resolved there: inspect shows the manifest the tag points at, whatever its status (a pull
+by tag is gated on verification; ``served`` says what it gets). Any other registry
+answers 404 there; then the tag is resolved by ``/v2/`` and only what the manifest and
+its config say is shown.
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ def rest_info(client: RegistryClient, ref: Reference) -> dict | None:
     base = f"/api/v1/repositories/{ref.name}"
     path = f"{base}/manifests/{ref.digest}" if ref.digest else f"{base}/tags/{ref.reference}"
     return client.rest(path)
+
+
+def _is_digest(value) -> bool:
+    return isinstance(value, str) and value.startswith("sha256:") and len(value) == 71
 
 
 def _kind(ref: Reference, manifest: dict) -> str:
@@ -65,9 +73,14 @@ def _config_summary(client: RegistryClient, ref: Reference, manifest: dict) -> d
 
 
 def inspect(client: RegistryClient, ref: Reference) -> dict[str, Any]:
-    fetched = client.get_manifest(ref.name, ref.reference)
-    manifest = fetched.document(ref)
     rest = rest_info(client, ref)
+    reference = ref.reference
+    if rest is not None and ref.digest is None and _is_digest(rest.get("digest")):
+        # The tag's own manifest, by digest: by tag /v2/ serves only what passed
+        # verification, and a failed or verifying model is what people inspect.
+        reference = rest["digest"]
+    fetched = client.get_manifest(ref.name, reference)
+    manifest = fetched.document(ref)
     layers = [layer for layer in manifest.get("layers") or [] if isinstance(layer, dict)]
     config = manifest.get("config") if isinstance(manifest.get("config"), dict) else None
     logical = sum(int(d.get("size") or 0) for d in [*layers, *([config] if config else [])])
@@ -88,9 +101,11 @@ def inspect(client: RegistryClient, ref: Reference) -> dict[str, Any]:
         size = rest.get("size") if isinstance(rest.get("size"), dict) else {}
         info["size"] = {"logical": size.get("logical", logical), "unique": size.get("unique")}
         info["model"] = rest.get("model")
-        for key in ("status", "reason", "verification", "job", "override", "served"):
+        for key in ("status", "reason", "verification", "job", "workers", "override"):
             if rest.get(key) is not None:
                 info[key] = rest[key]
+        if "served" in rest and rest.get("status") is not None:  # by tag: null is news
+            info["served"] = rest["served"]
     else:
         info["model"] = _config_summary(client, ref, manifest)
     return info
@@ -155,25 +170,6 @@ def render_inspect(info: dict[str, Any]) -> str:
     if not info["assay"]:
         lines.append("  (not an assay registry: no model card, status or stored size)")
     return "\n".join(lines)
-
-
-def tag_rows(client: RegistryClient, name: str, tags: list[str]) -> list[list[str]]:
-    """One row per tag: tag, digest, format, architecture, quantization, size."""
-    rows = []
-    probe = client.rest(f"/api/v1/repositories/{name}/tags/{tags[0]}") if tags else None
-    for i, tag in enumerate(tags):
-        info = probe if i == 0 else (
-            client.rest(f"/api/v1/repositories/{name}/tags/{tag}") if probe else None)
-        if info:
-            model = info.get("model") or {}
-            size = (info.get("size") or {}).get("logical")
-            rows.append([tag, str(info.get("digest", ""))[7:19], str(model.get("format") or "-"),
-                         str(model.get("architecture") or "-"),
-                         str(model.get("quantization") or "-"), human_size(size)])
-        else:
-            digest = client.manifest_digest(name, tag) or ""
-            rows.append([tag, digest[7:19], "", "", "", ""])
-    return rows
 
 
 def render_table(header: list[str], rows: list[list[str]]) -> str:

@@ -4,6 +4,11 @@ Both speak assay's REST API (``/api/v1/repositories/<name>/...``); other registr
 no verification and get a one-line error. ``--wait`` follows the manifest the tag pointed
 at when waiting began (by digest), so a later push to the tag does not change what is
 awaited. Exit status: 0 ready (or not a model: never gated), 1 failed, 2 timed out.
+
+While the model's job waits, the registry says how many queued jobs go before it
+(``job.ahead``) and whether any worker is there to run it (``workers``): both are shown,
+and ``--wait`` warns at once, on stderr, when no worker has been seen lately, instead of
+spinning until the timeout.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from datetime import UTC, datetime
 
 import click
 
@@ -63,6 +69,7 @@ def wait_for(client: RegistryClient, ref: Reference, state: dict, timeout: float
     finished); ``(state, timed_out)``."""
     digest = state["digest"]
     deadline = time.monotonic() + timeout
+    warned = _warn_no_worker(state, False)
     show = not quiet and sys.stderr.isatty()
     progress = None
     if show:
@@ -79,6 +86,7 @@ def wait_for(client: RegistryClient, ref: Reference, state: dict, timeout: float
                 return state, True
             time.sleep(POLL_SECONDS)
             state = fetch_state(client, ref, digest)
+            warned = _warn_no_worker(state, warned)
             if progress is not None:
                 progress.update(task, description=_waiting_text(ref, state))
         return state, False
@@ -87,11 +95,50 @@ def wait_for(client: RegistryClient, ref: Reference, state: dict, timeout: float
             progress.stop()
 
 
+def _warn_no_worker(state: dict, warned: bool) -> bool:
+    """Print the no-worker warning once (stderr); whether it has been printed."""
+    warning = no_worker_warning(state)
+    if warning and not warned:
+        click.echo(f"warning: {warning}", err=True)
+        return True
+    return warned
+
+
 def _waiting_text(ref: Reference, state: dict) -> str:
     job = state.get("job") or {}
     attempt = f", attempt {job['attempts']}/{job['max_attempts']}" if job.get("attempts") \
         else ""
-    return f"{ref.name}@{state['digest'][:19]}: {state.get('status')}{attempt}"
+    ahead = f", {jobs_ahead(job['ahead'])}" if isinstance(job.get("ahead"), int) else ""
+    return f"{ref.name}@{state['digest'][:19]}: {state.get('status')}{ahead}{attempt}"
+
+
+def jobs_ahead(n: int) -> str:
+    return "next in line" if n == 0 else f"{n} job{'s' if n != 1 else ''} ahead"
+
+
+def _ago(iso: str) -> str:
+    try:
+        then = datetime.fromisoformat(iso)
+    except (TypeError, ValueError):
+        return "a while"
+    seconds = max(0.0, (datetime.now(UTC) - then).total_seconds())
+    for unit, size in (("days", 86400 * 2), ("h", 3600 * 2), ("min", 60 * 2)):
+        if seconds >= size:
+            return f"{seconds / (size / 2):.0f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def no_worker_warning(state: dict) -> str | None:
+    """What to say when the model's job is live and no worker is there to run it (the
+    registry's ``workers`` presence); None when one is, or the registry does not say."""
+    job, workers = state.get("job") or {}, state.get("workers")
+    if job.get("status") not in ("queued", "running") or not isinstance(workers, dict) \
+            or workers.get("present", 1):
+        return None
+    last = workers.get("last_seen_at")
+    seen = f"has been seen for {_ago(last)}" if last else "has ever been seen"
+    return (f"no verification worker {seen}; start one with `assay worker`, or run "
+            "`assay serve` with --workers 1 or more")
 
 
 def summary(ref: Reference, state: dict) -> list[str]:
@@ -111,6 +158,10 @@ def details(state: dict) -> list[str]:
     if state.get("reason") and status != "ready":
         lines.append(f"  reason: {state['reason']}")
     job = state.get("job") or {}
+    if job.get("status") == "queued" and isinstance(job.get("ahead"), int):
+        lines.append(f"  queued: {jobs_ahead(job['ahead'])}")
+    if warning := no_worker_warning(state):
+        lines.append(f"  warning: {warning}")
     if status in ("queued", "verifying") and job.get("last_error"):
         lines.append(f"  last attempt: {job['last_error']}")
     if state.get("override"):
@@ -118,6 +169,8 @@ def details(state: dict) -> list[str]:
         lines.append(f"  override: by {o.get('by')} ({o.get('reason')})")
     if state.get("served") and state["served"] != state["digest"]:
         lines.append(f"  a pull by tag gets {state['served']} (the newest ready version)")
+    elif "served" in state and state["served"] is None and status != "ready":
+        lines.append("  a pull by tag is refused until a version of it passes verification")
     v = state.get("verification")
     if v:
         f = v.get("figures") or {}

@@ -6,13 +6,15 @@ one watches the worker's ``stop`` event. ``lease.cancel`` is set when either say
 must not go on (pass it to the verifier and the downloads); ``lease.lost`` tells the two
 apart: set, the queue refused a heartbeat (the job was re-queued as stalled and may be
 another worker's now), so the worker must drop its result and write nothing; unset, the
-worker is shutting down and gives the job back (``JobQueue.release``).
+worker is shutting down and gives the job back (``JobQueue.release``). ``beat``, when
+given, is called after each heartbeat the queue accepted (the worker's presence).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 from registry.db.queue import JobQueue
 
@@ -25,8 +27,10 @@ class Cancelled(Exception):
 
 
 class JobLease:
-    def __init__(self, queue: JobQueue, job_id: int, worker_id: str, stop: threading.Event):
+    def __init__(self, queue: JobQueue, job_id: int, worker_id: str, stop: threading.Event,
+                 beat: Callable[[], None] | None = None):
         self.queue, self.job_id, self.worker_id, self.stop = queue, job_id, worker_id, stop
+        self.beat = beat
         self.lost = threading.Event()
         self.cancel = threading.Event()
         self.done = threading.Event()
@@ -46,6 +50,8 @@ class JobLease:
                     self.lost.set()
                     self.cancel.set()
                     return
+                if self.beat is not None:
+                    self.beat()
             except Exception:  # the database blipped: the lease outlasts a few misses
                 log.exception("heartbeat for job %s failed", self.job_id)
 

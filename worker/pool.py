@@ -11,7 +11,9 @@ materialise its files (``worker.materialize``) -> ``verifier.verify`` with the l
 the settings and the namespace's policy -> record the report (SQL row, status, referrer
 artifact) -> complete the job. A heartbeat thread renews the job's lease; a refused
 heartbeat (the job was re-queued because this worker looked dead) makes the worker drop
-the result. Failures:
+the result. The process keeps its row of the ``workers`` table current while it runs
+(``worker.presence``: idle polls and job heartbeats), so ``assay status`` can say whether
+any worker is there to take a queued model. Failures:
 
 - the model is bad (does not load, crashes, too slow ...): recorded as a failed
   verification; the job is *done* (re-running would say the same);
@@ -63,6 +65,7 @@ class Worker:
         from registry.services import RegistryService
         from registry.storage import open_store
         from worker.materialize import Materializer
+        from worker.presence import Presence
         from worker.remote import run_remote_job
 
         self.settings = settings
@@ -74,6 +77,7 @@ class Worker:
         self.materializer = Materializer(self.store, settings.model_cache_root,
                                          settings.model_cache_bytes)
         self.worker_id = new_worker_id(name)
+        self.presence = Presence(self.svc.workers, self.worker_id)
         self.handlers: dict[str, Callable[[Job], str]] = {
             JobKind.VERIFY: self.run_job,
             JobKind.VERIFY_REMOTE: functools.partial(run_remote_job, self),
@@ -84,7 +88,8 @@ class Worker:
 
     def lease(self, job: Job) -> JobLease:
         """The heartbeat and stop watch for one claimed job (``worker.lease``)."""
-        return JobLease(self.queue, job.id, self.worker_id, self.stop)
+        return JobLease(self.queue, job.id, self.worker_id, self.stop,
+                        beat=lambda: self.presence.beat(job.id))
 
     def run(self) -> None:
         """Claim and run jobs until ``stop`` is set; webhook deliveries (``worker.deliver``)
@@ -93,8 +98,17 @@ class Worker:
 
         log.info("worker %s started", self.worker_id)
         deliveries = start_thread(self.svc, self.stop)
+        try:
+            self._loop()
+        finally:
+            self.presence.stopped()
+        deliveries.join(self.settings.webhook_timeout_seconds + 5)
+        log.info("worker %s stopped", self.worker_id)
+
+    def _loop(self) -> None:
         next_reconcile = 0.0
         while not self.stop.is_set():
+            self.presence.beat(None)
             if time.monotonic() >= next_reconcile:  # jobs that went stale on their last try
                 next_reconcile = time.monotonic() + RECONCILE_SECONDS
                 self._reconcile()
@@ -107,9 +121,8 @@ class Worker:
             if job is None:
                 self.stop.wait(self.settings.job_poll_seconds)
                 continue
+            self.presence.beat(job.id)
             self.handlers[job.kind](job)
-        deliveries.join(self.settings.webhook_timeout_seconds + 5)
-        log.info("worker %s stopped", self.worker_id)
 
     def _reconcile(self) -> None:
         try:

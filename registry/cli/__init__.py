@@ -24,8 +24,8 @@ COMMANDS = {
                  "Pull REF and write the model as files (.gguf plus Modelfile, or a model "
                  "directory)."),
     "ls": Lazy("registry.cli.models:ls_command",
-               "List the repositories of a registry, or the tags of REPO (on assay with the "
-               "model's format, architecture, quantization and size)."),
+               "List the repositories of a registry, or the tags of REPO with their "
+               "verification status and figures."),
     "inspect": Lazy("registry.cli.models:inspect",
                     "Show a manifest, its model card, logical vs. stored size, status and "
                     "verification."),

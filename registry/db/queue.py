@@ -405,6 +405,21 @@ class JobQueue:
         """The newest job ever enqueued with ``dedupe_key``, whatever its status."""
         return self._one(self._sql.latest, {"key": dedupe_key})
 
+    def position(self, job_id: int, kinds: Iterable[str]) -> int | None:
+        """How many queued jobs of ``kinds`` claims take before job ``job_id`` (claims
+        take the oldest due job: by ``run_after``, then id); None unless it is queued."""
+        with self.db.read() as conn:
+            job = conn.execute(select(jobs.c.run_after, jobs.c.status)
+                               .where(jobs.c.id == job_id)).first()
+            if job is None or job.status != QUEUED:
+                return None
+            at = job.run_after
+            return conn.execute(
+                select(func.count()).where(
+                    jobs.c.status == QUEUED, jobs.c.kind.in_([str(k) for k in kinds]),
+                    (jobs.c.run_after < at) | ((jobs.c.run_after == at) & (jobs.c.id < job_id)))
+            ).scalar_one()
+
     def stats(self, kinds: Iterable[str] | None = None) -> dict[str, int]:
         """Number of jobs per status (every status present, zeros included)."""
         q = select(jobs.c.status, func.count()).group_by(jobs.c.status)

@@ -17,6 +17,8 @@
   it could not be read (``error``).
 - ``jobs``: the work queue (verification runs, later webhook deliveries). Only
   ``registry.db.queue.JobQueue`` reads or writes it.
+- ``workers``: one row per worker process (``registry.services.workers``): where it runs,
+  when it started and was last seen, the job it is running; a clean stop marks the row.
 - ``verifications``: one row per verification run of a model manifest (figures, verdict,
   reason, log tail) and the digest of the referrer artifact that carries it.
 - ``namespace_policies``: per-namespace readiness gate switch and minimum generation
@@ -253,6 +255,23 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class Worker(Base):
+    """A worker process, as it last reported itself. Only ``registry.services.workers``
+    reads or writes it. What a worker can run (capabilities, hardware class) belongs in
+    further columns of this row."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)  # the claimer id
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                                   index=True)
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    job_id: Mapped[int | None] = mapped_column(BigInteger)  # the job it runs; None: idle
+
+
 class Verification(Base):
     __tablename__ = "verifications"
 
@@ -487,6 +506,7 @@ tag_history = TagHistory.__table__
 uploads = Upload.__table__
 models = Model.__table__
 jobs = Job.__table__
+workers = Worker.__table__
 verifications = Verification.__table__
 namespace_policies = NamespacePolicy.__table__
 namespace_profiles = NamespaceProfile.__table__

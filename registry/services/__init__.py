@@ -4,8 +4,8 @@
 store and the settings, plus the services it uses as required constructor arguments,
 and raises only ``registry.errors`` exceptions. They are built in dependency order::
 
-    queue -> events -> policies -> models -> manifests -> regressions -> verification
-      -> remote
+    queue -> workers -> events -> policies -> models -> manifests -> regressions
+      -> verification -> remote
 
 so every service is complete once constructed (nothing is wired in afterwards).
 """
@@ -29,6 +29,7 @@ from registry.services.regressions import RegressionService
 from registry.services.remote import RemoteService
 from registry.services.uploads import UploadService
 from registry.services.verification import VerificationService
+from registry.services.workers import WorkerService
 from registry.settings import Settings
 from registry.storage import BlobStore
 
@@ -44,6 +45,8 @@ class RegistryService:
         self.blobs = BlobService(db, store, settings)
         self.uploads = UploadService(db, store, settings)
         self.queue = JobQueue(db, lease_seconds=settings.job_lease_seconds)
+        # Worker processes' presence, and what a queued model waits for.
+        self.workers = WorkerService(db, store, settings, queue=self.queue)
         # Outgoing webhooks: changes write their events into the outbox (same transaction).
         self.events = EventService(db, store, settings, self.queue)
         self.policies = PolicyService(db, store, settings)

@@ -5,11 +5,11 @@ Rows:
 
 - a repository: name, tag / manifest / model counts, total size (every blob its
   manifests refer to, once), created, updated (its newest tag move or manifest push);
-- a tag: the manifest it points at now (digest, media type, status, logical size), the
-  card's columns (format, architecture, quantization, ...) and the figures of the latest
-  verification of that manifest (backend, generation tokens/s, peak RSS, perplexity, the
-  number of regressions it found). ``models`` lists the same rows for every tag in every
-  repository whose manifest is a model.
+- a tag: the manifest it points at now (digest, media type, status and why it is not
+  ready, logical size), the card's columns (format, architecture, quantization, ...) and
+  the figures of the latest verification of that manifest (backend, generation tokens/s,
+  peak RSS, perplexity, the number of regressions it found). ``models`` lists the same
+  rows for every tag in every repository whose manifest is a model.
 
 The memory filter (``fits_memory`` at a ``context`` and KV-cache type) reads the fit
 estimate of the latest verification, kept as a line in the context per KV type
@@ -303,7 +303,7 @@ class BrowseService(Service):
             "repository": repositories.c.name, "tag": tags.c.name,
             "updated": tags.c.updated_at, "digest": manifests.c.digest,
             "media_type": manifests.c.media_type, "artifact_type": manifests.c.artifact_type,
-            "status": manifests.c.status, "size": size,
+            "status": manifests.c.status, "reason": manifests.c.status_reason, "size": size,
             "format": models.c.format, "architecture": models.c.architecture,
             "parameter_count": models.c.parameter_count,
             "quantization": models.c.quantization, "context_length": models.c.context_length,
@@ -455,7 +455,8 @@ def _tag_json(row) -> dict:
     return {
         "repository": row.repository, "tag": row.tag, "digest": row.digest,
         "mediaType": row.media_type, "artifactType": row.artifact_type,
-        "status": row.status, "size": int(row.size), "updated": isoformat(_dt(row.updated)),
+        "status": row.status, "reason": row.reason if row.status != "ready" else None,
+        "size": int(row.size), "updated": isoformat(_dt(row.updated)),
         "format": row.format, "architecture": row.architecture,
         "parameter_count": row.parameter_count, "quantization": row.quantization,
         "context_length": row.context_length,

@@ -34,7 +34,8 @@ def test_ollama_model_card_served_by_rest(client):
     # A model is queued for verification the moment it is pushed (no workers run here;
     # the gate is off in the API suite, so the tag serves it anyway).
     job = body.pop("job")
-    assert job["status"] == "queued" and job["attempts"] == 0
+    assert job["status"] == "queued" and job["attempts"] == 0 and job["ahead"] == 0
+    assert body.pop("workers") == {"present": 0, "busy": 0, "last_seen_at": None}
     assert (body.pop("status"), body.pop("reason"), body.pop("verification"),
             body.pop("override"), body.pop("served"), body.pop("status_changed_at") is not None
             ) == ("queued", None, None, None, digest, True)

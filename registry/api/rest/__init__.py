@@ -14,6 +14,7 @@ One module per resource, handlers thin. Errors are RFC 9457 problem details
     POST /api/v1/repositories/<name>/push-check         would a push fit the quota
     POST /api/v1/hooks/validate                         verify what a webhook names
     GET /api/v1/verifications?reference=<ref>           a local or remote model's runs
+    GET /api/v1/workers                                 verification workers, last seen
     GET /api/v1/repositories[/<name>/tags], /api/v1/models     browse, filter, page
     GET /api/v1/openapi.json                            the OpenAPI document of all this
     POST|GET /api/v1/webhooks, GET|DELETE /api/v1/webhooks/<id>    outgoing webhooks
@@ -43,6 +44,7 @@ from registry.api.rest import (
     storage,
     verifications,
     webhooks,
+    workers,
 )
 from registry.api.rest.routing import route
 
@@ -76,6 +78,7 @@ routes = [
         # check their own credentials (ASSAY_HOOK_TOKEN / ASSAY_HOOK_SECRET).
         Route("/hooks/validate", public(hooks.validate), methods=["POST"]),
         Route("/verifications", anyone(verifications.by_reference), methods=["GET"]),
+        Route("/workers", user(workers.list_workers), methods=["GET"]),
         # Identities, roles and the audit log (registry.api.rest.accounts).
         Route("/me", user(accounts.me), methods=["GET"]),
         route("/users", GET=site_admin(accounts.list_users), POST=site_admin(accounts.create_user)),

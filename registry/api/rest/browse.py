@@ -12,8 +12,10 @@
 Every listing takes ``n`` (page size, 1..500, default 50) and ``cursor``; ``-`` before a
 sort key sorts descending. A page that is not the last carries ``Link: <...>;
 rel="next"`` (and the same URL as ``"next"`` in the body): follow it as is. List filters
-take comma-separated values (``status=ready,failed``) or repeat the parameter. An unknown
-parameter, or a value out of range, is a 400 problem; an unknown repository a 404.
+take comma-separated values (``status=ready,failed``) or repeat the parameter. Every
+value that names something (status, format, backend, architecture, quantization,
+kv_cache) is matched in any case (``format=GGUF``). An unknown parameter, or a value out
+of range, is a 400 problem; an unknown repository a 404.
 ``fits_memory`` is bytes or a size (``16GiB``, ``16GB``; pydantic's ``ByteSize``);
 ``context`` (tokens, default 4096) and ``kv_cache`` (f16 default, q8_0, q4_0) say what
 it is asked at, and only go with it.
@@ -93,6 +95,8 @@ class TagRow(Answer):
     mediaType: str  # the OCI field's name
     artifactType: str | None
     status: ModelStatus | None
+    reason: str | None = Field(description="Why the model is not ready (a failed "
+                                           "verification's reason); null when ready.")
     size: int = Field(description="Bytes of the manifest's blobs.")
     updated: datetime = Field(description="When the tag last moved.")
     format: Format | None
@@ -131,6 +135,16 @@ _ITEM = {"type": "string", "minLength": 1, "maxLength": MAX_TEXT,
 LINK = {"Link": {"$ref": "#/components/headers/Link"}}
 
 
+def any_case(values: tuple[str, ...]) -> dict:
+    """A string schema matching one of ``values`` in any case (JSON Schema has no
+    case-insensitive enum, and its ECMA regexes no ``(?i)``: ``[Gg][Gg][Uu][Ff]``)."""
+    def letters(value: str) -> str:
+        return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else re.escape(c)
+                       for c in value)
+    return {"type": "string", "pattern": f"^(?:{'|'.join(letters(v) for v in values)})$",
+            "examples": list(values[:1])}
+
+
 def _list_param(name: str, items: dict, description: str) -> dict:
     return query_param(name, {"type": "array", "items": items, "minItems": 1},
                        description + " Comma-separated: any of the values matches.",
@@ -154,10 +168,11 @@ def _paging_params(sorts: tuple[str, ...]) -> dict[str, dict]:
 
 def _tag_params(q: str) -> dict[str, dict]:
     return {
-        "status": _list_param("status", {"type": "string", "enum": list(STATUSES)},
-                              "Model status of the tagged manifest."),
-        "format": _list_param("format", {"type": "string", "enum": list(FORMATS)},
-                              "Weights format."),
+        "status": _list_param("status", any_case(STATUSES),
+                              f"Model status of the tagged manifest: {', '.join(STATUSES)} "
+                              "(any case)."),
+        "format": _list_param("format", any_case(FORMATS),
+                              f"Weights format: {', '.join(FORMATS)} (any case)."),
         "backend": _list_param("backend", _ITEM, "Backend of the latest verification "
                                                  "(llama.cpp, mlx); any case."),
         "architecture": _list_param("architecture", _ITEM,
@@ -181,9 +196,9 @@ def _tag_params(q: str) -> dict[str, dict]:
                                            "maximum": MAX_CONTEXT,
                                            "default": DEFAULT_CONTEXT},
                                "Tokens of context for fits_memory (only with it)."),
-        "kv_cache": query_param("kv_cache", {"type": "string", "enum": list(KV_CACHE_TYPES),
-                                             "default": "f16"},
-                                "K/V cache type for fits_memory (only with it)."),
+        "kv_cache": query_param("kv_cache", {**any_case(KV_CACHE_TYPES), "default": "f16"},
+                                f"K/V cache type for fits_memory (only with it): "
+                                f"{', '.join(KV_CACHE_TYPES)} (any case)."),
         "q": query_param("q", _TEXT, q),
         **_paging_params(TAG_SORTS),
     }
@@ -226,15 +241,19 @@ def _text(request: Request, name: str) -> str | None:
 
 def _list(request: Request, name: str, allowed: tuple[str, ...] | None = None
           ) -> tuple[str, ...]:
+    """The values of list filter ``name``; with ``allowed`` (lower case), each must be
+    one of them in any case, and comes back lower case."""
     values = []
     for raw in request.query_params.getlist(name):
         for value in raw.split(","):
             if not value or len(value) > MAX_TEXT or any(ord(c) < 32 for c in value):
                 raise RequestInvalid(f"{name} takes comma-separated non-empty values of at "
                                      f"most {MAX_TEXT} printable characters")
-            if allowed is not None and value not in allowed:
-                raise RequestInvalid(f"{name} must be one of {', '.join(allowed)}, "
-                                     f"not {value!r}")
+            if allowed is not None:
+                if value.lower() not in allowed:
+                    raise RequestInvalid(f"{name} must be one of {', '.join(allowed)} (any "
+                                         f"case), not {value!r}")
+                value = value.lower()
             values.append(value)
     return tuple(dict.fromkeys(values))
 
@@ -281,9 +300,10 @@ def _fit(request: Request) -> dict:
         raise RequestInvalid(f"context must be an integer from 1 to {MAX_CONTEXT} (tokens), "
                              f"not {context!r}")
     kv_cache = "f16" if kv_cache is None else kv_cache
-    if kv_cache not in KV_CACHE_TYPES:
-        raise RequestInvalid(f"kv_cache must be one of {', '.join(KV_CACHE_TYPES)}, "
-                             f"not {kv_cache!r}")
+    if kv_cache.lower() not in KV_CACHE_TYPES:
+        raise RequestInvalid(f"kv_cache must be one of {', '.join(KV_CACHE_TYPES)} (any "
+                             f"case), not {kv_cache!r}")
+    kv_cache = kv_cache.lower()
     return {"fits_memory": memory, "context": int(context), "kv_cache": kv_cache}
 
 

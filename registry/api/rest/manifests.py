@@ -3,7 +3,9 @@ sizes, its model card and its verification.
 
 The answer is ``ManifestDetail`` (below): ``model`` and ``status`` are null when the
 manifest is not a model, ``verification`` is the latest run, ``served`` (by tag) is what a
-pull gets now.
+pull gets now. While a verification job is live, ``job.ahead`` says how many queued jobs
+go before it and ``workers`` whether any worker is there to run it
+(``registry.services.workers``).
 
 ``POST .../verify`` queues a re-run (202, ``{"job", "digest"}``); ``GET
 .../manifests/<digest>/verifications`` lists every run, newest first; ``POST
@@ -32,6 +34,7 @@ from registry.api.rest.schemas import (
     Job,
     ModelStatus,
     Verification,
+    WorkerPresence,
     absent,
 )
 from registry.digests import is_digest
@@ -82,6 +85,8 @@ class ManifestDetail(Answer):
     override: Override | None
     verification: Verification | None
     job: Job | None
+    workers: WorkerPresence = absent("While the job is queued or running: the workers "
+                                     "that could run it.")
     served: str | None = absent("By tag only: the digest a pull gets now (null: nothing "
                                 "passes the gate).")
 
@@ -126,6 +131,12 @@ def _describe_sync(svc, name: str, reference: str, base_url: str) -> dict:
     body = manifest_json(info)
     state = svc.verification.state_of(name, info.digest)
     body.update(state)
+    job = state.get("job")
+    if job is not None and job["status"] in ("queued", "running"):
+        waiting = svc.workers.waiting(job["id"])
+        if waiting["ahead"] is not None:
+            job["ahead"] = waiting["ahead"]
+        body["workers"] = waiting["workers"]
     if info.tag is not None:
         try:
             body["served"] = svc.manifests.get(name, info.tag, base_url).digest

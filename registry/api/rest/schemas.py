@@ -100,6 +100,16 @@ class Job(Answer):
     max_attempts: int
     last_error: str | None
     worker: str | None
+    ahead: int = absent("While queued (in a model's detail): the queued jobs a worker "
+                        "takes before this one.")
+
+
+class WorkerPresence(Answer):
+    present: int = Field(description="Worker processes seen within the job lease and not "
+                                     "stopped.")
+    busy: int = Field(description="Of those, how many are running a job.")
+    last_seen_at: datetime | None = Field(description="The newest sighting of any worker; "
+                                                      "null: none was ever seen.")
 
 
 class Figures(Answer):

@@ -1,0 +1,123 @@
+"""Worker presence: which worker processes exist, and what a queued model waits for.
+
+Each worker process (``worker.pool``) keeps one row of the ``workers`` table current:
+``announce`` when it starts, ``seen`` on its idle polls and its job heartbeats (at most
+every ``seen_every`` seconds, and at once when it takes or finishes a job), ``stopped``
+when it stops cleanly. A worker is *present* while its row is not stopped and was seen
+within ``job_lease_seconds``: the time after which the queue itself takes a silent
+worker's job back (``registry.db.queue``). A worker killed outright keeps its row, so
+"last seen" still says when verification last ran; rows are pruned ``PRUNE_AFTER``
+past their last sighting.
+
+This is the one class that reads or writes ``workers``. Its answers:
+
+- ``listing()``: every known worker, newest sighting first (``GET /api/v1/workers``);
+- ``presence()``: how many workers are present and busy, and the newest sighting;
+- ``waiting(job_id)``: for a model whose verification job is live, the queued jobs a
+  worker takes before it and the presence above (``assay status`` reads both).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, func, select, update
+
+from registry.db import Database
+from registry.db.queue import JobKind, JobQueue
+from registry.db.tables import as_utc, isoformat, utcnow, workers
+from registry.services.common import Service
+from registry.settings import Settings
+from registry.storage import BlobStore
+
+PRUNE_AFTER = timedelta(days=7)
+# The job kinds worker processes claim (webhook deliveries run in a thread of their own).
+WORKER_KINDS = (JobKind.VERIFY, JobKind.VERIFY_REMOTE)
+
+
+class WorkerService(Service):
+    def __init__(self, db: Database, store: BlobStore, settings: Settings, *,
+                 queue: JobQueue):
+        super().__init__(db, store, settings)
+        self.queue = queue
+
+    @property
+    def seen_every(self) -> float:
+        """Seconds between a worker's sightings: a quarter of the lease, so that every job
+        heartbeat (each third of it) is recorded and a present worker is never taken
+        for gone."""
+        return self.settings.job_lease_seconds / 4
+
+    # ---- the worker's side -----------------------------------------------------------
+    def announce(self, worker_id: str, hostname: str, pid: int) -> None:
+        """A worker process starts: its row, idle, seen now; rows unseen for
+        ``PRUNE_AFTER`` go."""
+        now = utcnow()
+        with self.db.write() as conn:
+            conn.execute(delete(workers).where(workers.c.last_seen_at < now - PRUNE_AFTER))
+            conn.execute(self.db.upsert(
+                workers, ["id"],
+                {"hostname": hostname, "pid": pid, "started_at": now, "last_seen_at": now,
+                 "stopped_at": None, "job_id": None},
+                id=worker_id, hostname=hostname, pid=pid, started_at=now, last_seen_at=now,
+                stopped_at=None, job_id=None))
+
+    def seen(self, worker_id: str, job_id: int | None) -> bool:
+        """The worker is alive, running ``job_id`` (None: idle). False when it has no row
+        (pruned, or the database was replaced): announce again."""
+        with self.db.write() as conn:
+            done = conn.execute(update(workers).where(workers.c.id == worker_id)
+                                .values(last_seen_at=utcnow(), job_id=job_id,
+                                        stopped_at=None))
+            return done.rowcount == 1
+
+    def stopped(self, worker_id: str) -> None:
+        """The worker stopped cleanly (its job, if any, was handed back)."""
+        now = utcnow()
+        with self.db.write() as conn:
+            conn.execute(update(workers).where(workers.c.id == worker_id)
+                         .values(stopped_at=now, last_seen_at=now, job_id=None))
+
+    # ---- people and scripts ------------------------------------------------------------
+    def _cutoff(self) -> datetime:
+        return utcnow() - timedelta(seconds=self.settings.job_lease_seconds)
+
+    def listing(self) -> list[dict]:
+        """Every known worker, newest sighting first; ``state`` is ``busy`` or ``idle``
+        (present), ``stopped`` (cleanly) or ``lost`` (not seen within the lease)."""
+        cutoff = self._cutoff()
+        with self.db.read() as conn:
+            rows = conn.execute(select(workers).order_by(workers.c.last_seen_at.desc(),
+                                                         workers.c.id)).all()
+        return [_worker_json(row, cutoff) for row in rows]
+
+    def presence(self) -> dict:
+        """``{"present", "busy", "last_seen_at"}``: workers present now, how many of them
+        run a job, and the newest sighting of any worker (None: never seen)."""
+        cutoff = self._cutoff()
+        live = (workers.c.stopped_at.is_(None), workers.c.last_seen_at >= cutoff)
+        with self.db.read() as conn:
+            present = conn.execute(select(func.count()).where(*live)).scalar_one()
+            busy = conn.execute(select(func.count())
+                                .where(*live, workers.c.job_id.is_not(None))).scalar_one()
+            last = conn.execute(select(func.max(workers.c.last_seen_at))).scalar()
+        return {"present": present, "busy": busy, "last_seen_at": isoformat(last)}
+
+    def waiting(self, job_id: int) -> dict:
+        """What a live job waits on: ``ahead`` (queued jobs a worker takes before it;
+        None unless it is queued) and ``workers`` (``presence()``)."""
+        return {"ahead": self.queue.position(job_id, WORKER_KINDS),
+                "workers": self.presence()}
+
+
+def _worker_json(row, cutoff: datetime) -> dict:
+    if row.stopped_at is not None:
+        state = "stopped"
+    elif as_utc(row.last_seen_at) < cutoff:
+        state = "lost"
+    else:
+        state = "busy" if row.job_id is not None else "idle"
+    return {"id": row.id, "hostname": row.hostname, "pid": row.pid, "state": state,
+            "job": row.job_id, "started_at": isoformat(row.started_at),
+            "last_seen_at": isoformat(row.last_seen_at),
+            "stopped_at": isoformat(row.stopped_at)}
