@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import click
+from sqlalchemy.engine import make_url
 
 from registry.cli.config import settings as load_settings
 from registry.cli.options import data_dir_option
@@ -11,10 +12,11 @@ from registry.db import migrate as run_migrations
 
 
 @click.command()
-@data_dir_option("[ASSAY_DATA_DIR]")
+@data_dir_option("[ASSAY_DATA_DIR]", init=False)
 def migrate(data_dir) -> None:
     """Create or upgrade the database schema (serve does this at start too)."""
     settings = load_settings(data_dir=data_dir)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     run_migrations(settings.sqlalchemy_url)
-    click.echo("database is at the latest schema")
+    click.echo(f"database is at the latest schema: "
+               f"{make_url(settings.sqlalchemy_url).render_as_string(hide_password=True)}")
