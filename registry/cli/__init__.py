@@ -43,7 +43,8 @@ COMMANDS = {
     "verify": Lazy("registry.cli.models:verify",
                    "Run verification of a model again (on assay registries)."),
     "rm": Lazy("registry.cli.models:rm",
-               "Delete a tag (REF with :TAG) or a manifest (REF with @DIGEST)."),
+               "Delete a tag (REF with :TAG), a manifest (REF with @DIGEST), or with --all "
+               "a whole repository."),
     "login": Lazy("registry.cli.account:login",
                   "Check credentials against REGISTRY (HOST[:PORT], default $ASSAY_REGISTRY, "
                   "else 127.0.0.1:5000) and store them for later commands "
