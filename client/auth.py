@@ -7,8 +7,10 @@ says what the registry wants in ``WWW-Authenticate``:
   when there are some, anonymous otherwise) returns a token, which the request is sent
   again with. The scope asked for merges the challenge's with the request's own (from
   its path and method: ``repository:NAME:pull`` for reads, ``pull,push`` for uploads,
-  ``delete`` for deletes) and with what the command said it intends (``intend``: a
-  push asks for ``pull,push`` from its first blob ``HEAD`` on).
+  ``delete`` for deletes, plus ``repository:FROM:pull`` for a cross-repository mount
+  ``?from=FROM``, which the registry only honours for a token that may read FROM) and
+  with what the command said it intends (``intend``: a push asks for ``pull,push`` from
+  its first blob ``HEAD`` on).
 - ``Basic``: the request is sent again with Basic credentials (assay's ``/api/``).
 
 Tokens are cached per (realm, service, scope) until shortly before ``expires_in``. Once a
@@ -170,15 +172,17 @@ class RegistryAuth(httpx.Auth):
             actions = {"pull", "push"}
         with self._lock:
             actions |= self._intent.get(name, set())
-        return f"repository:{name}:{','.join(sorted(actions))}"
+        scope = f"repository:{name}:{','.join(sorted(actions))}"
+        source = request.url.params.get("from") if kind == "blobs" else None
+        return f"{scope} repository:{source}:pull" if source and method == "POST" else scope
 
     @staticmethod
     def _prefix(request: httpx.Request) -> str:
         return "/" + request.url.path.lstrip("/").split("/", 1)[0] + "/"
 
     def _subject(self, scope: str | None, request: httpx.Request) -> str:
-        if scope and scope.startswith("repository:"):
-            return _split(scope)[0].removeprefix("repository:")
+        if scope and scope.startswith("repository:"):  # the first: the request's own
+            return _split(scope.split()[0])[0].removeprefix("repository:")
         if scope and scope.startswith("registry:catalog"):
             return "the catalog"
         return request.url.path

@@ -1,4 +1,5 @@
-"""Blobs to push: content from a file on disk or from memory, with digest and size.
+"""Blobs to push: content from a file on disk, from memory or from a ``BlobSource`` (another
+registry's copy), with digest and size.
 
 A file blob is never read whole into memory: it is hashed and sent in 1 MiB blocks.
 """
@@ -14,6 +15,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from client.errors import InputError
 
@@ -114,9 +116,19 @@ def canonical_json(obj) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+class BlobSource(Protocol):
+    """Where the bytes of a blob that is neither a file nor in memory come from (a
+    registry's copy of a base model: ``bases.RegistryBlobs``)."""
+
+    def read(self, blob: Blob, offset: int, length: int,
+             on_bytes: Callable[[int], None] | None) -> Iterator[bytes]:
+        """The bytes ``[offset, offset+length)`` of ``blob``, streamed."""
+
+
 @dataclass
 class Blob:
-    """One blob of a manifest: a config or a layer."""
+    """One blob of a manifest: a config or a layer. ``mounts`` names repositories of the
+    registry pushed to that may already hold it (a mount from them is tried first)."""
 
     media_type: str
     digest: str
@@ -125,6 +137,8 @@ class Blob:
     data: bytes | None = None
     annotations: dict[str, str] = field(default_factory=dict)
     label: str = ""  # shown in progress bars
+    source: BlobSource | None = None
+    mounts: tuple[str, ...] = ()
 
     @classmethod
     def from_bytes(cls, media_type: str, data: bytes, label: str = "", **kw) -> Blob:
@@ -162,6 +176,9 @@ class Blob:
             if on_bytes:
                 on_bytes(len(piece))
             yield piece
+            return
+        if self.path is None and self.source is not None:
+            yield from self.source.read(self, offset, length, on_bytes)
             return
         with open(self.path, "rb") as f:
             f.seek(offset)

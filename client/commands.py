@@ -39,8 +39,9 @@ def run_push(path: str, ref_text: str, fmt: str | None, insecure: bool, quiet: b
         counts = ", ".join(f"{n} {what}" for what, n in sorted(result.outcomes.items()))
         layout = result.layout
         size = sum(b.size for b in layout.blobs())
+        base = f"; FROM {layout.base}" if layout.base else ""
         click.echo(f"pushed {result.reference} ({layout.kind}, {len(layout.layers)} layer(s), "
-                   f"{human_size(size)}; blobs: {counts})")
+                   f"{human_size(size)}; blobs: {counts}{base})")
 
 
 def run_pull(ref_text: str, output: str | None, insecure: bool, quiet: bool,

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Protocol
 
 from client import mediatypes as mt
+from client.bases import BaseModel, BaseModels, looks_like_path
 from client.blobs import Blob, canonical_json, prefetch_hash
 from client.errors import InputError
 from client.modelfile import Modelfile, load_modelfile
@@ -87,6 +88,7 @@ class Layout:
     card: Card | None = None
     source: str = ""  # what was pushed, for messages
     annotations: dict[str, str] = field(default_factory=dict)
+    base: str = ""  # the model a Modelfile's FROM named, where it was found
 
     def manifest(self) -> bytes:
         doc: dict = {"schemaVersion": 2, "mediaType": self.media_type}
@@ -180,9 +182,11 @@ def _looks_like_modelfile(head: bytes) -> bool:
 
 
 def build_layout(path: Path, cards: CardReader, fmt: str | None = None,
-                 transfers: Transfers | None = None) -> Layout:
+                 transfers: Transfers | None = None, bases: BaseModels | None = None
+                 ) -> Layout:
     """The layout of ``path`` in format ``fmt`` (None: the default for that input); ``cards``
-    reads the model's header."""
+    reads the model's header; ``bases`` finds the model a Modelfile's FROM names (None:
+    FROM must be a file)."""
     transfers = transfers or silent()
     kind = detect(path)
     allowed = FORMATS[kind]
@@ -192,7 +196,7 @@ def build_layout(path: Path, cards: CardReader, fmt: str | None = None,
                 "directory": "a model directory"}[kind]
         raise InputError(f"--format {fmt} does not apply to {what} (use {' or '.join(allowed)})")
     if kind == "modelfile":
-        return ollama_layout_from_modelfile(load_modelfile(path), cards, transfers)
+        return ollama_layout_from_modelfile(load_modelfile(path), cards, transfers, bases)
     if kind == "gguf":
         prefetch_hash(path)  # the weights hash while the header is read
         card = gguf_card(path, cards)
@@ -222,52 +226,98 @@ def gguf_card(path: Path, cards: CardReader) -> Card:
     return card
 
 
+MODEL_FIELDS = ("model_format", "model_family", "model_families", "model_type", "file_type")
+
+
 def ollama_config(card: Card, diff_ids: list[str], extras: dict | None = None) -> bytes:
-    """The config ``ollama create`` writes (ConfigV2 field order)."""
-    config: dict = {"model_format": "gguf"}
+    """The config ``ollama create`` writes for a GGUF (ConfigV2 field order)."""
+    fields: dict = {"model_format": "gguf"}
     if card.architecture:
-        config["model_family"] = card.architecture
-        config["model_families"] = [card.architecture]
+        fields["model_family"] = card.architecture
+        fields["model_families"] = [card.architecture]
     if card.parameter_label:
-        config["model_type"] = card.parameter_label
+        fields["model_type"] = card.parameter_label
     if card.quantization:
-        config["file_type"] = card.quantization
+        fields["file_type"] = card.quantization
+    return _ollama_config(fields, diff_ids, extras)
+
+
+def ollama_config_from_base(base: dict, diff_ids: list[str], extras: dict | None) -> bytes:
+    """The config of a model built FROM another: its model fields, and its renderer,
+    parser, requires, capabilities and draft unless the Modelfile sets them (as Ollama
+    carries them over)."""
+    fields = {"model_format": "gguf", **{key: base[key] for key in MODEL_FIELDS
+                                         if base.get(key)}}
+    return _ollama_config(fields, diff_ids, extras, base)
+
+
+def _ollama_config(fields: dict, diff_ids: list[str], extras: dict | None,
+                   base: dict | None = None) -> bytes:
+    config = dict(fields)
     for key in ("renderer", "parser", "requires"):
-        if extras and extras.get(key):
-            config[key] = extras[key]
+        value = (extras or {}).get(key) or (base or {}).get(key)
+        if value:
+            config[key] = value
+    for key in ("capabilities", "draft"):
+        if base and base.get(key):
+            config[key] = base[key]
     config["architecture"] = "amd64"
     config["os"] = "linux"
     config["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
     return canonical_json(config)
 
 
+def merge_modelfile(base: list[Blob], adapters: list[Blob], modelfile: Modelfile | None,
+                    base_params: dict | None = None) -> list[Blob]:
+    """The layers of a model: the base's, in order, then what the Modelfile changes, as
+    ``ollama create`` merges them: ADAPTERs are added after the base's layers; a TEMPLATE
+    or SYSTEM replaces the base's (an empty one changes nothing); each LICENSE is added;
+    PARAMETERs merge into the base's (a key the Modelfile sets replaces the base's value,
+    ``stop`` included) and the merged params replace its params layer; MESSAGEs replace
+    the base's messages. Replaced layers move to the end, as in Ollama."""
+    layers = [*base, *adapters]
+
+    def put(media_type: str, blob: Blob) -> None:
+        # An unchanged part keeps the base's blob: it is mounted where the base's is.
+        same = [b for b in layers if b.media_type == media_type and b.digest == blob.digest]
+        layers[:] = [b for b in layers if b.media_type != media_type] + [(same or [blob])[0]]
+
+    if modelfile is None:
+        return layers
+    if modelfile.template:
+        put(mt.OLLAMA_TEMPLATE, Blob.from_bytes(mt.OLLAMA_TEMPLATE,
+                                                modelfile.template.encode(), "template"))
+    if modelfile.system:
+        put(mt.OLLAMA_SYSTEM, Blob.from_bytes(mt.OLLAMA_SYSTEM, modelfile.system.encode(),
+                                              "system"))
+    for text in modelfile.licenses:
+        layers.append(Blob.from_bytes(mt.OLLAMA_LICENSE, text.encode(), "license"))
+    params = {**(base_params or {}), **modelfile.parameters}
+    if params:
+        put(mt.OLLAMA_PARAMS, Blob.from_bytes(mt.OLLAMA_PARAMS,
+                                              go_json(dict(sorted(params.items()))), "params"))
+    if modelfile.messages:
+        put(mt.OLLAMA_MESSAGES, Blob.from_bytes(mt.OLLAMA_MESSAGES,
+                                                go_json(modelfile.messages), "messages"))
+    return layers
+
+
+def _adapter_files(modelfile: Modelfile | None) -> list[tuple[str, Path, dict]]:
+    items = []
+    for value in modelfile.adapters if modelfile else ():
+        adapter = modelfile.resolve(value)
+        if not adapter.is_file():
+            line = modelfile.lines.get("ADAPTER", 0)
+            raise InputError(f"{modelfile.source} line {line}: ADAPTER {value}: no such file")
+        items.append((mt.OLLAMA_ADAPTER, adapter, {}))
+    return items
+
+
 def ollama_layout(gguf: Path, card: Card, modelfile: Modelfile | None,
                   transfers: Transfers) -> Layout:
-    files = [(mt.OLLAMA_MODEL, gguf, {})]
-    if modelfile:
-        for value in modelfile.adapters:
-            adapter = modelfile.resolve(value)
-            if not adapter.is_file():
-                line = modelfile.lines.get("ADAPTER", 0)
-                raise InputError(f"{modelfile.source} line {line}: ADAPTER {value}: "
-                                 "no such file")
-            files.append((mt.OLLAMA_ADAPTER, adapter, {}))
-    layers = _hash_files(files, transfers)
-    if modelfile:
-        texts = [(mt.OLLAMA_TEMPLATE, modelfile.template, "template"),
-                 (mt.OLLAMA_SYSTEM, modelfile.system, "system")]
-        for media_type, text, label in texts:
-            if text is not None:
-                layers.append(Blob.from_bytes(media_type, text.encode(), label))
-        if modelfile.parameters:
-            layers.append(Blob.from_bytes(mt.OLLAMA_PARAMS,
-                                          go_json(dict(sorted(modelfile.parameters.items()))),
-                                          "params"))
-        if modelfile.messages:
-            layers.append(Blob.from_bytes(mt.OLLAMA_MESSAGES, go_json(modelfile.messages),
-                                          "messages"))
-        for text in modelfile.licenses:
-            layers.append(Blob.from_bytes(mt.OLLAMA_LICENSE, text.encode(), "license"))
+    model, *adapters = _hash_files([(mt.OLLAMA_MODEL, gguf, {}),
+                                    *_adapter_files(modelfile)], transfers)
+    layers = merge_modelfile([model], adapters, modelfile)
     config = Blob.from_bytes(
         mt.OLLAMA_CONFIG,
         ollama_config(card, [layer.digest for layer in layers],
@@ -276,18 +326,35 @@ def ollama_layout(gguf: Path, card: Card, modelfile: Modelfile | None,
                   source=str(modelfile.source if modelfile else gguf))
 
 
+def ollama_layout_from_base(base: BaseModel, modelfile: Modelfile,
+                            transfers: Transfers) -> Layout:
+    """A Modelfile's layout on top of the model its FROM named (see ``bases``)."""
+    adapters = _hash_files(_adapter_files(modelfile), transfers)
+    layers = merge_modelfile(base.layers, adapters, modelfile, base.params)
+    config = Blob.from_bytes(
+        mt.OLLAMA_CONFIG,
+        ollama_config_from_base(base.config, [layer.digest for layer in layers],
+                                modelfile.extras), "config")
+    return Layout("ollama", mt.DOCKER_MANIFEST, config, layers, source=modelfile.source,
+                  base=base.source)
+
+
 def ollama_layout_from_modelfile(modelfile: Modelfile, cards: CardReader,
-                                 transfers: Transfers) -> Layout:
-    model = modelfile.resolve(modelfile.model or "")
-    line = modelfile.lines.get("FROM", 0)
-    if not model.exists():
-        raise InputError(f"{modelfile.source} line {line}: FROM {modelfile.model}: no such file "
-                         "(assay pushes Modelfiles whose FROM is a local .gguf file)")
-    if not model.is_file():
-        raise InputError(f"{modelfile.source} line {line}: FROM {modelfile.model} is not a "
-                         ".gguf file")
-    prefetch_hash(model)
-    return ollama_layout(model, gguf_card(model, cards), modelfile, transfers)
+                                 transfers: Transfers, bases: BaseModels | None = None
+                                 ) -> Layout:
+    """FROM a file (a .gguf, relative to the Modelfile), else FROM a model name that
+    ``bases`` finds (in the local Ollama store or a registry)."""
+    text = modelfile.model or ""
+    model = modelfile.resolve(text)
+    where = f"{modelfile.source} line {modelfile.lines.get('FROM', 0)}"
+    if model.exists():
+        if not model.is_file():
+            raise InputError(f"{where}: FROM {text} is not a .gguf file")
+        prefetch_hash(model)
+        return ollama_layout(model, gguf_card(model, cards), modelfile, transfers)
+    if bases is None or looks_like_path(text):
+        raise InputError(f"{where}: FROM {text}: no such file")
+    return ollama_layout_from_base(bases.find(text, where), modelfile, transfers)
 
 
 def _file_annotations(relpath: str) -> dict[str, str]:

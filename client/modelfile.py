@@ -3,7 +3,8 @@
 Grammar, following Ollama's own parser (``parser/parser.go``)::
 
     # a comment (only where an instruction could start)
-    FROM ./model.gguf              path relative to the Modelfile; ~ is expanded
+    FROM ./model.gguf              path relative to the Modelfile; ~ is expanded; or a
+                                   model name (gemma3:270m; resolved by ``bases``)
     ADAPTER ./lora.gguf
     TEMPLATE """{{ .Prompt }}"""   value: the rest of the line, "quoted" or """quoted""";
     SYSTEM "You are terse."        a quoted value may span lines until its closing quote

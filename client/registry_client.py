@@ -6,10 +6,11 @@ exponential backoff by ``tenacity``; the unit of retry is one request, or one pa
 transfer whose body is re-created from the file for every attempt. An unknown host is not
 retried. Whatever still fails becomes a one-line ``ClientError`` (see ``errors``).
 
-Pushing a blob: ``HEAD`` (present: skip) -> ``POST ?mount=<d>&from=<repo>`` for repositories
-the local cache saw it in -> ``POST ?mount=<d>`` -> upload into the session the last POST
-opened: one monolithic ``PUT ?digest=`` up to ``chunk_size``, else ``PATCH`` chunks streamed
-from the file (a failed chunk resumes from the offset the registry reports) and a final
+Pushing a blob: ``HEAD`` (present: skip) -> ``POST ?mount=<d>&from=<repo>`` for the
+repositories the blob names (``Blob.mounts``: a base model's) and those the local cache saw
+it in -> ``POST ?mount=<d>`` -> upload into the session the last POST opened: one
+monolithic ``PUT ?digest=`` up to ``chunk_size``, else ``PATCH`` chunks streamed from the
+file (a failed chunk resumes from the offset the registry reports) and a final
 ``PUT ?digest=``. Locations may be absolute or relative.
 
 Credentials: ``auth.RegistryAuth`` answers the registry's challenges (Docker token auth on
@@ -328,8 +329,10 @@ class RegistryClient:
             self.count("blob present")
             return "already present"
         what = f"upload {blob.label or blob.digest[:19]} to {self.registry.host}/{name}"
-        sources = [r for r in self.locations.repositories(self.registry.host, blob.digest)
-                   if r != name][:2]
+        hinted = [r for r in blob.mounts if r != name]
+        sources = hinted + [r for r in self.locations.repositories(self.registry.host,
+                                                                   blob.digest)
+                            if r != name and r not in hinted][:2]
         location = None
         for source in [*sources, None]:
             params = {"mount": blob.digest, **({"from": source} if source else {})}

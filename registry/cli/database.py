@@ -17,6 +17,11 @@ def migrate(data_dir) -> None:
     """Create or upgrade the database schema (serve does this at start too)."""
     settings = load_settings(data_dir=data_dir)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    run_migrations(settings.sqlalchemy_url)
-    click.echo(f"database is at the latest schema: "
-               f"{make_url(settings.sqlalchemy_url).render_as_string(hide_password=True)}")
+    click.echo("database: "
+               f"{make_url(settings.sqlalchemy_url).render_as_string(hide_password=True)}",
+               err=True)
+    before, after = run_migrations(settings.sqlalchemy_url)
+    if before == after:
+        click.echo(f"database schema is current (revision {after})")
+    else:
+        click.echo(f"database schema upgraded from {before or 'empty'} to {after}")

@@ -25,13 +25,15 @@ from registry.maintenance.scrub import scrub as run_scrub
 @click.option("--grace-seconds", type=int,
               help="Keep unreferenced blobs younger than this [ASSAY_GC_GRACE_SECONDS, 3600].")
 @click.option("--dry-run", is_flag=True, help="Report what would be deleted, delete nothing.")
-def gc(data_dir, grace_seconds, dry_run) -> None:
-    """Delete blobs no manifest refers to, and abandoned uploads; safe while serving."""
+@json_option
+def gc(data_dir, grace_seconds, dry_run, as_json) -> None:
+    """Delete blobs no manifest refers to, and abandoned uploads; safe while serving.
+
+    A blob is freed once the grace period after its last use has passed; the report
+    says how many unreferenced blobs and open uploads wait, and when they can go.
+    """
     report = collect(service(data_dir, gc_grace_seconds=grace_seconds), dry_run=dry_run)
-    verb = "would delete" if dry_run else "deleted"
-    click.echo(f"{verb} {report.blobs} blob(s), {report.bytes} bytes; "
-               f"{report.orphans} orphaned object(s); {report.uploads} expired upload(s); "
-               f"{report.links} unused repository link(s)")
+    show(report.to_json(), as_json, report.lines())
 
 
 def _age(ctx, param, value):
@@ -123,13 +125,13 @@ def retention(dry_run, data_dir, as_json) -> None:
 
     Deletes old tags and old untagged manifests as a DELETE request would (events,
     audit log); anything pushed or tagged meanwhile is kept. Their blobs are freed by
-    `assay gc`: run it after this command.
+    `assay gc` once the grace period after their last use has passed: the report says
+    how many and when, and which untagged manifests stay.
     """
     report = call(policy.apply, service(data_dir), dry_run=dry_run)
     verb = "would delete" if dry_run else "deleted"
     show(report.to_json(), as_json, [
         *(f"{verb} {d.target}  ({d.reason})" for d in report.deleted),
         *(f"kept {d.target}  (changed since listed)" for d in report.skipped),
-        report.summary() + ("" if dry_run or not report.deleted
-                            else "; run `assay gc` to free their blobs"),
+        report.summary(), *report.notes(),
     ])

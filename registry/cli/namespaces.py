@@ -93,22 +93,51 @@ def namespace_quota(ns, size, data_dir) -> None:
                f"({human(used)} used)")
 
 
+def _patterns(ctx, param, value):
+    """A click callback: comma-separated tag globs as a list, "none" as [] (None when
+    the option is not given)."""
+    if value is None:
+        return None
+    if value.strip().lower() == "none":
+        return []
+    patterns = [p.strip() for p in value.split(",")]
+    if not all(patterns):
+        raise click.BadParameter(f"{value!r} has an empty pattern: give globs separated "
+                                 "by commas (latest,main,v*), or none")
+    return patterns
+
+
 @namespace.command(name="retention")
 @namespace_argument
 @click.option("--keep-tags", metavar="N|none", callback=_limit(1),
-              help="Keep the N newest tags of each repository (none: all).")
+              help="Keep the N newest tags of each repository (none: rule off).")
+@click.option("--keep-ready", metavar="N|none", callback=_limit(1),
+              help="Keep the N newest ready tags of each repository, and every tag still "
+                   "being verified; failed tags do not count (none: rule off).")
+@click.option("--protect", metavar="GLOBS|none", callback=_patterns,
+              help="Never delete tags matching these comma-separated globs, e.g. "
+                   "'latest,main,v*' (replaces the list; none: protect nothing). "
+                   "Default: latest.")
 @click.option("--untagged-days", metavar="D|none", callback=_limit(1),
               help="Delete untagged manifests older than D days (none: never).")
 @data_dir_option()
-def namespace_retention(ns, keep_tags, untagged_days, data_dir) -> None:
-    """Set NAMESPACE's retention policy; `assay retention` applies it."""
+def namespace_retention(ns, keep_tags, keep_ready, protect, untagged_days, data_dir) -> None:
+    """Set NAMESPACE's retention policy; `assay retention` applies it.
+
+    A tag is deleted only when --keep-tags or --keep-ready is set and neither keeps it;
+    protected tags are always kept and count in neither. Options not given stay as
+    they are.
+    """
     changes = {}
-    if keep_tags is not None:
-        changes["keep_tags"] = None if keep_tags == "none" else keep_tags
-    if untagged_days is not None:
-        changes["untagged_days"] = None if untagged_days == "none" else untagged_days
+    for field, value in (("keep_tags", keep_tags), ("keep_ready", keep_ready),
+                         ("untagged_days", untagged_days)):
+        if value is not None:
+            changes[field] = None if value == "none" else value
+    if protect is not None:
+        changes["protected_tags"] = protect
     if not changes:
-        raise click.ClickException("give --keep-tags and/or --untagged-days (N or none)")
+        raise click.ClickException("give --keep-tags, --keep-ready, --protect and/or "
+                                   "--untagged-days")
     svc = service(data_dir)
     call(svc.identities.configure_namespace, ns, **changes)
     info = call(svc.identities.namespace, ns)
@@ -116,9 +145,17 @@ def namespace_retention(ns, keep_tags, untagged_days, data_dir) -> None:
 
 
 def _retention_text(info: dict) -> str:
-    keep = info["keep_tags"]
+    keep, ready = info["keep_tags"], info["keep_ready"]
     days = info["untagged_days"]
-    return (f"keep {'all' if keep is None else f'the newest {keep}'} tags per repository; "
+    if keep is None and ready is None:
+        tags = "keep all tags per repository"
+    else:
+        rules = ([f"the newest {keep} tags"] if keep is not None else []) + (
+            [f"the newest {ready} ready tags (and those being verified)"]
+            if ready is not None else [])
+        tags = f"keep {' and '.join(rules)} per repository"
+    protected = ", ".join(info["protected_tags"]) or "none"
+    return (f"{tags}; protected tags: {protected}; "
             + ("keep untagged manifests" if days is None
                else f"delete untagged manifests after {days} days"))
 

@@ -11,12 +11,15 @@ and foreign keys are enforced. On PostgreSQL, row locks (``FOR UPDATE``) do the 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
+
+_log = logging.getLogger("assay")
 
 
 class Database:
@@ -104,8 +107,37 @@ def alembic_config(url: str):
     return cfg
 
 
-def migrate(url: str, revision: str = "head") -> None:
-    """Bring the schema at ``url`` up to ``revision`` (the only way tables are created)."""
-    from alembic import command
+def migrate(url: str, revision: str = "head") -> tuple[str | None, str | None]:
+    """Bring the schema at ``url`` up to ``revision`` (the only way tables are created).
 
-    command.upgrade(alembic_config(url), revision)
+    Returns the schema's revision before and after, and logs them as one line on the
+    ``assay`` logger; Alembic's own per-step lines are kept to warnings and above, since a
+    fresh database would otherwise print one line per migration at every first start."""
+    alembic_log = logging.getLogger("alembic")
+    level = alembic_log.level
+    alembic_log.setLevel(max(logging.WARNING, level))
+    try:
+        from alembic import command  # logs its plugin set-up on first import
+
+        before = schema_revision(url)
+        command.upgrade(alembic_config(url), revision)
+        after = schema_revision(url)
+    finally:
+        alembic_log.setLevel(level)
+    if before == after:
+        _log.info("database schema is current (revision %s)", after)
+    else:
+        _log.info("database schema upgraded from %s to %s", before or "empty", after)
+    return before, after
+
+
+def schema_revision(url: str) -> str | None:
+    """The Alembic revision the database at ``url`` is at (None: no schema yet)."""
+    from alembic.runtime.migration import MigrationContext
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()

@@ -27,8 +27,9 @@
 - ``webhooks``, ``deliveries``: outgoing subscriptions and their outbox.
 - ``users``, ``access_tokens``, ``user_keys``: identities (people and robots), their
   personal access tokens (stored as sha256) and registered Ollama ed25519 public keys.
-- ``namespaces``, ``namespace_members``: per-namespace anonymous-pull switch and roles
-  (read, write, admin); see ``registry.access.permissions``.
+- ``namespaces``, ``namespace_members``: per-namespace anonymous-pull switch, quota,
+  retention policy (``registry.maintenance.retention``) and roles (read, write, admin);
+  see ``registry.access.permissions``.
 - ``auth_nonces``: Ollama signed token requests already seen (replay protection).
 - ``secrets``: generated keys every replica shares (the token-signing key).
 - ``audit_log``: pushes, deletes, permission changes and gate overrides, by whom.
@@ -67,6 +68,8 @@ NAMING = {
 }
 
 DIGEST = String(200)
+# What a namespace's retention never deletes until told otherwise (a JSON list of globs).
+DEFAULT_PROTECTED_TAGS = '["latest"]'
 
 
 def utcnow() -> datetime:
@@ -424,10 +427,15 @@ class Namespace(Base):
     # Storage quota in bytes (None: unlimited): the distinct blobs linked to the
     # namespace's repositories may not exceed it.
     quota_bytes: Mapped[int | None] = mapped_column(BigInteger)
-    # Retention (None: keep everything): keep the newest N tags of each repository, and
-    # delete untagged manifests older than D days.
+    # Retention (None: that rule is off; see registry.maintenance.retention): keep the
+    # newest N tags and the newest N ready tags of each repository, delete untagged
+    # manifests older than D days, and never delete tags matching the protected globs
+    # (a JSON list of strings).
     keep_tags: Mapped[int | None] = mapped_column(Integer)
+    keep_ready: Mapped[int | None] = mapped_column(Integer)
     untagged_days: Mapped[int | None] = mapped_column(Integer)
+    protected_tags: Mapped[str] = mapped_column(Text, default=DEFAULT_PROTECTED_TAGS,
+                                                server_default=DEFAULT_PROTECTED_TAGS)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

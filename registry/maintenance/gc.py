@@ -22,6 +22,10 @@ Expired upload sessions (``upload_expiry_seconds`` after their last chunk) alrea
 answer BLOB_UPLOAD_UNKNOWN; ``sweep_uploads`` deletes their rows and data, and data
 under ``uploads/`` whose row is gone. It runs within ``collect`` (``assay gc``) and
 every ``upload_sweep_seconds`` in the registry process (``sweep_forever``).
+
+What a run leaves for later is reported too (``GCReport.waiting_blobs``,
+``waiting_uploads``): unreferenced blobs still inside the grace period and upload
+sessions not yet expired, with when the first and the last of them become collectable.
 """
 
 from __future__ import annotations
@@ -29,13 +33,14 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import anyio
-from sqlalchemy import delete, exists, or_, select
+from sqlalchemy import delete, exists, func, or_, select
 
 from registry.db.tables import (
+    as_utc,
     blobs,
     manifest_references,
     manifests,
@@ -44,8 +49,59 @@ from registry.db.tables import (
     utcnow,
 )
 from registry.services import RegistryService
+from registry.services.quotas import human
 
 log = logging.getLogger("assay.gc")
+
+
+def duration(span: timedelta) -> str:
+    """``1h``, ``45m``, ``2d3h``, ``1h30m``, ``20s``: a span in whole seconds, in its two
+    largest non-zero units (the rest dropped)."""
+    seconds = max(0, int(span.total_seconds()))
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        n, seconds = divmod(seconds, size)
+        if n:
+            parts.append(f"{n}{unit}")
+    return "".join(parts[:2]) or "0s"
+
+
+def moment(when: datetime, now: datetime) -> str:
+    """``2026-12-05 14:03:12 UTC (in 58m)``, or ``now`` once it has passed."""
+    if when <= now:
+        return "now"
+    return f"{when.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC (in {duration(when - now)})"
+
+
+@dataclass
+class Pending:
+    """Things a later run will remove: how many, their bytes, and when the first and the
+    last of them become removable."""
+
+    count: int = 0
+    bytes: int = 0
+    first: datetime | None = None
+    last: datetime | None = None
+
+    def add(self, size: int, when: datetime) -> None:
+        when = as_utc(when)
+        self.count += 1
+        self.bytes += size
+        self.first = when if self.first is None else min(self.first, when)
+        self.last = when if self.last is None else max(self.last, when)
+
+    def window(self, now: datetime) -> str:
+        """When they become removable: ``now``, ``at T (in 5m)``, ``from T1 (in 5m) to
+        T2 (in 1h)`` or ``from now to T2 (in 1h)``."""
+        if self.first is None or self.last <= now:
+            return "now"
+        first, last = moment(self.first, now), moment(self.last, now)
+        return f"at {last}" if first == last else f"from {first} to {last}"
+
+    def to_json(self) -> dict:
+        return {"count": self.count, "bytes": self.bytes,
+                "first": self.first and self.first.isoformat(),
+                "last": self.last and self.last.isoformat()}
 
 
 @dataclass
@@ -55,6 +111,41 @@ class GCReport:
     orphans: int = 0
     uploads: int = 0
     links: int = 0
+    dry_run: bool = False
+    grace: timedelta = timedelta(0)
+    now: datetime = field(default_factory=utcnow)
+    # Left for a later run: unreferenced blobs inside the grace period (removable at
+    # last use + grace) and open upload sessions (removable once expired).
+    waiting_blobs: Pending = field(default_factory=Pending)
+    waiting_uploads: Pending = field(default_factory=Pending)
+
+    def lines(self) -> list[str]:
+        """The report as ``assay gc`` prints it: what went, then what waits and when."""
+        verb = "would delete" if self.dry_run else "deleted"
+        out = [f"{verb} {self.blobs} blob(s), {self.bytes} bytes; {self.orphans} orphaned "
+               f"object(s); {self.uploads} expired upload(s); {self.links} unused "
+               "repository link(s)"]
+        blobs, sessions = self.waiting_blobs, self.waiting_uploads
+        if blobs.count:
+            out.append(f"waiting: {blobs.count} unreferenced blob(s) ({human(blobs.bytes)}) "
+                       f"inside the {duration(self.grace)} grace period after their last "
+                       f"use; `assay gc` frees them {blobs.window(self.now)}")
+        if sessions.count:
+            out.append(f"waiting: {sessions.count} open upload session(s) "
+                       f"({human(sessions.bytes)} received), in progress or abandoned; "
+                       f"unless their clients send more they expire "
+                       f"{sessions.window(self.now)}, and `assay gc` removes them then")
+        if not blobs.count and not sessions.count:
+            out.append(f"waiting: nothing (no unreferenced blob inside the "
+                       f"{duration(self.grace)} grace period, no open upload session)")
+        return out
+
+    def to_json(self) -> dict:
+        return {"dry_run": self.dry_run, "blobs": self.blobs, "bytes": self.bytes,
+                "orphans": self.orphans, "uploads": self.uploads, "links": self.links,
+                "grace_seconds": self.grace.total_seconds(),
+                "waiting": {"blobs": self.waiting_blobs.to_json(),
+                            "uploads": self.waiting_uploads.to_json()}}
 
 
 def _unused_link(cutoff):
@@ -97,10 +188,43 @@ def _unreferenced(cutoff):
         manifest_references.c.digest == blobs.c.digest)
 
 
+def _expired(now: datetime):
+    """Upload sessions past ``expires_at`` that no request holds a write lease on."""
+    return (uploads.c.expires_at <= now) & or_(uploads.c.writer.is_(None),
+                                               uploads.c.lease_until <= now)
+
+
+def waiting_blobs(conn, now: datetime, grace: timedelta) -> Pending:
+    """Unreferenced blobs still inside the grace period: each becomes collectable at its
+    last use (``last_linked_at``) plus ``grace``."""
+    row = conn.execute(select(func.count(), func.coalesce(func.sum(blobs.c.size), 0),
+                              func.min(blobs.c.last_linked_at),
+                              func.max(blobs.c.last_linked_at))
+                       .where(blobs.c.last_linked_at >= now - grace, ~exists().where(
+                           manifest_references.c.digest == blobs.c.digest))).one()
+    if not row[0]:
+        return Pending()
+    return Pending(row[0], row[1], as_utc(row[2]) + grace, as_utc(row[3]) + grace)
+
+
+def waiting_uploads(conn, now: datetime) -> Pending:
+    """Upload sessions not expired yet (in progress, or abandoned and waiting out their
+    expiry): the bytes received so far, and when the first and last expire."""
+    row = conn.execute(select(func.count(), func.coalesce(func.sum(uploads.c.received), 0),
+                              func.min(uploads.c.expires_at), func.max(uploads.c.expires_at))
+                       .where(~_expired(now))).one()
+    if not row[0]:
+        return Pending()
+    return Pending(row[0], row[1], as_utc(row[2]), as_utc(row[3]))
+
+
 def collect(svc: RegistryService, *, dry_run: bool = False, batch: int = 100) -> GCReport:
-    report = GCReport()
+    """Delete what is garbage now (module docstring); the report also says what waits:
+    unreferenced blobs inside the grace period and open upload sessions."""
     now = utcnow()
-    cutoff = now - timedelta(seconds=svc.settings.gc_grace_seconds)
+    grace = timedelta(seconds=svc.settings.gc_grace_seconds)
+    report = GCReport(dry_run=dry_run, grace=grace, now=now)
+    cutoff = now - grace
     db, store = svc.db, svc.store
 
     with db.read() as conn:
@@ -136,12 +260,16 @@ def collect(svc: RegistryService, *, dry_run: bool = False, batch: int = 100) ->
                     report.orphans += 1
 
     report.links = unlink_stale(svc, cutoff, dry_run=dry_run)
-    report.uploads = sweep_uploads(svc, dry_run=dry_run)
+    report.uploads = sweep_uploads(svc, dry_run=dry_run, now=now)
+    with db.read() as conn:
+        report.waiting_blobs = waiting_blobs(conn, now, grace)
+        report.waiting_uploads = waiting_uploads(conn, now)
     log.info("gc: %s", report)
     return report
 
 
-def sweep_uploads(svc: RegistryService, *, dry_run: bool = False) -> int:
+def sweep_uploads(svc: RegistryService, *, dry_run: bool = False,
+                  now: datetime | None = None) -> int:
     """Remove expired upload sessions (row and data) and upload data with no row that is
     older than the grace period; returns how many sessions went.
 
@@ -150,10 +278,9 @@ def sweep_uploads(svc: RegistryService, *, dry_run: bool = False) -> int:
     meanwhile is kept. Data without a row can only be left by a failure between
     deleting a row and its data (rows are created before data, removed before it).
     """
-    now = utcnow()
+    now = now or utcnow()
     db, store = svc.db, svc.store
-    expired = (uploads.c.expires_at <= now) & or_(uploads.c.writer.is_(None),
-                                                  uploads.c.lease_until <= now)
+    expired = _expired(now)
     count = 0
     with db.read() as conn:
         sessions = list(conn.execute(select(uploads.c.id).where(expired)).scalars())

@@ -1,12 +1,23 @@
 """Retention: delete old tags and old untagged manifests by each namespace's policy.
 
-A namespace's policy (``namespaces.keep_tags``, ``namespaces.untagged_days``; None keeps
-everything; no row, no policy) applies to every repository in it:
+A namespace's policy (``namespaces.keep_tags``, ``keep_ready``, ``untagged_days``: None
+turns a rule off; ``protected_tags``, default ``["latest"]``; no row, no policy) applies
+to every repository in it:
 
+- ``protected_tags``: tags whose name matches one of these globs (fnmatch, case
+  sensitive) are never deleted, and do not count in the two numbers below.
 - ``keep_tags`` N: each repository keeps its N most recently pushed or moved tags
-  (``tags.updated_at``); older tags are deleted (the tag only: the manifest stays,
-  untagged, for the rule below).
-- ``untagged_days`` D: a manifest with no tag (after the rule above), created more than
+  (``tags.updated_at``).
+- ``keep_ready`` N: each repository keeps its N most recently pushed or moved *ready*
+  tags, and every tag still waiting for its verdict (queued or verifying: it may yet
+  become ready). Ready means the gate serves it: a model verified ready, a failed model
+  an admin overrode, or content that is not a model (never verified). Failed tags do not
+  count: they are deleted unless another rule keeps them.
+- Tags are deleted only when ``keep_tags`` or ``keep_ready`` is set, and then a tag is
+  kept when any rule keeps it (protected, among the newest ``keep_tags``, or kept by
+  ``keep_ready``); the others are deleted (the tag only: the manifest stays, untagged,
+  for the rule below).
+- ``untagged_days`` D: a manifest with no tag (after the rules above), created more than
   D days ago, is deleted, unless something kept needs it. Kept are: tagged manifests;
   young ones; the children of a kept index; the referrers (manifests with a ``subject``)
   of a kept manifest. A referrer whose subject is stored goes with its subject and
@@ -17,22 +28,27 @@ so events (webhooks), model rows (cascade) and the audit log stay as they would 
 A run first lists what to delete (``plan``), then deletes it one item at a time
 (``execute``), parents and subjects before their children and referrers. Each item is
 re-checked in the transaction that deletes it, under the write lock: a tag pushed again
-or moved, a manifest tagged, pushed into a new index or given a new referrer after the
-listing is kept (reported as skipped), and so are the children and referrers whose
-deletion depended on it. Blobs are not deleted here: ``assay gc`` frees those no manifest
-refers to any more, so run ``assay retention`` first and ``assay gc`` after it.
+or moved (or whose model's verdict changed, when ``keep_ready`` judged it), a manifest
+tagged, pushed into a new index or given a new referrer after the listing is kept
+(reported as skipped), and so are the children and referrers whose deletion depended on
+it. Blobs are not deleted here: ``assay gc`` frees those no manifest refers to any more,
+once the grace period after their last use has passed; the report says how many blobs
+this run left unused and when gc may free them, and which untagged manifests stay.
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from fnmatch import fnmatchcase
 
 from sqlalchemy import exists, or_, select
 
 from registry.db.tables import (
     as_utc,
+    blobs,
     manifest_references,
     manifests,
     namespaces,
@@ -41,8 +57,21 @@ from registry.db.tables import (
     utcnow,
 )
 from registry.errors import ManifestUnknown, NameUnknown
+from registry.maintenance.gc import Pending, duration
 from registry.services import RegistryService
 from registry.services.common import in_namespaces
+from registry.services.quotas import human, namespace_of
+
+READY, FAILED, PENDING = "ready", "failed", "pending"
+
+
+def readiness(status: str | None, override_at: datetime | None) -> str:
+    """A manifest as ``keep_ready`` sees it: READY (what the gate serves: verified ready,
+    a failure an admin overrode, or not a model), FAILED, or PENDING (queued or
+    verifying)."""
+    if status is None or status == "ready" or override_at is not None:
+        return READY
+    return FAILED if status == "failed" else PENDING
 
 
 @dataclass(frozen=True)
@@ -58,6 +87,8 @@ class Deletion:
     # Manifests (ids) of this repository that must be deleted before this one may be:
     # the indexes listing it and its subject.
     after: tuple[int, ...] = ()
+    # A tag judged by keep_ready: its manifest's readiness then (re-checked on delete).
+    state: str | None = None
 
     @property
     def target(self) -> str:
@@ -74,6 +105,16 @@ class RetentionReport:
     dry_run: bool
     deleted: list[Deletion] = field(default_factory=list)  # or would be, in a dry run
     skipped: list[Deletion] = field(default_factory=list)  # changed since listed: kept
+    now: datetime = field(default_factory=utcnow)
+    grace: timedelta = timedelta(0)  # gc's grace period after a blob's last use
+    # Blobs that no manifest uses any more once the deleted manifests are gone: `assay gc`
+    # frees each at its last use + grace.
+    freed: Pending = field(default_factory=Pending)
+    # Manifests whose last tag this run deleted and that stay: those a later run deletes
+    # (at their creation + the namespace's untagged_days), and those kept for good (no
+    # untagged_days in their namespace).
+    untagged_later: Pending = field(default_factory=Pending)
+    untagged_kept: int = 0
 
     def summary(self) -> str:
         n_tags = sum(d.kind == "tag" for d in self.deleted)
@@ -84,9 +125,37 @@ class RetentionReport:
             text += f", {len(self.skipped)} kept (changed since listed)"
         return text
 
+    def notes(self) -> list[str]:
+        """What the deletions free, when, and what they leave stored."""
+        dry = self.dry_run
+        out = []
+        if self.freed.count:
+            out.append(f"{self.freed.count} blob(s) ({human(self.freed.bytes)}) "
+                       + ("would no longer be used by any manifest: `assay gc` would free"
+                          if dry else "no longer used by any manifest: `assay gc` then frees")
+                       + f" them {self.freed.window(self.now)} (the {duration(self.grace)} "
+                       "grace period after each blob's last use)")
+        elif any(d.kind == "manifest" for d in self.deleted):
+            out.append(("no blob would be freed" if dry else "no blob is freed")
+                       + ": other manifests still use every blob of the deleted manifests")
+        left = "would be left untagged and stay" if dry else "left untagged stay"
+        if self.untagged_later.count:
+            out.append(f"{self.untagged_later.count} manifest(s) {left} until they are older "
+                       "than their namespace's --untagged-days: a later `assay retention` "
+                       f"deletes them {self.untagged_later.window(self.now)}")
+        if self.untagged_kept:
+            out.append(f"{self.untagged_kept} manifest(s) {left} stored with their blobs: "
+                       "their namespace has no --untagged-days (`assay namespace retention "
+                       "NS --untagged-days D` deletes untagged manifests)")
+        return out
+
     def to_json(self) -> dict:
         return {"dry_run": self.dry_run, "deleted": [d.to_json() for d in self.deleted],
-                "skipped": [d.to_json() for d in self.skipped], "summary": self.summary()}
+                "skipped": [d.to_json() for d in self.skipped], "summary": self.summary(),
+                "grace_seconds": self.grace.total_seconds(), "freed_blobs": self.freed.to_json(),
+                "untagged": {"deleted_later": self.untagged_later.to_json(),
+                             "kept": self.untagged_kept},
+                "notes": self.notes()}
 
 
 class _Changed(Exception):
@@ -101,8 +170,10 @@ def plan(svc: RegistryService, *, now: datetime | None = None) -> list[Deletion]
     now = now or utcnow()
     with svc.db.read() as conn:
         policies = conn.execute(
-            select(namespaces.c.name, namespaces.c.keep_tags, namespaces.c.untagged_days)
+            select(namespaces.c.name, namespaces.c.keep_tags, namespaces.c.keep_ready,
+                   namespaces.c.untagged_days, namespaces.c.protected_tags)
             .where(or_(namespaces.c.keep_tags.is_not(None),
+                       namespaces.c.keep_ready.is_not(None),
                        namespaces.c.untagged_days.is_not(None)))
             .order_by(namespaces.c.name)).all()
         out: list[Deletion] = []
@@ -115,16 +186,48 @@ def plan(svc: RegistryService, *, now: datetime | None = None) -> list[Deletion]
     return out
 
 
+def _tag_reason(policy, state: str) -> str:
+    """Why a tag no rule keeps goes, in the terms of the rules that are set."""
+    parts = []
+    if policy.keep_tags is not None:
+        parts.append(f"older than the newest {policy.keep_tags} tags")
+    if policy.keep_ready is not None:
+        parts.append("failed verification" if state == FAILED
+                     else f"older than the newest {policy.keep_ready} ready tags")
+    return " and ".join(parts)
+
+
+def _plan_tags(name: str, tag_rows: list, policy) -> tuple[list, list[Deletion]]:
+    """The tags of one repository (newest first) that the policy keeps, and the
+    deletions of the others (see the module docstring)."""
+    if policy.keep_tags is None and policy.keep_ready is None:
+        return tag_rows, []
+    protected = json.loads(policy.protected_tags)
+    candidates = [t for t in tag_rows if not any(fnmatchcase(t.name, p) for p in protected)]
+    state = {t.name: readiness(t.status, t.override_at) for t in candidates}
+    keep: set[str] = set()
+    if policy.keep_tags is not None:
+        keep.update(t.name for t in candidates[:policy.keep_tags])
+    if policy.keep_ready is not None:
+        ready = [t.name for t in candidates if state[t.name] == READY]
+        keep.update(ready[:policy.keep_ready])
+        keep.update(t.name for t in candidates if state[t.name] == PENDING)
+    doomed = [t for t in candidates if t.name not in keep]
+    judged = policy.keep_ready is not None  # the verdict decided: re-checked on delete
+    deletions = [Deletion(name, t.name, "tag", _tag_reason(policy, state[t.name]),
+                          t.manifest_id, t.updated_at,
+                          state=state[t.name] if judged else None) for t in doomed]
+    gone = {t.name for t in doomed}
+    return [t for t in tag_rows if t.name not in gone], deletions
+
+
 def _plan_repository(conn, rid: int, name: str, policy, now: datetime) -> list[Deletion]:
-    tag_rows = conn.execute(select(tags.c.name, tags.c.manifest_id, tags.c.updated_at)
+    tag_rows = conn.execute(select(tags.c.name, tags.c.manifest_id, tags.c.updated_at,
+                                   manifests.c.status, manifests.c.override_at)
+                            .join(manifests, manifests.c.id == tags.c.manifest_id)
                             .where(tags.c.repository_id == rid)
                             .order_by(tags.c.updated_at.desc(), tags.c.name)).all()
-    out: list[Deletion] = []
-    if policy.keep_tags is not None:
-        old = tag_rows[policy.keep_tags:]
-        tag_rows = tag_rows[:policy.keep_tags]
-        out += [Deletion(name, t.name, "tag", f"older than the newest {policy.keep_tags} "
-                         "tags", t.manifest_id, t.updated_at) for t in old]
+    tag_rows, out = _plan_tags(name, tag_rows, policy)
     if policy.untagged_days is None:
         return out
 
@@ -199,11 +302,15 @@ def _unchanged(conn, rid: int, item: Deletion, planned: set[int]) -> None:
     """Raise _Changed unless ``item`` still is what was listed. Runs in the deleting
     transaction, under the write lock (SQLite's, or PostgreSQL's row locks below)."""
     if item.kind == "tag":
-        row = conn.execute(select(tags.c.manifest_id, tags.c.updated_at)
+        row = conn.execute(select(tags.c.manifest_id, tags.c.updated_at, manifests.c.status,
+                                  manifests.c.override_at)
+                           .join(manifests, manifests.c.id == tags.c.manifest_id)
                            .where(tags.c.repository_id == rid, tags.c.name == item.reference)
-                           .with_for_update()).first()
+                           .with_for_update(of=tags)).first()
         if (row is None or row.manifest_id != item.manifest_id
-                or as_utc(row.updated_at) != as_utc(item.seen_at)):
+                or as_utc(row.updated_at) != as_utc(item.seen_at)
+                or (item.state is not None
+                    and readiness(row.status, row.override_at) != item.state)):
             raise _Changed
         return
     row = conn.execute(select(manifests.c.id, manifests.c.subject_digest)
@@ -236,12 +343,23 @@ def _unchanged(conn, rid: int, item: Deletion, planned: set[int]) -> None:
 
 def execute(svc: RegistryService, planned: list[Deletion], *,
             dry_run: bool = False) -> RetentionReport:
-    """Delete the items of ``plan`` in order, each re-checked as it is deleted."""
-    report = RetentionReport(dry_run=dry_run)
+    """Delete the items of ``plan`` in order, each re-checked as it is deleted; the
+    report also says which blobs that leaves unused and which manifests untagged."""
+    report = RetentionReport(dry_run=dry_run,
+                             grace=timedelta(seconds=svc.settings.gc_grace_seconds))
+    planned_ids = {d.manifest_id for d in planned if d.kind == "manifest"}
+    with svc.db.read() as conn:
+        digests = _blob_refs(conn, planned_ids)
     if dry_run:
         report.deleted = list(planned)
-        return report
-    planned_ids = {d.manifest_id for d in planned if d.kind == "manifest"}
+    else:
+        _delete_in_order(svc, planned, planned_ids, report)
+    _aftermath(svc, report, digests)
+    return report
+
+
+def _delete_in_order(svc: RegistryService, planned: list[Deletion], planned_ids: set[int],
+                     report: RetentionReport) -> None:
     kept: set[int] = set()
     for item in planned:
         if item.kind == "manifest" and kept.intersection(item.after):
@@ -257,7 +375,6 @@ def execute(svc: RegistryService, planned: list[Deletion], *,
                 kept.add(item.manifest_id)
         else:
             report.deleted.append(item)
-    return report
 
 
 def apply(svc: RegistryService, *, dry_run: bool = False,
@@ -265,3 +382,77 @@ def apply(svc: RegistryService, *, dry_run: bool = False,
     """Apply every namespace's retention policy; with ``dry_run`` only list what would
     be deleted. ``now`` (default: the current time) is what ages are measured from."""
     return execute(svc, plan(svc, now=now), dry_run=dry_run)
+
+
+# ---- what a run leaves behind ------------------------------------------------------------
+
+_CHUNK = 500  # ids or digests per IN (...)
+
+
+def _chunks(items) -> list[list]:
+    items = sorted(items)
+    return [items[i:i + _CHUNK] for i in range(0, len(items), _CHUNK)]
+
+
+def _blob_refs(conn, manifest_ids: set[int]) -> list[str]:
+    """Every digest the manifests ``manifest_ids`` refer to."""
+    found: set[str] = set()
+    for chunk in _chunks(manifest_ids):
+        found.update(conn.execute(select(manifest_references.c.digest).where(
+            manifest_references.c.manifest_id.in_(chunk))).scalars())
+    return sorted(found)
+
+
+def _unused_blobs(conn, digests: list[str], ignoring: set[int]) -> list:
+    """(size, last_linked_at) of the stored blobs among ``digests`` that no manifest
+    refers to, the manifests ``ignoring`` (about to be deleted) aside."""
+    out = []
+    for chunk in _chunks(digests):
+        users: dict[str, set[int]] = defaultdict(set)
+        for mid, digest in conn.execute(
+                select(manifest_references.c.manifest_id, manifest_references.c.digest)
+                .where(manifest_references.c.digest.in_(chunk))):
+            users[digest].add(mid)
+        unused = [d for d in chunk if users[d] <= ignoring]
+        if unused:
+            out += conn.execute(select(blobs.c.size, blobs.c.last_linked_at)
+                                .where(blobs.c.digest.in_(unused))).all()
+    return out
+
+
+def _aftermath(svc: RegistryService, report: RetentionReport, digests: list[str]) -> None:
+    """Fill in the blobs the deleted manifests leave unused (``freed``: removable by gc
+    at their last use + the grace period) and the manifests left untagged."""
+    deleted_ids = {d.manifest_id for d in report.deleted if d.kind == "manifest"}
+    with svc.db.read() as conn:
+        # After a real run the deleted manifests' references are gone already.
+        for size, linked in _unused_blobs(conn, digests,
+                                          deleted_ids if report.dry_run else set()):
+            report.freed.add(size, as_utc(linked) + report.grace)
+        _left_untagged(conn, report, deleted_ids)
+
+
+def _left_untagged(conn, report: RetentionReport, deleted_ids: set[int]) -> None:
+    """Count the manifests whose every tag went (or would go) and that stay: deleted by a
+    later run at creation + their namespace's untagged_days, or kept for good."""
+    gone_tags = {(d.repository, d.reference) for d in report.deleted if d.kind == "tag"}
+    candidates = {d.manifest_id for d in report.deleted if d.kind == "tag"} - deleted_ids
+    if not candidates:
+        return
+    days = dict(conn.execute(select(namespaces.c.name, namespaces.c.untagged_days)).all())
+    for chunk in _chunks(candidates):
+        tagged = {mid for mid, repo, tag in conn.execute(
+            select(tags.c.manifest_id, repositories.c.name, tags.c.name)
+            .join(repositories, repositories.c.id == tags.c.repository_id)
+            .where(tags.c.manifest_id.in_(chunk))) if (repo, tag) not in gone_tags}
+        for mid, repo, created in conn.execute(
+                select(manifests.c.id, repositories.c.name, manifests.c.created_at)
+                .join(repositories, repositories.c.id == manifests.c.repository_id)
+                .where(manifests.c.id.in_(chunk))):
+            if mid in tagged:
+                continue
+            limit = days.get(namespace_of(repo))
+            if limit is None:
+                report.untagged_kept += 1
+            else:
+                report.untagged_later.add(0, as_utc(created) + timedelta(days=limit))

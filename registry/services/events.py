@@ -29,14 +29,17 @@ Distribution sends them), with a ``verification`` object on verification events:
                  | "verification.regressed",
        "target": {"mediaType", "digest", "size", "length" (= size), "repository",
                   "url": "<base>/v2/<repository>/manifests/<digest>",
-                  "tag" (push / tag / delete of a tag), "tags" (verification events:
-                  the tags pointing at the model now)},
+                  "tag" (push / tag / delete of a tag), "previous" (tag events: the
+                  digest the tag pointed at before, null for a new tag), "tags"
+                  (verification events: the tags pointing at the model now)},
        "source": {"addr": "<host>:<port>", "instanceID": "<uuid4 per process>"},
        "verification": {"status", "verdict", "reason", "backend", "backend_version",
                         "hardware", "figures": {...}, ...}}]}   # verification.* only
 
-Actions: ``push`` a manifest newly stored in a repository; ``tag`` a tag set to, or
-moved to, a manifest; ``delete`` a manifest (by digest) or a tag;
+Actions: ``push`` a manifest newly stored in a repository by a client (the artifacts
+the registry writes itself, verification referrers, are announced by their
+``verification.*`` event instead); ``tag`` a tag set to, or moved to, a manifest, new or
+already stored; ``delete`` a manifest (by digest) or a tag;
 ``verification.regressed`` a result worse than the tag's previous version's (sent after
 the result's own ``succeeded`` / ``failed``, with the same ``verification`` object, whose
 ``regressions`` say what regressed).
@@ -265,6 +268,8 @@ class EventService(Service):
              or f"{self.base_url()}/v2/{repository}/manifests/{target.get('digest')}"}
         if target.get("tag"):
             t["tag"] = target["tag"]
+        if "previous" in target:  # a tag event: where the tag pointed before (or null)
+            t["previous"] = target["previous"]
         if "tags" in target:
             t["tags"] = list(target["tags"])
         event = {"id": event_id, "timestamp": _timestamp(when), "action": action,

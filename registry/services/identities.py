@@ -18,6 +18,7 @@ from sqlalchemy import delete, func, insert, select, update
 from registry.access import ollama, passwords, tokens
 from registry.access.permissions import ROLES, Identity, namespace_of, parse_scopes
 from registry.db.tables import (
+    DEFAULT_PROTECTED_TAGS,
     access_tokens,
     as_utc,
     auth_nonces,
@@ -52,8 +53,14 @@ _NS_FIELDS = {
     "anonymous_pull": (bool, None, None),
     "quota_bytes": (int, 0, quotas.MAX_QUOTA),
     "keep_tags": (int, 1, 2**31 - 1),
+    "keep_ready": (int, 1, 2**31 - 1),
     "untagged_days": (int, 1, 36500),
+    "protected_tags": (list, None, None),
 }
+RETENTION_FIELDS = ("keep_tags", "keep_ready", "untagged_days", "protected_tags")
+# Retention's protected tags: fnmatch globs over tag names (the tag grammar plus * ? [ ] !).
+MAX_PROTECTED_TAGS = 32
+TAG_GLOB_RE = re.compile(r"[A-Za-z0-9_.*?\[\]!-]{1,128}")
 
 
 def _valid_user_name(name: str) -> bool:
@@ -72,6 +79,39 @@ def check_namespace(name: str) -> str:
         raise RequestInvalid(f"invalid namespace {name[:64]!r}: one repository name "
                              "component of at most 255 characters")
     return name
+
+
+def check_tag_patterns(value) -> list[str]:
+    """Retention's protected tags: a list of at most MAX_PROTECTED_TAGS globs (``latest``,
+    ``v*``, ``release-[0-9]*``), duplicates dropped; [] protects nothing."""
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        raise RequestInvalid('"protected_tags" must be a list of tag globs such as '
+                             '["latest", "v*"] ([] protects none)')
+    if len(value) > MAX_PROTECTED_TAGS:
+        raise RequestInvalid(f'"protected_tags" holds at most {MAX_PROTECTED_TAGS} globs')
+    for pattern in value:
+        if not TAG_GLOB_RE.fullmatch(pattern):
+            raise RequestInvalid(f'"protected_tags": {pattern[:64]!r} is not a tag glob: '
+                                 "1 to 128 of letters, digits, _ . - and the wildcards "
+                                 "* ? [ ] !")
+    return list(dict.fromkeys(value))
+
+
+def _check_setting(field: str, value):
+    """A namespace setting's value as stored, or RequestInvalid naming what is wrong."""
+    if field not in _NS_FIELDS:
+        raise RequestInvalid(f"unknown namespace setting {field!r}")
+    kind, low, high = _NS_FIELDS[field]
+    if kind is list:
+        return json.dumps(check_tag_patterns(value))
+    if value is None and kind is int:
+        return None
+    if isinstance(value, bool) is not (kind is bool) or not isinstance(value, kind):
+        raise RequestInvalid(f'"{field}" must be '
+                             + ("true or false" if kind is bool else "an integer or null"))
+    if kind is int and not low <= value <= high:
+        raise RequestInvalid(f'"{field}" must be from {low} to {high}')
+    return value
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -228,34 +268,25 @@ class IdentityService(Service):
             record(conn, "namespace.anonymous_pull", namespace, allowed=allowed)
 
     def configure_namespace(self, namespace: str, **changes) -> None:
-        """Set any of ``anonymous_pull`` (bool), ``quota_bytes`` (bytes), ``keep_tags``
-        and ``untagged_days`` (see ``registry.maintenance.retention``) in one transaction; None
-        clears the last three (unlimited, keep everything). Every value is checked
-        before anything is written (RequestInvalid names the first bad one), and each
-        change is audited: namespace.anonymous_pull, namespace.quota, namespace.retention.
+        """Set any of ``anonymous_pull`` (bool), ``quota_bytes`` (bytes), and the retention
+        rules ``keep_tags``, ``keep_ready``, ``untagged_days`` (see
+        ``registry.maintenance.retention``) and ``protected_tags`` (a list of globs) in one
+        transaction; None clears quota_bytes and the three numbers (unlimited, rule off).
+        Every value is checked before anything is written (RequestInvalid names the
+        first bad one), and each change is audited: namespace.anonymous_pull,
+        namespace.quota, namespace.retention.
         """
         check_namespace(namespace)
         if not changes:
             raise RequestInvalid("nothing to change: give anonymous_pull, quota_bytes, "
-                                 "keep_tags or untagged_days")
-        for field, value in changes.items():
-            if field not in _NS_FIELDS:
-                raise RequestInvalid(f"unknown namespace setting {field!r}")
-            kind, low, high = _NS_FIELDS[field]
-            if value is None and kind is int:
-                continue
-            if isinstance(value, bool) is not (kind is bool) or not isinstance(value, kind):
-                raise RequestInvalid(f'"{field}" must be '
-                                     + ("true or false" if kind is bool else
-                                        "an integer or null"))
-            if kind is int and not low <= value <= high:
-                raise RequestInvalid(f'"{field}" must be from {low} to {high}')
+                                 + ", ".join(RETENTION_FIELDS))
+        stored = {field: _check_setting(field, value) for field, value in changes.items()}
         now = utcnow()
         with self.db.write() as conn:
             conn.execute(self.db.insert_ignore(namespaces, name=namespace,
                                                anonymous_pull=False, updated_at=now))
             conn.execute(update(namespaces).where(namespaces.c.name == namespace)
-                         .values(**changes, updated_at=now))
+                         .values(**stored, updated_at=now))
             if "anonymous_pull" in changes:
                 record(conn, "namespace.anonymous_pull", namespace,
                        allowed=changes["anonymous_pull"])
@@ -264,8 +295,8 @@ class IdentityService(Service):
                 record(conn, "namespace.quota", namespace,
                        quota_bytes=changes["quota_bytes"],
                        unlimited=changes["quota_bytes"] is None or None)
-            retention = {k: changes[k] for k in ("keep_tags", "untagged_days")
-                         if k in changes}
+            retention = {k: (json.loads(stored[k]) if k == "protected_tags" else stored[k])
+                         for k in RETENTION_FIELDS if k in changes}
             if retention:
                 record(conn, "namespace.retention", namespace, **retention,
                        cleared=[k for k, v in retention.items() if v is None] or None)
@@ -284,7 +315,10 @@ class IdentityService(Service):
         return {"name": namespace, "anonymous_pull": bool(row and row.anonymous_pull),
                 "quota_bytes": row.quota_bytes if row else None, "usage_bytes": used,
                 "keep_tags": row.keep_tags if row else None,
+                "keep_ready": row.keep_ready if row else None,
                 "untagged_days": row.untagged_days if row else None,
+                "protected_tags": json.loads(row.protected_tags if row
+                                             else DEFAULT_PROTECTED_TAGS),
                 "members": [{"user": m.name, "role": m.role} for m in members]}
 
     # ---- personal access tokens --------------------------------------------------------

@@ -134,12 +134,18 @@ class ManifestService(Service):
         return ModelNotReady(text, {"status": row.status, "digest": row.digest, "url": url})
 
     def put(self, name: str, reference: str, content: bytes,
-            content_type: str | None) -> PutResult:
+            content_type: str | None, *, own: bool = False) -> PutResult:
         """Store a manifest exactly as pushed and point tag ``reference`` at it.
 
         Every blob it refers to must be readable from ``name`` and every child manifest
         stored in ``name`` (else MANIFEST_BLOB_UNKNOWN); the subject need not exist.
         A new model manifest gets its model card once stored (never failing the push).
+
+        Events: ``push`` when the manifest is new to the repository, unless ``own`` (an
+        artifact the registry writes itself, such as a verification referrer, which its
+        own ``verification.*`` event announces); ``tag`` when tag ``reference`` now
+        points at it and did not before, with the digest it pointed at (``previous``,
+        None for a new tag).
         """
         if len(content) > self.settings.max_manifest_bytes:
             raise ManifestTooLarge(
@@ -159,17 +165,18 @@ class ManifestService(Service):
         now = utcnow()
         with self.db.write() as conn:
             rid, mid, created = self._store(conn, name, digest, content, parsed, now)
-            moved = tag is not None and self._tag(conn, rid, tag, mid, now)
+            moved, previous = (self._tag(conn, rid, tag, mid, now) if tag is not None
+                               else (False, None))
             if created or tag is not None:
                 audit.record(conn, "push", f"{name}:{tag}" if tag else f"{name}@{digest}",
                              digest=digest, media_type=parsed.media_type, new=created)
             # Webhooks: in the outbox with the change itself.
             target = {"mediaType": parsed.media_type, "digest": digest,
                       "size": len(content), "tag": tag}
-            if created:
+            if created and not own:
                 self.events.emit(conn, "push", name, target)
             if moved:
-                self.events.emit(conn, "tag", name, target)
+                self.events.emit(conn, "tag", name, {**target, "previous": previous})
         if created:
             # After the commit: reading weight headers from storage must not hold the
             # write lock, and must never fail the push.
@@ -218,18 +225,23 @@ class ManifestService(Service):
             conn.execute(manifest_references.insert(), refs)
         return rid, mid, True
 
-    def _tag(self, conn: Connection, rid: int, tag: str, mid: int, now: datetime) -> bool:
+    def _tag(self, conn: Connection, rid: int, tag: str, mid: int,
+             now: datetime) -> tuple[bool, str | None]:
         """Point ``tag`` of repository ``rid`` at manifest ``mid`` and record it in the
-        tag's history; True when the tag pointed elsewhere (or nowhere) before."""
-        moved = conn.execute(select(tags.c.manifest_id).where(
-            tags.c.repository_id == rid, tags.c.name == tag)).scalar() != mid
+        tag's history. Returns whether the tag pointed elsewhere (or nowhere) before, and
+        the digest it pointed at (None for a new tag)."""
+        before = conn.execute(select(tags.c.manifest_id, manifests.c.digest)
+                              .join(manifests, manifests.c.id == tags.c.manifest_id)
+                              .where(tags.c.repository_id == rid, tags.c.name == tag)).first()
         conn.execute(self.db.upsert(
             tags, ["repository_id", "name"], {"manifest_id": mid, "updated_at": now},
             repository_id=rid, name=tag, manifest_id=mid, updated_at=now))
         conn.execute(self.db.upsert(
             tag_history, ["repository_id", "tag", "manifest_id"], {"pushed_at": now},
             repository_id=rid, tag=tag, manifest_id=mid, pushed_at=now))
-        return moved
+        if before is None:
+            return True, None
+        return before.manifest_id != mid, before.digest
 
     @staticmethod
     def _missing(conn, rid: int, blob_refs: list[str], child_refs: list[str]) -> list[str]:

@@ -264,7 +264,8 @@ class VerificationService(Service):
             "annotations": annotations,
         }, separators=(",", ":")).encode()
         digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
-        self.manifests.put(target.repository, digest, manifest, OCI_MANIFEST)
+        # The registry's own artifact: announced by the verification event, not a push.
+        self.manifests.put(target.repository, digest, manifest, OCI_MANIFEST, own=True)
         return digest
 
     # ---- people and scripts ----------------------------------------------------------

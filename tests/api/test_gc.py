@@ -154,3 +154,21 @@ def test_unused_links_go_so_usage_and_reads_follow_the_manifests(client, service
     # Pushing it again to team makes it readable (and counted) there again.
     push_image(client, "team/app", "v2", layers=[shared])
     assert client.get(f"/v2/team/app/blobs/{sha256(shared)}").content == shared
+
+
+def test_waiting_windows_read_in_whole_seconds():
+    from datetime import UTC, datetime
+
+    from registry.maintenance.gc import Pending, duration
+
+    now = datetime(2026, 12, 5, 13, 0, 0, tzinfo=UTC)
+    same_second = Pending()
+    for micro in (100, 900_000):
+        same_second.add(1, datetime(2026, 12, 5, 14, 0, 0, micro, tzinfo=UTC))
+    assert same_second.window(now) == "at 2026-12-05 14:00:00 UTC (in 1h)"
+    spread = Pending()
+    spread.add(1, now - timedelta(minutes=5))  # collectable already
+    spread.add(1, now + timedelta(hours=26, minutes=3, seconds=4))
+    assert spread.window(now) == "from now to 2026-12-06 15:03:04 UTC (in 1d2h)"
+    assert Pending().window(now) == "now" and duration(timedelta(0)) == "0s"
+    assert duration(timedelta(minutes=90, seconds=7)) == "1h30m"

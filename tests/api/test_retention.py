@@ -1,16 +1,19 @@
-"""Retention: keep the newest N tags, delete old untagged manifests, keep what is needed."""
+"""Retention: keep the newest N tags (or N ready ones) and protected tags, delete old
+untagged manifests, keep what is needed, and say what is left for gc and when."""
 
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+import re
+from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
 
-from registry.db.tables import deliveries, manifests, utcnow
+from registry.db.tables import blobs, deliveries, manifests, utcnow
 from registry.maintenance import retention
 from registry.maintenance.gc import collect
 from tests.support.oci import OCI_INDEX, OCI_MANIFEST, image_manifest, push_blob, push_image, sha256
+from tests.support.verification import push_model, verify
 
 
 def policy(client, ns: str, **settings) -> None:
@@ -195,3 +198,156 @@ def test_what_changes_between_listing_and_deleting_is_kept(client, service):
     assert client.get("/v2/team/app/manifests/v1").headers["Docker-Content-Digest"] == v1
     assert all(has(client, "team/app", d) for d in (lone, child, subject, fresh_ref))
     assert client.get("/api/v1/audit", params={"action": "delete"}).json()["entries"] == []
+
+
+# ---- protected tags and "keep the newest N ready" --------------------------------------
+
+def test_protected_tags_are_never_deleted_and_do_not_count(client, service):
+    for tag in ("main", "latest", "v1", "v2", "exp-a", "exp-b"):
+        push_image(client, "team/app", tag)
+    assert client.get("/api/v1/namespaces/team").json()["protected_tags"] == ["latest"]
+    policy(client, "team", keep_tags=1)
+    # The default protects "latest" only: it stays and exp-b is still "the newest 1".
+    assert sorted(deleted(retention.apply(service, dry_run=True))) == [
+        "team/app:exp-a", "team/app:main", "team/app:v1", "team/app:v2"]
+    policy(client, "team", protected_tags=["latest", "main", "v*"])
+    assert deleted(retention.apply(service, dry_run=True)) == ["team/app:exp-a"]
+    report = retention.apply(service)
+    assert deleted(report) == ["team/app:exp-a"]
+    assert tags_of(client, "team/app") == ["exp-b", "latest", "main", "v1", "v2"]
+    # [] protects nothing: only the newest tag is left.
+    policy(client, "team", protected_tags=[])
+    assert retention.apply(service).deleted and tags_of(client, "team/app") == ["exp-b"]
+
+
+def test_protected_tags_are_checked(client):
+    r = client.put("/api/v1/namespaces/team", json={"protected_tags": ["v*", "v*", "rel-[0-9]"]})
+    assert r.status_code == 200 and r.json()["protected_tags"] == ["v*", "rel-[0-9]"]
+    for body, fragment in [
+        ({"protected_tags": None}, '"protected_tags"'),
+        ({"protected_tags": "latest"}, '"protected_tags"'),
+        ({"protected_tags": ["a b"]}, "is not a tag glob"),
+        ({"protected_tags": ["x"] * 33}, "at most 32"),
+    ]:
+        r = client.put("/api/v1/namespaces/team", json=body)
+        assert r.status_code == 400 and fragment in r.json()["detail"], (body, r.text)
+    assert client.get("/api/v1/namespaces/team").json()["protected_tags"] == ["v*", "rel-[0-9]"]
+
+
+def test_keep_ready_counts_ready_tags_and_keeps_those_being_verified(client, service):
+    digests = {}
+    for tag, passed in (("r1", True), ("r2", True), ("f3", False), ("f4", False)):
+        digests[tag] = push_model(client, "team/llm", tag, variant=tag)
+        verify(service, "team/llm", digests[tag], passed=passed, reason="load failed")
+    digests["q5"] = push_model(client, "team/llm", "q5", variant="q5")  # still queued
+
+    def dry(**rules) -> dict[str, str]:
+        client.put("/api/v1/namespaces/team", json={"keep_tags": None, "keep_ready": None,
+                                                    **rules})
+        return {d.reference: d.reason for d in retention.apply(service, dry_run=True).deleted}
+
+    # keep_tags alone counts failed tags: the two failures crowd both ready ones out.
+    assert dry(keep_tags=2) == {"r2": "older than the newest 2 tags",
+                                "r1": "older than the newest 2 tags",
+                                "f3": "older than the newest 2 tags"}
+    # keep_ready: failed tags do not count (and go); the queued one waits for its verdict.
+    assert dry(keep_ready=2) == {"f4": "failed verification", "f3": "failed verification"}
+    assert dry(keep_ready=1) == {"f4": "failed verification", "f3": "failed verification",
+                                 "r1": "older than the newest 1 ready tags"}
+    # Both: a tag either rule keeps stays.
+    assert dry(keep_tags=2, keep_ready=1) == {
+        "f3": "older than the newest 2 tags and failed verification",
+        "r1": "older than the newest 2 tags and older than the newest 1 ready tags"}
+
+    # A verdict that changes between listing and deleting keeps the tag: f3 is overridden.
+    policy(client, "team", keep_tags=None, keep_ready=2)
+    planned = retention.plan(service)
+    service.verification.override("team/llm", digests["f3"], "root", "known good")
+    report = retention.execute(service, planned)
+    assert deleted(report) == ["team/llm:f4"]
+    assert [d.target for d in report.skipped] == ["team/llm:f3"]
+    assert tags_of(client, "team/llm") == ["f3", "q5", "r1", "r2"]
+
+
+# ---- what retention leaves to gc -----------------------------------------------------------
+
+def linked(service, minutes_ago: dict[bytes, int]) -> dict[bytes, datetime]:
+    """Set blobs' last use ``minutes_ago``; returns when each becomes collectable (1 h on)."""
+    out = {}
+    with service.db.write() as conn:
+        for blob, minutes in minutes_ago.items():
+            at = utcnow().replace(microsecond=0) - timedelta(minutes=minutes)
+            conn.execute(update(blobs).where(blobs.c.digest == sha256(blob))
+                         .values(last_linked_at=at))
+            out[blob] = at + timedelta(hours=1)
+    return out
+
+
+def test_retention_and_gc_say_what_waits_for_the_grace_period(client, service, settings):
+    settings.gc_grace_seconds = 3600
+    old, _ = push_image(client, "team/app", "v1", layers=[b"old layer"], config=b'{"v": 1}')
+    push_image(client, "team/app", "v2", layers=[b"new layer"])
+    policy(client, "team", keep_tags=1)
+    report = retention.apply(service)
+    assert report.summary() == "1 tag(s) and 0 manifest(s) deleted"
+    assert report.notes() == [
+        "1 manifest(s) left untagged stay stored with their blobs: their namespace has no "
+        "--untagged-days (`assay namespace retention NS --untagged-days D` deletes "
+        "untagged manifests)"]
+
+    policy(client, "team", untagged_days=7)
+    config = b'{"v": 1}'
+    later = linked(service, {b"old layer": 10, config: 20})
+    age(service, old)
+    dry = retention.apply(service, dry_run=True)
+    report = retention.apply(service)
+    assert deleted(report) == deleted(dry) == [f"team/app@{old}"]
+    window = (rf"from {later[config]:%Y-%m-%d %H:%M:%S} UTC \(in (39m\d+s|40m)\) "
+              rf"to {later[b'old layer']:%Y-%m-%d %H:%M:%S} UTC \(in (49m\d+s|50m)\)")
+    (note,) = report.notes()
+    assert re.fullmatch(r"2 blob\(s\) \(17B\) no longer used by any manifest: `assay gc` "
+                        rf"then frees them {window} \(the 1h grace period after each "
+                        r"blob's last use\)", note), note
+    (note,) = dry.notes()
+    assert re.fullmatch(r"2 blob\(s\) \(17B\) would no longer be used by any manifest: "
+                        rf"`assay gc` would free them {window} .*", note), note
+    assert report.to_json()["freed_blobs"]["count"] == 2
+
+    # gc frees nothing yet, and says what waits, and until when; --dry-run says the same.
+    upload = client.post("/v2/team/app/blobs/uploads/").headers["Location"]
+    client.patch(upload, content=b"half", headers={"Content-Range": "0-3"})
+    for gc_report in (collect(service, dry_run=True), collect(service)):
+        lines = gc_report.lines()
+        assert lines[0].endswith("0 blob(s), 0 bytes; 0 orphaned object(s); 0 expired "
+                                 "upload(s); 0 unused repository link(s)")
+        assert re.fullmatch(r"waiting: 2 unreferenced blob\(s\) \(17B\) inside the 1h grace "
+                            rf"period after their last use; `assay gc` frees them {window}",
+                            lines[1]), lines[1]
+        assert re.fullmatch(r"waiting: 1 open upload session\(s\) \(4B received\), in "
+                            r"progress or abandoned; unless their clients send more they "
+                            r"expire at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(in .+\), and "
+                            r"`assay gc` removes them then", lines[2]), lines[2]
+    settings.gc_grace_seconds = 0
+    done = collect(service)
+    assert (done.blobs, done.bytes) == (2, 17)
+    assert done.lines()[1].startswith("waiting: 1 open upload session(s)")
+    assert len(done.lines()) == 2
+
+
+def test_retention_says_when_the_manifests_it_untagged_go(client, service):
+    old, _ = push_image(client, "team/app", "v1")
+    push_image(client, "team/app", "v2")
+    policy(client, "team", keep_tags=1, untagged_days=7)
+    with service.db.read() as conn:
+        created = conn.execute(select(manifests.c.created_at)
+                               .where(manifests.c.digest == old)).scalar_one()
+    when = created.replace(tzinfo=None) + timedelta(days=7)
+    for report, left in ((retention.apply(service, dry_run=True),
+                          "would be left untagged and stay"),
+                         (retention.apply(service), "left untagged stay")):
+        assert deleted(report) == ["team/app:v1"]
+        (note,) = report.notes()
+        assert re.fullmatch(
+            rf"1 manifest\(s\) {left} until they are older than their namespace's "
+            r"--untagged-days: a later `assay retention` deletes them at "
+            rf"{when:%Y-%m-%d %H:%M:%S} UTC \(in (7d|6d23h)\)", note), note

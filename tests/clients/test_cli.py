@@ -284,8 +284,8 @@ def test_modelfile_round_trip(gemma_pushed, cli, gemma_gguf, tmp_path):
     manifest = manifest_of(server, "team/gemma3-chat", "v1")
     by_type = {layer["mediaType"]: layer for layer in manifest["layers"]}
     assert list(by_type) == [mt.OLLAMA_MODEL, mt.OLLAMA_ADAPTER, mt.OLLAMA_TEMPLATE,
-                             mt.OLLAMA_SYSTEM, mt.OLLAMA_PARAMS, mt.OLLAMA_MESSAGES,
-                             mt.OLLAMA_LICENSE]
+                             mt.OLLAMA_SYSTEM, mt.OLLAMA_LICENSE, mt.OLLAMA_PARAMS,
+                             mt.OLLAMA_MESSAGES]  # ollama create's order
     params = blob_json(server, "team/gemma3-chat", by_type[mt.OLLAMA_PARAMS]["digest"])
     assert params == {"num_ctx": 4096, "stop": ["<end_of_turn>", "<eos>"], "temperature": 0.7,
                       "top_k": 40}
@@ -391,11 +391,18 @@ def test_ollama_pulls_what_assay_pushed(gemma_pushed, tmp_path):
     assert config["model_family"] == "gemma3" and config["file_type"] == "Q4_K_M"
 
 
-def test_assay_pulls_what_ollama_pushed(assay_server_module, gemma_gguf, cli, tmp_path):
-    server = assay_server_module
+@pytest.fixture(scope="module")
+def ollama_pushed(assay_server_module, gemma_gguf):
+    """Gemma as ``ollama push`` sends it (template and params as Ollama writes them), as
+    library/gemma3:replayed."""
     layers = [(MEDIA_MODEL, gemma_gguf), (MEDIA_TEMPLATE, GEMMA3_TEMPLATE),
               (MEDIA_PARAMS, gemma3_params_layer())]
-    ollama_push(server.url, "library/gemma3", "replayed", layers, ollama_config())
+    ollama_push(assay_server_module.url, "library/gemma3", "replayed", layers, ollama_config())
+    return assay_server_module
+
+
+def test_assay_pulls_what_ollama_pushed(ollama_pushed, cli, tmp_path):
+    server = ollama_pushed
     out = tmp_path / "out"
     cli("pull", f"{server.host_port}/library/gemma3:replayed", "-o", out, "-q")
     assert sorted(p.name for p in out.iterdir()) == ["Modelfile", "gemma3-replayed.gguf"]
@@ -409,6 +416,28 @@ def test_assay_pulls_what_ollama_pushed(assay_server_module, gemma_gguf, cli, tm
     ours = manifest_of(server, "library/gemma3", "again")["layers"]
     theirs = manifest_of(server, "library/gemma3", "replayed")["layers"]
     assert [layer["digest"] for layer in ours] == [layer["digest"] for layer in theirs]
+
+
+def test_modelfile_from_a_model_on_the_registry(ollama_pushed, cli, tmp_path):
+    """``FROM gemma3:replayed`` is library/gemma3:replayed of the registry pushed to: its
+    weights, template and (unchanged, re-encoded byte for byte) params are mounted."""
+    server = ollama_pushed
+    (tmp_path / "Modelfile").write_text("FROM gemma3:replayed\nSYSTEM You are terse.\n")
+    proc = cli("push", tmp_path / "Modelfile", f"{server.host_port}/team/gemma3-terse:v1",
+               "-q", env={"OLLAMA_MODELS": str(tmp_path / "no-ollama")})
+    assert proc.stdout.rstrip().endswith(
+        f"blobs: 3 mounted, 2 uploaded; FROM {server.host_port}/library/gemma3:replayed)")
+    ours = manifest_of(server, "team/gemma3-terse", "v1")["layers"]
+    theirs = manifest_of(server, "library/gemma3", "replayed")["layers"]
+    assert ours[:2] == theirs[:2] and ours[3] == theirs[2]  # system goes before params
+    assert ours[2]["mediaType"] == mt.OLLAMA_SYSTEM
+
+    (tmp_path / "Modelfile").write_text("FROM gemma3:never-pushed\n")
+    line = one_line_error(cli("push", tmp_path / "Modelfile", f"{server.host_port}/team/x:1",
+                              ok=False, env={"OLLAMA_MODELS": str(tmp_path / "no-ollama")}))
+    assert line == (f"error: {tmp_path / 'Modelfile'} line 1: FROM gemma3:never-pushed: not "
+                    f"found in {tmp_path / 'no-ollama'} nor in "
+                    f"{server.host_port}/library/gemma3:never-pushed")
 
 
 def test_pull_oras_artifact(assay_server_module, cli, tmp_path):

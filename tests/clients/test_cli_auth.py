@@ -148,6 +148,17 @@ def test_login_push_pull_logout(run, server, env, model, tmp_path):
     assert f"run assay login {server.host_port}" in line
 
 
+def test_modelfile_from_a_model_mounts_it_with_auth_on(run, server, model, tmp_path):
+    """The mount of the base's weights asks for a token that may also pull the base."""
+    login(run, server, "wanda")
+    run("push", model, f"{server.host_port}/team/authbase:v1", "-q")
+    (tmp_path / "Modelfile").write_text("FROM team/authbase:v1\nSYSTEM Be brief.\n")
+    proc = run("push", tmp_path / "Modelfile", f"{server.host_port}/team/authderived:v1", "-q",
+               OLLAMA_MODELS=str(tmp_path / "no-ollama"))
+    assert proc.stdout.rstrip().endswith(
+        f"blobs: 1 mounted, 2 uploaded; FROM {server.host_port}/team/authbase:v1)")
+
+
 def test_refused_without_login(run, server, model, tmp_path):
     ref = f"{server.host_port}/team/nologin:v1"
     for args in (("push", model, ref, "-q"), ("pull", ref, "-o", tmp_path, "-q"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from click.testing import CliRunner
 from starlette.testclient import TestClient
@@ -46,6 +48,14 @@ def test_migrate_and_gc_commands(tmp_path):
         push_blob(client, "team/app", b"garbage")
     r = runner.invoke(main, ["gc", "--data-dir", str(tmp_path), "--dry-run"])
     assert r.exit_code == 0 and "would delete 0 blob(s)" in r.output  # grace period
+    # ... and says so: the blob waits out the 1h grace period after its last use.
+    assert r.stdout.splitlines()[1].startswith(
+        "waiting: 1 unreferenced blob(s) (7B) inside the 1h grace period after their last "
+        "use; `assay gc` frees them at "), r.output
+    r = runner.invoke(main, ["gc", "--data-dir", str(tmp_path), "--dry-run", "--json"])
+    waiting = json.loads(r.stdout)["waiting"]
+    assert (waiting["blobs"]["count"], waiting["blobs"]["bytes"], waiting["uploads"]["count"]) \
+        == (1, 7, 0)
     r = runner.invoke(main, ["gc", "--data-dir", str(tmp_path), "--grace-seconds", "0"])
     assert r.exit_code == 0 and "deleted 1 blob(s), 7 bytes" in r.output, r.output
     blobs = tmp_path / "storage" / "blobs" / "sha256"

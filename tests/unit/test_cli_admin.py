@@ -77,7 +77,10 @@ def test_first_admin_robot_and_roles_before_the_server_ever_started(tmp_path):
     (("namespace", "quota", "Team!", "1GiB"), None, "invalid namespace"),
     (("namespace", "retention", "team", "--keep-tags", "0"), None, "at least 1"),
     (("namespace", "retention", "team", "--untagged-days", "x"), None, "'x' is not a whole number"),
-    (("namespace", "retention", "team"), None, "give --keep-tags and/or --untagged-days"),
+    (("namespace", "retention", "team"), None, "give --keep-tags, --keep-ready, --protect"),
+    (("namespace", "retention", "team", "--keep-ready", "0"), None, "at least 1"),
+    (("namespace", "retention", "team", "--protect", "main,,v*"), None, "an empty pattern"),
+    (("namespace", "retention", "team", "--protect", "a/b"), None, "is not a tag glob"),
 ])
 def test_bad_input_is_one_clear_error(run, args, stdin, message):
     r = run(*args, input=stdin)
@@ -116,8 +119,8 @@ def test_quota_and_retention_settings_are_shown_cleared_and_audited(run):
     r = run("namespace", "quota", "team", "10GiB")
     assert r.exception is None and r.stdout == "quota of team: 10.0GiB (0B used)\n"
     r = run("namespace", "retention", "team", "--keep-tags", "3", "--untagged-days", "30")
-    assert r.stdout == ("retention of team: keep the newest 3 tags per repository; delete "
-                        "untagged manifests after 30 days\n")
+    assert r.stdout == ("retention of team: keep the newest 3 tags per repository; "
+                        "protected tags: latest; delete untagged manifests after 30 days\n")
     info = json.loads(run("namespace", "show", "team", "--json").stdout)
     assert (info["quota_bytes"], info["usage_bytes"], info["keep_tags"],
             info["untagged_days"]) == (10 * 2**30, 0, 3, 30)
@@ -125,11 +128,23 @@ def test_quota_and_retention_settings_are_shown_cleared_and_audited(run):
     assert "storage: 0B used of 10.0GiB" in text and "keep the newest 3 tags" in text
     run("namespace", "quota", "team", "none")
     r = run("namespace", "retention", "team", "--keep-tags", "none")
-    assert "keep all tags per repository; delete untagged manifests after 30 days" in r.output
+    assert "keep all tags per repository; protected tags: latest; delete untagged " \
+        "manifests after 30 days" in r.output
     info = json.loads(run("namespace", "show", "team", "--json").stdout)
     assert (info["quota_bytes"], info["keep_tags"], info["untagged_days"]) == (None, None, 30)
+    r = run("namespace", "retention", "team", "--keep-ready", "2", "--protect", "latest, main,v*")
+    assert r.stdout == ("retention of team: keep the newest 2 ready tags (and those being "
+                        "verified) per repository; protected tags: latest, main, v*; delete "
+                        "untagged manifests after 30 days\n")
+    r = run("namespace", "retention", "team", "--keep-tags", "5", "--protect", "none")
+    assert "keep the newest 5 tags and the newest 2 ready tags (and those being verified) " \
+        "per repository; protected tags: none;" in r.output
+    info = json.loads(run("namespace", "show", "team", "--json").stdout)
+    assert (info["keep_tags"], info["keep_ready"], info["protected_tags"]) == (5, 2, [])
     actions = [(e["action"], e["detail"]) for e in json.loads(run("audit", "--json").stdout)]
     assert actions == [
+        ("namespace.retention", {"keep_tags": 5, "protected_tags": []}),
+        ("namespace.retention", {"keep_ready": 2, "protected_tags": ["latest", "main", "v*"]}),
         ("namespace.retention", {"cleared": ["keep_tags"]}),
         ("namespace.quota", {"unlimited": True}),
         ("namespace.retention", {"keep_tags": 3, "untagged_days": 30}),
@@ -160,12 +175,18 @@ def test_retention_dry_run_then_run(run):
     assert r.stdout.splitlines() == [
         "would delete team/app:v2  (older than the newest 1 tags)",
         "would delete team/app:v1  (older than the newest 1 tags)",
-        "2 tag(s) and 0 manifest(s) would be deleted"]
+        "2 tag(s) and 0 manifest(s) would be deleted",
+        "2 manifest(s) would be left untagged and stay stored with their blobs: their "
+        "namespace has no --untagged-days (`assay namespace retention NS --untagged-days D` "
+        "deletes untagged manifests)"]
     report = json.loads(run("retention", "--dry-run", "--json").stdout)
     assert report["dry_run"] and [d["reference"] for d in report["deleted"]] == ["v2", "v1"]
     r = run("retention")
-    assert r.stdout.splitlines()[-1] == ("2 tag(s) and 0 manifest(s) deleted; run `assay gc` "
-                                         "to free their blobs")
+    assert r.stdout.splitlines()[-2:] == [
+        "2 tag(s) and 0 manifest(s) deleted",
+        "2 manifest(s) left untagged stay stored with their blobs: their namespace has no "
+        "--untagged-days (`assay namespace retention NS --untagged-days D` deletes untagged "
+        "manifests)"]
     assert svc.manifests.get("team/app", "v3").digest
     deletes = [e for e in json.loads(run("audit", "--json").stdout) if e["action"] == "delete"]
     assert [e["target"] for e in deletes] == ["team/app:v1", "team/app:v2"]
@@ -214,7 +235,8 @@ def test_migrate_creates_the_database_as_before(tmp_path):
     r = invoker(tmp_path / "new")("migrate")
     assert r.exception is None
     path = (tmp_path / "new" / "assay.db").resolve()
-    assert r.stdout == f"database is at the latest schema: sqlite:///{path}\n"
+    assert r.stderr == f"database: sqlite:///{path}\n"
+    assert r.stdout.startswith("database schema upgraded from empty to ")
     assert path.exists()
 
 

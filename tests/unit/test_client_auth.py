@@ -166,6 +166,21 @@ def test_push_asks_for_pull_push_first_and_sends_the_body_once(tmp_path):
     assert len(puts) == 1 and puts[0].headers["authorization"] == "Bearer alice-0"
 
 
+def test_a_cross_repository_mount_asks_to_pull_its_source():
+    """The registry mounts from FROM only for a token that may pull FROM."""
+    fake = FakeRegistry()
+    blob = Blob.from_bytes("application/octet-stream", b"weights", mounts=("library/base",))
+    with client(fake) as c:
+        c.intend_push("a/b")
+        assert c.push_blob("a/b", blob) == "uploaded"  # the fake never mounts
+    mount = fake.sent("POST", "from=library%2Fbase")[-1]
+    token = mount.headers["authorization"].removeprefix("Bearer ")
+    assert fake.granted(token) == ["repository:a/b:pull,push", "repository:library/base:pull"]
+    blind = [r for r in fake.sent("POST", "/blobs/uploads/") if "from=" not in str(r.url)]
+    assert blind and fake.granted(blind[-1].headers["authorization"].removeprefix(
+        "Bearer ")) == ["repository:a/b:pull,push"]  # the push's own token, cached
+
+
 def test_token_renewed_before_it_expires(monkeypatch):
     fake = FakeRegistry(expires_in=4)  # kept for 3 s (a quarter is the margin)
     now = [1000.0]

@@ -49,3 +49,20 @@ def test_head_matches_the_models_and_downgrades(url):
     assert _diff(url) == []
     command.downgrade(alembic_config(url), "base")
     assert _tables(url) == set()
+
+
+def test_migrating_logs_one_line(tmp_path):
+    """A first start on an empty database logs one line for the schema, not one per
+    migration step plus Alembic's plugin set-up (a fresh process: Alembic logs on import)."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'assay.db'}"
+    code = ("import logging, sys; logging.basicConfig(level=logging.INFO); "
+            "from registry.db import migrate; migrate(sys.argv[1]); migrate(sys.argv[1])")
+    done = subprocess.run([sys.executable, "-c", code, url], capture_output=True, text=True,
+                          timeout=120, check=True)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("INFO:assay:database schema upgraded from empty to ")
+    assert lines[1].startswith("INFO:assay:database schema is current (revision ")

@@ -15,7 +15,8 @@
     GET    /api/v1/namespaces/<ns>                     (namespace admin) members, switch,
                                                        quota and usage, retention
     PUT    /api/v1/namespaces/<ns>  {"anonymous_pull"?, "quota_bytes"?, "keep_tags"?,
-                                     "untagged_days"?}   (null clears the last three;
+                                     "keep_ready"?, "untagged_days"?, "protected_tags"?}
+                                                       (null clears a number;
                                                        quota_bytes: site admin only)
     PUT    /api/v1/namespaces/<ns>/members/<user>  {"role": "read"|"write"|"admin"}
     DELETE /api/v1/namespaces/<ns>/members/<user>
@@ -52,7 +53,12 @@ from registry.api.rest.schemas import (
 )
 from registry.digests import MAX_NAME_LENGTH
 from registry.errors import Conflict, Denied, RequestInvalid
-from registry.services.identities import MAX_TOKEN_NAME_LENGTH, check_namespace
+from registry.services.identities import (
+    MAX_PROTECTED_TAGS,
+    MAX_TOKEN_NAME_LENGTH,
+    TAG_GLOB_RE,
+    check_namespace,
+)
 from registry.services.quotas import MAX_QUOTA
 
 
@@ -90,16 +96,25 @@ class KeyRequest(Body):
                     "~/.ollama/id_ed25519.pub).", **doc(minLength=1))
 
 
+def _at_most_globs(schema: dict) -> None:
+    schema.pop("default", None)  # absent: unchanged (null is refused)
+    schema["maxItems"] = MAX_PROTECTED_TAGS
+
+
 class NamespaceRequest(Body):
-    """Fields present change, absent ones stay; null clears quota_bytes, keep_tags or
-    untagged_days."""
+    """Fields present change, absent ones stay; null clears quota_bytes, keep_tags,
+    keep_ready or untagged_days."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"minProperties": 1})
 
     anonymous_pull: bool = absent()
     quota_bytes: Annotated[int, Field(ge=0, le=MAX_QUOTA)] | None = absent()
     keep_tags: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = absent()
+    keep_ready: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = absent()
     untagged_days: Annotated[int, Field(ge=1, le=36500)] | None = absent()
+    protected_tags: list[Annotated[str, Field(**doc(pattern=f"^{TAG_GLOB_RE.pattern}$"))]] = \
+        Field(None, description="Tag globs retention never deletes; replaces the list "
+                                "([] protects none).", json_schema_extra=_at_most_globs)
 
 
 class MemberRequest(Body):
@@ -201,10 +216,20 @@ class Namespace(Answer):
     usage_bytes: int = Field(ge=0, description="Total size of the distinct blobs linked to "
                                                "the namespace's repositories.")
     keep_tags: Annotated[int, Field(ge=1)] | None = Field(
-        description="Retention: keep the newest N tags of each repository; null: keep all.")
+        description="Retention: keep the newest N tags of each repository; null: this "
+                    "rule is off.")
+    keep_ready: Annotated[int, Field(ge=1)] | None = Field(
+        description="Retention: keep the newest N ready tags of each repository (tags "
+                    "still being verified are kept too; failed ones do not count); null: "
+                    "this rule is off. With keep_tags, a tag either rule keeps stays; with "
+                    "neither, no tag is deleted.")
     untagged_days: Annotated[int, Field(ge=1)] | None = Field(
         description="Retention: delete untagged manifests older than D days; null: keep "
                     "them.")
+    protected_tags: list[str] = Field(
+        description="Retention never deletes tags matching these globs (fnmatch, case "
+                    "sensitive), and they do not count in keep_tags or keep_ready. "
+                    'Default ["latest"].')
     members: list[Member]
 
 
