@@ -6,7 +6,7 @@ Starts two ``assay serve`` processes side by side on loopback (no workers, gate 
 ``tests/support/processes.start_assay`` does), data dirs on the repository's own
 (non-tmpfs) filesystem: one with auth off, one with ``ASSAY_AUTH=1`` and a user with the
 ``write`` role in namespace ``team`` (made with ``assay user add`` and ``assay namespace
-grant``) plus a personal access token (``assay user token create``). Measures:
+grant``) plus a personal access token (``assay user token add``). Measures:
 
 1. manifest GET by tag under ``wrk -t1 -c32``: auth off vs auth on with (a) ``Basic
    user:password`` (verified once with argon2, then served from the credential cache,
@@ -100,10 +100,10 @@ def make_user(data_dir: Path, name: str, role: str) -> None:
 
 
 def make_pat(data_dir: Path, name: str) -> str:
-    out = cli(["user", "token", "create", name, "--name", "bench"], data_dir)
+    out = cli(["user", "token", "add", name, "--name", "bench"], data_dir)
     m = re.search(r"assay_pat_\S+", out)
     if not m:
-        raise common.BenchError(f"no token in the output of `assay user token create`:\n{out}")
+        raise common.BenchError(f"no token in the output of `assay user token add`:\n{out}")
     return m.group(0)
 
 
@@ -272,6 +272,7 @@ def start_servers(work: Path, repeats: int, servers: list[ServerProcess]) -> Set
     on_dir = work / "auth-on"
     on_dir.mkdir()
     t0 = time.perf_counter()
+    cli(["migrate"], on_dir)  # admin commands create no database of their own
     make_user(on_dir, USER, "write")
     pat = make_pat(on_dir, USER)
     probes = [f"probe{i}" for i in range(repeats)]

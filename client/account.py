@@ -1,4 +1,4 @@
-"""``assay login|logout``, ``assay key add|ls|rm`` and ``assay token create|ls|revoke``: the
+"""``assay login|logout``, ``assay key add|ls|rm`` and ``assay token add|ls|rm``: the
 signed-in user's side of access control, over the registry's HTTP APIs.
 
 ``login`` checks the credentials before it stores them (``credentials.save``): ``GET /v2/``
@@ -6,6 +6,9 @@ through the client's auth flow (a token from the realm with them, or Basic), the
 ``GET /api/v1/me`` to say who they belong to. Keys and tokens are assay's REST API
 (``/api/v1/keys``, ``/api/v1/tokens``) with the stored credentials (or the environment's).
 REGISTRY is ``HOST[:PORT]`` (loopback over plain HTTP). Failures are one ``error:`` line.
+
+A secret shown once (a new token, a generated webhook secret; ``print_secret``) is
+alone on stdout, so that ``$(...)`` captures it; what it is and "save it now" go to stderr.
 """
 
 from __future__ import annotations
@@ -24,6 +27,21 @@ from client.rest import JSON, registry_of, response_json
 from client.show import render_table
 
 DEFAULT_OLLAMA_KEY = "~/.ollama/id_ed25519.pub"
+SHOWN_ONCE = "save it now: it is shown only once"
+
+
+def print_secret(secret: str, what: str) -> None:
+    """``secret`` alone on stdout; ``what`` it is and the shown-once warning on stderr."""
+    click.echo(f"{what}; {SHOWN_ONCE}", err=True)
+    click.echo(secret)
+
+
+def token_summary(token: dict, owner: str | None = None) -> str:
+    """``token 3 "laptop" of alice (pull,push; expires never)``: a new token, in words."""
+    of = f" of {owner}" if owner else ""
+    expires = (token.get("expires_at") or "never")[:19]
+    return (f"token {token.get('id')} {json.dumps(token.get('name'))}{of} "
+            f"({','.join(token.get('scopes') or [])}; expires {expires})")
 
 
 # ---------------------------------------------------------------------- login / logout
@@ -146,8 +164,8 @@ def run_key_rm(key_id: int, location: str, insecure: bool) -> None:
 
 # ---------------------------------------------------------------------- access tokens
 
-def run_token_create(name: str, scopes: tuple[str, ...], expires_days: float | None,
-                     location: str, insecure: bool, as_json: bool) -> None:
+def run_token_add(name: str, scopes: tuple[str, ...], expires_days: float | None,
+                  location: str, insecure: bool, as_json: bool) -> None:
     with reported():
         body: dict = {"name": name}
         if scopes:
@@ -156,7 +174,11 @@ def run_token_create(name: str, scopes: tuple[str, ...], expires_days: float | N
             body["expires_in_days"] = expires_days
         created = _call(location, insecure, "POST", "/api/v1/tokens", f"create token {name}",
                         ok=(201,), body=body)
-        _print(created, as_json, created.get("token"))  # only the secret: for $(...)
+        if as_json:
+            _print(created, True, None)
+            click.echo(SHOWN_ONCE, err=True)
+        else:
+            print_secret(created.get("token"), token_summary(created))
 
 
 def run_token_ls(location: str, insecure: bool, as_json: bool) -> None:
@@ -174,7 +196,7 @@ def run_token_ls(location: str, insecure: bool, as_json: bool) -> None:
               (t.get("last_used_at") or "-")[:19]] for t in tokens]))
 
 
-def run_token_revoke(token_id: int, location: str, insecure: bool) -> None:
+def run_token_rm(token_id: int, location: str, insecure: bool) -> None:
     with reported():
         _call(location, insecure, "DELETE", f"/api/v1/tokens/{token_id}",
               f"revoke token {token_id}")

@@ -5,16 +5,18 @@ with exit status 1 (see ``errors.reported``)."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from client.errors import ClientError, NotFoundError, reported
+from client.errors import ClientError, InputError, NotFoundError, reported, response_error
 from client.progress import Transfers
 from client.pull import pull
 from client.ref import parse_location, parse_reference
 from client.registry_client import RegistryClient
+from client.rest import JSON, response_json
 from client.show import human_size, inspect, render_inspect
 
 if TYPE_CHECKING:
@@ -131,6 +133,47 @@ def run_rm(ref_text: str, insecure: bool) -> None:
             click.echo(f"deleted {ref.registry.host}/{ref.name}@{ref.digest}")
         else:
             click.echo(f"untagged {ref}")
+
+
+def run_rm_repository(location: str, insecure: bool, yes: bool) -> None:
+    """``assay rm HOST/REPO --all``: every tag and manifest of REPO, then REPO, through
+    assay's ``DELETE /api/v1/repositories/<name>`` (OCI cannot list untagged manifests).
+    Asks first on a terminal, unless ``yes``; off a terminal ``yes`` is required."""
+    with reported():
+        registry, name = parse_location(location, insecure=insecure)
+        if name is None:
+            raise InputError(f"{location!r}: give the repository to delete, "
+                             "HOST[:PORT]/NAME")
+        shown = f"{registry.host}/{name}"
+        with _client(registry) as client:
+            tags = client.tags(name)  # also: an unknown repository is refused here
+            if not yes:
+                _confirm(shown, tags)
+            resp = client.request("DELETE", f"/api/v1/repositories/{name}", headers=JSON,
+                                  what=f"delete {shown}", ok=(200, 404, 405))
+            if resp.status_code != 200:
+                if resp.headers.get("content-type", "").startswith("application/problem+json"):
+                    raise response_error(resp, f"delete {shown}")
+                raise ClientError(f"{registry.host} is not an assay registry: it has no API "
+                                  "to delete a whole repository; delete each tag with "
+                                  f"assay rm {shown}:TAG")
+            deleted = response_json(resp, f"delete {shown}").get("manifests", [])
+        for m in deleted:
+            tagged = f" (tags: {', '.join(m['tags'])})" if m["tags"] else ""
+            click.echo(f"deleted {shown}@{m['digest']}{tagged}")
+        click.echo(f"deleted repository {shown}: {len(deleted)} manifest(s), "
+                   f"{sum(len(m['tags']) for m in deleted)} tag(s); the registry's "
+                   "`assay gc` frees their blobs")
+
+
+def _confirm(shown: str, tags: list[str]) -> None:
+    if not sys.stdin.isatty():
+        raise InputError(f"deleting {shown} with every tag and manifest needs --yes when "
+                         "not run on a terminal")
+    listed = ", ".join(tags[:5]) + (", ..." if len(tags) > 5 else "")
+    if not click.confirm(f"Delete {shown}: {len(tags)} tag(s){f' ({listed})' if tags else ''} "
+                         "and every manifest?", default=False, err=True):
+        raise ClientError(f"{shown}: nothing deleted")
 
 
 def run_status(ref_text: str, wait: bool, timeout: float, as_json: bool, insecure: bool,

@@ -1,4 +1,5 @@
-"""``assay webhook add|ls|rm|deliveries|redeliver``: outgoing webhooks of an assay registry.
+"""``assay webhook add|ls|show|rm|deliveries|redeliver``: outgoing webhooks of an assay
+registry.
 
 Each speaks assay's REST API (``/api/v1/webhooks``); failures are one ``error:`` line
 (``errors.reported``). REGISTRY is ``HOST[:PORT]`` (loopback over plain HTTP).
@@ -11,6 +12,7 @@ import secrets
 
 import click
 
+from client.account import SHOWN_ONCE, print_secret
 from client.errors import reported
 from client.registry_client import RegistryClient
 from client.rest import JSON, registry_of, response_json
@@ -38,11 +40,16 @@ def run_add(url: str, location: str, secret: str | None, events: tuple[str, ...]
             hook = response_json(resp, "add webhook")
         if as_json:
             click.echo(json.dumps(hook | ({"secret": secret} if generated else {}), indent=2))
+            if generated:
+                click.echo(f"the generated secret is in the JSON; {SHOWN_ONCE}", err=True)
             return
         scope = f", repositories {hook.get('repository')}" if hook.get("repository") else ""
-        click.echo(f"webhook {hook['id']}: {hook['url']} (events: {_events(hook)}{scope})")
-        if generated:
-            click.echo(f"secret: {secret}  (shown once: verify X-Assay-Signature with it)")
+        summary = f"webhook {hook['id']}: {hook['url']} (events: {_events(hook)}{scope})"
+        if generated:  # the secret alone on stdout, for $(...)
+            click.echo(summary, err=True)
+            print_secret(secret, "the secret of its X-Assay-Signature")
+        else:
+            click.echo(summary)
 
 
 def _listing(location: str, insecure: bool, path: str, what: str, key: str, as_json: bool,
@@ -75,6 +82,27 @@ def run_ls(location: str, insecure: bool, as_json: bool) -> None:
                          f"{d.get('delivered', 0)}/{d.get('pending', 0)}/{d.get('dead', 0)}"])
         click.echo(render_table(["ID", "URL", "EVENTS", "REPOSITORY",
                                  "DELIVERED/PENDING/DEAD"], rows))
+
+
+def run_show(webhook_id: int, location: str, insecure: bool, as_json: bool) -> None:
+    with reported():
+        registry = registry_of(location, insecure)
+        with RegistryClient(registry) as client:
+            resp = client.request("GET", f"/api/v1/webhooks/{webhook_id}",
+                                  what=f"webhook {webhook_id}", headers=JSON)
+            hook = response_json(resp, f"webhook {webhook_id}")
+        if as_json:
+            click.echo(json.dumps(hook, indent=2))
+            return
+        d = hook.get("deliveries") or {}
+        rows = [("url", hook.get("url")), ("events", _events(hook)),
+                ("repository", hook.get("repository") or "*"),
+                ("created", (hook.get("created_at") or "-")[:19]),
+                ("deliveries", f"{d.get('delivered', 0)} delivered, {d.get('pending', 0)} "
+                               f"pending, {d.get('dead', 0)} dead")]
+        click.echo(f"webhook {hook['id']}")
+        for label, value in rows:
+            click.echo(f"  {label:<11}{value}")
 
 
 def run_rm(webhook_id: int, location: str, insecure: bool) -> None:

@@ -41,6 +41,16 @@ def build_service(settings: Settings, *, run_migrations: bool = True) -> Registr
     return RegistryService(Database(settings.sqlalchemy_url), open_store(settings), settings)
 
 
+def _first_admin(settings: Settings, database: str) -> str:
+    """How to add the first admin to this server's database (from any directory)."""
+    command = "assay user add NAME --admin --password-stdin"
+    if settings.database_url:
+        return (f"add one with `{command}` and ASSAY_DATABASE_URL set to this server's "
+                f"database ({database})")
+    return (f"add one with `{command} --data-dir {settings.data_dir.resolve()}` (the "
+            f"database {database})")
+
+
 def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
                workers: int = 0) -> Starlette:
     """The registry app. ``workers``: verification worker processes to run for the app's
@@ -51,13 +61,13 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
     @asynccontextmanager
     async def lifespan(app: Starlette):
         app.state.registry = build_service(settings, run_migrations=run_migrations)
-        log.info("assay registry ready: database %s, storage %s, auth %s",
-                 app.state.registry.db.engine.url.render_as_string(hide_password=True),
+        database = app.state.registry.db.engine.url.render_as_string(hide_password=True)
+        log.info("assay registry ready: database %s, storage %s, auth %s", database,
                  settings.storage, "on" if settings.auth else "off")
         if settings.auth and not await anyio.to_thread.run_sync(
                 app.state.registry.identities.count_users):
-            log.warning("auth is on but there are no users: add one with "
-                        "`assay user add NAME --admin --password-stdin`")
+            log.warning("auth is on but there are no users: %s",
+                        _first_admin(settings, database))
         pool = None
         if workers:
             from worker.pool import Pool

@@ -6,7 +6,12 @@
 - ``profiles``: profile (client; a namespace's verification profile)
 - ``server``: serve; ``database``: migrate; ``worker``: worker
 - ``maintenance``: gc, scrub, retention (on the server's database and store)
-- ``users``: user, robot; ``namespaces``: namespace; ``audit``: audit (the same)
+- ``users``: user; ``robots``: robot; ``namespaces``: namespace; ``audit``: audit (the same)
+
+The grammar every group follows: verbs ``add|ls|rm|show`` (earlier verbs stay as hidden
+aliases), listings as tables with a header or ``--json``, a secret shown once alone on
+stdout with its warning on stderr, and the registry given one way
+(``registry.cli.options``). Server-side commands say on stderr which database they use.
 
 ``main`` imports a command's module only when that command runs (``group.LazyGroup``):
 client commands never import the server, and ``assay --help`` imports no command module.
@@ -38,7 +43,8 @@ COMMANDS = {
     "verify": Lazy("registry.cli.models:verify",
                    "Run verification of a model again (on assay registries)."),
     "rm": Lazy("registry.cli.models:rm",
-               "Delete a tag (REF with :TAG) or a manifest (REF with @DIGEST)."),
+               "Delete a tag (REF with :TAG), a manifest (REF with @DIGEST), or with --all "
+               "a whole repository."),
     "login": Lazy("registry.cli.account:login",
                   "Check credentials against REGISTRY (HOST[:PORT], default $ASSAY_REGISTRY, "
                   "else 127.0.0.1:5000) and store them for later commands "
@@ -76,7 +82,7 @@ COMMANDS = {
                       "Apply every namespace's retention policy (assay namespace retention)."),
     "user": Lazy("registry.cli.users:user",
                  "People who sign in with a password (and their tokens and keys)."),
-    "robot": Lazy("registry.cli.users:robot",
+    "robot": Lazy("registry.cli.robots:robot",
                   "Robot accounts: no password, only tokens (for CI and deployments)."),
     "namespace": Lazy("registry.cli.namespaces:namespace",
                       "Roles in a namespace (read, write, admin), its anonymous-pull switch, "

@@ -15,17 +15,16 @@ from client.account import (
     run_key_rm,
     run_login,
     run_logout,
-    run_token_create,
+    run_token_add,
     run_token_ls,
-    run_token_revoke,
+    run_token_rm,
 )
-from registry.cli.group import Group, command_at
+from registry.cli.group import Group, alias, command_at
 from registry.cli.options import (
     expires_option,
     insecure_option,
     json_option,
     list_command,
-    registry_argument,
     registry_option,
     remove_command,
     scope_option,
@@ -33,7 +32,7 @@ from registry.cli.options import (
 
 
 @click.command()
-@registry_argument
+@registry_option(positional=True)
 @click.option("-u", "--username", metavar="USER", help="User name [prompted on a terminal].")
 @click.option("--password-stdin", is_flag=True,
               help="Read the password (or a personal access token) from stdin.")
@@ -47,7 +46,7 @@ def login(registry, username, password_stdin, insecure) -> None:
 
 
 @click.command()
-@registry_argument
+@registry_option(positional=True)
 @insecure_option
 def logout(registry, insecure) -> None:
     """Forget the credentials stored for REGISTRY."""
@@ -62,7 +61,7 @@ def key() -> None:
 
 @key.command(name="add")
 @click.argument("pubkey_file", metavar="[PUBKEY_FILE]", required=False)
-@registry_option
+@registry_option()
 @insecure_option
 @json_option
 def key_add(pubkey_file, registry, insecure, as_json) -> None:
@@ -80,31 +79,33 @@ def token() -> None:
     Any user's tokens, on the server: `assay user token`."""
 
 
-@token.command(name="create")
+@token.command(name="add")
 @click.argument("name")
 @scope_option
 @expires_option
-@registry_option
+@registry_option()
 @insecure_option
 @json_option
 @click.option("--name", "server_token_name", hidden=True)
 @click.option("--data-dir", type=click.Path(path_type=Path), hidden=True)
 @click.pass_context
-def token_create(ctx, name, scopes, expires_days, registry, insecure, as_json,
-                 server_token_name, data_dir) -> None:
-    """Create a token called NAME and print it (shown once)."""
+def token_add(ctx, name, scopes, expires_days, registry, insecure, as_json,
+              server_token_name, data_dir) -> None:
+    """Create a token called NAME and print it, alone on stdout (shown once)."""
     if data_dir is not None or server_token_name is not None:
         # The earlier server-side spelling, `assay token create USER --name N --data-dir D`
-        # (now `assay user token create`), still works: scripts and fixtures use it.
+        # (now `assay user token add`), still works: scripts and fixtures use it.
         if server_token_name is None:
             raise click.UsageError("give the token's name with --name (or drop --data-dir "
                                    "to create your own token over the API)")
-        ctx.invoke(command_at(ctx, "user", "token", "create"), user_name=name,
+        ctx.invoke(command_at(ctx, "user", "token", "add"), user_name=name,
                    token_name=server_token_name, scopes=scopes, expires_days=expires_days,
                    data_dir=data_dir)
         return
-    run_token_create(name, scopes, expires_days, registry, insecure, as_json)
+    run_token_add(name, scopes, expires_days, registry, insecure, as_json)
 
 
 token_ls = list_command(token, run_token_ls, "List your tokens (never their secrets).")
-token_revoke = remove_command(token, run_token_revoke, "Revoke your token ID.", name="revoke")
+token_rm = remove_command(token, run_token_rm, "Revoke your token ID.")
+alias(token, token_add, "create")
+alias(token, token_rm, "revoke")

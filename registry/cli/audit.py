@@ -1,4 +1,5 @@
-"""``assay audit``: the audit log, read from the server's database."""
+"""``assay audit``: the audit log, read from the server's database: a table, or JSON with
+``--json``."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 import click
 
 from registry.cli.options import data_dir_option, json_option
-from registry.cli.serverside import call, service, show
+from registry.cli.serverside import call, service, show_table
 
 
 @click.command()
@@ -19,6 +20,7 @@ from registry.cli.serverside import call, service, show
 def audit(limit, actor, action, data_dir, as_json) -> None:
     """The audit log, newest first: pushes, deletes, permission changes, overrides."""
     entries = call(service(data_dir).audit.entries, limit=limit, actor=actor, action=action)
-    show(entries, as_json, [
-        f"{e['at'][:19]} {e['actor'] or '-':<16} {e['action']:<24} {e['target']}"
-        + (f" {json.dumps(e['detail'])}" if e["detail"] else "") for e in entries])
+    show_table(entries, as_json, ["AT", "ACTOR", "ACTION", "TARGET", "DETAIL"],
+               ([e["at"][:19], e["actor"] or "-", e["action"], e["target"] or "",
+                 json.dumps(e["detail"]) if e["detail"] else ""] for e in entries),
+               "no audit entries" + (" match" if actor or action else ""))

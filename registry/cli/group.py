@@ -9,6 +9,7 @@ need (the server, the client) without slowing any other command.
 
 from __future__ import annotations
 
+import copy
 import importlib
 import sys
 from dataclasses import dataclass
@@ -79,8 +80,17 @@ class LazyGroup(Group):
         return self.get_command(ctx, name)
 
 
+def alias(group: click.Group, command: click.Command, name: str) -> click.Command:
+    """Register ``command`` under ``name`` too, hidden from help: an earlier verb
+    (``token create``, now ``token add``) that scripts written with it keep using."""
+    hidden = copy.copy(command)
+    hidden.hidden, hidden.name = True, name
+    group.add_command(hidden, name)
+    return hidden
+
+
 def command_at(ctx: click.Context, *path: str) -> click.Command:
-    """The command at ``path`` under the root group (``"user", "token", "create"``), loaded
+    """The command at ``path`` under the root group (``"user", "token", "add"``), loaded
     on demand: a client command hands over to a server-side one this way, so that its
     module need not import the server-side module (and the server with it)."""
     command = ctx.find_root().command

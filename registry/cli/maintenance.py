@@ -1,5 +1,6 @@
 """``assay gc|scrub|retention``: the maintenance jobs of ``registry.maintenance``, run
-against the configured database and blob store; each is safe while the registry serves."""
+against the configured database and blob store (``serverside.service`` says which, and
+creates none); each is safe while the registry serves."""
 
 from __future__ import annotations
 
@@ -11,8 +12,6 @@ from datetime import timedelta
 import click
 
 from client.progress import Transfers
-from registry.app import build_service
-from registry.cli.config import settings
 from registry.cli.options import data_dir_option, json_option
 from registry.cli.serverside import call, service, show
 from registry.errors import RegistryError
@@ -33,8 +32,7 @@ def gc(data_dir, grace_seconds, dry_run, as_json) -> None:
     A blob is freed once the grace period after its last use has passed; the report
     says how many unreferenced blobs and open uploads wait, and when they can go.
     """
-    report = collect(build_service(settings(data_dir=data_dir, gc_grace_seconds=grace_seconds)),
-                     dry_run=dry_run)
+    report = collect(service(data_dir, gc_grace_seconds=grace_seconds), dry_run=dry_run)
     show(report.to_json(), as_json, report.lines())
 
 
@@ -98,12 +96,12 @@ def scrub(data_dir, quarantine, limit, older_than, as_json, quiet) -> None:
 
     Exit status: 0 nothing damaged, 1 damaged blobs found, 2 the scrub could not finish.
     """
-    configured = settings(data_dir=data_dir)
+    svc = service(data_dir)
     bars = Transfers(quiet=quiet)
     progress = _scrub_progress(bars, quiet)
     try:
         with bars:
-            report = run_scrub(build_service(configured), quarantine=quarantine, limit=limit,
+            report = run_scrub(svc, quarantine=quarantine, limit=limit,
                                older_than=older_than, progress=progress)
     except RegistryError as exc:
         error = click.ClickException(f"scrub stopped: {exc.message} (blobs checked so far "

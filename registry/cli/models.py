@@ -14,6 +14,7 @@ from client.commands import (
     run_pull,
     run_push,
     run_rm,
+    run_rm_repository,
     run_status,
     run_verify,
 )
@@ -174,7 +175,19 @@ def verify(ref, wait, timeout, insecure, quiet) -> None:
 
 @click.command(epilog=REF_HELP)
 @click.argument("ref")
+@click.option("--all", "whole", is_flag=True,
+              help="Delete the whole repository REF (HOST[:PORT]/NAME): every tag and "
+                   "manifest (assay registries).")
+@click.option("-y", "--yes", is_flag=True,
+              help="With --all: do not ask (required when not on a terminal).")
 @insecure_option
-def rm(ref, insecure) -> None:
-    """Delete a tag (REF with :TAG) or a manifest (REF with @DIGEST)."""
-    run_rm(ref, insecure)
+def rm(ref, whole, yes, insecure) -> None:
+    """Delete a tag (REF with :TAG), a manifest (REF with @DIGEST), or with --all a whole
+    repository. --all prints every manifest it deleted; their events and audit entries
+    are those of single deletes."""
+    if yes and not whole:
+        raise click.UsageError("--yes goes with --all")
+    if whole:
+        run_rm_repository(ref, insecure, yes)
+    else:
+        run_rm(ref, insecure)

@@ -1,13 +1,14 @@
 """``assay namespace``: roles, the anonymous-pull switch, storage quota and retention
 policy of a namespace, managed on the server's database (``assay retention`` applies the
-policies; ``registry.cli.maintenance``)."""
+policies; ``registry.cli.maintenance``). ``ls`` and ``show`` print tables, or JSON with
+``--json``."""
 
 from __future__ import annotations
 
 import click
 
 from registry.cli.options import data_dir_option, json_option
-from registry.cli.serverside import call, service, show
+from registry.cli.serverside import call, service, show, show_table
 from registry.services.quotas import human, parse_size
 
 namespace_argument = click.argument("ns", metavar="NAMESPACE")
@@ -170,5 +171,22 @@ def namespace_show(ns, data_dir, as_json) -> None:
     show(info, as_json, [f"anonymous pull: {'on' if info['anonymous_pull'] else 'off'}",
                          f"storage: {human(info['usage_bytes'])} used of "
                          f"{'no quota' if quota is None else human(quota)}",
-                         f"retention: {_retention_text(info)}",
-                         *(f"{m['user']:<32} {m['role']}" for m in info["members"])])
+                         f"retention: {_retention_text(info)}"])
+    if not as_json:
+        show_table(info["members"], False, ["MEMBER", "ROLE"],
+                   ([m["user"], m["role"]] for m in info["members"]), "no members")
+
+
+@namespace.command(name="ls")
+@data_dir_option()
+@json_option
+def namespace_ls(data_dir, as_json) -> None:
+    """List the namespaces with settings, members or repositories: members, anonymous
+    pull, storage used and quota."""
+    svc = service(data_dir)
+    found = [call(svc.identities.namespace, ns) for ns in svc.identities.namespace_names()]
+    show_table(found, as_json, ["NAMESPACE", "MEMBERS", "ANONYMOUS PULL", "USED", "QUOTA"],
+               ([n["name"], str(len(n["members"])), "on" if n["anonymous_pull"] else "off",
+                 human(n["usage_bytes"]),
+                 "-" if n["quota_bytes"] is None else human(n["quota_bytes"])]
+                for n in found), "no namespaces")

@@ -1,35 +1,37 @@
-"""``assay webhook add|ls|rm|deliveries|redeliver``: the outgoing webhooks of an assay
-registry, managed over its REST API (the work is in ``client.webhooks``)."""
+"""``assay webhook add|ls|show|rm|deliveries|redeliver``: the outgoing webhooks of an assay
+registry, managed over its REST API (the work is in ``client.webhooks``). The registry is
+``-r/--registry`` (``registry.cli.options``); the earlier trailing REGISTRY argument
+still works."""
 
 from __future__ import annotations
 
 import click
 
-from client.webhooks import run_add, run_deliveries, run_ls, run_redeliver, run_rm
+from client.webhooks import run_add, run_deliveries, run_ls, run_redeliver, run_rm, run_show
 from registry.cli.group import Group
 from registry.cli.options import (
     insecure_option,
     json_option,
     list_command,
-    registry_argument,
+    registry_option,
     remove_command,
 )
 
 subscription_id = click.argument("webhook_id", metavar="ID", type=click.IntRange(min=1))
+registry = registry_option(unlisted=True)
 
 
 @click.group(cls=Group)
 def webhook() -> None:
     """Outgoing webhooks of an assay registry: signed events (push, tag, delete,
-    verification.*) POSTed to a URL. REGISTRY is HOST[:PORT] (default $ASSAY_REGISTRY,
-    else 127.0.0.1:5000)."""
+    verification.*) POSTed to a URL."""
 
 
 @webhook.command(name="add")
 @click.argument("url")
-@registry_argument
+@registry
 @click.option("--secret", help="Key of the X-Assay-Signature HMAC [default: a random one, "
-                               "printed once].")
+                               "printed once, alone on stdout].")
 @click.option("--event", "events", multiple=True, metavar="ACTION",
               type=click.Choice(["push", "delete", "tag", "verification.started",
                                  "verification.succeeded", "verification.failed",
@@ -46,14 +48,26 @@ def webhook_add(url, registry, secret, events, repository, insecure, as_json) ->
 
 
 webhook_ls = list_command(webhook, run_ls, "List the subscriptions, with counts of their "
-                          "deliveries.", registry=registry_argument)
+                          "deliveries.", unlisted=True)
+
+
+@webhook.command(name="show")
+@subscription_id
+@registry
+@insecure_option
+@json_option
+def webhook_show(webhook_id, registry, insecure, as_json) -> None:
+    """Show subscription ID: URL, events, repositories, counts of its deliveries."""
+    run_show(webhook_id, registry, insecure, as_json)
+
+
 webhook_rm = remove_command(webhook, run_rm, "Remove subscription ID (and its delivery log).",
-                            registry=registry_argument)
+                            unlisted=True)
 
 
 @webhook.command(name="deliveries")
 @subscription_id
-@registry_argument
+@registry
 @click.option("-n", "limit", type=click.IntRange(1, 100), default=20, show_default=True,
               help="How many, newest first.")
 @insecure_option
@@ -66,7 +80,7 @@ def webhook_deliveries(webhook_id, registry, limit, insecure, as_json) -> None:
 @webhook.command(name="redeliver")
 @subscription_id
 @click.argument("delivery_id", metavar="DELIVERY", type=click.IntRange(min=1))
-@registry_argument
+@registry
 @insecure_option
 def webhook_redeliver(webhook_id, delivery_id, registry, insecure) -> None:
     """Send delivery DELIVERY of subscription ID again."""

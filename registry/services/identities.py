@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, func, insert, select, update
 
 from registry.access import ollama, passwords, tokens
-from registry.access.permissions import ROLES, Identity, parse_scopes
+from registry.access.permissions import ROLES, Identity, namespace_of, parse_scopes
 from registry.db.tables import (
     DEFAULT_PROTECTED_TAGS,
     access_tokens,
@@ -25,6 +25,7 @@ from registry.db.tables import (
     isoformat,
     namespace_members,
     namespaces,
+    repositories,
     secrets,
     user_keys,
     users,
@@ -220,6 +221,17 @@ class IdentityService(Service):
             return conn.execute(select(func.count()).select_from(users)).scalar_one()
 
     # ---- namespaces and roles ---------------------------------------------------------
+    def namespace_names(self) -> list[str]:
+        """Every namespace something is set for or stored in, sorted: those with
+        settings, members or repositories (a namespace is a name's first component)."""
+        with self.db.read() as conn:
+            names = set(conn.execute(select(namespaces.c.name)).scalars())
+            names |= set(conn.execute(select(namespace_members.c.namespace).distinct())
+                         .scalars())
+            names |= {namespace_of(r) for r in conn.execute(select(repositories.c.name))
+                      .scalars()}
+        return sorted(names)
+
     def grant(self, namespace: str, user: str, role: str) -> None:
         check_namespace(namespace)
         if role not in ROLES:

@@ -267,30 +267,63 @@ class ManifestService(Service):
             rid = require_repo(conn, name)
             if guard is not None:
                 guard(conn, rid)
-            deleted = self._event_target(conn, rid, reference)
-            if is_digest(reference):
-                parse_digest(reference)
-                # Its tags go with it (cascade); so does their history, as when a tag is
-                # deleted by name: a later push to the tag starts afresh.
-                tagged = select(tags.c.name).join(manifests, manifests.c.id == tags.c.manifest_id
-                                                  ).where(manifests.c.repository_id == rid,
-                                                          manifests.c.digest == reference)
-                conn.execute(delete(tag_history).where(tag_history.c.repository_id == rid,
-                                                       tag_history.c.tag.in_(tagged)))
-                gone = conn.execute(delete(manifests).where(
-                    manifests.c.repository_id == rid, manifests.c.digest == reference))
-            else:
-                gone = conn.execute(delete(tags).where(
-                    tags.c.repository_id == rid, tags.c.name == check_tag(reference)))
-                conn.execute(delete(tag_history).where(
-                    tag_history.c.repository_id == rid, tag_history.c.tag == reference))
-            if gone.rowcount == 0:
-                raise ManifestUnknown(f"manifest {reference!r} is not in repository {name!r}",
-                                      {"reference": reference})
-            audit.record(conn, "delete", f"{name}@{reference}" if is_digest(reference)
-                         else f"{name}:{reference}")
-            if deleted is not None:
-                self.events.emit(conn, "delete", name, deleted)
+            self._delete(conn, rid, name, reference)
+
+    def delete_repository(self, name: str) -> list[dict]:
+        """Delete repository ``name``: each of its manifests as ``delete(name, digest)``
+        would (its tags with it; one audit entry and one ``delete`` event each), then the
+        repository itself (its blob links and upload sessions), in one transaction.
+        Returns what went, newest first: ``[{"digest", "tags"}]``. Its blobs are freed
+        by GC like any others no manifest refers to.
+        """
+        with self.db.write() as conn:
+            rid = require_repo(conn, name)
+            # Locked until the end: a push into the repository commits before (and its
+            # manifest is listed here) or waits and then fails, its repository gone; none
+            # is swept away by the cascade without its audit entry and event.
+            conn.execute(select(repositories.c.id).where(repositories.c.id == rid)
+                         .with_for_update())
+            rows = conn.execute(select(manifests.c.id, manifests.c.digest)
+                                .where(manifests.c.repository_id == rid)
+                                .order_by(manifests.c.created_at.desc(),
+                                          manifests.c.id.desc())).all()
+            tagged: dict[int, list[str]] = {}
+            for mid, tag in conn.execute(select(tags.c.manifest_id, tags.c.name)
+                                         .where(tags.c.repository_id == rid)
+                                         .order_by(tags.c.name)):
+                tagged.setdefault(mid, []).append(tag)
+            for row in rows:
+                self._delete(conn, rid, name, row.digest)
+            conn.execute(delete(repositories).where(repositories.c.id == rid))
+        return [{"digest": row.digest, "tags": tagged.get(row.id, [])} for row in rows]
+
+    def _delete(self, conn: Connection, rid: int, name: str, reference: str) -> None:
+        """Delete in ``conn``: a manifest by digest (with its tags) or a tag by name; its
+        audit entry and its ``delete`` event in the same transaction."""
+        deleted = self._event_target(conn, rid, reference)
+        if is_digest(reference):
+            parse_digest(reference)
+            # Its tags go with it (cascade); so does their history, as when a tag is
+            # deleted by name: a later push to the tag starts afresh.
+            tagged = select(tags.c.name).join(manifests, manifests.c.id == tags.c.manifest_id
+                                              ).where(manifests.c.repository_id == rid,
+                                                      manifests.c.digest == reference)
+            conn.execute(delete(tag_history).where(tag_history.c.repository_id == rid,
+                                                   tag_history.c.tag.in_(tagged)))
+            gone = conn.execute(delete(manifests).where(
+                manifests.c.repository_id == rid, manifests.c.digest == reference))
+        else:
+            gone = conn.execute(delete(tags).where(
+                tags.c.repository_id == rid, tags.c.name == check_tag(reference)))
+            conn.execute(delete(tag_history).where(
+                tag_history.c.repository_id == rid, tag_history.c.tag == reference))
+        if gone.rowcount == 0:
+            raise ManifestUnknown(f"manifest {reference!r} is not in repository {name!r}",
+                                  {"reference": reference})
+        audit.record(conn, "delete", f"{name}@{reference}" if is_digest(reference)
+                     else f"{name}:{reference}")
+        if deleted is not None:
+            self.events.emit(conn, "delete", name, deleted)
 
     @staticmethod
     def _event_target(conn, rid: int, reference: str) -> dict | None:

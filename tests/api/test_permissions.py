@@ -154,6 +154,7 @@ V2 = "/v2/{name:path}"
 U = V2 + "/blobs/uploads"
 A = "/api/v1"
 R = A + "/repositories/{name:path}"
+WHOLE = A + "/repositories/{name:repository}"
 TM = "/v2/team/model"
 TR = A + "/repositories/team/model"
 
@@ -307,6 +308,9 @@ ROWS = [
     Row("GET", A + "/repositories", A + "/repositories", LISTING),
     Row("GET", R + "/tags", TR + "/tags", PULL_TEAM),
     Row("GET", R + "/tags", A + "/repositories/other/model/tags", OTHER_NS),
+    Row("DELETE", WHOLE, A + "/repositories/team/gone-{who}", DELETE_TEAM),
+    Row("DELETE", WHOLE, A + "/repositories/other/gone-{who}", OTHER_NS),
+    Row("DELETE", WHOLE, A + "/repositories/otto/gone-{who}", OWN_OTTO),
 ]
 
 

@@ -86,31 +86,32 @@ def test_bad_profiles_are_400_problems_naming_the_field(client):
 
 def test_profile_cli_sets_shows_and_removes(live_url, client, tmp_path):
     host = live_url.removeprefix("http://")
+    reg = ("-r", host)
 
     yaml_file = tmp_path / "team.yaml"
     yaml_file.write_text("name: team\nruns:\n  - {context: 4096, kv_cache: q4_0}\n"
                          "limits: {max_peak_memory: 2GiB}\n")
-    out = assay("profile", "set", "team", str(yaml_file), host)
+    out = assay("profile", "set", "team", str(yaml_file), host)  # the earlier spelling
     assert out.startswith("profile team (namespace team), sha256:"), out
     assert "run: context 4096, kv q4_0, parallel 1" in out
     assert "limits: max_peak_memory 2147483648" in out
-    shown = json.loads(assay("profile", "show", "team/gemma3", host, "--json"))
+    shown = json.loads(assay("profile", "show", "team/gemma3", *reg, "--json"))
     assert shown["namespace"] == "team" and shown["profile"]["runs"][0]["kv_cache"] == "q4_0"
 
     json_file = tmp_path / "site.json"
     json_file.write_text(json.dumps({"name": "site"}))
-    assay("profile", "set", "_", str(json_file), host)
-    assert "profile site (namespace _)" in assay("profile", "show", "other/x", host)
+    assay("profile", "set", "_", str(json_file), *reg)
+    assert "profile site (namespace _)" in assay("profile", "show", "other/x", *reg)
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("runs:\n  - {kv_cache: q5}\n")
-    out = assay("profile", "set", "team", str(bad), host, code=1)
+    out = assay("profile", "set", "team", str(bad), *reg, code=1)
     assert "runs[0].kv_cache: Input should be 'f16', 'q8_0' or 'q4_0'" in out, out
-    out = assay("profile", "set", "team", str(tmp_path / "missing.yaml"), host, code=1)
+    out = assay("profile", "set", "team", str(tmp_path / "missing.yaml"), *reg, code=1)
     assert "cannot read" in out and "missing.yaml" in out, out
 
-    assert assay("profile", "rm", "team", host).strip() == "removed the profile of team"
-    assert "profile site (namespace _)" in assay("profile", "show", "team/gemma3", host)
-    assay("profile", "rm", "_", host)
-    assert "the built-in default" in assay("profile", "show", "team", host)
-    assert "error:" in assay("profile", "rm", "team", host, code=1)
+    assert assay("profile", "rm", "team", *reg).strip() == "removed the profile of team"
+    assert "profile site (namespace _)" in assay("profile", "show", "team/gemma3", *reg)
+    assay("profile", "rm", "_", *reg)
+    assert "the built-in default" in assay("profile", "show", "team", *reg)
+    assert "error:" in assay("profile", "rm", "team", *reg, code=1)

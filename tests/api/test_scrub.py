@@ -394,8 +394,9 @@ def test_cli_storage_failure_is_exit_2_and_the_run_resumes(client, service, sett
     path.mkdir()
     failed = _assay(settings.data_dir)
     assert failed.returncode == 2
-    assert failed.stderr.startswith("error: scrub stopped: filesystem storage:")
-    assert len(failed.stderr.strip().splitlines()) == 1
+    said, error = failed.stderr.strip().splitlines()  # the database used, then one error
+    assert said == f"database: sqlite:///{settings.data_dir.resolve()}/assay.db"
+    assert error.startswith("error: scrub stopped: filesystem storage:")
     path.rmdir()
     path.write_bytes(b"bbb")
     # What was checked before the failure keeps its time; the next run starts with the

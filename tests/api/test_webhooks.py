@@ -634,34 +634,48 @@ def test_key_rotation_reseals_and_a_wrong_key_reseals_nothing(client, service, r
 
 def test_webhook_cli(live_url, client, receiver, deliverer):
     host = live_url.removeprefix("http://")
+    reg = ("-r", host)
 
-    out = assay("webhook", "add", receiver.url, host, "--event", "push")
-    assert out.startswith(f"webhook 1: {receiver.url} (events: push)"), out
-    secret = out.split("secret: ", 1)[1].split()[0]  # generated, shown once
+    # A generated secret is alone on stdout (for $(...)); what it is and the shown-once
+    # warning are on stderr.
+    secret = assay("webhook", "add", receiver.url, *reg, "--event", "push",
+                   stream="stdout").strip()
     assert len(secret) == 64
-    hooks = json.loads(assay("webhook", "ls", host, "--json"))
+    said = assay("webhook", "add", receiver.url + "/other", *reg, stream="stderr")
+    assert said.splitlines() == [
+        f"webhook 2: {receiver.url}/other (events: all)",
+        "the secret of its X-Assay-Signature; save it now: it is shown only once"]
+    assert assay("webhook", "rm", "2", *reg).strip() == "removed webhook 2"
+    hooks = json.loads(assay("webhook", "ls", *reg, "--json"))
     assert [(h["id"], h["events"], h["repository"]) for h in hooks] == [(1, ["push"], None)]
     assert secret not in json.dumps(hooks)
+    shown = assay("webhook", "show", "1", *reg)
+    assert shown.splitlines()[:3] == ["webhook 1", f"  url        {receiver.url}",
+                                      "  events     push"], shown
+    assert json.loads(assay("webhook", "show", "1", *reg, "--json"))["id"] == 1
 
     push_image(client, "team/app", "v1")
     assert deliverer.drain() == ["delivered"]
     assert receiver.received[0].signature_ok(secret)
-    table = assay("webhook", "deliveries", "1", host)
+    table = assay("webhook", "deliveries", "1", *reg)
     assert table.splitlines()[0].split()[:4] == ["ID", "ACTION", "TARGET", "STATUS"]
     assert "push" in table and "team/app:v1" in table and "delivered" in table, table
     (entry,) = log(client, 1)
-    out = assay("webhook", "redeliver", "1", str(entry["id"]), host)
+    out = assay("webhook", "redeliver", "1", str(entry["id"]), *reg)
     assert out.strip() == f"queued delivery {entry['id']} of webhook 1 again"
     assert deliverer.drain() == ["delivered"]
     assert len(receiver.received) == 2
 
+    # The earlier spelling, the registry as the last argument, still works.
+    assert json.loads(assay("webhook", "ls", host, "--json"))[0]["id"] == 1
     out = assay("webhook", "rm", "1", host)
     assert out.strip() == "removed webhook 1"
-    assert json.loads(assay("webhook", "ls", host, "--json")) == []
+    assert json.loads(assay("webhook", "ls", *reg, "--json")) == []
     for args, code, text in [
-            (["rm", "1", host], 1, "webhook 1 is not known"),
-            (["add", "ftp://x", host, "--secret", "k"], 1, "http:// or https://"),
-            (["add", receiver.url, host, "--event", "pull"], 2, "pull"),
-            (["ls", f"{host}/team/app"], 1, "without a repository")]:
+            (["rm", "1", *reg], 1, "webhook 1 is not known"),
+            (["add", "ftp://x", *reg, "--secret", "k"], 1, "http:// or https://"),
+            (["add", receiver.url, *reg, "--event", "pull"], 2, "pull"),
+            (["ls", "-r", f"{host}/team/app"], 1, "without a repository"),
+            (["ls", host, "-r", "127.0.0.1:1"], 2, "two registries given")]:
         lines = assay("webhook", *args, code=code).splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], lines

@@ -480,6 +480,11 @@ def test_against_cncf_distribution(gemma_gguf, safetensors_dir, cli, tmp_path):
         assert "not an assay registry" in text and "Q4_K_M" in text
         assert "team/gemma3" in cli("ls", host).stdout
         assert "270m" in cli("ls", f"{host}/team/gemma3").stdout
+        refused = cli("rm", f"{host}/team/gemma3", "--all", "--yes", ok=False)
+        assert refused.returncode == 1 and refused.stderr == (
+            f"error: {host} is not an assay registry: it has no API to delete a whole "
+            f"repository; delete each tag with assay rm {host}/team/gemma3:TAG\n")
+        assert "270m" in cli("ls", f"{host}/team/gemma3").stdout  # nothing deleted
     finally:
         registry.stop()
 

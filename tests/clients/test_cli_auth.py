@@ -53,6 +53,7 @@ def admin_cli(cli, data_dir: Path, *args: str, stdin: str | None = None) -> str:
 
 def start(cli, data_dir: Path, env: dict | None = None):
     data_dir.mkdir(parents=True, exist_ok=True)
+    admin_cli(cli, data_dir, "migrate")  # admin commands create no database of their own
     for name, password in PASSWORDS.items():
         admin_cli(cli, data_dir, "user", "add", name, "--password-stdin",
                   *(["--admin"] if name == "root" else []), stdin=password + "\n")
@@ -120,7 +121,7 @@ def login(run, server, user: str):
 
 
 def test_login_wrong_password_stores_nothing(run, server, env):
-    proc = run("login", server.host_port, "-u", "wanda", "--password-stdin", ok=False,
+    proc = run("login", "-r", server.host_port, "-u", "wanda", "--password-stdin", ok=False,
                stdin="not-her-password\n")
     line = one_line_error(proc)
     assert f"{server.host_port} refused the credentials of wanda" in line
@@ -163,7 +164,7 @@ def test_modelfile_from_a_model_mounts_it_with_auth_on(run, server, model, tmp_p
 def test_refused_without_login(run, server, model, tmp_path):
     ref = f"{server.host_port}/team/nologin:v1"
     for args in (("push", model, ref, "-q"), ("pull", ref, "-o", tmp_path, "-q"),
-                 ("status", ref), ("token", "ls", "--registry", server.host_port)):
+                 ("status", ref), ("token", "ls", "-r", server.host_port)):
         line = one_line_error(run(*args, ok=False))
         assert f"assay login {server.host_port}" in line, args
 
@@ -249,12 +250,14 @@ def test_docker_config_fallback(run, server, env, model):
 # ---------------------------------------------------------------------------- tokens, keys
 
 
-def test_token_create_prints_a_working_token_and_scopes_hold(run, server, model, tmp_path):
+def test_token_add_prints_a_working_token_and_scopes_hold(run, server, model, tmp_path):
     login(run, server, "wanda")
-    reg = ("--registry", server.host_port)
-    full = run("token", "create", "laptop", *reg).stdout.strip()
+    reg = ("-r", server.host_port)
+    added = run("token", "add", "laptop", *reg)
+    full = added.stdout.strip()  # alone on stdout; the warning on stderr
+    assert added.stdout == full + "\n" and "save it now: it is shown only once" in added.stderr
     pull_only = run("token", "create", "ci-pull", "--scope", "pull", "--expires-days", "1",
-                    *reg).stdout.strip()
+                    "--registry", server.host_port).stdout.strip()  # the earlier verb
     assert full.startswith("assay_pat_") and pull_only.startswith("assay_pat_")
     listed = json.loads(run("token", "ls", "--json", *reg).stdout)
     scopes = {t["name"]: t["scopes"] for t in listed}
@@ -272,7 +275,7 @@ def test_token_create_prints_a_working_token_and_scopes_hold(run, server, model,
 
     login(run, server, "wanda")
     token_id = next(t["id"] for t in listed if t["name"] == "ci-pull")
-    assert f"revoked token {token_id}" in run("token", "revoke", str(token_id), *reg).stdout
+    assert f"revoked token {token_id}" in run("token", "rm", str(token_id), *reg).stdout
     line = one_line_error(run("pull", ref, "-o", tmp_path / "p2", "-q", ok=False,
                               ASSAY_TOKEN=pull_only))
     assert "refused the credentials for team/pat" in line and "ASSAY_TOKEN" in line
@@ -283,7 +286,7 @@ def test_key_add_then_listed_and_removed(run, server, env):
     key_dir = Path(env["HOME"]) / ".ollama"
     key.save(key_dir)
     login(run, server, "wanda")
-    reg = ("--registry", server.host_port)
+    reg = ("-r", server.host_port)
     added = json.loads(run("key", "add", "--json", *reg).stdout)  # ~/.ollama/id_ed25519.pub
     keys = json.loads(run("key", "ls", "--json", *reg).stdout)
     assert [k["fingerprint"] for k in keys] == [added["fingerprint"]]
@@ -298,19 +301,21 @@ def test_key_add_then_listed_and_removed(run, server, env):
 
 def test_webhooks_need_a_site_admin(run, server):
     login(run, server, "wanda")
-    assert one_line_error(run("webhook", "ls", server.host_port, ok=False)).startswith(
+    assert one_line_error(run("webhook", "ls", "-r", server.host_port, ok=False)).startswith(
         "error: denied: ")
     login(run, server, "root")
-    run("webhook", "ls", server.host_port)
+    run("webhook", "ls", "-r", server.host_port)
 
 
 def test_server_side_token_commands_moved_under_user(run, server, tmp_path):
     data_dir = server.log_path.parent
-    out = run("user", "token", "create", "wanda", "--name", "admin-made", "--data-dir",
+    out = run("user", "token", "add", "wanda", "--name", "admin-made", "--data-dir",
               data_dir).stdout.strip()
     assert out.startswith("assay_pat_")
     assert "admin-made" in run("user", "token", "ls", "wanda", "--data-dir", data_dir).stdout
-    # the earlier spelling still works for scripts
+    # the earlier spellings still work for scripts
+    assert run("user", "token", "create", "wanda", "--name", "older", "--data-dir",
+               data_dir).stdout.startswith("assay_pat_")
     assert run("token", "create", "wanda", "--name", "old-spelling", "--data-dir",
                data_dir).stdout.startswith("assay_pat_")
 

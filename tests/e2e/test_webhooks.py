@@ -16,12 +16,12 @@ def test_signed_push_and_verification_events_arrive(harness, cli, gemma_gguf):
     try:
         # The receiver is on loopback, where webhooks go only if the operator allows it.
         server = harness.server({"ASSAY_OUTBOUND_ALLOW": f"127.0.0.1:{receiver.port}"})
-        added = cli("webhook", "add", receiver.url, server.host_port, "--secret", SECRET,
+        added = cli("webhook", "add", receiver.url, "-r", server.host_port, "--secret", SECRET,
                     *[arg for e in EVENTS for arg in ("--event", e)],
                     "--repository", "team/*")
         assert added.stdout.startswith("webhook 1: " + receiver.url), added.stdout
         assert SECRET not in added.stdout
-        listed = cli("webhook", "ls", server.host_port).stdout
+        listed = cli("webhook", "ls", "-r", server.host_port).stdout
         assert receiver.url in listed and "team/*" in listed and SECRET not in listed
 
         ref = f"{server.host_port}/team/gemma3:270m"
@@ -51,11 +51,11 @@ def test_signed_push_and_verification_events_arrive(harness, cli, gemma_gguf):
         assert v["backend"] == "llama.cpp" and v["figures"]["generation_tps"] > 0, v
         assert v["figures"]["tokens_generated"] > 0 and v["figures"]["output"], v
 
-        log = cli("webhook", "deliveries", "1", server.host_port).stdout
+        log = cli("webhook", "deliveries", "1", "-r", server.host_port).stdout
         assert "verification.succeeded" in log and "delivered" in log, log
         assert "204" in log, log
-        cli("webhook", "rm", "1", server.host_port)
-        assert cli("webhook", "ls", server.host_port).stdout == ""
+        cli("webhook", "rm", "1", "-r", server.host_port)
+        assert cli("webhook", "ls", "-r", server.host_port).stdout == ""
         missing = cli("webhook", "rm", "1", server.host_port, ok=False)
         assert missing.returncode == 1 and missing.stderr.startswith("error: "), missing
         assert len(missing.stderr.strip().splitlines()) == 1, missing.stderr

@@ -77,6 +77,7 @@ def start_auth_registry(data_dir: Path, env: dict | None = None) -> AuthRegistry
     """Make the identities with the CLI (before the first start, as an operator would),
     then start ``assay serve`` with ``ASSAY_AUTH=1`` on a free loopback port."""
     data_dir.mkdir(parents=True, exist_ok=True)
+    run_admin_cli(data_dir, "migrate")  # admin commands create no database of their own
     _admin_token = _admin_token_group()
     for name, password in AUTH_PASSWORDS.items():
         run_admin_cli(data_dir, "user", "add", name, "--password-stdin",

@@ -49,11 +49,11 @@ def test_migrate_and_gc_commands(tmp_path):
     r = runner.invoke(main, ["gc", "--data-dir", str(tmp_path), "--dry-run"])
     assert r.exit_code == 0 and "would delete 0 blob(s)" in r.output  # grace period
     # ... and says so: the blob waits out the 1h grace period after its last use.
-    assert r.output.splitlines()[1].startswith(
+    assert r.stdout.splitlines()[1].startswith(
         "waiting: 1 unreferenced blob(s) (7B) inside the 1h grace period after their last "
         "use; `assay gc` frees them at "), r.output
     r = runner.invoke(main, ["gc", "--data-dir", str(tmp_path), "--dry-run", "--json"])
-    waiting = json.loads(r.output)["waiting"]
+    waiting = json.loads(r.stdout)["waiting"]
     assert (waiting["blobs"]["count"], waiting["blobs"]["bytes"], waiting["uploads"]["count"]) \
         == (1, 7, 0)
     r = runner.invoke(main, ["gc", "--data-dir", str(tmp_path), "--grace-seconds", "0"])

@@ -16,6 +16,7 @@ One module per resource, handlers thin. Errors are RFC 9457 problem details
     GET /api/v1/verifications?reference=<ref>           a local or remote model's runs
     GET /api/v1/workers                                 verification workers, last seen
     GET /api/v1/repositories[/<name>/tags], /api/v1/models     browse, filter, page
+    DELETE /api/v1/repositories/<name>                  the whole repository
     GET /api/v1/openapi.json                            the OpenAPI document of all this
     POST|GET /api/v1/webhooks, GET|DELETE /api/v1/webhooks/<id>    outgoing webhooks
     GET /api/v1/webhooks/<id>/deliveries[/<d>], POST .../<d>/redeliver   delivery log
@@ -30,7 +31,7 @@ document by walking this table; resources share helpers only through ``common`` 
 
 from starlette.routing import Mount, Route
 
-from registry.access.permissions import ADMIN, PULL, PUSH
+from registry.access.permissions import ADMIN, DELETE, PULL, PUSH
 from registry.api.guard import ACCOUNT, ANYONE, PUBLIC, SITE_ADMIN, USER, guard
 from registry.api.rest import (
     accounts,
@@ -41,6 +42,7 @@ from registry.api.rest import (
     policies,
     profiles,
     quotas,
+    repositories,
     storage,
     verifications,
     webhooks,
@@ -50,6 +52,7 @@ from registry.api.rest.routing import route
 
 R = "/repositories/{name:path}"
 pull, push, repo_admin = guard(("repo", PULL)), guard(("repo", PUSH)), guard(("repo", ADMIN))
+repo_delete = guard(("repo", DELETE))
 site_admin, user, anyone, public = guard(SITE_ADMIN), guard(USER), guard(ANYONE), guard(PUBLIC)
 account = guard(ACCOUNT)  # minting tokens and keys: not with a narrowed token
 ns_admin = guard(("namespace", ADMIN))
@@ -111,5 +114,8 @@ routes = [
         Route("/models", anyone(browse.list_models), methods=["GET"]),
         Route("/repositories", anyone(browse.list_repositories), methods=["GET"]),
         Route(R + "/tags", pull(browse.list_tags), methods=["GET"]),
+        # Its {name:repository} never takes the paths above for a name.
+        Route("/repositories/{name:repository}", repo_delete(repositories.delete_repository),
+              methods=["DELETE"]),
     ]),
 ]
