@@ -41,6 +41,9 @@ def run_push(path: str, ref_text: str, fmt: str | None, insecure: bool, quiet: b
         layout = result.layout
         size = sum(b.size for b in layout.blobs())
         base = f"; FROM {layout.base}" if layout.base else ""
+        if layout.card is not None and layout.card.error:
+            click.echo(f"warning: pushed unchecked: {layout.source or path}: "
+                       f"{layout.card.error}", err=True)
         click.echo(f"pushed {result.reference} ({layout.kind}, {len(layout.layers)} layer(s), "
                    f"{human_size(size)}; blobs: {counts}{base})")
 

@@ -69,7 +69,13 @@ class CardReader(Protocol):
     readers (``registry.formats.cards.LocalCards``), so a push describes a model with the
     same code the registry uses for what is pushed to it, and the client imports nothing
     from the server.
+
+    ``checked``: a file whose card has an ``error`` (a truncated or corrupt header) is
+    refused before anything is sent; False lets it through, to see the registry's own
+    checks and verification catch it (``assay push --unchecked``).
     """
+
+    checked: bool
 
     def gguf(self, path: Path) -> Card:
         """The card of one GGUF file."""
@@ -221,8 +227,9 @@ def gguf_card(path: Path, cards: CardReader) -> Card:
         card = cards.gguf(path)
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if card.error:
-        raise InputError(f"{path} is not a readable GGUF file: {card.error}")
+    if card.error and cards.checked:
+        raise InputError(f"{path} is not a readable GGUF file: {card.error} (--unchecked "
+                         f"pushes it anyway)")
     return card
 
 
@@ -448,8 +455,9 @@ def directory_card(root: Path, files: list[tuple[str, Path]], cards: CardReader)
         card = cards.directory(files)
     except OSError as exc:
         raise InputError(f"cannot read {root}: {exc.strerror or exc}") from None
-    if card.error:
-        raise InputError(f"{root} is not a readable safetensors model: {card.error}")
+    if card.error and cards.checked:
+        raise InputError(f"{root} is not a readable safetensors model: {card.error} "
+                         f"(--unchecked pushes it anyway)")
     return card
 
 

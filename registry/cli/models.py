@@ -27,16 +27,20 @@ from registry.cli.options import REF_HELP, insecure_option, quiet_option
 @click.option("--format", "fmt", metavar="ollama|docker|modelpack",
               help="Layout: for a .gguf ollama (default), docker or modelpack; for a model "
                    "directory modelpack (default) or docker; a Modelfile is always ollama.")
+@click.option("--unchecked", is_flag=True,
+              help="Push even a file whose header or tensor table cannot be read (normally "
+                   "refused before a byte is sent), e.g. to see the registry's verification "
+                   "fail a truncated model.")
 @insecure_option
 @quiet_option
-def push(path, ref, fmt, insecure, quiet) -> None:
+def push(path, ref, fmt, unchecked, insecure, quiet) -> None:
     """Push PATH (a .gguf file, an Ollama Modelfile, or a safetensors/MLX model directory)
     to REF. Blobs the registry already has are skipped or mounted."""
     # Imported here: the header readers load gguf and numpy (~0.2 s), which the other
     # commands of this module (pull, ls, inspect...) never need.
     from registry.formats.cards import LocalCards
 
-    run_push(path, ref, fmt, insecure, quiet, LocalCards())
+    run_push(path, ref, fmt, insecure, quiet, LocalCards(checked=not unchecked))
 
 
 @click.command(epilog=REF_HELP)

@@ -401,7 +401,11 @@ def read_safetensors_card(files: Mapping[str, FileSource]) -> ModelCard:
 
 class LocalCards:
     """The cards of model files on this machine: the ``client.layouts.CardReader`` that
-    ``assay push`` hands to the client. Raises ``OSError`` when a file cannot be read."""
+    ``assay push`` hands to the client. Raises ``OSError`` when a file cannot be read.
+    ``checked=False``: a card with an error does not stop the push (``--unchecked``)."""
+
+    def __init__(self, checked: bool = True):
+        self.checked = checked
 
     def gguf(self, path: Path) -> ModelCard:
         with open(path, "rb") as f:
