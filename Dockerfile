@@ -19,8 +19,9 @@ COPY migrations ./migrations
 ENV CMAKE_ARGS="-DGGML_NATIVE=OFF"
 # llama-cpp-python has no Linux wheel on PyPI: pip compiles llama.cpp (~12 minutes on two
 # cores). The cache mount keeps pip's wheel cache between builds, so only the first build
-# on a machine pays for it. PIP_FIND_LINKS (pip reads it) names a directory of ready wheels
-# to prefer, e.g. one mounted into the build with `buildah bud -v DIR:/wheelhouse:ro`.
+# on a machine pays for it. PIP_FIND_LINKS (pip reads it) names ready wheels to prefer: a
+# URL (a wheel server) or a directory mounted into the build
+# (`buildah bud -v DIR:/wheelhouse:ro --build-arg PIP_FIND_LINKS=/wheelhouse`).
 ARG PIP_FIND_LINKS
 RUN --mount=type=cache,target=/root/.cache/pip pip wheel --wheel-dir /wheels .
 
