@@ -24,6 +24,10 @@ else
     command -v rclone >/dev/null 2>&1 || wanted="$wanted rclone"
     command -v sqlite3 >/dev/null 2>&1 || wanted="$wanted sqlite3"
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || wanted="$wanted postgresql"
+    # Build the Dockerfile's image and run compose.yaml's services from it without a Docker
+    # engine, on a locally made Debian base (tests/deploy/test_compose_up.py).
+    command -v buildah >/dev/null 2>&1 || wanted="$wanted buildah"
+    command -v debootstrap >/dev/null 2>&1 || wanted="$wanted debootstrap"
 fi
 [ -n "$wanted" ] || exit 0
 

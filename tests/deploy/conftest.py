@@ -1,10 +1,9 @@
-"""Failed topology tests get the logs of every replica and worker they started."""
+"""Failed topology tests get the logs of every replica, worker and container they started
+(any fixture value with a ``logs()`` method: ``Topology``, the compose test's ``Stack``)."""
 
 from __future__ import annotations
 
 import pytest
-
-from tests.support.topology import Topology
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -13,5 +12,6 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     if report.failed:
         for value in (getattr(item, "funcargs", None) or {}).values():
-            if isinstance(value, Topology):
-                report.sections.extend(value.logs())
+            logs = getattr(value, "logs", None)
+            if callable(logs):
+                report.sections.extend(logs())

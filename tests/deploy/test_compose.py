@@ -2,8 +2,9 @@
 team topology: one-shot migrations and bucket creation before anything uses them,
 health checks, named volumes, settings from .env with defaults.
 
-There is no Docker engine here; the same topology runs as real processes in the
-other deploy tests. The schema is a copy of shared/schemas/compose-spec.json.
+There is no Docker engine here: test_compose_up.py runs the assay services of this file
+from the image with buildah, and test_replicas.py the same topology as processes. The
+schema is a copy of shared/schemas/compose-spec.json.
 """
 
 from __future__ import annotations
@@ -155,3 +156,25 @@ def test_env_example_lists_every_variable():
         assert var in listed
     for var, default in used.items():
         assert listed[var] == default, f"{var}: .env.example and compose.yaml disagree"
+
+
+def test_services_read_as_compose_resolves_them():
+    """tests/support/compose.py, which test_compose_up.py runs the services with, resolves
+    ${VAR:-default} from .env or the default, ${VAR-default} only when unset, and $$."""
+    from tests.support import compose
+
+    assert compose.interpolate("${A:-x}/${B-y}/${C}/$$D", {"A": "", "B": ""}) == "x///$D"
+    assert compose.interpolate("${A:-x}/${B-y}", {"A": "a", "B": "b"}) == "a/b"
+    with pytest.raises(ValueError, match="unsupported"):
+        compose.interpolate("${A:?required}", {})
+    registry = compose.service("registry")
+    assert registry.environment["ASSAY_S3_BUCKET"] == "assay"
+    assert registry.environment["ASSAY_DATABASE_URL"] == \
+        "postgresql+psycopg://assay:assay@postgres:5432/assay"
+    assert registry.healthcheck[:2] == ["python", "-c"]
+    ours = compose.service("registry", {"ASSAY_S3_BUCKET": "ours", "POSTGRES_PASSWORD": "pw"})
+    assert ours.environment["ASSAY_S3_BUCKET"] == "ours"
+    assert ours.environment["ASSAY_DATABASE_URL"].startswith("postgresql+psycopg://assay:pw@")
+    assert compose.service("worker", {"ASSAY_WORKER_CONCURRENCY": "3"}).command == \
+        ["assay", "worker", "--concurrency", "3"]
+    assert "$MINIO_ROOT_USER" in compose.service("minio-init").command[0]
