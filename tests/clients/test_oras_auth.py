@@ -117,7 +117,15 @@ def test_robot_token_as_password(auth_registry, artifact, tmp_path):
     assert_pulled(tmp_path / "out", artifact)
 
 
-def test_without_credentials_oras_is_refused(auth_registry, artifact, tmp_path, caplog):
+def test_without_credentials_oras_is_refused(auth_registry, artifact, tmp_path, caplog,
+                                             monkeypatch):
+    # oras retries a refused request 5 times, sleeping 3 + 3**n seconds in between (~4
+    # minutes in all). The retries are still made and refused; only the waits between
+    # them are skipped (oras.decorator's own reference to the time module is replaced).
+    import oras.decorator
+
+    waits = []
+    monkeypatch.setattr(oras.decorator, "time", SimpleNamespace(sleep=waits.append))
     writer = oras_registry(auth_registry, tmp_path / "w", "wanda", backend="basic")
     assert push(writer, auth_registry, "team/oras-private", artifact).status_code == 201
 
@@ -128,6 +136,7 @@ def test_without_credentials_oras_is_refused(auth_registry, artifact, tmp_path, 
         pull(anonymous, auth_registry, "team/oras-private", tmp_path / "out")
     assert "Please use basic auth with a username or password" in caplog.text, caplog.text
     assert not (tmp_path / "out" / "weights.bin").exists()
+    assert len(waits) >= 4, waits  # oras did retry (and would have waited) each time
 
     with pytest.raises(Exception) as failure:  # noqa: B017,PT011
         response = push(anonymous, auth_registry, "team/oras-anonymous", artifact)
