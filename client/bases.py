@@ -31,6 +31,7 @@ from pathlib import Path
 
 from client import mediatypes as mt
 from client.blobs import BLOCK, Blob
+from client.credentials import lookup
 from client.errors import BadReference, ClientError, InputError, NotFoundError, response_error
 from client.pull import SMALL_LAYER_LIMIT, fetch_small, resolve_manifest
 from client.ref import DIGEST_RE, Reference, Registry, parse_reference
@@ -220,7 +221,11 @@ class BaseModels:
         if self._same(registry):
             return self.target
         if registry.host not in self._clients:
-            self._clients[registry.host] = RegistryClient(registry)
+            # The Modelfile's author named this host, not the user: only credentials kept
+            # for it (assay login, Docker's config) go there, never the environment's
+            # unbound ASSAY_TOKEN / ASSAY_USERNAME+PASSWORD (see client.credentials).
+            credentials = lookup(registry.host, registry.scheme, ambient=False)
+            self._clients[registry.host] = RegistryClient(registry, credentials=credentials)
         return self._clients[registry.host]
 
     def _from_registry(self, client: RegistryClient, ref: Reference, doc: dict,

@@ -23,7 +23,7 @@ import uvicorn
 from click.testing import CliRunner
 
 from client import mediatypes as mt
-from client.bases import parse_model_name
+from client.bases import BaseModels, parse_model_name
 from client.errors import BadReference, ClientError, InputError
 from client.layouts import go_json
 from client.locations import BlobLocations
@@ -396,3 +396,19 @@ def test_the_cli_says_where_from_came_from(registries, base_on_target, tmp_path,
     assert result.stderr == (f"error: {tmp_path / 'Modelfile'} line 1: FROM gemma3:270m: not "
                              f"found in {tmp_path / 'models'} nor in "
                              f"{target.host}/library/gemma3:270m\n")
+
+
+def test_a_from_on_another_host_never_gets_the_environments_credentials(tmp_path,
+                                                                         monkeypatch):
+    """A Modelfile's FROM names a host its author chose: an unbound ASSAY_TOKEN (no
+    ASSAY_REGISTRY) goes to the registry pushed to, never to that host."""
+    monkeypatch.setenv("ASSAY_CONFIG_DIR", str(tmp_path / "config"))
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+    monkeypatch.setenv("ASSAY_TOKEN", "assay_pat_secret")
+    monkeypatch.delenv("ASSAY_REGISTRY", raising=False)
+    target = RegistryClient(Registry("127.0.0.1:9", "http"))
+    assert target.auth.credentials is not None  # the user's own target gets them
+    with target, BaseModels(target, tmp_path / "models") as bases:
+        other = bases._client(Registry("elsewhere.example:5000", "https"))
+        assert other is not target
+        assert other.auth.credentials is None
