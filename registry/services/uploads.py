@@ -195,8 +195,10 @@ class UploadService(Service):
         request is writing the session; SizeInvalid if the body length contradicts
         Content-Range / Content-Length; UploadTooLarge (413) if the session would pass
         ``max_upload_bytes``; QuotaExceeded (403 DENIED) if the session would pass the
-        room left in the namespace's quota (``digest``: the blob it will be, when the
-        request says so; one the namespace holds already costs nothing). Both limits
+        room left in the namespace's quota. The quota applies only when the request names
+        its ``digest`` (a monolithic POST or the final PUT): a bare PATCH may be carrying a
+        blob the namespace holds already, which costs nothing, and that is known only once
+        the digest is, so such a session is checked when it commits. Both limits
         are checked by the declared length before a byte is read, else as the body
         streams. On any failure the chunk's bytes are dropped and the session stays at
         its previous offset; past the quota the session is removed (it cannot commit).
@@ -258,7 +260,8 @@ class UploadService(Service):
 
     def _limits(self, name: str, digest: str | None, received: int) -> list[Limit]:
         """What a session standing at ``received`` bytes may still take: the upload size
-        limit and, in a namespace with a quota, the room left in it."""
+        limit and, when the request names the blob's ``digest`` in a namespace with a
+        quota, the room left in it."""
         cap = self.settings.max_upload_bytes
 
         def too_large(n: int) -> UploadTooLarge:
@@ -266,6 +269,8 @@ class UploadService(Service):
                                   f"exceed the limit of {cap} bytes", {"limit": cap})
 
         limits = [(cap - received, too_large)]
+        if digest is None:  # maybe a blob the namespace holds: the commit decides
+            return limits
         with self.db.read() as conn:
             room = quotas.room(conn, name, digest)
         if room is not None:
