@@ -1,7 +1,7 @@
 """namespaces: retention's protected tag patterns and "keep the newest N ready"
 
 Revision ID: 0013
-Revises: 0011
+Revises: 0012
 Create Date: 2026-12-08 10:00:00
 """
 import sqlalchemy as sa

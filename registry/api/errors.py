@@ -35,7 +35,9 @@ _HTTP_CODES = {404: "UNSUPPORTED", 405: "UNSUPPORTED", 413: "SIZE_INVALID"}
 
 PROBLEM_JSON = "application/problem+json"
 ERROR_HEADER = "X-Error-Message"
-ERROR_HEADER_MAX = 500  # characters of the message (the client shows one line)
+# Bytes of the encoded value: well under the 4-8 KiB a proxy allows for all headers
+# (a message may repeat a caller's input, and percent-encoding can triple it).
+ERROR_HEADER_MAX = 1024
 # Printable ASCII stays as it is, so the header reads well in curl -I; "%" and anything
 # else (non-ASCII names, control characters) is percent-encoded.
 _HEADER_SAFE = "".join(chr(c) for c in range(32, 127) if chr(c) != "%")
@@ -62,8 +64,13 @@ def oci_error(status: int, code: str, message: str, detail=None, headers=None) -
 
 
 def error_header(message: str) -> str:
-    """``message`` as an ``X-Error-Message`` value (``urllib.parse.unquote`` reverses it)."""
-    return quote(message[:ERROR_HEADER_MAX], safe=_HEADER_SAFE)
+    """``message`` as an ``X-Error-Message`` value (``urllib.parse.unquote`` reverses it),
+    at most ``ERROR_HEADER_MAX`` bytes: cut whole characters, never inside a ``%XX``."""
+    encoded = quote(message, safe=_HEADER_SAFE)
+    while len(encoded) > ERROR_HEADER_MAX:
+        message = message[:max(len(message) * ERROR_HEADER_MAX // len(encoded) - 1, 0)]
+        encoded = quote(message, safe=_HEADER_SAFE)
+    return encoded
 
 
 async def registry_error(request: Request, exc: RegistryError) -> JSONResponse:

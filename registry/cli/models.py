@@ -107,7 +107,7 @@ def _many(*names: str, metavar: str, text: str):
               help="Order: name A-Z, updated newest first, size smallest first, tps fastest "
                    "first, memory least first, perplexity lowest first [default: name]; "
                    "unknown figures last.")
-@click.option("-r", "--reverse", is_flag=True, help="Reverse the order.")
+@click.option("--reverse", is_flag=True, help="Reverse the order.")
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 @insecure_option
 def ls_command(location, status, fmt, backend, arch, quant, min_tps, max_memory,

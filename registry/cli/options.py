@@ -97,8 +97,9 @@ def data_dir_option(help: str = "[ASSAY_DATA_DIR, ./data]", *, init: bool = True
     if not init:
         return data_dir
     allow = click.option("--init", is_flag=True, expose_value=False, callback=_remember_init,
-                         help="Create the database if there is none (the first admin, "
-                              "before the registry ever ran).")
+                         help="Create an empty database if there is none instead of "
+                              "refusing (e.g. to add the first admin before the "
+                              "registry has ever run).")
     return lambda f: data_dir(allow(f))
 
 

@@ -102,7 +102,7 @@ def test_filters_and_sorts_map_to_the_browse_api(host, zoo):
     assert tags("--max-memory", "117MiB") == []
     assert tags("--max-memory", "118MiB", "--format", "GGUF") == ["fast", "slow"]
     assert tags("--quant", "f32", "--arch", "LLAMA", "-q", "S") == ["fast", "slow"]
-    assert tags("--backend", "llama.cpp", "--sort", "name", "-r") == \
+    assert tags("--backend", "llama.cpp", "--sort", "name", "--reverse") == \
         ["slow", "fast", "broken"]
     none = _cli("ls", f"{host}/team/m", "--status", "ready", "--min-tps", "1000")
     assert none.stdout == "" and none.stderr == f"{host}/team/m: nothing matches\n"

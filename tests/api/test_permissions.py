@@ -248,7 +248,7 @@ ROWS = [
         LOOKUP_OTHER),
     Row("GET", A + "/verifications", A + f"/verifications?reference={REMOTE_REF}",
         LOOKUP_REMOTE),
-    Row("GET", A + "/workers", A + "/workers", SIGNED_IN),
+    Row("GET", A + "/workers", A + "/workers", SITE),
     # ---- REST: identities, roles, audit -------------------------------------------------
     Row("GET", A + "/me", A + "/me", SIGNED_IN),
     Row("GET", A + "/users", A + "/users", SITE),

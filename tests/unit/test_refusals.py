@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from registry.access.permissions import ADMIN, DELETE, PULL, PUSH, Identity, parse_scopes
 from registry.access.refusals import explain, site_admin
 
@@ -109,3 +111,16 @@ def test_namespace_administration_and_site_admin():
         "the token 'ro' (scope: pull) may not GET /api/v1/users; root is a site admin: use "
         "the password or a token with the admin scope")
     assert why.lacking == "token"
+
+
+@pytest.mark.parametrize("message", ["x" * 5000, "\U0001f600" * 600, "a\r\nb" * 400, "ok"])
+def test_the_error_header_is_bounded_and_cut_between_characters(message):
+    from urllib.parse import unquote
+
+    from registry.api.errors import ERROR_HEADER_MAX, error_header
+
+    value = error_header(message)
+    assert len(value) <= ERROR_HEADER_MAX
+    assert value.isascii() and "\r" not in value and "\n" not in value
+    assert message.startswith(unquote(value, errors="strict"))
+    assert len(value) > ERROR_HEADER_MAX - 20 or value == "ok"  # cut near the bound

@@ -81,7 +81,7 @@ routes = [
         # check their own credentials (ASSAY_HOOK_TOKEN / ASSAY_HOOK_SECRET).
         Route("/hooks/validate", public(hooks.validate), methods=["POST"]),
         Route("/verifications", anyone(verifications.by_reference), methods=["GET"]),
-        Route("/workers", user(workers.list_workers), methods=["GET"]),
+        Route("/workers", site_admin(workers.list_workers), methods=["GET"]),
         # Identities, roles and the audit log (registry.api.rest.accounts).
         Route("/me", user(accounts.me), methods=["GET"]),
         route("/users", GET=site_admin(accounts.list_users), POST=site_admin(accounts.create_user)),
