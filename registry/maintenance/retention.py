@@ -10,30 +10,36 @@ to every repository in it:
   (``tags.updated_at``).
 - ``keep_ready`` N: each repository keeps its N most recently pushed or moved *ready*
   tags, and every tag still waiting for its verdict (queued or verifying: it may yet
-  become ready). Ready means the gate serves it: a model verified ready, a failed model
-  an admin overrode, or content that is not a model (never verified). Failed tags do not
-  count: they are deleted unless another rule keeps them.
+  become ready). Ready means the gate serves something for it: its manifest (a model
+  verified ready, a failed model an admin overrode, or content that is not a model:
+  never verified), or, when that one failed, the newest ready (or overridden) manifest
+  the tag pointed at before (``tag_history``, as ``ManifestService.get`` picks it).
+  Failed tags (failed, and nothing older to serve) do not count: they are deleted unless
+  another rule keeps them.
 - Tags are deleted only when ``keep_tags`` or ``keep_ready`` is set, and then a tag is
   kept when any rule keeps it (protected, among the newest ``keep_tags``, or kept by
   ``keep_ready``); the others are deleted (the tag only: the manifest stays, untagged,
   for the rule below).
 - ``untagged_days`` D: a manifest with no tag (after the rules above), created more than
   D days ago, is deleted, unless something kept needs it. Kept are: tagged manifests;
-  young ones; the children of a kept index; the referrers (manifests with a ``subject``)
-  of a kept manifest. A referrer whose subject is stored goes with its subject and
-  never on its own, whatever its age; one whose subject is not stored is judged by age.
+  the manifest the gate serves for a kept tag from its history (its own manifest failed
+  or is still verifying); young ones; the children of a kept index; the referrers
+  (manifests with a ``subject``) of a kept manifest. A referrer whose subject is stored
+  goes with its subject and never on its own, whatever its age; one whose subject is
+  not stored is judged by age.
 
 Every deletion goes through ``ManifestService.delete``, the path of a DELETE request,
 so events (webhooks), model rows (cascade) and the audit log stay as they would be.
 A run first lists what to delete (``plan``), then deletes it one item at a time
 (``execute``), parents and subjects before their children and referrers. Each item is
 re-checked in the transaction that deletes it, under the write lock: a tag pushed again
-or moved (or whose model's verdict changed, when ``keep_ready`` judged it), a manifest
-tagged, pushed into a new index or given a new referrer after the listing is kept
-(reported as skipped), and so are the children and referrers whose deletion depended on
-it. Blobs are not deleted here: ``assay gc`` frees those no manifest refers to any more,
-once the grace period after their last use has passed; the report says how many blobs
-this run left unused and when gc may free them, and which untagged manifests stay.
+or moved (or whose verdict changed, when ``keep_ready`` judged it), a manifest tagged,
+served for a tag from its history, pushed into a new index or given a new referrer
+after the listing is kept (reported as skipped), and so are the children and referrers
+whose deletion depended on it. Blobs are not deleted here: ``assay gc`` frees those no
+manifest refers to any more, once the grace period after their last use has passed; the
+report says how many blobs this run left unused and when gc may free them, and which
+untagged manifests stay.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 
-from sqlalchemy import exists, or_, select
+from sqlalchemy import and_, exists, or_, select
 
 from registry.db.tables import (
     as_utc,
@@ -53,6 +59,7 @@ from registry.db.tables import (
     manifests,
     namespaces,
     repositories,
+    tag_history,
     tags,
     utcnow,
 )
@@ -60,18 +67,30 @@ from registry.errors import ManifestUnknown, NameUnknown
 from registry.maintenance.gc import Pending, duration
 from registry.services import RegistryService
 from registry.services.common import in_namespaces
+from registry.services.manifests import gate_fallbacks, servable
 from registry.services.quotas import human, namespace_of
 
 READY, FAILED, PENDING = "ready", "failed", "pending"
 
 
-def readiness(status: str | None, override_at: datetime | None) -> str:
-    """A manifest as ``keep_ready`` sees it: READY (what the gate serves: verified ready,
-    a failure an admin overrode, or not a model), FAILED, or PENDING (queued or
-    verifying)."""
-    if status is None or status == "ready" or override_at is not None:
+def readiness(status: str | None, override_at: datetime | None, fallback: bool) -> str:
+    """A tag as ``keep_ready`` sees it, by its manifest's ``status`` and ``override_at``
+    and whether its history holds a ``fallback`` the gate serves instead: READY when the
+    gate serves something for it (its manifest, or the fallback when that one failed),
+    PENDING while its manifest is queued or verifying (it may yet become ready; kept
+    whether or not the fallback is served meanwhile), else FAILED."""
+    if servable(status, override_at):
         return READY
-    return FAILED if status == "failed" else PENDING
+    if status == "failed":
+        return READY if fallback else FAILED
+    return PENDING
+
+
+def _fallbacks(conn, rid: int, tag_rows) -> dict[str, int]:
+    """The manifest (id) the gate serves from its history for each tag of ``tag_rows``
+    (with ``status`` and ``override_at``) whose own manifest it does not serve."""
+    return gate_fallbacks(conn, rid, {t.name for t in tag_rows
+                                      if not servable(t.status, t.override_at)})
 
 
 @dataclass(frozen=True)
@@ -197,14 +216,17 @@ def _tag_reason(policy, state: str) -> str:
     return " and ".join(parts)
 
 
-def _plan_tags(name: str, tag_rows: list, policy) -> tuple[list, list[Deletion]]:
+def _plan_tags(name: str, tag_rows: list, fallbacks: dict[str, int],
+               policy) -> tuple[list, list[Deletion]]:
     """The tags of one repository (newest first) that the policy keeps, and the
-    deletions of the others (see the module docstring)."""
+    deletions of the others (see the module docstring); ``fallbacks``: what the gate
+    serves for a tag from its history (``_fallbacks``)."""
     if policy.keep_tags is None and policy.keep_ready is None:
         return tag_rows, []
     protected = json.loads(policy.protected_tags)
     candidates = [t for t in tag_rows if not any(fnmatchcase(t.name, p) for p in protected)]
-    state = {t.name: readiness(t.status, t.override_at) for t in candidates}
+    state = {t.name: readiness(t.status, t.override_at, t.name in fallbacks)
+             for t in candidates}
     keep: set[str] = set()
     if policy.keep_tags is not None:
         keep.update(t.name for t in candidates[:policy.keep_tags])
@@ -227,7 +249,8 @@ def _plan_repository(conn, rid: int, name: str, policy, now: datetime) -> list[D
                             .join(manifests, manifests.c.id == tags.c.manifest_id)
                             .where(tags.c.repository_id == rid)
                             .order_by(tags.c.updated_at.desc(), tags.c.name)).all()
-    tag_rows, out = _plan_tags(name, tag_rows, policy)
+    fallbacks = _fallbacks(conn, rid, tag_rows)
+    tag_rows, out = _plan_tags(name, tag_rows, fallbacks, policy)
     if policy.untagged_days is None:
         return out
 
@@ -252,7 +275,9 @@ def _plan_repository(conn, rid: int, name: str, policy, now: datetime) -> list[D
         if m.subject_digest in by_digest:
             needs[by_digest[m.subject_digest].id].append(m.id)
 
+    # What the kept tags serve: their manifests, or the gate's fallback from their history.
     tagged = {t.manifest_id for t in tag_rows}
+    tagged.update(fallbacks[t.name] for t in tag_rows if t.name in fallbacks)
     roots = [m.id for m in rows if m.id in tagged or (
         as_utc(m.created_at) >= cutoff and m.subject_digest not in by_digest)]
     kept: set[int] = set()
@@ -302,15 +327,15 @@ def _unchanged(conn, rid: int, item: Deletion, planned: set[int]) -> None:
     """Raise _Changed unless ``item`` still is what was listed. Runs in the deleting
     transaction, under the write lock (SQLite's, or PostgreSQL's row locks below)."""
     if item.kind == "tag":
-        row = conn.execute(select(tags.c.manifest_id, tags.c.updated_at, manifests.c.status,
-                                  manifests.c.override_at)
+        row = conn.execute(select(tags.c.name, tags.c.manifest_id, tags.c.updated_at,
+                                  manifests.c.status, manifests.c.override_at)
                            .join(manifests, manifests.c.id == tags.c.manifest_id)
                            .where(tags.c.repository_id == rid, tags.c.name == item.reference)
                            .with_for_update(of=tags)).first()
         if (row is None or row.manifest_id != item.manifest_id
                 or as_utc(row.updated_at) != as_utc(item.seen_at)
-                or (item.state is not None
-                    and readiness(row.status, row.override_at) != item.state)):
+                or (item.state is not None and item.state != readiness(
+                    row.status, row.override_at, bool(_fallbacks(conn, rid, [row]))))):
             raise _Changed
         return
     row = conn.execute(select(manifests.c.id, manifests.c.subject_digest)
@@ -337,8 +362,20 @@ def _unchanged(conn, rid: int, item: Deletion, planned: set[int]) -> None:
                        referrer.c.subject_digest == item.reference,
                        referrer.c.id.not_in(planned or {-1})),
     )).one()
-    if any(blocked):
+    if any(blocked) or _served_from_history(conn, rid, row.id):
         raise _Changed
+
+
+def _served_from_history(conn, rid: int, mid: int) -> bool:
+    """Whether the gate serves manifest ``mid`` for a tag of repository ``rid`` that
+    points elsewhere (the tag's own manifest failed or is still verifying)."""
+    tag_rows = conn.execute(
+        select(tags.c.name, manifests.c.status, manifests.c.override_at)
+        .join(manifests, manifests.c.id == tags.c.manifest_id)
+        .join(tag_history, and_(tag_history.c.repository_id == tags.c.repository_id,
+                                tag_history.c.tag == tags.c.name))
+        .where(tags.c.repository_id == rid, tag_history.c.manifest_id == mid)).all()
+    return mid in _fallbacks(conn, rid, tag_rows).values()
 
 
 def execute(svc: RegistryService, planned: list[Deletion], *,

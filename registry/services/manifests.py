@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -56,15 +56,17 @@ class PutResult:
 
 _COLS = (manifests.c.digest, manifests.c.media_type, manifests.c.content,
          manifests.c.status, manifests.c.override_at, manifests.c.status_reason)
-# The newest manifest a tag pointed at that may be served: ready, or let through by an
-# admin override.
+# What the gate may serve from a tag's history (its fallback): a manifest the tag pointed
+# at that is ready or let through by an admin override; the newest (first in this order).
+_FALLBACK = (manifests.c.status == "ready") | manifests.c.override_at.is_not(None)
+_NEWEST_FIRST = (tag_history.c.pushed_at.desc(), manifests.c.id.desc())
 _NEWEST_SERVABLE = (
     select(*_COLS)
     .select_from(tag_history.join(manifests, manifests.c.id == tag_history.c.manifest_id)
                  .join(repositories, repositories.c.id == tag_history.c.repository_id))
     .where(repositories.c.name == bindparam("name"), tag_history.c.tag == bindparam("ref"),
-           (manifests.c.status == "ready") | manifests.c.override_at.is_not(None))
-    .order_by(tag_history.c.pushed_at.desc(), manifests.c.id.desc()).limit(1))
+           _FALLBACK)
+    .order_by(*_NEWEST_FIRST).limit(1))
 _BY_TAG = (select(*_COLS)
            .select_from(tags.join(manifests, manifests.c.id == tags.c.manifest_id)
                         .join(repositories, repositories.c.id == tags.c.repository_id))
@@ -76,8 +78,28 @@ _BY_DIGEST = (select(*_COLS)
                      manifests.c.digest == bindparam("ref")))
 
 
-def _servable(row) -> bool:
-    return row.status is None or row.status == "ready" or row.override_at is not None
+def servable(status: str | None, override_at: datetime | None) -> bool:
+    """Whether the gate serves a tag's own manifest: verified ready, a failure an admin
+    overrode, or not a model (never verified)."""
+    return status is None or status == "ready" or override_at is not None
+
+
+def gate_fallbacks(conn: Connection, rid: int, tag_names: Collection[str]) -> dict[str, int]:
+    """For each of ``tag_names`` in repository ``rid`` that has one, the id of the
+    manifest the gate serves for the tag while the tag's own manifest may not be served
+    (failed, queued or verifying): the newest servable one in the tag's history, as
+    ``ManifestService.get`` picks it."""
+    out: dict[str, int] = {}
+    if not tag_names:
+        return out
+    for tag, mid in conn.execute(
+            select(tag_history.c.tag, tag_history.c.manifest_id)
+            .join(manifests, manifests.c.id == tag_history.c.manifest_id)
+            .where(tag_history.c.repository_id == rid,
+                   tag_history.c.tag.in_(sorted(tag_names)), _FALLBACK)
+            .order_by(tag_history.c.tag, *_NEWEST_FIRST)):
+        out.setdefault(tag, mid)
+    return out
 
 
 class ManifestService(Service):
@@ -113,7 +135,7 @@ class ManifestService(Service):
                     raise NameUnknown(f"repository {name!r} is not known to this registry")
                 raise ManifestUnknown(f"manifest {reference!r} is not in repository {name!r}",
                                       {"reference": reference})
-            if not by_digest and not _servable(row) and self.gated(name):
+            if not by_digest and not servable(row.status, row.override_at) and self.gated(name):
                 older = conn.execute(_NEWEST_SERVABLE, {"name": name, "ref": reference}
                                      ).first()
                 if older is None:

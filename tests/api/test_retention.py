@@ -269,6 +269,82 @@ def test_keep_ready_counts_ready_tags_and_keeps_those_being_verified(client, ser
     assert tags_of(client, "team/llm") == ["f3", "q5", "r1", "r2"]
 
 
+def served(client, name: str, tag: str) -> str | None:
+    r = client.get(f"/v2/{name}/manifests/{tag}")
+    return r.headers["Docker-Content-Digest"] if r.status_code == 200 else None
+
+
+def test_keep_ready_counts_a_failed_push_whose_older_version_is_still_served(client, service):
+    service.verification.set_policy("team", True, None)  # the gate on
+    old = push_model(client, "team/llm", "old", variant="old")
+    verify(service, "team/llm", old, passed=True)
+    good = push_model(client, "team/llm", "v", variant="good")
+    verify(service, "team/llm", good, passed=True)
+    # v is pushed again with a build that fails: the gate still serves the older, ready one.
+    bad = push_model(client, "team/llm", "v", variant="bad")
+    verify(service, "team/llm", bad, passed=False, reason="load failed")
+    # f failed and has nothing older to serve; w failed twice, so far.
+    f = push_model(client, "team/llm", "f", variant="f")
+    verify(service, "team/llm", f, passed=False, reason="load failed")
+    w1 = push_model(client, "team/llm", "w", variant="w1")
+    verify(service, "team/llm", w1, passed=False, reason="load failed")
+    w2 = push_model(client, "team/llm", "w", variant="w2")
+    verify(service, "team/llm", w2, passed=False, reason="load failed")
+    assert served(client, "team/llm", "v") == good and served(client, "team/llm", "f") is None
+    policy(client, "team", keep_ready=1)
+    planned = retention.plan(service)
+    assert {d.reference: d.reason for d in planned} == {
+        "old": "older than the newest 1 ready tags", "f": "failed verification",
+        "w": "failed verification"}
+    # Before the deletion, an admin lets w's first push through: w now serves it, so
+    # the re-check keeps the tag.
+    service.verification.override("team/llm", w1, "root", "known good")
+    report = retention.execute(service, planned)
+    assert sorted(deleted(report)) == ["team/llm:f", "team/llm:old"]
+    assert [d.target for d in report.skipped] == ["team/llm:w"]
+    assert tags_of(client, "team/llm") == ["v", "w"]
+    assert served(client, "team/llm", "v") == good and served(client, "team/llm", "w") == w1
+
+
+def test_untagged_rule_keeps_what_the_gate_serves_for_a_kept_tag(client, service):
+    service.verification.set_policy("team", True, None)  # the gate on
+    good = push_model(client, "team/llm", "latest", variant="good")
+    verify(service, "team/llm", good, passed=True)
+    bad = push_model(client, "team/llm", "latest", variant="bad")
+    verify(service, "team/llm", bad, passed=False, reason="load failed")
+    lone, _ = untagged_image(client, "team/llm", "lone")
+    age(service, good, bad, lone)
+    policy(client, "team", untagged_days=7)
+    # The ready push that `latest` still serves has no tag, and is old: it stays all
+    # the same; a manifest nothing refers to goes.
+    report = retention.apply(service)
+    assert deleted(report) == [f"team/llm@{lone}"]
+    assert has(client, "team/llm", good) and served(client, "team/llm", "latest") == good
+
+    # The re-check on deletion: a manifest listed as unused that the gate serves for a
+    # tag by then (an admin overrode it) is kept.
+    again = push_model(client, "team/llm", "stable", variant="again")
+    verify(service, "team/llm", again, passed=False, reason="load failed")
+    worse = push_model(client, "team/llm", "stable", variant="worse")
+    verify(service, "team/llm", worse, passed=False, reason="load failed")
+    assert client.delete("/v2/team/llm/manifests/latest").status_code == 202
+    age(service, again, worse, good)
+    planned = retention.plan(service)
+
+    def untagged(items) -> list[str]:  # verify() also stored a report (a referrer) for each
+        return sorted(d.target for d in items if d.reason.startswith("untagged"))
+
+    assert untagged(planned) == sorted([
+        f"team/llm@{good}", f"team/llm@{bad}", f"team/llm@{again}"])
+    service.verification.override("team/llm", again, "root", "known good")
+    report = retention.execute(service, planned)
+    assert untagged(report.deleted) == sorted([f"team/llm@{good}", f"team/llm@{bad}"])
+    # ... and so is its verification report, which goes with it only.
+    assert [d.target for d in report.skipped] == [f"team/llm@{again}", next(
+        d.target for d in planned if d.reason == f"a referrer of {again}, which is deleted")]
+    assert served(client, "team/llm", "stable") == again
+
+
 # ---- what retention leaves to gc -----------------------------------------------------------
 
 def linked(service, minutes_ago: dict[bytes, int]) -> dict[bytes, datetime]:
