@@ -228,8 +228,10 @@ def collect(svc: RegistryService, *, dry_run: bool = False, batch: int = 100) ->
     db, store = svc.db, svc.store
 
     with db.read() as conn:
+        # In digest order: the order a manifest push locks blob rows in (touch_blobs).
         candidates = conn.execute(select(blobs.c.digest, blobs.c.size)
-                                  .where(_unreferenced(cutoff))).all()
+                                  .where(_unreferenced(cutoff))
+                                  .order_by(blobs.c.digest)).all()
     for i in range(0, len(candidates), batch):
         group = candidates[i:i + batch]
         if dry_run:

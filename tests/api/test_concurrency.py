@@ -155,3 +155,58 @@ def test_slow_chunk_keeps_its_lease_past_the_lease_time(live_url, settings):
                         if "?" in results["slow"].headers["Location"]
                         else f"{results['slow'].headers['Location']}?digest={digest}")
         assert done.status_code == 201, done.text
+
+
+@pytest.mark.postgres
+def test_a_manifest_push_locks_blob_rows_in_the_order_gc_does(postgres_server):
+    """A push's touch_blobs and GC's batch delete take blob row locks in one order (by
+    digest), so they can wait for each other but never deadlock. Built so that a plain
+    UPDATE would lock in the other order: the larger digest is first in the heap and
+    sequential scans are forced."""
+    from sqlalchemy import create_engine, insert, select, text
+
+    from registry.db import Database, migrate
+    from registry.services.common import touch_blobs
+
+    url = postgres_server.create_database("assay_lock_order")
+    migrate(url)
+    small, large = "sha256:" + "1" * 64, "sha256:" + "f" * 64
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("ALTER DATABASE assay_lock_order SET enable_indexscan = off"))
+        conn.execute(text("ALTER DATABASE assay_lock_order SET enable_bitmapscan = off"))
+        now = utcnow()
+        for digest in (large, small):
+            conn.execute(insert(blobs).values(digest=digest, size=1, created_at=now,
+                                              last_linked_at=now))
+    engine.dispose()
+    engine, db = create_engine(url), Database(url)
+    try:
+        with engine.connect() as gc:
+            with gc.begin():
+                gc.execute(text("SET LOCAL lock_timeout = '3s'"))
+                # GC mid-batch: it deleted (locked) the smaller digest's row...
+                gc.execute(select(blobs.c.digest).where(blobs.c.digest == small)
+                           .with_for_update())
+                done = {}
+
+                def push():
+                    try:
+                        with db.write() as conn:
+                            done["touched"] = touch_blobs(conn, [large, small])
+                    except Exception as exc:  # a deadlock is detected and reported here
+                        done["error"] = exc
+
+                pusher = threading.Thread(target=push)
+                pusher.start()
+                time.sleep(1.0)  # the push is now waiting for the smaller row
+                assert pusher.is_alive()
+                # ...and goes on to the larger one, which the waiting push must not hold.
+                gc.execute(select(blobs.c.digest).where(blobs.c.digest == large)
+                           .with_for_update())
+            pusher.join(30)
+            assert "error" not in done, done["error"]
+            assert done["touched"] == {small: 1, large: 1}
+    finally:
+        engine.dispose()
+        db.engine.dispose()
