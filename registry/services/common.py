@@ -67,12 +67,12 @@ def touch_blobs(conn: Connection, digests: list[str]) -> dict[str, int]:
     """
     if not digests:
         return {}
-    # Row locks in digest order, the order GC deletes in: an UPDATE locks rows in scan
-    # order, and two transactions locking the same blobs in different orders deadlock on
-    # PostgreSQL (GC holding a layer's row while this holds the config's). SQLite has one
-    # writer at a time and renders no FOR UPDATE.
-    conn.execute(select(blobs.c.digest).where(blobs.c.digest.in_(digests))
-                 .order_by(blobs.c.digest).with_for_update())
+    if conn.dialect.name != "sqlite":  # SQLite: one writer at a time, no row locks
+        # Row locks in digest order, the order GC deletes in: an UPDATE locks rows in scan
+        # order, and two transactions locking the same blobs in different orders deadlock
+        # (GC holding a layer's row while this holds the config's).
+        conn.execute(select(blobs.c.digest).where(blobs.c.digest.in_(digests))
+                     .order_by(blobs.c.digest).with_for_update())
     # A quarantined blob (``assay scrub``) counts as absent: a manifest cannot newly
     # refer to it until its bytes are pushed again.
     rows = conn.execute(update(blobs).where(blobs.c.digest.in_(digests),
