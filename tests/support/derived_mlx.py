@@ -5,7 +5,8 @@
 once per machine into the test cache (``cache_dir()``, never the repo), in a directory named by
 the GGUF's sha256 and ``CONVERTER_VERSION``; bump the version whenever the output changes. The
 directory is written under a temporary name and renamed into place while holding the same file
-lock ``models.py`` uses, so concurrent test processes derive it once and never see half of it.
+lock ``models.py`` uses (``locked``), so concurrent test processes derive it once and never see
+half of it.
 Usable outside pytest (benchmarks); ``derived_mlx`` is the session fixture.
 
 What the derivation does (``derive``):
@@ -38,7 +39,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.models import GEMMA_SHA256, _locked, cache_dir, gemma_gguf_path
+from tests.support.models import GEMMA_SHA256, cache_dir, gemma_gguf_path, locked
 
 CONVERTER_VERSION = 1
 DTYPE = "bfloat16"
@@ -114,7 +115,7 @@ def derived_mlx_path() -> Path:
     target = cache_dir() / f"gemma-3-270m-mlx-{GEMMA_SHA256[:16]}-v{CONVERTER_VERSION}"
     if _complete(target, manifest):
         return target
-    with _locked(target.with_name(target.name + ".lock")):
+    with locked(target.with_name(target.name + ".lock")):
         if _complete(target, manifest):
             return target
         # Under the lock no other process is deriving: anything here is a crashed run's.

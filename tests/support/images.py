@@ -22,8 +22,6 @@ on the same machine with the same sources builds nothing. Older builds are remov
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import re
 import shlex
@@ -35,7 +33,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from tests.support.buildah import Buildah, BuildahError, require_tools
-from tests.support.models import cache_dir, sha256_file
+from tests.support.models import cache_dir, locked, sha256_file
 from tests.support.processes import REPO_ROOT
 
 STANDIN_REPOSITORY = "localhost/python-3.11-slim-standin"
@@ -53,17 +51,6 @@ IGNORED = re.compile(r"(^|/)(__pycache__(/|$)|[^/]*\.pyc$)")  # as .dockerignore
 class BuiltImage:
     name: str
     build_seconds: float | None  # None: taken from the cache
-
-
-@contextlib.contextmanager
-def _locked(path: Path):
-    """One builder per machine at a time (concurrent test runs share the cache)."""
-    with open(path, "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def debian_mirror() -> str:
@@ -184,7 +171,7 @@ def _prune(buildah: Buildah, repository: str, keep: str) -> None:
 def assay_image(buildah: Buildah, log_dir: Path) -> BuiltImage:
     """The project's image on the stand-in base, built unless this machine has it already;
     build output goes to ``log_dir``."""
-    with _locked(buildah.root / "build.lock"):
+    with locked(buildah.root / "build.lock"):  # one builder per machine
         base = _standin_name()
         if not buildah.image_exists(base):
             _build_standin(buildah, base, log_dir / "standin.log")

@@ -80,8 +80,9 @@ def _verify(path: Path, size: int, sha256: str) -> bool:
 
 
 @contextlib.contextmanager
-def _locked(lock_path: Path):
-    """Serialise assembly across concurrent test processes on this machine."""
+def locked(lock_path: Path):
+    """Hold an exclusive file lock on ``lock_path``: one process on this machine at a time
+    derives what the test cache (``cache_dir``) holds."""
     with open(lock_path, "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
@@ -99,7 +100,7 @@ def gemma_gguf_path() -> Path:
     target = cache_dir() / GEMMA_FILE_NAME
     if _marker_ok(target, GEMMA_SIZE, GEMMA_SHA256):
         return target
-    with _locked(target.with_name(target.name + ".lock")):
+    with locked(target.with_name(target.name + ".lock")):
         if _verify(target, GEMMA_SIZE, GEMMA_SHA256):
             return target
         try:
