@@ -9,6 +9,8 @@ differences from a person at a terminal, each needed to run beside other tests:
   what the commands write (pulled models, OCI copies) stays out of the repository; and
   ``make models`` runs the checkout's Makefile with ``MODELS`` set to that directory's
   ``models`` (the default is ``./models`` of the checkout).
+- the server verifies under the smoke profile (``tests/conftest.py`` sets it for tests not
+  about verification), so the MLX wait takes seconds, not the default profile's minutes.
 
 A command that fails fails the test with its output; the checks after that are on what the
 commands printed and wrote, so a README that drifts from the CLI breaks here.
