@@ -408,9 +408,12 @@ def test_a_cached_bearer_token_still_dies_at_its_expiry(reg):
     key = reg.app.state.registry.identities.signing_key()
     access = [{"type": "repository", "name": "team/model", "actions": ["pull"]}]
     token, _ = tokens.issue(key, subject="rita", service="assay", issuer=BASE,
-                            access=access, ttl=-4)  # expired, but inside the 5 s leeway
+                            access=access, ttl=-2)  # expired, but inside the 5 s leeway
+    # exp is whole seconds: the leeway leaves this token 2 to 3 s, not the 0 to 1 s a
+    # ttl of -4 left it (a slow first request on PostgreSQL came after its end).
     assert reg.get("/v2/team/model/tags/list", headers=bearer(token)).status_code == 404
-    time.sleep(1.5)
+    exp = jwt.decode(token, options={"verify_signature": False})["exp"]
+    time.sleep(max(0.0, exp + 5 + 0.2 - time.time()))
     r = reg.get("/v2/team/model/tags/list", headers=bearer(token))
     assert r.status_code == 401
 
