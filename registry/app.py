@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from registry.api import errors
 from registry.api.health import healthz, readyz
+from registry.api.hf.routes import routes as hub_routes
 from registry.api.metrics import Metrics, MetricsMiddleware, metrics_endpoint, watch_database
 from registry.api.oci import routes as oci_routes
 from registry.api.oci.base import ApiVersionMiddleware
@@ -93,8 +94,9 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
     # Prometheus text format; public: keep it off the internet (registry/api/metrics.py).
     metrics_route = Route("/metrics", metrics_endpoint, methods=["GET"])
     metrics = Metrics()
+    # The Hub's routes come last: their ``/<repo>/resolve/...`` matches any path.
     app = Starlette(routes=[*oci_routes, *rest_routes, token_route, *health_routes,
-                            metrics_route],
+                            metrics_route, *hub_routes],
                     lifespan=lifespan, exception_handlers=errors.HANDLERS,
                     middleware=[Middleware(MetricsMiddleware, metrics=metrics),
                                 Middleware(ApiVersionMiddleware),

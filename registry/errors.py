@@ -8,7 +8,8 @@ Hierarchy::
     │   ├── BlobUploadUnknown         BLOB_UPLOAD_UNKNOWN   404
     │   ├── ManifestUnknown           MANIFEST_UNKNOWN      404
     │   │   └── ModelNotReady         MANIFEST_UNKNOWN      404 (readiness gate: names why)
-    │   └── NameUnknown               NAME_UNKNOWN          404
+    │   ├── NameUnknown               NAME_UNKNOWN          404
+    │   └── EntryUnknown              BLOB_UNKNOWN          404 (Hub API: no such file)
     ├── BlobUploadInvalid             BLOB_UPLOAD_INVALID   400
     │   ├── RangeInvalid              BLOB_UPLOAD_INVALID   416 (carries the current offset)
     │   └── BodyTimeout               BLOB_UPLOAD_INVALID   400 (a request body stalled)
@@ -26,6 +27,7 @@ Hierarchy::
     ├── RequestInvalid                UNSUPPORTED           400 (REST: a bad field)
     ├── NotAModel                     UNSUPPORTED           409 (REST: verify a non-model)
     ├── Conflict                      UNSUPPORTED           409 (REST: exists already)
+    ├── PreconditionFailed            UNSUPPORTED           412 (Hub API: a stale parent commit)
     ├── Unauthorized                  UNAUTHORIZED          401 (no or bad credentials)
     ├── Denied                        DENIED                403 (credentials lack the right)
     │   └── QuotaExceeded             DENIED                403 (a namespace's storage quota)
@@ -36,8 +38,9 @@ Hierarchy::
     └── StorageError                  UNKNOWN               500 (backend failure)
 
 Codes are only those the OCI distribution spec lists. Handlers raise these;
-``registry.api.errors`` renders them as
-``{"errors": [{"code", "message", "detail"}]}``. Nothing else builds error bodies.
+``registry.api.errors`` renders them as ``{"errors": [{"code", "message", "detail"}]}``
+(the Hugging Face Hub API with the Hub's own ``X-Error-Code`` values instead:
+``registry.api.hf.errors``). Nothing else builds error bodies.
 """
 
 from __future__ import annotations
@@ -86,6 +89,13 @@ class ModelNotReady(ManifestUnknown):
 class NameUnknown(NotFound):
     code = "NAME_UNKNOWN"
     default_message = "repository name not known to registry"
+
+
+class EntryUnknown(NotFound):
+    """A file that a model's revision does not hold (the Hub API's EntryNotFound)."""
+
+    code = "BLOB_UNKNOWN"
+    default_message = "no such file in this revision"
 
 
 class BlobUploadInvalid(RegistryError):
@@ -239,6 +249,14 @@ class Conflict(RegistryError):
     code = "UNSUPPORTED"
     status = 409
     default_message = "conflict"
+
+
+class PreconditionFailed(RegistryError):
+    """A Hub commit whose ``parentCommit`` is no longer the branch's head."""
+
+    code = "UNSUPPORTED"
+    status = 412
+    default_message = "the branch has moved since the parent commit"
 
 
 class HooksDisabled(RegistryError):

@@ -4,7 +4,10 @@ OCI paths (``/v2/...``) get ``{"errors": [{"code", "message", "detail"}]}``; the
 status come from the exception class (see ``registry.errors``). Starlette's own 404/405
 for unknown routes and any unexpected exception are rendered the same way.
 
-REST paths (``/api/...``) get RFC 9457 problem details instead, as
+Hugging Face Hub paths (``/api/models/...``, ``/<repo>/resolve/...``) get the Hub's
+``{"error": message}`` and its ``X-Error-Code`` (``registry.api.hf.errors``).
+
+Other REST paths (``/api/...``) get RFC 9457 problem details instead, as
 ``application/problem+json``: ``{"type": "about:blank", "title": <HTTP status phrase>,
 "status", "detail": <message>, "code": <the same code as on /v2/>}``.
 
@@ -25,6 +28,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from registry.api.hf.errors import hub_code, hub_error, is_hub
 from registry.errors import RegistryError
 
 log = logging.getLogger("assay.api")
@@ -75,6 +79,8 @@ def error_header(message: str) -> str:
 
 async def registry_error(request: Request, exc: RegistryError) -> JSONResponse:
     headers = {**exc.headers(), ERROR_HEADER: error_header(exc.message)}
+    if is_hub(request):
+        return hub_error(exc.status, exc.message, headers, hub_code(exc))
     if _is_rest(request):
         return problem(exc.status, exc.message, exc.code, headers)
     return oci_error(exc.status, exc.code, exc.message, exc.detail, headers)
@@ -82,6 +88,8 @@ async def registry_error(request: Request, exc: RegistryError) -> JSONResponse:
 
 async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
     code = _HTTP_CODES.get(exc.status_code, "UNSUPPORTED")
+    if is_hub(request):
+        return hub_error(exc.status_code, str(exc.detail), dict(exc.headers or {}), None)
     if _is_rest(request):
         return problem(exc.status_code, str(exc.detail), code, exc.headers)
     return oci_error(exc.status_code, code, str(exc.detail), None, exc.headers)
@@ -89,6 +97,8 @@ async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
 
 async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
+    if is_hub(request):
+        return hub_error(500, f"internal error: {type(exc).__name__}", {}, None)
     if _is_rest(request):
         return problem(500, f"internal error: {type(exc).__name__}", "UNKNOWN")
     return oci_error(500, "UNKNOWN", f"internal error: {type(exc).__name__}")
