@@ -1,10 +1,12 @@
 """A real ``assay serve`` with access control on (``ASSAY_AUTH=1``) and its identities, made
 with the real ``assay`` CLI on the same data directory before the first start, as an operator
-would. Every server started here is stopped by PID.
+would (the commands run one after another in one interpreter, see ``run_admin_batch``). Every
+server started here is stopped by PID.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -66,28 +68,58 @@ def run_admin_cli(data_dir: Path, *args: str, stdin: str | None = None) -> str:
     return proc.stdout
 
 
-def _admin_token_group() -> tuple[str, ...]:
-    """Server-side token commands: ``assay user token`` (``assay token`` is the client's
-    own tokens on a running registry); older trees had them as ``assay token``."""
-    proc = subprocess.run([str(ASSAY), "user", "token", "--help"], capture_output=True)
-    return ("user", "token") if proc.returncode == 0 else ("token",)
+# Runs admin commands in one interpreter, each through the real ``assay`` command group
+# (``registry.cli.main``) exactly as the console script does, so the setup pays the
+# registry's import once instead of ~2 s per command. Reads ``[[args, stdin], ...]`` as
+# JSON on stdin and prints each command's stdout as a JSON list; ``@token`` in args stands
+# for the server-side token commands: ``assay user token`` (``assay token`` is the client's
+# own tokens on a running registry); older trees had them as ``assay token``.
+_ADMIN_BATCH = r"""
+import json, sys
+from click.testing import CliRunner
+from registry.cli import main
+runner = CliRunner()
+group = ["user", "token"] if runner.invoke(main, ["user", "token", "--help"]).exit_code == 0 \
+    else ["token"]
+outputs = []
+for args, stdin in json.load(sys.stdin):
+    args = [part for arg in args for part in (group if arg == "@token" else [arg])]
+    result = runner.invoke(main, args, input=stdin)
+    if result.exit_code:
+        sys.exit(f"assay {' '.join(args)} exited {result.exit_code}:\nstdout: {result.stdout}"
+                 f"\nstderr: {result.stderr}\nexception: {result.exception!r}")
+    outputs.append(result.stdout)
+print(json.dumps(outputs))
+"""
+
+
+def run_admin_batch(data_dir: Path, commands: list[tuple[list[str], str | None]]) -> list[str]:
+    """Run admin commands (``args``, ``stdin``) on ``data_dir`` in order, in one process;
+    their stdouts. A failing command fails with its output; later ones do not run."""
+    batch = [([*args, "--data-dir", str(data_dir)], stdin) for args, stdin in commands]
+    proc = subprocess.run([sys.executable, "-c", _ADMIN_BATCH], input=json.dumps(batch),
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "ASSAY_WORKERS": "0"})
+    assert proc.returncode == 0, f"admin commands failed ({proc.returncode}):\n{proc.stderr}"
+    return json.loads(proc.stdout.splitlines()[-1])
 
 
 def start_auth_registry(data_dir: Path, env: dict | None = None) -> AuthRegistry:
     """Make the identities with the CLI (before the first start, as an operator would),
     then start ``assay serve`` with ``ASSAY_AUTH=1`` on a free loopback port."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    run_admin_cli(data_dir, "migrate")  # admin commands create no database of their own
-    _admin_token = _admin_token_group()
+    commands: list[tuple[list[str], str | None]] = [(["migrate"], None)]
     for name, password in AUTH_PASSWORDS.items():
-        run_admin_cli(data_dir, "user", "add", name, "--password-stdin",
-                      *(["--admin"] if name == "root" else []), stdin=password + "\n")
-    run_admin_cli(data_dir, "namespace", "grant", "team", "wanda", "write")
-    run_admin_cli(data_dir, "namespace", "grant", "team", "rita", "read")
-    robot = run_admin_cli(data_dir, "robot", "add", "ci", "--namespace", "team=write").strip()
-    token = run_admin_cli(data_dir, *_admin_token, "create", "wanda", "--name", "laptop").strip()
-    pull_token = run_admin_cli(data_dir, *_admin_token, "create", "wanda", "--name", "ro",
-                               "--scope", "pull").strip()
+        commands.append((["user", "add", name, "--password-stdin",
+                          *(["--admin"] if name == "root" else [])], password + "\n"))
+    commands += [
+        (["namespace", "grant", "team", "wanda", "write"], None),
+        (["namespace", "grant", "team", "rita", "read"], None),
+        (["robot", "add", "ci", "--namespace", "team=write"], None),
+        (["@token", "create", "wanda", "--name", "laptop"], None),
+        (["@token", "create", "wanda", "--name", "ro", "--scope", "pull"], None),
+    ]
+    *_, robot, token, pull_token = (out.strip() for out in run_admin_batch(data_dir, commands))
     try:
         server = start_assay(data_dir, env={"ASSAY_AUTH": "1", **(env or {})})
     except Exception as exc:  # start_assay already includes the log tail
