@@ -655,7 +655,8 @@ def mismatch(row: Row, caller: str, r, expected: str | int) -> str | None:
 
 
 def _hub_route(route: str) -> bool:
-    return route.startswith(("/api/models/", "/api/repos/", "/api/whoami", LFS)) \
+    return route.startswith(("/api/models/", "/api/repos/", "/api/whoami", "/api/validate",
+                             LFS)) \
         or route == HUB_RESOLVE
 
 
