@@ -87,7 +87,7 @@ from registry.formats.hub_readme import (
 )
 from registry.manifests import IMAGE_TYPES, ParsedManifest, parse_manifest
 from registry.services.common import Service, repo_id, require_repo
-from registry.services.manifests import ManifestService
+from registry.services.manifests import ManifestService, gate_fallbacks, servable
 from registry.storage.ranged import open_blob
 
 log = logging.getLogger("assay.hub")
@@ -308,14 +308,26 @@ class HubService(Service):
         return as_utc(created) if created else None
 
     def refs(self, name: str) -> list[tuple[str, str]]:
-        """Every tag of ``name`` with the commit it points at now (no gate), by name."""
+        """Every tag of ``name`` (a branch each) with the commit a download by it gets
+        now: the tag's own, or the one the readiness gate serves instead; a tag the gate
+        serves nothing for shows its own (downloading by the branch says why not)."""
         with self.db.read() as conn:
             rid = require_repo(conn, name)
-            rows = conn.execute(select(tags.c.name, manifests.c.digest)
+            rows = conn.execute(select(tags.c.name, manifests.c.digest, manifests.c.status,
+                                       manifests.c.override_at)
                                 .join(manifests, manifests.c.id == tags.c.manifest_id)
                                 .where(tags.c.repository_id == rid)
                                 .order_by(tags.c.name)).all()
-        return [(tag, commit_id(digest)) for tag, digest in rows]
+            waiting = {r.name for r in rows if not servable(r.status, r.override_at)}
+            instead = {}
+            if waiting and self.manifests.gated(name):
+                ids = gate_fallbacks(conn, rid, waiting)
+                if ids:
+                    instead = dict(conn.execute(
+                        select(manifests.c.id, manifests.c.digest)
+                        .where(manifests.c.id.in_(set(ids.values())))).all())
+                    instead = {tag: instead[mid] for tag, mid in ids.items()}
+        return [(r.name, commit_id(instead.get(r.name, r.digest))) for r in rows]
 
     def commits(self, name: str, revision: str, base_url: str = "") -> list[Commit]:
         """The history of a branch (every manifest its tag pointed at, newest first), or
