@@ -14,7 +14,10 @@ tags table as it stands (the upload side's base for a new commit).
 
 Files (``files``), by manifest kind (``registry.formats.classify``):
 
-- ModelPack, Docker, plain OCI (oras): every layer with a path keeps it. A layer that is
+- ModelPack, Docker, plain OCI (oras): every layer with a path keeps it (Docker's
+  unnamed GGUFs are ``<repository's last segment>.gguf``, or ``-0000i-of-0000n`` shards,
+  its license ``LICENSE`` and template ``template.jinja``, as ``assay pull`` names
+  them). A layer that is
   an uncompressed tar (ModelPack ``...tar``, Docker's config archive) shows the regular
   files inside it, served from within the blob (a tar holding one file shows it under
   the layer's path). Compressed archive layers are left out (logged): serving them would
@@ -71,6 +74,7 @@ from registry.errors import (
 )
 from registry.formats.cards import ModelCard
 from registry.formats.classify import (
+    DOCKER_GGUF,
     FILEPATH,
     SAFETENSORS,
     TITLE,
@@ -103,6 +107,9 @@ OLLAMA = "application/vnd.ollama.image."
 OLLAMA_NAMES = {"template": "template", "system": "system", "params": "params.json",
                 "license": "LICENSE", "messages": "messages.json",
                 "adapter": "adapter.gguf", "projector": "mmproj.gguf"}
+DOCKER_NAMES = {"application/vnd.docker.ai.license": "LICENSE",
+                "application/vnd.docker.ai.chat.template.jinja": "template.jinja",
+                "application/vnd.docker.ai.mmproj": "mmproj.gguf"}
 LFS_SPEC = "https://git-lfs.github.com/spec/v1"
 
 
@@ -364,7 +371,7 @@ class HubService(Service):
         if fmt is not None and fmt.kind == "ollama":
             self._ollama_files(rev, layers, sizes, out)
         else:
-            self._layer_files(fmt, layers, sizes, out)
+            self._layer_files(rev, fmt, layers, sizes, out)
         if fmt is not None and README not in out:
             content = self.readme(rev, fmt, base_url)
             out[README] = HubFile(README, len(content), content=content)
@@ -391,18 +398,26 @@ class HubService(Service):
             return dict(conn.execute(select(blobs.c.digest, blobs.c.size)
                                      .where(blobs.c.digest.in_(set(digests)))).all())
 
-    def _layer_files(self, fmt: ModelFormat | None, layers, sizes: dict[str, int],
-                     out: dict[str, HubFile]) -> None:
-        archives = {f.descriptor.digest: f.archive for f in (fmt.files if fmt else [])}
+    def _layer_files(self, rev: Revision, fmt: ModelFormat | None, layers,
+                     sizes: dict[str, int], out: dict[str, HubFile]) -> None:
+        known = fmt.files + fmt.weights if fmt else []
+        archives = {f.descriptor.digest: f.archive for f in known}
+        docker_ggufs = [d.digest for d in layers if d.media_type == DOCKER_GGUF]
+        stem = rev.repository.rsplit("/", 1)[-1]
         for d in layers:
             size = sizes.get(d.digest)
             if size is None:
                 continue
             path = _clean(_annotated(d))
             archive = archives.get(d.digest)
-            if archive is None and path is None and fmt is not None:
-                path = next((_clean(f.path) for f in fmt.files
-                             if f.descriptor.digest == d.digest), None)
+            if path is None and d.media_type == DOCKER_GGUF:  # as ``assay pull`` names them
+                n, i = len(docker_ggufs), docker_ggufs.index(d.digest) + 1
+                path = f"{stem}.gguf" if n == 1 else f"{stem}-{i:05d}-of-{n:05d}.gguf"
+            elif path is None and d.media_type in DOCKER_NAMES:
+                path = DOCKER_NAMES[d.media_type]
+            elif archive is None and path is None:
+                path = next((_clean(f.path) for f in known if f.descriptor.digest == d.digest),
+                            None)
             if archive == "tar":
                 for member in self._tar_files(d.digest, size, path):
                     out.setdefault(member.path, member)

@@ -169,7 +169,8 @@ def _cursor(value: str | None) -> str | None:
     if not value:
         return None
     try:
-        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
+        return base64.b64decode(value + "=" * (-len(value) % 4), altchars=b"-_",
+                                validate=True).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise RequestInvalid("invalid cursor: follow the Link header unchanged") from None
 
@@ -312,7 +313,8 @@ async def resolve(request: Request) -> Response:
 
 async def whoami(request: Request) -> Response:
     """The signed-in caller (guarded: anonymous callers get 401). Namespaces where they
-    hold a role are their ``orgs``; a token's ``role`` is ``write`` when it may push."""
+    hold a role are their ``orgs`` (their own namespace is not an org); ``role`` is
+``write`` when the caller (and their token's scopes) may push somewhere, else ``read``."""
     identity = caller(request)
     if identity is None:  # auth off: everyone may do everything
         name, orgs, role, display, via = "anonymous", [], "write", "anonymous", "none"
@@ -320,8 +322,9 @@ async def whoami(request: Request) -> Response:
         name = identity.name
         orgs = [{"name": ns, "type": "org", "roleInOrg": r}
                 for ns, r in sorted(identity.roles.items()) if ns != name]
-        writes = identity.scopes is None or any(a in (PUSH, DELETE, ADMIN)
-                                                for a, _ in identity.scopes)
+        writes = (identity.is_admin or any(r != "read" for r in identity.roles.values())) \
+            and (identity.scopes is None
+                 or any(a in (PUSH, DELETE, ADMIN) for a, _ in identity.scopes))
         role = "write" if writes else "read"
         display, via = identity.credential_name or identity.via, identity.via
     return JSONResponse({
