@@ -48,7 +48,7 @@ import tarfile
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -294,7 +294,7 @@ class HubService(Service):
                     require_repo(conn, name)
                     raise ManifestUnknown(f"no branch {branch!r}")
             rev = _revision(name, row)
-        return Revision(**{**rev.__dict__, "branch": branch})
+        return replace(rev, branch=branch)
 
     def _by_digest_prefix(self, name: str, prefix: str, revision: str) -> Revision:
         with self.db.read() as conn:
@@ -360,9 +360,11 @@ class HubService(Service):
                 .where(manifest_references.c.manifest_id == rev.manifest_id)).scalar_one())
 
     # ---- files -------------------------------------------------------------------------
-    def files(self, rev: Revision, base_url: str = "") -> list[HubFile]:
+    def files(self, rev: Revision, base_url: str = "", *, only: str | None = None
+              ) -> list[HubFile]:
         """Every file of a commit, in manifest order (README.md and Modelfile last when
-        generated). Blocking (reads tar headers and small layers): run in a thread."""
+        generated). Blocking (reads tar headers and small layers): run in a thread.
+        ``only``: the caller wants that one path (a README is generated only for it)."""
         parsed = parse_manifest(rev.content, rev.media_type)
         fmt = classify(parsed)
         layers = _layers(parsed)
@@ -372,7 +374,7 @@ class HubService(Service):
             self._ollama_files(rev, layers, sizes, out)
         else:
             self._layer_files(rev, fmt, layers, sizes, out)
-        if fmt is not None and README not in out:
+        if fmt is not None and README not in out and only in (None, README):
             content = self.readme(rev, fmt, base_url)
             out[README] = HubFile(README, len(content), content=content)
         return list(out.values())
@@ -380,7 +382,7 @@ class HubService(Service):
     def file(self, rev: Revision, path: str, base_url: str = "") -> HubFile:
         """The file ``path`` of a commit; EntryUnknown when it has none."""
         check_path(path)
-        for f in self.files(rev, base_url):
+        for f in self.files(rev, base_url, only=path):
             if f.path == path:
                 return f
         raise EntryUnknown(f"{path!r} is not a file of {rev.repository} at commit "
