@@ -43,8 +43,9 @@ routes = [
     Route(M + "/xet-write-token/{revision}", push(xet.refuse_xet), methods=["GET"]),
     Route(M + "/xet-read-token/{revision}", pull(xet.refuse_xet), methods=["GET"]),
     Route(M + "/revision/{revision}", pull(download.model_info), methods=["GET"]),
-    Route(M + "/tree/{revision}/{path:path}", pull(download.tree), methods=["GET"]),
+    # The bare tree first: in team/tree's tree, {name:path} would swallow "team/tree/tree".
     Route(M + "/tree/{revision}", pull(download.tree), methods=["GET"]),
+    Route(M + "/tree/{revision}/{path:path}", pull(download.tree), methods=["GET"]),
     Route(M + "/paths-info/{revision}", pull(download.paths_info), methods=["POST"]),
     Route(M + "/refs", pull(download.refs), methods=["GET"]),
     Route(M + "/commits/{revision}", pull(download.commits), methods=["GET"]),
