@@ -20,6 +20,7 @@ from registry.services.audit import AuditService
 from registry.services.blobs import BlobService
 from registry.services.catalog import CatalogService
 from registry.services.events import EventService
+from registry.services.hub import HubService
 from registry.services.identities import IdentityService
 from registry.services.manifests import ManifestService
 from registry.services.models import ModelService
@@ -56,6 +57,8 @@ class RegistryService:
                                          queue=self.queue, policies=self.policies,
                                          events=self.events)
         self.catalog = CatalogService(db, store, settings)
+        # The Hugging Face Hub's view: commits, revisions (the gate), files of a manifest.
+        self.hub = HubService(db, store, settings, manifests=self.manifests)
         # A result read against the others: reference ratio, regressions (at record time).
         self.regressions = RegressionService(db, store, settings)
         self.verification = VerificationService(db, store, settings, queue=self.queue,

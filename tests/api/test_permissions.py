@@ -331,6 +331,10 @@ ROWS = [
     Row("DELETE", WHOLE, A + "/repositories/otto/gone-{who}", OWN_OTTO),
     # ---- the Hugging Face Hub API (registry/api/hf) -------------------------------------
     Row("GET", "/api/whoami-v2", "/api/whoami-v2", SIGNED_IN),
+    Row("POST", "/api/validate-yaml", "/api/validate-yaml", SIGNED_IN,
+        _json({"content": "---\nlicense: mit\n---\n# A card\n"})),
+    Row("GET", HM + "/xet-write-token/{revision}", HT + "/xet-write-token/main", PUSH_TEAM),
+    Row("GET", HM + "/xet-read-token/{revision}", HT + "/xet-read-token/main", PULL_TEAM),
     Row("GET", HM, HT, PULL_TEAM),
     Row("GET", HM, "/api/models/other/model", OTHER_NS),
     Row("GET", HM + "/revision/{revision}", HT + "/revision/v1", PULL_TEAM),
@@ -651,7 +655,8 @@ def mismatch(row: Row, caller: str, r, expected: str | int) -> str | None:
 
 
 def _hub_route(route: str) -> bool:
-    return route.startswith(("/api/models/", "/api/repos/", "/api/whoami", LFS)) \
+    return route.startswith(("/api/models/", "/api/repos/", "/api/whoami", "/api/validate",
+                             LFS)) \
         or route == HUB_RESOLVE
 
 
