@@ -34,6 +34,7 @@ import httpx
 import pytest
 
 from tests.support.hf_clients import ok, raised, run_client
+from tests.support.mlx_models import make_mlx_model
 from tests.support.models import GEMMA_SHA256, sha256_file
 from tests.support.ollama_replay import (
     GEMMA3_TEMPLATE,
@@ -87,6 +88,20 @@ def broken_copy(source: Path, target: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """The tiny random MLX model of tests/support/mlx_models.py with a wider MLP, so that
+    its weights (1.7 MB) are above the 1 MiB up to which the Hub API has clients send a
+    file inline in the commit: they take the LFS path (batch, PUT, verify) as real
+    weights do. The other files go inline."""
+    try:
+        return make_mlx_model(tmp_path_factory.mktemp("hf-model") / "tiny",
+                              model_args={"intermediate_size": 2048})
+    except ImportError as exc:
+        pytest.fail(f"cannot generate the MLX test model ({exc}): pip install -e '.[test]'",
+                    pytrace=False)
+
+
+@pytest.fixture(scope="module")
 def assay_server_module(tmp_path_factory):
     """This module's auth-off server, under the name the assay_server plugin attaches log
     tails for: one verification worker and the readiness gate on (start_assay's defaults
@@ -122,21 +137,21 @@ emit(created=str(created), repo_id=created.repo_id, again=again, existing=str(ex
 
 
 @pytest.fixture(scope="module")
-def hub(assay_server_module: ServerProcess, cli, mlx_model_dir, gemma_gguf, tmp_path_factory):
+def hub(assay_server_module: ServerProcess, cli, tiny_model, gemma_gguf, tmp_path_factory):
     """Everything the auth-off tests read, pushed once before they run: the tiny model
     uploaded with upload_folder (``team/tiny-hf``, branch main) and a broken copy
     (``team/broken``), the same tiny model pushed with ``assay push`` (``team/tiny-oci``,
     tag latest) and Gemma pushed like ``ollama push`` (``team/gemma3:latest``)."""
     server = assay_server_module
     home = tmp_path_factory.mktemp("hf-upload")
-    broken = broken_copy(mlx_model_dir, home / "broken")
+    broken = broken_copy(tiny_model, home / "broken")
     upload = run_client(server.url, home, UPLOAD_TINY.format(
-        folder=str(mlx_model_dir), broken=str(broken))).check()
-    cli("push", mlx_model_dir, f"{server.host_port}/team/tiny-oci", "-q")
+        folder=str(tiny_model), broken=str(broken))).check()
+    cli("push", tiny_model, f"{server.host_port}/team/tiny-oci", "-q")
     layers = [(MEDIA_MODEL, gemma_gguf), (MEDIA_TEMPLATE, GEMMA3_TEMPLATE),
               (MEDIA_PARAMS, gemma3_params_layer())]
     ollama_push(server.url, "team/gemma3", "latest", layers, ollama_config())
-    return SimpleNamespace(server=server, upload=upload, source=file_hashes(mlx_model_dir),
+    return SimpleNamespace(server=server, upload=upload, source=file_hashes(tiny_model),
                            data_dir=server.log_path.parent)
 
 
@@ -231,6 +246,35 @@ def _blob_paths(data_dir: Path, hexes: set[str]) -> list[Path]:
     return found
 
 
+TRANSFORMERS_AND_HF_CLI = """
+import os, subprocess, sys
+from transformers import AutoConfig, AutoTokenizer
+config = AutoConfig.from_pretrained("team/tiny-hf")
+remote = AutoTokenizer.from_pretrained("team/tiny-hf")
+local = AutoTokenizer.from_pretrained({local!r})
+hf = os.path.join(os.path.dirname(sys.executable), "hf")
+cli = subprocess.run([hf, "download", "team/tiny-hf", "config.json", "--local-dir", "cli"],
+                     capture_output=True, text=True)
+emit(model_type=config.model_type, remote=remote.encode("hello world"),
+     local=local.encode("hello world"), cli=cli.returncode, cli_output=cli.stdout + cli.stderr,
+     cli_file=sha256("cli/config.json") if cli.returncode == 0 else None)
+"""
+
+
+def test_transformers_and_the_hf_cli_read_the_uploaded_model(hub, cli, tiny_model,
+                                                             tmp_path):
+    """transformers asks for optional files the model lacks (a 404 EntryNotFound with
+    X-Repo-Commit, cached as absent) and the ``hf`` CLI downloads one file."""
+    cli("status", f"{hub.server.host_port}/team/tiny-hf:main", "--wait", "--timeout", "90",
+        "-q")
+    got = run_client(hub.server.url, tmp_path, TRANSFORMERS_AND_HF_CLI.format(
+        local=str(tiny_model)), timeout=120).check()
+    assert got["model_type"] == "llama"
+    assert got["remote"] == got["local"] and got["remote"], got
+    assert got["cli"] == 0, got["cli_output"]
+    assert got["cli_file"] == hub.source["config.json"]
+
+
 MLX_GENERATE = """
 from mlx_lm import generate, load
 model, tokenizer = load("team/tiny-oci")
@@ -241,9 +285,9 @@ emit(remote=remote, local=local)
 """
 
 
-def test_mlx_lm_loads_a_model_pushed_with_assay_push(hub, mlx_model_dir, tmp_path):
+def test_mlx_lm_loads_a_model_pushed_with_assay_push(hub, tiny_model, tmp_path):
     wait_status(hub.server, "team/tiny-oci", "latest", ("ready",), timeout=90)
-    got = run_client(hub.server.url, tmp_path, MLX_GENERATE.format(local=str(mlx_model_dir)),
+    got = run_client(hub.server.url, tmp_path, MLX_GENERATE.format(local=str(tiny_model)),
                      timeout=120).check()
     assert got["remote"] and got["remote"] == got["local"], got
 
@@ -300,21 +344,22 @@ api = HfApi()
 downloaded = sha256(hf_hub_download("team/tiny-hf", "config.json"))
 api.create_repo("team/xet", exist_ok=True)
 started = time.monotonic()
-upload = attempt(api.upload_file, path_or_fileobj={path!r}, path_in_repo="config.json",
+upload = attempt(api.upload_file, path_or_fileobj={path!r}, path_in_repo="model.safetensors",
                  repo_id="team/xet")
 emit(xet=is_xet_available(), downloaded=downloaded, upload=upload,
      seconds=time.monotonic() - started)
 """
 
 
-def test_a_client_with_xet_downloads_plainly_and_fails_fast_on_upload(hub, mlx_model_dir,
+def test_a_client_with_xet_downloads_plainly_and_fails_fast_on_upload(hub, tiny_model,
                                                                       tmp_path):
     """assay never advertises Xet (no ``X-Xet-Hash``), so downloads take plain HTTP. An
     upload with ``hf_xet`` installed and ``HF_HUB_DISABLE_XET`` unset is decided by the
-    client alone: it asks for a Xet write token, gets a 4xx, and fails at once (a 5xx would
-    make hf_xet retry for minutes); nothing is committed."""
+    client alone for a file the server wants through LFS (the weights; small files go
+    inline): it asks for a Xet write token, gets a 4xx, and fails at once (a 5xx would make
+    hf_xet retry for minutes); nothing is committed."""
     got = run_client(hub.server.url, tmp_path, XET_CLIENT.format(
-        path=str(mlx_model_dir / "config.json")), xet=True, timeout=60).check()
+        path=str(tiny_model / "model.safetensors")), xet=True, timeout=60).check()
     assert got["xet"] is True, "hf_xet must be installed for this test to mean anything"
     assert got["downloaded"] == hub.source["config.json"]
     error = raised(got["upload"], "Exception")
@@ -341,7 +386,7 @@ emit(oid=commit.oid, held=held.oid)
 
 
 @pytest.fixture(scope="module")
-def auth_hub(auth_registry, mlx_model_dir, tmp_path_factory):
+def auth_hub(auth_registry, tiny_model, tmp_path_factory):
     """The auth-on server with the tiny model uploaded by wanda (a personal access token
     with pull and push, as ``HF_TOKEN``) to ``team/tiny`` and to ``team/held``, whose
     policy (set by root) turns the gate on for it alone."""
@@ -350,9 +395,9 @@ def auth_hub(auth_registry, mlx_model_dir, tmp_path_factory):
     assert resp.status_code == 200, resp.text
     home = tmp_path_factory.mktemp("hf-auth-upload")
     up = run_client(auth_registry.url, home, UPLOAD_WITH_TOKEN.format(
-        folder=str(mlx_model_dir), held=HELD), token=auth_registry.wanda_token).check()
+        folder=str(tiny_model), held=HELD), token=auth_registry.wanda_token).check()
     return SimpleNamespace(registry=auth_registry, upload=up,
-                           source=file_hashes(mlx_model_dir))
+                           source=file_hashes(tiny_model))
 
 
 READ_ONLY = """

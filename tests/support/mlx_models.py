@@ -153,6 +153,7 @@ def make_mlx_model(
     quantize: bool = False,
     shards: int = 1,
     dtype: str = "bfloat16",
+    model_args: dict | None = None,
 ) -> Path:
     """Write a tiny random Llama MLX model directory into ``directory`` and return it.
 
@@ -160,6 +161,8 @@ def make_mlx_model(
     ``scales``/``biases``) and records ``quantization`` in ``config.json``. ``shards`` > 1 writes
     ``model-0000i-of-0000N.safetensors`` and ``model.safetensors.index.json``. ``dtype`` is the
     float dtype of the unquantized tensors (``bfloat16``, ``float16`` or ``float32``).
+    ``model_args`` overrides the architecture's arguments (e.g. ``intermediate_size`` for a
+    bigger file; ``vocab_size`` is the tokenizer's).
     """
     import mlx.core as mx
     import mlx.nn as nn
@@ -176,7 +179,7 @@ def make_mlx_model(
     vocab_size = tokenizer.get_vocab_size()
     ids = {tok: tokenizer.token_to_id(tok) for tok in SPECIAL_TOKENS}
 
-    args = _model_args(vocab_size)
+    args = {**_model_args(vocab_size), **(model_args or {}), "vocab_size": vocab_size}
     model = Model(ModelArgs.from_dict(args))
     mx_dtype = getattr(mx, dtype)
     model.load_weights(list(_random_weights(model, seed, mx_dtype, list(ids.values())).items()))
