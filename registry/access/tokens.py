@@ -18,6 +18,8 @@ import hmac
 import secrets
 import time
 import uuid
+from collections.abc import Mapping
+from urllib.parse import urlencode
 
 import jwt
 
@@ -121,6 +123,37 @@ def sign_blob(key: str, repository: str, digest: str, ttl: int) -> str:
     """The query string that lets anyone GET this blob of this repository for ``ttl`` s."""
     expires = int(time.time()) + ttl
     return f"expires={expires}&signature={_blob_mac(key, repository, digest, expires)}"
+
+
+def _upload_mac(key: str, repository: str, oid: str, size: int, user: str,
+                expires: int) -> str:
+    msg = f"upload\n{repository}\n{oid}\n{size}\n{user}\n{expires}".encode()
+    return hmac.new(key.encode(), msg, hashlib.sha256).hexdigest()
+
+
+def sign_upload(key: str, repository: str, oid: str, size: int, user: str | None,
+                ttl: int) -> str:
+    """The query string that lets anyone PUT exactly the object ``oid`` (sha256 hex) of
+    ``size`` bytes into ``repository`` for ``ttl`` s, on behalf of ``user`` (whose quota
+    and audit entries it counts to). Git-LFS clients PUT to the batch API's upload URL
+    without credentials, so the URL carries them."""
+    expires = int(time.time()) + ttl
+    mac = _upload_mac(key, repository, oid, size, user or "", expires)
+    return urlencode({"size": size, "user": user or "", "expires": expires, "signature": mac})
+
+
+def check_upload_signature(key: str, repository: str, oid: str, query: Mapping[str, str]
+                           ) -> str | None:
+    """The user an upload URL was signed for ("" when auth was off or anonymous), or
+    None when its signature is wrong or it has expired."""
+    size, expires = query.get("size", ""), query.get("expires", "")
+    if not (size.isascii() and size.isdigit() and expires.isascii() and expires.isdigit()):
+        return None
+    if int(expires) < time.time():
+        return None
+    user = query.get("user", "")
+    mac = _upload_mac(key, repository, oid, int(size), user, int(expires))
+    return user if hmac.compare_digest(mac, query.get("signature", "")) else None
 
 
 def check_blob_signature(key: str, repository: str, digest: str, expires: str,

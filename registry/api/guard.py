@@ -23,7 +23,8 @@ access token>``, or ``Bearer <token from GET /auth/token>`` (Docker token auth; 
 carries the actions it was granted, and dies with its user and with the personal access
 token or Ollama key it was asked for with). A blob GET may instead carry a signed URL's
 ``expires`` and ``signature`` (Ollama fetches blob parts from the ``Location`` without
-credentials).
+credentials), and so may a Hub LFS object PUT (a git-LFS basic transfer sends none: the
+batch API signs the upload URL for its caller, ``tokens.sign_upload``).
 
 A caller without credentials who may not do something gets 401 and a challenge (on /v2/
 ``Bearer realm=...,service=...,scope=...`` so Docker, skopeo, oras and Ollama fetch a
@@ -262,6 +263,18 @@ def _signed_blob(request: Request) -> bool:
                                        q.get("expires", ""), q["signature"])
 
 
+def _signed_upload(request: Request) -> str | None:
+    """The user a Hub LFS upload URL (``PUT /<repo>.git/info/lfs/objects/<oid>``) was
+    signed for, or None when the request carries no valid signature."""
+    if "signature" not in request.query_params or "/info/lfs/objects/" not in \
+            request.url.path:
+        return None
+    return tokens.check_upload_signature(_identities(request).signing_key(),
+                                         request.path_params.get("name", ""),
+                                         request.path_params.get("oid", ""),
+                                         request.query_params)
+
+
 def _refuse(request: Request, identity: Identity, action: str, name: str,
             scope: str | None = None, *, namespace: bool = False):
     """401 with a challenge for callers who could do better by signing in (anonymous,
@@ -356,6 +369,15 @@ def guard(need) -> Callable[[Handler], Handler]:
                     and _signed_blob(request):
                 identity = Identity(name=None, via="signed-url")
                 request.scope["assay.identity"] = identity
+                return await handler(request)
+            elif need == ("repo", PUSH) and request.method == "PUT" \
+                    and (signer := _signed_upload(request)) is not None:
+                # Signed by the batch API for a caller who may push (a git-LFS PUT
+                # carries no credentials): the upload counts to that caller.
+                identity = Identity(name=signer or None, via="signed-url")
+                request.scope["assay.identity"] = identity
+                request.scope["assay.user"] = identity.name
+                current_actor.set(Actor(identity.name, addr))
                 return await handler(request)
             else:
                 identity = await identify(request)

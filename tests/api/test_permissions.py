@@ -150,6 +150,20 @@ def _final(ctx: dict) -> dict:
     return {"content": b"final", "headers": {"Content-Type": "application/octet-stream"}}
 
 
+def _ndjson(*lines: dict) -> Body:
+    def body(ctx: dict) -> dict:
+        return {"content": b"".join(json.dumps(line).encode() + b"\n" for line in lines),
+                "headers": {"Content-Type": "application/x-ndjson"}}
+    return body
+
+
+LFS_OID = hashlib.sha256(b"lfs").hexdigest()
+
+
+def _lfs_object(ctx: dict) -> dict:
+    return {"content": b"lfs", "headers": {"Content-Type": "application/octet-stream"}}
+
+
 V2 = "/v2/{name:path}"
 U = V2 + "/blobs/uploads"
 A = "/api/v1"
@@ -157,6 +171,10 @@ R = A + "/repositories/{name:path}"
 WHOLE = A + "/repositories/{name:repository}"
 TM = "/v2/team/model"
 TR = A + "/repositories/team/model"
+HM = "/api/models/{name:path}"
+HT = "/api/models/team/model"
+HUB_RESOLVE = "/{name:path}/resolve/{revision}/{path:path}"
+LFS = "/{name:path}.git/info/lfs"
 
 ROWS = [
     # ---- OCI distribution ---------------------------------------------------------------
@@ -311,6 +329,51 @@ ROWS = [
     Row("DELETE", WHOLE, A + "/repositories/team/gone-{who}", DELETE_TEAM),
     Row("DELETE", WHOLE, A + "/repositories/other/gone-{who}", OTHER_NS),
     Row("DELETE", WHOLE, A + "/repositories/otto/gone-{who}", OWN_OTTO),
+    # ---- the Hugging Face Hub API (registry/api/hf) -------------------------------------
+    Row("GET", "/api/whoami-v2", "/api/whoami-v2", SIGNED_IN),
+    Row("POST", "/api/validate-yaml", "/api/validate-yaml", SIGNED_IN,
+        _json({"content": "---\nlicense: mit\n---\n# A card\n"})),
+    Row("GET", HM + "/xet-write-token/{revision}", HT + "/xet-write-token/main", PUSH_TEAM),
+    Row("GET", HM + "/xet-read-token/{revision}", HT + "/xet-read-token/main", PULL_TEAM),
+    Row("GET", HM, HT, PULL_TEAM),
+    Row("GET", HM, "/api/models/other/model", OTHER_NS),
+    Row("GET", HM + "/revision/{revision}", HT + "/revision/v1", PULL_TEAM),
+    Row("GET", HM + "/revision/{revision}", "/api/models/other/model/revision/v1", OTHER_NS),
+    Row("GET", HM + "/tree/{revision}", HT + "/tree/v1", PULL_TEAM),
+    Row("GET", HM + "/tree/{revision}/{path:path}", HT + "/tree/v1/sub/dir", PULL_TEAM),
+    Row("POST", HM + "/paths-info/{revision}", HT + "/paths-info/v1", PULL_TEAM,
+        _json({"paths": ["config.json"]})),
+    Row("GET", HM + "/refs", HT + "/refs", PULL_TEAM),
+    Row("GET", HM + "/commits/{revision}", HT + "/commits/v1", PULL_TEAM),
+    Row("GET", HUB_RESOLVE, "/team/model/resolve/v1/config.json", PULL_TEAM),
+    Row("GET", HUB_RESOLVE, "/other/model/resolve/v1/config.json", OTHER_NS),
+    Row("POST", "/api/repos/create", "/api/repos/create", PUSH_TEAM,
+        _json({"name": "made-{who}", "organization": "team", "type": "model"})),
+    Row("POST", "/api/repos/create", "/api/repos/create", OTHER_NS,
+        _json({"name": "made-{who}", "organization": "other", "type": "model"})),
+    Row("DELETE", "/api/repos/delete", "/api/repos/delete", DELETE_TEAM,
+        _json({"name": "gone-{who}", "organization": "team", "type": "model"})),
+    Row("POST", HM + "/preupload/{revision}", HT + "/preupload/main", PUSH_TEAM,
+        _json({"files": [{"path": "a.txt", "sample": "", "size": 0}]})),
+    Row("POST", HM + "/commit/{revision}", HT + "/commit/matrix-{who}", PUSH_TEAM,
+        _ndjson({"key": "header", "value": {"summary": "matrix"}})),
+    Row("POST", HM + "/commit/{revision}", "/api/models/other/model/commit/matrix-{who}",
+        OTHER_NS, _ndjson({"key": "header", "value": {"summary": "matrix"}})),
+    Row("POST", HM + "/branch/{branch}", HT + "/branch/b-{who}", PUSH_TEAM,
+        _json({"startingPoint": "v1"})),
+    Row("DELETE", HM + "/branch/{branch}", HT + "/branch/nosuch-{who}", DELETE_TEAM),
+    Row("POST", HM + "/tag/{revision}", HT + "/tag/v1", PUSH_TEAM, _json({"tag": "t-{who}"})),
+    Row("DELETE", HM + "/tag/{revision}", HT + "/tag/nosuch-{who}", DELETE_TEAM),
+    Row("POST", LFS + "/objects/batch", "/team/model.git/info/lfs/objects/batch", PUSH_TEAM,
+        _json({"operation": "upload", "transfers": ["basic"], "hash_algo": "sha256",
+               "objects": [{"oid": LFS_OID, "size": 3}]})),
+    Row("POST", LFS + "/objects/batch", "/other/model.git/info/lfs/objects/batch", OTHER_NS,
+        _json({"operation": "upload", "transfers": ["basic"], "hash_algo": "sha256",
+               "objects": [{"oid": LFS_OID, "size": 3}]})),
+    Row("PUT", LFS + "/objects/{oid}", "/team/model.git/info/lfs/objects/" + LFS_OID,
+        PUSH_TEAM, _lfs_object),
+    Row("POST", LFS + "/verify", "/team/model.git/info/lfs/verify", PUSH_TEAM,
+        _json({"oid": LFS_OID, "size": 3})),
 ]
 
 
@@ -574,6 +637,8 @@ def mismatch(row: Row, caller: str, r, expected: str | int) -> str | None:
     if status != expected:
         return f"expected {expected}, {got}"
     path = r.request.url.path
+    if _hub_route(row.route):
+        return hub_mismatch(row, r, expected)
     if expected == 401:
         challenge = r.headers.get("www-authenticate", "")
         # The REST API and the token endpoint itself take Basic credentials.
@@ -586,6 +651,26 @@ def mismatch(row: Row, caller: str, r, expected: str | int) -> str | None:
             return f"401 without code UNAUTHORIZED: {r.text[:160]!r}"
     if expected == 403 and not head and _error_code(r) != "DENIED":
         return f"403 without code DENIED: {r.text[:160]!r}"
+    return None
+
+
+def _hub_route(route: str) -> bool:
+    return route.startswith(("/api/models/", "/api/repos/", "/api/whoami", "/api/validate",
+                             LFS)) \
+        or route == HUB_RESOLVE
+
+
+def hub_mismatch(row: Row, r, expected: str | int) -> str | None:
+    """The Hub API's refusals: ``{"error": message}`` with ``X-Error-Message``; a 401 also
+    ``X-Error-Code: RepoNotFound`` (huggingface_hub's "not found, or sign in")."""
+    if r.status_code != expected or expected not in (401, 403):
+        return None
+    if not r.headers.get("x-error-message"):
+        return f"{expected} without X-Error-Message"
+    if row.method != "HEAD" and not (r.json() or {}).get("error"):
+        return f"{expected} without the Hub's error body: {r.text[:160]!r}"
+    if expected == 401 and r.headers.get("x-error-code") != "RepoNotFound":
+        return f"401 without X-Error-Code RepoNotFound: {dict(r.headers)}"
     return None
 
 

@@ -14,6 +14,8 @@ push (``registry.services.hub_commits``). Xet is not spoken.
     GET  /api/models/<repo>/commits/<rev>            a branch's history (newest first)
     HEAD|GET /<repo>/resolve/<rev>/<path>            a file (Range; X-Repo-Commit, ETag)
     GET  /api/whoami-v2                              the caller
+    POST /api/validate-yaml                          a README.md's metadata, before a commit
+    GET  /api/models/<repo>/xet-{write,read}-token/<rev>   404: Xet is not supported
     POST /api/repos/create, DELETE /api/repos/delete create or delete a repository
     POST /api/models/<repo>/preupload/<rev>          which files go through LFS
     POST /<repo>.git/info/lfs/objects/batch          git-LFS batch (basic transfer)

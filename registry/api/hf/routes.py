@@ -8,7 +8,7 @@ from starlette.routing import Route
 
 from registry.access.permissions import DELETE, PULL, PUSH
 from registry.api.guard import USER, guard
-from registry.api.hf import download, upload
+from registry.api.hf import cards, download, upload, xet
 from registry.api.hf.errors import HUB_API
 
 
@@ -38,6 +38,10 @@ routes = [
     # The repository is named in the body: the handlers check push / delete on it.
     Route("/api/repos/create", hub(USER)(upload.create_repo), methods=["POST"]),
     Route("/api/repos/delete", hub(USER)(upload.delete_repo), methods=["DELETE"]),
+    # huggingface_hub checks a README.md's metadata here before it commits one.
+    Route("/api/validate-yaml", hub(USER)(cards.validate_yaml), methods=["POST"]),
+    Route(M + "/xet-write-token/{revision}", push(xet.refuse_xet), methods=["GET"]),
+    Route(M + "/xet-read-token/{revision}", pull(xet.refuse_xet), methods=["GET"]),
     Route(M + "/revision/{revision}", pull(download.model_info), methods=["GET"]),
     Route(M + "/tree/{revision}/{path:path}", pull(download.tree), methods=["GET"]),
     Route(M + "/tree/{revision}", pull(download.tree), methods=["GET"]),
