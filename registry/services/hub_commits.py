@@ -19,9 +19,7 @@ present only when its blob is linked to the repository: knowing a hash must not 
 client claim bytes it cannot read (the bytes are uploaded again, and stored once).
 
 The LFS PUT is sent without ``Authorization`` by ``huggingface_hub``: with access control
-on, its ``href`` carries ``expires`` and ``signature`` (an HMAC with the registry's
-signing key over the repository, oid, size and expiry; ``signed_url_seconds``), checked
-by ``check_put_signature``.
+on, the handler signs its ``href`` for the caller (``registry.access.tokens.sign_upload``).
 
 A branch is an OCI tag; the branch's head is the manifest the tag points at (no gate:
 a commit builds on the head, verified or not). A commit id is the first 40 hex digits of
@@ -33,9 +31,7 @@ commits racing on one branch may both pass it (the later one wins the tag).
 from __future__ import annotations
 
 import hashlib
-import hmac
 import re
-import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -69,25 +65,6 @@ MAIN, LATEST = "main", "latest"
 def commit_id(digest: str) -> str:
     """The Hub commit id of a manifest: the first 40 hex digits of its sha256 digest."""
     return digest.partition(":")[2][:40]
-
-
-def _put_mac(key: str, name: str, oid: str, size: int, expires: int) -> str:
-    msg = f"hub-lfs-put\n{name}\n{oid}\n{size}\n{expires}".encode()
-    return hmac.new(key.encode(), msg, hashlib.sha256).hexdigest()
-
-
-def sign_put(key: str, name: str, oid: str, size: int, ttl: int) -> str:
-    """The query string that lets anyone PUT this object (exactly these bytes) into
-    ``name`` for ``ttl`` seconds."""
-    expires = int(time.time()) + ttl
-    return f"expires={expires}&signature={_put_mac(key, name, oid, size, expires)}"
-
-
-def check_put_signature(key: str, name: str, oid: str, size: int, expires: str,
-                        signature: str) -> bool:
-    if not expires.isdigit() or int(expires) < time.time():
-        return False
-    return hmac.compare_digest(_put_mac(key, name, oid, size, int(expires)), signature)
 
 
 def _valid_object(o) -> bool:

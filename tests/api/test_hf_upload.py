@@ -383,8 +383,6 @@ def test_reader_cannot_commit_writer_can_with_a_bearer_pat(reg):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the LFS PUT route must be hub(PUBLIC): the handler "
-                   "checks the href's signature itself, else credentials that may push")
 def test_lfs_put_without_credentials_needs_the_signed_href(reg):
     """``huggingface_hub`` sends the PUT with no Authorization: the batch answer's href
     carries an expiring signature for exactly that object; a forged one is refused."""

@@ -4,9 +4,10 @@ Thin: the rules are ``registry.services.hub_commits`` (and the commit body's,
 ``registry.formats.hub_commit``). ``create_repo`` / ``delete_repo`` name the repository
 in the body, so they check push / delete on it here, with the usual refusal texts.
 
-Xet is not spoken: ``huggingface_hub`` with ``hf_xet`` installed asks
-``/api/models/<repo>/xet-write-token/<rev>`` before uploading an LFS file, and gets a
-400 saying to set ``HF_HUB_DISABLE_XET=1`` (``xet_token``), never a hang.
+The LFS batch answer's upload ``href`` is signed for the caller when access control is
+on (``tokens.sign_upload``): ``huggingface_hub`` PUTs there without credentials, and the
+guard admits the signed PUT as that caller. Xet is refused elsewhere
+(``registry.api.hf.xet``).
 """
 
 from __future__ import annotations
@@ -15,20 +16,17 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from registry.access import refusals
+from registry.access import refusals, tokens
 from registry.access.permissions import DELETE, PUSH
-from registry.api.guard import base_url, caller, check, identify, may
+from registry.api.guard import base_url, caller, may
 from registry.api.oci.base import read_limited, repo_name, service
 from registry.api.oci.uploads import owner
 from registry.api.rest.common import json_body
 from registry.digests import check_name
 from registry.errors import BodyTooLarge, Conflict, Denied, RequestInvalid, SizeInvalid
 from registry.formats.hub_commit import MAX_COMMIT_BODY
-from registry.services.hub_commits import check_put_signature, sign_put
 
 LFS_JSON = "application/vnd.git-lfs+json"
-XET_REFUSAL = ("this registry does not speak the Xet protocol: upload through git-LFS by "
-               "setting HF_HUB_DISABLE_XET=1 (or uninstall hf_xet)")
 
 
 def _settings(request: Request):
@@ -94,11 +92,14 @@ async def lfs_batch(request: Request) -> Response:
     base, key = base_url(request), None
     if _settings(request).auth:
         key = service(request).identities.signing_key()
-    ttl = _settings(request).signed_url_seconds
+    ttl, who = _settings(request).signed_url_seconds, caller(request)
+    user = who.name if who is not None else None
 
     def href(oid: str, size: int) -> str:
-        url = f"{base}/{name}.git/info/lfs/objects/{oid}?size={size}"
-        return url if key is None else f"{url}&{sign_put(key, name, oid, size, ttl)}"
+        url = f"{base}/{name}.git/info/lfs/objects/{oid}"
+        if key is None:
+            return f"{url}?size={size}"
+        return f"{url}?{tokens.sign_upload(key, name, oid, size, user, ttl)}"
 
     answer = await run_in_threadpool(service(request).hub_commits.lfs_batch, name, body,
                                      href, f"{base}/{name}.git/info/lfs/verify")
@@ -113,24 +114,9 @@ def _size(request: Request) -> int:
     return int(size)
 
 
-async def _authorize_put(request: Request, name: str, oid: str, size: int) -> None:
-    """A PUT is allowed with a valid signature from the batch answer (the client sends
-    no credentials to the ``href``), else with credentials that may push."""
-    if not _settings(request).auth or may(request, PUSH, name):
-        return
-    q = request.query_params
-    if "signature" in q and check_put_signature(
-            service(request).identities.signing_key(), name, oid, size,
-            q.get("expires", ""), q["signature"]):
-        return
-    identity = await identify(request)
-    check(request, identity, ("repo", PUSH))
-
-
 async def lfs_put(request: Request) -> Response:
     name, oid = repo_name(request), request.path_params["oid"]
-    size = _size(request)
-    await _authorize_put(request, name, oid, size)
+    size = _size(request)  # signed with the URL when it came from a batch answer
     declared = request.headers.get("content-length")
     length = int(declared) if declared and declared.isascii() and declared.isdigit() \
         else None
@@ -189,8 +175,3 @@ async def delete_tag(request: Request) -> Response:
     await run_in_threadpool(service(request).hub_commits.delete_ref, repo_name(request),
                             request.path_params["revision"])
     return JSONResponse({})
-
-
-async def xet_token(request: Request) -> Response:
-    """``GET /api/models/<repo>/xet-{read,write}-token/<rev>``: Xet is not spoken."""
-    raise RequestInvalid(XET_REFUSAL)
