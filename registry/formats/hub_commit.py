@@ -169,14 +169,17 @@ def _inline_file(value: dict, line: int) -> InlineFile:
         raise RequestInvalid(f"commit line {line}: encoding {str(encoding)[:20]!r} is not "
                              "supported (only base64)")
     text = _field(value, "content", str, line)
-    if len(text) > (MAX_INLINE_FILE // 3 + 1) * 4:
-        raise RequestInvalid(f"commit line {line}: inline file {path!r} is larger than "
-                             f"{MAX_INLINE_FILE} bytes: upload it through LFS")
+    too_large = RequestInvalid(f"commit line {line}: inline file {path!r} is larger than "
+                               f"{MAX_INLINE_FILE} bytes: upload it through LFS")
+    if len(text) > (MAX_INLINE_FILE // 3 + 1) * 4:  # before decoding it
+        raise too_large
     try:
         content = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise RequestInvalid(f"commit line {line}: the content of {path!r} is not valid "
                              "base64") from None
+    if len(content) > MAX_INLINE_FILE:
+        raise too_large
     return InlineFile(path, content)
 
 
