@@ -21,11 +21,15 @@ client claim bytes it cannot read (the bytes are uploaded again, and stored once
 The LFS PUT is sent without ``Authorization`` by ``huggingface_hub``: with access control
 on, the handler signs its ``href`` for the caller (``registry.access.tokens.sign_upload``).
 
-A branch is an OCI tag; the branch's head is the manifest the tag points at (no gate:
-a commit builds on the head, verified or not). A commit id is the first 40 hex digits of
-a manifest's sha256 digest. ``parentCommit`` that is not the head's id is refused with
-PreconditionFailed (412); the check and the tag move are two transactions, so two
-commits racing on one branch may both pass it (the later one wins the tag).
+A branch is an OCI tag; its head is the manifest the tag points at, read without the
+gate (a commit builds on the head, verified or not; ``main`` falls back to ``latest``)
+by ``HubService.resolve(..., gate=False)``. The head's whole-blob files
+(``HubService.files``) are carried over; generated ones (README.md, Modelfile) are not,
+and a head with archive layers (tar members) is refused rather than dropped. A commit id
+is the first 40 hex digits of a manifest's sha256 digest (``hub.commit_id``). A
+``parentCommit`` that is not the head's id is refused with PreconditionFailed (412); the
+check and the tag move are two transactions, so two commits racing on one branch may
+both pass it (the later one wins the tag).
 """
 
 from __future__ import annotations
@@ -38,33 +42,28 @@ from datetime import UTC, datetime
 import anyio
 from sqlalchemy import select
 
-from registry.db.tables import blobs, manifests, repositories, repository_blobs, tags, utcnow
+from registry.db.tables import blobs, repositories, repository_blobs, tags, utcnow
 from registry.digests import check_name, check_tag
 from registry.errors import (
     Conflict,
     EntryUnknown,
     ManifestUnknown,
-    NameUnknown,
     PreconditionFailed,
     RequestInvalid,
     SizeInvalid,
 )
 from registry.formats import hub_commit as hc
-from registry.formats.classify import MODELPACK_PREFIX, classify
-from registry.manifests import IMAGE_TYPES, parse_manifest
+from registry.formats.classify import classify
+from registry.manifests import parse_manifest
 from registry.services import audit
 from registry.services.common import Service, repo_id, require_repo
+from registry.services.hub import HubService, Revision, commit_id
 from registry.services.manifests import ManifestService
 from registry.services.uploads import UploadService
 
 _COMMIT_ID = re.compile(r"[0-9a-f]{40}")
 _FULL_HEX = re.compile(r"[0-9a-f]{64}")
-MAIN, LATEST = "main", "latest"
-
-
-def commit_id(digest: str) -> str:
-    """The Hub commit id of a manifest: the first 40 hex digits of its sha256 digest."""
-    return digest.partition(":")[2][:40]
+MAIN = "main"
 
 
 def _valid_object(o) -> bool:
@@ -82,10 +81,11 @@ def branch_name(revision: str) -> str:
 
 class HubCommitService(Service):
     def __init__(self, db, store, settings, *, uploads: UploadService,
-                 manifests: ManifestService):
+                 manifests: ManifestService, hub: HubService):
         super().__init__(db, store, settings)
         self.uploads = uploads
         self.manifests = manifests
+        self.hub = hub
 
     # ---- repositories -------------------------------------------------------
     def create_repo(self, name: str) -> None:
@@ -221,30 +221,16 @@ class HubCommitService(Service):
                                f"{name!r}" + (f" (it has {have} bytes)" if have is not None
                                               else ": upload it first"))
 
-    # ---- revisions ----------------------------------------------------------
-    def _resolve(self, conn, rid: int, revision: str, *, fallback: bool = True):
-        """The ``(digest, media_type, content)`` a revision names in ``rid``: a commit id
-        or digest, else a tag (``main`` falls back to ``latest``); None if none."""
-        cols = (manifests.c.digest, manifests.c.media_type, manifests.c.content)
-        rev = revision.removeprefix("sha256:")
-        if _COMMIT_ID.fullmatch(rev) or _FULL_HEX.fullmatch(rev):
-            lo = f"sha256:{rev}"
-            return conn.execute(select(*cols).where(
-                manifests.c.repository_id == rid, manifests.c.digest >= lo,
-                manifests.c.digest < lo + "g").order_by(manifests.c.digest).limit(1)).first()
-        for tag in ([revision, LATEST] if revision == MAIN and fallback else [revision]):
-            row = conn.execute(select(*cols).join(tags, tags.c.manifest_id == manifests.c.id)
-                               .where(tags.c.repository_id == rid, tags.c.name == tag)).first()
-            if row is not None:
-                return row
-        return None
-
-    def _head(self, name: str, branch: str):
-        with self.db.read() as conn:
-            rid = repo_id(conn, name)
-            if rid is None:
-                raise NameUnknown(f"repository {name!r} is not known to this registry")
-            return self._resolve(conn, rid, branch)
+    # ---- revisions -------------------------------------------------------
+    def _head(self, name: str, revision: str) -> Revision | None:
+        """What ``revision`` names as it stands (no gate), None for an empty branch;
+        NameUnknown for an unknown repository."""
+        try:
+            return self.hub.resolve(name, revision, gate=False)
+        except ManifestUnknown:
+            with self.db.read() as conn:
+                require_repo(conn, name)
+            return None
 
     # ---- commits ------------------------------------------------------------
     def commit(self, name: str, revision: str, body: bytes) -> str:
@@ -262,7 +248,7 @@ class HubCommitService(Service):
             now = commit_id(head.digest) if head is not None else "none (an empty branch)"
             raise PreconditionFailed(f"parentCommit {parent[:80]} is not the head of "
                                      f"{branch!r} (it is {now}): fetch and retry")
-        base = _files_of(head.content, head.media_type) if head is not None else {}
+        base = {} if head is None else self._base(head)
         added = self._added(name, parsed.operations)
         files = hc.apply(base, parsed.operations, added)
         inline = {f"sha256:{hashlib.sha256(op.content).hexdigest()}": op.content
@@ -277,6 +263,19 @@ class HubCommitService(Service):
         manifest = hc.manifest_bytes(files, config, config_digest, parsed.header, created)
         result = self.manifests.put(name, branch, manifest, hc.OCI_MANIFEST)
         return commit_id(result.digest)
+
+    def _base(self, head: Revision) -> dict[str, hc.Entry]:
+        """The head's files a commit keeps: its whole-blob files. A head with archive
+        layers is refused (RequestInvalid): their files cannot be carried into a
+        ModelPack of whole files, and dropping them would lose the model."""
+        found = classify(parse_manifest(head.content, head.media_type))
+        if found is not None and any(f.archive for f in found.files + found.weights):
+            raise RequestInvalid(
+                f"the head of this branch ({head.commit}) keeps files inside archive "
+                "layers, which a Hub commit cannot carry over: commit to a new branch, "
+                "or push the whole model with assay push / oras")
+        return {f.path: hc.Entry(f.blob, f.size) for f in self.hub.files(head)
+                if f.lfs and _safe(f.path)}
 
     def _added(self, name: str, operations: list) -> dict[str, hc.Entry]:
         """The entry of each added path; every LFS object must be linked to ``name``
@@ -309,42 +308,22 @@ class HubCommitService(Service):
         ref = branch_name(ref)
         with self.db.read() as conn:
             rid = require_repo(conn, name)
-            if self._resolve(conn, rid, ref, fallback=False) is not None:
+            if conn.execute(select(tags.c.name).where(tags.c.repository_id == rid,
+                                                      tags.c.name == ref)).first():
                 raise Conflict(f"{kind} {ref!r} already exists in {name!r}")
-            start = starting_point or MAIN
-            row = self._resolve(conn, rid, start)
-        if row is None:
-            raise ManifestUnknown(f"revision {start!r} is not in repository {name!r}",
-                                  {"reference": start})
-        self.manifests.put(name, ref, row.content, row.media_type)
-        return commit_id(row.digest)
+        start = starting_point or MAIN
+        rev = self.hub.resolve(name, start, gate=False)
+        self.manifests.put(name, ref, rev.content, rev.media_type)
+        return rev.commit
 
     def delete_ref(self, name: str, ref: str) -> None:
         """Delete tag ``ref`` (a branch or a tag); ManifestUnknown if there is none."""
         self.manifests.delete(name, check_tag(ref))
 
 
-def _files_of(content: bytes, media_type: str) -> dict[str, hc.Entry]:
-    """The whole-blob files of a manifest, by path: what a commit on top of it keeps.
-    Files inside archive layers and layers without a usable path are not carried."""
-    parsed = parse_manifest(content, media_type)
-    found = classify(parsed)
-    if found is not None:
-        pairs = [(f.path, f.descriptor) for f in found.files if f.archive is None]
-    else:
-        layers = parsed.blobs[1:] if parsed.media_type in IMAGE_TYPES else parsed.blobs
-        pairs = []
-        for d in layers:
-            a = d.annotations or {}
-            path = a.get(hc.FILEPATH) or a.get(hc.TITLE)
-            archive = d.media_type.startswith(MODELPACK_PREFIX) and ".tar" in d.media_type
-            if isinstance(path, str) and path and not archive:
-                pairs.append((path, d))
-    out: dict[str, hc.Entry] = {}
-    for path, d in pairs:
-        try:
-            hc.check_path(path)
-        except RequestInvalid:
-            continue
-        out[path] = hc.Entry(d.digest, d.size)
-    return out
+def _safe(path: str) -> bool:
+    try:
+        hc.check_path(path)
+    except RequestInvalid:
+        return False
+    return True

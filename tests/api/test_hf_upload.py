@@ -21,6 +21,7 @@ from registry.app import create_app
 from registry.db.tables import audit_log, blobs, manifests, uploads
 from registry.formats.classify import classify
 from registry.manifests import parse_manifest
+from tests.support.model_artifacts import push_ollama, push_safetensors
 from tests.support.oci import push_blob, push_image
 
 M = "/api/models"
@@ -271,6 +272,21 @@ def test_commit_on_top_of_an_oci_push_keeps_its_files(client, service):
     r = commit(client, "team/img", header(), file_line("config.json", CONFIG))
     assert r.status_code == 200, r.text
     assert set(paths(head(service, "team/img")[1])) == {"config.json"}  # no paths to keep
+
+
+def test_commit_on_top_of_ollama_keeps_whole_files_not_generated_ones(client, service):
+    push_ollama(client, "team/llama", "latest", b"GGUF" + b"\0" * 60, system=b"be brief")
+    r = commit(client, "team/llama", header(), file_line("config.json", CONFIG))
+    assert r.status_code == 200, r.text
+    # The GGUF and system prompt stay; the generated README and Modelfile are not stored.
+    assert set(paths(head(service, "team/llama")[1])) == {"llama.gguf", "system",
+                                                          "config.json"}
+
+
+def test_commit_on_top_of_archive_layers_is_refused(client, service):
+    push_safetensors(client, "team/tar", "latest")
+    r = commit(client, "team/tar", header(), file_line("README.md", b"# x"))
+    assert r.status_code == 400 and "archive layers" in r.json()["error"]
 
 
 @pytest.mark.parametrize("lines, status, text", [
