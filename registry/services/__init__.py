@@ -21,6 +21,7 @@ from registry.services.blobs import BlobService
 from registry.services.catalog import CatalogService
 from registry.services.events import EventService
 from registry.services.hub import HubService
+from registry.services.hub_commits import HubCommitService
 from registry.services.identities import IdentityService
 from registry.services.manifests import ManifestService
 from registry.services.models import ModelService
@@ -59,6 +60,9 @@ class RegistryService:
         self.catalog = CatalogService(db, store, settings)
         # The Hugging Face Hub's view: commits, revisions (the gate), files of a manifest.
         self.hub = HubService(db, store, settings, manifests=self.manifests)
+        # Hugging Face Hub uploads: LFS objects into blobs, commits into ModelPack manifests.
+        self.hub_commits = HubCommitService(db, store, settings, uploads=self.uploads,
+                                            manifests=self.manifests, hub=self.hub)
         # A result read against the others: reference ratio, regressions (at record time).
         self.regressions = RegressionService(db, store, settings)
         self.verification = VerificationService(db, store, settings, queue=self.queue,
