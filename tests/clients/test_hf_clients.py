@@ -129,10 +129,12 @@ again = attempt(api.create_repo, "team/tiny-hf")
 existing = api.create_repo("team/tiny-hf", exist_ok=True)
 commit = api.upload_folder(folder_path={folder!r}, repo_id="team/tiny-hf",
                            commit_message="a tiny MLX model")
+sent = list(REQUESTS)
+api.create_repo("team/broken")
 broken = api.upload_folder(folder_path={broken!r}, repo_id="team/broken",
                            commit_message="weights cut in half")
 emit(created=str(created), repo_id=created.repo_id, again=again, existing=str(existing),
-     oid=commit.oid, url=commit.commit_url, broken=broken.oid)
+     oid=commit.oid, url=commit.commit_url, broken=broken.oid, requests=sent)
 """
 
 
@@ -180,6 +182,12 @@ def test_upload_folder_is_verified_then_pulled_alike_by_every_protocol(hub, cli,
     assert up["repo_id"] == "team/tiny-hf" and up["created"] == f"{server.url}/team/tiny-hf"
     assert up["existing"] == up["created"], up  # create_repo(exist_ok=True) on a 409
     raised(up["again"], "HfHubHTTPError", 409)
+    # The weights (1.7 MB) went through LFS (batch, then a PUT of their bytes); the small
+    # files inline in the commit.
+    lfs_puts = [path for method, path, _ in up["requests"] if method == "PUT"]
+    assert lfs_puts == [f"/team/tiny-hf.git/info/lfs/objects/"
+                        f"{hub.source['model.safetensors']}"], up["requests"]
+    assert ["POST", "/api/models/team/tiny-hf/commit/main", False] in up["requests"]
 
     # Verified like any push (the CLI waits on the same state the gate reads).
     cli("status", f"{server.host_port}/team/tiny-hf:main", "--wait", "--timeout", "90", "-q")
@@ -212,12 +220,20 @@ def test_upload_folder_is_verified_then_pulled_alike_by_every_protocol(hub, cli,
     assert_stored_once(hub, {"team/tiny-hf", "team/tiny-oci"})
 
 
+def blob_files(data_dir: Path) -> list[Path]:
+    """The filesystem store's blob files (``.../blobs/sha256/<2 hex>/<hex>``)."""
+    return [p for p in data_dir.rglob("*") if p.is_file() and not p.is_symlink()
+            and p.parent.parent.name == "sha256" and p.parent.parent.parent.name == "blobs"]
+
+
 def assert_stored_once(hub, repos: set[str]) -> None:
     """Every file of the tiny model (uploaded through the Hub API and pushed with ``assay
     push``) exists once under the data directory, as its blob; the storage summary counts
     the blob files on disk and nothing else."""
     wanted = set(hub.source.values())
-    sizes = {os.path.getsize(p) for p in _blob_paths(hub.data_dir, wanted)}
+    blobs = blob_files(hub.data_dir)
+    assert wanted <= {p.name for p in blobs}, "every file is a blob named by its sha256"
+    sizes = {p.stat().st_size for p in blobs if p.name in wanted}
     copies: Counter[str] = Counter()
     seen: set[tuple[int, int]] = set()
     for root, _dirs, names in os.walk(hub.data_dir):
@@ -235,15 +251,8 @@ def assert_stored_once(hub, repos: set[str]) -> None:
         f"files of {sorted(repos)} stored more than once: {dict(copies)}")
 
     summary = httpx.get(f"{hub.server.url}/api/v1/storage", timeout=30).json()
-    blob_files = [p for p in (hub.data_dir / "blobs").rglob("*") if p.is_file()]
-    assert summary["stored_bytes"] == sum(p.stat().st_size for p in blob_files), summary
+    assert summary["stored_bytes"] == sum(p.stat().st_size for p in blobs), summary
     assert summary["logical_bytes"] > summary["stored_bytes"], summary  # shared by two repos
-
-
-def _blob_paths(data_dir: Path, hexes: set[str]) -> list[Path]:
-    found = [p for p in (data_dir / "blobs").rglob("*") if p.name in hexes]
-    assert {p.name for p in found} == hexes, f"blobs missing: {hexes - {p.name for p in found}}"
-    return found
 
 
 TRANSFORMERS_AND_HF_CLI = """
@@ -379,9 +388,10 @@ from huggingface_hub import HfApi
 api = HfApi()
 api.create_repo("team/tiny", exist_ok=True)
 commit = api.upload_folder(folder_path={folder!r}, repo_id="team/tiny")
+sent = list(REQUESTS)
 api.create_repo({held!r}, exist_ok=True)
 held = api.upload_folder(folder_path={folder!r}, repo_id={held!r})
-emit(oid=commit.oid, held=held.oid)
+emit(oid=commit.oid, held=held.oid, requests=sent)
 """
 
 
@@ -406,7 +416,7 @@ from huggingface_hub import HfApi, snapshot_download
 api = HfApi()
 snapshot = snapshot_download("team/tiny")
 emit(sha=api.model_info("team/tiny").sha,
-     hashes={{name: sha256(os.path.join(snapshot, name)) for name in os.listdir(snapshot)}},
+     hashes={name: sha256(os.path.join(snapshot, name)) for name in os.listdir(snapshot)},
      upload=attempt(api.upload_file, path_or_fileobj=b"x", path_in_repo="x.txt",
                     repo_id="team/tiny"),
      create=attempt(api.create_repo, "team/other"))
@@ -421,6 +431,16 @@ emit(info=attempt(api.model_info, "team/tiny"),
      upload=attempt(api.upload_file, path_or_fileobj=b"x", path_in_repo="x.txt",
                     repo_id="team/tiny"))
 """
+
+
+def test_an_lfs_upload_with_a_token(auth_hub):
+    """The client sends every Hub API call with the token, but the LFS PUT of the bytes
+    without any header: the upload action's URL must carry its own short-lived grant."""
+    sent = auth_hub.upload["requests"]
+    weights = auth_hub.source["model.safetensors"]
+    assert ["PUT", f"/team/tiny.git/info/lfs/objects/{weights}", False] in sent, sent
+    assert ["POST", "/team/tiny.git/info/lfs/objects/batch", True] in sent, sent
+    assert ["POST", "/api/models/team/tiny/commit/main", True] in sent, sent
 
 
 def test_tokens_as_hf_token_download_and_refusals(auth_hub, tmp_path):

@@ -15,7 +15,9 @@ Inside ``code``:
   raised, ``{"error": {"type", "types" (the class and its bases), "message", "status"}}``
   (``status``: the HTTP status of a ``HfHubHTTPError``), so one process can try several
   calls that are meant to fail;
-- ``sha256(path)`` hashes a file.
+- ``sha256(path)`` hashes a file;
+- ``REQUESTS`` lists the requests ``huggingface_hub`` has sent so far, as ``[method, path,
+  authenticated]`` (read from its own debug log, which nothing else prints).
 
 An exception that escapes ``code`` fails the run: ``ClientRun.check()`` raises with the
 client's traceback (the tail only), as does a run that outlives its ``timeout``.
@@ -37,7 +39,21 @@ FAILURE = "@@hf-client-failure "
 TAIL = 3000
 
 _PRELUDE = r'''
-import hashlib, json, sys, traceback
+import hashlib, json, logging, sys, traceback
+from urllib.parse import urlsplit
+
+REQUESTS = []
+
+class _Recorder(logging.Handler):
+    def emit(self, record):
+        if record.msg.startswith("Request ") and len(record.args) == 4:
+            _, method, url, authenticated = record.args
+            REQUESTS.append([method, urlsplit(str(url)).path, bool(authenticated)])
+
+_http_log = logging.getLogger("huggingface_hub.utils._http")
+_http_log.setLevel(logging.DEBUG)
+_http_log.propagate = False
+_http_log.addHandler(_Recorder())
 
 def _describe(exc):
     response = getattr(exc, "response", None)
