@@ -47,7 +47,7 @@ from tests.support.ollama_replay import (
 )
 from tests.support.oras_client import oras_client
 from tests.support.processes import ServerProcess, start_assay
-from tests.support.workers import GATE_ON, get_manifest, wait_status
+from tests.support.workers import GATE_ON, get_manifest, wait_status, wait_until
 
 pytestmark = pytest.mark.clients
 
@@ -250,8 +250,14 @@ def assert_stored_once(hub, repos: set[str]) -> None:
     assert copies == Counter(dict.fromkeys(wanted, 1)), (
         f"files of {sorted(repos)} stored more than once: {dict(copies)}")
 
-    summary = httpx.get(f"{hub.server.url}/api/v1/storage", timeout=30).json()
-    assert summary["stored_bytes"] == sum(p.stat().st_size for p in blobs), summary
+    # The worker stores each verification report as a blob: compare while none lands.
+    def settled():
+        before = sum(p.stat().st_size for p in blob_files(hub.data_dir))
+        summary = httpx.get(f"{hub.server.url}/api/v1/storage", timeout=30).json()
+        after = sum(p.stat().st_size for p in blob_files(hub.data_dir))
+        return summary if before == after == summary["stored_bytes"] else None
+
+    summary = wait_until(settled, 30, "the storage summary to count the blob files on disk")
     assert summary["logical_bytes"] > summary["stored_bytes"], summary  # shared by two repos
 
 
