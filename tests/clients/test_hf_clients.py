@@ -487,13 +487,22 @@ after_add = sorted(api.list_repo_files("team/tiny"))
 card = open(hf_hub_download("team/tiny", "README.md")).read()
 notes = open(hf_hub_download("team/tiny", "notes/extra.txt")).read()
 deleted = api.delete_file("notes/extra.txt", repo_id="team/tiny")
+api.create_branch("team/tiny", branch="dev")
+dev = api.upload_file(path_or_fileobj=b"dev\\n", path_in_repo="dev.txt", repo_id="team/tiny",
+                      revision="dev")
+api.create_tag("team/tiny", tag="v1", revision="dev")
+refs = api.list_repo_refs("team/tiny")
 emit(commits=[readme.oid, extra.oid, deleted.oid], after_add=after_add, card=card,
      notes=notes, after_delete=sorted(api.list_repo_files("team/tiny")),
-     sha=api.model_info("team/tiny").sha)
+     sha=api.model_info("team/tiny").sha, dev=dev.oid,
+     refs={b.name: b.target_commit for b in refs.branches},
+     v1=open(hf_hub_download("team/tiny", "dev.txt", revision="v1")).read(),
+     dev_files=sorted(api.list_repo_files("team/tiny", revision="dev")),
+     delete_branch=attempt(api.delete_branch, "team/tiny", branch="dev"))
 """
 
 
-def test_a_robot_token_commits_files_and_deletes_one(auth_hub, tmp_path):
+def test_a_robot_token_commits_files_branches_and_tags(auth_hub, tmp_path):
     registry = auth_hub.registry
     got = run_client(registry.url, tmp_path, ROBOT_EDITS, token=registry.robot_token).check()
     commits = got["commits"]
@@ -503,6 +512,13 @@ def test_a_robot_token_commits_files_and_deletes_one(auth_hub, tmp_path):
     assert got["notes"] == "some notes\n"
     assert got["after_delete"] == sorted([*TINY_FILES, "README.md"])
     assert got["sha"] == commits[-1]
+    # Branches and tags are OCI tags, all listed as branches.
+    assert got["refs"] == {"main": commits[-1], "dev": got["dev"], "v1": got["dev"]}, got
+    assert got["v1"] == "dev\n"
+    assert got["dev_files"] == sorted([*TINY_FILES, "README.md", "dev.txt"])
+    # Deleting a branch deletes a tag: the admin role, as on /v2/ (the robot has write).
+    error = raised(got["delete_branch"], "HfHubHTTPError", 403)
+    assert "admin" in error["message"], error
 
 
 def test_a_queued_model_is_refused_by_branch_and_served_by_commit(auth_hub, tmp_path):
