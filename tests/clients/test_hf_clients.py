@@ -1,8 +1,9 @@
 """The Hugging Face Hub's own clients against a real ``assay serve`` with ``HF_ENDPOINT`` set:
 ``huggingface_hub`` (model_info, list_repo_files, snapshot_download, hf_hub_download,
-create_repo, upload_folder, upload_file, delete_file), ``mlx_lm.load`` + generate and
-llama-cpp-python's ``Llama.from_pretrained``, each in its own process with a clean
-environment (tests/support/hf_clients.py).
+create_repo, upload_folder, upload_file, delete_file, branches and tags), the ``hf`` CLI,
+transformers' AutoConfig / AutoTokenizer, ``mlx_lm.load`` + generate and llama-cpp-python's
+``Llama.from_pretrained``, each in its own process with a clean environment
+(tests/support/hf_clients.py). docs/huggingface.md states only what these show.
 
 Two servers, one per auth mode, each shared by the module's tests:
 
