@@ -478,7 +478,7 @@ def test_tokens_as_hf_token_download_and_refusals(auth_hub, tmp_path):
 
 
 ROBOT_EDITS = """
-from huggingface_hub import HfApi, hf_hub_download
+from huggingface_hub import CommitOperationAdd, HfApi, hf_hub_download
 api = HfApi()
 readme = api.upload_file(path_or_fileobj=b"# tiny\\n\\nA tiny test model.\\n",
                          path_in_repo="README.md", repo_id="team/tiny")
@@ -499,7 +499,9 @@ emit(commits=[readme.oid, extra.oid, deleted.oid], after_add=after_add, card=car
      refs={b.name: b.target_commit for b in refs.branches},
      v1=open(hf_hub_download("team/tiny", "dev.txt", revision="v1")).read(),
      dev_files=sorted(api.list_repo_files("team/tiny", revision="dev")),
-     delete_branch=attempt(api.delete_branch, "team/tiny", branch="dev"))
+     delete_branch=attempt(api.delete_branch, "team/tiny", branch="dev"),
+     stale=attempt(api.create_commit, "team/tiny", [CommitOperationAdd("a.txt", b"a")],
+                   commit_message="on an old head", parent_commit=readme.oid))
 """
 
 
@@ -520,6 +522,8 @@ def test_a_robot_token_commits_files_branches_and_tags(auth_hub, tmp_path):
     # Deleting a branch deletes a tag: the admin role, as on /v2/ (the robot has write).
     error = raised(got["delete_branch"], "HfHubHTTPError", 403)
     assert "admin" in error["message"], error
+    error = raised(got["stale"], "HfHubHTTPError", 412)  # parent_commit is not the head
+    assert commits[-1] in error["message"], error
 
 
 def test_a_queued_model_is_refused_by_branch_and_served_by_commit(auth_hub, tmp_path):
