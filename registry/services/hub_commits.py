@@ -42,7 +42,14 @@ from datetime import UTC, datetime
 import anyio
 from sqlalchemy import select
 
-from registry.db.tables import blobs, repositories, repository_blobs, tags, utcnow
+from registry.db.tables import (
+    blobs,
+    manifests,
+    repositories,
+    repository_blobs,
+    tags,
+    utcnow,
+)
 from registry.digests import check_name, check_tag
 from registry.errors import (
     Conflict,
@@ -70,6 +77,33 @@ def _valid_object(o) -> bool:
     return (isinstance(o, dict) and isinstance(o.get("oid"), str)
             and _FULL_HEX.fullmatch(o["oid"]) is not None and isinstance(o.get("size"), int)
             and not isinstance(o["size"], bool) and o["size"] >= 0)
+
+
+# A commit without a parentCommit is rebuilt on a branch that moved under it, this often.
+MAX_REBASES = 5
+
+
+class _HeadMoved(Exception):
+    """The branch's head changed between reading it and storing the commit."""
+
+
+def _unmoved(branch: str, head: Revision | None):
+    """A ``ManifestService.put`` guard: the tags the head was read through still point
+    where they did (the branch itself; for ``main`` read through ``latest``, ``main``
+    still absent and ``latest`` unmoved), else _HeadMoved, which aborts the put."""
+    expect: dict[str, str | None] = {branch: None}
+    if head is not None:
+        expect[head.branch or branch] = head.digest
+
+    def guard(conn, rid: int) -> None:
+        now = dict(conn.execute(
+            select(tags.c.name, manifests.c.digest)
+            .join(manifests, manifests.c.id == tags.c.manifest_id)
+            .where(tags.c.repository_id == rid, tags.c.name.in_(sorted(expect)))).all())
+        if any(now.get(tag) != digest for tag, digest in expect.items()):
+            raise _HeadMoved()
+
+    return guard
 
 
 def branch_name(revision: str) -> str:
@@ -239,9 +273,28 @@ class HubCommitService(Service):
         Everything is checked before anything is stored: the body, ``parentCommit``
         (PreconditionFailed), that every ``lfsFile`` is linked to ``name`` with its size
         (RequestInvalid), deletions (EntryUnknown) and the quota of the inline files.
+
+        The branch moves only if its head is still the one the commit was built on
+        (checked in the manifest's own transaction): a commit that names its
+        ``parentCommit`` is refused otherwise (PreconditionFailed); one that does not is
+        rebuilt on the new head, as git would rebase it, so two uploads racing on one
+        branch both land and neither loses the other's files.
         """
         branch = branch_name(revision)
         parsed = hc.parse_commit(body)
+        for _ in range(MAX_REBASES):
+            try:
+                return self._commit_once(name, branch, parsed)
+            except _HeadMoved:
+                if parsed.header.parent_commit is not None:
+                    raise PreconditionFailed(
+                        f"parentCommit {parsed.header.parent_commit[:80]} is no longer the "
+                        f"head of {branch!r}: another commit landed first; fetch and "
+                        "retry") from None
+        raise PreconditionFailed(f"branch {branch!r} kept moving under this commit "
+                                 f"({MAX_REBASES} tries): retry")
+
+    def _commit_once(self, name: str, branch: str, parsed: hc.Commit) -> str:
         head = self._head(name, branch)
         parent = parsed.header.parent_commit
         if parent is not None and (head is None or commit_id(head.digest) != parent.lower()):
@@ -261,7 +314,8 @@ class HubCommitService(Service):
         config = hc.config_bytes(files, name.rsplit("/", 1)[-1], created)
         config_digest = self.uploads.put_bytes(name, config)
         manifest = hc.manifest_bytes(files, config, config_digest, parsed.header, created)
-        result = self.manifests.put(name, branch, manifest, hc.OCI_MANIFEST)
+        result = self.manifests.put(name, branch, manifest, hc.OCI_MANIFEST,
+                                    guard=_unmoved(branch, head))
         return commit_id(result.digest)
 
     def _base(self, head: Revision) -> dict[str, hc.Entry]:

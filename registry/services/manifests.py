@@ -156,7 +156,8 @@ class ManifestService(Service):
         return ModelNotReady(text, {"status": row.status, "digest": row.digest, "url": url})
 
     def put(self, name: str, reference: str, content: bytes,
-            content_type: str | None, *, own: bool = False) -> PutResult:
+            content_type: str | None, *, own: bool = False,
+            guard: Callable[[Connection, int], None] | None = None) -> PutResult:
         """Store a manifest exactly as pushed and point tag ``reference`` at it.
 
         Every blob it refers to must be readable from ``name`` and every child manifest
@@ -168,6 +169,10 @@ class ManifestService(Service):
         own ``verification.*`` event announces); ``tag`` when tag ``reference`` now
         points at it and did not before, with the digest it pointed at (``previous``,
         None for a new tag).
+
+        ``guard(conn, repository_id)`` runs inside the storing transaction, under the
+        write lock, before the tag moves: raising aborts the put with nothing stored (a
+        Hub commit checks there that its branch has not moved since it read the head).
         """
         if len(content) > self.settings.max_manifest_bytes:
             raise ManifestTooLarge(
@@ -187,6 +192,8 @@ class ManifestService(Service):
         now = utcnow()
         with self.db.write() as conn:
             rid, mid, created = self._store(conn, name, digest, content, parsed, now)
+            if guard is not None:
+                guard(conn, rid)
             moved, previous = (self._tag(conn, rid, tag, mid, now) if tag is not None
                                else (False, None))
             if created or tag is not None:

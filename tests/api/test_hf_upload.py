@@ -328,6 +328,45 @@ def test_parent_commit_mismatch_is_412(client, service):
     assert r.status_code == 400 and "pull requests" in r.json()["error"]
 
 
+def _race(service, monkeypatch, client, repo: str, lines: list) -> None:
+    """Land the commit ``lines`` on ``repo``'s main right after the next commit has read
+    the branch's head (what a second uploader racing it does)."""
+    hub_commits = service.hub_commits
+    read_head = type(hub_commits)._head
+    raced = []
+
+    def head_then_race(self, name, branch):
+        found = read_head(self, name, branch)
+        if not raced:
+            raced.append(True)
+            r = commit(client, repo, *lines)
+            assert r.status_code == 200, r.text
+        return found
+
+    monkeypatch.setattr(type(hub_commits), "_head", head_then_race)
+
+
+def test_racing_commits_both_land_and_a_stale_parent_is_412(client, service, monkeypatch):
+    first = model_repo(client)
+    # Without parentCommit: rebuilt on the head that moved, nothing of the other is lost.
+    _race(service, monkeypatch, client, "team/gemma", [header("a"), file_line("a.txt", b"a")])
+    r = commit(client, "team/gemma", header("b"), file_line("b.txt", b"b"))
+    assert r.status_code == 200, r.text
+    assert set(paths(head(service, "team/gemma")[1])) == {
+        "model.safetensors", "config.json", "a.txt", "b.txt"}
+    monkeypatch.undo()
+    # With a parentCommit that was the head when read: refused, the other commit stands.
+    now = head(service, "team/gemma")[0].removeprefix("sha256:")[:40]
+    assert now != first
+    _race(service, monkeypatch, client, "team/gemma", [header("c"), file_line("c.txt", b"c")])
+    before = count(service, manifests)
+    r = commit(client, "team/gemma", header("d", parentCommit=now), file_line("d.txt", b"d"))
+    assert r.status_code == 412 and "another commit landed first" in r.json()["error"], r.text
+    assert count(service, manifests) == before + 1  # the other commit's, not this one's
+    assert "d.txt" not in paths(head(service, "team/gemma")[1])
+    assert "c.txt" in paths(head(service, "team/gemma")[1])
+
+
 # ---- branches and tags ---------------------------------------------------------
 
 
