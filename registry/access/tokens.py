@@ -147,7 +147,7 @@ def check_upload_signature(key: str, repository: str, oid: str, query: Mapping[s
     """The user an upload URL was signed for ("" when auth was off or anonymous), or
     None when its signature is wrong or it has expired."""
     size, expires = query.get("size", ""), query.get("expires", "")
-    if not (size.isascii() and size.isdigit() and expires.isascii() and expires.isdigit()):
+    if not (_whole(size) and _whole(expires)):
         return None
     if int(expires) < time.time():
         return None
@@ -156,8 +156,14 @@ def check_upload_signature(key: str, repository: str, oid: str, query: Mapping[s
     return user if hmac.compare_digest(mac, query.get("signature", "")) else None
 
 
+def _whole(text: str) -> bool:
+    """A non-negative integer of at most 20 digits (``int()`` of thousands is slow, and
+    past Python's digit limit an error)."""
+    return text.isascii() and text.isdigit() and len(text) <= 20
+
+
 def check_blob_signature(key: str, repository: str, digest: str, expires: str,
                          signature: str) -> bool:
-    if not expires.isdigit() or int(expires) < time.time():
+    if not _whole(expires) or int(expires) < time.time():
         return False
     return hmac.compare_digest(_blob_mac(key, repository, digest, int(expires)), signature)

@@ -80,7 +80,7 @@ def error_header(message: str) -> str:
 async def registry_error(request: Request, exc: RegistryError) -> JSONResponse:
     headers = {**exc.headers(), ERROR_HEADER: error_header(exc.message)}
     if is_hub(request):
-        return hub_error(exc.status, exc.message, headers, hub_code(exc))
+        return hub_error(exc.status, exc.message, headers, hub_code(exc, request))
     if _is_rest(request):
         return problem(exc.status, exc.message, exc.code, headers)
     return oci_error(exc.status, exc.code, exc.message, exc.detail, headers)

@@ -275,6 +275,22 @@ def _signed_upload(request: Request) -> str | None:
                                          request.query_params)
 
 
+async def _signer(request: Request, user: str) -> Identity:
+    """The identity a signed upload URL was made for, if they may still push there
+    (their role or account may have gone since): 403 otherwise."""
+    name = request.path_params["name"]
+    if not user:  # signed for an anonymous caller: possible only with anonymous push
+        identity = await run_in_threadpool(_identities(request).anonymous)
+    else:
+        identity = await run_in_threadpool(
+            lambda: _identities(request).by_subject(user, issued_at=None, credential=None,
+                                                    grants=None))
+    if identity is None or not identity.can(PUSH, name):
+        raise Denied(f"the upload URL was signed for {user or 'an anonymous caller'}, who "
+                     f"may no longer push to {name}")
+    return dataclasses.replace(identity, via="signed-url")
+
+
 def _refuse(request: Request, identity: Identity, action: str, name: str,
             scope: str | None = None, *, namespace: bool = False):
     """401 with a challenge for callers who could do better by signing in (anonymous,
@@ -372,9 +388,10 @@ def guard(need) -> Callable[[Handler], Handler]:
                 return await handler(request)
             elif need == ("repo", PUSH) and request.method == "PUT" \
                     and (signer := _signed_upload(request)) is not None:
-                # Signed by the batch API for a caller who may push (a git-LFS PUT
-                # carries no credentials): the upload counts to that caller.
-                identity = Identity(name=signer or None, via="signed-url")
+                # Signed by the batch API for a caller who could push (a git-LFS PUT
+                # carries no credentials), who must still be able to: the upload
+                # counts to them.
+                identity = await _signer(request, signer)
                 request.scope["assay.identity"] = identity
                 request.scope["assay.user"] = identity.name
                 current_actor.set(Actor(identity.name, addr))

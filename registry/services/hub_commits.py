@@ -35,6 +35,7 @@ both pass it (the later one wins the tag).
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -54,6 +55,7 @@ from registry.digests import check_name, check_tag
 from registry.errors import (
     Conflict,
     EntryUnknown,
+    ManifestTooLarge,
     ManifestUnknown,
     PreconditionFailed,
     RequestInvalid,
@@ -81,19 +83,35 @@ def _valid_object(o) -> bool:
 
 # A commit without a parentCommit is rebuilt on a branch that moved under it, this often.
 MAX_REBASES = 5
+# Files added, changed or deleted by one commit: a manifest of this many layers still fits
+# the default manifest limit, and each inline file is a stored blob.
+MAX_OPERATIONS = 10_000
+# How long a batch answer's upload URL stays good: huggingface_hub asks for all of them
+# first and then uploads five at a time, so the last may start hours later.
+UPLOAD_URL_SECONDS = 24 * 3600
+LATEST = "latest"
 
 
 class _HeadMoved(Exception):
     """The branch's head changed between reading it and storing the commit."""
 
 
-def _unmoved(branch: str, head: Revision | None):
+def target_tag(branch: str, head: Revision | None) -> str:
+    """The tag a commit to ``branch`` moves: the tag its head was read through. ``main``
+    with no tag of that name is ``latest``, for reading and for committing alike, so the
+    Hub's default branch and the OCI default tag (what ``ollama pull team/m`` gets) stay
+    one."""
+    if head is not None and head.branch:
+        return head.branch
+    return LATEST if branch == MAIN else branch
+
+
+def _unmoved(branch: str, target: str, head: Revision | None):
     """A ``ManifestService.put`` guard: the tags the head was read through still point
-    where they did (the branch itself; for ``main`` read through ``latest``, ``main``
-    still absent and ``latest`` unmoved), else _HeadMoved, which aborts the put."""
+    where they did (``target``; and for ``main`` read through ``latest``, ``main`` still
+    absent), else _HeadMoved, which aborts the put."""
     expect: dict[str, str | None] = {branch: None}
-    if head is not None:
-        expect[head.branch or branch] = head.digest
+    expect[target] = head.digest if head is not None else None
 
     def guard(conn, rid: int) -> None:
         now = dict(conn.execute(
@@ -107,9 +125,11 @@ def _unmoved(branch: str, head: Revision | None):
 
 
 def branch_name(revision: str) -> str:
-    """A revision a commit may go to: a branch (an OCI tag), not a commit id."""
-    if _COMMIT_ID.fullmatch(revision):
-        raise RequestInvalid(f"{revision!r} is a commit id: commits go to a branch")
+    """A revision a commit may go to: a branch (an OCI tag), not a commit id (nor a name
+    that would always be read as one: 40 or 64 hex digits)."""
+    if _COMMIT_ID.fullmatch(revision) or _FULL_HEX.fullmatch(revision):
+        raise RequestInvalid(f"{revision!r} is a commit id: commits go to a branch, and "
+                             "a branch may not be named like one")
     return check_tag(revision)
 
 
@@ -227,8 +247,10 @@ class HubCommitService(Service):
                     "error": {"code": 413, "message": f"{size} bytes exceed the upload "
                               f"limit of {cap} bytes"}}
         return {"oid": oid, "size": size, "authenticated": True,
-                "actions": {"upload": {"href": href(oid, size), "expires_in": 3600},
-                            "verify": {"href": verify_href, "expires_in": 3600}}}
+                "actions": {"upload": {"href": href(oid, size),
+                                       "expires_in": UPLOAD_URL_SECONDS},
+                            "verify": {"href": verify_href,
+                                       "expires_in": UPLOAD_URL_SECONDS}}}
 
     async def lfs_put(self, name: str, oid: str, size: int, body: AsyncIterator[bytes],
                       length: int | None, owner: str | None) -> None:
@@ -267,12 +289,15 @@ class HubCommitService(Service):
             return None
 
     # ---- commits ------------------------------------------------------------
-    def commit(self, name: str, revision: str, body: bytes) -> str:
-        """Apply an NDJSON commit to branch ``revision``; returns the new commit id.
+    def commit(self, name: str, revision: str, body: bytes, owner: str | None = None) -> str:
+        """Apply an NDJSON commit to branch ``revision``; returns the new commit id. The
+        tag it moves is ``target_tag`` (``main`` without such a tag is ``latest``).
 
-        Everything is checked before anything is stored: the body, ``parentCommit``
-        (PreconditionFailed), that every ``lfsFile`` is linked to ``name`` with its size
-        (RequestInvalid), deletions (EntryUnknown) and the quota of the inline files.
+        Everything is checked before anything is stored: the body (at most
+        ``MAX_OPERATIONS`` operations), ``parentCommit`` (PreconditionFailed), that every
+        ``lfsFile`` is linked to ``name`` with its size (RequestInvalid), deletions
+        (EntryUnknown), the manifest's size and the quota of the inline files, which are
+        stored as ``owner``'s uploads. A refused commit stores nothing.
 
         The branch moves only if its head is still the one the commit was built on
         (checked in the manifest's own transaction): a commit that names its
@@ -282,9 +307,12 @@ class HubCommitService(Service):
         """
         branch = branch_name(revision)
         parsed = hc.parse_commit(body)
+        if len(parsed.operations) > MAX_OPERATIONS:
+            raise RequestInvalid(f"a commit may change at most {MAX_OPERATIONS} files, not "
+                                 f"{len(parsed.operations)}: split it into several commits")
         for _ in range(MAX_REBASES):
             try:
-                return self._commit_once(name, branch, parsed)
+                return self._commit_once(name, branch, parsed, owner)
             except _HeadMoved:
                 if parsed.header.parent_commit is not None:
                     raise PreconditionFailed(
@@ -294,7 +322,8 @@ class HubCommitService(Service):
         raise PreconditionFailed(f"branch {branch!r} kept moving under this commit "
                                  f"({MAX_REBASES} tries): retry")
 
-    def _commit_once(self, name: str, branch: str, parsed: hc.Commit) -> str:
+    def _commit_once(self, name: str, branch: str, parsed: hc.Commit,
+                     owner: str | None) -> str:
         head = self._head(name, branch)
         parent = parsed.header.parent_commit
         if parent is not None and (head is None or commit_id(head.digest) != parent.lower()):
@@ -302,34 +331,58 @@ class HubCommitService(Service):
             raise PreconditionFailed(f"parentCommit {parent[:80]} is not the head of "
                                      f"{branch!r} (it is {now}): fetch and retry")
         base = {} if head is None else self._base(head)
-        added = self._added(name, parsed.operations)
-        files = hc.apply(base, parsed.operations, added)
+        files = hc.apply(base, parsed.operations, self._added(name, parsed.operations))
+        # Build (and size-check) the manifest before a byte is stored.
+        created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        config = hc.config_bytes(files, name.rsplit("/", 1)[-1], created)
+        config_digest = f"sha256:{hashlib.sha256(config).hexdigest()}"
+        manifest = hc.manifest_bytes(files, config, config_digest, parsed.header, created)
+        if len(manifest) > self.settings.max_manifest_bytes:
+            raise ManifestTooLarge(
+                f"a commit of {len(files)} files makes a manifest of {len(manifest)} "
+                f"bytes; the limit is {self.settings.max_manifest_bytes}: keep fewer files "
+                "per model")
         inline = {f"sha256:{hashlib.sha256(op.content).hexdigest()}": op.content
                   for op in parsed.operations if isinstance(op, hc.InlineFile)}
         if inline:
             self.uploads.check_push(name, {d: len(c) for d, c in inline.items()})
         for content in inline.values():
-            self.uploads.put_bytes(name, content)
-        created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        config = hc.config_bytes(files, name.rsplit("/", 1)[-1], created)
-        config_digest = self.uploads.put_bytes(name, config)
-        manifest = hc.manifest_bytes(files, config, config_digest, parsed.header, created)
-        result = self.manifests.put(name, branch, manifest, hc.OCI_MANIFEST,
-                                    guard=_unmoved(branch, head))
+            self.uploads.put_bytes(name, content, owner=owner, quota=True)
+        self.uploads.put_bytes(name, config, owner=owner)
+        target = target_tag(branch, head)
+        result = self.manifests.put(name, target, manifest, hc.OCI_MANIFEST,
+                                    guard=_unmoved(branch, target, head))
         return commit_id(result.digest)
 
     def _base(self, head: Revision) -> dict[str, hc.Entry]:
-        """The head's files a commit keeps: its whole-blob files. A head with archive
-        layers is refused (RequestInvalid): their files cannot be carried into a
-        ModelPack of whole files, and dropping them would lose the model."""
-        found = classify(parse_manifest(head.content, head.media_type))
+        """The head's files a commit keeps: all of them, as whole-blob files. A head
+        whose layers are not all such files is refused (RequestInvalid) rather than
+        have some dropped: an index, archive layers (their files cannot be carried into
+        a ModelPack of whole files), layers without a file path, or paths a commit may
+        not write."""
+        parsed = parse_manifest(head.content, head.media_type)
+        if parsed.manifests:
+            raise RequestInvalid(f"the head of this branch ({head.commit}) is an index of "
+                                 "several manifests, which a Hub commit cannot build on")
+        found = classify(parsed)
         if found is not None and any(f.archive for f in found.files + found.weights):
             raise RequestInvalid(
                 f"the head of this branch ({head.commit}) keeps files inside archive "
                 "layers, which a Hub commit cannot carry over: commit to a new branch, "
                 "or push the whole model with assay push / oras")
-        return {f.path: hc.Entry(f.blob, f.size) for f in self.hub.files(head)
+        kept = {f.path: hc.Entry(f.blob, f.size) for f in self.hub.files(head)
                 if f.lfs and _safe(f.path)}
+        carried = {e.digest for e in kept.values()}
+        config = json.loads(head.content).get("config")
+        config_digest = config.get("digest") if isinstance(config, dict) else None
+        lost = [d for d in parsed.blobs if d.digest not in carried
+                and d.digest != config_digest and not d.foreign]
+        if lost:
+            raise RequestInvalid(
+                f"the head of this branch ({head.commit}) has {len(lost)} layer(s) without "
+                "a file path a Hub commit can keep (e.g. " + lost[0].digest + "): commit "
+                "to a new branch, or push the whole model with assay push / oras")
+        return kept
 
     def _added(self, name: str, operations: list) -> dict[str, hc.Entry]:
         """The entry of each added path; every LFS object must be linked to ``name``
@@ -367,7 +420,13 @@ class HubCommitService(Service):
                 raise Conflict(f"{kind} {ref!r} already exists in {name!r}")
         start = starting_point or MAIN
         rev = self.hub.resolve(name, start, gate=False)
-        self.manifests.put(name, ref, rev.content, rev.media_type)
+
+        def still_absent(conn, rid: int) -> None:  # two racing creations: one wins
+            if conn.execute(select(tags.c.name).where(tags.c.repository_id == rid,
+                                                      tags.c.name == ref)).first():
+                raise Conflict(f"{kind} {ref!r} already exists in {name!r}")
+
+        self.manifests.put(name, ref, rev.content, rev.media_type, guard=still_absent)
         return rev.commit
 
     def delete_ref(self, name: str, ref: str) -> None:

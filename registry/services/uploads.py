@@ -400,11 +400,14 @@ class UploadService(Service):
         self._hashes.pop(session, None)
         return size
 
-    def put_bytes(self, name: str, data: bytes) -> str:
-        """Store a small blob the registry itself produces (a verification report) in
-        ``name`` through the same session, digest check and commit as a client upload."""
+    def put_bytes(self, name: str, data: bytes, *, owner: str | None = None,
+                  quota: bool = False) -> str:
+        """Store a small blob in ``name`` through the same session, digest check and
+        commit as a client upload. By default for what the registry itself produces (a
+        verification report: not held to the quota); a client's small files (a Hub
+        commit's inline files) pass ``quota=True`` and their ``owner``."""
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        session = self.start(name)
+        session = self.start(name, owner)
         try:
             token, _ = self._claim(name, session, 0)
             writer = self.store.upload_writer(session, 0)
@@ -417,7 +420,7 @@ class UploadService(Service):
             self._release(session, token, received=len(data))
             # The registry's own small reports are not held to the namespace's quota: a
             # full namespace must not stop its models from being verified.
-            self.commit(name, session, digest, quota=False)
+            self.commit(name, session, digest, quota=quota)
         except BaseException:
             self._discard_quietly(session)
             raise

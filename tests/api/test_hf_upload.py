@@ -18,11 +18,12 @@ from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
 from registry.app import create_app
-from registry.db.tables import audit_log, blobs, manifests, uploads
+from registry.db.tables import audit_log, blobs, manifests, tags, uploads
 from registry.formats.classify import classify
 from registry.manifests import parse_manifest
 from tests.support.model_artifacts import push_ollama, push_safetensors
 from tests.support.oci import push_blob, push_image
+from tests.support.verification import push_model, verify
 
 M = "/api/models"
 WEIGHTS = save({"model.norm.weight": np.zeros(8, np.float16)})
@@ -91,7 +92,9 @@ def commit(client, repo: str, *lines, branch: str = "main", **kw):
                        **kw)
 
 
-def head(service, repo: str, tag: str = "main") -> tuple[str, dict]:
+def head(service, repo: str, tag: str = "latest") -> tuple[str, dict]:
+    """The manifest a tag points at. A commit to ``main`` in a repository without a
+    ``main`` tag moves ``latest`` (the Hub's default branch is the OCI default tag)."""
     stored = service.manifests.get(repo, tag)
     return stored.digest, json.loads(stored.content)
 
@@ -239,7 +242,7 @@ def test_commit_records_a_modelpack_model_tagged_with_the_branch(client, service
         status = conn.execute(select(manifests.c.status).where(
             manifests.c.digest == digest)).scalar()
     assert status == "queued"
-    assert service.audit.entries(action="push")[0]["target"] == "team/gemma:main"
+    assert service.audit.entries(action="push")[0]["target"] == "team/gemma:latest"
 
 
 def test_second_commit_carries_files_over_and_deletes_one(client, service):
@@ -266,12 +269,13 @@ def test_second_commit_carries_files_over_and_deletes_one(client, service):
     assert set(paths(head(service, "team/gemma")[1])) == {"model.safetensors", "README.md"}
 
 
-def test_commit_on_top_of_an_oci_push_keeps_its_files(client, service):
-    push_image(client, "team/img", "latest", layers=[b"weights"],
-               annotations=None)
+def test_commit_on_top_of_layers_without_paths_is_refused(client, service):
+    """An OCI image's unnamed layers cannot become files: refused, not dropped."""
+    digest, _ = push_image(client, "team/img", "latest", layers=[b"weights"],
+                           annotations=None)
     r = commit(client, "team/img", header(), file_line("config.json", CONFIG))
-    assert r.status_code == 200, r.text
-    assert set(paths(head(service, "team/img")[1])) == {"config.json"}  # no paths to keep
+    assert r.status_code == 400 and "without a file path" in r.json()["error"], r.text
+    assert head(service, "team/img")[0] == digest
 
 
 def test_commit_on_top_of_ollama_keeps_whole_files_not_generated_ones(client, service):
@@ -326,6 +330,43 @@ def test_parent_commit_mismatch_is_412(client, service):
     assert r.status_code == 412 and "not the head" in r.json()["error"]
     r = client.post(f"{M}/team/gemma/commit/main?create_pr=1", content=ndjson(header()))
     assert r.status_code == 400 and "pull requests" in r.json()["error"]
+
+
+def test_a_commit_to_main_moves_latest_and_the_gate_keeps_serving_the_ready_one(
+        client, service):
+    """``main`` without a ``main`` tag is ``latest`` for uploads as for downloads: an
+    Ollama model verified at ``latest``, then a Hub commit to ``main``."""
+    service.verification.set_policy("gated", True, None)
+    v1 = push_model(client, "gated/m", "latest")
+    verify(service, "gated/m", v1)
+    r = commit(client, "gated/m", header("notes"), file_line("NOTES.md", b"# notes\n"))
+    assert r.status_code == 200, r.text
+    with service.db.read() as conn:
+        tagged = dict(conn.execute(select(tags.c.name, manifests.c.digest).join(
+            manifests, manifests.c.id == tags.c.manifest_id)).all())
+    assert set(tagged) == {"latest"} and tagged["latest"] != v1, tagged
+    assert r.json()["commitOid"] == tagged["latest"].removeprefix("sha256:")[:40]
+    # While the commit is verified, main (and ollama's :latest) still get v1.
+    h = client.head("/gated/m/resolve/main/m.gguf")
+    assert h.status_code == 200 and h.headers["X-Repo-Commit"] == v1[7:47]
+    assert client.get("/v2/gated/m/manifests/latest").headers["Docker-Content-Digest"] == v1
+    verify(service, "gated/m", tagged["latest"])
+    h = client.head("/gated/m/resolve/main/NOTES.md")
+    assert h.status_code == 200 and h.headers["X-Repo-Commit"] == tagged["latest"][7:47]
+
+
+def test_limits_of_a_commit_are_checked_before_anything_is_stored(client, service,
+                                                                  monkeypatch):
+    model_repo(client)
+    before = head(service, "team/gemma")[0], count(service, blobs)
+    monkeypatch.setattr(service.settings, "max_manifest_bytes", 2000)
+    many = [file_line(f"f{i}.json", b"{%d}" % i) for i in range(30)]
+    r = commit(client, "team/gemma", header(), *many)
+    assert r.status_code == 413 and "files makes a manifest" in r.json()["error"], r.text
+    monkeypatch.setattr("registry.services.hub_commits.MAX_OPERATIONS", 3)
+    r = commit(client, "team/gemma", header(), *many[:4])
+    assert r.status_code == 400 and "at most 3 files" in r.json()["error"], r.text
+    assert (head(service, "team/gemma")[0], count(service, blobs)) == before
 
 
 def _race(service, monkeypatch, client, repo: str, lines: list) -> None:
@@ -448,3 +489,26 @@ def test_lfs_put_without_credentials_needs_the_signed_href(reg):
                 "&expires=9999999999&signature=forged", content=WEIGHTS)
     assert r.status_code == 401
     upload(reg, "team/gemma", WEIGHTS, headers=writer)
+
+
+@pytest.mark.slow
+def test_a_signed_upload_url_dies_with_its_signers_right_and_bad_input_is_a_400(reg):
+    writer = {"Authorization": f"Bearer {reg.pat}"}
+    assert create(reg, "team/gemma", headers=writer).status_code == 200
+    r = batch(reg, "team/gemma", WEIGHTS, headers=writer)
+    href = path_of(r.json()["objects"][0]["actions"]["upload"]["href"])
+    assert r.json()["objects"][0]["actions"]["upload"]["expires_in"] >= 6 * 3600
+    reg.app.state.registry.identities.revoke("team", "wanda")
+    r = reg.put(href, content=WEIGHTS)
+    assert r.status_code == 403 and "may no longer push" in r.json()["error"], r.text
+    with reg.app.state.registry.db.read() as conn:
+        assert conn.execute(select(blobs.c.digest).where(
+            blobs.c.digest == f"sha256:{hexdigest(WEIGHTS)}")).first() is None
+    oid = hexdigest(WEIGHTS)
+    r = reg.put(f"/team/gemma.git/info/lfs/objects/{oid}?size={'9' * 5000}"
+                f"&expires={'9' * 5000}&signature=x", content=WEIGHTS, headers=writer)
+    assert r.status_code in (400, 403), r.text  # never a 500
+    reg.app.state.registry.identities.grant("team", "wanda", "write")
+    r = commit(reg, "team/gemma", header(), file_line("a.txt", b"a"), branch="ab" * 32,
+               headers=writer)
+    assert r.status_code == 400 and "may not be named like one" in r.json()["error"]

@@ -13,6 +13,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from registry.errors import (
+    BlobUnknown,
+    Denied,
     EntryUnknown,
     ManifestUnknown,
     NameUnknown,
@@ -29,6 +31,7 @@ HUB_API = "assay.hub"  # scope key set by the Hub routes: render errors the Hub'
 # authenticated" next to our message.
 HUB_CODES: tuple[tuple[type[RegistryError], str], ...] = (
     (EntryUnknown, "EntryNotFound"),
+    (BlobUnknown, "EntryNotFound"),  # a file whose blob went (quarantined by scrub)
     (ManifestUnknown, "RevisionNotFound"),
     (TagInvalid, "RevisionNotFound"),
     (NameUnknown, "RepoNotFound"),
@@ -40,7 +43,16 @@ def is_hub(request: Request) -> bool:
     return bool(request.scope.get(HUB_API))
 
 
-def hub_code(exc: RegistryError) -> str | None:
+def hub_code(exc: RegistryError, request: Request) -> str | None:
+    """The Hub's ``X-Error-Code`` for ``exc``. Two depend on the request: wrong
+    credentials are not "not found" (the client then shows our message, not "make sure
+    you are authenticated"), and a download refused to a signed-in caller is
+    ``GatedRepo`` (a refused upload stays a plain 403), which ``hf_hub_download``
+    raises with our message instead of "an error happened while locating the file"."""
+    if isinstance(exc, Unauthorized) and request.headers.get("authorization"):
+        return None
+    if isinstance(exc, Denied):
+        return "GatedRepo" if request.method in ("GET", "HEAD") else None
     for cls, code in HUB_CODES:
         if isinstance(exc, cls):
             return code

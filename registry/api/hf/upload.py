@@ -25,6 +25,7 @@ from registry.api.rest.common import json_body
 from registry.digests import check_name
 from registry.errors import BodyTooLarge, Conflict, Denied, RequestInvalid, SizeInvalid
 from registry.formats.hub_commit import MAX_COMMIT_BODY
+from registry.services.hub_commits import UPLOAD_URL_SECONDS
 
 LFS_JSON = "application/vnd.git-lfs+json"
 
@@ -92,7 +93,7 @@ async def lfs_batch(request: Request) -> Response:
     base, key = base_url(request), None
     if _settings(request).auth:
         key = service(request).identities.signing_key()
-    ttl, who = _settings(request).signed_url_seconds, caller(request)
+    ttl, who = UPLOAD_URL_SECONDS, caller(request)
     user = who.name if who is not None else None
 
     def href(oid: str, size: int) -> str:
@@ -108,7 +109,7 @@ async def lfs_batch(request: Request) -> Response:
 
 def _size(request: Request) -> int:
     size = request.query_params.get("size", "")
-    if not (size.isascii() and size.isdigit()):
+    if not (size.isascii() and size.isdigit() and len(size) <= 20):
         raise SizeInvalid("the LFS object URL needs ?size=<bytes> (as the batch answer "
                           "gave it)")
     return int(size)
@@ -140,7 +141,8 @@ async def commit(request: Request) -> Response:
     _no_pull_requests(request)
     name, revision = repo_name(request), request.path_params["revision"]
     body = await read_limited(request, MAX_COMMIT_BODY, _too_large)
-    oid = await run_in_threadpool(service(request).hub_commits.commit, name, revision, body)
+    oid = await run_in_threadpool(service(request).hub_commits.commit, name, revision, body,
+                                  owner(request))
     return JSONResponse({"commitUrl": f"{base_url(request)}/{name}/commit/{oid}",
                          "commitOid": oid, "pullRequestUrl": None})
 

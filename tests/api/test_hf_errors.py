@@ -1,0 +1,69 @@
+"""How refusals and failures reach ``huggingface_hub``: the Hub's ``X-Error-Code`` per
+exception (``registry.api.hf.errors``), checked through the client's own
+``hf_raise_for_status``, with access control on."""
+
+from __future__ import annotations
+
+import httpx2
+import pytest
+from huggingface_hub import errors as hf_errors
+from huggingface_hub.utils import hf_raise_for_status
+from starlette.testclient import TestClient
+
+from registry.app import create_app
+from tests.support.verification import push_model
+
+
+def raised(r, method: str = "GET"):
+    response = httpx2.Response(r.status_code, headers=list(r.headers.multi_items()),
+                               content=r.content,
+                               request=httpx2.Request(method, str(r.request.url)))
+    try:
+        hf_raise_for_status(response)
+    except Exception as exc:  # noqa: BLE001 - the test looks at which one
+        return exc
+    return None
+
+
+@pytest.fixture
+def reg(settings):
+    settings = settings.model_copy(update={"auth": True, "auth_cache_seconds": 0})
+    app = create_app(settings, run_migrations=False)
+    with TestClient(app, base_url="http://registry.test") as client:
+        access = app.state.registry.identities
+        access.add_user("wanda", None, robot=True)
+        access.add_user("otto", None, robot=True)
+        access.grant("team", "wanda", "write")
+        _, client.wanda = access.create_token("wanda", "hf")
+        _, client.otto = access.create_token("otto", "hf")  # no role in team
+        client.headers["Authorization"] = f"Bearer {client.wanda}"
+        push_model(client, "team/m", "latest")
+        del client.headers["Authorization"]
+        yield client
+
+
+def test_each_refusal_becomes_the_client_exception_that_says_why(reg):
+    url = "/team/m/resolve/main/m.gguf"
+    # Anonymous: "not found, or sign in" (RepoNotFound), with our reason.
+    r = reg.head(url)
+    exc = raised(r, "HEAD")
+    assert r.status_code == 401 and isinstance(exc, hf_errors.RepositoryNotFoundError)
+    assert "anonymous" in r.headers["X-Error-Message"]
+    # Wrong credentials are not "not found": our message, no code.
+    r = reg.head(url, headers={"Authorization": "Bearer assay_pat_" + "x" * 32})
+    assert r.status_code == 401 and "X-Error-Code" not in r.headers
+    assert not isinstance(raised(r, "HEAD"), hf_errors.RepositoryNotFoundError)
+    assert "invalid credentials" in r.headers["X-Error-Message"]
+    # Signed in without pull: GatedRepo, which hf_hub_download raises with our reason.
+    otto = {"Authorization": f"Bearer {reg.otto}"}
+    r = reg.head(url, headers=otto)
+    assert r.status_code == 403 and isinstance(raised(r, "HEAD"), hf_errors.GatedRepoError)
+    assert "otto" in r.headers["X-Error-Message"]
+    # A refused upload stays a plain 403 with the reason.
+    r = reg.post("/api/models/team/m/preupload/main", headers=otto, json={"files": []})
+    exc = raised(r, "POST")
+    assert r.status_code == 403 and not isinstance(exc, hf_errors.GatedRepoError)
+    assert "otto" in str(exc)
+    # The signed-in writer downloads.
+    r = reg.head(url, headers={"Authorization": f"Bearer {reg.wanda}"})
+    assert r.status_code == 200 and raised(r, "HEAD") is None
