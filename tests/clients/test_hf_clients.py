@@ -190,9 +190,10 @@ def test_upload_folder_is_verified_then_pulled_alike_by_every_protocol(hub, cli,
                         f"{hub.source['model.safetensors']}"], up["requests"]
     assert ["POST", "/api/models/team/tiny-hf/commit/main", False] in up["requests"]
 
-    # Verified like any push (the CLI waits on the same state the gate reads).
-    cli("status", f"{server.host_port}/team/tiny-hf:main", "--wait", "--timeout", "90", "-q")
-    resp = get_manifest(server, "team/tiny-hf", "main")
+    # Verified like any push (the CLI waits on the same state the gate reads). A commit to
+    # main in a repository without a main tag moves latest: the OCI default tag.
+    cli("status", f"{server.host_port}/team/tiny-hf", "--wait", "--timeout", "90", "-q")
+    resp = get_manifest(server, "team/tiny-hf", "latest")
     assert resp.status_code == 200, resp.text
     manifest = resp.json()
     assert manifest.get("artifactType") == MODELPACK, manifest
@@ -206,7 +207,7 @@ def test_upload_folder_is_verified_then_pulled_alike_by_every_protocol(hub, cli,
     assert got["by_commit"] == hub.source["config.json"]
     assert got["readme"].startswith("---\n"), got["readme"][:300]  # generated model card
 
-    ref = f"{server.host_port}/team/tiny-hf:main"
+    ref = f"{server.host_port}/team/tiny-hf:latest"
     cli("pull", ref, "-o", tmp_path / "assay-pull", "-q")
     pulled = {p.name: p for p in (tmp_path / "assay-pull").rglob("*") if p.is_file()}
     assert {n: sha256_file(pulled[n]) for n in TINY_FILES} == hub.source, sorted(pulled)
@@ -289,8 +290,7 @@ def test_transformers_and_the_hf_cli_read_the_uploaded_model(hub, cli, tiny_mode
                                                              tmp_path):
     """transformers asks for optional files the model lacks (a 404 EntryNotFound with
     X-Repo-Commit, cached as absent) and the ``hf`` CLI downloads one file."""
-    cli("status", f"{hub.server.host_port}/team/tiny-hf:main", "--wait", "--timeout", "90",
-        "-q")
+    cli("status", f"{hub.server.host_port}/team/tiny-hf", "--wait", "--timeout", "90", "-q")
     got = run_client(hub.server.url, tmp_path, TRANSFORMERS_AND_HF_CLI.format(
         local=str(tiny_model)), timeout=120).check()
     assert got["model_type"] == "llama"
@@ -350,7 +350,7 @@ emit(file=attempt(hf_hub_download, {repo!r}, "config.json"),
 
 
 def test_a_model_that_failed_verification_is_refused_by_branch(hub, tmp_path):
-    wait_status(hub.server, "team/broken", "main", ("failed",), timeout=90)
+    wait_status(hub.server, "team/broken", "latest", ("failed",), timeout=90)
     got = run_client(hub.server.url, tmp_path, GATED.format(
         repo="team/broken", oid=hub.upload["broken"])).check()
     for call in ("file", "snapshot"):
@@ -516,7 +516,7 @@ def test_a_robot_token_commits_files_branches_and_tags(auth_hub, tmp_path):
     assert got["after_delete"] == sorted([*TINY_FILES, "README.md"])
     assert got["sha"] == commits[-1]
     # Branches and tags are OCI tags, all listed as branches.
-    assert got["refs"] == {"main": commits[-1], "dev": got["dev"], "v1": got["dev"]}, got
+    assert got["refs"] == {"latest": commits[-1], "dev": got["dev"], "v1": got["dev"]}, got
     assert got["v1"] == "dev\n"
     assert got["dev_files"] == sorted([*TINY_FILES, "README.md", "dev.txt"])
     # Deleting a branch deletes a tag: the admin role, as on /v2/ (the robot has write).
