@@ -8,9 +8,8 @@ import httpx2
 import pytest
 from huggingface_hub import errors as hf_errors
 from huggingface_hub.utils import hf_raise_for_status
-from starlette.testclient import TestClient
 
-from registry.app import create_app
+from tests.support.auth_app import auth_client
 from tests.support.verification import push_model
 
 
@@ -27,13 +26,9 @@ def raised(r, method: str = "GET"):
 
 @pytest.fixture
 def reg(settings):
-    settings = settings.model_copy(update={"auth": True, "auth_cache_seconds": 0})
-    app = create_app(settings, run_migrations=False)
-    with TestClient(app, base_url="http://registry.test") as client:
-        access = app.state.registry.identities
-        access.add_user("wanda", None, robot=True)
-        access.add_user("otto", None, robot=True)
-        access.grant("team", "wanda", "write")
+    with auth_client(settings, users={"wanda": None, "otto": None},
+                     roles={"team": {"wanda": "write"}}) as client:
+        access = client.app.state.registry.identities
         _, client.wanda = access.create_token("wanda", "hf")
         _, client.otto = access.create_token("otto", "hf")  # no role in team
         client.headers["Authorization"] = f"Bearer {client.wanda}"

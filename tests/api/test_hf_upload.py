@@ -15,12 +15,11 @@ import numpy as np
 import pytest
 from safetensors.numpy import save
 from sqlalchemy import func, select
-from starlette.testclient import TestClient
 
-from registry.app import create_app
 from registry.db.tables import audit_log, blobs, manifests, tags, uploads
 from registry.formats.classify import classify
 from registry.manifests import parse_manifest
+from tests.support.auth_app import auth_client
 from tests.support.model_artifacts import push_ollama, push_safetensors
 from tests.support.oci import push_blob, push_image
 from tests.support.verification import push_model, verify
@@ -441,14 +440,9 @@ def test_branches_and_tags(client, service):
 @pytest.fixture
 def reg(settings):
     """Auth on: wanda (write in team, token in ``reg.pat``), rita (read in team)."""
-    settings = settings.model_copy(update={"auth": True, "auth_cache_seconds": 0})
-    app = create_app(settings, run_migrations=False)
-    with TestClient(app, base_url="http://registry.test") as client:
-        access = app.state.registry.identities
-        access.add_user("wanda", "wanda-password")
-        access.add_user("rita", "rita-password")
-        access.grant("team", "wanda", "write")
-        access.grant("team", "rita", "read")
+    with auth_client(settings, users={"wanda": "wanda-password", "rita": "rita-password"},
+                     roles={"team": {"wanda": "write", "rita": "read"}}) as client:
+        access = client.app.state.registry.identities
         _, client.pat = access.create_token("wanda", "hf")
         _, client.rita = access.create_token("rita", "hf")
         yield client

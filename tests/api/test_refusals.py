@@ -11,9 +11,8 @@ import base64
 from urllib.parse import unquote
 
 import pytest
-from starlette.testclient import TestClient
 
-from registry.app import create_app
+from tests.support.auth_app import auth_client
 from tests.support.oci import error_code, sha256
 
 # Slow: access control on, every password check is a deliberately costly argon2 hash.
@@ -25,14 +24,8 @@ PASSWORDS = {"wanda": "wanda-password", "rita": "rita-password"}
 @pytest.fixture
 def reg(settings):
     """wanda (write in team), rita (read in team); nobody has a role in ``other``."""
-    settings = settings.model_copy(update={"auth": True, "auth_cache_seconds": 0})
-    app = create_app(settings, run_migrations=False)
-    with TestClient(app, base_url="http://registry.test") as client:
-        access = app.state.registry.identities
-        for name, password in PASSWORDS.items():
-            access.add_user(name, password)
-        access.grant("team", "wanda", "write")
-        access.grant("team", "rita", "read")
+    with auth_client(settings, users=PASSWORDS,
+                     roles={"team": {"wanda": "write", "rita": "read"}}) as client:
         yield client
 
 
