@@ -66,11 +66,10 @@ from registry.formats.classify import classify
 from registry.manifests import parse_manifest
 from registry.services import audit
 from registry.services.common import Service, repo_id, require_repo
-from registry.services.hub import HubService, Revision, commit_id
+from registry.services.hub import COMMIT, HubService, Revision, commit_id
 from registry.services.manifests import ManifestService
 from registry.services.uploads import UploadService
 
-_COMMIT_ID = re.compile(r"[0-9a-f]{40}")
 _FULL_HEX = re.compile(r"[0-9a-f]{64}")
 MAIN = "main"
 
@@ -127,7 +126,7 @@ def _unmoved(branch: str, target: str, head: Revision | None):
 def branch_name(revision: str) -> str:
     """A revision a commit may go to: a branch (an OCI tag), not a commit id (nor a name
     that would always be read as one: 40 or 64 hex digits)."""
-    if _COMMIT_ID.fullmatch(revision) or _FULL_HEX.fullmatch(revision):
+    if COMMIT.fullmatch(revision) or _FULL_HEX.fullmatch(revision):
         raise RequestInvalid(f"{revision!r} is a commit id: commits go to a branch, and "
                              "a branch may not be named like one")
     return check_tag(revision)

@@ -20,7 +20,8 @@ from registry.formats.hub_readme import (
     render_modelfile_for,
     render_readme,
 )
-from registry.services.hub import HubFile, _clean, check_path, commit_id, lfs_pointer
+from registry.services.hub import commit_id
+from registry.services.hub_files import HubFile, _clean, check_path, lfs_pointer
 
 DIGEST = "sha256:" + "ab" * 32
 

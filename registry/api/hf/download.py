@@ -36,7 +36,8 @@ from registry.api.guard import base_url, caller
 from registry.api.oci.base import absolute, empty, quick_read, read_limited, repo_name, service
 from registry.api.oci.blobs import BlobResponse, parse_range
 from registry.errors import BodyTooLarge, EntryUnknown, RequestInvalid
-from registry.services.hub import Commit, HubFile, Revision, check_path
+from registry.services.hub import Commit, Revision
+from registry.services.hub_files import HubFile, check_path
 
 PAGE = 1000
 PAGE_EXPANDED = 50
