@@ -12,19 +12,20 @@ from __future__ import annotations
 import hashlib
 import json
 
-import httpx2
 import pytest
 from huggingface_hub import errors as hf_errors
 from huggingface_hub.hf_api import ModelInfo, RepoFile, RepoFolder
-from huggingface_hub.utils import hf_raise_for_status
-from starlette.testclient import TestClient
+from sqlalchemy import func, update
 
 from registry.api.hf import download
-from registry.app import create_app
+from registry.db.tables import blobs
+from registry.services import hub_files
 from registry.services.hub import commit_id, git_blob_id
+from tests.support.auth_app import auth_client
 from tests.support.gguf_files import gguf_bytes
-from tests.support.model_artifacts import push_manifest, push_safetensors
-from tests.support.oci import OCI_MANIFEST, sha256
+from tests.support.hub import raised
+from tests.support.model_artifacts import OLLAMA_CONFIG, push_manifest, push_safetensors
+from tests.support.oci import DOCKER_MANIFEST, OCI_MANIFEST, push_blob, sha256
 from tests.support.verification import FakeWorker, model_bytes, push_model, report, verify
 
 BASE = "http://registry.test"
@@ -37,17 +38,6 @@ DOCKER_CONFIG = ("application/vnd.docker.ai.model.config.v0.1+json", b'{"format"
 def gate(service):
     service.verification.set_policy("gated", True, None)
 
-
-def raised(r, method: str = "GET"):
-    """The exception ``huggingface_hub`` makes of this answer (None when it is fine)."""
-    response = httpx2.Response(r.status_code, headers=list(r.headers.multi_items()),
-                               content=r.content,
-                               request=httpx2.Request(method, str(r.request.url)))
-    try:
-        hf_raise_for_status(response)
-    except Exception as exc:  # noqa: BLE001 - the test looks at which one
-        return exc
-    return None
 
 
 def info(client, repo: str, revision: str | None = None) -> ModelInfo:
@@ -110,6 +100,51 @@ def test_ollama_model_files_modelfile_and_generated_readme(client):
     assert m.library_name == "gguf" and "gguf" in m.tags
     # Deterministic: the same bytes (and ETag) until the verification state changes.
     assert client.get("/team/gem/resolve/main/README.md").text == readme
+
+
+def test_a_modelfile_reads_each_small_layer_once_within_a_budget(client):
+    """A manifest naming one license blob thousands of times (a few hundred KiB of JSON)
+    must not make a Modelfile thousands of licenses long; oversized parts are left out."""
+    model, license_, system = model_bytes(), b"L" * 60_000, b"Be terse."
+    big = b"T" * (hub_files.MAX_SMALL_LAYER + 1)
+    config = json.dumps({"model_format": "gguf"}).encode()
+    for blob in (config, model, license_, system, big):
+        push_blob(client, "team/many", blob)
+
+    def desc(kind: str, data: bytes) -> dict:
+        return {"mediaType": f"{hub_files.OLLAMA}{kind}", "digest": sha256(data),
+                "size": len(data)}
+
+    doc = {"schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
+           "config": {"mediaType": OLLAMA_CONFIG, "digest": sha256(config),
+                      "size": len(config)},
+           "layers": [desc("model", model), desc("template", big), desc("system", system),
+                      *[desc("license", license_)] * 3000]}
+    r = client.put("/v2/team/many/manifests/latest", content=json.dumps(doc),
+                   headers={"Content-Type": DOCKER_MANIFEST})
+    assert r.status_code == 201, r.text
+    modelfile = client.get("/team/many/resolve/main/Modelfile")
+    assert modelfile.status_code == 200
+    text = modelfile.text
+    assert text.count("LICENSE") == 1 and "L" * 60_000 in text
+    assert "TEMPLATE" not in text and "SYSTEM Be terse." in text
+    assert len(modelfile.content) < 70_000
+    listed = {e.path: e.size for e in entries(client.post(
+        "/api/models/team/many/paths-info/main", json={"paths": ["Modelfile", "LICENSE-3000"]}))}
+    assert listed == {"Modelfile": len(modelfile.content), "LICENSE-3000": len(license_)}
+
+
+def test_a_quarantined_blob_is_no_file(client, service):
+    """What ``assay scrub`` took out of service is absent here as on ``/v2/``."""
+    push_files(client, "team/q", "latest", {"a.bin": b"a" * 10, "b.bin": b"b" * 10})
+    with service.db.write() as conn:
+        conn.execute(update(blobs).where(blobs.c.digest == sha256(b"b" * 10))
+                     .values(quarantined_at=func.now()))
+    listed = [e.path for e in entries(client.get("/api/models/team/q/tree/main"))]
+    assert listed == ["a.bin"]
+    r = client.head("/team/q/resolve/main/b.bin")
+    assert r.status_code == 404 and r.headers["X-Error-Code"] == "EntryNotFound"
+    assert client.get("/team/q/resolve/main/a.bin").content == b"a" * 10
 
 
 def test_readme_tells_the_verification_and_its_etag_follows_it(client, service):
@@ -298,16 +333,20 @@ def test_the_gate_by_branch_and_not_by_commit(client, service, gate):
     assert info(client, name).sha == commit_id(v2)
     # A newer push verifies: the branch serves the older ready one meanwhile.
     v3 = push_model(client, name, "latest", "v3")
-    FakeWorker(service, name, v3)
+    verifying = FakeWorker(service, name, v3)
     h = client.head(f"/{name}/resolve/main/system")
     assert h.status_code == 200 and h.headers["X-Repo-Commit"] == commit_id(v2)
     assert client.get(f"/{name}/resolve/main/system").content == b"v2"
     refs = client.get(f"/api/models/{name}/refs").json()
     assert refs["branches"] == [{"name": "latest", "ref": "refs/heads/latest",
                                  "targetCommit": commit_id(v2)}]
+    # The branch's history starts at the commit it serves; v3 joins it once ready.
+    history = client.get(f"/api/models/{name}/commits/main").json()
+    assert [c["id"] for c in history] == [commit_id(v) for v in (v2, v1)]
+    assert all(c["date"].endswith("Z") and c["title"] for c in history)
+    verifying.finish(report())
     history = client.get(f"/api/models/{name}/commits/main").json()
     assert [c["id"] for c in history] == [commit_id(v) for v in (v3, v2, v1)]
-    assert all(c["date"].endswith("Z") and c["title"] for c in history)
 
 
 # ---------------------------------------------------------------- access control
@@ -315,14 +354,9 @@ def test_the_gate_by_branch_and_not_by_commit(client, service, gate):
 
 @pytest.fixture
 def reg(settings):
-    settings = settings.model_copy(update={"auth": True, "auth_cache_seconds": 0})
-    app = create_app(settings, run_migrations=False)
-    with TestClient(app, base_url=BASE) as c:
-        access = app.state.registry.identities
-        access.add_user("wanda", None, robot=True)
-        access.grant("team", "wanda", "write")
-        access.add_user("rita", None, robot=True)
-        access.grant("team", "rita", "read")
+    with auth_client(settings, users={"wanda": None, "rita": None},
+                     roles={"team": {"wanda": "write", "rita": "read"}}) as c:
+        access = c.app.state.registry.identities
         _, c.writer = access.create_token("wanda", "push")
         _, c.reader = access.create_token("rita", "read")
         yield c

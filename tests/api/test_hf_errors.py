@@ -4,24 +4,12 @@ exception (``registry.api.hf.errors``), checked through the client's own
 
 from __future__ import annotations
 
-import httpx2
 import pytest
 from huggingface_hub import errors as hf_errors
-from huggingface_hub.utils import hf_raise_for_status
 
 from tests.support.auth_app import auth_client
+from tests.support.hub import raised
 from tests.support.verification import push_model
-
-
-def raised(r, method: str = "GET"):
-    response = httpx2.Response(r.status_code, headers=list(r.headers.multi_items()),
-                               content=r.content,
-                               request=httpx2.Request(method, str(r.request.url)))
-    try:
-        hf_raise_for_status(response)
-    except Exception as exc:  # noqa: BLE001 - the test looks at which one
-        return exc
-    return None
 
 
 @pytest.fixture
