@@ -30,6 +30,8 @@ from registry.maintenance.gc import upload_sweeper
 from registry.services import RegistryService
 from registry.settings import Settings
 from registry.storage import open_store
+from registry.web.routes import repository_routes
+from registry.web.routes import routes as web_routes
 
 log = logging.getLogger("assay")
 
@@ -94,9 +96,10 @@ def create_app(settings: Settings | None = None, *, run_migrations: bool = True,
     # Prometheus text format; public: keep it off the internet (registry/api/metrics.py).
     metrics_route = Route("/metrics", metrics_endpoint, methods=["GET"])
     metrics = Metrics()
-    # The Hub's routes come last: their ``/<repo>/resolve/...`` matches any path.
+    # The Hub's routes come after the others: their ``/<repo>/resolve/...`` matches any
+    # path; a repository's web pages (``/<repo>``) come last, matching what is left.
     app = Starlette(routes=[*oci_routes, *rest_routes, token_route, *health_routes,
-                            metrics_route, *hub_routes],
+                            metrics_route, *web_routes, *hub_routes, *repository_routes],
                     lifespan=lifespan, exception_handlers=errors.HANDLERS,
                     middleware=[Middleware(MetricsMiddleware, metrics=metrics),
                                 Middleware(ApiVersionMiddleware),

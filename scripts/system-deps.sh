@@ -28,6 +28,8 @@ else
     # engine, on a locally made Debian base (tests/deploy/test_compose_up.py).
     command -v buildah >/dev/null 2>&1 || wanted="$wanted buildah"
     command -v debootstrap >/dev/null 2>&1 || wanted="$wanted debootstrap"
+    # The web interface's tests drive it in a real headless browser (tests/web).
+    command -v chromium >/dev/null 2>&1 || wanted="$wanted chromium"
 fi
 [ -n "$wanted" ] || exit 0
 

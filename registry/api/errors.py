@@ -7,6 +7,8 @@ for unknown routes and any unexpected exception are rendered the same way.
 Hugging Face Hub paths (``/api/models/...``, ``/<repo>/resolve/...``) get the Hub's
 ``{"error": message}`` and its ``X-Error-Code`` (``registry.api.hf.errors``).
 
+The web interface's pages (``registry.web``) get an HTML page saying what went wrong.
+
 Other REST paths (``/api/...``) get RFC 9457 problem details instead, as
 ``application/problem+json``: ``{"type": "about:blank", "title": <HTTP status phrase>,
 "status", "detail": <message>, "code": <the same code as on /v2/>}``.
@@ -38,6 +40,7 @@ _HTTP_CODES = {404: "UNSUPPORTED", 405: "UNSUPPORTED", 413: "SIZE_INVALID"}
 
 
 PROBLEM_JSON = "application/problem+json"
+WEB = "assay.web"  # scope key set by the web interface's pages: errors as HTML pages
 ERROR_HEADER = "X-Error-Message"
 # Bytes of the encoded value: well under the 4-8 KiB a proxy allows for all headers
 # (a message may repeat a caller's input, and percent-encoding can triple it).
@@ -45,6 +48,16 @@ ERROR_HEADER_MAX = 1024
 # Printable ASCII stays as it is, so the header reads well in curl -I; "%" and anything
 # else (non-ASCII names, control characters) is percent-encoded.
 _HEADER_SAFE = "".join(chr(c) for c in range(32, 127) if chr(c) != "%")
+
+
+def _is_web(request: Request) -> bool:
+    return bool(request.scope.get(WEB))
+
+
+def _web_page(request: Request, status: int, message: str, headers=None):
+    from registry.web.render import error_page  # templates load only when a page is shown
+
+    return error_page(request, status, message, headers)
 
 
 def _is_rest(request: Request) -> bool:
@@ -79,6 +92,8 @@ def error_header(message: str) -> str:
 
 async def registry_error(request: Request, exc: RegistryError) -> JSONResponse:
     headers = {**exc.headers(), ERROR_HEADER: error_header(exc.message)}
+    if _is_web(request):
+        return _web_page(request, exc.status, exc.message, headers)
     if is_hub(request):
         return hub_error(exc.status, exc.message, headers, hub_code(exc, request))
     if _is_rest(request):
@@ -88,6 +103,8 @@ async def registry_error(request: Request, exc: RegistryError) -> JSONResponse:
 
 async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
     code = _HTTP_CODES.get(exc.status_code, "UNSUPPORTED")
+    if _is_web(request):
+        return _web_page(request, exc.status_code, str(exc.detail), exc.headers)
     if is_hub(request):
         return hub_error(exc.status_code, str(exc.detail), dict(exc.headers or {}), None)
     if _is_rest(request):
@@ -97,6 +114,8 @@ async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
 
 async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
+    if _is_web(request):
+        return _web_page(request, 500, f"internal error: {type(exc).__name__}")
     if is_hub(request):
         return hub_error(500, f"internal error: {type(exc).__name__}", {}, None)
     if _is_rest(request):

@@ -227,7 +227,7 @@ def _check_params(request: Request, allowed: set[str]) -> None:
                              f"endpoint takes {', '.join(sorted(allowed))}")
 
 
-def _text(request: Request, name: str) -> str | None:
+def text_param(request: Request, name: str) -> str | None:
     values = request.query_params.getlist(name)
     if not values:
         return None
@@ -259,7 +259,7 @@ def _list(request: Request, name: str, allowed: tuple[str, ...] | None = None
 
 
 def _number(request: Request, name: str) -> float | None:
-    raw = _text(request, name)
+    raw = text_param(request, name)
     if raw is None:
         return None
     try:
@@ -272,7 +272,7 @@ def _number(request: Request, name: str) -> float | None:
 
 
 def _size(request: Request, name: str) -> int | None:
-    raw = _text(request, name)
+    raw = text_param(request, name)
     if raw is None:
         return None
     try:
@@ -287,7 +287,7 @@ def _size(request: Request, name: str) -> int | None:
 def _fit(request: Request) -> dict:
     """``fits_memory`` and what it is asked at; ``context``/``kv_cache`` alone are 400s."""
     memory = _size(request, "fits_memory")
-    context, kv_cache = _text(request, "context"), _text(request, "kv_cache")
+    context, kv_cache = text_param(request, "context"), text_param(request, "kv_cache")
     if memory is None:
         for name, value in (("context", context), ("kv_cache", kv_cache)):
             if value is not None:
@@ -307,18 +307,18 @@ def _fit(request: Request) -> dict:
     return {"fits_memory": memory, "context": int(context), "kv_cache": kv_cache}
 
 
-def _paging(request: Request, sorts: tuple[str, ...]) -> tuple[Sort, int, str | None]:
-    raw = _text(request, "n")
+def paging(request: Request, sorts: tuple[str, ...]) -> tuple[Sort, int, str | None]:
+    raw = text_param(request, "n")
     n = DEFAULT_PAGE
     if raw is not None:
         if not _N.fullmatch(raw) or not 1 <= int(raw) <= MAX_PAGE:
             raise RequestInvalid(f"n must be an integer from 1 to {MAX_PAGE}, not {raw!r}")
         n = int(raw)
     cursor = request.query_params.get("cursor") or None  # checked by the service
-    return Sort.parse(_text(request, "sort"), sorts), n, cursor
+    return Sort.parse(text_param(request, "sort"), sorts), n, cursor
 
 
-def _filters(request: Request) -> TagFilter:
+def tag_filters(request: Request) -> TagFilter:
     return TagFilter(
         statuses=_list(request, "status", STATUSES),
         formats=_list(request, "format", FORMATS),
@@ -328,7 +328,7 @@ def _filters(request: Request) -> TagFilter:
         min_tokens_per_s=_number(request, "min_tokens_per_s"),
         max_memory_mb=_number(request, "max_memory_mb"),
         max_perplexity=_number(request, "max_perplexity"),
-        q=_text(request, "q") or None,
+        q=text_param(request, "q") or None,
         **_fit(request),
     )
 
@@ -362,10 +362,10 @@ def _tag_hrefs(items: list[dict]) -> list[dict]:
            problems=(400,))
 async def list_repositories(request: Request) -> JSONResponse:
     _check_params(request, REPOSITORY_PARAMS)
-    sort, n, cursor = _paging(request, REPOSITORY_SORTS)
+    sort, n, cursor = paging(request, REPOSITORY_SORTS)
     page = await run_in_threadpool(_browse(request).repositories,
-                                   q=_text(request, "q") or None,
-                                   prefix=_text(request, "prefix") or None, sort=sort, n=n,
+                                   q=text_param(request, "q") or None,
+                                   prefix=text_param(request, "prefix") or None, sort=sort, n=n,
                                    cursor=cursor, namespaces=readable(request))
     for item in page.items:
         item["href"] = f"/api/v1/repositories/{item['name']}/tags"
@@ -383,8 +383,8 @@ async def list_repositories(request: Request) -> JSONResponse:
 async def list_tags(request: Request) -> JSONResponse:
     _check_params(request, TAG_PARAMS)
     name = repo_name(request)
-    sort, n, cursor = _paging(request, TAG_SORTS)
-    page = await run_in_threadpool(_browse(request).tags, name, _filters(request), sort=sort,
+    sort, n, cursor = paging(request, TAG_SORTS)
+    page = await run_in_threadpool(_browse(request).tags, name, tag_filters(request), sort=sort,
                                    n=n, cursor=cursor)
     _tag_hrefs(page.items)
     return _listing(request, "tags", page, repository=name)
@@ -399,8 +399,8 @@ async def list_tags(request: Request) -> JSONResponse:
            problems=(400,))
 async def list_models(request: Request) -> JSONResponse:
     _check_params(request, TAG_PARAMS)
-    sort, n, cursor = _paging(request, TAG_SORTS)
-    page = await run_in_threadpool(_browse(request).models, _filters(request), sort=sort,
+    sort, n, cursor = paging(request, TAG_SORTS)
+    page = await run_in_threadpool(_browse(request).models, tag_filters(request), sort=sort,
                                    n=n, cursor=cursor, namespaces=readable(request))
     _tag_hrefs(page.items)
     return _listing(request, "models", page)
