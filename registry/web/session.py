@@ -145,6 +145,14 @@ def page(need) -> Callable[[Handler], Handler]:
     def wrap(handler: Handler) -> Handler:
         @wraps(handler)
         async def guarded(request: Request) -> Response:
+            started = time.perf_counter()
+            response = await _serve(request)
+            # Server time, for the browser's devtools and bench/web_pages.py.
+            response.headers["Server-Timing"] = \
+                f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
+            return response
+
+        async def _serve(request: Request) -> Response:
             request.scope[WEB] = True
             who = None if need == guard.PUBLIC else await identity(request)
             current_actor.set(Actor(who.name if who else None, client_ip(request.scope)))

@@ -43,6 +43,7 @@ def test_pages_carry_security_headers_and_hashed_assets(client):
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     assert "script-src 'self'" in r.headers["content-security-policy"]
     assert r.headers["cache-control"] == "no-store"
+    assert re.fullmatch(r"app;dur=[0-9]+\.[0-9]", r.headers["server-timing"])
     css = re.search(r'href="(/-/static/[0-9a-f]{16}/app\.css)"', r.text).group(1)
     asset = client.get(css)
     assert asset.status_code == 200 and asset.headers["cache-control"] == render.IMMUTABLE
