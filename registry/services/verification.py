@@ -343,12 +343,13 @@ class VerificationService(Service):
             row = self._manifest_row(conn, name, reference)
             return self.state(row.id, conn)
 
-    def history(self, name: str, reference: str) -> list[dict]:
+    def history(self, name: str, reference: str, limit: int | None = None) -> list[dict]:
+        """Every verification run of a manifest, newest first (the newest ``limit``)."""
         with self.db.read() as conn:
             row = self._manifest_row(conn, name, reference)
             rows = conn.execute(select(verifications)
                                 .where(verifications.c.manifest_id == row.id)
-                                .order_by(verifications.c.id.desc())).all()
+                                .order_by(verifications.c.id.desc()).limit(limit)).all()
         return [verification_json(r) for r in rows]
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from starlette.routing import Route
 
 from registry.api.guard import ANYONE, PUBLIC
-from registry.web import account, browse
+from registry.web import account, browse, model
 from registry.web.render import static
 from registry.web.session import page
 
@@ -26,4 +26,17 @@ routes = [
 ]
 
 # ---- a repository's pages (registry/web/model.py)
-repository_routes: list[Route] = []
+# The longer paths first: {name:path} would otherwise swallow "/-/tags/x". The needs are
+# REST's for the same reads and changes (registry/api/rest/__init__.py).
+_R = "/{name:path}/-"
+_pull = page(model.NEED_PULL)
+repository_routes: list[Route] = [
+    Route(_R + "/manifests/{reference}/status", _pull(model.status), methods=["GET"]),
+    Route(_R + "/manifests/{reference}/verify", page(model.NEED_PUSH)(model.verify),
+          methods=["POST"]),
+    Route(_R + "/manifests/{reference}/override",
+          page(model.NEED_ADMIN)(model.override), methods=["POST"]),
+    Route(_R + "/tags/{reference}", _pull(model.model_by_tag), methods=["GET"]),
+    Route(_R + "/manifests/{reference}", _pull(model.model_by_digest), methods=["GET"]),
+    Route("/{name:path}", _pull(model.repository), methods=["GET"]),
+]

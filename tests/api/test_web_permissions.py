@@ -50,6 +50,7 @@ class Row:
 EVERYONE = "ok ok ok ok ok ok"
 # A page about team/... : pull in team (outsiders are signed in, so 403, not sent to sign in).
 PULL_TEAM = "in ok ok ok ok 403"
+NO_DIGEST = "sha256:" + "0" * 64
 
 ROWS = [
     Row("GET", "/", "/", EVERYONE),
@@ -58,6 +59,19 @@ ROWS = [
         {"name": "rita", "password": PASSWORD.format("rita")}),
     Row("POST", "/-/sign-out", "/-/sign-out", EVERYONE, {}),
     Row("GET", "/-/static/{hash}/{file}", "/-/static/0/app.css", "404 404 404 404 404 404"),
+    # A repository's pages (registry/web/model.py). NO_DIGEST is in no repository: who
+    # may pass gets the 404 of the handler that ran.
+    Row("GET", "/{name:path}", "/team/model", PULL_TEAM),
+    Row("GET", "/{name:path}/-/tags/{reference}", "/team/model/-/tags/v1", PULL_TEAM),
+    Row("GET", "/{name:path}/-/manifests/{reference}", "/team/model/-/manifests/" + NO_DIGEST,
+        "in 404 404 404 404 403"),
+    Row("GET", "/{name:path}/-/manifests/{reference}/status",
+        "/team/model/-/manifests/" + NO_DIGEST + "/status", "in 404 404 404 404 403"),
+    Row("POST", "/{name:path}/-/manifests/{reference}/verify",
+        "/team/model/-/manifests/" + NO_DIGEST + "/verify", "401 403 404 404 404 403", {}),
+    Row("POST", "/{name:path}/-/manifests/{reference}/override",
+        "/team/model/-/manifests/" + NO_DIGEST + "/override", "401 403 403 404 404 403",
+        {"reason": "needed now"}),
 ]
 
 

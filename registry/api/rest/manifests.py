@@ -126,7 +126,9 @@ def manifest_json(info: ManifestInfo) -> dict:
     return body
 
 
-def _describe_sync(svc, name: str, reference: str, base_url: str) -> dict:
+def describe(svc, name: str, reference: str, base_url: str) -> dict:
+    """The ``ManifestDetail`` of ``reference`` (tag or digest) in ``name`` (blocking: run
+    it in a thread). Also the web interface's model page data."""
     info = svc.models.describe(name, reference)
     body = manifest_json(info)
     state = svc.verification.state_of(name, info.digest)
@@ -167,7 +169,7 @@ _VERIFY = dict(tag="verification", answer=VerifyAccepted, status=202, answer_tex
 @operation("getTag", summary="A tagged manifest: model card, status, latest verification",
            params={"reference": TAG}, **_READ)
 async def by_tag(request: Request) -> JSONResponse:
-    body = await run_in_threadpool(_describe_sync, service(request), repo_name(request),
+    body = await run_in_threadpool(describe, service(request), repo_name(request),
                                    _tag(request), absolute(request, "/"))
     return JSONResponse(body)
 
@@ -175,7 +177,7 @@ async def by_tag(request: Request) -> JSONResponse:
 @operation("getManifest", summary="The same, by digest", params={"reference": DIGEST},
            **_READ)
 async def by_digest(request: Request) -> JSONResponse:
-    body = await run_in_threadpool(_describe_sync, service(request), repo_name(request),
+    body = await run_in_threadpool(describe, service(request), repo_name(request),
                                    _digest(request), absolute(request, "/"))
     return JSONResponse(body)
 
