@@ -9,11 +9,23 @@ from __future__ import annotations
 from starlette.routing import Route
 
 from registry.api.guard import ANYONE, PUBLIC
-from registry.web import account, browse, model
+from registry.web import (
+    account,
+    admin,
+    admin_access,
+    admin_namespaces,
+    admin_ops,
+    browse,
+    model,
+)
 from registry.web.render import static
 from registry.web.session import page
 
 anyone, public = page(ANYONE), page(PUBLIC)
+_site, _user = page(admin.NEED_SITE), page(admin.NEED_USER)
+_account, _ns = page(admin.NEED_ACCOUNT), page(admin.NEED_NAMESPACE)
+_A, _U, _N = "/-/admin", "/-/admin/users/{user}", "/-/admin/namespaces/{namespace}"
+_W, _D = "/-/admin/webhooks/{id:int}", "/-/admin/webhooks/{id:int}/deliveries/{delivery_id:int}"
 
 routes = [
     Route("/", anyone(browse.repositories), methods=["GET"]),
@@ -23,6 +35,39 @@ routes = [
     Route("/-/static/{hash}/{file}", public(static), methods=["GET"]),
     # ---- models and comparison (registry/web/models.py, compare.py)
     # ---- administration (registry/web/admin*.py)
+    Route(_A, _user(admin.index), methods=["GET"]),
+    Route(_A + "/users", _site(admin_access.users_page), methods=["GET"]),
+    Route(_A + "/users", _site(admin_access.add_user), methods=["POST"]),
+    Route(_U, _site(admin_access.user_page), methods=["GET"]),
+    Route(_U + "/admin", _site(admin_access.set_admin), methods=["POST"]),
+    Route(_U + "/password", _site(admin_access.set_password), methods=["POST"]),
+    Route(_U + "/remove", _site(admin_access.remove_user), methods=["POST"]),
+    Route(_U + "/tokens", _site(admin_access.create_user_token), methods=["POST"]),
+    Route(_U + "/tokens/{id:int}/revoke", _site(admin_access.revoke_user_token),
+          methods=["POST"]),
+    Route(_A + "/tokens", _user(admin_access.tokens_page), methods=["GET"]),
+    Route(_A + "/tokens", _account(admin_access.create_token), methods=["POST"]),
+    Route(_A + "/tokens/{id:int}/revoke", _account(admin_access.revoke_token),
+          methods=["POST"]),
+    Route(_A + "/namespaces", _user(admin_namespaces.namespaces_page), methods=["GET"]),
+    Route(_N, _ns(admin_namespaces.namespace_page), methods=["GET"]),
+    Route(_N + "/members", _ns(admin_namespaces.grant), methods=["POST"]),
+    Route(_N + "/members/{user}/remove", _ns(admin_namespaces.revoke), methods=["POST"]),
+    Route(_N + "/anonymous", _ns(admin_namespaces.anonymous), methods=["POST"]),
+    Route(_N + "/quota", _ns(admin_namespaces.quota), methods=["POST"]),
+    Route(_N + "/retention", _ns(admin_namespaces.retention), methods=["POST"]),
+    Route(_N + "/policy", _ns(admin_namespaces.policy), methods=["POST"]),
+    Route(_N + "/policy/reset", _ns(admin_namespaces.reset_policy), methods=["POST"]),
+    Route(_N + "/profile", _ns(admin_namespaces.profile), methods=["POST"]),
+    Route(_N + "/profile/reset", _ns(admin_namespaces.reset_profile), methods=["POST"]),
+    Route(_A + "/webhooks", _site(admin_ops.webhooks_page), methods=["GET"]),
+    Route(_A + "/webhooks", _site(admin_ops.create_webhook), methods=["POST"]),
+    Route(_W, _site(admin_ops.webhook_page), methods=["GET"]),
+    Route(_W + "/delete", _site(admin_ops.delete_webhook), methods=["POST"]),
+    Route(_D, _site(admin_ops.delivery_page), methods=["GET"]),
+    Route(_D + "/redeliver", _site(admin_ops.redeliver), methods=["POST"]),
+    Route(_A + "/workers", _site(admin_ops.workers_page), methods=["GET"]),
+    Route(_A + "/audit", _site(admin_ops.audit_page), methods=["GET"]),
 ]
 
 # ---- a repository's pages (registry/web/model.py)

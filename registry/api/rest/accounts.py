@@ -448,7 +448,14 @@ async def delete_member(request: Request) -> JSONResponse:
            "policy changes and gate overrides. Page with before=<the last entry's id>.",
            params=AUDIT_QUERY, problems=(400,))
 async def audit(request: Request) -> JSONResponse:
-    q = request.query_params
+    query = audit_query(request.query_params)
+    entries = await run_in_threadpool(lambda: service(request).audit.entries(**query))
+    return JSONResponse({"entries": entries})
+
+
+def audit_query(q) -> dict:
+    """The audit log's query parameters (``AUDIT_QUERY``) as ``AuditService.entries``
+    arguments; RequestInvalid naming the first bad one."""
     n, before = q.get("n", "100"), q.get("before")
     if not _decimal(n) or not 1 <= int(n) <= 1000:
         raise RequestInvalid("n must be an integer from 1 to 1000")
@@ -458,8 +465,5 @@ async def audit(request: Request) -> JSONResponse:
         value = q.get(name, "")
         if len(value) > 64 or not value.isprintable():  # PostgreSQL refuses NUL bytes
             raise RequestInvalid(f"{name} is at most 64 printable characters")
-    entries = await run_in_threadpool(
-        lambda: service(request).audit.entries(
-            limit=int(n), before=int(before) if before else None,
-            actor=q.get("actor") or None, action=q.get("action") or None))
-    return JSONResponse({"entries": entries})
+    return {"limit": int(n), "before": int(before) if before else None,
+            "actor": q.get("actor") or None, "action": q.get("action") or None}

@@ -141,7 +141,8 @@ async def delete_webhook(request: Request) -> JSONResponse:
     return JSONResponse({"deleted": wid})
 
 
-def _page(request: Request) -> tuple[int, int | None]:
+def delivery_paging(request: Request) -> tuple[int, int | None]:
+    """``n`` (at most MAX_PAGE) and ``last`` of a delivery log's page; PaginationInvalid."""
     n, last = request.query_params.get("n"), request.query_params.get("last")
     if n is not None and not (n.isascii() and n.isdigit()):
         raise PaginationInvalid(f"n must be a non-negative integer, not {n!r}")
@@ -155,7 +156,7 @@ def _page(request: Request) -> tuple[int, int | None]:
            params={"id": WEBHOOK_ID, **PAGE}, headers=LINK, problems=(400, 404))
 async def deliveries(request: Request) -> JSONResponse:
     wid = path_id(request)
-    n, last = _page(request)
+    n, last = delivery_paging(request)
     rows = await run_in_threadpool(service(request).events.delivery_log, wid, n, last)
     headers = {}
     if n and len(rows) == n:
