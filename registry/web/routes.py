@@ -16,7 +16,9 @@ from registry.web import (
     admin_namespaces,
     admin_ops,
     browse,
+    compare,
     model,
+    models,
 )
 from registry.web.render import static
 from registry.web.session import page
@@ -34,6 +36,8 @@ routes = [
     Route("/-/sign-out", public(account.sign_out), methods=["POST"]),
     Route("/-/static/{hash}/{file}", public(static), methods=["GET"]),
     # ---- models and comparison (registry/web/models.py, compare.py)
+    Route("/-/models", anyone(models.models), methods=["GET"]),
+    Route("/-/compare", anyone(compare.compare), methods=["GET"]),
     # ---- administration (registry/web/admin*.py)
     Route(_A, _user(admin.index), methods=["GET"]),
     Route(_A + "/users", _site(admin_access.users_page), methods=["GET"]),

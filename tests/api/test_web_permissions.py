@@ -123,6 +123,10 @@ ROWS = [
         {"name": "rita", "password": PASSWORD.format("rita")}),
     Row("POST", "/-/sign-out", "/-/sign-out", EVERYONE, {}),
     Row("GET", "/-/static/{hash}/{file}", "/-/static/0/app.css", "404 404 404 404 404 404"),
+    # Models and comparison (registry/web/models.py, compare.py): open to everyone, the
+    # content filtered by what each may pull (tests/api/test_web_models.py, _compare.py).
+    Row("GET", "/-/models", "/-/models", EVERYONE),
+    Row("GET", "/-/compare", "/-/compare", EVERYONE),
     # A repository's pages (registry/web/model.py). NO_DIGEST is in no repository: who
     # may pass gets the 404 of the handler that ran.
     Row("GET", "/{name:path}", "/team/model", PULL_TEAM),
