@@ -36,7 +36,7 @@ TESTS = Path(__file__).parent
 # (``default_profile="default"`` or a profile set on their namespace).
 os.environ.setdefault("ASSAY_DEFAULT_PROFILE", "smoke")
 # Every test under these directories (relative to tests/) needs what the mark says.
-DIRECTORY_MARKS = {"clients": "clients", "e2e": "e2e", "deploy": "slow"}
+DIRECTORY_MARKS = {"clients": "clients", "e2e": "e2e", "deploy": "slow", "web": "e2e"}
 # A test that uses one of these fixtures, directly or through another fixture, starts a
 # server process or loads a real model.
 FIXTURE_MARKS = {
