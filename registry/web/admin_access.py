@@ -21,6 +21,8 @@ and ``assay robot token rm`` call, under SITE_ADMIN.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -29,7 +31,7 @@ from registry.api.guard import credential_cache
 from registry.api.oci.base import service
 from registry.errors import Conflict, RequestInvalid
 from registry.web import session
-from registry.web.admin import attempt, back, call, checked, field, fields, show, who
+from registry.web.admin import Page, attempt, back, call, checked, field, fields, show, who
 
 USERS = "/-/admin/users"
 TOKENS = "/-/admin/tokens"
@@ -156,18 +158,25 @@ def _token_values(data: dict) -> dict:
             "scopes": fields(data, "scopes"), "expires_in_days": field(data, "expires_in_days")}
 
 
-async def create_user_token(request: Request) -> Response:
-    """POST /api/v1/users/<user>/tokens: the page again, with the secret this once."""
+async def _create_token(request: Request, owner: Callable[[], str], page: Page) -> Response:
+    """A token for ``owner()`` from the POSTed form, as the same service call REST makes:
+    ``page`` again (201) with its secret shown this once, or with the refusal and the
+    form as it was sent. ``owner`` runs with the change, so its refusal is shown too."""
     data = await session.form(request)
-    name = request.path_params["user"]
     identities = service(request).identities
     made, failed = await attempt(
-        request, lambda: identities.create_token(name, *token_request(data)), user_page,
+        request, lambda: identities.create_token(owner(), *token_request(data)), page,
         values=_token_values(data))
     if failed:
         return failed
     record, secret = made
-    return await user_page(request, status=201, new_token={**record, "token": secret})
+    return await page(request, status=201, new_token={**record, "token": secret})
+
+
+async def create_user_token(request: Request) -> Response:
+    """POST /api/v1/users/<user>/tokens: the page again, with the secret this once."""
+    name = request.path_params["user"]
+    return await _create_token(request, lambda: name, user_page)
 
 
 async def revoke_user_token(request: Request) -> Response:
@@ -202,15 +211,7 @@ async def tokens_page(request: Request, *, error: str | None = None, status: int
 
 async def create_token(request: Request) -> Response:
     """POST /api/v1/tokens: the page again, with the secret this once."""
-    data = await session.form(request)
-    identities = service(request).identities
-    made, failed = await attempt(
-        request, lambda: identities.create_token(_me(request), *token_request(data)),
-        tokens_page, values=_token_values(data))
-    if failed:
-        return failed
-    record, secret = made
-    return await tokens_page(request, status=201, new_token={**record, "token": secret})
+    return await _create_token(request, lambda: _me(request), tokens_page)
 
 
 async def revoke_token(request: Request) -> Response:

@@ -10,7 +10,6 @@ Verifications are played through the service layer with chosen profile reports
 from __future__ import annotations
 
 import re
-from html import unescape
 
 import pytest
 
@@ -18,22 +17,15 @@ from tests.api.test_regressions import MIB, profile, profiled, record, run
 from tests.support.auth_app import auth_client
 from tests.support.oci import push_image
 from tests.support.verification import push_model
+from tests.support.web import PROMPTS, text_of
 
 HIDDEN = "not found or not visible to you"
-PROMPTS = [{"prompt": "The capital of France is", "chat": False, "expect": "Paris",
-            "output": " Paris.", "matched": True, "template": None, "unsupported": None},
-           {"prompt": "Say hello.", "chat": True, "expect": "(?i)hello", "output": "Bonjour",
-            "matched": False, "template": "gguf", "unsupported": None}]
 FIT = {"backend": "llama.cpp",
        "estimates": [{"context": 2048, "kv_cache": "f16", "total_bytes": 380 * MIB},
                      {"context": 4096, "kv_cache": "f16", "total_bytes": 420 * MIB},
                      {"context": 4096, "kv_cache": "q8_0", "total_bytes": 400 * MIB}],
        "fits": {"f16": {"8GiB": 32768, "16GiB": 65536}, "q8_0": {"8GiB": 65536}},
        "checks": []}
-
-
-def text_of(html: str) -> str:
-    return " ".join(unescape(re.sub(r"<[^>]+>", " ", html)).split())
 
 
 def compare(client, *refs: str, expect: int = 200) -> str:

@@ -20,14 +20,10 @@ from tests.api.test_regressions import MIB, profile, profiled, record, run
 from tests.support.auth_app import auth_client
 from tests.support.oci import push_image
 from tests.support.verification import FakeWorker, push_model, report, verify
+from tests.support.web import PROMPTS, text_of
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 NO_DIGEST = "sha256:" + "0" * 64
-
-
-def text_of(html: str) -> str:
-    """The page's text, tags dropped and whitespace collapsed (for content asserts)."""
-    return " ".join(unescape(re.sub(r"<[^>]+>", " ", html)).split())
 
 
 def section(html: str, heading_id: str) -> str:
@@ -101,10 +97,6 @@ def test_a_repository_page_is_fast_enough_to_page_through(client, service):
 
 # ---- the model page ---------------------------------------------------------------------
 
-PROMPTS = [{"prompt": "The capital of France is", "chat": False, "expect": "Paris",
-            "output": " Paris.", "matched": True, "template": None, "unsupported": None},
-           {"prompt": "Say hello.", "chat": True, "expect": "(?i)hello", "output": "Bonjour",
-            "matched": False, "template": "gguf", "unsupported": None}]
 FIT = {"backend": "llama.cpp",
        "estimates": [{"context": 2048, "kv_cache": "f16", "total_bytes": 380 * MIB},
                      {"context": 2048, "kv_cache": "q8_0", "total_bytes": 350 * MIB},

@@ -21,14 +21,11 @@ from tests.support.auth_app import auth_client
 from tests.support.gguf_files import gguf_bytes
 from tests.support.model_artifacts import push_ollama, push_safetensors
 from tests.support.oci import push_image
+from tests.support.web import text_of
 
 ROW = re.compile(r'<tr>\s*<td><input type="checkbox"[^>]*value="([^"]+)">.*?</tr>', re.S)
 ALL = ["library/llama:broken", "library/llama:fast", "library/llama:queued",
        "library/llama:slow", "library/qwen:latest", "team/mlx:v1"]
-
-
-def text_of(html: str) -> str:
-    return " ".join(unescape(re.sub(r"<[^>]+>", " ", html)).split())
 
 
 def rows(html: str) -> dict[str, str]:
