@@ -423,19 +423,20 @@ def test_workers_show_state_host_pid_and_last_sighting(client):
 
 
 def test_the_audit_log_is_filtered_and_paged_as_over_rest(auth):
+    # Names no random token on the page (CSRF, request ids) could contain by chance.
     access = auth.app.state.registry.identities
-    for name in ("u1", "u2", "u3"):
+    for name in ("bot-first", "bot-second", "bot-third"):
         access.add_user(name, None, robot=True)
     as_user(auth, "root")
     text = auth.get("/-/admin/audit", params={"action": "robot.add", "n": 2}).text
-    assert "u3" in text and "u2" in text and "u1" not in text
+    assert "bot-third" in text and "bot-second" in text and "bot-first" not in text
     more = re.search(r'rel="next" href="([^"]+)"', text).group(1).replace("&amp;", "&")
     older = auth.get("/-/admin/audit" + more).text
-    assert "u1" in older and "u3" not in older
+    assert "bot-first" in older and "bot-third" not in older
     assert "user.add" not in auth.get("/-/admin/audit", params={"action": "robot.add"}).text
-    post(auth, "/-/admin/users", {"name": "u4", "kind": "robot"})
+    post(auth, "/-/admin/users", {"name": "bot-fourth", "kind": "robot"})
     mine = auth.get("/-/admin/audit", params={"actor": "root"}).text
-    assert "u4" in mine and "u1" not in mine
+    assert "bot-fourth" in mine and "bot-first" not in mine
     bad = auth.get("/-/admin/audit", params={"n": "0"})
     assert bad.status_code == 400 and "n must be an integer from 1 to 1000" in bad.text
     assert CSRF.search(auth.get("/-/admin/audit").text)  # the page has its sign-out form
