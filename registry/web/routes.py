@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from starlette.routing import Route
+from starlette.routing import Match, Route
 
 from registry.api.guard import ANYONE, PUBLIC
 from registry.web import (
@@ -74,18 +74,34 @@ routes = [
     Route(_A + "/audit", _site(admin_ops.audit_page), methods=["GET"]),
 ]
 
+class RepositoryRoute(Route):
+    """A repository page's route, which never matches under the APIs' own prefixes: an
+    unknown ``/v2/...`` or ``/api/...`` path gets its API's 404 (an OCI error, a problem
+    document), as clients expect, not a page. (A repository whose name starts with
+    ``v2/``, ``api/`` or ``auth/`` has no web page; its REST and OCI routes still work.)"""
+
+    API_PREFIXES = ("/v2/", "/api/", "/auth/")
+
+    def matches(self, scope):
+        if scope["type"] == "http" and scope["path"].startswith(self.API_PREFIXES):
+            return Match.NONE, {}
+        return super().matches(scope)
+
+
 # ---- a repository's pages (registry/web/model.py)
 # The longer paths first: {name:path} would otherwise swallow "/-/tags/x". The needs are
 # REST's for the same reads and changes (registry/api/rest/__init__.py).
 _R = "/{name:path}/-"
 _pull = page(model.NEED_PULL)
 repository_routes: list[Route] = [
-    Route(_R + "/manifests/{reference}/status", _pull(model.status), methods=["GET"]),
-    Route(_R + "/manifests/{reference}/verify", page(model.NEED_PUSH)(model.verify),
-          methods=["POST"]),
-    Route(_R + "/manifests/{reference}/override",
-          page(model.NEED_ADMIN)(model.override), methods=["POST"]),
-    Route(_R + "/tags/{reference}", _pull(model.model_by_tag), methods=["GET"]),
-    Route(_R + "/manifests/{reference}", _pull(model.model_by_digest), methods=["GET"]),
-    Route("/{name:path}", _pull(model.repository), methods=["GET"]),
+    RepositoryRoute(_R + "/manifests/{reference}/status", _pull(model.status),
+                    methods=["GET"]),
+    RepositoryRoute(_R + "/manifests/{reference}/verify",
+                    page(model.NEED_PUSH)(model.verify), methods=["POST"]),
+    RepositoryRoute(_R + "/manifests/{reference}/override",
+                    page(model.NEED_ADMIN)(model.override), methods=["POST"]),
+    RepositoryRoute(_R + "/tags/{reference}", _pull(model.model_by_tag), methods=["GET"]),
+    RepositoryRoute(_R + "/manifests/{reference}", _pull(model.model_by_digest),
+                    methods=["GET"]),
+    RepositoryRoute("/{name:path}", _pull(model.repository), methods=["GET"]),
 ]

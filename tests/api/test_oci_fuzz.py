@@ -92,7 +92,9 @@ def test_oci_routes_never_fail_with_500_or_a_foreign_error_body(seeded, request)
     r = seeded.request(method, path, params=query, headers=headers,
                        content=body if method in ("PUT", "PATCH", "POST") else None)
     assert r.status_code < 500, (method, path, query, headers, r.text)
-    if r.status_code >= 400 and method != "HEAD":
+    # A name of "." or ".." segments is resolved by the client ("/v2/../x" is "/x"): such a
+    # request left /v2/ and is a web page's business, not the OCI API's.
+    if r.status_code >= 400 and method != "HEAD" and r.request.url.path.startswith("/v2/"):
         errors = r.json()["errors"]
         assert errors and all(e["code"] in SPEC_CODES for e in errors), r.text
         assert all(isinstance(e["message"], str) for e in errors)
