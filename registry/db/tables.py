@@ -35,6 +35,10 @@
 - ``auth_nonces``: Ollama signed token requests already seen (replay protection).
 - ``secrets``: generated keys every replica shares (the token-signing key).
 - ``audit_log``: pushes, deletes, permission changes and gate overrides, by whom.
+- ``mirrors``: namespaces that mirror an upstream registry (``registry.services.mirrors``);
+  ``mirror_tags`` when each mirrored tag was last checked upstream and last pulled,
+  ``mirror_pending`` upstream manifests served while their blobs are still being fetched,
+  ``mirror_fetches`` the lease of the one process fetching a given blob.
 
 A model manifest's lifecycle lives in ``manifests.status``: NULL for non-model content
 (never gated), else ``queued -> verifying -> ready | failed``. An admin override of a
@@ -496,6 +500,61 @@ class AuditEntry(Base):
     detail: Mapped[str | None] = mapped_column(Text)  # JSON
 
 
+class Mirror(Base):
+    """A namespace that mirrors an upstream registry: pulls of what it lacks are fetched."""
+
+    __tablename__ = "mirrors"
+
+    namespace: Mapped[str] = mapped_column(String(255), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # ollama | oci | hf
+    url: Mapped[str] = mapped_column(Text)  # its path is the upstream's name prefix
+    username: Mapped[str | None] = mapped_column(String(255))
+    password: Mapped[str | None] = mapped_column(Text)  # sealed (registry.secretbox)
+    refresh_seconds: Mapped[int] = mapped_column(Integer)
+    verify_first: Mapped[bool] = mapped_column(Boolean, default=False)
+    keep_days: Mapped[int | None] = mapped_column(Integer)  # drop tags unpulled this long
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class MirrorTag(Base):
+    """A mirrored tag: the upstream digest at its last check, and its last pull."""
+
+    __tablename__ = "mirror_tags"
+
+    repository_id: Mapped[int] = mapped_column(
+        ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(128), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(100))
+    checked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    pulled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class MirrorPending(Base):
+    """An upstream manifest served while its blobs are fetched; stored as a manifest
+    (and verified) once every blob it needs is."""
+
+    __tablename__ = "mirror_pending"
+
+    repository_id: Mapped[int] = mapped_column(
+        ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(100), primary_key=True)
+    tag: Mapped[str | None] = mapped_column(String(128))
+    media_type: Mapped[str] = mapped_column(String(255))
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    fetched_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class MirrorFetch(Base):
+    """Who is fetching a blob from an upstream now (one fetch per blob, any replica)."""
+
+    __tablename__ = "mirror_fetches"
+
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(64))
+    lease_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 repositories = Repository.__table__
 blobs = Blob.__table__
 repository_blobs = RepositoryBlob.__table__
@@ -521,3 +580,7 @@ namespace_members = NamespaceMember.__table__
 auth_nonces = AuthNonce.__table__
 secrets = Secret.__table__
 audit_log = AuditEntry.__table__
+mirrors = Mirror.__table__
+mirror_tags = MirrorTag.__table__
+mirror_pending = MirrorPending.__table__
+mirror_fetches = MirrorFetch.__table__
