@@ -65,6 +65,7 @@ class Worker:
         from registry.services import RegistryService
         from registry.storage import open_store
         from worker.materialize import Materializer
+        from worker.mirror_fill import run_mirror_fill
         from worker.presence import Presence
         from worker.remote import run_remote_job
 
@@ -81,6 +82,7 @@ class Worker:
         self.handlers: dict[str, Callable[[Job], str]] = {
             JobKind.VERIFY: self.run_job,
             JobKind.VERIFY_REMOTE: functools.partial(run_remote_job, self),
+            JobKind.MIRROR_FILL: functools.partial(run_mirror_fill, self),
         }
 
     def close(self) -> None:

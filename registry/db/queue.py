@@ -93,6 +93,7 @@ class JobKind(StrEnum):
     VERIFY = "verify"  # a model manifest of this registry (registry.services.verification)
     VERIFY_REMOTE = "verify_remote"  # a model in another registry (registry.services.remote)
     DELIVER = "deliver"  # one outgoing webhook delivery (registry.services.events)
+    MIRROR_FILL = "mirror_fill"  # the blobs of a mirrored manifest (services.mirror_fetch)
 
 
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"

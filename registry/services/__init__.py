@@ -4,8 +4,8 @@
 store and the settings, plus the services it uses as required constructor arguments,
 and raises only ``registry.errors`` exceptions. They are built in dependency order::
 
-    queue -> workers -> events -> policies -> models -> manifests -> regressions
-      -> verification -> remote
+    queue -> workers -> events -> policies -> mirrors -> models -> manifests
+      -> mirror_fetch -> regressions -> verification -> remote
 
 so every service is complete once constructed (nothing is wired in afterwards).
 """
@@ -24,6 +24,8 @@ from registry.services.hub import HubService
 from registry.services.hub_commits import HubCommitService
 from registry.services.identities import IdentityService
 from registry.services.manifests import ManifestService
+from registry.services.mirror_fetch import MirrorFetchService
+from registry.services.mirrors import MirrorService
 from registry.services.models import ModelService
 from registry.services.policies import PolicyService
 from registry.services.profiles import ProfileService
@@ -52,11 +54,17 @@ class RegistryService:
         # Outgoing webhooks: changes write their events into the outbox (same transaction).
         self.events = EventService(db, store, settings, self.queue)
         self.policies = PolicyService(db, store, settings)
+        # Mirror namespaces: which upstream each mirrors (the gate and the pull path ask).
+        self.mirrors = MirrorService(db, store, settings)
         self.profiles = ProfileService(db, store, settings)
         self.models = ModelService(db, store, settings)
         self.manifests = ManifestService(db, store, settings, models=self.models,
                                          queue=self.queue, policies=self.policies,
-                                         events=self.events)
+                                         events=self.events, mirrors=self.mirrors)
+        # Pull-through: what a mirror namespace lacks, fetched from its upstream.
+        self.mirror_fetch = MirrorFetchService(db, store, settings, mirrors=self.mirrors,
+                                               manifests=self.manifests, uploads=self.uploads,
+                                               queue=self.queue)
         self.catalog = CatalogService(db, store, settings)
         # The Hugging Face Hub's view: commits, revisions (the gate), files of a manifest.
         self.hub = HubService(db, store, settings, manifests=self.manifests)

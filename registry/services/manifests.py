@@ -34,6 +34,7 @@ from registry.manifests import OCI_INDEX, ParsedManifest, parse_manifest
 from registry.services import audit
 from registry.services.common import Service, ensure_repo, repo_id, require_repo, touch_blobs
 from registry.services.events import EventService
+from registry.services.mirrors import MirrorService
 from registry.services.models import ModelService
 from registry.services.policies import PolicyService
 from registry.services.verification import dedupe_key, job_payload
@@ -105,15 +106,16 @@ def gate_fallbacks(conn: Connection, rid: int, tag_names: Collection[str]) -> di
 class ManifestService(Service):
     def __init__(self, db: Database, store: BlobStore, settings: Settings, *,
                  models: ModelService, queue: JobQueue, policies: PolicyService,
-                 events: EventService):
+                 events: EventService, mirrors: MirrorService):
         super().__init__(db, store, settings)
         self.models = models
         self.queue = queue  # model PUTs enqueue their verification in the same transaction
         self.policies = policies  # the readiness gate, per namespace
         self.events = events  # webhooks: in the outbox with the change itself
+        self.mirrors = mirrors  # a mirror that serves first and verifies after is ungated
 
     def gated(self, name: str) -> bool:
-        return self.policies.gated(name)
+        return self.policies.gated(name) and not self.mirrors.serves_unverified(name)
 
     def get(self, name: str, reference: str, base_url: str = "") -> StoredManifest:
         """The manifest ``reference`` (tag or digest) of repository ``name``.

@@ -26,7 +26,7 @@ import re
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -425,6 +425,68 @@ class UploadService(Service):
             self._discard_quietly(session)
             raise
         return digest
+
+    def store_stream(self, name: str, digest: str, chunks: Iterable[bytes], *,
+                     size: int | None = None, owner: str | None = None,
+                     progress: Callable[[], None] | None = None) -> Iterator[bytes]:
+        """Store blob ``digest`` of ``name`` from ``chunks`` while passing them on.
+
+        Yields every chunk as it is written, except the last, which is held back until
+        the bytes are checked against ``digest`` (and ``size``, if given) and committed,
+        quota included: whoever consumes this never receives the whole body of a blob
+        that was refused. Any failure, or closing the generator before the end, discards
+        the upload: nothing partial is ever stored. ``progress()`` is called every few
+        seconds while bytes flow (a caller's lease renewal); it may raise to abort.
+        """
+        algorithm, _ = parse_digest(digest)
+        cap = self.settings.max_upload_bytes
+        if size is not None:
+            if size > cap:
+                raise UploadTooLarge(f"a blob of {size} bytes exceeds the upload limit of "
+                                     f"{cap} bytes", {"limit": cap})
+            self._check_quota(name, digest, size)
+        session = self.start(name, owner)
+        held = None
+        try:
+            token, _ = self._claim(name, session, 0)
+            writer = self.store.upload_writer(session, 0)
+            hasher = hashlib.new(algorithm)
+            total, renewed = 0, time.monotonic()
+            try:
+                for chunk in chunks:
+                    if not chunk:
+                        continue
+                    total += len(chunk)
+                    if total > (size if size is not None else cap):
+                        raise SizeInvalid(f"the blob is longer than {size or cap} bytes")
+                    writer.write(chunk)
+                    hasher.update(chunk)
+                    if held is not None:
+                        yield held
+                    held = chunk
+                    if time.monotonic() - renewed > self._lease.total_seconds() / 4:
+                        self._renew(session, token)
+                        if progress is not None:
+                            progress()
+                        renewed = time.monotonic()
+                writer.close()
+            except BaseException:
+                writer.abort()
+                raise
+            if size is not None and total != size:
+                raise SizeInvalid(f"the blob ended after {total} of {size} bytes")
+            actual = f"{algorithm}:{hasher.hexdigest()}"
+            if actual != digest:
+                raise DigestInvalid(f"the blob has digest {actual}, not {digest}",
+                                    {"expected": digest, "actual": actual})
+            self._hashes[session] = (total, hasher)  # commit need not read it back
+            self._release(session, token, received=total)
+            self.commit(name, session, digest)
+        except BaseException:
+            self._discard_quietly(session)
+            raise
+        if held is not None:
+            yield held
 
     async def upload_whole(self, name: str, digest: str, body: AsyncIterator[bytes],
                            length: int | None, owner: str | None = None) -> int:

@@ -252,6 +252,12 @@ ROWS = [
     Row("GET", A + "/webhooks", A + "/webhooks", SITE),
     Row("GET", A + "/webhooks/{id:int}", A + "/webhooks/{webhook}", SITE),
     Row("DELETE", A + "/webhooks/{id:int}", A + "/webhooks/{doomed_webhook}", SITE),
+    # ---- REST: mirror namespaces ------------------------------------------------------
+    Row("GET", A + "/mirrors", A + "/mirrors", SITE),
+    Row("GET", A + "/mirrors/{namespace}", A + "/mirrors/mirrored", SITE),
+    Row("PUT", A + "/mirrors/{namespace}", A + "/mirrors/mirrored", SITE,
+        body=_json({"kind": "oci", "url": "http://127.0.0.1:9/{who}"})),
+    Row("DELETE", A + "/mirrors/{namespace}", A + "/mirrors/doomed-mirror", SITE),
     Row("GET", A + "/webhooks/{id:int}/deliveries", A + "/webhooks/{webhook}/deliveries",
         SITE),
     Row("GET", A + "/webhooks/{id:int}/deliveries/{delivery_id:int}",
@@ -540,6 +546,9 @@ def populate(client: TestClient, *, auth: bool) -> Stack:
                                               "secret": "matrix-secret-0123"})
     assert r.status_code == 201, r.text
     doomed_webhook = r.json()["id"]
+    for ns in ("mirrored", "doomed-mirror"):
+        r = client.put(f"/api/v1/mirrors/{ns}", json={"kind": "oci", "url": "http://127.0.0.1:9"})
+        assert r.status_code == 200, r.text
 
     as_("wanda")
     digest = push_safetensors(client, "team/model", "v1")

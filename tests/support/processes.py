@@ -123,8 +123,10 @@ def start_assay(data_dir: Path, *, port: int | None = None, env: dict | None = N
 
 
 def start_distribution(root: Path, *, port: int | None = None, notifications: list | None = None,
-                       timeout: float = 30.0) -> ServerProcess:
-    """Run Debian's CNCF Distribution 2.8 (``docker-registry``) with filesystem storage."""
+                       timeout: float = 30.0, access_log: bool = False) -> ServerProcess:
+    """Run Debian's CNCF Distribution 2.8 (``docker-registry``) with filesystem storage
+    (blobs under ``root/data``); ``access_log`` writes every request to its log, which
+    ``server.log()`` reads (to count what a client asked of it)."""
     import yaml
 
     exe = shutil.which("docker-registry")
@@ -134,7 +136,7 @@ def start_distribution(root: Path, *, port: int | None = None, notifications: li
     port = port or free_port()
     config = {
         "version": 0.1,
-        "log": {"level": "error", "accesslog": {"disabled": True}},
+        "log": {"level": "error", "accesslog": {"disabled": not access_log}},
         "storage": {"filesystem": {"rootdirectory": str(root / "data")},
                     "delete": {"enabled": True}},
         "http": {"addr": f"127.0.0.1:{port}"},

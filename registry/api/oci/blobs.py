@@ -11,8 +11,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from registry.api.guard import blob_location
+from registry.api.oci import mirrored
 from registry.api.oci.base import empty, quick_read, repo_name, service
-from registry.errors import RangeNotSatisfiable
+from registry.errors import BlobUnknown, RangeNotSatisfiable
+from registry.services.mirror_fetch import Fetch
 
 _DIGITS = re.compile(r"[0-9]+")
 
@@ -62,7 +64,6 @@ class BlobResponse(Response):
 async def get_blob(request: Request) -> Response:
     name, digest = repo_name(request), request.path_params["digest"]
     svc = service(request)
-    size = await quick_read(request, svc.blobs.size, name, digest)
     headers = {
         "Docker-Content-Digest": digest,
         "Accept-Ranges": "bytes",
@@ -70,6 +71,18 @@ async def get_blob(request: Request) -> Response:
         "Cache-Control": "max-age=31536000",
         "ETag": f'"{digest}"',
     }
+    try:
+        size = await quick_read(request, svc.blobs.size, name, digest)
+    except BlobUnknown:
+        if svc.mirrors.of(name) is None:
+            raise
+        return await _mirrored_blob(request, name, digest, headers)
+    return await _stored_blob(request, name, digest, size, headers)
+
+
+async def _stored_blob(request: Request, name: str, digest: str, size: int,
+                       headers: dict[str, str]) -> Response:
+    svc = service(request)
     redirect = svc.blobs.redirect_url(digest)
     if redirect and request.method == "GET":
         return empty(307, {**headers, "Location": redirect})
@@ -87,6 +100,26 @@ async def get_blob(request: Request) -> Response:
     chunks = await run_in_threadpool(svc.blobs.open, digest, start, end - start + 1)
     return BlobResponse(chunks, 206, {**headers, "Content-Length": str(end - start + 1),
                                       "Content-Range": f"bytes {start}-{end}/{size}"})
+
+
+async def _mirrored_blob(request: Request, name: str, digest: str,
+                         headers: dict[str, str]) -> Response:
+    """A blob a mirror repository lacks: a HEAD asks its size (no fetch); the GET
+    without Range that starts the fetch gets the bytes as they are stored; any other
+    waits until the blob is stored and is served from storage."""
+    fetcher = service(request).mirror_fetch
+    if request.method == "HEAD":
+        size = await run_in_threadpool(fetcher.blob_size, name, digest)
+        headers["Location"] = blob_location(request, name, digest)
+        return empty(200, {**headers, "Content-Length": str(size)})
+    if "range" not in request.headers:
+        got = await run_in_threadpool(fetcher.step, name, digest, stream=True)
+        if isinstance(got, Fetch):
+            headers["Location"] = blob_location(request, name, digest)
+            sized = {"Content-Length": str(got.size)} if got.size is not None else {}
+            return BlobResponse(got.chunks(), 200, {**headers, **sized})
+    size = await mirrored.wait_for_blob(request, name, digest)
+    return await _stored_blob(request, name, digest, size, headers)
 
 
 async def delete_blob(request: Request) -> Response:

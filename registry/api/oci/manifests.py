@@ -6,6 +6,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from registry.api.oci import mirrored
 from registry.api.oci.base import (
     absolute,
     empty,
@@ -29,6 +30,8 @@ async def get_manifest(request: Request) -> Response:
         raise ManifestUnknown(f"manifest {reference[:200]!r} is not in repository "
                               f"{request.path_params['name'][:255]!r}: it is not a valid "
                               "tag or digest", {"reference": reference[:200]}) from None
+    if service(request).mirrors.of(name) is not None:
+        return await mirrored.manifest(request, name, reference)
     m = await quick_read(request, service(request).manifests.get, name, reference,
                          absolute(request, "/"))
     headers = {"Content-Type": m.media_type, "Docker-Content-Digest": m.digest,

@@ -15,6 +15,7 @@ One module per resource, handlers thin. Errors are RFC 9457 problem details
     POST /api/v1/hooks/validate                         verify what a webhook names
     GET /api/v1/verifications?reference=<ref>           a local or remote model's runs
     GET /api/v1/workers                                 verification workers, last seen
+    GET|PUT|DELETE /api/v1/mirrors[/<namespace>]         pull-through mirror namespaces
     GET /api/v1/repositories[/<name>/tags], /api/v1/models     browse, filter, page
     DELETE /api/v1/repositories/<name>                  the whole repository
     GET /api/v1/openapi.json                            the OpenAPI document of all this
@@ -38,6 +39,7 @@ from registry.api.rest import (
     browse,
     hooks,
     manifests,
+    mirrors,
     openapi,
     policies,
     profiles,
@@ -82,6 +84,10 @@ routes = [
         Route("/hooks/validate", public(hooks.validate), methods=["POST"]),
         Route("/verifications", anyone(verifications.by_reference), methods=["GET"]),
         Route("/workers", site_admin(workers.list_workers), methods=["GET"]),
+        # Mirror namespaces (registry.api.rest.mirrors): egress and credentials.
+        Route("/mirrors", site_admin(mirrors.list_mirrors), methods=["GET"]),
+        route("/mirrors/{namespace}", GET=site_admin(mirrors.get_mirror),
+              PUT=site_admin(mirrors.put_mirror), DELETE=site_admin(mirrors.delete_mirror)),
         # Identities, roles and the audit log (registry.api.rest.accounts).
         Route("/me", user(accounts.me), methods=["GET"]),
         route("/users", GET=site_admin(accounts.list_users), POST=site_admin(accounts.create_user)),
