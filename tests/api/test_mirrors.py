@@ -8,6 +8,7 @@ The registry under test is the ASGI app on both stacks; its upstream is a real
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -17,6 +18,14 @@ import pytest
 from registry.app import create_app
 from registry.errors import BlobUnknown
 from tests.support.oci import image_manifest, sha256
+from tests.support.ollama_replay import (
+    GEMMA3_TEMPLATE,
+    MEDIA_MODEL,
+    MEDIA_TEMPLATE,
+    ollama_config,
+    ollama_pull,
+    ollama_push,
+)
 from tests.support.processes import start_distribution
 
 pytestmark = pytest.mark.clients  # needs docker-registry from Debian
@@ -194,3 +203,23 @@ def test_mirror_api_validates_and_never_returns_the_password(client, upstream):
     assert client.get("/api/v1/mirrors/m2").status_code == 404
     assert client.delete("/api/v1/mirrors/mirror").json() == {"deleted": "mirror"}
     assert client.get("/api/v1/mirrors").json() == {"mirrors": []}
+
+
+def test_the_ollama_client_pulls_through_a_mirror_of_an_ollama_push(client, service, live_url,
+                                                                    upstream, tmp_path):
+    """The Ollama replay pushes to Distribution; the replay then pulls through the mirror
+    (HEAD for the size, a GET for the Location, parts by Range) and gets identical files.
+    The URL's path is the upstream's prefix: ``mirror/tiny`` is the upstream's
+    ``library/tiny``, as ``ollama pull`` names it."""
+    weights = os.urandom(3 * 1024 * 1024)
+    layers = [(MEDIA_MODEL, weights), (MEDIA_TEMPLATE, GEMMA3_TEMPLATE)]
+    digest = ollama_push(upstream.url, "library/tiny", "v1", layers, ollama_config())
+    _mirror(client, upstream, url=f"{upstream.url}/library")
+    files = ollama_pull(live_url, "mirror/tiny", "v1", tmp_path / "out")
+    assert files[sha256(weights)].read_bytes() == weights
+    # Stored once, as an ordinary model manifest waiting for its verification.
+    stored = service.manifests.get("mirror/tiny", digest)
+    assert stored.digest == digest
+    r = client.get("/api/v1/repositories/mirror/tiny/tags/v1")
+    assert r.status_code == 200 and r.json()["status"] in ("queued", "verifying"), r.text
+    assert _blob_gets(upstream, sha256(weights)) == 1
