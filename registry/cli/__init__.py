@@ -4,6 +4,7 @@
 - ``account``: login, logout, key, token (client; the signed-in user on assay)
 - ``webhooks``: webhook (client; an assay registry's outgoing webhooks)
 - ``profiles``: profile (client; a namespace's verification profile)
+- ``mirrors``: mirror (client; an assay registry's pull-through mirror namespaces)
 - ``server``: serve; ``database``: migrate; ``worker``: worker
 - ``maintenance``: gc, scrub, retention (on the server's database and store)
 - ``users``: user; ``robots``: robot; ``namespaces``: namespace; ``audit``: audit (the same)
@@ -63,6 +64,10 @@ COMMANDS = {
     "profile": Lazy("registry.cli.profiles:profile",
                     "Verification profiles: what a namespace's models are measured under "
                     "(run matrix, quality, limits, regression thresholds)."),
+    "mirror": Lazy("registry.cli.mirrors:mirror",
+                   "Mirror namespaces: pulls of what a namespace lacks are fetched from an "
+                   "upstream registry (Ollama's, any OCI registry, or a Hugging Face "
+                   "endpoint), stored and verified."),
     "serve": Lazy("registry.cli.server:serve",
                   "Serve the registry (OCI Distribution API under /v2/, REST under /api/v1/) "
                   "and, unless --workers 0, verify pushed models in background worker "

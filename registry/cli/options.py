@@ -4,8 +4,8 @@ groups (``key``, ``token``, ``webhook``) repeat: list the resource, remove one b
 The registry, one rule for every command: a command whose argument is a REF
 (``HOST[:PORT]/NAME[:TAG|@DIGEST]``: push, pull, inspect, status, rm...) or a location
 (``ls [HOST[:PORT][/REPO]]``) finds the registry there. Every other client command
-(``login``, ``logout``, ``key``, ``token``, ``webhook``, ``profile``) takes it as
-``-r/--registry HOST[:PORT]``, by default ``$ASSAY_REGISTRY``, else ``127.0.0.1:5000``;
+(``login``, ``logout``, ``key``, ``token``, ``webhook``, ``profile``, ``mirror``) takes
+it as ``-r/--registry HOST[:PORT]``, by default ``$ASSAY_REGISTRY``, else ``127.0.0.1:5000``;
 ``login`` and ``logout`` also take it as their argument (``assay login HOST``, as
 ``docker login HOST``). ``webhook`` and ``profile`` still accept it as a trailing
 argument, their earlier spelling, without showing it. Server-side commands (``user``,
