@@ -14,7 +14,7 @@ from registry.api.guard import blob_location
 from registry.api.oci import mirrored
 from registry.api.oci.base import empty, quick_read, repo_name, service
 from registry.errors import BlobUnknown, RangeNotSatisfiable
-from registry.services.mirror_fetch import Fetch
+from registry.services.mirror_blobs import Fetch
 
 _DIGITS = re.compile(r"[0-9]+")
 

@@ -20,7 +20,7 @@ from starlette.responses import Response
 
 from registry.api.oci.base import absolute, service
 from registry.errors import RemoteUnavailable
-from registry.services.mirror_fetch import Fetch
+from registry.services.mirror_blobs import Fetch
 
 WAIT_SECONDS = 3600.0  # a client gives up long before; a live fetch renews its lease
 
