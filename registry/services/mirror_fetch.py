@@ -19,6 +19,7 @@ Blobs: ``registry.services.mirror_blobs`` (the base class).
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -32,19 +33,25 @@ from registry.db.tables import (
     manifests,
     mirror_pending,
     mirror_tags,
+    tags,
     utcnow,
 )
-from registry.digests import is_digest, parse_digest
+from registry.digests import check_tag, is_digest, parse_digest
 from registry.errors import (
     ManifestBlobUnknown,
+    ManifestUnknown,
     ModelNotReady,
     NotFound,
+    RegistryError,
     RemoteUnavailable,
+    TagInvalid,
 )
 from registry.manifests import parse_manifest
 from registry.services.common import ensure_repo, repo_id
+from registry.services.hub import COMMIT
 from registry.services.manifests import ManifestService, StoredManifest
 from registry.services.mirror_blobs import MirrorBlobService, upstream_error
+from registry.services.mirror_hub import HubUpstream
 from registry.services.mirrors import Mirror, MirrorService
 from registry.services.uploads import UploadService
 
@@ -54,6 +61,21 @@ log = logging.getLogger("assay.mirror")
 # client pulling the model right now fetches them itself, streamed to it).
 FILL_DELAY = timedelta(seconds=30)
 UNREACHABLE = "the upstream could not be reached; serving the cached copy"
+
+
+SMALL_CONFIG = 4 << 20
+
+
+def _small_config(content: bytes) -> str | None:
+    """The digest of a manifest's config blob, if it has one of at most SMALL_CONFIG."""
+    try:
+        config = json.loads(content).get("config")
+        digest, size = config["digest"], config["size"]
+    except (ValueError, AttributeError, KeyError, TypeError):
+        return None
+    if isinstance(digest, str) and isinstance(size, int) and 0 <= size <= SMALL_CONFIG:
+        return digest
+    return None
 
 
 @dataclass(frozen=True)
@@ -70,6 +92,7 @@ class MirrorFetchService(MirrorBlobService):
         super().__init__(db, store, settings, mirrors=mirrors, uploads=uploads)
         self.manifests = manifests
         self.queue = queue
+        self.hub = HubUpstream(self)  # kind hf: whole revisions from a Hub's API
 
     # ---- manifests -------------------------------------------------------------------
     def manifest(self, name: str, reference: str, base_url: str = "") -> Served:
@@ -77,8 +100,49 @@ class MirrorFetchService(MirrorBlobService):
         m = self.mirror(name)
         if is_digest(reference):
             parse_digest(reference)
+            if m.kind == "hf":
+                return Served(self.manifests.get(name, reference))
             return Served(self._by_digest(m, name, reference))
+        if m.kind == "hf":
+            self.hub.ensure(m, name, reference)
+            return Served(self.manifests.get(name, reference, base_url))
         return self._by_tag(m, name, reference, base_url)
+
+    def ensure(self, name: str, revision: str) -> None:
+        """Make ``revision`` of mirror repository ``name`` servable from storage, blobs
+        and all, for readers that cannot wait on a blob (the Hub API serves files from
+        storage): a tag or branch is fetched (``main`` means tag ``main``, else
+        ``latest``, as on the Hub API) and its blobs fetched before returning. A commit
+        id or digest is not fetched. ModelNotReady while a verify-first mirror holds it."""
+        m = self.mirror(name)
+        if COMMIT.fullmatch(revision) or is_digest(revision):
+            return  # a commit: immutable, served as stored (or not found)
+        try:
+            check_tag(revision)
+        except TagInvalid:
+            return
+        if m.kind == "hf":
+            self.hub.ensure(m, name, revision)
+            return
+        for tag in [revision, "latest"] if revision == "main" else [revision]:
+            try:
+                served = self.manifest(name, tag)
+            except ModelNotReady:
+                raise
+            except ManifestUnknown:
+                continue
+            self.fill(name, served.manifest.digest)
+            return
+
+    def fresh(self, m: Mirror, state) -> bool:
+        """Whether a mirrored tag's last check (its ``mirror_tags`` row) is recent enough."""
+        return (utcnow() - as_utc(state.checked_at)).total_seconds() < m.refresh_seconds
+
+    def _known_tag(self, name: str, tag: str) -> bool:
+        with self.db.read() as conn:
+            return conn.execute(select(tags.c.name).where(
+                tags.c.repository_id == repo_id(conn, name), tags.c.name == tag)
+            ).first() is not None
 
     def _by_digest(self, m: Mirror, name: str, digest: str) -> StoredManifest:
         try:
@@ -99,8 +163,7 @@ class MirrorFetchService(MirrorBlobService):
         state = self._tag_state(name, tag)
         now = utcnow()
         warning = None
-        age = None if state is None else (now - as_utc(state.checked_at)).total_seconds()
-        if age is not None and age < m.refresh_seconds:
+        if state is not None and self.fresh(m, state):
             digest = state.digest
             self._pulled(name, tag, state, now)
         else:
@@ -190,6 +253,15 @@ class MirrorFetchService(MirrorBlobService):
             self.queue.enqueue(conn, JobKind.MIRROR_FILL, {"repository": name, "digest": digest},
                                dedupe_key=f"{JobKind.MIRROR_FILL}:{name}:{digest}",
                                run_after=now + delay)
+        config = _small_config(content)
+        if config is not None:
+            # Fetched with the manifest: clients that read only the layers (assay pull,
+            # a Hub client) would otherwise leave the manifest pending until the fill job.
+            try:
+                self.wait_or_fetch(name, config, 60.0)
+            except RegistryError as exc:
+                log.warning("mirror %s: fetching the config of %s@%s: %s", m.namespace, name,
+                            digest, exc.message)
         self.promote(name)
         return StoredManifest(digest, parsed.media_type, content)
 

@@ -223,3 +223,35 @@ def test_the_ollama_client_pulls_through_a_mirror_of_an_ollama_push(client, serv
     r = client.get("/api/v1/repositories/mirror/tiny/tags/v1")
     assert r.status_code == 200 and r.json()["status"] in ("queued", "verifying"), r.text
     assert _blob_gets(upstream, sha256(weights)) == 1
+
+
+def test_an_upstream_stopped_mid_transfer_fails_the_pull_and_stores_nothing(
+        client, service, live_url, upstream, tmp_path):
+    layer = os.urandom(48 * 1024 * 1024)
+    digest = sha256(layer)
+    _push(upstream, "team/big", "v1", layers=[layer])
+    _mirror(client, upstream)
+    port = upstream.port
+    with httpx.Client(base_url=live_url, timeout=60) as c:
+        assert c.get("/v2/mirror/team/big/manifests/v1").status_code == 200
+        received = 0
+        with pytest.raises(httpx.HTTPError), \
+                c.stream("GET", f"/v2/mirror/team/big/blobs/{digest}") as r:
+            assert r.status_code == 200
+            for chunk in r.iter_bytes():
+                received += len(chunk)
+                if upstream.proc.poll() is None and received >= 1 << 20:
+                    upstream.proc.kill()  # the upstream dies with most bytes unsent
+                    upstream.proc.wait(10)
+        assert received < len(layer)
+    assert service.store.stat(digest) is None
+    with pytest.raises(BlobUnknown):
+        service.blobs.size("mirror/team/big", digest)
+    # Back up (same storage, same port): the next pull succeeds and stores it once.
+    again = start_distribution(upstream.log_path.parent, port=port)
+    try:
+        r = client.get(f"/v2/mirror/team/big/blobs/{digest}")
+        assert r.status_code == 200 and sha256(r.content) == digest
+        assert service.blobs.size("mirror/team/big", digest) == len(layer)
+    finally:
+        again.stop()

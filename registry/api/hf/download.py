@@ -73,6 +73,8 @@ async def _revision(request: Request, revision: str | None = None) -> Revision:
     if revision is None:
         revision = request.path_params.get("revision", "main")
     svc = service(request)
+    if svc.mirrors.of(name) is not None:  # what the mirror lacks comes from its upstream
+        await run_in_threadpool(svc.mirror_fetch.ensure, name, revision)
     return await quick_read(request, svc.hub.resolve, name, revision, base_url(request))
 
 
