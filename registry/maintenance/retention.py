@@ -28,6 +28,12 @@ to every repository in it:
   goes with its subject and never on its own, whatever its age; one whose subject is
   not stored is judged by age.
 
+A mirror namespace with ``keep_days`` D (``registry.services.mirrors``) adds one rule:
+a tag nobody pulled for D days (``mirror_tags.pulled_at``; a tag never pulled through the
+mirror counts from its last move) is deleted, and a manifest left untagged is deleted once
+it is D days old unless the namespace's own ``untagged_days`` says otherwise. What goes is
+the upstream's: the next pull fetches it again.
+
 Every deletion goes through ``ManifestService.delete``, the path of a DELETE request,
 so events (webhooks), model rows (cascade) and the audit log stay as they would be.
 A run first lists what to delete (``plan``), then deletes it one item at a time
@@ -49,6 +55,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
+from typing import NamedTuple
 
 from sqlalchemy import and_, exists, or_, select
 
@@ -57,6 +64,8 @@ from registry.db.tables import (
     blobs,
     manifest_references,
     manifests,
+    mirror_tags,
+    mirrors,
     namespaces,
     repositories,
     tag_history,
@@ -187,6 +196,7 @@ def plan(svc: RegistryService, *, now: datetime | None = None) -> list[Deletion]
     """What retention would delete now, in the order it must be deleted: every tag
     first, then manifests with indexes and subjects before their children and referrers."""
     now = now or utcnow()
+    mirror_days = {m.namespace: m.keep_days for m in svc.mirrors.list() if m.keep_days}
     with svc.db.read() as conn:
         policies = conn.execute(
             select(namespaces.c.name, namespaces.c.keep_tags, namespaces.c.keep_ready,
@@ -195,14 +205,44 @@ def plan(svc: RegistryService, *, now: datetime | None = None) -> list[Deletion]
                        namespaces.c.keep_ready.is_not(None),
                        namespaces.c.untagged_days.is_not(None)))
             .order_by(namespaces.c.name)).all()
+        policies = {p.name: p for p in policies}
+        for ns in mirror_days.keys() - policies.keys():
+            policies[ns] = _NO_POLICY._replace(name=ns)
         out: list[Deletion] = []
-        for policy in policies:
+        for policy in sorted(policies.values(), key=lambda p: p.name):
             repos = conn.execute(select(repositories.c.id, repositories.c.name)
                                  .where(in_namespaces(repositories.c.name, {policy.name}))
                                  .order_by(repositories.c.name)).all()
             for repo in repos:
-                out += _plan_repository(conn, repo.id, repo.name, policy, now)
+                out += _plan_repository(conn, repo.id, repo.name, policy, now,
+                                        mirror_days.get(namespace_of(repo.name)))
     return out
+
+
+class _Policy(NamedTuple):
+    name: str
+    keep_tags: int | None
+    keep_ready: int | None
+    untagged_days: int | None
+    protected_tags: str
+
+
+_NO_POLICY = _Policy("", None, None, None, "[]")  # a mirror namespace without a policy
+
+
+def _unpulled(conn, rid: int, name: str, tag_rows: list, keep_days: int,
+              now: datetime) -> tuple[list, list[Deletion]]:
+    """A mirror's tags (of those kept so far) that nobody pulled for ``keep_days``."""
+    pulled = dict(conn.execute(select(mirror_tags.c.tag, mirror_tags.c.pulled_at)
+                               .where(mirror_tags.c.repository_id == rid)).all())
+    cutoff = now - timedelta(days=keep_days)
+    doomed = [t for t in tag_rows
+              if as_utc(pulled.get(t.name) or t.updated_at) < cutoff]
+    reason = f"not pulled through the mirror for {keep_days} days"
+    gone = {t.name for t in doomed}
+    return ([t for t in tag_rows if t.name not in gone],
+            [Deletion(name, t.name, "tag", reason, t.manifest_id, t.updated_at)
+             for t in doomed])
 
 
 def _tag_reason(policy, state: str) -> str:
@@ -243,7 +283,8 @@ def _plan_tags(name: str, tag_rows: list, fallbacks: dict[str, int],
     return [t for t in tag_rows if t.name not in gone], deletions
 
 
-def _plan_repository(conn, rid: int, name: str, policy, now: datetime) -> list[Deletion]:
+def _plan_repository(conn, rid: int, name: str, policy, now: datetime,
+                     keep_days: int | None = None) -> list[Deletion]:
     tag_rows = conn.execute(select(tags.c.name, tags.c.manifest_id, tags.c.updated_at,
                                    manifests.c.status, manifests.c.override_at)
                             .join(manifests, manifests.c.id == tags.c.manifest_id)
@@ -251,10 +292,14 @@ def _plan_repository(conn, rid: int, name: str, policy, now: datetime) -> list[D
                             .order_by(tags.c.updated_at.desc(), tags.c.name)).all()
     fallbacks = _fallbacks(conn, rid, tag_rows)
     tag_rows, out = _plan_tags(name, tag_rows, fallbacks, policy)
-    if policy.untagged_days is None:
+    if keep_days is not None:
+        tag_rows, unpulled = _unpulled(conn, rid, name, tag_rows, keep_days, now)
+        out += unpulled
+    days = policy.untagged_days if policy.untagged_days is not None else keep_days
+    if days is None:
         return out
 
-    cutoff = now - timedelta(days=policy.untagged_days)
+    cutoff = now - timedelta(days=days)
     rows = conn.execute(select(manifests.c.id, manifests.c.digest, manifests.c.created_at,
                                manifests.c.subject_digest)
                         .where(manifests.c.repository_id == rid)).all()
@@ -315,7 +360,7 @@ def _plan_repository(conn, rid: int, name: str, policy, now: datetime) -> list[D
         # Only referrers can be doomed young: anything else young is a root above.
         reason = (f"a referrer of {m.subject_digest}, which is deleted"
                   if m.subject_digest in by_digest
-                  else f"untagged for more than {policy.untagged_days} days")
+                  else f"untagged for more than {days} days")
         out.append(Deletion(name, m.digest, "manifest", reason, mid, m.created_at,
                             after[mid]))
     return out
@@ -477,6 +522,9 @@ def _left_untagged(conn, report: RetentionReport, deleted_ids: set[int]) -> None
     if not candidates:
         return
     days = dict(conn.execute(select(namespaces.c.name, namespaces.c.untagged_days)).all())
+    for ns, keep_days in conn.execute(select(mirrors.c.namespace, mirrors.c.keep_days)):
+        if days.get(ns) is None:
+            days[ns] = keep_days  # a mirror's keep_days rule, where no policy says
     for chunk in _chunks(candidates):
         tagged = {mid for mid, repo, tag in conn.execute(
             select(tags.c.manifest_id, repositories.c.name, tags.c.name)

@@ -163,7 +163,9 @@ class MirrorFetchService(MirrorBlobService):
         state = self._tag_state(name, tag)
         now = utcnow()
         warning = None
-        if state is not None and self.fresh(m, state):
+        # A fresh check counts only while its manifest is still here (a delete or
+        # retention may have evicted it): else the upstream is asked again.
+        if state is not None and self.fresh(m, state) and self._known(name, state.digest):
             digest = state.digest
             self._pulled(name, tag, state, now)
         else:

@@ -104,7 +104,7 @@ class HubUpstream:
             return  # a commit id or a malformed name: the Hub API answers for it
         f = self.fetcher
         state = f._tag_state(name, tag)
-        if state is not None and f.fresh(m, state):
+        if state is not None and f.fresh(m, state) and f._known_tag(name, tag):
             return
         try:
             info = self.info(m, name, revision)

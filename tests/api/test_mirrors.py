@@ -10,13 +10,17 @@ from __future__ import annotations
 import json
 import os
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import update
 
 from registry.app import create_app
+from registry.db.tables import manifests, mirror_tags, utcnow
 from registry.errors import BlobUnknown
+from registry.maintenance import retention
 from tests.support.oci import image_manifest, sha256
 from tests.support.ollama_replay import (
     GEMMA3_TEMPLATE,
@@ -255,3 +259,29 @@ def test_an_upstream_stopped_mid_transfer_fails_the_pull_and_stores_nothing(
         assert service.blobs.size("mirror/team/big", digest) == len(layer)
     finally:
         again.stop()
+
+
+def test_retention_drops_what_nobody_pulled_for_keep_days_and_a_pull_fetches_it_again(
+        client, service, upstream):
+    old_digest, _ = _push(upstream, "team/thing", "old")
+    new_digest, _ = _push(upstream, "team/thing", "new")
+    _mirror(client, upstream, keep_days=30)
+    for tag in ("old", "new"):
+        doc = client.get(f"/v2/mirror/team/thing/manifests/{tag}").json()
+        for d in [doc["config"], *doc["layers"]]:
+            assert client.get(f"/v2/mirror/team/thing/blobs/{d['digest']}").status_code == 200
+    long_ago = utcnow() - timedelta(days=40)
+    with service.db.write() as conn:
+        conn.execute(update(mirror_tags).where(mirror_tags.c.tag == "old")
+                     .values(pulled_at=long_ago))
+        conn.execute(update(manifests).where(manifests.c.digest == old_digest)
+                     .values(created_at=long_ago))
+    planned = retention.plan(service)
+    assert [(d.kind, d.reference) for d in planned] == [("tag", "old"),
+                                                        ("manifest", old_digest)], planned
+    assert "not pulled through the mirror for 30 days" in planned[0].reason
+    retention.execute(service, planned)
+    assert service.manifests.get("mirror/team/thing", "new").digest == new_digest
+    # Gone from the cache, not from the upstream: the next pull fetches it again.
+    r = client.get("/v2/mirror/team/thing/manifests/old")
+    assert r.status_code == 200 and r.headers["Docker-Content-Digest"] == old_digest
