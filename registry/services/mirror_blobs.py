@@ -49,6 +49,7 @@ from registry.errors import (
     NotFound,
     RegistryError,
     RemoteUnavailable,
+    UploadTooLarge,
 )
 from registry.manifests import parse_manifest
 from registry.services import quotas
@@ -329,6 +330,17 @@ class MirrorBlobService(Service):
         except BaseException:
             self._unclaim(digest, token)
             raise
+        if opened.size is not None:
+            try:  # refused before the answer starts, not by a cut-off stream
+                cap = self.settings.max_upload_bytes
+                if opened.size > cap:
+                    raise UploadTooLarge(f"blob {digest} is {opened.size} bytes; the upload "
+                                         f"limit is {cap} bytes", {"limit": cap})
+                self.uploads.check_push(name, {digest: opened.size})
+            except BaseException:
+                opened.close()
+                self._unclaim(digest, token)
+                raise
 
         def chunks() -> Iterator[bytes]:
             try:

@@ -285,3 +285,19 @@ def test_retention_drops_what_nobody_pulled_for_keep_days_and_a_pull_fetches_it_
     # Gone from the cache, not from the upstream: the next pull fetches it again.
     r = client.get("/v2/mirror/team/thing/manifests/old")
     assert r.status_code == 200 and r.headers["Docker-Content-Digest"] == old_digest
+
+
+def test_mirror_storage_counts_against_the_namespace_quota(client, service, upstream):
+    small, big = b"s" * 1000, b"b" * 200_000
+    _push(upstream, "team/small", "v1", layers=[small])
+    _push(upstream, "team/big", "v1", layers=[big])
+    _mirror(client, upstream)
+    r = client.put("/api/v1/namespaces/mirror", json={"quota_bytes": 100_000})
+    assert r.status_code == 200, r.text
+    assert client.get("/v2/mirror/team/small/manifests/v1").status_code == 200
+    assert client.get(f"/v2/mirror/team/small/blobs/{sha256(small)}").content == small
+    assert client.get("/v2/mirror/team/big/manifests/v1").status_code == 200
+    r = client.get(f"/v2/mirror/team/big/blobs/{sha256(big)}")
+    assert r.status_code == 403 and r.json()["errors"][0]["code"] == "DENIED", r.text
+    assert "quota" in r.json()["errors"][0]["message"]
+    assert service.store.stat(sha256(big)) is None
