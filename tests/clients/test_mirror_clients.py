@@ -22,6 +22,7 @@ from tests.support.ollama_replay import (
     ollama_push,
 )
 from tests.support.processes import start_assay, start_distribution
+from tests.support.workers import GATE_ON, wait_status, wait_until
 
 pytestmark = pytest.mark.clients
 
@@ -97,3 +98,44 @@ def test_assay_pull_through_a_mirror_of_distribution_then_offline(mirror, cli, t
     r = httpx.get(f"{mirror.url}/v2/om/tiny/manifests/v1")
     assert r.headers["Docker-Content-Digest"] == digest
     assert "Warning" not in r.headers  # fresh for an hour: the upstream was not asked
+
+
+def test_verify_first_holds_a_first_pull_and_serve_first_flags_a_failure(tmp_path):
+    """With a worker and the gate on: a verify-first mirror answers a first pull with "being
+    fetched", its fill job fetches the model and verification fails it, so it is never
+    served; a serve-first mirror of the same upstream serves it at once and keeps serving
+    it once verification failed, flagged in the REST view."""
+    upstream = start_distribution(tmp_path / "distribution")
+    server = start_assay(tmp_path / "mirror", env={
+        "ASSAY_OUTBOUND_ALLOW": "127.0.0.1", "ASSAY_WORKERS": "1", **GATE_ON})
+    try:
+        weights = b"not a GGUF file " * 4096
+        ollama_push(upstream.url, "library/broken", "v1", [(MEDIA_MODEL, weights)],
+                    ollama_config())
+        r = httpx.put(f"{server.url}/api/v1/mirrors/vf", json={
+            "kind": "ollama", "url": f"{upstream.url}/library", "verify_first": True})
+        assert r.status_code == 200, r.text
+        _add_mirror(server, "sf", "ollama", f"{upstream.url}/library")
+
+        first = httpx.get(f"{server.url}/v2/vf/broken/manifests/v1")
+        assert first.status_code == 404, first.text
+        assert "being fetched" in first.json()["errors"][0]["message"]
+        # The fill job fetches it (no client pulls its blobs), then it is verified.
+        wait_until(lambda: httpx.get(f"{server.url}/api/v1/repositories/vf/broken/tags/v1"
+                                     ).status_code == 200, 60, "the fill job to store it",
+                   interval=0.2)
+        wait_status(server, "vf/broken", "v1", ("failed",), timeout=120)
+        again = httpx.get(f"{server.url}/v2/vf/broken/manifests/v1")
+        assert again.status_code == 404 and "failed verification" in again.text
+
+        served = httpx.get(f"{server.url}/v2/sf/broken/manifests/v1")
+        assert served.status_code == 200, served.text
+        for d in [served.json()["config"], *served.json()["layers"]]:
+            assert httpx.get(f"{server.url}/v2/sf/broken/blobs/{d['digest']}",
+                             timeout=60).status_code == 200
+        wait_status(server, "sf/broken", "v1", ("failed",), timeout=120)
+        still = httpx.get(f"{server.url}/v2/sf/broken/manifests/v1")
+        assert still.status_code == 200 and still.content == served.content
+    finally:
+        server.stop()
+        upstream.stop()
