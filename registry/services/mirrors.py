@@ -7,11 +7,12 @@ A mirror is a namespace (a repository name's first segment) bound to an upstream
 - ``oci``: any OCI Distribution registry;
 - ``hf``: a Hugging Face Hub endpoint (its HTTP API).
 
-Names map by prefix: the URL's path is the upstream's name prefix. With a mirror
-``mirror`` of ``https://registry.ollama.ai``, ``mirror/library/gemma3`` is the upstream's
-``library/gemma3``; with ``team`` of ``https://huggingface.co/google``, ``team/gemma-3``
-is ``google/gemma-3``. Fetching is ``registry.services.mirror_fetch``'s; this module only
-keeps the configuration.
+Names map by prefix: the URL's path is the upstream's name prefix. With ``team`` a mirror
+of ``https://huggingface.co/google``, ``team/gemma-3`` is ``google/gemma-3``. An
+``ollama`` mirror without a prefix maps as Ollama names models: with ``mirror`` a mirror of
+``https://registry.ollama.ai``, ``mirror/gemma3`` and ``mirror/library/gemma3`` are both
+``library/gemma3`` (``Mirror.upstream_name``). Fetching is
+``registry.services.mirror_fetch``'s; this module only keeps the configuration.
 
 The upstream's password (or token) is sealed with the registry's secret
 (``registry.secretbox``) and never returned: the JSON says only whether one is set.
@@ -69,9 +70,19 @@ class Mirror:
         return urlsplit(self.url).path.strip("/")
 
     def upstream_name(self, name: str) -> str:
-        """The upstream's name for local repository ``name`` (which is in this mirror)."""
+        """The upstream's name for local repository ``name`` (which is in this mirror).
+
+        An ``ollama`` mirror without a prefix names models as Ollama does: a bare model
+        is in ``library`` (``mirror/gemma3`` is ``library/gemma3``; the Ollama client
+        accepts exactly one namespace, so ``HOST/mirror/gemma3:270m`` is how it pulls
+        through a mirror), and ``mirror/library/gemma3`` is the same model for clients
+        that take longer names."""
         rest = name[len(self.namespace) + 1:]
-        return f"{self.prefix}/{rest}" if self.prefix else rest
+        if self.prefix:
+            return f"{self.prefix}/{rest}"
+        if self.kind == "ollama" and "/" not in rest:
+            return f"library/{rest}"
+        return rest
 
     def to_json(self) -> dict:
         return {"namespace": self.namespace, "kind": self.kind, "url": self.url,

@@ -213,12 +213,12 @@ def test_the_ollama_client_pulls_through_a_mirror_of_an_ollama_push(client, serv
                                                                     upstream, tmp_path):
     """The Ollama replay pushes to Distribution; the replay then pulls through the mirror
     (HEAD for the size, a GET for the Location, parts by Range) and gets identical files.
-    The URL's path is the upstream's prefix: ``mirror/tiny`` is the upstream's
-    ``library/tiny``, as ``ollama pull`` names it."""
+    An ollama mirror names models as Ollama does: ``mirror/tiny`` is the upstream's
+    ``library/tiny`` (the client takes exactly one namespace: ``HOST/mirror/tiny:v1``)."""
     weights = os.urandom(3 * 1024 * 1024)
     layers = [(MEDIA_MODEL, weights), (MEDIA_TEMPLATE, GEMMA3_TEMPLATE)]
     digest = ollama_push(upstream.url, "library/tiny", "v1", layers, ollama_config())
-    _mirror(client, upstream, url=f"{upstream.url}/library")
+    _mirror(client, upstream, kind="ollama")
     files = ollama_pull(live_url, "mirror/tiny", "v1", tmp_path / "out")
     assert files[sha256(weights)].read_bytes() == weights
     # Stored once, as an ordinary model manifest waiting for its verification.
