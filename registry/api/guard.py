@@ -368,11 +368,10 @@ def check(request: Request, identity: Identity, need) -> None:
     raise AssertionError(f"unknown requirement {need!r}")
 
 
-def _refuse_mirror_push(request: Request) -> None:
+def refuse_mirror_push(request: Request, name: str | None) -> None:
     """Nobody pushes into a mirror namespace, whatever their role: its content is the
     upstream's. Deleting stays allowed (it evicts from the cache), and so does asking
     for a model to be verified again (a ``/verify`` route needs push otherwise)."""
-    name = request.path_params.get("name")
     m = request.app.state.registry.mirrors.of(name) if name else None
     if m is not None:
         raise Denied(f"{name} is in namespace {m.namespace!r}, a mirror of {m.url}: pushes "
@@ -389,7 +388,7 @@ def guard(need) -> Callable[[Handler], Handler]:
         async def guarded(request: Request) -> Response:
             addr = client_ip(request.scope)
             if need == ("repo", PUSH) and not request.url.path.endswith("/verify"):
-                _refuse_mirror_push(request)
+                refuse_mirror_push(request, request.path_params.get("name"))
             if not _settings(request).auth:
                 current_actor.set(Actor(None, addr))
                 return await handler(request)

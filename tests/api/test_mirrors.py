@@ -301,3 +301,19 @@ def test_mirror_storage_counts_against_the_namespace_quota(client, service, upst
     assert r.status_code == 403 and r.json()["errors"][0]["code"] == "DENIED", r.text
     assert "quota" in r.json()["errors"][0]["message"]
     assert service.store.stat(sha256(big)) is None
+
+
+def test_hub_uploads_into_a_mirror_are_refused(client, upstream):
+    _mirror(client, upstream)
+    r = client.post("/api/repos/create", json={"name": "x", "organization": "mirror",
+                                               "type": "model"})
+    assert r.status_code == 403 and "a mirror of" in r.headers.get("X-Error-Message", ""), \
+        (r.status_code, r.headers, r.text)
+    line = json.dumps({"key": "header", "value": {"summary": "s", "description": ""}})
+    r = client.post("/api/models/mirror/x/commit/main", content=line.encode() + b"\n",
+                    headers={"Content-Type": "application/x-ndjson"})
+    assert r.status_code == 403, r.text
+    # Elsewhere the Hub API works as before.
+    r = client.post("/api/repos/create", json={"name": "x", "organization": "team",
+                                               "type": "model"})
+    assert r.status_code == 200, r.text

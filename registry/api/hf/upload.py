@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 
 from registry.access import refusals, tokens
 from registry.access.permissions import DELETE, PUSH
-from registry.api.guard import base_url, caller, may
+from registry.api.guard import base_url, caller, may, refuse_mirror_push
 from registry.api.oci.base import read_limited, repo_name, service
 from registry.api.oci.uploads import owner
 from registry.api.rest.common import json_body
@@ -55,6 +55,7 @@ def _require(request: Request, action: str, name: str) -> None:
 async def create_repo(request: Request) -> Response:
     name = _body_repo(await json_body(request))
     _require(request, PUSH, name)
+    refuse_mirror_push(request, name)
     url = f"{base_url(request)}/{name}"
     try:
         await run_in_threadpool(service(request).hub_commits.create_repo, name)
