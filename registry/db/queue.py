@@ -9,6 +9,7 @@ A job's life::
                   │   release (graceful shutdown; the attempt is not counted)
                   ├──────────────────┘
                   └── requeue_stalled: no heartbeat for ``lease_seconds`` (worker died)
+    queued ──cancel──> done, unrun (its work was done another way: adopted results)
 
 **Enqueue** takes the caller's connection, so a job is created in the same transaction
 as the writes that call for it (the manifest PUT): both commit or neither does. A
@@ -381,6 +382,18 @@ class JobQueue:
             res = conn.execute(self._sql.release, {"j_id": job_id, "w_id": worker_id,
                                                    "t_now": self._clock()})
             return res.rowcount == 1
+
+    def cancel(self, conn: Connection, dedupe_key: str, result: dict[str, Any]) -> int | None:
+        """Inside the caller's transaction ``conn``: finish the *queued* job holding
+        ``dedupe_key`` unrun, as ``done`` with ``result`` (its work was done another way).
+        A running job is left to its worker. Returns the cancelled job's id, or None.
+
+        On PostgreSQL a claim racing this UPDATE holds the row lock first; the UPDATE
+        then re-reads the row, finds it running, and changes nothing."""
+        return conn.execute(
+            update(jobs).where(jobs.c.dedupe_key == dedupe_key, jobs.c.status == QUEUED)
+            .values(status=DONE, result=_json(result), finished_at=self._clock())
+            .returning(jobs.c.id)).scalar()
 
     def requeue_stalled(self) -> int:
         """Put running jobs without a heartbeat for ``lease_seconds`` back in the queue

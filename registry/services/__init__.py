@@ -5,7 +5,7 @@ store and the settings, plus the services it uses as required constructor argume
 and raises only ``registry.errors`` exceptions. They are built in dependency order::
 
     queue -> workers -> events -> policies -> mirrors -> models -> manifests
-      -> mirror_fetch -> regressions -> verification -> remote
+      -> mirror_fetch -> regressions -> verification -> adoption -> remote
 
 so every service is complete once constructed (nothing is wired in afterwards).
 """
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from registry.db import Database
 from registry.db.queue import JobQueue
+from registry.services.adoption import AdoptionService
 from registry.services.audit import AuditService
 from registry.services.blobs import BlobService
 from registry.services.catalog import CatalogService
@@ -77,6 +78,9 @@ class RegistryService:
                                                 uploads=self.uploads, manifests=self.manifests,
                                                 policies=self.policies, events=self.events,
                                                 regressions=self.regressions)
+        # Results carried in a bundle from another assay, recorded on an admin's word.
+        self.adoption = AdoptionService(db, store, settings, verification=self.verification,
+                                        profiles=self.profiles, queue=self.queue)
         # Verification on request (webhooks in), of this registry's models or other ones'.
         self.remote = RemoteService(db, store, settings, queue=self.queue,
                                     verification=self.verification, policies=self.policies,

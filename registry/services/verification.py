@@ -7,6 +7,10 @@ Lifecycle of a model manifest (``manifests.status``; NULL for anything not a mod
       -> "ready" | "failed" (``record``: one ``verifications`` row, the status, the reason,
          and an OCI artifact whose subject is the model, type VERIFICATION_TYPE)
 
+Results another assay measured, carried with the model in a bundle (``assay export`` /
+``assay import``), may be adopted by a namespace admin instead of running the model again
+(``registry.services.adoption``); they are stored by ``store_result`` like a worker's.
+
 A re-run (``request``) of a ready model leaves it ready (and served) until its new result
 arrives. An admin ``override`` lets a failed model through the gate; it is recorded in
 ``override_*`` and never rewrites the verdict.
@@ -153,30 +157,44 @@ class VerificationService(Service):
         judged = self.regressions.judge(target.manifest_id, report)
         report = judged.report
         passed = bool(report.get("passed"))
-        reason = None if passed else (report.get("reason") or "verification failed")
         referrer = self._publish(target, report, passed, finished)
         with self.db.write() as conn:
-            if not self._still_there(target, conn):
-                return {}
-            vid = conn.execute(verifications.insert().values(
-                manifest_id=target.manifest_id, job_id=job_id,
-                verdict="passed" if passed else "failed", reason=reason,
-                backend=report.get("backend"), backend_version=report.get("backend_version"),
-                generation_tps=report.get("generation_tps"), **report_columns(report),
-                report=json.dumps(report), log_tail=report.get("log_tail"),
-                referrer_digest=referrer, worker=worker, started_at=started_at,
-                finished_at=finished).returning(verifications.c.id)).scalar_one()
-            conn.execute(update(manifests).where(manifests.c.id == target.manifest_id)
-                         .values(status=READY if passed else FAILED, status_reason=reason,
-                                 status_changed_at=finished))
-            row = conn.execute(select(verifications).where(verifications.c.id == vid)).one()
-            event = verification_object(READY if passed else FAILED, verification_json(row))
-            self.events.emit_manifest(
-                conn, "verification.succeeded" if passed else "verification.failed",
-                target.manifest_id, verification=event)
-            if judged.regressed:
-                self.events.emit_manifest(conn, "verification.regressed", target.manifest_id,
-                                          verification=event)
+            row = self.store_result(conn, target, report, referrer=referrer,
+                                    job_id=job_id, worker=worker, started_at=started_at,
+                                    finished_at=finished, regressed=judged.regressed)
+        return row or {}
+
+    def store_result(self, conn, target: Target, report: dict, *, referrer: str | None,
+                     job_id: int | None, worker: str | None, started_at: datetime,
+                     finished_at: datetime, regressed: bool) -> dict | None:
+        """Inside the caller's write transaction: the ``verifications`` row of a judged
+        ``report``, the model's status from its verdict (ready or failed) and the
+        ``verification.*`` events. Returns the row as JSON, or None (nothing written)
+        when the manifest was deleted meanwhile. Shared by ``record`` and adopted
+        results (``registry.services.adoption``)."""
+        if not self._still_there(target, conn):
+            return None
+        passed = bool(report.get("passed"))
+        reason = None if passed else (report.get("reason") or "verification failed")
+        vid = conn.execute(verifications.insert().values(
+            manifest_id=target.manifest_id, job_id=job_id,
+            verdict="passed" if passed else "failed", reason=reason,
+            backend=report.get("backend"), backend_version=report.get("backend_version"),
+            generation_tps=report.get("generation_tps"), **report_columns(report),
+            report=json.dumps(report), log_tail=report.get("log_tail"),
+            referrer_digest=referrer, worker=worker, started_at=started_at,
+            finished_at=finished_at).returning(verifications.c.id)).scalar_one()
+        conn.execute(update(manifests).where(manifests.c.id == target.manifest_id)
+                     .values(status=READY if passed else FAILED, status_reason=reason,
+                             status_changed_at=finished_at))
+        row = conn.execute(select(verifications).where(verifications.c.id == vid)).one()
+        event = verification_object(READY if passed else FAILED, verification_json(row))
+        self.events.emit_manifest(
+            conn, "verification.succeeded" if passed else "verification.failed",
+            target.manifest_id, verification=event)
+        if regressed:
+            self.events.emit_manifest(conn, "verification.regressed", target.manifest_id,
+                                      verification=event)
         return verification_json(row)
 
     def _still_there(self, target: Target, conn=None) -> bool:
@@ -388,6 +406,10 @@ def verification_json(row) -> dict:
         # ratio and the regressions); null for reports recorded before profiles.
         "profile": _profile_ref(report.get("profile")),
         **{k: report.get(k) for k in RESULTS},
+        # Results adopted from another registry's artifact (registry.services.adoption):
+        # {"referrer", "at", "by"}; absent for a run of this registry's workers.
+        **({"imported": report["imported"]} if isinstance(report.get("imported"), dict)
+           else {}),
         "log_tail": row.log_tail,
         "referrer": row.referrer_digest,
         "worker": row.worker,

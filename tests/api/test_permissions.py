@@ -320,6 +320,8 @@ ROWS = [
         TR + "/manifests/{digest}/verifications", PULL_TEAM),
     Row("POST", R + "/manifests/{reference}/override", TR + "/manifests/{digest}/override",
         ADMIN_TEAM, _json({"reason": "permission matrix"})),
+    Row("POST", R + "/manifests/{reference}/adopt", TR + "/manifests/{digest}/adopt",
+        ADMIN_TEAM, _json({"referrer": "sha256:" + "0" * 64})),
     Row("POST", R + "/push-check", TR + "/push-check", PUSH_TEAM, _json({"blobs": []})),
     Row("POST", R + "/push-check", A + "/repositories/other/model/push-check", OTHER_NS,
         _json({"blobs": []})),

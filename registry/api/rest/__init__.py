@@ -9,6 +9,7 @@ One module per resource, handlers thin. Errors are RFC 9457 problem details
     POST /api/v1/repositories/<name>/{tags/<tag>,manifests/<digest>}/verify   re-run
     GET  /api/v1/repositories/<name>/manifests/<digest>/verifications         every run
     POST /api/v1/repositories/<name>/manifests/<digest>/override              let through
+    POST /api/v1/repositories/<name>/manifests/<digest>/adopt     results carried with it
     GET|PUT|DELETE /api/v1/policies[/<namespace>]       readiness gate per namespace
     GET|PUT|DELETE /api/v1/profiles[/<namespace>]       verification profile per namespace
     POST /api/v1/repositories/<name>/push-check         would a push fit the quota
@@ -110,6 +111,8 @@ routes = [
         Route(R + "/manifests/{reference}/verifications", pull(manifests.verifications),
               methods=["GET"]),
         Route(R + "/manifests/{reference}/override", repo_admin(manifests.override),
+              methods=["POST"]),
+        Route(R + "/manifests/{reference}/adopt", repo_admin(manifests.adopt),
               methods=["POST"]),
         Route(R + "/push-check", push(quotas.check_push), methods=["POST"]),
         Route(R + "/tags/{reference}", pull(manifests.by_tag), methods=["GET"]),

@@ -10,7 +10,10 @@ go before it and ``workers`` whether any worker is there to run it
 ``POST .../verify`` queues a re-run (202, ``{"job", "digest"}``); ``GET
 .../manifests/<digest>/verifications`` lists every run, newest first; ``POST
 .../manifests/<digest>/override`` with ``{"reason": "...", "by": "..."}`` lets a model
-that is not ready through the readiness gate (recorded).
+that is not ready through the readiness gate (recorded); ``POST
+.../manifests/<digest>/adopt`` with ``{"referrer": "sha256:..."}`` records the results
+artifact that came with the model from another assay instead of verifying it again
+(``registry.services.adoption``: who may, and what is checked).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from registry.api.oci.base import absolute, repo_name, service
 from registry.api.rest.common import operation, read_body
 from registry.api.rest.schemas import (
     DIGEST,
+    DIGEST_PATTERN,
     TAG,
     Answer,
     Body,
@@ -110,6 +114,23 @@ class OverrideResult(Answer):
     digest: str
     by: str
     reason: str
+
+
+class AdoptRequest(Body):
+    referrer: str = Field(json_schema_extra={"pattern": DIGEST_PATTERN},
+                          description="Digest of the results artifact (a referrer of the "
+                                      "model, artifactType "
+                                      "application/vnd.assay.verification.v1+json).")
+
+
+class AdoptResult(Answer):
+    digest: str
+    referrer: str
+    status: ModelStatus
+    verification: Verification
+    cancelled_job: int | None = Field(description="The queued verify job finished unrun.")
+    running_job: int | None = Field(description="A verify job a worker had already "
+                                                "started: its result will follow.")
 
 
 def manifest_json(info: ManifestInfo) -> dict:
@@ -222,4 +243,17 @@ async def override(request: Request) -> JSONResponse:
     result = await run_in_threadpool(service(request).verification.override,
                                      repo_name(request), _digest(request), by.strip(),
                                      body.reason)
+    return JSONResponse(result)
+
+
+@operation("adoptManifestResults", "verification",
+           "Record the verification results that came with a model from another assay",
+           AdoptResult, body=AdoptRequest, params={"reference": DIGEST},
+           problems=(400, 404, 409))
+async def adopt(request: Request) -> JSONResponse:
+    body = await read_body(request, AdoptRequest)
+    if not is_digest(body.referrer):
+        raise DigestInvalid(f"{body.referrer!r} is not a digest")
+    result = await run_in_threadpool(service(request).adoption.adopt, repo_name(request),
+                                     _digest(request), body.referrer)
     return JSONResponse(result)

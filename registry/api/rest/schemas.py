@@ -225,6 +225,9 @@ class Verification(Answer):
         description="The end of the backend's log (about 4 KiB): errors, warnings and the "
                     "load summary, without per-tensor detail.")
     referrer: str | None = Field(description="Digest of the OCI artifact carrying it.")
+    imported: dict[str, Any] | None = absent(
+        "Results adopted from another assay's artifact instead of a run here: "
+        "{referrer, at, by}.")
     worker: str | None
     started_at: datetime | None
     finished_at: datetime | None
