@@ -243,7 +243,15 @@ class MirrorFetchService(MirrorBlobService):
               media_type: str, digest: str) -> StoredManifest:
         """Keep a manifest fetched from the upstream: stored at once if every blob it
         needs is here, else pending (served meanwhile) with a job to fetch the rest."""
-        parsed = parse_manifest(content, media_type)  # refuses what is not a manifest
+        if len(content) > self.settings.max_manifest_bytes:
+            raise RemoteUnavailable(f"the upstream {m.url} sent a manifest of {len(content)} "
+                                    f"bytes for {name}; the limit is "
+                                    f"{self.settings.max_manifest_bytes}")
+        try:
+            parsed = parse_manifest(content, media_type)
+        except RegistryError as exc:  # the upstream's fault, not the client's request
+            raise RemoteUnavailable(f"the upstream {m.url} sent an invalid manifest for "
+                                    f"{name}: {exc.message}") from None
         now = utcnow()
         with self.db.write() as conn:
             rid = ensure_repo(self.db, conn, name)

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from registry.app import create_app
-from registry.db.tables import manifests, mirror_tags, utcnow
+from registry.db.tables import manifests, mirror_pending, mirror_tags, utcnow
 from registry.errors import BlobUnknown
 from registry.maintenance import retention
 from tests.support.oci import image_manifest, sha256
@@ -317,3 +317,17 @@ def test_hub_uploads_into_a_mirror_are_refused(client, upstream):
     r = client.post("/api/repos/create", json={"name": "x", "organization": "team",
                                                "type": "model"})
     assert r.status_code == 200, r.text
+
+
+def test_a_tampered_upstream_manifest_is_a_bad_gateway_and_not_kept(client, service,
+                                                                    upstream):
+    """The upstream's stored manifest rewritten on its disk: what it sends no longer has the
+    digest it announces, so the mirror answers 502 naming the upstream and keeps nothing."""
+    digest, body = _push(upstream, "team/bad", "v1")
+    _upstream_blob_path(upstream, digest).write_bytes(b'{"schemaVersion": 2, "layers": 7}')
+    _mirror(client, upstream)
+    for ref in ("v1", digest):
+        r = client.get(f"/v2/mirror/team/bad/manifests/{ref}")
+        assert r.status_code == 502 and upstream.url in r.text, r.text
+    with service.db.read() as conn:
+        assert conn.execute(select(mirror_pending)).first() is None
