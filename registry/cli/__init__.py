@@ -1,6 +1,7 @@
 """The ``assay`` command line (entry point ``registry.cli:main``), one module per group:
 
 - ``models``: push, pull, ls, inspect, status, bench, verify, rm (client; any OCI registry)
+- ``bundles``: export, import (client; models across an air gap as one tar)
 - ``account``: login, logout, key, token (client; the signed-in user on assay)
 - ``webhooks``: webhook (client; an assay registry's outgoing webhooks)
 - ``profiles``: profile (client; a namespace's verification profile)
@@ -46,6 +47,13 @@ COMMANDS = {
     "rm": Lazy("registry.cli.models:rm",
                "Delete a tag (REF with :TAG), a manifest (REF with @DIGEST), or with --all "
                "a whole repository."),
+    "export": Lazy("registry.cli.bundles:export_command",
+                   "Write models, with every blob and referrer (verification results, "
+                   "signatures), into one tar for an air-gapped site: an OCI image layout "
+                   "that assay import, skopeo (oci-archive:FILE.tar:TAG) and oras read."),
+    "import": Lazy("registry.cli.bundles:import_command",
+                   "Push everything a bundle from assay export holds into REGISTRY (any OCI "
+                   "registry), every digest kept."),
     "login": Lazy("registry.cli.account:login",
                   "Check credentials against REGISTRY (HOST[:PORT], default $ASSAY_REGISTRY, "
                   "else 127.0.0.1:5000) and store them for later commands "
