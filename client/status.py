@@ -178,6 +178,11 @@ def details(state: dict) -> list[str]:
         lines.append(f"  verified by {v.get('backend')} {v.get('backend_version') or ''} "
                      f"on {hw.get('cpu_model', '?')} ({hw.get('threads', '?')} threads), "
                      f"{v.get('finished_at')}")
+        imported = v.get("imported")
+        if isinstance(imported, dict):  # measured elsewhere, carried in a bundle
+            by = f" by {imported['by']}" if imported.get("by") else ""
+            lines.append(f"  results adopted from {imported.get('referrer')}{by}, "
+                         f"{imported.get('at')}")
         figures = []
         if f.get("generation_tps") is not None:
             figures.append(f"generation {f['generation_tps']:.1f} tokens/s")

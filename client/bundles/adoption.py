@@ -74,7 +74,8 @@ def adopt_one(client: RegistryClient, item: Item, results: list[Item]) -> str:
         if resp is not None and resp.status_code == 200:
             return f"results adopted ({resp.json().get('status')})"
         if resp is None or resp.status_code in (401, 403):
-            return ("verifying: you may not adopt results here (needs namespace admin for "
-                    f"{item.repository})")
+            namespace = item.repository.split("/", 1)[0]
+            return ("verifying: you may not adopt results here (needs admin of namespace "
+                    f"{namespace})")
         why = oci_error_text(resp)[1]
     return f"verifying: {why}"

@@ -143,6 +143,8 @@ def test_import_into_assay_adopts_the_results_and_round_trips(servers, bundle, c
     assert (state["status"], state["served"]) == ("ready", digest)  # the gate lets it by
     assert state["verification"]["imported"]["referrer"] == referrer
     assert state["verification"]["worker"] is None and state["job"]["status"] == "done"
+    status = cli("status", f"{destination.host_port}/{NAME}:{TAG}").stdout
+    assert f"results adopted from {referrer}" in status, status
 
     again = tmp_path / "again.tar"
     cli("export", "-q", f"{destination.host_port}/{NAME}:{TAG}", "-o", again)
@@ -186,8 +188,8 @@ def test_only_a_namespace_admin_adopts_on_an_auth_registry(bundle, cli, tmp_path
         host = registry.host_port
         as_wanda = {"ASSAY_USERNAME": "wanda", "ASSAY_PASSWORD": registry.passwords["wanda"]}
         out = cli("import", "-q", path, host, env=as_wanda).stdout
-        assert "verifying: you may not adopt results here (needs namespace admin for " \
-               f"{NAME})" in out, out
+        assert "verifying: you may not adopt results here (needs admin of namespace " \
+               "team)" in out, out
         auth = registry.auth("root")
         assert rest(registry.server, f"/repositories/{NAME}/tags/{TAG}",
                     auth=auth)["status"] == "queued"
