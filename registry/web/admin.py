@@ -7,6 +7,7 @@
                                           readiness gate and the verification profile
                                           (admin_namespaces)
     /-/admin/webhooks[...], /-/admin/workers, /-/admin/audit     (admin_ops)
+    /-/admin/mirrors[...]                 mirror namespaces (admin_mirrors)
 
 Each page and form checks what the REST route reading or changing the same thing checks
 (``registry.api.rest``'s table) and calls the same service method, so the audit log and
@@ -34,7 +35,7 @@ from registry.errors import RegistryError
 from registry.web.render import render
 
 # The needs of the pages, REST's for the same reads and changes (registry/web/routes.py).
-NEED_SITE = SITE_ADMIN  # users, webhooks, workers, the audit log
+NEED_SITE = SITE_ADMIN  # users, webhooks, mirrors, workers, the audit log
 NEED_USER = USER  # the index, the namespace list, one's own tokens listed
 NEED_ACCOUNT = ACCOUNT  # one's own tokens made or revoked: a password session
 NEED_NAMESPACE = ("namespace", ADMIN)  # one namespace's members and settings

@@ -9,8 +9,8 @@
     GET  /-/admin/workers                                    GET /api/v1/workers
     GET  /-/admin/audit?actor=&action=&n=&before=            GET /api/v1/audit
 
-Hardware classes and mirrors are not part of this registry yet: there are no pages for
-them.
+Mirror namespaces have their page in ``registry.web.admin_mirrors``. Hardware classes
+are not part of this registry yet: there is no page for them.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from registry.web import (
     account,
     admin,
     admin_access,
+    admin_mirrors,
     admin_namespaces,
     admin_ops,
     browse,
@@ -70,6 +71,10 @@ routes = [
     Route(_W + "/delete", _site(admin_ops.delete_webhook), methods=["POST"]),
     Route(_D, _site(admin_ops.delivery_page), methods=["GET"]),
     Route(_D + "/redeliver", _site(admin_ops.redeliver), methods=["POST"]),
+    Route(_A + "/mirrors", _site(admin_mirrors.mirrors_page), methods=["GET"]),
+    Route(_A + "/mirrors", _site(admin_mirrors.set_mirror), methods=["POST"]),
+    Route(_A + "/mirrors/{namespace}/delete", _site(admin_mirrors.delete_mirror),
+          methods=["POST"]),
     Route(_A + "/workers", _site(admin_ops.workers_page), methods=["GET"]),
     Route(_A + "/audit", _site(admin_ops.audit_page), methods=["GET"]),
 ]

@@ -107,6 +107,11 @@ def _delivery(client, who: str) -> dict:
     return {**made, "delivery": svc.events.delivery_log(made["hook"], 1)[0]["id"]}
 
 
+def _mirror(client, who: str) -> dict:
+    client.app.state.registry.mirrors.set(f"mirror-{who}", kind="ollama")
+    return {}
+
+
 NO_ADMIN_DIGEST = "sha256:" + "1" * 64
 SIGNED_IN = "in ok ok ok ok ok"
 SIGNED_IN_POST = "401 ok ok ok ok ok"
@@ -190,6 +195,11 @@ ROWS = [
         AW + "/{hook}/deliveries/{delivery}", SITE_GET, setup=_delivery),
     Row("POST", AW + "/{id:int}/deliveries/{delivery_id:int}/redeliver",
         AW + "/{hook}/deliveries/{delivery}/redeliver", SITE_POST, {}, _delivery),
+    Row("GET", "/-/admin/mirrors", "/-/admin/mirrors", SITE_GET),
+    Row("POST", "/-/admin/mirrors", "/-/admin/mirrors", SITE_POST,
+        {"namespace": "mirror-by-{who}", "kind": "ollama", "refresh_seconds": "3600"}),
+    Row("POST", "/-/admin/mirrors/{namespace}/delete", "/-/admin/mirrors/mirror-{who}/delete",
+        SITE_POST, {}, _mirror),
     Row("GET", "/-/admin/workers", "/-/admin/workers", SITE_GET),
     Row("GET", "/-/admin/audit", "/-/admin/audit", SITE_GET),
 ]
