@@ -15,8 +15,9 @@ log: the admin vouches for where the bundle came from. The registry checks what 
   same sha256): results under another profile do not answer what this namespace asks
   (``Conflict``; the model is then verified here as usual);
 - the report is judged against this registry's other results as a worker's is
-  (``registry.services.regressions``): a reference ratio or a regression here can still
-  fail it.
+  (``registry.services.regressions``), under this registry's copy of the profile (the
+  document a report carries is only what its sha256 claims): a reference ratio or a
+  regression here can still fail it.
 
 Then, in one transaction: a ``verifications`` row (the report with ``imported``:
 ``{"referrer", "at", "by"}``; worker null; finished at the artifact's creation time), the
@@ -46,6 +47,7 @@ from registry.errors import (
     RequestInvalid,
 )
 from registry.manifests import parse_manifest
+from registry.profiles import Profile
 from registry.services import audit
 from registry.services.common import Service, repo_id
 from registry.services.profiles import ProfileService
@@ -79,7 +81,10 @@ class AdoptionService(Service):
         parse_digest(referrer)
         model, artifact = self._rows(name, digest, referrer)
         report, created = self._report(name, digest, artifact)
-        sha = self._same_profile(name, referrer, report)
+        profile = self._same_profile(name, referrer, report)
+        # Judged under this registry's own copy of the profile: the document a report
+        # carries is only what its sha256 claims it to be.
+        report = {**report, "profile": profile.recorded()}
         target = self.verification.target(model.id, digest)
         if target is None:
             raise ManifestUnknown(f"manifest {digest!r} is not in repository {name!r}")
@@ -98,7 +103,8 @@ class AdoptionService(Service):
             cancelled = self.queue.cancel(conn, key, {"skipped": f"results adopted from "
                                                                  f"{referrer}"})
             audit.record(conn, "adopt", f"{name}@{digest}", referrer=referrer,
-                         verdict=row["verdict"], profile=sha, cancelled_job=cancelled)
+                         verdict=row["verdict"], profile=profile.sha256,
+                         cancelled_job=cancelled)
         live = None if cancelled is not None else self.queue.find(key)
         return {"digest": digest, "referrer": referrer,
                 "status": READY if row["verdict"] == "passed" else FAILED,
@@ -155,13 +161,14 @@ class AdoptionService(Service):
                                  f"of {name}@{digest}")
         return report, _created(parsed.annotations)
 
-    def _same_profile(self, name: str, referrer: str, report: dict) -> str:
-        """The report's profile sha256, which must be the one that applies here now."""
+    def _same_profile(self, name: str, referrer: str, report: dict) -> Profile:
+        """The profile that applies to ``name`` here now, which must be the one the
+        report was measured under (the same sha256)."""
         profile = report.get("profile") if isinstance(report.get("profile"), dict) else {}
         sha = profile.get("sha256")
         applied = self.profiles.applies(name).profile
         if sha == applied.sha256:
-            return sha
+            return applied
         theirs = f"profile {profile.get('name')} ({sha})" if sha else \
             "no profile (recorded before profiles)"
         raise Conflict(f"the profile differs: the results in {referrer} were measured under "

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from sqlalchemy import select
 
+from registry.db.tables import verifications
 from tests.support.oci import push_blob, sha256
 from tests.support.rest import assert_problem, describe
 from tests.support.verification import FakeWorker, push_model, report
@@ -120,6 +122,20 @@ def test_what_is_not_a_carried_result_is_refused(client, service):
         assert "does not hold a verification report" in \
             assert_problem(adopt(client, digest, forged), 400)["detail"]
     assert describe(client, DST, "v1")["status"] == "queued"
+
+
+def test_a_report_is_judged_under_this_registrys_profile(client, service):
+    """A report that claims the right profile sha256 with another document is judged,
+    and stored, with the document that sha256 stands for here."""
+    digest = push_model(client, DST, "v1")
+    data = profiled(service, DST)
+    applied = data["profile"]
+    data["profile"] = {**applied, "document": {"regressions": {"action": "warn"}}}
+    layer = json.dumps({"subject": digest, "report": data}).encode()
+    assert adopt(client, digest, forge(client, digest, layer)).status_code == 200
+    with service.db.read() as conn:
+        stored = conn.execute(select(verifications.c.report)).scalar_one()
+    assert json.loads(stored)["profile"] == applied
 
 
 def forge(client, subject: str, layer: bytes) -> str:
