@@ -29,7 +29,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 GEMMA, GEMMA_DOCKER, BROKEN_REF = (f"{n}:{t}" for n, t in (MODEL, MODEL_DOCKER, BROKEN))
 LIVE = ("team/gemma3-live", "v1")
 LIVE_PROFILE = {"runs": [], "quality": {"perplexity": True, "prompts": []}}
-ADMIN_ONLY = ("/-/admin/users", "/-/admin/webhooks", "/-/admin/workers", "/-/admin/audit")
+ADMIN_ONLY = ("/-/admin/users", "/-/admin/webhooks", "/-/admin/workers", "/-/admin/audit",
+              "/-/admin/mirrors")
 
 
 def row_names(page: Page) -> list[str]:
