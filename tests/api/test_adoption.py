@@ -11,7 +11,7 @@ import json
 import pytest
 from sqlalchemy import select
 
-from registry.db.tables import verifications
+from registry.db.tables import deliveries, verifications
 from tests.support.oci import push_blob, sha256
 from tests.support.rest import assert_problem, describe
 from tests.support.verification import FakeWorker, push_model, report
@@ -59,9 +59,15 @@ def adopt(client, digest: str, referrer: str, name: str = DST):
 
 def test_adopted_results_make_the_model_ready_without_a_run(client, service):
     digest, referrer = carried(client, service)
+    service.events.create("https://ci.example.com/hooks", "s3cret")
     r = adopt(client, digest, referrer)
     assert r.status_code == 200, r.text
     body = r.json()
+    with service.db.read() as conn:
+        sent = [json.loads(b)["events"][0] for b in
+                conn.execute(select(deliveries.c.body).order_by(deliveries.c.id)).scalars()]
+    assert [(e["action"], e["target"]["digest"]) for e in sent] == \
+        [("verification.succeeded", digest)]
     assert (body["status"], body["referrer"], body["running_job"]) == ("ready", referrer, None)
     assert body["cancelled_job"] is not None
 
