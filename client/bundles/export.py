@@ -103,7 +103,7 @@ class Exporter:
         self.transfers = transfers
         self.models: list[ExportedModel] = []
         self.referrers: list[dict] = []
-        self._listed: set[str] = set()
+        self._listed: set[tuple[str, str]] = set()  # (repository, referrer digest)
 
     def model(self, client: RegistryClient, ref: Reference) -> ExportedModel:
         """Carry the model ``ref`` names (once, however often it is named)."""
@@ -163,11 +163,11 @@ class Exporter:
                 continue
             for d in list_referrers(client, name, subject):
                 digest = str(d.get("digest"))
-                if digest in self._listed:
+                if (name, digest) in self._listed:
                     continue
                 if len(self._listed) >= MAX_REFERRERS:
-                    raise ClientError(f"{name}: more than {MAX_REFERRERS} referrers")
-                self._listed.add(digest)
+                    raise ClientError(f"more than {MAX_REFERRERS} referrers to carry")
+                self._listed.add((name, digest))
                 fetched = client.get_manifest(name, digest)
                 media_type = d.get("mediaType") or fetched.media_type
                 digests = self._manifest(client, name, fetched.content, fetched.digest,

@@ -74,13 +74,13 @@ class Importer:
         while waiting:
             # A referrer whose subject is another referrer of the bundle waits for it;
             # one whose subject is not in the bundle at all goes as it is.
-            ready = [e for e in waiting if not self._holds_unpushed(e.item)]
+            ready = [e for e in waiting if not self._subject_pending(e.item)]
             for entry in ready or waiting[:1]:
                 done.append(self._entry(entry))
                 waiting.remove(entry)
         return done
 
-    def _holds_unpushed(self, item: Item) -> bool:
+    def _subject_pending(self, item: Item) -> bool:
         key = (item.repository, item.subject)
         return key in self.bundle.items and key not in self.pushed
 
