@@ -5,7 +5,7 @@ not be adopted still succeeds: the registry verifies those models as any push.""
 
 from __future__ import annotations
 
-from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -13,7 +13,7 @@ import click
 from client.bundles.adoption import ADOPT_PATH, adopt_all, assay_api, results_of
 from client.bundles.contents import Bundle, Item
 from client.bundles.export import REF_NAME, export
-from client.bundles.importer import Importer
+from client.bundles.importer import Imported, Importer
 from client.bundles.layout import LayoutReader
 from client.errors import reported
 from client.progress import Transfers
@@ -61,37 +61,41 @@ def run_import(path: str, registry: str, insecure: bool, quiet: bool, verify: bo
                 reader.verify(bundle.digests(), task.advance)
                 task.done()
                 with RegistryClient(target) as client:
-                    imported = Importer(bundle, client, transfers).run()
-                    models = [i for i in imported if not i.entry.referrer]
-                    outcomes = {} if verify else _adopt(client, bundle, models)
-        counts: Counter[str] = Counter()
-        for i in imported:
-            counts.update(i.outcomes)
+                    importer = Importer(bundle, client, transfers)
+                    adopt = None if verify else _adopter(client, bundle)
+                    outcomes: dict[str, str] = {}
+                    imported = importer.run(
+                        None if adopt is None else lambda m: outcomes.update(adopt(m)))
+        models = [i for i in imported if not i.entry.referrer]
         for i in models:
             own = outcomes.get(i.entry.item.digest)
             click.echo(f"imported {i.reference}{f': {own}' if own else ''}")
             for child in _children(bundle, i.entry.item):
                 if child.digest in outcomes:
                     click.echo(f"  {child.digest}: {outcomes[child.digest]}")
-        blobs = ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "none"
+        blobs = ", ".join(f"{n} {what}" for what, n in sorted(importer.outcomes.items()))
         click.echo(f"imported {len(models)} model(s) and {len(imported) - len(models)} "
-                   f"referrer(s) into {target.host} (blobs: {blobs})")
+                   f"referrer(s) into {target.host} (blobs: {blobs or 'none'})")
 
 
-def _adopt(client: RegistryClient, bundle: Bundle, models: list) -> dict[str, str]:
-    """Outcomes of adopting carried results, when the registry is assay."""
+def _adopter(client: RegistryClient, bundle: Bundle
+             ) -> Callable[[Imported], dict[str, str]] | None:
+    """On an assay registry: what adopts a model's carried results once it is pushed
+    (``{digest: outcome}`` for it and its child manifests); None on any other registry."""
     api = assay_api(client)
     if api is None:
-        return {}
-    items = [item for m in models for item in [m.entry.item, *_children(bundle,
-                                                                        m.entry.item)]]
-    if ADOPT_PATH not in (api.get("paths") or {}):
-        return {item.digest: "verifying: this assay registry cannot adopt carried results "
-                             "(an older version)"
-                for item in items if results_of(bundle, item)}
-    return adopt_all(client, bundle, items)
+        return None
+    able = ADOPT_PATH in (api.get("paths") or {})
 
+    def adopt(model: Imported) -> dict[str, str]:
+        items = [model.entry.item, *_children(bundle, model.entry.item)]
+        if not able:
+            return {item.digest: "verifying: this assay registry cannot adopt carried "
+                                 "results (an older version)"
+                    for item in items if results_of(bundle, item)}
+        return adopt_all(client, bundle, items)
 
+    return adopt
 def _children(bundle: Bundle, item: Item) -> list[Item]:
     """An index's child manifests, depth first."""
     found = []

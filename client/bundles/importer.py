@@ -2,13 +2,23 @@
 
 First the whole tar is checked (``Bundle.read``: names, structure, sizes) and every blob
 hashed (``LayoutReader.verify``), so a damaged or tampered bundle is refused before a
-byte is sent. Then each index.json entry goes to ``REGISTRY/<its repository>``: blobs
-first, up to four at a time, streamed from their place in the tar (a ``client.blobs.Blob``
-whose ``source`` reads the tar; ``RegistryClient.push_blob`` skips what the registry has
-and mounts what this import already put in another repository), child manifests before
-their index, each manifest byte for byte (its digest kept), under its tag or by digest;
-referrers last, each after its subject. An assay registry is asked first whether the
-blobs fit each namespace's quota.
+byte is sent. An assay registry is then asked whether the blobs fit each namespace's
+quota. Then, model by model (each index.json entry that is no referrer), into
+``REGISTRY/<its repository>``:
+
+1. every blob of the model, of its child manifests and of its referrers in the bundle (and
+   theirs), up to four at a time, streamed from their place in the tar (a
+   ``client.blobs.Blob`` whose ``source`` reads the tar; ``RegistryClient.push_blob`` skips
+   what the registry has and mounts what this import already put in another repository);
+2. the child manifests by digest, then the model's manifest under its tag (or by digest);
+3. its referrers' manifests, each after its subject;
+4. ``after(imported)``: on assay, the carried results are adopted here.
+
+Every manifest goes byte for byte, so its digest is kept. The manifests of one model follow
+one another with no upload between them, and the adoption comes right after: a
+verification worker polling the queue rarely claims the model's new job first (if it
+does, it runs the model, and its verdict is recorded after the adopted one). Referrers
+whose subject is no model of the bundle go last.
 
 An import that fails half-way leaves blobs and whole manifests already pushed (a registry
 never shows a manifest whose blobs it lacks); running it again skips what is there.
@@ -16,9 +26,10 @@ never shows a manifest whose blobs it lacks); running it again skips what is the
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from client.blobs import Blob
 from client.bundles.contents import Bundle, Entry, Item
@@ -43,11 +54,10 @@ class TarBlobs:
 
 @dataclass
 class Imported:
-    """One index.json entry once pushed: where, and what the registry holds of it."""
+    """One index.json entry once pushed, and where."""
 
     entry: Entry
     reference: str  # REGISTRY/NAME:TAG@DIGEST or REGISTRY/NAME@DIGEST
-    outcomes: dict[str, int] = field(default_factory=dict)
 
 
 class Importer:
@@ -57,60 +67,91 @@ class Importer:
         self.transfers = transfers
         self.source = TarBlobs(bundle)
         self.blob_homes: dict[str, str] = {}  # digest -> a repository that has it now
+        self.uploaded: set[tuple[str, str]] = set()  # (repository, blob digest)
         self.pushed: set[tuple[str, str]] = set()  # (repository, manifest digest)
+        self.outcomes: Counter[str] = Counter()  # blobs: uploaded, already present, mounted
 
-    def run(self) -> list[Imported]:
-        """Push every entry (models first, then referrers after their subjects)."""
-        repositories = sorted({item.repository for item in self.bundle.items.values()})
-        for name in repositories:
-            self.client.intend_push(name)
-            blobs = {b["digest"]: self._blob(b) for item in self.bundle.items.values()
-                     if item.repository == name for b in item.blobs}
-            self.client.check_push(name, list(blobs.values()))
+    def run(self, after: Callable[[Imported], None] | None = None) -> list[Imported]:
+        """Push every entry (see the module's text); ``after`` is called with each model
+        once it and its referrers are in."""
+        self._check_quotas()
         done: list[Imported] = []
-        for entry in [e for e in self.bundle.entries if not e.referrer]:
-            done.append(self._entry(entry))
         waiting = [e for e in self.bundle.entries if e.referrer]
-        while waiting:
-            # A referrer whose subject is another referrer of the bundle waits for it;
-            # one whose subject is not in the bundle at all goes as it is.
-            ready = [e for e in waiting if not self._subject_pending(e.item)]
-            for entry in ready or waiting[:1]:
-                done.append(self._entry(entry))
-                waiting.remove(entry)
+        for entry in [e for e in self.bundle.entries if not e.referrer]:
+            tree = self._tree(entry.item)
+            carried = self._carried(tree, waiting)
+            self._upload([*tree, *(e.item for e in carried)])
+            model = self._put(entry)
+            done.append(model)
+            for referrer in carried:
+                done.append(self._put(referrer))
+                waiting.remove(referrer)
+            if after is not None:
+                after(model)
+        for entry in self._carried([], waiting, everything=True):
+            self._upload([entry.item])
+            done.append(self._put(entry))
         return done
 
-    def _subject_pending(self, item: Item) -> bool:
-        key = (item.repository, item.subject)
-        return key in self.bundle.items and key not in self.pushed
+    def _check_quotas(self) -> None:
+        for name in sorted({item.repository for item in self.bundle.items.values()}):
+            self.client.intend_push(name)
+            blobs = {b["digest"]: self._blob(b, name) for item in self.bundle.items.values()
+                     if item.repository == name for b in item.blobs}
+            self.client.check_push(name, list(blobs.values()))
 
-    def _entry(self, entry: Entry) -> Imported:
-        outcomes: dict[str, int] = {}
-        self._push(entry.item, entry.tag, outcomes)
-        item = entry.item
-        host = self.client.registry.host
-        tag = f":{entry.tag}" if entry.tag else ""
-        return Imported(entry, f"{host}/{item.repository}{tag}@{item.digest}", outcomes)
+    def _tree(self, item: Item) -> list[Item]:
+        """An index's child manifests (depth first), then the item itself."""
+        found = []
+        for digest in item.children:
+            found += self._tree(self.bundle.items[(item.repository, digest)])
+        return [*found, item]
 
-    def _push(self, item: Item, tag: str | None, outcomes: dict[str, int]) -> None:
-        for child in item.children:
-            self._push(self.bundle.items[(item.repository, child)], None, outcomes)
-        key = (item.repository, item.digest)
-        if key in self.pushed and tag is None:
+    def _carried(self, tree: list[Item], referrers: list[Entry], *,
+                 everything: bool = False) -> list[Entry]:
+        """The referrers of ``tree``'s manifests and theirs, each after its subject
+        (``everything``: all of ``referrers``, in that order as far as it goes)."""
+        subjects = {(i.repository, i.digest) for i in tree}
+        found: list[Entry] = []
+        while True:
+            more = [e for e in referrers if e not in found and
+                    (e.item.repository, e.item.subject) in subjects]
+            if not more and everything:
+                more = [e for e in referrers if e not in found][:1]
+            if not more:
+                return found
+            found += more
+            subjects |= {(e.item.repository, e.item.digest) for e in more}
+
+    def _upload(self, items: list[Item]) -> None:
+        blobs = {(i.repository, b["digest"]): (i.repository, b) for i in items
+                 for b in i.blobs}
+        todo = [(repo, self._blob(b, repo)) for key, (repo, b) in blobs.items()
+                if key not in self.uploaded]
+        if not todo:
             return
-        if key not in self.pushed:
-            blobs = [self._blob(b, item.repository) for b in item.blobs]
-            unique = list({b.digest: b for b in blobs}.values())
-            with ThreadPoolExecutor(max_workers=max(1, min(PARALLEL_BLOBS,
-                                                           len(unique)))) as pool:
-                for outcome in pool.map(lambda b: self._send(item.repository, b), unique):
-                    outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        with ThreadPoolExecutor(max_workers=min(PARALLEL_BLOBS, len(todo))) as pool:
+            for outcome in pool.map(lambda job: self._send(*job), todo):
+                self.outcomes[outcome] += 1
+
+    def _put(self, entry: Entry) -> Imported:
+        """The entry's child manifests (by digest), then its manifest under its tag."""
+        for item in self._tree(entry.item)[:-1]:
+            if (item.repository, item.digest) not in self.pushed:
+                self._put_manifest(item, None)
+        item = entry.item
+        self._put_manifest(item, entry.tag)
+        tag = f":{entry.tag}" if entry.tag else ""
+        return Imported(entry, f"{self.client.registry.host}/{item.repository}{tag}@"
+                               f"{item.digest}")
+
+    def _put_manifest(self, item: Item, tag: str | None) -> None:
         self.client.put_manifest(item.repository, tag or item.digest, item.content,
                                  item.media_type)
-        self.pushed.add(key)
+        self.pushed.add((item.repository, item.digest))
         self.client.remember(item.repository, [b["digest"] for b in item.blobs])
 
-    def _blob(self, d: dict, repository: str | None = None) -> Blob:
+    def _blob(self, d: dict, repository: str) -> Blob:
         home = self.blob_homes.get(d["digest"])
         mounts = (home,) if home and home != repository else ()
         return Blob(str(d.get("mediaType") or "application/octet-stream"), d["digest"],
@@ -121,4 +162,5 @@ class Importer:
         outcome = self.client.push_blob(repository, blob, task)
         task.done()
         self.blob_homes.setdefault(blob.digest, repository)
+        self.uploaded.add((repository, blob.digest))
         return outcome

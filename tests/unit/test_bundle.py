@@ -86,11 +86,11 @@ def do_export(registry: FakeRegistry, refs: list[str], path: Path):
                       lambda _: c)
 
 
-def do_import(path: Path, registry: FakeRegistry, prefix: str | None = None):
+def do_import(path: Path, registry: FakeRegistry, prefix: str | None = None, after=None):
     with LayoutReader(path) as reader, client(registry) as c:
         bundle = Bundle.read(reader, prefix)
         reader.verify(bundle.digests())
-        return Importer(bundle, c, silent()).run()
+        return Importer(bundle, c, silent()).run(after)
 
 
 def members(path: Path) -> list[str]:
@@ -248,22 +248,30 @@ def test_round_trip_keeps_every_digest_and_pushes_in_order(tmp_path):
     reg = source()
     do_export(reg, ["team/a:v1", "team/b:v1", "other/c:latest"], tmp_path / "one.tar")
     target = FakeRegistry()
-    imported = do_import(tmp_path / "one.tar", target)
+    seen: list[tuple[str, int]] = []  # each model, and the requests made before it was done
+    imported = do_import(tmp_path / "one.tar", target,
+                         after=lambda m: seen.append((m.reference, len(target.requests))))
+    # Each model, then its referrers (the results, their signature) at once.
     assert [i.reference.split("@")[0] for i in imported] == [
-        f"{HOST}/team/a:v1", f"{HOST}/team/b:v1", f"{HOST}/other/c:latest",
-        f"{HOST}/team/a", f"{HOST}/team/a"]
+        f"{HOST}/team/a:v1", f"{HOST}/team/a", f"{HOST}/team/a", f"{HOST}/team/b:v1",
+        f"{HOST}/other/c:latest"]
+    assert [r for r, _ in seen] == [i.reference for i in imported if i.entry.tag]
     assert target.manifests == reg.manifests  # byte for byte, under the same tags
     assert target.blobs == reg.blobs
-    puts = [p.rsplit("/", 1)[1] for m, p in target.requests if m == "PUT"
-            and "/manifests/" in p]
     c = reg.manifests[("other/c", "latest")][0]
     children = [d["digest"] for d in json.loads(c)["manifests"]]
-    assert puts.index(children[1]) < puts.index("latest")  # children before the index
     a = sha(reg.manifests[("team/a", "v1")][0])
     results = next(sha(content) for (n, _), (content, _) in reg.manifests.items()
                    if json.loads(content).get("artifactType") == VERIFICATION)
-    assert puts.index("v1") < puts.index(results)  # the subject before its referrer
-    assert a in {d for d in target.manifests.values() for d in [sha(d[0])]}
+    calls = [(m, p.split("/")[-2], p.rsplit("/", 1)[1]) for m, p in target.requests]
+    puts = [ref for m, kind, ref in calls if (m, kind) == ("PUT", "manifests")]
+    assert puts.index(children[1]) < puts.index("latest")  # children before the index
+    # The subject, then its referrers' manifests with no upload between, then `after`.
+    first = calls.index(("PUT", "manifests", "v1"))
+    assert [ref for _, _, ref in calls[first:seen[0][1]]] == \
+        ["v1", results, puts[puts.index(results) + 1]]
+    assert all((m, kind) == ("PUT", "manifests") for m, kind, _ in calls[first:seen[0][1]])
+    assert a in {sha(content) for content, _ in target.manifests.values()}
 
     # Export again from where it was imported: the same bundle, byte for byte.
     do_export(target, ["team/a:v1", "team/b:v1", "other/c:latest"], tmp_path / "two.tar")
