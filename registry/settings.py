@@ -14,6 +14,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from client.outbound import OutboundPolicy, parse_allowlist
+from registry.capabilities import parse_labels, parse_override
 from registry.errors import RegistryError
 from registry.profiles import Profile, builtin_or_file
 from registry.secretbox import parse_keys
@@ -190,6 +191,18 @@ class Settings(BaseSettings):
         "`<data dir>/model-cache`.")
     model_cache_bytes: int = Field(
         20 * 1024 * MiB, description="Size bound of the workers' model cache.")
+    worker_labels: str | None = Field(
+        None,
+        description="Labels a worker process advertises next to what it detects, "
+        "comma-separated `key=value` (`site=lab2,tier=big`); hardware classes may select "
+        "workers by them.")
+    worker_capabilities: str | None = Field(
+        None,
+        description="A JSON object merged over the capabilities a worker detects, key by key "
+        "(`{\"accelerator\": {\"kind\": \"cuda\", \"memory_bytes\": 25769803776}}`; a backend "
+        "set to null is removed). It changes what the worker is matched on, not what it can "
+        "run: for tests that play several machines on one, and for a detection that is "
+        "wrong.")
 
     # ---- outgoing webhooks (registry/services/events.py, worker/deliver.py) ----------
     webhook_timeout_seconds: float = Field(
@@ -287,6 +300,18 @@ class Settings(BaseSettings):
     @classmethod
     def _check_outbound_allow(cls, value: str | None) -> str | None:
         parse_allowlist(value)  # a typo must stop the process, not open or close silently
+        return value
+
+    @field_validator("worker_labels")
+    @classmethod
+    def _check_worker_labels(cls, value: str | None) -> str | None:
+        parse_labels(value)  # a typo must stop the worker, not match no class silently
+        return value
+
+    @field_validator("worker_capabilities")
+    @classmethod
+    def _check_worker_capabilities(cls, value: str | None) -> str | None:
+        parse_override(value)
         return value
 
     @field_validator("default_profile")

@@ -60,13 +60,14 @@ class Worker:
 
     def __init__(self, settings: Settings, stop: threading.Event | None = None,
                  name: str = "worker"):
+        from registry.capabilities import parse_labels
         from registry.db import Database
         from registry.db.queue import JobKind, new_worker_id
         from registry.services import RegistryService
         from registry.storage import open_store
         from worker.materialize import Materializer
         from worker.mirror_fill import run_mirror_fill
-        from worker.presence import Presence
+        from worker.presence import Presence, capabilities
         from worker.remote import run_remote_job
 
         self.settings = settings
@@ -78,7 +79,10 @@ class Worker:
         self.materializer = Materializer(self.store, settings.model_cache_root,
                                          settings.model_cache_bytes)
         self.worker_id = new_worker_id(name)
-        self.presence = Presence(self.svc.workers, self.worker_id)
+        self.capabilities = capabilities(settings)
+        self.presence = Presence(self.svc.workers, self.worker_id,
+                                 capabilities=self.capabilities,
+                                 labels=parse_labels(settings.worker_labels))
         self.handlers: dict[str, Callable[[Job], str]] = {
             JobKind.VERIFY: self.run_job,
             JobKind.VERIFY_REMOTE: functools.partial(run_remote_job, self),

@@ -1,4 +1,5 @@
-"""A worker process's row in the ``workers`` table, kept current (``registry.services.workers``).
+"""A worker process's row in the ``workers`` table, kept current (``registry.services.workers``),
+announcing what the worker is and can run (``capabilities``) and its labels.
 
 ``Presence.beat(job_id)`` is called from the claim loop on every poll (idle: None) and from
 the job's lease heartbeats (busy); it writes at most every ``seen_every`` seconds, and at
@@ -14,15 +15,26 @@ import socket
 import threading
 import time
 
+from registry.capabilities import apply_override, parse_override
 from registry.services.workers import WorkerService
+from verifier.capabilities import detect
 
 log = logging.getLogger("assay.worker")
 
 
+def capabilities(settings) -> dict:
+    """What this worker announces: the machine as detected, with the operator's override
+    (``ASSAY_WORKER_CAPABILITIES``) merged over it."""
+    return apply_override(detect(), parse_override(settings.worker_capabilities))
+
+
 class Presence:
-    def __init__(self, workers: WorkerService, worker_id: str):
+    def __init__(self, workers: WorkerService, worker_id: str, *,
+                 capabilities: dict | None = None, labels: dict | None = None):
         self.workers = workers
         self.worker_id = worker_id
+        self.capabilities = capabilities or {}
+        self.labels = labels or {}
         self._lock = threading.Lock()  # the claim loop and the heartbeat thread beat
         self._announced = False
         self._job: int | None = None
@@ -36,7 +48,8 @@ class Presence:
                 return
             try:
                 if not self._announced or not self.workers.seen(self.worker_id, job_id):
-                    self.workers.announce(self.worker_id, socket.gethostname(), os.getpid())
+                    self.workers.announce(self.worker_id, socket.gethostname(), os.getpid(),
+                                          capabilities=self.capabilities, labels=self.labels)
                     self._announced = True
                     if job_id is not None:
                         self.workers.seen(self.worker_id, job_id)

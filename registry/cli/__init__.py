@@ -85,6 +85,13 @@ COMMANDS = {
     "worker": Lazy("registry.cli.worker:worker",
                    "Run verification workers against the configured database and blob store "
                    "until SIGTERM/Ctrl-C (a job in progress is handed back to the queue)."),
+    "class": Lazy("registry.cli.classes:hardware_class",
+                  "Hardware classes: named selectors over what verification workers are and "
+                  "can run (GET /api/v1/workers lists each worker's classes)."),
+    "workers": Lazy("registry.cli.workers:workers",
+                    "List the verification workers a registry knows of: state, machine, "
+                    "backends, accelerator, labels, what each is running and when it was "
+                    "last seen."),
     "gc": Lazy("registry.cli.maintenance:gc",
                "Delete blobs no manifest refers to, and abandoned uploads; safe while "
                "serving."),

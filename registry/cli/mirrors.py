@@ -15,7 +15,7 @@ namespace_argument = click.argument("namespace", metavar="NAMESPACE")
 ADD_EPILOG = """\b
 Examples:
   assay mirror add mirror --kind ollama
-      then: ollama pull --insecure HOST:5000/mirror/library/gemma3:270m
+      then: ollama pull --insecure HOST:5000/mirror/gemma3:270m (library/gemma3)
   assay mirror add hub https://registry-1.docker.io/ai --kind oci --refresh 15m
       then: assay pull HOST:5000/hub/gemma3 (Docker Hub's ai/gemma3)
   printf '%s\\n' "$HF_TOKEN" | assay mirror add google https://huggingface.co/google \\

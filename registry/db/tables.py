@@ -35,6 +35,7 @@
 - ``auth_nonces``: Ollama signed token requests already seen (replay protection).
 - ``secrets``: generated keys every replica shares (the token-signing key).
 - ``audit_log``: pushes, deletes, permission changes and gate overrides, by whom.
+- ``hardware_classes``: named selectors over workers' capabilities and labels.
 - ``mirrors``: namespaces that mirror an upstream registry (``registry.services.mirrors``);
   ``mirror_tags`` when each mirrored tag was last checked upstream and last pulled,
   ``mirror_pending`` upstream manifests served while their blobs are still being fetched,
@@ -261,8 +262,7 @@ class Job(Base):
 
 class Worker(Base):
     """A worker process, as it last reported itself. Only ``registry.services.workers``
-    reads or writes it. What a worker can run (capabilities, hardware class) belongs in
-    further columns of this row."""
+    reads or writes it."""
 
     __tablename__ = "workers"
 
@@ -274,6 +274,10 @@ class Worker(Base):
                                                    index=True)
     stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     job_id: Mapped[int | None] = mapped_column(BigInteger)  # the job it runs; None: idle
+    # What it is and can run (verifier.capabilities.detect, with the operator's override)
+    # and its operator's labels: JSON objects, announced when it starts.
+    capabilities: Mapped[str | None] = mapped_column(Text)
+    labels: Mapped[str | None] = mapped_column(Text)
 
 
 class Verification(Base):
@@ -500,6 +504,18 @@ class AuditEntry(Base):
     detail: Mapped[str | None] = mapped_column(Text)  # JSON
 
 
+class HardwareClass(Base):
+    """A hardware class: a named selector over workers' capabilities and labels
+    (``registry.capabilities.matches``)."""
+
+    __tablename__ = "hardware_classes"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    selector: Mapped[str] = mapped_column(Text)  # JSON, checked by check_selector
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
 class Mirror(Base):
     """A namespace that mirrors an upstream registry: pulls of what it lacks are fetched."""
 
@@ -581,6 +597,7 @@ auth_nonces = AuthNonce.__table__
 secrets = Secret.__table__
 audit_log = AuditEntry.__table__
 mirrors = Mirror.__table__
+hardware_classes = HardwareClass.__table__
 mirror_tags = MirrorTag.__table__
 mirror_pending = MirrorPending.__table__
 mirror_fetches = MirrorFetch.__table__

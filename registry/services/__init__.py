@@ -4,7 +4,7 @@
 store and the settings, plus the services it uses as required constructor arguments,
 and raises only ``registry.errors`` exceptions. They are built in dependency order::
 
-    queue -> workers -> events -> policies -> mirrors -> models -> manifests
+    queue -> classes -> workers -> events -> policies -> mirrors -> models -> manifests
       -> mirror_fetch -> regressions -> verification -> adoption -> remote
 
 so every service is complete once constructed (nothing is wired in afterwards).
@@ -20,6 +20,7 @@ from registry.services.adoption import AdoptionService
 from registry.services.audit import AuditService
 from registry.services.blobs import BlobService
 from registry.services.catalog import CatalogService
+from registry.services.classes import ClassService
 from registry.services.events import EventService
 from registry.services.hub import HubService
 from registry.services.hub_commits import HubCommitService
@@ -51,7 +52,10 @@ class RegistryService:
         self.uploads = UploadService(db, store, settings)
         self.queue = JobQueue(db, lease_seconds=settings.job_lease_seconds)
         # Worker processes' presence, and what a queued model waits for.
-        self.workers = WorkerService(db, store, settings, queue=self.queue)
+        # Hardware classes: named selectors over what workers are and can run.
+        self.classes = ClassService(db, store, settings)
+        self.workers = WorkerService(db, store, settings, queue=self.queue,
+                                     classes=self.classes)
         # Outgoing webhooks: changes write their events into the outbox (same transaction).
         self.events = EventService(db, store, settings, self.queue)
         self.policies = PolicyService(db, store, settings)

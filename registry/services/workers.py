@@ -11,7 +11,8 @@ past their last sighting.
 
 This is the one class that reads or writes ``workers``. Its answers:
 
-- ``listing()``: every known worker, newest sighting first (``GET /api/v1/workers``);
+- ``listing()``: every known worker, newest sighting first, with its capabilities, labels,
+  hardware classes and what it is running (``GET /api/v1/workers``, ``assay workers``);
 - ``presence()``: how many workers are present and busy, and the newest sighting;
 - ``waiting(job_id)``: for a model whose verification job is live, the queued jobs a
   worker takes before it and the presence above (``assay status`` reads both).
@@ -19,6 +20,7 @@ This is the one class that reads or writes ``workers``. Its answers:
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, func, select, update
@@ -26,20 +28,22 @@ from sqlalchemy import delete, func, select, update
 from registry.db import Database
 from registry.db.queue import JobKind, JobQueue
 from registry.db.tables import as_utc, isoformat, utcnow, workers
+from registry.services.classes import ClassService
 from registry.services.common import Service
 from registry.settings import Settings
 from registry.storage import BlobStore
 
 PRUNE_AFTER = timedelta(days=7)
 # The job kinds worker processes claim (webhook deliveries run in a thread of their own).
-WORKER_KINDS = (JobKind.VERIFY, JobKind.VERIFY_REMOTE)
+WORKER_KINDS = (JobKind.VERIFY, JobKind.VERIFY_REMOTE, JobKind.MIRROR_FILL)
 
 
 class WorkerService(Service):
     def __init__(self, db: Database, store: BlobStore, settings: Settings, *,
-                 queue: JobQueue):
+                 queue: JobQueue, classes: ClassService):
         super().__init__(db, store, settings)
         self.queue = queue
+        self.classes = classes
 
     @property
     def seen_every(self) -> float:
@@ -49,18 +53,19 @@ class WorkerService(Service):
         return self.settings.job_lease_seconds / 4
 
     # ---- the worker's side -----------------------------------------------------------
-    def announce(self, worker_id: str, hostname: str, pid: int) -> None:
-        """A worker process starts: its row, idle, seen now; rows unseen for
+    def announce(self, worker_id: str, hostname: str, pid: int, *,
+                 capabilities: dict | None = None, labels: dict | None = None) -> None:
+        """A worker process starts: its row, idle, seen now, with what it is and can run
+        (``verifier.capabilities``) and its operator's labels; rows unseen for
         ``PRUNE_AFTER`` go."""
         now = utcnow()
+        values = {"hostname": hostname, "pid": pid, "started_at": now, "last_seen_at": now,
+                  "stopped_at": None, "job_id": None,
+                  "capabilities": json.dumps(capabilities or {}, sort_keys=True),
+                  "labels": json.dumps(labels or {}, sort_keys=True)}
         with self.db.write() as conn:
             conn.execute(delete(workers).where(workers.c.last_seen_at < now - PRUNE_AFTER))
-            conn.execute(self.db.upsert(
-                workers, ["id"],
-                {"hostname": hostname, "pid": pid, "started_at": now, "last_seen_at": now,
-                 "stopped_at": None, "job_id": None},
-                id=worker_id, hostname=hostname, pid=pid, started_at=now, last_seen_at=now,
-                stopped_at=None, job_id=None))
+            conn.execute(self.db.upsert(workers, ["id"], values, id=worker_id, **values))
 
     def seen(self, worker_id: str, job_id: int | None) -> bool:
         """The worker is alive, running ``job_id`` (None: idle). False when it has no row
@@ -89,7 +94,24 @@ class WorkerService(Service):
         with self.db.read() as conn:
             rows = conn.execute(select(workers).order_by(workers.c.last_seen_at.desc(),
                                                          workers.c.id)).all()
-        return [_worker_json(row, cutoff) for row in rows]
+        out = [_worker_json(row, cutoff) for row in rows]
+        defined = self.classes.list()
+        for w in out:
+            w["classes"] = self.classes.of(w["capabilities"], w["labels"], defined)
+            if w["job"] is not None and w["state"] == "busy":
+                w["running"] = self._running(w["job"])
+        return out
+
+    def _running(self, job_id: int) -> dict | None:
+        """What a busy worker's job is about: its kind and target."""
+        job = self.queue.get(job_id)
+        if job is None:
+            return None
+        payload = job.payload or {}
+        target = payload.get("repository") or payload.get("reference")
+        digest = payload.get("digest")
+        return {"job": job_id, "kind": job.kind,
+                "target": f"{target}@{digest}" if target and digest else target or digest}
 
     def presence(self) -> dict:
         """``{"present", "busy", "last_seen_at"}``: workers present now, how many of them
@@ -118,6 +140,16 @@ def _worker_json(row, cutoff: datetime) -> dict:
     else:
         state = "busy" if row.job_id is not None else "idle"
     return {"id": row.id, "hostname": row.hostname, "pid": row.pid, "state": state,
-            "job": row.job_id, "started_at": isoformat(row.started_at),
+            "job": row.job_id, "running": None,
+            "capabilities": _object(row.capabilities), "labels": _object(row.labels),
+            "started_at": isoformat(row.started_at),
             "last_seen_at": isoformat(row.last_seen_at),
             "stopped_at": isoformat(row.stopped_at)}
+
+
+def _object(text: str | None) -> dict:
+    try:
+        value = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -311,6 +311,7 @@ def test_hostile_json_manifests_are_manifest_invalid(client, baseline, body):
 def json_operations(client) -> list[tuple[str, str]]:
     """Every documented REST operation that takes a JSON body, its path filled in."""
     filled = {"{name}": "good/repo", "{reference}": ZERO, "{namespace}": "good",
+              "{class_name}": "gpu",
               "{user}": "bob", "{id}": "1"}
     ops = []
     for path, item in client.get("/api/v1/openapi.json").json()["paths"].items():

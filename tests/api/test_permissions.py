@@ -252,6 +252,12 @@ ROWS = [
     Row("GET", A + "/webhooks", A + "/webhooks", SITE),
     Row("GET", A + "/webhooks/{id:int}", A + "/webhooks/{webhook}", SITE),
     Row("DELETE", A + "/webhooks/{id:int}", A + "/webhooks/{doomed_webhook}", SITE),
+    # ---- REST: hardware classes -------------------------------------------------------
+    Row("GET", A + "/classes", A + "/classes", SIGNED_IN),
+    Row("GET", A + "/classes/{class_name}", A + "/classes/gpu", SIGNED_IN),
+    Row("PUT", A + "/classes/{class_name}", A + "/classes/gpu", SITE,
+        body=_json({"selector": {"labels": {"by": "{who}"}}})),
+    Row("DELETE", A + "/classes/{class_name}", A + "/classes/doomed-class", SITE),
     # ---- REST: mirror namespaces ------------------------------------------------------
     Row("GET", A + "/mirrors", A + "/mirrors", SITE),
     Row("GET", A + "/mirrors/{namespace}", A + "/mirrors/mirrored", SITE),
@@ -548,6 +554,9 @@ def populate(client: TestClient, *, auth: bool) -> Stack:
                                               "secret": "matrix-secret-0123"})
     assert r.status_code == 201, r.text
     doomed_webhook = r.json()["id"]
+    for cls in ("gpu", "doomed-class"):
+        r = client.put(f"/api/v1/classes/{cls}", json={"selector": {"accelerator": "any"}})
+        assert r.status_code == 200, r.text
     for ns in ("mirrored", "doomed-mirror"):
         r = client.put(f"/api/v1/mirrors/{ns}", json={"kind": "oci", "url": "http://127.0.0.1:9"})
         assert r.status_code == 200, r.text

@@ -412,11 +412,19 @@ def test_webhooks_their_delivery_log_and_redelivery(client):
 def test_workers_show_state_host_pid_and_last_sighting(client):
     workers = client.app.state.registry.workers
     assert "No worker has been seen" in client.get("/-/admin/workers").text
-    workers.announce("worker@gpu-box:4242:abc", "gpu-box", 4242)
+    gpu = {"backends": {"llama.cpp": {"version": "0.3.36", "build": "cuda"}},
+           "accelerator": {"kind": "cuda", "name": "NVIDIA L4", "memory_bytes": 24 << 30},
+           "os": "linux", "arch": "x86_64", "cores": 16}
+    client.put("/api/v1/classes/cuda", json={"selector": {"accelerator": "cuda"}})
+    workers.announce("worker@gpu-box:4242:abc", "gpu-box", 4242, capabilities=gpu,
+                     labels={"site": "lab1"})
     workers.announce("worker@old-box:7:def", "old-box", 7)
     workers.stopped("worker@old-box:7:def")
     text = client.get("/-/admin/workers").text
     assert "worker@gpu-box:4242:abc" in text and "gpu-box" in text and "4242" in text
+    # What each worker is, its labels and classes.
+    assert "llama.cpp 0.3.36 (cuda)" in text and "cuda: NVIDIA L4 25.8 GB" in text, text
+    assert "site=lab1" in text and ">cuda</td>" in text
     assert re.search(r"worker-idle\">idle<", text) and re.search(r"worker-stopped\">stopped<",
                                                                  text)
     assert "1 present, 0 busy" in text

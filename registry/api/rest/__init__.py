@@ -17,6 +17,7 @@ One module per resource, handlers thin. Errors are RFC 9457 problem details
     GET /api/v1/verifications?reference=<ref>           a local or remote model's runs
     GET /api/v1/workers                                 verification workers, last seen
     GET|PUT|DELETE /api/v1/mirrors[/<namespace>]         pull-through mirror namespaces
+    GET|PUT|DELETE /api/v1/classes[/<name>]              hardware classes of workers
     GET /api/v1/repositories[/<name>/tags], /api/v1/models     browse, filter, page
     DELETE /api/v1/repositories/<name>                  the whole repository
     GET /api/v1/openapi.json                            the OpenAPI document of all this
@@ -38,6 +39,7 @@ from registry.api.guard import ACCOUNT, ANYONE, PUBLIC, SITE_ADMIN, USER, guard
 from registry.api.rest import (
     accounts,
     browse,
+    classes,
     hooks,
     manifests,
     mirrors,
@@ -85,6 +87,10 @@ routes = [
         Route("/hooks/validate", public(hooks.validate), methods=["POST"]),
         Route("/verifications", anyone(verifications.by_reference), methods=["GET"]),
         Route("/workers", site_admin(workers.list_workers), methods=["GET"]),
+        # Hardware classes (registry.api.rest.classes): profiles name them.
+        Route("/classes", user(classes.list_classes), methods=["GET"]),
+        route("/classes/{class_name}", GET=user(classes.get_class),
+              PUT=site_admin(classes.put_class), DELETE=site_admin(classes.delete_class)),
         # Mirror namespaces (registry.api.rest.mirrors): egress and credentials.
         Route("/mirrors", site_admin(mirrors.list_mirrors), methods=["GET"]),
         route("/mirrors/{namespace}", GET=site_admin(mirrors.get_mirror),
