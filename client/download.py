@@ -21,7 +21,6 @@ import json
 import os
 import re
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -30,7 +29,7 @@ import httpx
 from client.errors import IntegrityError, response_error
 from client.progress import Task, Transfers
 from client.registry_client import RegistryClient
-from client.transport import body_reader
+from client.transport import body_blocks
 
 MiB = 1024 * 1024
 PART_SIZE = 32 * MiB
@@ -133,7 +132,7 @@ class Downloader:
                     if resp.status_code != 200:
                         resp.read()
                         raise response_error(resp, what)
-                    for block in _blocks(resp):
+                    for block in body_blocks(resp, READ_BLOCK):
                         written += len(block)
                         if written > size:
                             raise IntegrityError(f"{what}: the registry sent more than the "
@@ -253,7 +252,7 @@ class Downloader:
                         m[3] not in ("*", str(size)):
                     raise IntegrityError(f"{what}: asked for {wanted}, the registry "
                                          f"answered Content-Range {answered!r}")
-                for block in _blocks(resp):
+                for block in body_blocks(resp, READ_BLOCK):
                     if arrived.aborted:  # the pull is being abandoned (error, Ctrl-C)
                         raise _Abandoned()
                     if written + len(block) > length:
@@ -314,18 +313,6 @@ class _Arrivals:
             while self._written[index] <= hashed and not self._finished[index]:
                 self._cond.wait()
             return self._written[index] if self._written[index] > hashed else None
-
-
-def _blocks(resp: httpx.Response) -> Iterator[memoryview | bytes]:
-    """The raw body in blocks: read into one reused 1 MiB buffer when the transport
-    allows it (each block is only valid until the next one), else httpx's chunks."""
-    read = body_reader(resp)
-    if read is None:
-        yield from resp.iter_bytes(READ_BLOCK)
-        return
-    view = memoryview(bytearray(READ_BLOCK))
-    while n := read(view):
-        yield view[:n]
 
 
 def _hash_range(fd: int, offset: int, length: int, hasher, buffer: bytearray) -> None:

@@ -246,6 +246,20 @@ def body_reader(response: httpx.Response) -> Callable[[memoryview], int] | None:
     return response.extensions.get("assay_readinto")
 
 
+def body_blocks(response: httpx.Response, size: int = 1 << 20
+                ) -> Iterator[memoryview | bytes]:
+    """The raw body in blocks: read into one reused buffer of ``size`` bytes when the
+    transport allows it (each block is only valid until the next one), else httpx's
+    chunks."""
+    read = body_reader(response)
+    if read is None:
+        yield from response.iter_bytes(size)
+        return
+    view = memoryview(bytearray(size))
+    while n := read(view):
+        yield view[:n]
+
+
 def _before_response(exc: BaseException) -> bool:
     return isinstance(exc, http.client.RemoteDisconnected | BrokenPipeError |
                       ConnectionResetError | ConnectionAbortedError)

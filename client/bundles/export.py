@@ -35,7 +35,7 @@ from client.errors import ClientError, response_error
 from client.progress import Transfers
 from client.ref import Reference, Registry
 from client.registry_client import RegistryClient
-from client.transport import body_reader
+from client.transport import body_blocks
 
 REF_NAME = "org.opencontainers.image.ref.name"
 REPOSITORY = "dev.assay.repository"
@@ -243,7 +243,7 @@ def blob_chunks(client: RegistryClient, name: str, digest: str, size: int,
                     raise ClientError(f"{what}: the connection broke at byte {offset} and "
                                       "the registry cannot resume (it ignores Range)")
                 raise response_error(resp, what)
-            for block in _blocks(resp):
+            for block in body_blocks(resp, READ_BLOCK):
                 offset += len(block)
                 if on_bytes:
                     on_bytes(len(block))
@@ -255,16 +255,6 @@ def blob_chunks(client: RegistryClient, name: str, digest: str, size: int,
                 raise client.connection_failed(exc, what) from None
         finally:
             resp.close()
-
-
-def _blocks(resp: httpx.Response) -> Iterator[bytes | memoryview]:
-    read = body_reader(resp)
-    if read is None:
-        yield from resp.iter_bytes(READ_BLOCK)
-        return
-    view = memoryview(bytearray(READ_BLOCK))
-    while n := read(view):
-        yield view[:n]
 
 
 def export(refs: list[Reference], output: Path, transfers: Transfers,
