@@ -368,27 +368,31 @@ def check(request: Request, identity: Identity, need) -> None:
     raise AssertionError(f"unknown requirement {need!r}")
 
 
-def refuse_mirror_push(request: Request, name: str | None) -> None:
+async def refuse_mirror_push(request: Request, name: str | None) -> None:
     """Nobody pushes into a mirror namespace, whatever their role: its content is the
-    upstream's. Deleting stays allowed (it evicts from the cache), and so does asking
-    for a model to be verified again (a ``/verify`` route needs push otherwise)."""
-    m = request.app.state.registry.mirrors.of(name) if name else None
+    upstream's. Deleting stays allowed (it evicts from the cache), and so does what a
+    route marks as no push (``guard(..., into_mirrors=True)``)."""
+    from registry.api.oci.base import mirror_of  # here: the OCI package imports the guard
+
+    m = await mirror_of(request, name) if name else None
     if m is not None:
         raise Denied(f"{name} is in namespace {m.namespace!r}, a mirror of {m.url}: pushes "
                      "are refused (pulls fetch from the upstream)",
                      {"mirror": m.namespace, "upstream": m.url})
 
 
-def guard(need) -> Callable[[Handler], Handler]:
+def guard(need, *, into_mirrors: bool = False) -> Callable[[Handler], Handler]:
     """Wrap a route handler so it runs only for callers who meet ``need``; the caller is
-    recorded for the audit log (``current_actor``) and upload limits (``assay.user``)."""
+    recorded for the audit log (``current_actor``) and upload limits (``assay.user``).
+    A route that needs push is refused in mirror namespaces unless ``into_mirrors`` (it
+    needs the right but stores no content: asking for a model to be verified again)."""
 
     def wrap(handler: Handler) -> Handler:
         @wraps(handler)
         async def guarded(request: Request) -> Response:
             addr = client_ip(request.scope)
-            if need == ("repo", PUSH) and not request.url.path.endswith("/verify"):
-                refuse_mirror_push(request, request.path_params.get("name"))
+            if need == ("repo", PUSH) and not into_mirrors:
+                await refuse_mirror_push(request, request.path_params.get("name"))
             if not _settings(request).auth:
                 current_actor.set(Actor(None, addr))
                 return await handler(request)

@@ -163,6 +163,14 @@ class MirrorService(Service):
         with self._lock:
             self._cache = None
 
+    def peek(self, name: str) -> tuple[bool, Mirror | None]:
+        """``(True, the mirror name is in or None)`` from this process's cache while it is
+        fresh; ``(False, None)`` when answering needs the database (``of``)."""
+        with self._lock:
+            if self._cache is None or time.monotonic() - self._cached_at > CACHE_SECONDS:
+                return False, None
+            return True, self._cache.get(name.split("/", 1)[0])
+
     def of(self, name: str) -> Mirror | None:
         """The mirror repository ``name`` is in, if any."""
         mirrors_now = self._all()

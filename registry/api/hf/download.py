@@ -33,7 +33,15 @@ from starlette.responses import JSONResponse, Response
 from registry import jsontext
 from registry.access.permissions import ADMIN, DELETE, PULL, PUSH
 from registry.api.guard import base_url, caller
-from registry.api.oci.base import absolute, empty, quick_read, read_limited, repo_name, service
+from registry.api.oci.base import (
+    absolute,
+    empty,
+    mirror_of,
+    quick_read,
+    read_limited,
+    repo_name,
+    service,
+)
 from registry.api.oci.blobs import BlobResponse, parse_range
 from registry.errors import BodyTooLarge, EntryUnknown, RequestInvalid
 from registry.services.hub import Commit, Revision
@@ -73,7 +81,7 @@ async def _revision(request: Request, revision: str | None = None) -> Revision:
     if revision is None:
         revision = request.path_params.get("revision", "main")
     svc = service(request)
-    if svc.mirrors.of(name) is not None:  # what the mirror lacks comes from its upstream
+    if await mirror_of(request, name) is not None:  # what it lacks comes from its upstream
         await run_in_threadpool(svc.mirror_fetch.ensure, name, revision)
     return await quick_read(request, svc.hub.resolve, name, revision, base_url(request))
 

@@ -55,7 +55,7 @@ def _require(request: Request, action: str, name: str) -> None:
 async def create_repo(request: Request) -> Response:
     name = _body_repo(await json_body(request))
     _require(request, PUSH, name)
-    refuse_mirror_push(request, name)
+    await refuse_mirror_push(request, name)
     url = f"{base_url(request)}/{name}"
     try:
         await run_in_threadpool(service(request).hub_commits.create_repo, name)

@@ -13,6 +13,7 @@ from registry.api.urls import absolute  # noqa: F401 - re-exported for the handl
 from registry.digests import check_name, check_tag, is_digest, parse_digest
 from registry.errors import PaginationInvalid
 from registry.services import RegistryService
+from registry.services.mirrors import Mirror
 
 T = TypeVar("T")
 API_VERSION = ("docker-distribution-api-version", "registry/2.0")
@@ -28,6 +29,17 @@ async def quick_read(request: Request, fn: Callable[..., T], *args) -> T:
     if request.app.state.registry.db.inline_reads:
         return fn(*args)
     return await run_in_threadpool(fn, *args)
+
+
+async def mirror_of(request: Request, name: str) -> Mirror | None:
+    """The mirror namespace repository ``name`` is in, if any. Every pull asks, so the
+    per-process cache answers; when it is stale the database read goes where
+    ``quick_read`` sends reads (never a blocking query on the event loop)."""
+    mirrors = service(request).mirrors
+    known, mirror = mirrors.peek(name)
+    if known:
+        return mirror
+    return await quick_read(request, mirrors.of, name)
 
 
 def repo_name(request: Request) -> str:

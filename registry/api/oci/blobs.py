@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from registry.api.guard import blob_location
 from registry.api.oci import mirrored
-from registry.api.oci.base import empty, quick_read, repo_name, service
+from registry.api.oci.base import empty, mirror_of, quick_read, repo_name, service
 from registry.errors import BlobUnknown, RangeNotSatisfiable
 from registry.services.mirror_blobs import Fetch
 
@@ -74,7 +74,7 @@ async def get_blob(request: Request) -> Response:
     try:
         size = await quick_read(request, svc.blobs.size, name, digest)
     except BlobUnknown:
-        if svc.mirrors.of(name) is None:
+        if await mirror_of(request, name) is None:
             raise
         return await _mirrored_blob(request, name, digest, headers)
     return await _stored_blob(request, name, digest, size, headers)

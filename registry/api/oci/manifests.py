@@ -10,6 +10,7 @@ from registry.api.oci import mirrored
 from registry.api.oci.base import (
     absolute,
     empty,
+    mirror_of,
     quick_read,
     read_limited,
     repo_name,
@@ -30,7 +31,7 @@ async def get_manifest(request: Request) -> Response:
         raise ManifestUnknown(f"manifest {reference[:200]!r} is not in repository "
                               f"{request.path_params['name'][:255]!r}: it is not a valid "
                               "tag or digest", {"reference": reference[:200]}) from None
-    if service(request).mirrors.of(name) is not None:
+    if await mirror_of(request, name) is not None:
         return await mirrored.manifest(request, name, reference)
     m = await quick_read(request, service(request).manifests.get, name, reference,
                          absolute(request, "/"))

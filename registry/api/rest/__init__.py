@@ -58,6 +58,7 @@ from registry.api.rest.routing import route
 R = "/repositories/{name:path}"
 pull, push, repo_admin = guard(("repo", PULL)), guard(("repo", PUSH)), guard(("repo", ADMIN))
 repo_delete = guard(("repo", DELETE))
+verify = guard(("repo", PUSH), into_mirrors=True)  # no content: allowed in mirror namespaces
 site_admin, user, anyone, public = guard(SITE_ADMIN), guard(USER), guard(ANYONE), guard(PUBLIC)
 account = guard(ACCOUNT)  # minting tokens and keys: not with a narrowed token
 ns_admin = guard(("namespace", ADMIN))
@@ -111,8 +112,8 @@ routes = [
               DELETE=ns_admin(accounts.delete_member)),
         Route("/audit", site_admin(accounts.audit), methods=["GET"]),
         # The longer paths first: {name:path} would otherwise swallow "/tags/x".
-        Route(R + "/tags/{reference}/verify", push(manifests.verify_tag), methods=["POST"]),
-        Route(R + "/manifests/{reference}/verify", push(manifests.verify_digest),
+        Route(R + "/tags/{reference}/verify", verify(manifests.verify_tag), methods=["POST"]),
+        Route(R + "/manifests/{reference}/verify", verify(manifests.verify_digest),
               methods=["POST"]),
         Route(R + "/manifests/{reference}/verifications", pull(manifests.verifications),
               methods=["GET"]),
