@@ -331,3 +331,17 @@ def test_a_tampered_upstream_manifest_is_a_bad_gateway_and_not_kept(client, serv
         assert r.status_code == 502 and upstream.url in r.text, r.text
     with service.db.read() as conn:
         assert conn.execute(select(mirror_pending)).first() is None
+
+
+def test_a_hub_client_reads_an_ollama_mirror_it_has_not_cached(client, upstream):
+    """The Hub API on a miss fetches the tag and all its blobs first, then serves files."""
+    weights = b"w" * 300_000
+    ollama_push(upstream.url, "library/tiny", "v1",
+                [(MEDIA_MODEL, weights), (MEDIA_TEMPLATE, GEMMA3_TEMPLATE)], ollama_config())
+    _mirror(client, upstream, kind="ollama")
+    r = client.get("/api/models/mirror/tiny/revision/v1")
+    assert r.status_code == 200, r.text
+    files = [s["rfilename"] for s in r.json()["siblings"]]
+    assert "tiny.gguf" in files and "template" in files, files
+    r = client.get("/mirror/tiny/resolve/v1/tiny.gguf")
+    assert r.status_code == 200 and r.content == weights
