@@ -147,7 +147,7 @@ def _problems(*statuses: int) -> dict:
     return {str(s): {"$ref": f"#/components/responses/Problem{s}"} for s in statuses}
 
 
-def _responses(op: Operation, security: list) -> dict:
+def _responses(path: str, op: Operation, security: list) -> dict:
     answer: dict[str, Any] = {"description": op.answer_text, "content": {
         "application/json": {"schema": _ref(op.answer)}}}
     if op.headers:
@@ -156,6 +156,10 @@ def _responses(op: Operation, security: list) -> dict:
         answer["links"] = op.links
     # Auth and rate limits are registry-wide: every operation may meet them.
     shared = (429,) if security == [] else (401, 403, 429)
+    # A path parameter the router cannot match (a newline in a name: Starlette's
+    # patterns stop at one) is the router's 404, whatever the operation raises itself.
+    if "{" in path:
+        shared = (404, *shared)
     responses = {str(op.status): answer, **_problems(*op.problems, *shared)}
     return dict(sorted(responses.items()))
 
@@ -177,7 +181,7 @@ def _describe(path: str, op: Operation, handler) -> dict:
     if op.body is not None:
         doc["requestBody"] = {"required": op.body_required, "content": {
             "application/json": {"schema": _ref(op.body)}}}
-    doc["responses"] = _responses(op, security if security is not None else SECURITY)
+    doc["responses"] = _responses(path, op, security if security is not None else SECURITY)
     return doc
 
 
