@@ -25,13 +25,19 @@ field (``runs[1].kv_cache: Input should be 'f16', 'q8_0' or 'q4_0'``)::
       memory: 0.10             # ... a growth of more than 10% ...
       perplexity_ratio: 0.05
       action: warn             # warn (record, show, notify) or fail (keep serving the old)
+    classes:                   # hardware classes (assay class set ...) it is verified on
+      required: [cpu, apple]   # ready once it passed on every one of these
+      optional: [cuda]         # measured when such a worker exists ...
+      optional_timeout: 24h    # ... within this long, else "not measured"
 
 Every field has a default, the built-in default's, so ``{}`` is the built-in profile
 (``DEFAULT_PROFILE``) and a document says only where it differs. ``runs: []`` with
 ``quality: {perplexity: false, prompts: []}`` is the smoke check alone (``SMOKE_PROFILE``).
 A profile is identified by the sha256 of its canonical JSON (``Profile.sha256``): every
 result records the profile and its hash, and two documents that differ only in layout,
-key order or defaults spelled out have the same hash.
+key order or defaults spelled out have the same hash. ``classes`` says *where* a model is
+measured, not what: it is left out of the hash (and out of the JSON when no class is
+named), so naming classes keeps every result comparable with the ones before.
 """
 
 from __future__ import annotations
@@ -149,6 +155,47 @@ class Regressions(_Strict):
     action: Literal["warn", "fail"] = "warn"
 
 
+CLASS_NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"  # as registry.services.classes names them
+ClassName = Annotated[str, Field(pattern=CLASS_NAME)]
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class Classes(_Strict):
+    """The hardware classes a model is verified on: one verification per class. Empty
+    (the default): one verification by any worker, as without classes."""
+
+    required: list[ClassName] = Field(default_factory=list, max_length=16)
+    optional: list[ClassName] = Field(default_factory=list, max_length=16)
+    # Seconds (or "90m", "24h", "2d") an optional class may wait for a worker before its
+    # result is "not measured".
+    optional_timeout: int = Field(86400, ge=60, le=90 * 86400)
+
+    @field_validator("optional_timeout", mode="before")
+    @classmethod
+    def _duration(cls, value):
+        if isinstance(value, str):
+            m = re.fullmatch(r"\s*(\d{1,9})\s*([smhd]?)\s*", value)
+            if m is None:
+                raise ValueError("a duration is seconds or a number with s, m, h or d")
+            return int(m.group(1)) * _UNITS[m.group(2) or "s"]
+        return value
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Classes:
+        for field in ("required", "optional"):
+            names = getattr(self, field)
+            if len(set(names)) != len(names):
+                raise ValueError(f"{field} names a class twice")
+        both = set(self.required) & set(self.optional)
+        if both:
+            raise ValueError(f"class {sorted(both)[0]!r} is both required and optional")
+        return self
+
+    @property
+    def names(self) -> list[str]:
+        return [*self.required, *self.optional]
+
+
 class Profile(_Strict):
     name: str = Field("default", min_length=1, max_length=64,
                       pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -156,19 +203,31 @@ class Profile(_Strict):
     quality: Quality = Field(default_factory=Quality)
     limits: Limits = Field(default_factory=Limits)
     regressions: Regressions = Field(default_factory=Regressions)
+    classes: Classes = Field(default_factory=Classes)
 
     def to_json(self) -> dict[str, Any]:
-        """The profile with every default spelled out (JSON types only)."""
-        return self.model_dump(mode="json")
+        """The profile with every default spelled out (JSON types only); ``classes`` only
+        when it names one."""
+        document = self.model_dump(mode="json")
+        if not self.classes.names:
+            del document["classes"]
+        return document
+
+    def measured(self) -> dict[str, Any]:
+        """``to_json`` without ``classes``: what a result was measured under."""
+        document = self.to_json()
+        document.pop("classes", None)
+        return document
 
     def recorded(self) -> dict[str, Any]:
         """What a result records of the profile it was measured under."""
-        return {"name": self.name, "sha256": self.sha256, "document": self.to_json()}
+        return {"name": self.name, "sha256": self.sha256, "document": self.measured()}
 
     @property
     def sha256(self) -> str:
-        """``sha256:<hex>`` of the canonical JSON: the identity results record."""
-        canonical = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        """``sha256:<hex>`` of the measured part's canonical JSON: the identity results
+        record (the same whatever classes it names)."""
+        canonical = json.dumps(self.measured(), sort_keys=True, separators=(",", ":"))
         return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 

@@ -80,9 +80,10 @@ class Worker:
                                          settings.model_cache_bytes)
         self.worker_id = new_worker_id(name)
         self.capabilities = capabilities(settings)
+        self.labels = parse_labels(settings.worker_labels)
         self.presence = Presence(self.svc.workers, self.worker_id,
-                                 capabilities=self.capabilities,
-                                 labels=parse_labels(settings.worker_labels))
+                                 capabilities=self.capabilities, labels=self.labels)
+        self.hw_classes: list[str] = []  # the hardware classes it claims jobs for
         self.handlers: dict[str, Callable[[Job], str]] = {
             JobKind.VERIFY: self.run_job,
             JobKind.VERIFY_REMOTE: functools.partial(run_remote_job, self),
@@ -119,7 +120,7 @@ class Worker:
                 next_reconcile = time.monotonic() + RECONCILE_SECONDS
                 self._reconcile()
             try:
-                job = self.queue.claim(self.worker_id, list(self.handlers))
+                job = self.queue.claim(self.worker_id, list(self.handlers), self.hw_classes)
             except Exception:
                 log.exception("claiming a job failed; retrying")
                 self.stop.wait(max(self.settings.job_poll_seconds, 1.0))
@@ -131,8 +132,16 @@ class Worker:
             self.handlers[job.kind](job)
 
     def _reconcile(self) -> None:
+        """Every ``RECONCILE_SECONDS``: the classes this worker is of (an admin may have
+        defined one since), statuses a dead worker left, optional classes nobody took."""
         try:
+            classes = self.svc.classes.of(self.capabilities, self.labels)
+            if classes != self.hw_classes:
+                log.info("worker %s serves the hardware classes: %s", self.worker_id,
+                         ", ".join(classes) or "(none)")
+            self.hw_classes = classes
             self.svc.verification.reconcile()
+            self.svc.verification.expire_optional()
             self.svc.remote.reconcile()
         except Exception:
             log.exception("reconciling model statuses failed")
@@ -161,11 +170,15 @@ class Worker:
         with self.lease(job) as lease:
             try:
                 manifest_id = int(job.payload.get("manifest_id", -1))
-                target = verification.target(manifest_id, job.payload.get("digest"))
+                target = verification.target(manifest_id, job.payload.get("digest"),
+                                             job.hw_class)
                 if target is None:
                     self.queue.complete(job.id, self.worker_id,
                                         {"skipped": "the manifest is gone or not a model"})
                     return "skipped"
+                missing = self._missing_backend(target)
+                if missing is not None:
+                    return self._unsupported(job, target, missing)
                 verification.start(manifest_id)
                 log.info("verifying %s@%s (job %s, attempt %s)", target.repository,
                          target.digest, job.id, job.attempts)
@@ -201,6 +214,38 @@ class Worker:
                  "ready" if report.passed else "failed",
                  "" if report.passed else f" ({report.reason})")
         return "passed" if report.passed else "failed"
+
+    def _missing_backend(self, target) -> str | None:
+        """The backend a job for a hardware class needs and this worker lacks, or None.
+        (A job for any worker keeps failing over to a retry, as it always did.)"""
+        from registry.services.class_jobs import BACKEND_OF_FORMAT
+
+        need = BACKEND_OF_FORMAT.get(target.model.weight_format)
+        if target.hw_class is None or need is None:
+            return None
+        return None if need in (self.capabilities.get("backends") or {}) else need
+
+    def _unsupported(self, job: Job, target, backend: str) -> str:
+        """This worker's class may run the model on a peer that has ``backend``: the job
+        goes back for it (unless none is present: then the class cannot run it at all,
+        recorded as "unsupported", which is not the model's failure)."""
+        peers = [w for w in self.svc.workers.listing()
+                 if w["id"] != self.worker_id and w["state"] in ("idle", "busy")
+                 and target.hw_class in w["classes"]
+                 and backend in (w["capabilities"].get("backends") or {})]
+        if peers:
+            self.queue.release(job.id, self.worker_id, delay=self.settings.job_poll_seconds * 4)
+            return "passed on"
+        reason = (f"no worker of class {target.hw_class} has {backend}, which "
+                  f"{target.model.weight_format} weights need")
+        started = datetime.now(UTC)
+        self.svc.verification.record(target, {"passed": False, "verdict": "unsupported",
+                                              "reason": reason}, job_id=job.id,
+                                     worker=self.worker_id, started_at=started)
+        self.queue.complete(job.id, self.worker_id, {"verdict": "unsupported"})
+        log.info("%s@%s: unsupported on class %s (%s)", target.repository, target.digest,
+                 target.hw_class, reason)
+        return "unsupported"
 
     def _retry(self, job: Job, target, error: str) -> None:
         try:

@@ -128,6 +128,7 @@ class Job:
     result: dict[str, Any] | None
     created_at: datetime
     finished_at: datetime | None
+    hw_class: str | None = None  # only a worker of this hardware class may claim it
 
     @classmethod
     def from_row(cls, row) -> Job:
@@ -140,6 +141,7 @@ class Job:
             heartbeat_at=_as_utc(m["heartbeat_at"]), last_error=m["last_error"],
             result=None if m["result"] is None else json.loads(m["result"]),
             created_at=_as_utc(m["created_at"]), finished_at=_as_utc(m["finished_at"]),
+            hw_class=m["hw_class"],
         )
 
 
@@ -155,7 +157,9 @@ class _Statements:
     Building a SQLAlchemy statement and its cache key costs more CPU than running a
     one-row UPDATE on SQLite, so claims and completions reuse these objects.
     Parameters: ``j_id`` job id, ``w_id`` worker id, ``t_now`` / ``t_cut`` times,
-    ``t_run`` run_after, ``kinds`` (expanding), ``res`` / ``err`` text.
+    ``t_run`` run_after, ``kinds`` / ``classes`` (expanding), ``res`` / ``err`` text.
+    Claims and the due-check are keyed by (by kind, by class): whether they filter on
+    the job kinds and on the hardware classes the claimer is of.
     """
 
     def __init__(self, is_sqlite: bool):
@@ -165,11 +169,16 @@ class _Statements:
                  jobs.c.locked_by == bindparam("w_id"))
 
         due = (jobs.c.status == QUEUED, jobs.c.run_after <= t_now)
-        due_kinds = (*due, jobs.c.kind.in_(bindparam("kinds", expanding=True)))
-        self.any_due = {k: select(jobs.c.id).where(*w).limit(1)
-                        for k, w in ((False, due), (True, due_kinds))}
+        by_kind = jobs.c.kind.in_(bindparam("kinds", expanding=True))
+        # A job for a hardware class goes only to a worker of that class; the claim
+        # itself decides it, so no worker ever holds a job it must give back.
+        by_class = (jobs.c.hw_class.is_(None)
+                    | jobs.c.hw_class.in_(bindparam("classes", expanding=True)))
+        variants = {(k, c): (*due, *((by_kind,) if k else ()), *((by_class,) if c else ()))
+                    for k in (False, True) for c in (False, True)}
+        self.any_due = {k: select(jobs.c.id).where(*w).limit(1) for k, w in variants.items()}
         self.claim = {}
-        for k, w in ((False, due), (True, due_kinds)):
+        for k, w in variants.items():
             pick = select(jobs.c.id).where(*w).order_by(jobs.c.run_after, jobs.c.id).limit(1)
             if not is_sqlite:
                 # Rows another claimer has locked are skipped, not waited for. SQLite needs
@@ -194,7 +203,8 @@ class _Statements:
         self.fail_final = by_id.values(status=FAILED, finished_at=t_now,
                                        last_error=bindparam("err"))
         self.release = update(jobs).where(*owned).values(
-            status=QUEUED, attempts=jobs.c.attempts - 1, run_after=t_now,
+            status=QUEUED, attempts=jobs.c.attempts - 1,
+            run_after=bindparam("t_run", type_=DateTime(timezone=True)),
             locked_by=None, locked_at=None, heartbeat_at=None)
 
         stalled = (jobs.c.status == RUNNING,
@@ -269,7 +279,7 @@ class JobQueue:
 
     def enqueue(self, conn: Connection, kind: str, payload: dict[str, Any], *,
                 dedupe_key: str | None = None, max_attempts: int = 5,
-                run_after: datetime | None = None) -> int:
+                run_after: datetime | None = None, hw_class: str | None = None) -> int:
         """Add a job inside the caller's transaction ``conn``; return its id.
 
         With a ``dedupe_key`` already held by a queued or running job nothing is added
@@ -277,7 +287,8 @@ class JobQueue:
         on PostgreSQL the INSERT waits for the other transaction and then does nothing
         (ON CONFLICT on the partial unique index); on SQLite writers are serialised.
         The job exists only if ``conn``'s transaction commits. ``run_after``: not
-        before this time (a naive datetime is taken as UTC); default now.
+        before this time (a naive datetime is taken as UTC); default now. ``hw_class``:
+        only a claimer of that hardware class may take it (see ``claim``).
         """
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -285,7 +296,7 @@ class JobQueue:
         values = dict(kind=str(kind), payload=_json(payload), status=QUEUED,
                       dedupe_key=dedupe_key, attempts=0, max_attempts=max_attempts,
                       run_after=now if run_after is None else _as_utc(run_after),
-                      created_at=now)
+                      created_at=now, hw_class=hw_class)
         if dedupe_key is None:
             return conn.execute(self._sql.insert, values).scalar_one()
         # A conflict means a live job holds the key; read its id. On PostgreSQL that job
@@ -302,28 +313,32 @@ class JobQueue:
 
     # ------------------------------------------------------------------- claims
 
-    def claim(self, worker_id: str, kinds: Iterable[str] | None = None) -> Job | None:
+    def claim(self, worker_id: str, kinds: Iterable[str] | None = None,
+              classes: Iterable[str] | None = None) -> Job | None:
         """Take the oldest due queued job for ``worker_id``, or None if there is none.
 
         The job becomes ``running``, locked by ``worker_id``, heartbeat now, attempts+1.
-        ``kinds`` limits the claim to those job kinds. Sweeps stalled jobs back into the
-        queue first when a sweep is due (see ``sweep_every``).
+        ``kinds`` limits the claim to those job kinds; ``classes`` (the hardware classes
+        the claimer is of; may be empty) to jobs for no class or one of those. Sweeps
+        stalled jobs back into the queue first when a sweep is due (see ``sweep_every``).
         """
         sweep = self._sweep_due()
         now = self._clock()
         params: dict[str, Any] = {"t_now": now, "w_id": worker_id}
         if kinds is not None:
             params["kinds"] = [str(k) for k in kinds]
-        by_kind = kinds is not None
+        if classes is not None:
+            params["classes"] = [str(c) for c in classes]
+        variant = (kinds is not None, classes is not None)
         if self.db.is_sqlite and not sweep:
             # Lock-free WAL read first: the write lock below is the whole database's.
             with self.db.read() as conn:
-                if conn.execute(self._sql.any_due[by_kind], params).first() is None:
+                if conn.execute(self._sql.any_due[variant], params).first() is None:
                     return None
         with self.db.write() as conn:
             if sweep:
                 self._requeue_stalled(conn, now)
-            row = conn.execute(self._sql.claim[by_kind], params).first()
+            row = conn.execute(self._sql.claim[variant], params).first()
         return None if row is None else Job.from_row(row)
 
     def heartbeat(self, job_id: int, worker_id: str) -> bool:
@@ -375,12 +390,15 @@ class JobQueue:
 
         return self._in(conn, run)
 
-    def release(self, job_id: int, worker_id: str) -> bool:
-        """Give ``worker_id``'s running job back (graceful shutdown): queued again, due
-        now, and the attempt not counted. False if the job was no longer this worker's."""
+    def release(self, job_id: int, worker_id: str, delay: float = 0.0) -> bool:
+        """Give ``worker_id``'s running job back (graceful shutdown; a worker that cannot
+        run it while another may): queued again, due in ``delay`` seconds, the attempt
+        not counted. False if the job was no longer this worker's."""
+        now = self._clock()
         with self.db.write() as conn:
-            res = conn.execute(self._sql.release, {"j_id": job_id, "w_id": worker_id,
-                                                   "t_now": self._clock()})
+            res = conn.execute(self._sql.release, {
+                "j_id": job_id, "w_id": worker_id, "t_now": now,
+                "t_run": now + timedelta(seconds=delay)})
             return res.rowcount == 1
 
     def cancel(self, conn: Connection, dedupe_key: str, result: dict[str, Any]) -> int | None:
@@ -433,6 +451,16 @@ class JobQueue:
                     jobs.c.status == QUEUED, jobs.c.kind.in_([str(k) for k in kinds]),
                     (jobs.c.run_after < at) | ((jobs.c.run_after == at) & (jobs.c.id < job_id)))
             ).scalar_one()
+
+    def queued_for_classes(self, kind: str, created_before: datetime) -> list[Job]:
+        """Queued jobs of ``kind`` for a hardware class, created before ``created_before``,
+        oldest first."""
+        with self.db.read() as conn:
+            rows = conn.execute(select(jobs).where(
+                jobs.c.kind == str(kind), jobs.c.status == QUEUED,
+                jobs.c.hw_class.is_not(None), jobs.c.created_at < created_before)
+                .order_by(jobs.c.id)).all()
+        return [Job.from_row(r) for r in rows]
 
     def stats(self, kinds: Iterable[str] | None = None) -> dict[str, int]:
         """Number of jobs per status (every status present, zeros included)."""

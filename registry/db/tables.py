@@ -258,6 +258,8 @@ class Job(Base):
     result: Mapped[str | None] = mapped_column(Text)  # JSON
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Only a worker of this hardware class may claim the job (NULL: any worker).
+    hw_class: Mapped[str | None] = mapped_column(String(64))
 
 
 class Worker(Base):
@@ -290,7 +292,11 @@ class Verification(Base):
     remote_model_id: Mapped[int | None] = mapped_column(
         ForeignKey("remote_models.id", ondelete="CASCADE"), index=True)
     job_id: Mapped[int | None] = mapped_column(BigInteger)
-    verdict: Mapped[str] = mapped_column(String(16))  # passed | failed
+    # passed | failed; for a hardware class also unsupported (no worker of the class has
+    # the backend the model needs) or not_measured (an optional class nobody served)
+    verdict: Mapped[str] = mapped_column(String(16))
+    # The hardware class it was measured on (NULL: any worker, a profile without classes).
+    hw_class: Mapped[str | None] = mapped_column(String(64))
     reason: Mapped[str | None] = mapped_column(Text)
     backend: Mapped[str | None] = mapped_column(String(64))
     backend_version: Mapped[str | None] = mapped_column(String(64))

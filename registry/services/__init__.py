@@ -65,7 +65,8 @@ class RegistryService:
         self.models = ModelService(db, store, settings)
         self.manifests = ManifestService(db, store, settings, models=self.models,
                                          queue=self.queue, policies=self.policies,
-                                         events=self.events, mirrors=self.mirrors)
+                                         events=self.events, mirrors=self.mirrors,
+                                         profiles=self.profiles)
         # Pull-through: what a mirror namespace lacks, fetched from its upstream.
         self.mirror_fetch = MirrorFetchService(db, store, settings, mirrors=self.mirrors,
                                                manifests=self.manifests, uploads=self.uploads,
@@ -81,7 +82,9 @@ class RegistryService:
         self.verification = VerificationService(db, store, settings, queue=self.queue,
                                                 uploads=self.uploads, manifests=self.manifests,
                                                 policies=self.policies, events=self.events,
-                                                regressions=self.regressions)
+                                                regressions=self.regressions,
+                                                profiles=self.profiles)
+        self.profiles.changed = self.verification.backfill
         # Results carried in a bundle from another assay, recorded on an admin's word.
         self.adoption = AdoptionService(db, store, settings, verification=self.verification,
                                         profiles=self.profiles, queue=self.queue)

@@ -47,7 +47,7 @@ from registry.errors import (
     RequestInvalid,
 )
 from registry.manifests import parse_manifest
-from registry.profiles import Profile
+from registry.profiles import Classes, Profile
 from registry.services import audit
 from registry.services.common import Service, repo_id
 from registry.services.profiles import ProfileService
@@ -60,6 +60,21 @@ from registry.services.verification import (
 )
 
 MAX_REPORT_BYTES = 16 * 1024 * 1024  # a report with a run matrix is tens of KiB
+
+
+def _class_here(classes: Classes, measured_on: str | None, referrer: str) -> str | None:
+    """The hardware class an adopted result counts for here: the one it was measured on,
+    when this registry's profile names it; none when the profile names no class (any
+    worker's result). ``Conflict`` when a class is required here that it cannot stand for:
+    the model is then verified here on every class."""
+    if measured_on is not None and measured_on in classes.names:
+        return measured_on
+    if not classes.required:
+        return None
+    raise Conflict(f"the results in {referrer} were measured on "
+                   f"{'class ' + measured_on if measured_on else 'no hardware class'}; "
+                   f"this registry requires the classes {', '.join(classes.required)}: the "
+                   "model is verified here instead")
 
 
 class AdoptionService(Service):
@@ -85,15 +100,17 @@ class AdoptionService(Service):
         # Judged under this registry's own copy of the profile: the document a report
         # carries is only what its sha256 claims it to be.
         report = {**report, "profile": profile.recorded()}
+        hw_class = report.get("class") if isinstance(report.get("class"), str) else None
         target = self.verification.target(model.id, digest)
         if target is None:
             raise ManifestUnknown(f"manifest {digest!r} is not in repository {name!r}")
-        judged = self.verification.regressions.judge(model.id, report)
+        target.hw_class = _class_here(target.classes, hw_class, referrer)
+        judged = self.verification.regressions.judge(model.id, report, target.hw_class)
         now = utcnow()
         report = {**judged.report, "imported": {"referrer": referrer, "at": isoformat(now),
                                                 "by": audit.current_actor.get().name}}
         finished = created or now
-        key = dedupe_key(model.id, digest)
+        key = dedupe_key(model.id, digest, target.hw_class)
         with self.db.write() as conn:
             row = self.verification.store_result(
                 conn, target, report, referrer=referrer, job_id=None, worker=None,

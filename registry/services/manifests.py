@@ -10,7 +10,7 @@ from datetime import datetime
 from sqlalchemy import Connection, bindparam, delete, select
 
 from registry.db import Database
-from registry.db.queue import JobKind, JobQueue
+from registry.db.queue import JobQueue
 from registry.db.tables import (
     manifest_references,
     manifests,
@@ -31,13 +31,13 @@ from registry.errors import (
 )
 from registry.formats.classify import classify
 from registry.manifests import OCI_INDEX, ParsedManifest, parse_manifest
-from registry.services import audit
+from registry.services import audit, class_jobs
 from registry.services.common import Service, ensure_repo, repo_id, require_repo, touch_blobs
 from registry.services.events import EventService
 from registry.services.mirrors import MirrorService
 from registry.services.models import ModelService
 from registry.services.policies import PolicyService
-from registry.services.verification import dedupe_key, job_payload
+from registry.services.profiles import ProfileService
 from registry.settings import Settings
 from registry.storage import BlobStore
 
@@ -106,13 +106,14 @@ def gate_fallbacks(conn: Connection, rid: int, tag_names: Collection[str]) -> di
 class ManifestService(Service):
     def __init__(self, db: Database, store: BlobStore, settings: Settings, *,
                  models: ModelService, queue: JobQueue, policies: PolicyService,
-                 events: EventService, mirrors: MirrorService):
+                 events: EventService, mirrors: MirrorService, profiles: ProfileService):
         super().__init__(db, store, settings)
         self.models = models
         self.queue = queue  # model PUTs enqueue their verification in the same transaction
         self.policies = policies  # the readiness gate, per namespace
         self.events = events  # webhooks: in the outbox with the change itself
         self.mirrors = mirrors  # a mirror that serves first and verifies after is ungated
+        self.profiles = profiles  # the hardware classes a pushed model is verified on
 
     def gated(self, name: str) -> bool:
         return self.policies.gated(name) and not self.mirrors.serves_unverified(name)
@@ -247,8 +248,8 @@ class ManifestService(Service):
             status_changed_at=now if is_model else None,
         ).returning(manifests.c.id)).scalar_one()
         if is_model:
-            self.queue.enqueue(conn, JobKind.VERIFY, job_payload(mid, digest),
-                               dedupe_key=dedupe_key(mid, digest))
+            classes = self.profiles.applies(name, conn).profile.classes
+            class_jobs.enqueue(self.queue, conn, mid, digest, classes)
         refs = [{"manifest_id": mid, "digest": d, "kind": "blob"} for d in blob_refs]
         refs += [{"manifest_id": mid, "digest": d, "kind": "manifest"}
                  for d in child_refs if d not in blob_refs]

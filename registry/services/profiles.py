@@ -11,6 +11,7 @@ is exactly what results are measured under, and its sha256 is the profile's iden
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select
@@ -44,14 +45,20 @@ def _applied(row) -> AppliedProfile:
 
 
 class ProfileService(Service):
+    # Called with the namespace after a profile is set or deleted (the registry wires
+    # ``VerificationService.backfill``: models measured on the classes it now names).
+    changed: Callable[[str], object] | None = None
+
     def default(self) -> AppliedProfile:
         """The profile for repositories no namespace profile covers (``default_profile``)."""
         return AppliedProfile(None, self.settings.profile)
 
-    def applies(self, name: str) -> AppliedProfile:
-        """The profile that applies to repository ``name``."""
-        with self.db.read() as conn:
-            best = longest_match(conn.execute(select(namespace_profiles)).all(), name)
+    def applies(self, name: str, conn=None) -> AppliedProfile:
+        """The profile that applies to repository ``name`` (read in ``conn`` if given)."""
+        if conn is None:
+            with self.db.read() as c:
+                return self.applies(name, c)
+        best = longest_match(conn.execute(select(namespace_profiles)).all(), name)
         return self.default() if best is None else _applied(best)
 
     def profiles(self) -> list[AppliedProfile]:
@@ -71,6 +78,8 @@ class ProfileService(Service):
                                         namespace=namespace, **values))
             audit.record(conn, "profile.set", namespace or "_", name=profile.name,
                          sha256=profile.sha256)
+        if self.changed is not None:
+            self.changed(namespace)
         return AppliedProfile(namespace, profile, isoformat(now))
 
     def delete(self, namespace: str) -> None:
@@ -82,3 +91,5 @@ class ProfileService(Service):
             if not gone.rowcount:
                 raise NotFound(f"no profile is set on namespace {namespace or '_'!r}")
             audit.record(conn, "profile.delete", namespace or "_")
+        if self.changed is not None:
+            self.changed(namespace)

@@ -205,12 +205,17 @@ def regression_reason(regressions: dict) -> str:
 # ------------------------------------------------------------------------------ lookups
 
 
-def _passed_reports(conn: Connection, manifest_id: int, n: int = MAX_LOOKBACK) -> list[dict]:
-    """The reports of a manifest's ``n`` newest passed verifications, newest first."""
-    texts = conn.execute(select(verifications.c.report)
-                         .where(verifications.c.manifest_id == manifest_id,
-                                verifications.c.verdict == "passed")
-                         .order_by(verifications.c.id.desc()).limit(n)).scalars().all()
+def _passed_reports(conn: Connection, manifest_id: int, n: int = MAX_LOOKBACK,
+                    hw_class: str | None | bool = False) -> list[dict]:
+    """The reports of a manifest's ``n`` newest passed verifications, newest first: of
+    every hardware class (``hw_class`` False), or only of ``hw_class`` (None: those
+    without a class)."""
+    q = select(verifications.c.report).where(verifications.c.manifest_id == manifest_id,
+                                             verifications.c.verdict == "passed")
+    if hw_class is not False:
+        q = q.where(verifications.c.hw_class.is_(None) if hw_class is None
+                    else verifications.c.hw_class == hw_class)
+    texts = conn.execute(q.order_by(verifications.c.id.desc()).limit(n)).scalars().all()
     reports = []
     for text in texts:
         try:
@@ -242,9 +247,11 @@ def _resolve(conn: Connection, name: str, ref: str):
 class RegressionService(Service):
     """Reads the other results a report is judged against (see the module's text)."""
 
-    def judge(self, manifest_id: int, report: dict) -> Judgement:
+    def judge(self, manifest_id: int, report: dict, hw_class: str | None = None) -> Judgement:
         """``report`` (not changed) amended with its reference ratio and regressions,
-        its verdict failed where the profile's limits or ``regressions.action`` say so."""
+        its verdict failed where the profile's limits or ``regressions.action`` say so.
+        Regressions compare within a hardware class: against the previous version's result
+        on ``hw_class`` (None: its result without a class)."""
         sha, document = profile_of(report)
         if sha is None:
             return Judgement(report, False)
@@ -254,7 +261,7 @@ class RegressionService(Service):
             if reference:
                 found, note = self._reference(conn, reference, text_of(report))
                 apply_ratio(report, reference, found, note)
-            previous = self._previous(conn, manifest_id, sha)
+            previous = self._previous(conn, manifest_id, sha, hw_class)
         if previous is None:
             report["regressions"] = None
             return Judgement(report, False)
@@ -287,8 +294,8 @@ class RegressionService(Service):
         return None, f"the reference {reference} ({row.digest}) has no perplexity measured " \
                      f"on the same text ({text or 'unknown'})"
 
-    def _previous(self, conn: Connection, manifest_id: int,
-                  sha: str) -> tuple[str, str, dict] | None:
+    def _previous(self, conn: Connection, manifest_id: int, sha: str,
+                  hw_class: str | None) -> tuple[str, str, dict] | None:
         """``(tag, digest, report)`` of the version to compare with, or None."""
         mine = conn.execute(
             select(tag_history.c.repository_id, tag_history.c.tag, tag_history.c.pushed_at)
@@ -309,7 +316,7 @@ class RegressionService(Service):
             for row in rows:
                 if best is not None and (row.pushed_at, tag) <= best[0]:
                     break
-                latest = _passed_reports(conn, row.id, 1)
+                latest = _passed_reports(conn, row.id, 1, hw_class)
                 if latest and profile_of(latest[0])[0] == sha:
                     best = ((row.pushed_at, tag), (tag, row.digest, latest[0]))
                     break

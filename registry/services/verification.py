@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
@@ -42,14 +42,24 @@ from registry.digests import check_tag, is_digest, parse_digest
 from registry.errors import ManifestUnknown, NameUnknown, NotAModel, RequestInvalid
 from registry.formats.classify import ModelFormat, classify
 from registry.manifests import OCI_MANIFEST, parse_manifest
-from registry.services import audit
+from registry.profiles import Classes
+from registry.services import audit, class_jobs
+from registry.services.class_jobs import (  # noqa: F401 (job helpers, imported from here)
+    NOT_MEASURED,
+    UNSUPPORTED,
+    VERDICTS,
+    dedupe_key,
+    job_payload,
+)
 from registry.services.common import Service, repo_id
 from registry.services.events import EventService, verification_object
 from registry.services.policies import Policy, PolicyService
+from registry.services.profiles import ProfileService
 from registry.services.regressions import RegressionService
 from registry.services.report_columns import report_columns
 from registry.services.uploads import UploadService
 from registry.settings import Settings
+from registry.spans import duration
 from registry.storage import BlobStore
 
 if TYPE_CHECKING:  # manifests.py enqueues with this module's job helpers
@@ -65,19 +75,10 @@ FIGURES = ("load_s", "prompt_tokens", "prompt_tps", "generation_tps", "ttft_s",
 RESULTS = ("runs", "quality", "fit", "regressions")
 
 
-def dedupe_key(manifest_id: int, digest: str) -> str:
-    """One live verification per manifest row *and* content: SQLite may reuse the id of
-    a deleted manifest, and a new model must never share the old one's job."""
-    return f"{JobKind.VERIFY}:{manifest_id}:{digest}"
-
-
-def job_payload(manifest_id: int, digest: str) -> dict:
-    return {"manifest_id": manifest_id, "digest": digest}
-
-
 @dataclass
 class Target:
-    """What a worker needs to verify one manifest."""
+    """What a worker needs to verify one manifest: on ``hw_class`` (None: any worker),
+    for a profile naming ``classes``."""
 
     manifest_id: int
     repository: str
@@ -86,13 +87,15 @@ class Target:
     size: int
     model: ModelFormat
     policy: Policy
+    hw_class: str | None = None
+    classes: Classes = field(default_factory=Classes)
 
 
 class VerificationService(Service):
     def __init__(self, db: Database, store: BlobStore, settings: Settings, *, queue: JobQueue,
                  uploads: UploadService, manifests: ManifestService,
                  policies: PolicyService, events: EventService,
-                 regressions: RegressionService):
+                 regressions: RegressionService, profiles: ProfileService):
         super().__init__(db, store, settings)
         self.queue = queue
         self.uploads = uploads
@@ -100,6 +103,7 @@ class VerificationService(Service):
         self._policies = policies
         self.events = events
         self.regressions = regressions  # reads a report against the registry's other results
+        self.profiles = profiles  # which hardware classes a model is verified on
 
     # ---- policies (kept here for the REST API; registry.services.policies owns them) ----
     def policy(self, name: str, conn=None) -> Policy:
@@ -115,10 +119,11 @@ class VerificationService(Service):
         return self._policies.delete_policy(namespace)
 
     # ---- the worker's side -----------------------------------------------------------
-    def target(self, manifest_id: int, digest: str | None = None) -> Target | None:
-        """The manifest to verify, or None when it was deleted (or is not a model, or the
-        id now belongs to other content: ``digest`` is the one the job was queued for;
-        jobs queued by migration 0003 carry none)."""
+    def target(self, manifest_id: int, digest: str | None = None,
+               hw_class: str | None = None) -> Target | None:
+        """The manifest to verify on ``hw_class``, or None when it was deleted (or is not
+        a model, or the id now belongs to other content: ``digest`` is the one the job was
+        queued for; jobs queued by migration 0003 carry none)."""
         with self.db.read() as conn:
             row = conn.execute(
                 select(manifests.c.digest, manifests.c.media_type, manifests.c.content,
@@ -131,7 +136,8 @@ class VerificationService(Service):
             if model is None:
                 return None
             return Target(manifest_id, row.name, row.digest, row.media_type, row.size, model,
-                          self.policy(row.name, conn))
+                          self.policy(row.name, conn), hw_class,
+                          self.profiles.applies(row.name, conn).profile.classes)
 
     def start(self, manifest_id: int) -> None:
         """A worker began verifying: "verifying", unless the model is ready already (a
@@ -154,10 +160,14 @@ class VerificationService(Service):
         finished = _now()
         if not self._still_there(target):  # deleted while it was being verified
             return {}
-        judged = self.regressions.judge(target.manifest_id, report)
+        if target.hw_class is not None:
+            report = {**report, "class": target.hw_class}
+        judged = self.regressions.judge(target.manifest_id, report, target.hw_class)
         report = judged.report
         passed = bool(report.get("passed"))
-        referrer = self._publish(target, report, passed, finished)
+        # A class the model could not run on has no run to publish.
+        referrer = None if report.get("verdict") == UNSUPPORTED else \
+            self._publish(target, report, passed, finished)
         with self.db.write() as conn:
             row = self.store_result(conn, target, report, referrer=referrer,
                                     job_id=job_id, worker=worker, started_at=started_at,
@@ -168,34 +178,58 @@ class VerificationService(Service):
                      job_id: int | None, worker: str | None, started_at: datetime,
                      finished_at: datetime, regressed: bool) -> dict | None:
         """Inside the caller's write transaction: the ``verifications`` row of a judged
-        ``report``, the model's status from its verdict (ready or failed) and the
-        ``verification.*`` events. Returns the row as JSON, or None (nothing written)
-        when the manifest was deleted meanwhile. Shared by ``record`` and adopted
-        results (``registry.services.adoption``)."""
+        ``report`` (on ``target.hw_class``), the model's new status, if the result decides
+        one (``registry.services.class_jobs``), and the ``verification.*`` events.
+        Returns the row as JSON, or None (nothing written) when the manifest was deleted
+        meanwhile. Shared by ``record``, adopted results (``registry.services.adoption``)
+        and class results that had no run (unsupported, not measured)."""
         if not self._still_there(target, conn):
             return None
         passed = bool(report.get("passed"))
+        verdict = "passed" if passed else "failed"
+        if not passed and report.get("verdict") in VERDICTS:
+            verdict = report["verdict"]
         reason = None if passed else (report.get("reason") or "verification failed")
         vid = conn.execute(verifications.insert().values(
-            manifest_id=target.manifest_id, job_id=job_id,
-            verdict="passed" if passed else "failed", reason=reason,
+            manifest_id=target.manifest_id, job_id=job_id, hw_class=target.hw_class,
+            verdict=verdict, reason=reason,
             backend=report.get("backend"), backend_version=report.get("backend_version"),
             generation_tps=report.get("generation_tps"), **report_columns(report),
             report=json.dumps(report), log_tail=report.get("log_tail"),
             referrer_digest=referrer, worker=worker, started_at=started_at,
             finished_at=finished_at).returning(verifications.c.id)).scalar_one()
-        conn.execute(update(manifests).where(manifests.c.id == target.manifest_id)
-                     .values(status=READY if passed else FAILED, status_reason=reason,
-                             status_changed_at=finished_at))
+        status = self._status_after(conn, target, passed, reason)
         row = conn.execute(select(verifications).where(verifications.c.id == vid)).one()
-        event = verification_object(READY if passed else FAILED, verification_json(row))
-        self.events.emit_manifest(
-            conn, "verification.succeeded" if passed else "verification.failed",
-            target.manifest_id, verification=event)
+        if status is not None:
+            event = verification_object(status[0], verification_json(row))
+            self.events.emit_manifest(
+                conn, "verification.succeeded" if status[0] == READY
+                else "verification.failed", target.manifest_id, verification=event)
         if regressed:
+            event = verification_object(status[0] if status else READY if passed else FAILED,
+                                        verification_json(row))
             self.events.emit_manifest(conn, "verification.regressed", target.manifest_id,
                                       verification=event)
         return verification_json(row)
+
+    def _status_after(self, conn, target: Target, passed: bool,
+                      reason: str | None) -> tuple[str, str | None] | None:
+        """The model's status once this result is stored, written; None when the result
+        does not decide it (an optional class, a required class still waiting for
+        another, a result without a class where classes are required)."""
+        required = target.classes.required
+        if required and target.hw_class in required:
+            found = class_jobs.class_status(
+                class_jobs.latest_by_class(conn, target.manifest_id), target.classes)
+        elif not required and target.hw_class is None:
+            found = (READY if passed else FAILED, reason)
+        else:
+            found = None
+        if found is not None:
+            conn.execute(update(manifests).where(manifests.c.id == target.manifest_id)
+                         .values(status=found[0], status_reason=found[1],
+                                 status_changed_at=_now()))
+        return found
 
     def _still_there(self, target: Target, conn=None) -> bool:
         q = select(manifests.c.id).where(manifests.c.id == target.manifest_id,
@@ -241,6 +275,53 @@ class VerificationService(Service):
         return repair_statuses(self.queue, rows, lambda r: dedupe_key(r.id, r.digest),
                                requeue, fail)
 
+    def expire_optional(self) -> int:
+        """Optional classes no worker took within their profile's ``optional_timeout``:
+        the queued job is finished unrun and the class's result is ``not_measured``.
+        Returns how many expired."""
+        now, expired = _now(), 0
+        for job in self.queue.queued_for_classes(JobKind.VERIFY, now - timedelta(minutes=1)):
+            target = self.target(int(job.payload.get("manifest_id", -1)),
+                                 job.payload.get("digest"), job.hw_class)
+            if target is None or job.hw_class not in target.classes.optional:
+                continue
+            waited = timedelta(seconds=target.classes.optional_timeout)
+            if job.created_at > now - waited:
+                continue
+            why = f"no worker of class {job.hw_class} took it within {duration(waited)}"
+            with self.db.write() as conn:
+                if self.queue.cancel(conn, job.dedupe_key, {"skipped": why}) is None:
+                    continue  # a worker took it meanwhile
+                self.store_result(conn, target, {"passed": False, "verdict": NOT_MEASURED,
+                                                 "reason": why, "class": job.hw_class},
+                                  referrer=None, job_id=job.id, worker=None, started_at=now,
+                                  finished_at=now, regressed=False)
+            expired += 1
+        return expired
+
+    def backfill(self, namespace: str) -> int:
+        """After the profile of ``namespace`` changed: every model under it that is ready
+        or waiting gets a job on each class its profile now names that it has neither a
+        result on nor a live job for. Statuses do not change: a ready model stays served
+        while it is measured. Returns how many models got jobs."""
+        q = (select(manifests.c.id, manifests.c.digest, repositories.c.name)
+             .join(repositories, repositories.c.id == manifests.c.repository_id)
+             .where(manifests.c.status.in_((READY, QUEUED, VERIFYING))))
+        if namespace:
+            q = q.where((repositories.c.name == namespace)
+                        | repositories.c.name.startswith(namespace + "/", autoescape=True))
+        queued = 0
+        with self.db.write() as conn:
+            for row in conn.execute(q).all():
+                classes = self.profiles.applies(row.name, conn).profile.classes
+                if not classes.names:
+                    continue
+                have = class_jobs.latest_by_class(conn, row.id)
+                if class_jobs.enqueue(self.queue, conn, row.id, row.digest, classes,
+                                      only=lambda c, h=have: c is not None and c not in h):
+                    queued += 1
+        return queued
+
     def _fail_unrun(self, conn, manifest_id: int, digest: str, error: str | None) -> int:
         """A model whose verification could never run: failed, with that as the reason
         (and the event saying so). Returns 1 if the status changed, else 0."""
@@ -262,6 +343,8 @@ class VerificationService(Service):
         empty = self.uploads.put_bytes(target.repository, b"{}")
         annotations = {"org.opencontainers.image.created": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
                        "dev.assay.verdict": "passed" if passed else "failed"}
+        if target.hw_class is not None:
+            annotations["dev.assay.class"] = target.hw_class
         if report.get("generation_tps") is not None:
             annotations["dev.assay.generation_tps"] = f"{report['generation_tps']:.2f}"
         if report.get("backend"):
@@ -312,8 +395,8 @@ class VerificationService(Service):
             if row.status is None:
                 raise NotAModel(f"{name}@{row.digest} is not a model; only models are "
                                   "verified")
-            job_id = self.queue.enqueue(conn, JobKind.VERIFY, job_payload(row.id, row.digest),
-                                        dedupe_key=dedupe_key(row.id, row.digest))
+            classes = self.profiles.applies(name, conn).profile.classes
+            job_id = class_jobs.enqueue(self.queue, conn, row.id, row.digest, classes)
             if row.status == FAILED:
                 conn.execute(update(manifests).where(manifests.c.id == row.id)
                              .values(status=QUEUED, status_changed_at=_now()))
@@ -333,33 +416,38 @@ class VerificationService(Service):
                          reason=reason.strip(), status=row.status)
         return {"digest": row.digest, "by": by, "reason": reason.strip()}
 
-    def state(self, manifest_id: int, conn) -> dict:
-        """Status, override, latest verification and live job of one manifest."""
+    def state(self, manifest_id: int, conn, name: str) -> dict:
+        """Status, override, latest verification (with the result on each hardware class
+        its profile names, under ``classes``) and live job of manifest ``manifest_id`` of
+        repository ``name``."""
         row = conn.execute(select(manifests).where(manifests.c.id == manifest_id)).one()
         latest = conn.execute(select(verifications)
                               .where(verifications.c.manifest_id == manifest_id)
                               .order_by(verifications.c.id.desc()).limit(1)).first()
-        job = None
-        if row.status is not None:  # (migration 0003 queued jobs under the older key)
-            job = self.queue.latest(dedupe_key(manifest_id, row.digest)) or \
-                self.queue.latest(f"{JobKind.VERIFY}:{manifest_id}")
+        job, classes = None, Classes()
+        if row.status is not None:
+            classes = self.profiles.applies(name, conn).profile.classes
+            job = class_jobs.live_job(self.queue, manifest_id, row.digest, classes) or \
+                self.queue.latest(f"{JobKind.VERIFY}:{manifest_id}")  # (migration 0003's key)
+        verification = verification_json(latest) if latest else None
+        if classes.names:
+            verification = verification or empty_verification()
+            verification["classes"] = class_jobs.matrix(
+                conn, self.queue, manifest_id, row.digest, classes, verification_json)
         return {
             "status": row.status,
             "reason": row.status_reason,
             "status_changed_at": isoformat(row.status_changed_at),
             "override": ({"by": row.override_by, "reason": row.override_reason,
                           "at": isoformat(row.override_at)} if row.override_at else None),
-            "verification": verification_json(latest) if latest else None,
-            "job": ({"id": job.id, "status": job.status, "attempts": job.attempts,
-                     "max_attempts": job.max_attempts, "last_error": job.last_error,
-                     "worker": job.locked_by}
-                    if job else None),
+            "verification": verification,
+            "job": class_jobs.job_json(job),
         }
 
     def state_of(self, name: str, reference: str) -> dict:
         with self.db.read() as conn:
             row = self._manifest_row(conn, name, reference)
-            return self.state(row.id, conn)
+            return self.state(row.id, conn, name)
 
     def history(self, name: str, reference: str, limit: int | None = None) -> list[dict]:
         """Every verification run of a manifest, newest first (the newest ``limit``)."""
@@ -389,11 +477,21 @@ def repair_statuses(queue, rows, key, requeue, fail) -> int:
     return fixed
 
 
+def empty_verification() -> dict:
+    """A verification object before any result: every field null (its ``classes`` say
+    what each class waits for)."""
+    empty = dict.fromkeys(("id", "verdict", "class", "reason", "backend", "backend_version",
+                           "hardware", "network_isolated", "sandbox", "profile", *RESULTS,
+                           "log_tail", "referrer", "worker", "started_at", "finished_at"))
+    return {**empty, "figures": dict.fromkeys(FIGURES)}
+
+
 def verification_json(row) -> dict:
     report = json.loads(row.report) if row.report else {}
     return {
         "id": row.id,
         "verdict": row.verdict,
+        "class": row.hw_class,  # the hardware class it ran on; null: any worker
         "reason": row.reason,
         "backend": row.backend,
         "backend_version": row.backend_version,

@@ -31,6 +31,7 @@ from registry.db.tables import as_utc, isoformat, utcnow, workers
 from registry.services.classes import ClassService
 from registry.services.common import Service
 from registry.settings import Settings
+from registry.spans import duration
 from registry.storage import BlobStore
 
 PRUNE_AFTER = timedelta(days=7)
@@ -110,7 +111,7 @@ class WorkerService(Service):
         payload = job.payload or {}
         target = payload.get("repository") or payload.get("reference")
         digest = payload.get("digest")
-        return {"job": job_id, "kind": job.kind,
+        return {"job": job_id, "kind": job.kind, "class": job.hw_class,
                 "target": f"{target}@{digest}" if target and digest else target or digest}
 
     def presence(self) -> dict:
@@ -130,6 +131,43 @@ class WorkerService(Service):
         None unless it is queued) and ``workers`` (``presence()``)."""
         return {"ahead": self.queue.position(job_id, WORKER_KINDS),
                 "workers": self.presence()}
+
+    def class_waiting(self, name: str, known: list[dict] | None = None) -> str | None:
+        """None while a worker of hardware class ``name`` is present; else what a job for
+        the class waits for ("waiting for a worker of class cuda; none has been seen for
+        2h"). ``known``: ``listing()``, if the caller has it."""
+        if name not in {c.name for c in self.classes.list()}:
+            return (f"waiting for a worker of class {name}; no class {name} is defined "
+                    f"(assay class set {name} ...)")
+        mine = [w for w in (self.listing() if known is None else known)
+                if name in w["classes"]]
+        if any(w["state"] in ("idle", "busy") for w in mine):
+            return None
+        if not mine:
+            return f"waiting for a worker of class {name}; none has been seen"
+        last = max(datetime.fromisoformat(w["last_seen_at"]) for w in mine)
+        return (f"waiting for a worker of class {name}; none has been seen for "
+                f"{duration(utcnow() - last)}")
+
+    def explain(self, state: dict) -> None:
+        """Add to a manifest's state (``VerificationService.state``) what its live jobs
+        wait on: ``job.ahead`` and ``workers`` while its job is live, and per hardware
+        class ``waiting`` while that class's job is queued with no worker to take it; the
+        status's ``reason``, while it is queued without one, says the first of those."""
+        job = state.get("job")
+        if job is not None and job["status"] in ("queued", "running"):
+            waiting = self.waiting(job["id"])
+            if waiting["ahead"] is not None:
+                job["ahead"] = waiting["ahead"]
+            state["workers"] = waiting["workers"]
+        classes = (state.get("verification") or {}).get("classes") or {}
+        queued = [(n, c) for n, c in classes.items() if c["status"] == "queued"]
+        known = self.listing() if queued else []
+        for name, entry in queued:
+            entry["waiting"] = self.class_waiting(name, known)
+        if state.get("status") == "queued" and state.get("reason") is None:
+            state["reason"] = next((c["waiting"] for _, c in queued
+                                    if c["required"] and c.get("waiting")), None)
 
 
 def _worker_json(row, cutoff: datetime) -> dict:

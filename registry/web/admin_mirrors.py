@@ -14,12 +14,15 @@ REST's omitted ``password``); "Remove the stored password" sends REST's ``""``.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from starlette.requests import Request
 from starlette.responses import Response
 
 from registry.api.oci.base import service
 from registry.errors import RequestInvalid
 from registry.services.mirrors import DEFAULT_REFRESH, KINDS, Mirror
+from registry.spans import duration
 from registry.web import session
 from registry.web.admin import attempt, back, call, checked, field, show
 
@@ -31,14 +34,7 @@ MAX_URL, MAX_USERNAME, MAX_PASSWORD = 2048, 255, 4096
 
 def every(seconds: int) -> str:
     """A refresh time as people read it: ``1h``, ``2d3h``, ``15m``; 0 is every pull."""
-    if seconds <= 0:
-        return "every pull"
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        n, seconds = divmod(seconds, size)
-        if n:
-            parts.append(f"{n}{unit}")
-    return "".join(parts[:2])
+    return "every pull" if seconds <= 0 else duration(timedelta(seconds=seconds))
 
 
 def _form_of(m: Mirror | None) -> dict:

@@ -30,13 +30,10 @@ def live_state(svc, name: str, reference: str) -> dict:
     """Status, reason and live job of a manifest, as the REST detail has them (with
     ``job.ahead`` and ``workers`` while its job is queued or running)."""
     state = svc.verification.state_of(name, reference)
+    svc.workers.explain(state)
     body = {"status": state["status"], "reason": state["reason"], "job": state["job"]}
-    job = state["job"]
-    if job is not None and job["status"] in ("queued", "running"):
-        waiting = svc.workers.waiting(job["id"])
-        if waiting["ahead"] is not None:
-            job["ahead"] = waiting["ahead"]
-        body["workers"] = waiting["workers"]
+    if "workers" in state:
+        body["workers"] = state["workers"]
     return body
 
 

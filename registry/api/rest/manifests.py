@@ -153,13 +153,8 @@ def describe(svc, name: str, reference: str, base_url: str) -> dict:
     info = svc.models.describe(name, reference)
     body = manifest_json(info)
     state = svc.verification.state_of(name, info.digest)
+    svc.workers.explain(state)
     body.update(state)
-    job = state.get("job")
-    if job is not None and job["status"] in ("queued", "running"):
-        waiting = svc.workers.waiting(job["id"])
-        if waiting["ahead"] is not None:
-            job["ahead"] = waiting["ahead"]
-        body["workers"] = waiting["workers"]
     if info.tag is not None:
         try:
             body["served"] = svc.manifests.get(name, info.tag, base_url).digest

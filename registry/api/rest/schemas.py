@@ -36,7 +36,9 @@ MAX_INT64 = 2**63 - 1
 Role = Literal[tuple(ROLES)]
 ModelStatus = Literal[STATUSES]
 Format = Literal[FORMATS]
-Verdict = Literal["passed", "failed"]
+# unsupported / not_measured: results on a hardware class without a run
+# (registry.services.class_jobs)
+Verdict = Literal["passed", "failed", "unsupported", "not_measured"]
 
 
 def _drop_default(schema: dict) -> None:
@@ -100,6 +102,9 @@ class Job(Answer):
     max_attempts: int
     last_error: str | None
     worker: str | None
+    hw_class: str | None = Field(None, alias="class",
+                                 description="The hardware class whose workers may claim it; "
+                                             "null: any worker.")
     ahead: int = absent("While queued (in a model's detail): the queued jobs a worker "
                         "takes before this one.")
 
@@ -195,8 +200,12 @@ class RegressionResult(Answer):
 
 
 class Verification(Answer):
-    id: int
-    verdict: Verdict
+    id: int | None = Field(description="Null only before any result (then ``classes`` says "
+                                       "what each hardware class waits for).")
+    verdict: Verdict | None
+    hw_class: str | None = Field(None, alias="class",
+                                 description="The hardware class it ran on; null: any worker "
+                                             "(a profile naming no class).")
     reason: str | None
     backend: str | None
     backend_version: str | None
@@ -231,6 +240,24 @@ class Verification(Answer):
     worker: str | None
     started_at: datetime | None
     finished_at: datetime | None
+    classes: dict[str, ClassResult] = absent(
+        "When the profile names hardware classes: the result on each (in a model's detail).")
+
+
+class ClassResult(Answer):
+    """A model on one hardware class of its profile."""
+
+    required: bool = Field(description="A required class gates the model; an optional one "
+                                       "is measured and shown.")
+    status: Literal["queued", "running", "passed", "failed", "unsupported", "not_measured",
+                    "none"] = Field(description="queued/running while its job is live, else "
+                                                "the latest result's verdict; none: never "
+                                                "queued on this class.")
+    reason: str | None = Field(description="Why it did not pass.")
+    waiting: str | None = absent("While queued and no worker of the class is present: "
+                                 "what it waits for.")
+    job: Job | None
+    verification: Verification | None = Field(description="The latest result on the class.")
 
 
 NAMESPACE_PARAM = path_param(

@@ -26,6 +26,8 @@ class Running(Answer):
     job: int
     kind: str = Field(description="verify, verify_remote or mirror_fill.")
     target: str | None = Field(description="What the job is about: REPOSITORY@DIGEST.")
+    hw_class: str | None = Field(None, alias="class",
+                                 description="The hardware class it runs for (null: any).")
 
 
 class WorkerInfo(Answer):

@@ -342,7 +342,7 @@ class RemoteService(Service):
     def _lookup_local(self, ref: ModelRef) -> dict:
         with self.db.read() as conn:
             row = self.verification._manifest_row(conn, ref.name, ref.reference)
-            state = self.verification.state(row.id, conn)
+            state = self.verification.state(row.id, conn, ref.name)
             runs = conn.execute(select(verifications).where(
                 verifications.c.manifest_id == row.id)
                 .order_by(verifications.c.id.desc())).all()
