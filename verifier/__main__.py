@@ -21,12 +21,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompt")
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--gpu-layers", type=int,
+                        help="llama.cpp layers to offload to the GPU (-1: all, 0: none; "
+                        "default: all on a GPU build, none on a CPU build)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds")
     parser.add_argument("--memory-limit-gib", type=float, default=8.0)
     parser.add_argument("--min-tps", type=float, help="minimum generation tokens/s")
     parser.add_argument("--json", action="store_true", help="print the whole report as JSON")
     args = parser.parse_args(argv)
-    options = {"prompt": args.prompt, "threads": args.threads}
+    options = {"prompt": args.prompt, "threads": args.threads, "gpu_layers": args.gpu_layers}
     try:
         spec = Spec(model_path=args.model_path, backend=args.backend, max_tokens=args.max_tokens,
                     timeout_s=args.timeout, memory_limit_bytes=int(args.memory_limit_gib * GiB),

@@ -6,12 +6,14 @@ everything else it or the backend prints goes to stdout/stderr, which the parent
 the log. Events, in order::
 
     {"event": "sandbox", "network_isolated": true, "detail": "network namespace (...)"}
-    {"event": "ready", "backend_version": "llama-cpp-python 0.3.36"}
+    {"event": "ready", "backend_version": "llama-cpp-python 0.3.36",
+     "placement": {"build": "cuda", "gpu_offload": true, "gpu_layers": -1}}  # see backends
     {"event": "loaded", "load_s": 0.41}
     {"event": "done", "generation": {...}}            # verifier.backends.Generation
     {"event": "perplexity", "perplexity": {...}}      # verifier.quality.Perplexity, if asked
     {"event": "prompt", "index": 0, "result": {...}, "seconds": 0.4}  # backends.Answer
-    {"event": "run", "index": 0, "result": {...}, "peak_rss_bytes": N}  # RunFigures, per run
+    {"event": "run", "index": 0, "result": {...}, "peak_rss_bytes": N,  # RunFigures, per run
+     "peak_gpu_bytes": N}                                 # null unless measured (verifier.gpu)
     {"event": "error", "stage": "import" | "load" | "generate" | "perplexity" | "prompt"
      | "run", "error": "Type: message"}
 
@@ -20,7 +22,7 @@ A prompt or run the backend cannot serve carries ``"unsupported": reason`` inste
 yielded no token or a non-finite logit; then perplexity (nothing after it when it is not
 finite or above ``spec.max_perplexity``); then the prompts (nothing after the first that
 does not match, when they must); then the runs, each with its own peak resident set (the
-load's own context freed first).
+load's own context freed first) and, where NVML can read it, its own peak GPU memory.
 
 Before it opens the model or imports a backend, while it is still single-threaded, the child
 reads its spec and leaves the network (``verifier.sandbox``, unless ``spec.network_isolation``
@@ -42,6 +44,7 @@ import time
 import traceback
 from typing import NoReturn
 
+from verifier import gpu
 from verifier.backends import LoadError, Unsupported, backend_module
 from verifier.sandbox import Isolation, isolate_network
 from verifier.spec import PromptSpec, Spec
@@ -102,11 +105,12 @@ def main(argv: list[str] | None = None) -> None:
     backend = backend_module(spec.backend)
     try:
         version = backend.version()
+        placement = backend.placement(spec)
     except Exception as exc:  # missing or broken package: the machine's problem, not the model's
         traceback.print_exc()
         emit("error", stage="import", error=_describe(exc))
         leave()
-    emit("ready", backend_version=version)
+    emit("ready", backend_version=version, placement=placement)
 
     started = time.perf_counter()
     try:
@@ -142,10 +146,13 @@ def main(argv: list[str] | None = None) -> None:
             leave()
     if spec.runs:
         run("run", lambda: backend.release(model))
+    on_gpu = gpu.offloaded(placement)
     for index, config in enumerate(spec.runs):
         _reset_peak()
+        sampler = gpu.GpuSampler.start(os.getpid())
         figures = run("run", lambda c=config: _attempt(lambda: backend.measure(model, spec, c)))
-        emit("run", index=index, peak_rss_bytes=_peak(), **figures)
+        gpu_peak = sampler.stop().bytes(on_gpu) if sampler is not None else None
+        emit("run", index=index, peak_rss_bytes=_peak(), peak_gpu_bytes=gpu_peak, **figures)
     leave()
 
 

@@ -27,6 +27,8 @@ evaluation, which yields the first token's logits), ``ttft_s`` (tokenization + p
 evaluation + first token), ``generation_tps`` ((tokens_generated - 1) / time from the first
 to the last token, so decode steps only; ``None`` with fewer than two tokens),
 ``tokens_generated``, ``peak_rss_bytes`` (the child's peak resident set, from ``wait4``),
+``peak_gpu_bytes`` (its peak GPU memory, sampled through NVML, ``verifier.gpu``; ``None``
+when not measured: no NVML, or nothing ran on a GPU),
 ``output`` (greedy text; invalid UTF-8 replaced) and ``output_sha256`` (hex sha256 of
 ``output`` encoded as UTF-8), ``wall_s`` (the whole ``verify`` call). With
 ``Spec.perplexity``: ``perplexity`` (None when it was not finite), ``perplexity_tokens``
@@ -37,12 +39,18 @@ Profile and matrix (see ``verifier.verdict``): ``profile`` is ``Spec.profile`` a
 (name, hash, document); ``runs`` one object per configuration of ``Spec.runs`` that was
 reached (``context``, ``kv_cache``, ``parallel``, ``prompt_tokens``, ``max_tokens``, then
 ``unsupported`` with the backend's reason, or ``prompt_tps``, ``generation_tps`` per
-sequence, ``aggregate_generation_tps``, ``ttft_s``, ``peak_rss_bytes`` of that run,
+sequence, ``aggregate_generation_tps``, ``ttft_s``, ``peak_rss_bytes`` and
+``peak_gpu_bytes`` of that run,
 ``tokens_generated``, ``output_sha256`` of sequence 0's token ids and ``seconds``);
 ``quality`` the perplexity figures again with ``text_sha256`` and ``prompts`` (``prompt``,
 ``chat``, ``expect``, ``output``, ``matched``, ``template``, ``unsupported``,
 ``seconds``). ``fit`` (the memory estimate checked against the runs, ``registry.formats.
 fit``) is added by the worker, ``regressions`` by the registry.
+
+Hardware: ``hardware`` describes the machine (``verifier.hardware``) and where the backend
+ran the model (its ``placement``: llama.cpp's ``build``, ``gpu_offload`` and
+``gpu_layers``; MLX's ``device``), with the machine's ``accelerator`` when that is a GPU
+build or device (``verifier.capabilities``).
 
 Sandbox: ``network_isolated`` is true when the child ran without network access (its own
 network namespace, see ``verifier.sandbox``); ``sandbox`` is one line saying how, or why
@@ -78,6 +86,7 @@ class Report:
     ttft_s: float | None = None
     tokens_generated: int | None = None
     peak_rss_bytes: int | None = None
+    peak_gpu_bytes: int | None = None
     output: str | None = None
     output_sha256: str | None = None
     log_tail: str = ""

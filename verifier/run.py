@@ -22,8 +22,9 @@ How the child runs (``python -P -m verifier.child``, see ``verifier.child``):
 - its own session and process group (``start_new_session``); on timeout, on the memory
   limit, when the parent is interrupted, and after every run, the whole group is killed
   with SIGKILL before the child is reaped, so nothing it started survives it;
-- a scrubbed environment: only ``PATH``, ``HOME``, locale, ``TMPDIR`` and library-path
-  variables pass through (no credentials of the worker), plus the thread variables
+- a scrubbed environment: only ``PATH``, ``HOME``, locale, ``TMPDIR``, library-path and
+  GPU-selection variables (``CUDA_VISIBLE_DEVICES`` and its ROCm, Vulkan and SYCL
+  counterparts) pass through (no credentials of the worker), plus the thread variables
   (``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``, ``MKL_NUM_THREADS``, ...) set to
   ``spec.threads`` and ``HF_HUB_OFFLINE=1`` so nothing is fetched;
 - the spec as JSON on stdin, progress events on a dedicated pipe, stdout and stderr merged
@@ -42,6 +43,13 @@ Limits:
   llama.cpp's mmap of the whole file and MLX/BLAS reservations would fail healthy models.
   Without ``/proc`` (macOS) only the after-the-fact check applies;
 - threads: ``spec.threads`` for the backend's own setting and the thread variables.
+
+GPU: the backend says where the model runs (its ``placement``: llama.cpp's build and
+``gpu_layers``, MLX's device), which the report's ``hardware`` records, with the machine's
+accelerator (``verifier.capabilities.accelerator``) when the backend is a GPU build or
+device. Where NVML is available (``verifier.gpu``) the child's GPU memory is sampled while
+it runs: ``peak_gpu_bytes`` in the report, ``None`` when not measured. GPU memory is
+reported, not limited: the memory limit is on the resident set.
 """
 
 from __future__ import annotations
@@ -60,7 +68,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from verifier import hardware
+from verifier import capabilities, gpu, hardware
 from verifier.backends import backend_module
 from verifier.report import Report
 from verifier.spec import Spec, resolve_backend
@@ -75,7 +83,10 @@ LOG_TAIL_KEEP = 256 * 1024
 LOG_LINE_MAX = 400
 _PACKAGE_ROOT = str(Path(__file__).resolve().parent.parent)
 _PASS_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE",
-             "TMPDIR", "TZ", "LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH", "VIRTUAL_ENV")
+             "TMPDIR", "TZ", "LD_LIBRARY_PATH", "DYLD_LIBRARY_PATH", "VIRTUAL_ENV",
+             # which GPUs the worker was given: the child must not take others
+             "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "HIP_VISIBLE_DEVICES",
+             "ROCR_VISIBLE_DEVICES", "GGML_VK_VISIBLE_DEVICES", "ONEAPI_DEVICE_SELECTOR")
 log = logging.getLogger(__name__)
 _THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -102,11 +113,20 @@ def verify(spec: Spec, cancel: threading.Event | None = None) -> Report:
         run = _run_child(dataclasses.replace(spec, backend=backend), cancel)
         if run.killed_for == "cancelled":
             raise Cancelled(f"verification of {spec.model_path} was cancelled")
+        base["hardware"].update(_placed(run.placement))
         module = backend_module(backend)
         report = judge(spec, backend, run, base, log_tail(run.log, detail=module.is_detail),
                        module.load_failure_reason)
+        report.peak_gpu_bytes = run.peak_gpu_bytes
     report.wall_s = time.perf_counter() - started
     return report
+
+
+def _placed(placement: dict) -> dict:
+    """The backend's placement for the report's ``hardware``, with the machine's
+    accelerator when the backend runs on a GPU build or device."""
+    gpu_build = placement.get("build") not in (None, "cpu") or placement.get("device") == "gpu"
+    return {**placement, **({"accelerator": capabilities.accelerator()} if gpu_build else {})}
 
 
 # ----------------------------------------------------------------------------- the child
@@ -119,6 +139,8 @@ class _Run:
     returncode: int = 0
     killed_for: str | None = None  # "timeout" | "memory" | "cancelled"
     peak_rss_bytes: int = 0
+    placement: dict = field(default_factory=dict)  # the backend's, from the ready event
+    peak_gpu_bytes: int | None = None
 
 
 class _LogKeeper:
@@ -193,6 +215,7 @@ def _run_child(spec: Spec, cancel: threading.Event | None = None) -> _Run:
     finally:
         os.close(events_w)
 
+    sampler = gpu.GpuSampler.start(proc.pid)
     keeper = _LogKeeper()
 
     def read_events() -> None:
@@ -230,6 +253,7 @@ def _run_child(spec: Spec, cancel: threading.Event | None = None) -> _Run:
     finally:
         _kill_group(proc.pid)  # the group's leader is not reaped yet: the id is still ours
         _, status, usage = os.wait4(proc.pid, 0)
+        gpu_peak = sampler.stop() if sampler is not None else None
         proc.returncode = run.returncode = os.waitstatus_to_exitcode(status)
         for t in readers:
             t.join(timeout=5)
@@ -238,6 +262,10 @@ def _run_child(spec: Spec, cancel: threading.Event | None = None) -> _Run:
     scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB elsewhere
     run.peak_rss_bytes = max(run.peak_rss_bytes, usage.ru_maxrss * scale)
     run.log = keeper.text()
+    ready = next((e for e in run.events if e.get("event") == "ready"), {})
+    run.placement = ready.get("placement") if isinstance(ready.get("placement"), dict) else {}
+    if gpu_peak is not None:
+        run.peak_gpu_bytes = gpu_peak.bytes(gpu.offloaded(run.placement))
     return run
 
 

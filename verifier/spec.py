@@ -88,6 +88,10 @@ class Spec:
       its cache itself.
     - ``threads``: compute threads (llama.cpp ``n_threads``/``n_threads_batch``; for both
       backends also ``OMP_NUM_THREADS`` and the BLAS thread variables). Default: all cores.
+    - ``gpu_layers``: layers llama.cpp offloads to a GPU (``n_gpu_layers``; -1: all, 0:
+      none); ``None``: all when the child's llama.cpp build can offload
+      (``llama_supports_gpu_offload``), else none. MLX has nothing to offload: it runs on
+      its default device (the GPU on Apple Silicon) and ignores it.
     - ``timeout_s``: hard wall-clock limit for the whole child (start, load, generation).
     - ``memory_limit_bytes``: limit on the child's resident set size, or ``None``.
     - ``min_generation_tps``: the throughput check; ``None`` means no check.
@@ -111,6 +115,7 @@ class Spec:
     max_tokens: int = 32
     n_ctx: int = 1024
     threads: int = field(default_factory=_default_threads)
+    gpu_layers: int | None = None
     timeout_s: float = 300.0
     memory_limit_bytes: int | None = 8 * GiB
     min_generation_tps: float | None = None
@@ -140,6 +145,8 @@ class Spec:
             raise ValueError("n_ctx must be >= 1")
         if self.threads < 1:
             raise ValueError("threads must be >= 1")
+        if self.gpu_layers is not None and self.gpu_layers < -1:
+            raise ValueError("gpu_layers must be -1 (all), 0 or more, or None (automatic)")
         if not self.timeout_s > 0:
             raise ValueError("timeout_s must be > 0")
         if self.memory_limit_bytes is not None and self.memory_limit_bytes <= 0:

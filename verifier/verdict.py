@@ -257,7 +257,8 @@ def _run_json(config: RunSpec, event: dict) -> dict:
            "parallel": config.parallel, "prompt_tokens": config.prompt_tokens,
            "max_tokens": config.max_tokens, "unsupported": event.get("unsupported"),
            "prompt_tps": None, "generation_tps": None, "aggregate_generation_tps": None,
-           "ttft_s": None, "peak_rss_bytes": None, "tokens_generated": None,
+           "ttft_s": None, "peak_rss_bytes": None, "peak_gpu_bytes": None,
+           "tokens_generated": None,
            "output_sha256": None, "seconds": None}
     figures = event.get("result")
     if not figures:
@@ -271,6 +272,7 @@ def _run_json(config: RunSpec, event: dict) -> dict:
         aggregate_generation_tps=aggregate,
         generation_tps=aggregate / config.parallel if aggregate else None,
         ttft_s=figures["first_s"], peak_rss_bytes=event.get("peak_rss_bytes"),
+        peak_gpu_bytes=event.get("peak_gpu_bytes"),
         tokens_generated=sum(figures["tokens"]), output_sha256=figures["output_sha256"],
         seconds=figures["last_s"])
     return row

@@ -5,6 +5,7 @@ Each backend is a module with the same three functions, called in this order by
 importing a backend module is cheap and never fails::
 
     version() -> str                          # imports the package; ImportError if missing
+    placement(spec) -> dict                   # where the model will run (see below)
     load(spec) -> model                       # raises LoadError(reason) when it will not load
     generate(model, spec) -> Generation       # greedy, timed; may raise anything on a crash
     perplexity(model, spec) -> Perplexity     # verifier.quality's text; only if spec asks
@@ -12,7 +13,12 @@ importing a backend module is cheap and never fails::
     answer(model, spec, prompt) -> Answer      # one prompt check, greedy
     release(model)                             # before the runs: free the load's context
 
-plus, for the parent, ``load_failure_reason(error, log) -> str``: the most telling line for
+``placement`` is recorded in the report's ``hardware``: llama.cpp's build (``cpu``,
+``cuda``, ``metal``, ...; ``verifier.capabilities``), whether it can offload to a GPU
+(``gpu_offload``) and the ``gpu_layers`` it is given (``n_gpu_layers``: -1 all, 0 none);
+MLX's ``device`` (``gpu`` or ``cpu``).
+
+Plus, for the parent, ``load_failure_reason(error, log) -> str``: the most telling line for
 a load failure, which for llama.cpp is in its log rather than in the Python exception; and
 ``is_detail(line) -> bool``: whether a line of the backend's log is routine detail (per
 tensor, per layer, ...) that the report's log tail leaves out.

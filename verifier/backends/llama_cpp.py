@@ -1,8 +1,12 @@
 """llama.cpp through llama-cpp-python, for a single GGUF file (runs in the child).
 
-Load: ``Llama(model_path, n_ctx, n_threads, n_threads_batch, seed, verbose=True)``; the
-model is memory-mapped (llama.cpp's default), ``logits_all=False``; with ``verbose`` llama.cpp
-logs to stderr, which the runner keeps the tail of.
+Load: ``Llama(model_path, n_ctx, n_threads, n_threads_batch, n_gpu_layers, seed,
+verbose=True)`` (``load_kwargs``); the model is memory-mapped (llama.cpp's default),
+``logits_all=False``; with ``verbose`` llama.cpp logs to stderr, which the runner keeps the
+tail of. ``n_gpu_layers`` is ``gpu_layers(spec)``: the spec's, else all layers on a build
+that can offload to a GPU (CUDA, Metal, Vulkan, ROCm) and none on a CPU build. The contexts
+made from the loaded model (runs, perplexity) keep llama.cpp's default of putting the K/V
+cache and compute buffers where the layers are.
 
 Generate: the prompt is tokenized with BOS (no chat template) and evaluated in one
 ``Llama.eval``; then greedy decoding, one ``Llama.eval([token])`` per token, the same calls
@@ -71,19 +75,41 @@ def version() -> str:
     return f"llama-cpp-python {llama_cpp.__version__}"
 
 
+def gpu_layers(spec: Spec) -> int:
+    """``n_gpu_layers`` for ``spec``: ``spec.gpu_layers`` when set, else -1 (all) when this
+    build of llama.cpp can offload to a GPU, else 0."""
+    if spec.gpu_layers is not None:
+        return spec.gpu_layers
+    import llama_cpp
+
+    try:
+        return -1 if llama_cpp.llama_supports_gpu_offload() else 0
+    except Exception:  # noqa: BLE001 - a build without the call cannot offload either
+        return 0
+
+
+def placement(spec: Spec) -> dict:
+    """The build, whether it can offload, and the layers it is asked to offload."""
+    from verifier.capabilities import llama_cpp_backend
+
+    found = llama_cpp_backend() or {}
+    return {"build": found.get("build"), "gpu_offload": bool(found.get("gpu_offload")),
+            "gpu_layers": gpu_layers(spec)}
+
+
+def load_kwargs(spec: Spec) -> dict:
+    """The arguments ``load`` gives ``llama_cpp.Llama``."""
+    return {"model_path": str(spec.model_path), "n_ctx": spec.n_ctx,
+            "n_threads": spec.threads, "n_threads_batch": spec.threads,
+            "n_gpu_layers": gpu_layers(spec), "seed": spec.seed, "logits_all": False,
+            "verbose": True}
+
+
 def load(spec: Spec):
     from llama_cpp import Llama
 
     try:
-        return Llama(
-            model_path=str(spec.model_path),
-            n_ctx=spec.n_ctx,
-            n_threads=spec.threads,
-            n_threads_batch=spec.threads,
-            seed=spec.seed,
-            logits_all=False,
-            verbose=True,
-        )
+        return Llama(**load_kwargs(spec))
     except Exception as exc:  # llama-cpp-python raises ValueError/RuntimeError; the log says why
         raise LoadError(f"{type(exc).__name__}: {exc}") from exc
 

@@ -48,6 +48,14 @@ def version() -> str:
     return f"mlx-lm {mlx_lm.__version__}, mlx {mx.__version__}"
 
 
+def placement(spec: Spec) -> dict:
+    """MLX's default device: ``gpu`` (Metal, on Apple Silicon) or ``cpu``; there are no
+    layers to offload, so ``spec.gpu_layers`` does not apply."""
+    from verifier.capabilities import mlx_backend
+
+    return {"device": (mlx_backend() or {}).get("device")}
+
+
 def load(spec: Spec):
     import mlx.core as mx
     import mlx_lm
