@@ -165,12 +165,19 @@ class Settings(BaseSettings):
     verify_memory_bytes: int = Field(
         8 * 1024 * MiB,
         description="Resident memory the model's process may use beyond the size of its "
-        "weights.")
+        "weights; the limit never exceeds the memory the worker's capabilities report.")
     verify_threads: int | None = Field(
         None,
         description="Compute threads per verification. Unset: the cores split among the "
-        "process's workers (`serve --workers`, `worker --concurrency`); separate worker "
-        "processes or containers on one host do not know of each other, so set it for them.")
+        "process's workers (`serve --workers`, `worker --concurrency`), else the cores the "
+        "worker's capabilities report; separate worker processes or containers on one host "
+        "do not know of each other, so set it for them.")
+    verify_gpu_layers: int | None = Field(
+        None, ge=-1,
+        description="Layers llama.cpp offloads to the GPU in each verification "
+        "(`n_gpu_layers`; -1: all, 0: none). Unset: all when the worker's llama-cpp-python "
+        "is a GPU build (CUDA, Metal, Vulkan, ROCm), none on a CPU build. MLX has nothing "
+        "to offload and ignores it. See `docs/gpu.md`.")
     default_profile: str = Field(
         "default",
         description="The verification profile for repositories whose namespaces set none: "

@@ -3,7 +3,15 @@
 ``shape_from_gguf`` / ``shape_from_mlx`` read what the estimate needs from a GGUF header or an
 MLX directory; ``estimate`` adds up what a process serving the model holds resident at its peak;
 ``table`` is the fit table (estimates per context and KV type, and "fits in N GiB up to context
-C"); ``check`` holds the estimate against the peaks a verification measured.
+C"); ``fits_in`` the largest context per KV type for one memory size (a GPU's); ``check``
+holds the estimate against the peaks a verification measured.
+
+On a GPU (llama.cpp offloading every layer) the same parts live in GPU memory instead: the
+weights, K/V cache and compute buffers, with only the runtime and vocabulary left on the
+host. ``check`` then holds the estimate against the host and GPU peaks added together. This
+is not calibrated: a GPU backend reserves its whole compute buffer where the CPU touches
+only part of it, and the driver's context takes memory of its own, so on a GPU the measured
+figure is expected above the estimate by a few hundred MiB.
 
 llama.cpp (llama-cpp-python 0.3.36), modelled as it allocates and touches memory, and calibrated
 against its measured peak RSS (Gemma 3 270M Q4_K_M, x86-64 AVX2, Python 3.11): within 3% for
@@ -386,6 +394,14 @@ def table(shape: ModelShape, contexts=CONTEXTS, kv_types=KV_CACHE_TYPES,
     return {"backend": backend, "estimates": estimates, "fits": fits}
 
 
+def fits_in(shape: ModelShape, memory_bytes: int, kv_types=KV_CACHE_TYPES,
+            backend: str = "llama.cpp", swa_full: bool = False) -> dict:
+    """The largest context that fits in ``memory_bytes`` for each KV type (``max_context``),
+    e.g. the memory of the GPU a model is offloaded to."""
+    return {kv: max_context(shape, kv, memory_bytes, backend, swa_full=swa_full)
+            for kv in kv_types}
+
+
 def check(fit_table: dict, shape: ModelShape, runs: list[dict], backend: str,
           swa_full: bool = False) -> list[dict]:
     """The estimate for each run of a verification report held against its measured peak.
@@ -395,15 +411,19 @@ def check(fit_table: dict, shape: ModelShape, runs: list[dict], backend: str,
     the estimate for that run's own tokens (``estimated_bytes``), the measured peak, the
     relative ``error`` (measured - estimated) / estimated, and ``table_bytes``: the fit
     table's worst case for the same context and KV type (null when the table has no such
-    row or the run has several sequences). A run that was unsupported, has no peak or a
-    configuration the estimate does not model keeps its place with null figures."""
+    row or the run has several sequences). A run that measured its GPU memory
+    (``peak_gpu_bytes``) has ``measured_gpu_bytes`` too, and its ``measured_bytes`` is host
+    and GPU together (see the module docstring). A run that was unsupported, has no peak or
+    a configuration the estimate does not model keeps its place with null figures."""
     rows = {(e["context"], e["kv_cache"]): e["total_bytes"]
             for e in fit_table.get("estimates", ())}
     checks = []
     for i, run in enumerate(runs):
         context, kv_cache = int(run["context"]), str(run["kv_cache"])
         parallel = int(run.get("parallel") or 1)
-        measured = run.get("peak_rss_bytes")
+        measured, on_gpu = run.get("peak_rss_bytes"), run.get("peak_gpu_bytes")
+        if measured is not None and on_gpu is not None:
+            measured += on_gpu
         estimated = None
         if not run.get("unsupported"):
             try:
@@ -419,4 +439,6 @@ def check(fit_table: dict, shape: ModelShape, runs: list[dict], backend: str,
         checks.append({"run": i, "context": context, "kv_cache": kv_cache, "parallel": parallel,
                        "estimated_bytes": estimated, "measured_bytes": measured, "error": error,
                        "table_bytes": rows.get((context, kv_cache)) if parallel == 1 else None})
+        if on_gpu is not None:
+            checks[-1]["measured_gpu_bytes"] = None if measured is None else on_gpu
     return checks
