@@ -6,12 +6,15 @@ from datetime import timedelta
 
 
 def duration(span: timedelta) -> str:
-    """``1h``, ``45m``, ``2d3h``, ``1h30m``, ``20s``: a span in whole seconds, in its two
-    largest non-zero units (the rest dropped)."""
+    """``1h``, ``45m``, ``2d3h``, ``1h30m``, ``20s``: a span in whole seconds, in its
+    largest unit and the one below it when that is not zero (``2h`` for two hours and
+    five seconds: the rest is dropped)."""
     seconds = max(0, int(span.total_seconds()))
-    parts = []
+    counts = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         n, seconds = divmod(seconds, size)
-        if n:
-            parts.append(f"{n}{unit}")
-    return "".join(parts[:2]) or "0s"
+        counts.append((n, unit))
+    first = next((i for i, (n, _) in enumerate(counts) if n), None)
+    if first is None:
+        return "0s"
+    return "".join(f"{n}{unit}" for n, unit in counts[first:first + 2] if n)

@@ -164,7 +164,9 @@ class WorkerService(Service):
         queued = [(n, c) for n, c in classes.items() if c["status"] == "queued"]
         known = self.listing() if queued else []
         for name, entry in queued:
-            entry["waiting"] = self.class_waiting(name, known)
+            why = self.class_waiting(name, known)
+            if why is not None:
+                entry["waiting"] = why
         if state.get("status") == "queued" and state.get("reason") is None:
             state["reason"] = next((c["waiting"] for _, c in queued
                                     if c["required"] and c.get("waiting")), None)
