@@ -210,8 +210,9 @@ class Worker:
                                    {"verdict": "passed" if report.passed else "failed",
                                     "verification": row.get("id")}):
             log.warning("job %s was taken over while it ran; its result stands", job.id)
-        log.info("%s@%s: %s%s", target.repository, target.digest,
-                 "ready" if report.passed else "failed",
+        log.info("%s@%s: %s%s%s", target.repository, target.digest,
+                 "passed" if report.passed else "failed",
+                 "" if target.hw_class is None else f" on class {target.hw_class}",
                  "" if report.passed else f" ({report.reason})")
         return "passed" if report.passed else "failed"
 

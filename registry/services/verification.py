@@ -229,7 +229,19 @@ class VerificationService(Service):
             conn.execute(update(manifests).where(manifests.c.id == target.manifest_id)
                          .values(status=found[0], status_reason=found[1],
                                  status_changed_at=_now()))
+        elif target.hw_class in required and not self._running_elsewhere(target):
+            # Waiting for another class: "verifying" no longer, unless one of them runs.
+            conn.execute(update(manifests).where(manifests.c.id == target.manifest_id,
+                                                 manifests.c.status == VERIFYING)
+                         .values(status=QUEUED, status_changed_at=_now()))
         return found
+
+    def _running_elsewhere(self, target: Target) -> bool:
+        """A job of another required class of the model is running."""
+        return any(
+            (job := self.queue.latest(dedupe_key(target.manifest_id, target.digest, c)))
+            is not None and job.status == "running"
+            for c in target.classes.required if c != target.hw_class)
 
     def _still_there(self, target: Target, conn=None) -> bool:
         q = select(manifests.c.id).where(manifests.c.id == target.manifest_id,
@@ -259,8 +271,26 @@ class VerificationService(Service):
         queue -> "queued"; "queued"/"verifying" whose job ended without a verdict (stale
         on its last attempt) -> failed like ``abandon``. Returns how many failed."""
         with self.db.read() as conn:
-            rows = conn.execute(select(manifests.c.id, manifests.c.digest, manifests.c.status)
+            rows = conn.execute(select(manifests.c.id, manifests.c.digest, manifests.c.status,
+                                       repositories.c.name)
+                                .join(repositories,
+                                      repositories.c.id == manifests.c.repository_id)
                                 .where(manifests.c.status.in_((QUEUED, VERIFYING)))).all()
+            required = {r.name: self.profiles.applies(r.name, conn).profile.classes.required
+                        for r in rows}
+
+        def key(row) -> str:
+            """The job the status hangs on: with required classes, a running one, else a
+            queued one, else one that failed (ran out of attempts)."""
+            keys = [dedupe_key(row.id, row.digest, c) for c in required[row.name]]
+            if not keys:
+                return dedupe_key(row.id, row.digest)
+            latest = {k: self.queue.latest(k) for k in keys}
+            for status in ("running", "queued", "failed"):
+                found = [k for k, job in latest.items() if job and job.status == status]
+                if found:
+                    return found[0]
+            return keys[0]
 
         def requeue(row) -> None:
             with self.db.write() as conn:
@@ -272,8 +302,7 @@ class VerificationService(Service):
             with self.db.write() as conn:
                 return self._fail_unrun(conn, row.id, row.digest, error)
 
-        return repair_statuses(self.queue, rows, lambda r: dedupe_key(r.id, r.digest),
-                               requeue, fail)
+        return repair_statuses(self.queue, rows, key, requeue, fail)
 
     def expire_optional(self) -> int:
         """Optional classes no worker took within their profile's ``optional_timeout``:

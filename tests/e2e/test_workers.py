@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from pathlib import Path
 
 from tests.support.models import GEMMA_SHA256, sha256_file
 from tests.support.ollama_replay import MEDIA_MODEL, ollama_config, ollama_pull, ollama_push
@@ -21,9 +20,11 @@ from tests.support.workers import (
     cmdline,
     digest_from_push,
     get_manifest,
+    maps_model,
     oci_error,
     one_line_error,
     rest,
+    running_job,
     served_digest,
     tag_state,
     wait_status,
@@ -37,27 +38,6 @@ LEASE = {"ASSAY_JOB_LEASE_SECONDS": "3"}
 # (prompt + 600 tokens fit the verifier's 1024-token context).
 SLOW_RUN = {"ASSAY_VERIFY_MAX_TOKENS": "100"}
 LONG_RUN = {"ASSAY_VERIFY_MAX_TOKENS": "600"}
-
-
-def maps_model(pid: int) -> bool:
-    """The Gemma blob is memory-mapped by ``pid`` (llama.cpp loads models with mmap)."""
-    try:
-        return GEMMA_SHA256 in Path(f"/proc/{pid}/maps").read_text()
-    except OSError:
-        return False
-
-
-def running_job(server, name: str, tag: str, worker, timeout: float = 60.0) -> dict:
-    """Wait until ``worker``'s verifier child is running the tag's job; the REST view."""
-    def check():
-        state = tag_state(server, name, tag)
-        job = state.get("job") or {}
-        busy = state["status"] == "verifying" and job.get("status") == "running" \
-            and job.get("worker") and worker.verifier_children()
-        return state if busy else None
-
-    return wait_until(check, timeout, f"{name}:{tag} to be verifying in a verifier child",
-                      interval=0.05)
 
 
 def test_model_waits_for_a_worker(harness, cli, gemma_gguf, tmp_path):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 
+from tests.support import models
 from tests.support.processes import REPO_ROOT, ServerProcess, assay_command
 
 # Verification on: the e2e servers run with the readiness gate (start_assay defaults it off).
@@ -179,6 +180,27 @@ def start_worker(data_dir: Path, log_path: Path, env: dict | None = None) -> Wor
 
 
 # --------------------------------------------------------------------------- HTTP
+
+
+def maps_model(pid: int) -> bool:
+    """The Gemma blob is memory-mapped by ``pid`` (llama.cpp loads models with mmap)."""
+    try:
+        return models.GEMMA_SHA256 in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+def running_job(server, name: str, tag: str, worker, timeout: float = 60.0) -> dict:
+    """Wait until ``worker``'s verifier child is running the tag's job; the REST view."""
+    def check():
+        state = tag_state(server, name, tag)
+        job = state.get("job") or {}
+        busy = state["status"] == "verifying" and job.get("status") == "running" \
+            and job.get("worker") and worker.verifier_children()
+        return state if busy else None
+
+    return wait_until(check, timeout, f"{name}:{tag} to be verifying in a verifier child",
+                      interval=0.05)
 
 
 def rest(server: ServerProcess, path: str) -> dict:
