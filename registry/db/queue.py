@@ -439,18 +439,21 @@ class JobQueue:
 
     def position(self, job_id: int, kinds: Iterable[str]) -> int | None:
         """How many queued jobs of ``kinds`` claims take before job ``job_id`` (claims
-        take the oldest due job: by ``run_after``, then id); None unless it is queued."""
+        take the oldest due job: by ``run_after``, then id); None unless it is queued. For
+        a job of a hardware class, the jobs a worker of that class may take (its class's
+        and those for any worker)."""
         with self.db.read() as conn:
-            job = conn.execute(select(jobs.c.run_after, jobs.c.status)
+            job = conn.execute(select(jobs.c.run_after, jobs.c.status, jobs.c.hw_class)
                                .where(jobs.c.id == job_id)).first()
             if job is None or job.status != QUEUED:
                 return None
             at = job.run_after
-            return conn.execute(
-                select(func.count()).where(
-                    jobs.c.status == QUEUED, jobs.c.kind.in_([str(k) for k in kinds]),
-                    (jobs.c.run_after < at) | ((jobs.c.run_after == at) & (jobs.c.id < job_id)))
-            ).scalar_one()
+            q = select(func.count()).where(
+                jobs.c.status == QUEUED, jobs.c.kind.in_([str(k) for k in kinds]),
+                (jobs.c.run_after < at) | ((jobs.c.run_after == at) & (jobs.c.id < job_id)))
+            if job.hw_class is not None:
+                q = q.where(jobs.c.hw_class.is_(None) | (jobs.c.hw_class == job.hw_class))
+            return conn.execute(q).scalar_one()
 
     def queued_for_classes(self, kind: str, created_before: datetime) -> list[Job]:
         """Queued jobs of ``kind`` for a hardware class, created before ``created_before``,

@@ -73,6 +73,10 @@ def test_one_job_per_class_claimed_only_by_a_worker_of_it(client, service):
            if c["verification"]}
     assert tps == {first["class"]: 40.0, second["class"]: 20.0}
     assert classes["cpu"]["verification"]["class"] == "cpu"
+    referrer = classes["cpu"]["verification"]["referrer"]
+    artifact = client.get(f"/v2/team/m/manifests/{referrer}",
+                          headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    assert artifact.json()["annotations"]["dev.assay.class"] == "cpu"
     assert "no worker of class cuda" not in str(body["reason"])  # optional: never the reason
     cuda = _run(service, "w-gpu", ["cuda"], report(tps=300.0))
     assert cuda["class"] == "cuda"

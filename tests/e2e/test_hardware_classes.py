@@ -145,3 +145,21 @@ def test_a_killed_class_worker_job_goes_to_the_next_worker_of_that_class(harness
     assert apple["job"]["id"] == job["id"] and apple["job"]["attempts"] == 2, apple
     runs = rest(server, f"/repositories/{NAME}/manifests/{digest}/verifications")
     assert [v["class"] for v in runs["verifications"]] == ["apple"], runs
+
+
+def test_a_class_without_the_backend_the_model_needs_is_unsupported(harness, cli,
+                                                                   gemma_gguf):
+    """A Mac worker with MLX only (the override removes llama.cpp) cannot run a GGUF: the
+    class's result is "unsupported", recorded without a run, and not a failed run."""
+    server = harness.server(NO_WORKERS)
+    _setup(server, ["apple"])
+    _push(cli, server, gemma_gguf)
+    mlx_only = {"os": "darwin", "backends": {"llama.cpp": None, "mlx": {"device": "gpu"}}}
+    mac = harness.worker(server, {"ASSAY_WORKER_CAPABILITIES": json.dumps(mlx_only)})
+    state = wait_status(server, NAME, TAG, ("ready", "failed"), timeout=120)
+    apple = state["verification"]["classes"]["apple"]
+    assert apple["status"] == "unsupported", apple
+    assert state["reason"] == ("unsupported on class apple: no worker of class apple has "
+                               "llama.cpp, which gguf weights need"), state
+    assert apple["verification"]["referrer"] is None and _ran_on(apple, mac), apple
+    assert "verifying" not in mac.log()  # never started a run
