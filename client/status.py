@@ -9,6 +9,10 @@ While the model's job waits, the registry says how many queued jobs go before it
 (``job.ahead``) and whether any worker is there to run it (``workers``): both are shown,
 and ``--wait`` warns at once, on stderr, when no worker has been seen lately, instead of
 spinning until the timeout.
+
+A profile that names hardware classes has the model verified once per class: the latest
+result of each is shown as a matrix of class x run configuration (``client.class_matrix``)
+with each class's status and why it did not pass or what it waits for.
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ from datetime import UTC, datetime
 
 import click
 
+from client.class_matrix import summary_line, table_lines
 from client.errors import ClientError
 from client.ref import Reference
 from client.registry_client import RegistryClient
-from client.results import result_lines
+from client.results import profile_lines, quality_lines, regression_lines, result_lines
 
 TERMINAL = ("ready", "failed")
 POLL_SECONDS = 1.0
@@ -152,7 +157,8 @@ def summary(ref: Reference, state: dict) -> list[str]:
 
 def details(state: dict) -> list[str]:
     """The indented lines under a status: reason, override, figures, output, then the
-    profile's results (``client.results``: run matrix, quality, fit, regressions)."""
+    profile's results (``client.results``: run matrix, quality, fit, regressions); for
+    a profile naming hardware classes, the results per class instead."""
     status = state.get("status")
     lines: list[str] = []
     if state.get("reason") and status != "ready":
@@ -172,34 +178,63 @@ def details(state: dict) -> list[str]:
     elif "served" in state and state["served"] is None and status != "ready":
         lines.append("  a pull by tag is refused until a version of it passes verification")
     v = state.get("verification")
-    if v:
-        f = v.get("figures") or {}
-        hw = v.get("hardware") or {}
-        lines.append(f"  verified by {v.get('backend')} {v.get('backend_version') or ''} "
-                     f"on {hw.get('cpu_model', '?')} ({hw.get('threads', '?')} threads), "
-                     f"{v.get('finished_at')}")
-        imported = v.get("imported")
-        if isinstance(imported, dict):  # measured elsewhere, carried in a bundle
-            by = f" by {imported['by']}" if imported.get("by") else ""
-            lines.append(f"  results adopted from {imported.get('referrer')}{by}, "
-                         f"{imported.get('at')}")
-        figures = []
-        if f.get("generation_tps") is not None:
-            figures.append(f"generation {f['generation_tps']:.1f} tokens/s")
-        if f.get("prompt_tps") is not None:
-            figures.append(f"prompt {f['prompt_tps']:.1f} tokens/s")
-        if f.get("ttft_s") is not None:
-            figures.append(f"first token {f['ttft_s']:.2f} s")
-        if f.get("load_s") is not None:
-            figures.append(f"load {f['load_s']:.2f} s")
-        if f.get("peak_rss_bytes"):
-            figures.append(f"peak RSS {f['peak_rss_bytes'] / 2**20:.0f} MiB")
-        if figures:
-            lines.append("  " + ", ".join(figures))
-        if f.get("output"):
-            lines.append(f"  output ({f.get('tokens_generated')} tokens): "
-                         f"{json.dumps(f['output'])[:200]}")
+    if v and isinstance(v.get("classes"), dict) and v["classes"]:
+        lines += class_details(v)
+    elif v:
+        lines += verification_lines(v)
         lines += result_lines(v)
+    return lines
+
+
+def verification_lines(v: dict, indent: str = "  ", figures_too: bool = True) -> list[str]:
+    """Who verified it, on what and when; results adopted from elsewhere; then (with
+    ``figures_too``) the figures and the output."""
+    f = v.get("figures") or {}
+    hw = v.get("hardware") or {}
+    lines = [f"{indent}verified by {v.get('backend')} {v.get('backend_version') or ''} "
+             f"on {hw.get('cpu_model', '?')} ({hw.get('threads', '?')} threads), "
+             f"{v.get('finished_at')}"]
+    imported = v.get("imported")
+    if isinstance(imported, dict):  # measured elsewhere, carried in a bundle
+        by = f" by {imported['by']}" if imported.get("by") else ""
+        lines.append(f"{indent}results adopted from {imported.get('referrer')}{by}, "
+                     f"{imported.get('at')}")
+    if not figures_too:
+        return lines
+    figures = []
+    if f.get("generation_tps") is not None:
+        figures.append(f"generation {f['generation_tps']:.1f} tokens/s")
+    if f.get("prompt_tps") is not None:
+        figures.append(f"prompt {f['prompt_tps']:.1f} tokens/s")
+    if f.get("ttft_s") is not None:
+        figures.append(f"first token {f['ttft_s']:.2f} s")
+    if f.get("load_s") is not None:
+        figures.append(f"load {f['load_s']:.2f} s")
+    if f.get("peak_rss_bytes"):
+        figures.append(f"peak RSS {f['peak_rss_bytes'] / 2**20:.0f} MiB")
+    if figures:
+        lines.append(indent + ", ".join(figures))
+    if f.get("output"):
+        lines.append(f"{indent}output ({f.get('tokens_generated')} tokens): "
+                     f"{json.dumps(f['output'])[:200]}")
+    return lines
+
+
+def class_details(v: dict) -> list[str]:
+    """A profile naming hardware classes: the matrix of class x configuration
+    (``client.class_matrix``), then per class that has a result who verified it and its
+    quality and regressions (its run matrix is in the table)."""
+    classes = v["classes"]
+    measured = [(str(n), e["verification"]) for n, e in classes.items()
+                if isinstance(e, dict) and isinstance(e.get("verification"), dict)]
+    profile = next((c.get("profile") for _, c in measured if c.get("profile")), None)
+    lines = [*profile_lines(profile), f"  {summary_line(classes)}", *table_lines(classes)]
+    for name, result in measured:
+        lines.append(f"  on {name}:")
+        lines += verification_lines(result, "    ", figures_too=False)
+        lines += ["  " + line for line in
+                  (*quality_lines(result.get("quality")),
+                   *regression_lines(result.get("regressions")))]
     return lines
 
 
