@@ -11,6 +11,11 @@ Rows:
   peak RSS, perplexity, the number of regressions it found). ``models`` lists the same
   rows for every tag in every repository whose manifest is a model.
 
+With a hardware class (``TagFilter.hw_class``) the figures, and the filters and sorts on
+them, are those of the latest verification *on that class* (``verifications.hw_class``)
+instead of the latest of any: a model verified on several classes is found by how it ran
+on the one asked about; one with no result on the class shows no figures.
+
 The memory filter (``fits_memory`` at a ``context`` and KV-cache type) reads the fit
 estimate of the latest verification, kept as a line in the context per KV type
 (``registry.services.report_columns``: exact past the sliding window, conservative before
@@ -105,6 +110,9 @@ class TagFilter:
     context: int = DEFAULT_CONTEXT
     kv_cache: str = "f16"
     q: str | None = None                    # substring of the tag ("repo:tag" for models)
+    # The figures (and the filters on them) are the latest verification's on this hardware
+    # class; None: the latest verification, whichever class it ran on.
+    hw_class: str | None = None
 
 
 @dataclass(frozen=True)
@@ -289,10 +297,14 @@ class BrowseService(Service):
         return self._page(query, "repositories", keys, sort, n, cursor, _repository_json)
 
     # ---- tags and models --------------------------------------------------------------
-    def _tag_query(self):
-        latest = (select(func.max(verifications.c.id))
-                  .where(verifications.c.manifest_id == manifests.c.id)
-                  .correlate(manifests).scalar_subquery())
+    def _tag_query(self, hw_class: str | None = None):
+        """The tag rows' columns and joins; the figures are of the manifest's latest
+        verification, on ``hw_class`` when given."""
+        latest = select(func.max(verifications.c.id)).where(
+            verifications.c.manifest_id == manifests.c.id)
+        if hw_class is not None:
+            latest = latest.where(verifications.c.hw_class == hw_class)
+        latest = latest.correlate(manifests).scalar_subquery()
         size = cast(select(func.coalesce(func.sum(blobs.c.size), 0))
                     .select_from(manifest_references.join(
                         blobs, blobs.c.digest == manifest_references.c.digest))
@@ -369,7 +381,7 @@ class BrowseService(Service):
                                .where(repositories.c.name == name)).scalar()
         if rid is None:
             raise NameUnknown(f"repository {name!r} is not known to this registry")
-        cols, joined = self._tag_query()
+        cols, joined = self._tag_query(filters.hw_class)
         keys = self._tag_keys(cols, sort, across=False)
         query = (select(*(c.label(k) for k, c in cols.items()),
                         *(k.expr.label(f"k{i}") for i, k in enumerate(keys)))
@@ -382,7 +394,7 @@ class BrowseService(Service):
                namespaces: set[str] | None = None) -> Page:
         """Every tag, in every repository (of ``namespaces`` unless None), whose manifest
         is a model."""
-        cols, joined = self._tag_query()
+        cols, joined = self._tag_query(filters.hw_class)
         keys = self._tag_keys(cols, sort, across=True)
         query = (select(*(c.label(k) for k, c in cols.items()),
                         *(k.expr.label(f"k{i}") for i, k in enumerate(keys)))

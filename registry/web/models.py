@@ -2,7 +2,8 @@
 
     GET /-/models      ?status= &format= &backend= &architecture= &quantization=
                        &min_tokens_per_s= &max_memory_mb= &max_perplexity=
-                       &fits_memory= [&context=] [&kv_cache=] &q= &sort= &n= &cursor=
+                       &fits_memory= [&context=] [&kv_cache=] &class= &q= &sort= &n=
+                       &cursor=
 
 The query is REST's ``GET /api/v1/models`` (``registry.api.rest.browse``): the same
 parsers read it and the same ``BrowseService.models`` call answers it, limited to the
@@ -36,7 +37,7 @@ from registry.web.render import query, render
 SORT_FIRST = {"name": "", "updated": "-", "size": "-", "tokens_per_s": "-", "memory": "",
               "perplexity": ""}
 # The form's text fields, in the order they are shown.
-TEXT_FIELDS = ("q", "backend", "architecture", "quantization", "min_tokens_per_s",
+TEXT_FIELDS = ("q", "backend", "architecture", "quantization", "class", "min_tokens_per_s",
                "max_memory_mb", "max_perplexity", "fits_memory", "context")
 
 

@@ -5,6 +5,7 @@
                                              &quantization= &min_tokens_per_s=
                                              &max_memory_mb= &max_perplexity=
                                              &fits_memory= [&context=] [&kv_cache=] &q=
+                                             &class=
                                              &sort=name|updated|size|tokens_per_s|memory
                                                    |perplexity
     GET /api/v1/models                       the same filters, every repository
@@ -18,7 +19,9 @@ kv_cache) is matched in any case (``format=GGUF``). An unknown parameter, or a v
 of range, is a 400 problem; an unknown repository a 404.
 ``fits_memory`` is bytes or a size (``16GiB``, ``16GB``; pydantic's ``ByteSize``);
 ``context`` (tokens, default 4096) and ``kv_cache`` (f16 default, q8_0, q4_0) say what
-it is asked at, and only go with it.
+it is asked at, and only go with it. ``class`` (a hardware class name: lower case
+letters, digits, ``-`` and ``_``) makes the figures, and the filters and sorts on them,
+those of the latest verification on that class instead of the latest of any.
 See ``registry.services.browse`` for the rows and the cursor.
 """
 
@@ -40,6 +43,7 @@ from registry.api.rest.common import operation
 from registry.api.rest.schemas import Answer, Format, ModelStatus, Verdict, query_param
 from registry.errors import RequestInvalid
 from registry.formats.fit import KV_CACHE_TYPES
+from registry.profiles import CLASS_NAME
 from registry.services.browse import (
     DEFAULT_CONTEXT,
     DEFAULT_PAGE,
@@ -59,10 +63,11 @@ PAGING = {"n", "cursor", "sort"}
 REPOSITORY_PARAMS = PAGING | {"q", "prefix"}
 TAG_PARAMS = PAGING | {"q", "status", "format", "backend", "architecture", "quantization",
                        "min_tokens_per_s", "max_memory_mb", "max_perplexity",
-                       "fits_memory", "context", "kv_cache"}
+                       "fits_memory", "context", "kv_cache", "class"}
 MAX_TEXT = 255
 _N = re.compile(r"[0-9]{1,6}")
 _CONTEXT = re.compile(r"[0-9]{1,9}")
+_CLASS = re.compile(CLASS_NAME[1:-1])
 # A byte count or a size with a unit; pydantic's ByteSize then reads the unit.
 SIZE_PATTERN = r"^[0-9]{1,30}(\.[0-9]{1,30})? ?[A-Za-z]{0,3}$"
 _SIZE = re.compile(SIZE_PATTERN[1:-1])
@@ -200,6 +205,14 @@ def _tag_params(q: str) -> dict[str, dict]:
                                 f"K/V cache type for fits_memory (only with it): "
                                 f"{', '.join(KV_CACHE_TYPES)} (any case)."),
         "q": query_param("q", _TEXT, q),
+        "class": query_param(
+            "class", {"type": "string", "pattern": CLASS_NAME, "maxLength": 64,
+                      "examples": ["cpu"]},
+            "A hardware class (lower case letters, digits, - and _): the figures, the "
+            "filters on them (min_tokens_per_s, max_memory_mb, max_perplexity, "
+            "fits_memory, backend) and the sorts by them are the latest verification's on "
+            "this class instead of the latest of any. A model with no result on the class "
+            "has no figures (and passes no filter on one)."),
         **_paging_params(TAG_SORTS),
     }
 
@@ -307,6 +320,18 @@ def _fit(request: Request) -> dict:
     return {"fits_memory": memory, "context": int(context), "kv_cache": kv_cache}
 
 
+def hw_class(request: Request) -> str | None:
+    """The ``class`` parameter: a hardware class name (its grammar, not that it is
+    defined: a class that is gone still names its past results)."""
+    raw = text_param(request, "class")
+    if raw is None:
+        return None
+    if not _CLASS.fullmatch(raw):
+        raise RequestInvalid(f"class must be a hardware class name: lower case letters, "
+                             f"digits, - and _ (at most 64), not {raw[:80]!r}")
+    return raw
+
+
 def paging(request: Request, sorts: tuple[str, ...]) -> tuple[Sort, int, str | None]:
     raw = text_param(request, "n")
     n = DEFAULT_PAGE
@@ -329,6 +354,7 @@ def tag_filters(request: Request) -> TagFilter:
         max_memory_mb=_number(request, "max_memory_mb"),
         max_perplexity=_number(request, "max_perplexity"),
         q=text_param(request, "q") or None,
+        hw_class=hw_class(request),
         **_fit(request),
     )
 
