@@ -12,7 +12,8 @@ A pure library (no web, database or queue imports)::
 - ``verifier.report``: ``Report``, the figures and the verdict, JSON-safe;
 - ``verifier.child``: the child's entry point (``python -m verifier.child``);
 - ``verifier.backends``: llama.cpp (GGUF) and MLX (model directories), run in the child;
-- ``verifier.hardware``: the machine's description for the report.
+- ``verifier.hardware``: the machine's description for the report;
+- ``verifier.gpu``: the child's GPU memory, sampled through NVML where it is installed.
 
 ``python -m verifier MODEL_PATH`` runs one verification and prints the report.
 """
