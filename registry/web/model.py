@@ -100,7 +100,8 @@ async def _model_page(request: Request, name: str, reference: str, status: int =
     return render(
         request, "model.html", status=status, name=name, tag=tag, digest=digest,
         d=detail, card=detail.get("model"), v=latest, layout=data["layout"],
-        runs=parts.runs(latest), fit=parts.fit(latest), quality=parts.quality(latest),
+        runs=parts.runs(latest), classes=parts.classes(latest), fit=parts.fit(latest),
+        quality=parts.quality(latest),
         regressions=parts.regressions(latest), history=data["history"],
         history_limit=parts.HISTORY, referrers=data["referrers"],
         referrer_count=data["referrer_count"], versions=versions,

@@ -149,6 +149,72 @@ def runs(v: dict | None) -> list[dict]:
     return out
 
 
+# A class's status as the page says it (the REST ``ClassResult.status``).
+CLASS_STATUS = {"not_measured": "not measured", "none": "not queued"}
+
+
+def _run_key(run: dict) -> tuple:
+    """A run's configuration, hashable whatever the report put there."""
+    return tuple(v if isinstance(v, int | float | str | None) else str(v)
+                 for v in (run["context"], run["kv_cache"], run["parallel"]))
+
+
+def _config_label(key: tuple) -> str:
+    context, kv_cache, parallel = key
+    sequences = f"{parallel} sequence{'' if parallel == 1 else 's'}"
+    return f"Context {context}, KV {kv_cache}, {sequences}"
+
+
+def _class_note(entry: dict) -> str | None:
+    """Why a class did not pass, what it waits for, or where it is running."""
+    job = _dict(entry.get("job"))
+    if entry.get("status") == "running" and job.get("worker"):
+        return f"running on {job['worker']}"
+    if entry.get("status") == "none":
+        return "added to the profile after this version was verified: verify again to " \
+               "measure it"
+    return entry.get("waiting") or entry.get("reason")
+
+
+def classes(v: dict | None) -> dict | None:
+    """The result on each hardware class of the profile (REST ``verification.classes``)
+    as a matrix: ``configs`` (the union of the classes' run configurations, in the order
+    they first appear) and per class ``{"name", "required", "status", "label", "note",
+    "backend", "cells"}``, a cell per configuration (a run as ``runs`` shapes it, or
+    None). A class whose result has no run matrix (a report from before profiles) has
+    one cell of its figures, under a configuration of None. None without classes."""
+    entries = {str(k): e for k, e in _dict((v or {}).get("classes")).items()
+               if isinstance(e, dict)}
+    if not entries:
+        return None
+    matrices = {name: runs(_dict(e.get("verification"))) for name, e in entries.items()}
+    keys: list[tuple | None] = []
+    for matrix in matrices.values():
+        for r in matrix:
+            key = _run_key(r)
+            if key not in keys:
+                keys.append(key)
+    plain = {n for n, e in entries.items() if e.get("verification") and not matrices[n]}
+    if plain:
+        keys.append(None)
+    rows = []
+    for name, entry in entries.items():
+        by_key = {_run_key(r): r for r in matrices[name]}
+        verification = _dict(entry.get("verification"))
+        if name in plain:
+            figures = _dict(verification.get("figures"))
+            by_key[None] = {"unsupported": None, "generation_tps": _num(
+                figures.get("generation_tps")), "peak_rss_bytes": _num(
+                figures.get("peak_rss_bytes"))}
+        status = str(entry.get("status") or "none")
+        rows.append({"name": name, "required": entry.get("required") is True,
+                     "status": status, "label": CLASS_STATUS.get(status, status),
+                     "note": _class_note(entry), "backend": verification.get("backend"),
+                     "cells": [by_key.get(k) for k in keys]})
+    configs = [{"label": "Figures" if k is None else _config_label(k)} for k in keys]
+    return {"configs": configs, "rows": rows}
+
+
 def fit(v: dict | None) -> dict | None:
     """The fit table: estimates (rows: context, columns: KV type), the largest context
     that fits in each memory size, and the estimate held against measured peaks."""
