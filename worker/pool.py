@@ -201,7 +201,7 @@ class Worker:
         started = datetime.now(UTC)
         profile = self.svc.profiles.applies(target.repository).profile
         report = verify_model(self.settings, self.materializer, target.model, target.policy,
-                              profile, lease.cancel)
+                              profile, lease.cancel, capabilities=self.capabilities)
         if lease.cancel.is_set():
             raise Cancelled()
         row = self.svc.verification.record(target, report.to_dict(), job_id=job.id,

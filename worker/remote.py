@@ -236,7 +236,7 @@ def _verify(worker, job, target, lease: JobLease) -> str | None:
         # Profiles, like policies, apply to "HOST[:PORT]/NAME".
         profile = worker.svc.profiles.applies(f"{target.registry}/{target.repository}")
         report = verify_model(settings, materializer, fmt, target.policy, profile.profile,
-                              lease.cancel)
+                              lease.cancel, capabilities=worker.capabilities)
     if lease.cancel.is_set():
         raise Cancelled()
     result = svc.finish(target, job_id=job.id, worker=worker.worker_id,

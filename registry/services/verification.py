@@ -70,7 +70,8 @@ EMPTY_TYPE = "application/vnd.oci.empty.v1+json"
 QUEUED, VERIFYING, READY, FAILED = "queued", "verifying", "ready", "failed"
 # Figures copied from a verifier report into the REST answer (the full report is kept).
 FIGURES = ("load_s", "prompt_tokens", "prompt_tps", "generation_tps", "ttft_s",
-           "tokens_generated", "peak_rss_bytes", "output", "output_sha256", "wall_s")
+           "tokens_generated", "peak_rss_bytes", "peak_gpu_bytes", "output", "output_sha256",
+           "wall_s")
 # The profile's results, copied from the report as they are (null when it has none).
 RESULTS = ("runs", "quality", "fit", "regressions")
 

@@ -125,6 +125,8 @@ class Figures(Answer):
     ttft_s: float | None = absent()
     tokens_generated: int | None = absent()
     peak_rss_bytes: int | None = absent()
+    peak_gpu_bytes: int | None = absent("GPU memory the run used (NVML); null: not measured "
+                                        "(no NVIDIA GPU, or no layers offloaded).")
     output: str | None = absent()
     output_sha256: str | None = absent()
     wall_s: float | None = absent()
