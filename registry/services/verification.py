@@ -230,7 +230,7 @@ class VerificationService(Service):
             conn.execute(update(manifests).where(manifests.c.id == target.manifest_id)
                          .values(status=found[0], status_reason=found[1],
                                  status_changed_at=_now()))
-        elif target.hw_class in required and not self._running_elsewhere(target):
+        elif target.hw_class is not None and not self._running_elsewhere(target):
             # Waiting for another class: "verifying" no longer, unless one of them runs.
             conn.execute(update(manifests).where(manifests.c.id == target.manifest_id,
                                                  manifests.c.status == VERIFYING)
@@ -238,11 +238,11 @@ class VerificationService(Service):
         return found
 
     def _running_elsewhere(self, target: Target) -> bool:
-        """A job of another required class of the model is running."""
+        """Another of the model's jobs (another class's, or any worker's) is running."""
         return any(
             (job := self.queue.latest(dedupe_key(target.manifest_id, target.digest, c)))
             is not None and job.status == "running"
-            for c in target.classes.required if c != target.hw_class)
+            for c in class_jobs.job_classes(target.classes) if c != target.hw_class)
 
     def _still_there(self, target: Target, conn=None) -> bool:
         q = select(manifests.c.id).where(manifests.c.id == target.manifest_id,

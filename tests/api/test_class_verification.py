@@ -39,6 +39,7 @@ def _run(service, worker: str, classes: list[str], result: dict) -> dict | None:
         return None
     target = service.verification.target(job.payload["manifest_id"], job.payload["digest"],
                                          job.hw_class)
+    service.verification.start(target.manifest_id)  # "verifying", as a worker does
     service.verification.record(target, result, job_id=job.id, worker=worker,
                                 started_at=datetime.now(UTC))
     assert service.queue.complete(job.id, worker)
@@ -199,3 +200,15 @@ def test_a_profile_naming_classes_keeps_its_hash_and_models_without_classes_unch
     job = service.queue.claim("w-any", [JobKind.VERIFY], [])
     assert job is not None and job.hw_class is None
     assert manifest_id(service, "other/m", job.payload["digest"]) == job.payload["manifest_id"]
+
+
+def test_a_result_that_decides_nothing_leaves_the_model_queued_not_verifying(client,
+                                                                             service):
+    _classes(service, "classes: {required: [apple], optional: [cuda]}")
+    push_model(client, "team/m", "v1")
+    _run(service, "w-gpu", ["cuda"], report(passed=False, reason="out of memory"))
+    body = _tag(client, "team/m")
+    assert (body["status"], body["served"]) == ("queued", None), body
+    assert body["verification"]["classes"]["cuda"]["status"] == "failed"  # optional: shown
+    _run(service, "w-mac", ["apple"], report())
+    assert _tag(client, "team/m")["status"] == "ready"
