@@ -92,7 +92,8 @@ class RepositoryPage(Answer):
 
 class TagRow(Answer):
     """A tag, the manifest it points at now, its model card's columns and its latest
-    verification's figures (null: unknown or not a model)."""
+    verification's figures (with ``class``: its latest on that hardware class; null:
+    unknown, not a model, or no result on the class)."""
 
     repository: str
     tag: str
