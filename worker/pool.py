@@ -38,7 +38,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from registry.db.queue import Job
 from registry.settings import Settings
@@ -47,6 +47,7 @@ from worker.lease import Cancelled, JobLease
 log = logging.getLogger("assay.worker")
 
 RECONCILE_SECONDS = 15.0
+PEER_GRACE = timedelta(minutes=10)
 
 
 class Worker:
@@ -141,7 +142,8 @@ class Worker:
                          ", ".join(classes) or "(none)")
             self.hw_classes = classes
             self.svc.verification.reconcile()
-            self.svc.verification.expire_optional()
+            self.svc.class_upkeep.expire_optional()
+            self.svc.class_upkeep.settle_waiting()
             self.svc.remote.reconcile()
         except Exception:
             log.exception("reconciling model statuses failed")
@@ -230,9 +232,14 @@ class Worker:
         """This worker's class may run the model on a peer that has ``backend``: the job
         goes back for it (unless none is present: then the class cannot run it at all,
         recorded as "unsupported", which is not the model's failure)."""
+        # A peer counts while present, or seen within PEER_GRACE (restarting, say): one
+        # worker's brief absence must not record "unsupported" for the whole class.
+        recent = datetime.now(UTC) - PEER_GRACE
         peers = [w for w in self.svc.workers.listing()
-                 if w["id"] != self.worker_id and w["state"] in ("idle", "busy")
-                 and target.hw_class in w["classes"]
+                 if w["id"] != self.worker_id and target.hw_class in w["classes"]
+                 and (w["state"] in ("idle", "busy")
+                      or (w["state"] != "stopped"
+                          and datetime.fromisoformat(w["last_seen_at"]) >= recent))
                  and backend in (w["capabilities"].get("backends") or {})]
         if peers:
             self.queue.release(job.id, self.worker_id, delay=self.settings.job_poll_seconds * 4)

@@ -20,6 +20,7 @@ from registry.services.adoption import AdoptionService
 from registry.services.audit import AuditService
 from registry.services.blobs import BlobService
 from registry.services.catalog import CatalogService
+from registry.services.class_upkeep import ClassUpkeep
 from registry.services.classes import ClassService
 from registry.services.events import EventService
 from registry.services.hub import HubService
@@ -84,7 +85,9 @@ class RegistryService:
                                                 policies=self.policies, events=self.events,
                                                 regressions=self.regressions,
                                                 profiles=self.profiles)
-        self.profiles.changed = self.verification.backfill
+        # Jobs and statuses kept in step with the hardware classes profiles name.
+        self.class_upkeep = ClassUpkeep(db, store, settings, verification=self.verification)
+        self.profiles.changed = self.class_upkeep.backfill
         # Results carried in a bundle from another assay, recorded on an admin's word.
         self.adoption = AdoptionService(db, store, settings, verification=self.verification,
                                         profiles=self.profiles, queue=self.queue)

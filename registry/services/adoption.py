@@ -52,8 +52,6 @@ from registry.services import audit
 from registry.services.common import Service, repo_id
 from registry.services.profiles import ProfileService
 from registry.services.verification import (
-    FAILED,
-    READY,
     VERIFICATION_TYPE,
     VerificationService,
     dedupe_key,
@@ -119,12 +117,14 @@ class AdoptionService(Service):
                 raise ManifestUnknown(f"manifest {digest!r} is not in repository {name!r}")
             cancelled = self.queue.cancel(conn, key, {"skipped": f"results adopted from "
                                                                  f"{referrer}"})
+            status = conn.execute(select(manifests.c.status)
+                                  .where(manifests.c.id == model.id)).scalar()
             audit.record(conn, "adopt", f"{name}@{digest}", referrer=referrer,
                          verdict=row["verdict"], profile=profile.sha256,
                          cancelled_job=cancelled)
         live = None if cancelled is not None else self.queue.find(key)
         return {"digest": digest, "referrer": referrer,
-                "status": READY if row["verdict"] == "passed" else FAILED,
+                "status": status,  # (with classes, other classes may still be due)
                 "verification": row, "cancelled_job": cancelled,
                 "running_job": live.id if live is not None and live.status == "running"
                 else None}

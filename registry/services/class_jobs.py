@@ -75,19 +75,28 @@ def latest_by_class(conn: Connection, manifest_id: int) -> dict[str, object]:
     return {r.hw_class: r for r in rows}
 
 
-def class_status(latest: dict[str, object], classes: Classes) -> tuple[str, str | None] | None:
+def class_status(latest: dict[str, object], classes: Classes,
+                 live: set[str] = frozenset()) -> tuple[str, str | None] | None:
     """``("failed", why)`` when the latest result on a required class is not a pass,
     ``("ready", None)`` when every required class passed, None while one has no result
-    yet (the status stays as it is)."""
+    yet (the status stays as it is). A class in ``live`` (its job is queued or running
+    again: a re-run) waits for its new result: its old one decides nothing."""
     for name in classes.required:
         row = latest.get(name)
-        if row is not None and row.verdict != PASSED:
+        if row is not None and row.verdict != PASSED and name not in live:
             what = "unsupported" if row.verdict == UNSUPPORTED else \
                 "not measured" if row.verdict == NOT_MEASURED else "failed"
             return "failed", f"{what} on class {name}: {row.reason or row.verdict}"
-    if all(name in latest for name in classes.required):
+    if all(name in latest and name not in live for name in classes.required):
         return "ready", None
     return None
+
+
+def live_classes(queue: JobQueue, manifest_id: int, digest: str, names: list[str],
+                 but: str | None = None) -> set[str]:
+    """Of ``names`` (other than ``but``), the classes whose job is queued or running."""
+    return {c for c in names if c != but and (job := queue.latest(
+        dedupe_key(manifest_id, digest, c))) is not None and job.status in ("queued", "running")}
 
 
 def job_json(job: Job | None) -> dict | None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
@@ -59,7 +59,6 @@ from registry.services.regressions import RegressionService
 from registry.services.report_columns import report_columns
 from registry.services.uploads import UploadService
 from registry.settings import Settings
-from registry.spans import duration
 from registry.storage import BlobStore
 
 if TYPE_CHECKING:  # manifests.py enqueues with this module's job helpers
@@ -141,11 +140,13 @@ class VerificationService(Service):
                           self.profiles.applies(row.name, conn).profile.classes)
 
     def start(self, manifest_id: int) -> None:
-        """A worker began verifying: "verifying", unless the model is ready already (a
-        re-run keeps serving it until the new verdict)."""
+        """A worker began verifying: a waiting model is "verifying" (a ready one stays ready:
+        a re-run keeps serving it until the new verdict; a failed one stays failed while a
+        class that does not decide its status is measured)."""
         with self.db.write() as conn:
             conn.execute(update(manifests)
-                         .where(manifests.c.id == manifest_id, manifests.c.status != READY)
+                         .where(manifests.c.id == manifest_id,
+                                manifests.c.status.in_((QUEUED, VERIFYING)))
                          .values(status=VERIFYING, status_changed_at=_now()))
             self.events.emit_manifest(conn, "verification.started", manifest_id,
                                       verification=verification_object(VERIFYING))
@@ -186,6 +187,8 @@ class VerificationService(Service):
         and class results that had no run (unsupported, not measured)."""
         if not self._still_there(target, conn):
             return None
+        # Judged under the classes the profile names now (it may have changed meanwhile).
+        target.classes = self.profiles.applies(target.repository, conn).profile.classes
         passed = bool(report.get("passed"))
         verdict = "passed" if passed else "failed"
         if not passed and report.get("verdict") in VERDICTS:
@@ -220,8 +223,10 @@ class VerificationService(Service):
         another, a result without a class where classes are required)."""
         required = target.classes.required
         if required and target.hw_class in required:
+            live = class_jobs.live_classes(self.queue, target.manifest_id, target.digest,
+                                           required, but=target.hw_class)
             found = class_jobs.class_status(
-                class_jobs.latest_by_class(conn, target.manifest_id), target.classes)
+                class_jobs.latest_by_class(conn, target.manifest_id), target.classes, live)
         elif not required and target.hw_class is None:
             found = (READY if passed else FAILED, reason)
         else:
@@ -263,9 +268,18 @@ class VerificationService(Service):
 
     def abandon(self, target: Target, error: str) -> None:
         """The job ran out of attempts on infrastructure errors: the model was never run.
-        It fails (not served) with a reason saying so; ``assay verify`` can try again."""
+        It fails (not served) with a reason saying so; ``assay verify`` can try again. A
+        job for a hardware class fails that class instead, which fails the model only
+        where the class is required."""
         with self.db.write() as conn:
-            self._fail_unrun(conn, target.manifest_id, target.digest, error)
+            if target.hw_class is None:
+                self._fail_unrun(conn, target.manifest_id, target.digest, error)
+                return
+            now = _now()
+            self.store_result(conn, target, {"passed": False, "class": target.hw_class,
+                                             "reason": f"verification could not run: {error}"},
+                              referrer=None, job_id=None, worker=None, started_at=now,
+                              finished_at=now, regressed=False)
 
     def reconcile(self) -> int:
         """Repair statuses a dead worker could not: "verifying" with its job back in the
@@ -304,53 +318,6 @@ class VerificationService(Service):
                 return self._fail_unrun(conn, row.id, row.digest, error)
 
         return repair_statuses(self.queue, rows, key, requeue, fail)
-
-    def expire_optional(self) -> int:
-        """Optional classes no worker took within their profile's ``optional_timeout``:
-        the queued job is finished unrun and the class's result is ``not_measured``.
-        Returns how many expired."""
-        now, expired = _now(), 0
-        for job in self.queue.queued_for_classes(JobKind.VERIFY, now - timedelta(minutes=1)):
-            target = self.target(int(job.payload.get("manifest_id", -1)),
-                                 job.payload.get("digest"), job.hw_class)
-            if target is None or job.hw_class not in target.classes.optional:
-                continue
-            waited = timedelta(seconds=target.classes.optional_timeout)
-            if job.created_at > now - waited:
-                continue
-            why = f"no worker of class {job.hw_class} took it within {duration(waited)}"
-            with self.db.write() as conn:
-                if self.queue.cancel(conn, job.dedupe_key, {"skipped": why}) is None:
-                    continue  # a worker took it meanwhile
-                self.store_result(conn, target, {"passed": False, "verdict": NOT_MEASURED,
-                                                 "reason": why, "class": job.hw_class},
-                                  referrer=None, job_id=job.id, worker=None, started_at=now,
-                                  finished_at=now, regressed=False)
-            expired += 1
-        return expired
-
-    def backfill(self, namespace: str) -> int:
-        """After the profile of ``namespace`` changed: every model under it that is ready
-        or waiting gets a job on each class its profile now names that it has neither a
-        result on nor a live job for. Statuses do not change: a ready model stays served
-        while it is measured. Returns how many models got jobs."""
-        q = (select(manifests.c.id, manifests.c.digest, repositories.c.name)
-             .join(repositories, repositories.c.id == manifests.c.repository_id)
-             .where(manifests.c.status.in_((READY, QUEUED, VERIFYING))))
-        if namespace:
-            q = q.where((repositories.c.name == namespace)
-                        | repositories.c.name.startswith(namespace + "/", autoescape=True))
-        queued = 0
-        with self.db.write() as conn:
-            for row in conn.execute(q).all():
-                classes = self.profiles.applies(row.name, conn).profile.classes
-                if not classes.names:
-                    continue
-                have = class_jobs.latest_by_class(conn, row.id)
-                if class_jobs.enqueue(self.queue, conn, row.id, row.digest, classes,
-                                      only=lambda c, h=have: c is not None and c not in h):
-                    queued += 1
-        return queued
 
     def _fail_unrun(self, conn, manifest_id: int, digest: str, error: str | None) -> int:
         """A model whose verification could never run: failed, with that as the reason

@@ -39,8 +39,12 @@ def _record(service, name: str, digest: str, hw_class: str, tps: float, rss: int
                                          hw_class)
     assert target.hw_class == hw_class and target.classes.required == ["cpu", "apple"]
     data = {**report(tps=tps), "peak_rss_bytes": rss, "perplexity": perplexity}
-    service.verification.record(target, data, job_id=None, worker=f"w-{hw_class}",
+    # As a worker of the class does: its job claimed, the result recorded, the job done.
+    job = service.queue.claim(f"w-{hw_class}", ["verify"], [hw_class])
+    assert job.payload["digest"] == digest, job
+    service.verification.record(target, data, job_id=job.id, worker=f"w-{hw_class}",
                                 started_at=datetime.now(UTC))
+    assert service.queue.complete(job.id, f"w-{hw_class}")
 
 
 @pytest.fixture

@@ -140,11 +140,11 @@ def test_unsupported_and_not_measured_are_results_without_a_run(client, service)
     assert (cpu["status"], cpu["verification"]["verdict"]) == ("unsupported", "unsupported")
     assert cpu["verification"]["referrer"] is None  # nothing ran: no results artifact
     # The optional class: nobody took it within the hour.
-    assert service.verification.expire_optional() == 0
+    assert service.class_upkeep.expire_optional() == 0
     with service.db.write() as conn:
         conn.execute(update(jobs).where(jobs.c.hw_class == "apple").values(
             created_at=datetime.now(UTC) - timedelta(hours=1, minutes=1)))
-    assert service.verification.expire_optional() == 1
+    assert service.class_upkeep.expire_optional() == 1
     apple = _tag(client, "team/m")["verification"]["classes"]["apple"]
     assert apple["status"] == "not_measured"
     assert apple["reason"] == "no worker of class apple took it within 1h"
@@ -212,3 +212,77 @@ def test_a_result_that_decides_nothing_leaves_the_model_queued_not_verifying(cli
     assert body["verification"]["classes"]["cuda"]["status"] == "failed"  # optional: shown
     _run(service, "w-mac", ["apple"], report())
     assert _tag(client, "team/m")["status"] == "ready"
+
+
+def test_a_failed_model_stays_failed_while_an_optional_class_is_measured(client, service):
+    _classes(service, "classes: {required: [cpu], optional: [cuda]}")
+    push_model(client, "team/m", "v1")
+    _run(service, "w-cpu", ["cpu"], report(passed=False, reason="bad"))
+    _run(service, "w-gpu", ["cuda"], report())
+    body = _tag(client, "team/m")
+    assert (body["status"], body["reason"]) == ("failed", "failed on class cpu: bad"), body
+
+
+def test_a_re_run_waits_for_the_new_result_on_a_class_that_failed(client, service):
+    _classes(service, "classes: {required: [cpu, apple]}")
+    push_model(client, "team/m", "v1")
+    _run(service, "w-cpu", ["cpu"], report())
+    _run(service, "w-mac", ["apple"], report(passed=False, reason="too slow"))
+    assert _tag(client, "team/m")["status"] == "failed"
+    assert client.post("/api/v1/repositories/team/m/tags/v1/verify").status_code == 202
+    _run(service, "w-cpu", ["cpu"], report())
+    assert _tag(client, "team/m")["status"] == "queued"  # apple's old failure decides nothing
+    _run(service, "w-mac", ["apple"], report())
+    assert _tag(client, "team/m")["status"] == "ready"
+
+
+def test_an_optional_class_that_could_not_run_does_not_fail_the_model(client, service):
+    _classes(service, "classes: {required: [cpu], optional: [cuda]}")
+    push_model(client, "team/m", "v1")
+    job = service.queue.claim("w-gpu", [JobKind.VERIFY], ["cuda"])
+    target = service.verification.target(job.payload["manifest_id"], job.payload["digest"],
+                                         job.hw_class)
+    service.verification.abandon(target, "disk full")
+    body = _tag(client, "team/m")
+    assert body["status"] == "queued", body
+    cuda = body["verification"]["classes"]["cuda"]["verification"]
+    assert (cuda["verdict"], cuda["reason"]) == ("failed",
+                                                 "verification could not run: disk full")
+
+
+def test_profile_changes_settle_waiting_and_ready_models(client, service):
+    _classes(service, "classes: {required: [cpu, apple], optional: [cuda]}")
+    push_model(client, "team/a", "v1", variant="a")
+    push_model(client, "team/b", "v1", variant="b")
+    _run(service, "w-cpu", ["cpu"], report())
+    _run(service, "w-cpu", ["cpu"], report())
+    # team/b: cuda measured as not measured, then ready on apple.
+    with service.db.write() as conn:
+        conn.execute(update(jobs).where(jobs.c.hw_class == "cuda").values(
+            created_at=datetime.now(UTC) - timedelta(days=2)))
+    assert service.class_upkeep.expire_optional() == 2
+    assert _tag(client, "team/a")["status"] == "queued"
+    # Apple no longer required: team/a, waiting for it, is ready at once.
+    service.profiles.set("team", parse_profile("classes: {required: [cpu], optional: [cuda]}"))
+    assert _tag(client, "team/a")["status"] == "ready"
+    # cuda becomes required: measured again (it was not measured), served meanwhile.
+    service.profiles.set("team", parse_profile("classes: {required: [cpu, cuda]}"))
+    body = _tag(client, "team/a")
+    assert body["status"] == "ready" and body["served"] == body["digest"]
+    assert body["verification"]["classes"]["cuda"]["status"] == "queued"
+    # No class at all: a model still waiting gets its job for any worker back.
+    push_model(client, "team/c", "v1", variant="c")
+    service.profiles.set("team", parse_profile("name: plain"))
+    job = service.queue.claim("w-any", [JobKind.VERIFY], [])
+    assert job is not None and job.hw_class is None
+
+
+def test_jobs_of_a_deleted_model_are_finished_unrun(client, service):
+    _classes(service, "classes: {required: [apple], optional: [cuda]}")
+    digest = push_model(client, "team/m", "v1")
+    assert client.delete(f"/v2/team/m/manifests/{digest}").status_code == 202
+    with service.db.write() as conn:
+        conn.execute(update(jobs).values(created_at=datetime.now(UTC) - timedelta(hours=1)))
+    service.class_upkeep.expire_optional()
+    assert service.queue.claim("w", [JobKind.VERIFY], ["apple", "cuda"]) is None
+    assert service.queue.stats([JobKind.VERIFY])["queued"] == 0
